@@ -1,0 +1,81 @@
+"""The whole vfl error tree, in one place.
+
+Every error raised by vfl derives from :class:`VFLError`, so callers can catch
+one base class. Messages say what was expected, what arrived, and what to do
+next; they never contain plaintexts, keys or raw customer IDs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VFLError",
+    "ConfigError",
+    "DataError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "CryptoError",
+    "KeyMismatchError",
+    "InsecureKeySizeError",
+    "EncodingOverflowError",
+    "TransportError",
+    "PeerTimeoutError",
+    "NotFittedError",
+    "ConvergenceWarning",
+]
+
+
+class VFLError(Exception):
+    """Base class of every error raised by vfl."""
+
+
+class ConfigError(VFLError, ValueError):
+    """A parameter or configuration value is invalid."""
+
+
+class DataError(VFLError, ValueError):
+    """A party's input table is unusable (missing column, duplicate IDs, ...)."""
+
+
+class ProtocolError(VFLError):
+    """A protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This party tried to do something the protocol does not allow now."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent something malformed, out of order, or out of range."""
+
+
+class CryptoError(VFLError):
+    """A cryptographic operation failed or was refused."""
+
+
+class KeyMismatchError(CryptoError, ValueError):
+    """Ciphertexts under different public keys were combined."""
+
+
+class InsecureKeySizeError(CryptoError, ValueError):
+    """A Paillier key below the secure minimum was requested without opting in."""
+
+
+class EncodingOverflowError(CryptoError, OverflowError):
+    """A value does not fit the fixed-point encoding range."""
+
+
+class TransportError(VFLError):
+    """A message could not be delivered or received."""
+
+
+class PeerTimeoutError(TransportError, TimeoutError):
+    """A peer did not send the expected message in time."""
+
+
+class NotFittedError(VFLError, ValueError, AttributeError):
+    """An estimator was used before ``fit``."""
+
+
+class ConvergenceWarning(UserWarning):
+    """Training stopped at ``max_iter`` before the loss converged."""
