@@ -1,0 +1,142 @@
+"""Pieces shared by the guest and host roles: quantised features, masking, unmasking."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from vfl.crypto.encoding import dequantize, from_residues, quantize
+from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
+from vfl.crypto.vector import EncryptedVector
+from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.lr.config import TrainConfig
+from vfl.lr.messages import (
+    DecryptedGradient,
+    MaskedGradient,
+    PublicKeyAnnounce,
+    decode_residues,
+    encode_ciphertexts,
+    expect_batch,
+)
+from vfl.lr.optim import Optimizer
+
+__all__ = ["QuantizedMatrix", "GradientParty", "ProgressHook"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class ProgressHook:
+    """Callbacks for progress display; the default does nothing."""
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Training is about to start."""
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """A batch finished."""
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """An epoch finished (the loss is known on the guest only)."""
+
+
+@dataclass(frozen=True)
+class QuantizedMatrix:
+    """Features rounded to ``2**-frac_bits`` and shifted to be non-negative.
+
+    ``shifted = round(X * 2**f) + offsets`` is what the multi-exponentiation
+    consumes (computed once per training run); ``values`` are the rounded
+    features as floats, used for the plaintext partial scores.
+    """
+
+    shifted: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    values: FloatArray
+
+    @classmethod
+    def build(cls, X: FloatArray, frac_bits: int) -> QuantizedMatrix:
+        """Quantise ``X`` (2-D)."""
+        q = quantize(X, frac_bits)
+        offsets = np.maximum(0, -q.min(axis=0)) if q.shape[0] else np.zeros(q.shape[1], np.int64)
+        return cls(q + offsets, offsets.astype(np.int64), dequantize(q, frac_bits))
+
+
+def shifted_column(values: FloatArray, frac_bits: int) -> tuple[npt.NDArray[np.int64], int]:
+    """One quantised column with its non-negative offset."""
+    q = quantize(values, frac_bits)
+    off = int(max(0, -int(q.min()))) if q.size else 0
+    return q + off, off
+
+
+class GradientParty:
+    """State common to guest and host: key, randomness, weights, optimiser, masks."""
+
+    name: str
+    config: TrainConfig
+    n_weights: int
+
+    def __init__(self, name: str, config: TrainConfig, n_weights: int,
+                 unpenalized: int | None) -> None:
+        self.name = name
+        self.config = config
+        self.n_weights = n_weights
+        self.coef = np.zeros(n_weights)
+        self.optimizer = Optimizer(config.optimizer, config.learning_rate, config.decay,
+                                   config.penalty, config.alpha, n_weights, unpenalized)
+        self.public_key: PaillierPublicKey | None = None
+        self.randomizer: Randomizer | None = None
+        self._masks: list[int] | None = None
+        self._batch_rows = 0
+        self._epoch = 0
+        self._batch = 0
+
+    def on_public_key(self, msg: PublicKeyAnnounce, *, peer: str,
+                      allow_insecure_key_size: bool) -> None:
+        """Accept the arbiter's key after checking its size."""
+        key = PaillierPublicKey.from_bytes(msg.n)
+        check_key_size(key.bits, allow_insecure_key_size=allow_insecure_key_size)
+        if key.bits != self.config.key_bits:
+            raise RemoteProtocolError(
+                f"Public key from {peer} has {key.bits} bits; the job asked for "
+                f"{self.config.key_bits}."
+            )
+        self.public_key = key
+        self.randomizer = Randomizer(key)
+
+    def _require_key(self) -> tuple[PaillierPublicKey, Randomizer]:
+        if self.public_key is None or self.randomizer is None:
+            raise LocalProtocolError(f"{self.name} has no public key yet; expected PublicKeyAnnounce.")
+        return self.public_key, self.randomizer
+
+    def _mask_and_send(self, gradient: EncryptedVector, epoch: int, batch: int,
+                       rows: int) -> MaskedGradient:
+        """Add uniform masks mod n, re-randomise, remember the masks."""
+        key, rnd = self._require_key()
+        n = int(key.n)
+        masks = [secrets.randbelow(n) for _ in range(len(gradient))]
+        masked = gradient.add_residues([gmpy2.mpz(m) for m in masks]).rerandomize(rnd)
+        self._masks = masks
+        self._batch_rows = rows
+        self._epoch, self._batch = epoch, batch
+        return MaskedGradient(epoch, batch, encode_ciphertexts(masked))
+
+    def on_decrypted(self, msg: DecryptedGradient, *, peer: str) -> FloatArray:
+        """Unmask the arbiter's answer, take an optimiser step; returns the gradient."""
+        key, _ = self._require_key()
+        if self._masks is None:
+            raise RemoteProtocolError(
+                f"Received DecryptedGradient from {peer} but no masked gradient is outstanding."
+            )
+        expect_batch(msg, self._epoch, self._batch, peer)
+        n = int(key.n)
+        width = (key.bits + 7) // 8
+        values = decode_residues(msg.residues, width, n, peer=peer, expected=len(self._masks))
+        unmasked = from_residues([gmpy2.mpz((v - m) % n) for v, m in zip(values, self._masks,
+                                                                         strict=True)], key.n)
+        self._masks = None
+        scale = 2.0 ** (self.config.score_frac_bits + self.config.feature_frac_bits)
+        grad = np.array([float(v) for v in unmasked]) / scale / (4.0 * self._batch_rows)
+        self.coef = self.optimizer.step(self.coef, grad, self._epoch)
+        return grad

@@ -1,0 +1,115 @@
+"""Arbiter role: holds the Paillier private key, decrypts masked values only."""
+
+from __future__ import annotations
+
+from vfl.channel import Channel
+from vfl.crypto.encoding import from_residues
+from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
+from vfl.exceptions import RemoteProtocolError
+from vfl.lr._party import ProgressHook
+from vfl.lr.config import TrainConfig, batch_plan
+from vfl.lr.messages import (
+    DecryptedGradient,
+    EpochDecision,
+    EpochLoss,
+    MaskedGradient,
+    PublicKeyAnnounce,
+    TrainSetup,
+    decode_ciphertexts,
+    encode_residues,
+)
+
+__all__ = ["ArbiterParty", "run_arbiter"]
+
+
+class ArbiterParty:
+    """The arbiter's side of training.
+
+    What the arbiter learns: the job's shapes and hyper-parameters, and the
+    epoch loss. Every gradient it decrypts carries a fresh uniform mask mod n
+    chosen by the party that sent it, so the decrypted values are uniformly
+    distributed and independent of the data.
+
+    Parameters
+    ----------
+    setup : TrainSetup
+    guest : str
+    allow_insecure_key_size : bool
+        The arbiter's own policy; a guest cannot lower it.
+    """
+
+    def __init__(self, setup: TrainSetup, guest: str, *,
+                 allow_insecure_key_size: bool = False,
+                 private_key: PaillierPrivateKey | None = None) -> None:
+        self.setup = setup
+        self.config: TrainConfig = setup.config.validate()
+        self.guest = guest
+        check_key_size(self.config.key_bits, allow_insecure_key_size=allow_insecure_key_size)
+        if private_key is None:
+            _, private_key = generate_keypair(self.config.key_bits,
+                                              allow_insecure_key_size=allow_insecure_key_size)
+        self.private_key = private_key
+        self.public_key = private_key.public_key
+        self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
+        self.loss_history: list[float] = []
+
+    def announce(self) -> PublicKeyAnnounce:
+        """The public key for the other parties."""
+        return PublicKeyAnnounce(self.public_key.to_bytes())
+
+    def on_masked_gradient(self, party: str, msg: MaskedGradient, epoch: int,
+                           batch: int) -> DecryptedGradient:
+        """Decrypt a masked gradient to residues mod n (uniform, thanks to the mask)."""
+        if (msg.epoch, msg.batch) != (epoch, batch):
+            raise RemoteProtocolError(
+                f"MaskedGradient from {party} is for epoch/batch {(msg.epoch, msg.batch)}; "
+                f"expected {(epoch, batch)}."
+            )
+        cfg = self.config
+        enc = decode_ciphertexts(self.public_key, msg.values, peer=party, what="MaskedGradient",
+                                 expected_len=self.widths[party],
+                                 frac_bits=cfg.score_frac_bits + cfg.feature_frac_bits)
+        residues = enc.decrypt_residues(self.private_key)
+        width = (self.public_key.bits + 7) // 8
+        return DecryptedGradient(epoch, batch, encode_residues(residues, width))
+
+    def on_epoch_loss(self, msg: EpochLoss, epoch: int) -> EpochDecision:
+        """Decrypt the epoch loss and decide whether to stop."""
+        if msg.epoch != epoch or msg.n_samples != self.setup.n_rows:
+            raise RemoteProtocolError(f"EpochLoss from {self.guest} does not match epoch {epoch}.")
+        F = self.config.score_frac_bits
+        enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
+                                 expected_len=1, frac_bits=2 * F)
+        total = from_residues(enc.decrypt_residues(self.private_key), self.public_key.n)[0]
+        loss = total / (8.0 * 2.0 ** (2 * F) * msg.n_samples)
+        prev = self.loss_history[-1] if self.loss_history else None
+        self.loss_history.append(loss)
+        stop = epoch + 1 >= self.config.epochs or (
+            self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
+        )
+        return EpochDecision(epoch, stop, loss)
+
+
+def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
+                progress: ProgressHook | None = None) -> ArbiterParty:
+    """Run the arbiter until the guest's job ends."""
+    progress = progress or ProgressHook()
+    setup = channel.recv(guest, TrainSetup)
+    arbiter = ArbiterParty(setup, guest, allow_insecure_key_size=allow_insecure_key_size)
+    for peer in [guest, *setup.hosts]:
+        channel.send(peer, arbiter.announce())
+    cfg = arbiter.config
+    for epoch in range(cfg.epochs):
+        plan = batch_plan(setup.n_rows, cfg.batch_size, cfg.seed, epoch)
+        for b in range(len(plan)):
+            for party in [guest, *setup.hosts]:
+                msg = channel.recv(party, MaskedGradient)
+                channel.send(party, arbiter.on_masked_gradient(party, msg, epoch, b))
+        decision = arbiter.on_epoch_loss(channel.recv(guest, EpochLoss), epoch)
+        channel.send(guest, decision)
+        for host in setup.hosts:
+            channel.send(host, EpochDecision(epoch, decision.stop, None))
+        progress.on_epoch(epoch, decision.loss)
+        if decision.stop:
+            break
+    return arbiter

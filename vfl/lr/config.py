@@ -1,0 +1,134 @@
+"""Training configuration shared by the roles, and its validation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from vfl.codec import message
+from vfl.exceptions import ConfigError
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+PENALTIES = ("none", "l1", "l2")
+
+
+def min_batch_size(max_party_columns: int) -> int:
+    """Smallest batch allowed when the widest party has ``max_party_columns`` columns.
+
+    A party that learns ``X_b^T d`` for its own ``b x k`` batch matrix could solve
+    for the residuals ``d`` (and so the labels) when ``b <= k``. We require
+    ``b >= max(64, 4 * k)``: the residuals then keep at least ``3/4`` of their
+    degrees of freedom hidden in every batch. See ``protocols/specs/hetero_lr.md``.
+    """
+    return max(64, 4 * max_party_columns)
+
+
+@message("lr.TrainConfig/1")
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Hyper-parameters of hetero logistic regression (set by the guest).
+
+    Parameters
+    ----------
+    epochs : int
+        Maximum passes over the intersection.
+    batch_size : int
+        Rows per mini-batch; batches are reshuffled each epoch. ``0`` means
+        the whole intersection in one batch.
+    learning_rate : float
+        Initial step size.
+    decay : float
+        Step size at epoch ``t`` is ``learning_rate / (1 + decay * t)``.
+    optimizer : {"sgd", "momentum", "adam", "rmsprop"}
+    penalty : {"none", "l1", "l2"}
+    alpha : float
+        Penalty strength (the intercept is never penalised).
+    tol : float
+        Stop when the absolute change of the epoch loss is below ``tol``;
+        ``0`` disables early stopping.
+    fit_intercept : bool
+        Fit an intercept (on the guest).
+    seed : int
+        Seed of the batch shuffling (shared by all parties; not a secret).
+    key_bits : int
+        Paillier modulus length chosen by the arbiter.
+    allow_insecure_key_size : bool
+        Allow keys below 2048 bits (tests only).
+    score_frac_bits, feature_frac_bits : int
+        Fixed-point precision of the partial scores and of the feature values.
+    """
+
+    epochs: int = 10
+    batch_size: int = 2048
+    learning_rate: float = 0.15
+    decay: float = 0.0
+    optimizer: str = "adam"
+    penalty: str = "none"
+    alpha: float = 0.0
+    tol: float = 1e-5
+    fit_intercept: bool = True
+    seed: int = 0
+    key_bits: int = 2048
+    allow_insecure_key_size: bool = False
+    score_frac_bits: int = 32
+    feature_frac_bits: int = 20
+
+    def validate(self) -> TrainConfig:
+        """Check every value; raise :class:`ConfigError` naming the first bad one."""
+
+        def bad(name: str, want: str) -> ConfigError:
+            return ConfigError(
+                f"The {name!r} parameter must be {want}. Got {getattr(self, name)!r} instead."
+            )
+
+        for name in ("epochs",):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, "an int >= 1")
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise bad("batch_size", "an int >= 0 (0: full batch)")
+        for name, lo in (("learning_rate", 0.0),):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or not math.isfinite(v) or v <= lo:
+                raise bad(name, "a float in the range (0, inf)")
+        for name in ("decay", "alpha", "tol"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise bad(name, "a float in the range [0, inf)")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
+        if self.penalty not in PENALTIES:
+            raise bad("penalty", "one of " + ", ".join(PENALTIES))
+        if not 8 <= self.feature_frac_bits <= self.score_frac_bits <= 48:
+            raise bad("feature_frac_bits", "between 8 and score_frac_bits (<= 48)")
+        if self.key_bits < 256:
+            raise bad("key_bits", ">= 2048 (or >= 256 with allow_insecure_key_size)")
+        return self
+
+    def replace(self, **changes: object) -> TrainConfig:
+        """A copy with some fields changed."""
+        data = asdict(self)
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"Unknown training parameters: {', '.join(sorted(unknown))}.")
+        data.update(changes)
+        return TrainConfig(**data)  # type: ignore[arg-type]
+
+
+def batch_plan(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Row indices of each mini-batch of ``epoch`` (identical on every party).
+
+    The permutation only decides which aligned rows are processed together;
+    it is not secret and is derived from the shared ``seed`` with numpy's
+    PCG64, so every party computes the same plan without a message.
+    All batches have at least ``batch_size`` rows (the remainder is spread).
+    """
+    import numpy as np
+
+    if batch_size == 0 or batch_size >= n_rows:
+        return [list(range(n_rows))]
+    perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
+    count = max(1, n_rows // batch_size)
+    return [chunk.tolist() for chunk in np.array_split(perm, count)]

@@ -1,0 +1,264 @@
+"""Guest role of hetero logistic regression: pure step methods plus the I/O loop."""
+
+from __future__ import annotations
+
+import math
+
+import gmpy2
+import numpy as np
+
+from vfl.channel import Channel
+from vfl.crypto.encoding import quantize
+from vfl.crypto.vector import EncryptedVector, matvec_t
+from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
+from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
+from vfl.lr.config import TrainConfig, batch_plan, min_batch_size
+from vfl.lr.messages import (
+    CrossTerm,
+    DecryptedGradient,
+    EpochDecision,
+    EpochLoss,
+    HostForward,
+    HostHello,
+    MaskedGradient,
+    PartialScores,
+    PublicKeyAnnounce,
+    Residual,
+    ScoreRequest,
+    TrainSetup,
+    decode_ciphertexts,
+    encode_ciphertexts,
+    expect_batch,
+)
+
+__all__ = ["GuestParty", "run_guest_training", "run_guest_scoring"]
+
+LOG2 = math.log(2.0)
+
+
+class GuestParty(GradientParty):
+    """The guest's side of training.
+
+    What the guest learns: the hosts' row and column counts, its own gradient
+    ``X_g^T d / b`` per batch (after unmasking), and the epoch loss. It sees
+    host scores and cross terms only as ciphertexts it cannot decrypt.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        The guest's preprocessed features, rows in the PSI order.
+    y : ndarray of shape (n_rows,)
+        Labels in {0, 1}.
+    config : TrainConfig
+    hosts : list of str
+    """
+
+    def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
+                 hosts: list[str]) -> None:
+        cfg = config.validate()
+        k = X.shape[1] + (1 if cfg.fit_intercept else 0)
+        super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None)
+        self.hosts = list(hosts)
+        self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+        self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
+        self.n_rows = X.shape[0]
+        self.loss_history: list[float] = []
+        self._forwards: dict[str, HostForward] = {}
+        self._rows: list[int] = []
+        self._loss_acc: gmpy2.mpz | None = None
+        self._loss_parts: list[EncryptedVector] = []
+        self._p_float: FloatArray | None = None
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, hellos: dict[str, HostHello]) -> TrainSetup:
+        """Check the hosts' shapes and the batch-size guardrail; describe the job."""
+        columns = [self.n_weights]
+        for host in self.hosts:
+            hello = hellos[host]
+            if hello.n_rows != self.n_rows:
+                raise RemoteProtocolError(
+                    f"{host} has {hello.n_rows} aligned rows; the guest has {self.n_rows}."
+                )
+            if hello.n_features < 1:
+                raise RemoteProtocolError(f"{host} announced no feature columns.")
+            columns.append(hello.n_features)
+        effective = self.n_rows if self.config.batch_size == 0 else min(self.config.batch_size,
+                                                                       self.n_rows)
+        need = min_batch_size(max(columns))
+        if effective < need:
+            raise ConfigError(
+                f"Batch size {effective} is too small: with up to {max(columns)} columns per "
+                f"party a batch needs at least {need} rows (and the intersection has "
+                f"{self.n_rows}). See protocols/specs/hetero_lr.md, 'Batch-size guardrail'."
+            )
+        return TrainSetup(self.config, self.n_rows, self.hosts, columns)
+
+    # ----------------------------------------------------------------- batch
+    def partial_scores(self, rows: list[int]) -> FloatArray:
+        """``X_b w_g (+ intercept)`` on the quantised features."""
+        k = self.X.values.shape[1]
+        g = self.X.values[rows] @ self.coef[:k]
+        if self.config.fit_intercept:
+            g = g + self.coef[k]
+        return g
+
+    def on_forward(self, host: str, msg: HostForward, epoch: int, batch: int) -> None:
+        """Keep a host's encrypted partial scores for this batch."""
+        expect_batch(msg, epoch, batch, host)
+        self._forwards[host] = msg
+
+    def residuals(self, epoch: int, batch: int, rows: list[int]) -> dict[str, Residual]:
+        """Form ``[[4d]] = [[sum_k H_k]] + round((g - 2y) 2^F)``, re-randomised, per host."""
+        key, rnd = self._require_key()
+        cfg = self.config
+        F = cfg.score_frac_bits
+        if set(self._forwards) != set(self.hosts):
+            raise LocalProtocolError("Residuals requested before every host's scores arrived.")
+        host_scores = [
+            decode_ciphertexts(key, self._forwards[h].scores, peer=h, what="HostForward",
+                               expected_len=len(rows), frac_bits=F)
+            for h in self.hosts
+        ]
+        squares = [
+            decode_ciphertexts(key, self._forwards[h].square_sum, peer=h, what="HostForward",
+                               expected_len=1, frac_bits=2 * F)
+            for h in self.hosts
+        ]
+        g = self.partial_scores(rows)
+        p = g - 2.0 * self.y_pm[rows]
+        P = quantize(p, F)
+        total = host_scores[0]
+        earlier: list[EncryptedVector | None] = [None]
+        for enc in host_scores[1:]:
+            earlier.append(total)
+            total = total.add(enc)
+        d4 = total.add_plain(P).rerandomize(rnd)
+        self._d4 = d4
+        self._rows = rows
+        self._p_float = p
+        self._P = P
+        self._epoch, self._batch = epoch, batch
+        self._loss_parts = list(squares)
+        # plaintext part of 8 * sum_i [log 2 - y g / 2 + g^2 / 8], at scale 2^(2F)
+        plain = float(np.sum(8.0 * LOG2 - 4.0 * self.y_pm[rows] * g + g * g))
+        self._plain_loss = int(round(plain * 2.0 ** (2 * F)))
+        out = {}
+        wire_d4 = encode_ciphertexts(d4)
+        for i, host in enumerate(self.hosts):
+            e = earlier[i]
+            out[host] = Residual(epoch, batch, wire_d4,
+                                 None if e is None else encode_ciphertexts(e.rerandomize(rnd)))
+        self._forwards = {}
+        return out
+
+    def masked_gradient(self) -> MaskedGradient:
+        """``[[X_b^T 4d]]`` (and intercept) masked for the arbiter; keeps the loss cross term."""
+        key, _ = self._require_key()
+        cfg = self.config
+        F, G = cfg.score_frac_bits, cfg.feature_frac_bits
+        rows = self._rows
+        assert self._p_float is not None
+        qp, qp_off = shifted_column(self._p_float, G)
+        mat = np.hstack([self.X.shifted[rows], qp[:, None]])
+        offs = np.append(self.X.offsets, qp_off).astype(np.int64)
+        prod = matvec_t(mat, offs, self._d4, G)
+        cts = prod.ciphertexts
+        grad_cts = cts[:-1]
+        if cfg.fit_intercept:
+            grad_cts = grad_cts + [self._d4.sum().mul_scalar(1 << G).ciphertexts[0]]
+        # cross = sum_i Q(p_i) H_i = sum_i Q(p_i) (4d_i) - sum_i Q(p_i) P_i
+        correction = -sum(int(a) * int(b) for a, b in zip((qp - qp_off).tolist(),
+                                                          self._P.tolist(), strict=True))
+        cross = EncryptedVector(key, [cts[-1]], F + G).add_plain([correction])
+        self._loss_parts.append(cross.mul_scalar(2 << (F - G), F - G))
+        gradient = EncryptedVector(key, grad_cts, F + G)
+        return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
+
+    def on_cross(self, host: str, msg: CrossTerm) -> None:
+        """Add a later host's ``[[sum h_k H_<k]]`` (times 2) to the batch loss."""
+        key, _ = self._require_key()
+        expect_batch(msg, self._epoch, self._batch, host)
+        F, G = self.config.score_frac_bits, self.config.feature_frac_bits
+        cross = decode_ciphertexts(key, msg.value, peer=host, what="CrossTerm", expected_len=1,
+                                   frac_bits=F + G)
+        self._loss_parts.append(cross.mul_scalar(2 << (F - G), F - G))
+
+    def close_batch(self) -> None:
+        """Fold this batch's loss terms into the epoch accumulator."""
+        key, _ = self._require_key()
+        n2 = key.nsquare
+        acc = gmpy2.mpz(1) if self._loss_acc is None else self._loss_acc
+        for part in self._loss_parts:
+            acc = acc * part.ciphertexts[0] % n2
+        acc = acc * (1 + (gmpy2.mpz(self._plain_loss) % key.n) * key.n) % n2
+        self._loss_acc = acc
+        self._loss_parts = []
+
+    def epoch_loss(self, epoch: int) -> EpochLoss:
+        """The epoch's encrypted loss sum, re-randomised, for the arbiter."""
+        key, rnd = self._require_key()
+        if self._loss_acc is None:
+            raise LocalProtocolError("No batch finished in this epoch.")
+        enc = EncryptedVector(key, [self._loss_acc], 2 * self.config.score_frac_bits)
+        self._loss_acc = None
+        return EpochLoss(epoch, encode_ciphertexts(enc.rerandomize(rnd)), self.n_rows)
+
+
+def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
+                       config: TrainConfig, *, hosts: list[str], arbiter: str,
+                       progress: ProgressHook | None = None) -> tuple[GuestParty, int]:
+    """Run the guest's side of training; returns the party and the epochs run."""
+    progress = progress or ProgressHook()
+    party = GuestParty(name, X, y, config, hosts)
+    hellos = {h: channel.recv(h, HostHello) for h in hosts}
+    setup = party.setup(hellos)
+    for peer in [*hosts, arbiter]:
+        channel.send(peer, setup)
+    cfg = party.config
+    party.on_public_key(channel.recv(arbiter, PublicKeyAnnounce), peer=arbiter,
+                        allow_insecure_key_size=cfg.allow_insecure_key_size)
+    epochs_run = 0
+    for epoch in range(cfg.epochs):
+        plan = batch_plan(party.n_rows, cfg.batch_size, cfg.seed, epoch)
+        if epoch == 0:
+            progress.on_start(cfg.epochs, len(plan))
+        for b, rows in enumerate(plan):
+            for h in hosts:
+                party.on_forward(h, channel.recv(h, HostForward), epoch, b)
+            for h, msg in party.residuals(epoch, b, rows).items():
+                channel.send(h, msg)
+            channel.send(arbiter, party.masked_gradient())
+            for h in hosts[1:]:
+                party.on_cross(h, channel.recv(h, CrossTerm))
+            party.close_batch()
+            party.on_decrypted(channel.recv(arbiter, DecryptedGradient), peer=arbiter)
+            progress.on_batch(epoch, b, len(plan))
+        channel.send(arbiter, party.epoch_loss(epoch))
+        decision = channel.recv(arbiter, EpochDecision)
+        if decision.epoch != epoch or decision.loss is None:
+            raise RemoteProtocolError(f"Malformed EpochDecision from {arbiter}.")
+        party.loss_history.append(decision.loss)
+        epochs_run = epoch + 1
+        progress.on_epoch(epoch, decision.loss)
+        if decision.stop:
+            break
+    return party, epochs_run
+
+
+def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *,
+                      hosts: list[str]) -> FloatArray:
+    """Collect the hosts' partial scores; return the probabilities of the aligned rows."""
+    n = own_scores.shape[0]
+    for h in hosts:
+        channel.send(h, ScoreRequest(model_id, n))
+    total = np.asarray(own_scores, dtype=np.float64).copy()
+    for h in hosts:
+        msg = channel.recv(h, PartialScores)
+        if msg.model_id != model_id:
+            raise RemoteProtocolError(f"{h} answered for model {msg.model_id!r}, not {model_id!r}.")
+        if msg.scores.shape != (n,) or not np.all(np.isfinite(msg.scores)):
+            raise RemoteProtocolError(
+                f"Partial scores from {h} have shape {msg.scores.shape}; expected ({n},) finite."
+            )
+        total += msg.scores
+    return 1.0 / (1.0 + np.exp(-total))

@@ -1,0 +1,93 @@
+"""Plaintext reference run of the exact algorithm the encrypted protocol runs.
+
+Same quantisation of features (``2**-feature_frac_bits``) and partial scores
+(``2**-score_frac_bits``), same batches, same Taylor gradient and loss, same
+optimiser: only the encryption is left out. Encrypted training must match it
+to floating-point rounding; tests check this. It is also the fast way to
+tune hyper-parameters on data that may be pooled (e.g. synthetic data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vfl.crypto.encoding import dequantize, quantize
+from vfl.lr._party import FloatArray, QuantizedMatrix
+from vfl.lr.config import TrainConfig, batch_plan
+from vfl.lr.optim import Optimizer
+
+__all__ = ["ReferenceResult", "fit_reference"]
+
+
+@dataclass
+class ReferenceResult:
+    """Weights per party (the guest's intercept last), loss per epoch."""
+
+    guest_coef: FloatArray
+    host_coefs: list[FloatArray]
+    loss_history: list[float]
+    epochs_run: int
+
+
+def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
+                  config: TrainConfig) -> ReferenceResult:
+    """Train hetero LR in the clear on already-aligned, preprocessed blocks."""
+    cfg = config.validate()
+    F, G = cfg.score_frac_bits, cfg.feature_frac_bits
+    Xg = QuantizedMatrix.build(X_guest, G).values
+    Xh = [QuantizedMatrix.build(X, G).values for X in X_hosts]
+    y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    n, kg = Xg.shape
+    n_w = kg + (1 if cfg.fit_intercept else 0)
+    wg = np.zeros(n_w)
+    wh = [np.zeros(X.shape[1]) for X in Xh]
+    opt_g = Optimizer(cfg.optimizer, cfg.learning_rate, cfg.decay, cfg.penalty, cfg.alpha, n_w,
+                      kg if cfg.fit_intercept else None)
+    opt_h = [Optimizer(cfg.optimizer, cfg.learning_rate, cfg.decay, cfg.penalty, cfg.alpha,
+                       X.shape[1]) for X in Xh]
+    history: list[float] = []
+    epochs_run = 0
+    for epoch in range(cfg.epochs):
+        loss8 = 0.0
+        for rows in batch_plan(n, cfg.batch_size, cfg.seed, epoch):
+            b = len(rows)
+            Hk = [quantize(X[rows] @ w, F) for X, w in zip(Xh, wh, strict=True)]
+            g = Xg[rows] @ wg[:kg] + (wg[kg] if cfg.fit_intercept else 0.0)
+            p = g - 2.0 * y_pm[rows]
+            P = quantize(p, F)
+            H = np.sum(Hk, axis=0) if Hk else np.zeros(b, np.int64)
+            d4 = dequantize(H + P, F)
+            # loss terms, as the guest assembles them under encryption
+            plain = float(np.sum(8.0 * math.log(2.0) - 4.0 * y_pm[rows] * g + g * g))
+            loss8 += round(plain * 2.0 ** (2 * F)) / 2.0 ** (2 * F)
+            qp = quantize(p, G)
+            loss8 += 2.0 * _idot(qp, H) / 2.0 ** (F + G)
+            earlier = np.zeros(b, np.int64)
+            for k, Hc in enumerate(Hk):
+                loss8 += _idot(Hc, Hc) / 2.0 ** (2 * F)
+                if k > 0:
+                    qh = quantize(Xh[k][rows] @ wh[k], G)
+                    loss8 += 2.0 * _idot(qh, earlier) / 2.0 ** (F + G)
+                earlier = earlier + Hc
+            # gradients
+            grad_g = Xg[rows].T @ d4 / (4.0 * b)
+            if cfg.fit_intercept:
+                grad_g = np.append(grad_g, np.sum(d4) / (4.0 * b))
+            grads_h = [X[rows].T @ d4 / (4.0 * b) for X in Xh]
+            wg = opt_g.step(wg, grad_g, epoch)
+            wh = [o.step(w, gr, epoch) for o, w, gr in zip(opt_h, wh, grads_h, strict=True)]
+        loss = loss8 / (8.0 * n)
+        prev = history[-1] if history else None
+        history.append(loss)
+        epochs_run = epoch + 1
+        if cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol:
+            break
+    return ReferenceResult(wg, wh, history, epochs_run)
+
+
+def _idot(a: np.ndarray, b: np.ndarray) -> int:
+    """Exact integer dot product of two int64 vectors."""
+    return sum(int(x) * int(y) for x, y in zip(a.tolist(), b.tolist(), strict=True))
