@@ -62,12 +62,12 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 2048
-    learning_rate: float = 0.15
-    decay: float = 0.0
+    learning_rate: float = 0.05
+    decay: float = 0.5
     optimizer: str = "adam"
     penalty: str = "none"
     alpha: float = 0.0
-    tol: float = 1e-5
+    tol: float = 1e-4
     fit_intercept: bool = True
     seed: int = 0
     key_bits: int = 2048

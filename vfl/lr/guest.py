@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import gmpy2
 import numpy as np
@@ -54,11 +55,12 @@ class GuestParty(GradientParty):
     """
 
     def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
-                 hosts: list[str]) -> None:
+                 hosts: list[str], model_id: str | None = None) -> None:
         cfg = config.validate()
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
         super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None)
         self.hosts = list(hosts)
+        self.model_id = model_id or uuid.uuid4().hex
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_rows = X.shape[0]
@@ -91,7 +93,7 @@ class GuestParty(GradientParty):
                 f"party a batch needs at least {need} rows (and the intersection has "
                 f"{self.n_rows}). See protocols/specs/hetero_lr.md, 'Batch-size guardrail'."
             )
-        return TrainSetup(self.config, self.n_rows, self.hosts, columns)
+        return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns)
 
     # ----------------------------------------------------------------- batch
     def partial_scores(self, rows: list[int]) -> FloatArray:
@@ -206,10 +208,11 @@ class GuestParty(GradientParty):
 
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
                        config: TrainConfig, *, hosts: list[str], arbiter: str,
-                       progress: ProgressHook | None = None) -> tuple[GuestParty, int]:
+                       progress: ProgressHook | None = None,
+                       model_id: str | None = None) -> tuple[GuestParty, int]:
     """Run the guest's side of training; returns the party and the epochs run."""
     progress = progress or ProgressHook()
-    party = GuestParty(name, X, y, config, hosts)
+    party = GuestParty(name, X, y, config, hosts, model_id)
     hellos = {h: channel.recv(h, HostHello) for h in hosts}
     setup = party.setup(hellos)
     for peer in [*hosts, arbiter]:

@@ -55,6 +55,7 @@ class HostParty(GradientParty):
         super().__init__(name, cfg, X.shape[1], None)
         self.guest = guest
         self.index = index
+        self.model_id = setup.model_id
         if setup.n_rows != X.shape[0]:
             raise RemoteProtocolError(
                 f"The guest announced {setup.n_rows} aligned rows but {name} has {X.shape[0]}."

@@ -86,6 +86,7 @@ class HostHello:
 class TrainSetup:
     """Guest → hosts and arbiter: hyper-parameters and the parties' shapes."""
 
+    model_id: str
     config: TrainConfig
     n_rows: int
     hosts: list[str]

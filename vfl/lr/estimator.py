@@ -1,0 +1,316 @@
+"""scikit-learn-flavoured estimators, one class per role.
+
+Examples
+--------
+All three roles in one process, over the in-memory transport:
+
+>>> import threading, numpy as np
+>>> from vfl import (GuestLogisticRegression, HostLogisticRegression, Arbiter,
+...                  InMemoryNetwork)
+>>> rng = np.random.default_rng(0)
+>>> Xg, Xh = rng.normal(size=(300, 2)), rng.normal(size=(300, 3))
+>>> y = (Xg[:, 0] + Xh[:, 0] + rng.normal(size=300) > 0).astype(int)
+>>> net = InMemoryNetwork(["guest", "host", "arbiter"])
+>>> host = HostLogisticRegression(allow_insecure_key_size=True)
+>>> arbiter = Arbiter(allow_insecure_key_size=True)
+>>> threads = [
+...     threading.Thread(target=host.fit, args=(Xh,), kwargs={"channel": net.endpoint("host")}),
+...     threading.Thread(target=arbiter.run, kwargs={"channel": net.endpoint("arbiter")}),
+... ]
+>>> for t in threads: t.start()
+>>> guest = GuestLogisticRegression(epochs=5, batch_size=100, key_bits=512,
+...                                 allow_insecure_key_size=True)
+>>> guest = guest.fit(Xg, y, channel=net.endpoint("guest"), hosts=["host"])
+>>> for t in threads: t.join()
+>>> guest.coef_.shape, host.coef_.shape
+((2,), (3,))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from vfl.channel import Channel
+from vfl.exceptions import ConfigError, DataError, NotFittedError
+from vfl.lr._party import FloatArray, ProgressHook
+from vfl.lr.arbiter import run_arbiter
+from vfl.lr.config import TrainConfig
+from vfl.lr.guest import run_guest_scoring, run_guest_training
+from vfl.lr.host import run_host_scoring, run_host_training
+from vfl.model import ModelPart
+from vfl.preprocess import Standardizer
+
+__all__ = ["GuestLogisticRegression", "HostLogisticRegression", "Arbiter"]
+
+
+def _check_X(X: Any, name: str) -> FloatArray:
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2:
+        raise DataError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{name} is empty (shape {arr.shape}).")
+    if np.isinf(arr).any():
+        raise DataError(f"{name} contains infinite values.")
+    return arr
+
+
+def _check_fitted(est: Any) -> None:
+    if not hasattr(est, "coef_"):
+        raise NotFittedError(
+            f"This {type(est).__name__} instance is not fitted yet. Call 'fit' first."
+        )
+
+
+class GuestLogisticRegression(BaseEstimator):
+    """The guest's part of hetero logistic regression (it holds the label).
+
+    What the guest learns: its own weights and intercept, its own gradients,
+    the epoch losses, and at scoring time the hosts' partial scores of the
+    scored rows. See ``protocols/specs/hetero_lr.md``.
+
+    Parameters
+    ----------
+    epochs, batch_size, learning_rate, decay, optimizer, penalty, alpha, tol,
+    fit_intercept, key_bits, allow_insecure_key_size :
+        See :class:`vfl.lr.TrainConfig`.
+    random_state : int
+        Seed of the batch shuffling.
+    standardize : bool
+        Impute and standardise the guest's columns locally before training.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        The guest's slice of the weights only (on the standardised columns).
+    intercept_ : float
+    n_features_in_ : int
+    n_iter_ : int
+        Epochs run.
+    classes_ : ndarray, [0, 1]
+    loss_history_ : list of float
+    model_id_ : str
+    preprocessor_ : Standardizer or None
+    """
+
+    def __init__(self, *, epochs: int = 10, batch_size: int = 2048, learning_rate: float = 0.05,
+                 decay: float = 0.5, optimizer: str = "adam", penalty: str = "none",
+                 alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
+                 random_state: int = 0, key_bits: int = 2048,
+                 allow_insecure_key_size: bool = False, standardize: bool = True) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.optimizer = optimizer
+        self.penalty = penalty
+        self.alpha = alpha
+        self.tol = tol
+        self.fit_intercept = fit_intercept
+        self.random_state = random_state
+        self.key_bits = key_bits
+        self.allow_insecure_key_size = allow_insecure_key_size
+        self.standardize = standardize
+
+    def _config(self) -> TrainConfig:
+        try:
+            return TrainConfig(
+                epochs=self.epochs, batch_size=self.batch_size,
+                learning_rate=float(self.learning_rate), decay=float(self.decay),
+                optimizer=self.optimizer, penalty=self.penalty, alpha=float(self.alpha),
+                tol=float(self.tol), fit_intercept=bool(self.fit_intercept),
+                seed=int(self.random_state), key_bits=int(self.key_bits),
+                allow_insecure_key_size=bool(self.allow_insecure_key_size),
+            ).validate()
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise ConfigError(f"GuestLogisticRegression: {exc}") from None
+            raise ConfigError(f"GuestLogisticRegression: {exc}") from None
+
+    def fit(self, X: Any, y: Any, *, channel: Channel, hosts: list[str],
+            arbiter: str = "arbiter", progress: ProgressHook | None = None,
+            model_id: str | None = None) -> GuestLogisticRegression:
+        """Train jointly with ``hosts``; rows must already be PSI-aligned.
+
+        Returns
+        -------
+        self
+        """
+        config = self._config()
+        X = _check_X(X, "X")
+        y = np.asarray(y).ravel()
+        if y.shape[0] != X.shape[0]:
+            raise DataError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+        if not np.isin(y, [0, 1]).all() or len(np.unique(y)) != 2:
+            raise DataError("y must contain both classes 0 and 1 and nothing else.")
+        if not hosts:
+            raise ConfigError("At least one host is needed for hetero logistic regression.")
+        self.preprocessor_ = Standardizer.fit(X) if self.standardize else None
+        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
+                                           hosts=list(hosts), arbiter=arbiter,
+                                           progress=progress, model_id=model_id)
+        k = X.shape[1]
+        self.coef_ = party.coef[:k].copy()
+        self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
+        self.n_features_in_ = k
+        self.n_iter_ = epochs
+        self.classes_ = np.array([0, 1])
+        self.loss_history_ = list(party.loss_history)
+        self.model_id_ = party.model_id
+        self.hosts_ = list(hosts)
+        return self
+
+    def partial_score(self, X: Any) -> FloatArray:
+        """This party's share of the linear score, ``x_g . w_g + b``."""
+        _check_fitted(self)
+        X = _check_X(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise DataError(f"X has {X.shape[1]} features; the model has {self.n_features_in_}.")
+        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        return Xp @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X: Any, *, channel: Channel, hosts: list[str] | None = None
+                      ) -> FloatArray:
+        """Joint probabilities for PSI-aligned rows; shape ``(n, 2)``."""
+        p1 = run_guest_scoring(channel, self.partial_score(X), self.model_id_,
+                               hosts=list(hosts or self.hosts_))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict(self, X: Any, *, channel: Channel, hosts: list[str] | None = None
+                ) -> np.ndarray:
+        """Class labels at the 0.5 threshold."""
+        return (self.predict_proba(X, channel=channel, hosts=hosts)[:, 1] >= 0.5).astype(int)
+
+    def to_part(self, party: str, features: list[str], training: dict[str, Any]) -> ModelPart:
+        """This party's saveable model part."""
+        _check_fitted(self)
+        return ModelPart(self.model_id_, "guest", party, list(features), self.coef_.tolist(),
+                         self.intercept_,
+                         self.preprocessor_.to_dict() if self.preprocessor_ else {},
+                         training, {"hosts": self.hosts_})
+
+    @classmethod
+    def from_part(cls, part: ModelPart) -> GuestLogisticRegression:
+        """Rebuild a fitted guest estimator from its saved part."""
+        est = cls()
+        est.coef_ = np.asarray(part.coef, dtype=float)
+        est.intercept_ = float(part.intercept or 0.0)
+        est.n_features_in_ = len(part.coef)
+        est.classes_ = np.array([0, 1])
+        est.model_id_ = part.model_id
+        est.hosts_ = list(part.peers.get("hosts", []))
+        est.preprocessor_ = Standardizer.from_dict(part.preprocessing) if part.preprocessing else None
+        est.n_iter_ = int(part.training.get("epochs_run", 0))
+        est.loss_history_ = list(part.training.get("loss_history", []))
+        return est
+
+
+class HostLogisticRegression(BaseEstimator):
+    """A host's part of hetero logistic regression (features only).
+
+    What the host learns: the job's hyper-parameters, its own weights and
+    gradients, and when training stops. Never the labels, the guest's
+    features or the other hosts' features.
+
+    Parameters
+    ----------
+    allow_insecure_key_size : bool
+        Accept Paillier keys below 2048 bits from the arbiter (tests only).
+    standardize : bool
+        Impute and standardise this host's columns locally.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        This host's slice of the weights only.
+    n_features_in_, n_iter_, model_id_, preprocessor_
+    """
+
+    def __init__(self, *, allow_insecure_key_size: bool = False, standardize: bool = True
+                 ) -> None:
+        self.allow_insecure_key_size = allow_insecure_key_size
+        self.standardize = standardize
+
+    def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
+            progress: ProgressHook | None = None) -> HostLogisticRegression:
+        """Train with the guest's job; rows must already be PSI-aligned."""
+        X = _check_X(X, "X")
+        self.preprocessor_ = Standardizer.fit(X) if self.standardize else None
+        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
+                                          arbiter=arbiter,
+                                          allow_insecure_key_size=self.allow_insecure_key_size,
+                                          progress=progress)
+        self.coef_ = party.coef.copy()
+        self.n_features_in_ = X.shape[1]
+        self.n_iter_ = epochs
+        self.model_id_ = party.model_id
+        self.guest_ = guest
+        self.config_ = party.config
+        return self
+
+    def partial_score(self, X: Any) -> FloatArray:
+        """This host's share of the linear score, ``x_h . w_h``."""
+        _check_fitted(self)
+        X = _check_X(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise DataError(f"X has {X.shape[1]} features; the model has {self.n_features_in_}.")
+        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        return Xp @ self.coef_
+
+    def serve_scores(self, X: Any, *, channel: Channel, guest: str | None = None) -> None:
+        """Send this host's partial scores of PSI-aligned rows to the guest."""
+        run_host_scoring(channel, self.partial_score(X), self.model_id_,
+                         guest=guest or self.guest_)
+
+    def to_part(self, party: str, features: list[str], training: dict[str, Any]) -> ModelPart:
+        """This party's saveable model part."""
+        _check_fitted(self)
+        return ModelPart(self.model_id_, "host", party, list(features), self.coef_.tolist(),
+                         None, self.preprocessor_.to_dict() if self.preprocessor_ else {},
+                         training, {"guest": self.guest_})
+
+    @classmethod
+    def from_part(cls, part: ModelPart) -> HostLogisticRegression:
+        """Rebuild a fitted host estimator from its saved part."""
+        est = cls()
+        est.coef_ = np.asarray(part.coef, dtype=float)
+        est.n_features_in_ = len(part.coef)
+        est.model_id_ = part.model_id
+        est.guest_ = str(part.peers.get("guest", "guest"))
+        est.preprocessor_ = Standardizer.from_dict(part.preprocessing) if part.preprocessing else None
+        est.n_iter_ = int(part.training.get("epochs_run", 0))
+        return est
+
+
+class Arbiter(BaseEstimator):
+    """The arbiter: generates the Paillier key pair and decrypts masked values only.
+
+    What the arbiter learns: the job's shapes and hyper-parameters and the
+    epoch losses; every gradient it decrypts is masked by a uniform value.
+
+    Parameters
+    ----------
+    allow_insecure_key_size : bool
+        Accept a job asking for keys below 2048 bits (tests only).
+
+    Attributes
+    ----------
+    loss_history_ : list of float
+    """
+
+    def __init__(self, *, allow_insecure_key_size: bool = False) -> None:
+        self.allow_insecure_key_size = allow_insecure_key_size
+
+    def run(self, *, channel: Channel, guest: str = "guest",
+            progress: ProgressHook | None = None) -> Arbiter:
+        """Serve one training job of ``guest``."""
+        party = run_arbiter(channel, guest=guest,
+                            allow_insecure_key_size=self.allow_insecure_key_size,
+                            progress=progress)
+        self.loss_history_ = list(party.loss_history)
+        self.n_iter_ = len(party.loss_history)
+        return self
