@@ -63,7 +63,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 2048
     learning_rate: float = 0.05
-    decay: float = 0.5
+    decay: float = 1.0
     optimizer: str = "adam"
     penalty: str = "none"
     alpha: float = 0.0

@@ -96,7 +96,7 @@ class GuestLogisticRegression(BaseEstimator):
     """
 
     def __init__(self, *, epochs: int = 10, batch_size: int = 2048, learning_rate: float = 0.05,
-                 decay: float = 0.5, optimizer: str = "adam", penalty: str = "none",
+                 decay: float = 1.0, optimizer: str = "adam", penalty: str = "none",
                  alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True) -> None:

@@ -64,6 +64,9 @@ class GuestParty(GradientParty):
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_rows = X.shape[0]
+        if cfg.fit_intercept:
+            # the Taylor-loss optimum of the intercept alone: a guest-local warm start
+            self.coef[-1] = initial_intercept(self.y_pm)
         self.loss_history: list[float] = []
         self._forwards: dict[str, HostForward] = {}
         self._rows: list[int] = []
@@ -204,6 +207,11 @@ class GuestParty(GradientParty):
         enc = EncryptedVector(key, [self._loss_acc], 2 * self.config.score_frac_bits)
         self._loss_acc = None
         return EpochLoss(epoch, encode_ciphertexts(enc.rerandomize(rnd)), self.n_rows)
+
+
+def initial_intercept(y_pm: FloatArray) -> float:
+    """Intercept minimising the Taylor loss with all weights zero: ``2 * mean(y)``, y in {-1, 1}."""
+    return float(2.0 * np.mean(y_pm)) if len(y_pm) else 0.0
 
 
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,

@@ -16,6 +16,7 @@ import numpy as np
 
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import FloatArray, QuantizedMatrix
+from vfl.lr.guest import initial_intercept
 from vfl.lr.config import TrainConfig, batch_plan
 from vfl.lr.optim import Optimizer
 
@@ -43,6 +44,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     n, kg = Xg.shape
     n_w = kg + (1 if cfg.fit_intercept else 0)
     wg = np.zeros(n_w)
+    if cfg.fit_intercept:
+        wg[kg] = initial_intercept(y_pm)
     wh = [np.zeros(X.shape[1]) for X in Xh]
     opt_g = Optimizer(cfg.optimizer, cfg.learning_rate, cfg.decay, cfg.penalty, cfg.alpha, n_w,
                       kg if cfg.fit_intercept else None)
