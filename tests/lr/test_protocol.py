@@ -1,0 +1,72 @@
+"""Encrypted training equals the plaintext run of the same algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vfl.exceptions import ConfigError, InsecureKeySizeError
+from vfl.lr.reference import fit_reference
+
+from .trio import run_trio, small_config
+
+
+def _assert_matches(run, ref, tol=1e-6):
+    np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=tol, rtol=0)
+    for host, ref_coef in zip(run.hosts, ref.host_coefs):
+        np.testing.assert_allclose(host.coef, ref_coef, atol=tol, rtol=0)
+    np.testing.assert_allclose(run.guest.loss_history, ref.loss_history, atol=1e-9, rtol=0)
+    assert run.epochs == ref.epochs_run
+
+
+def test_encrypted_equals_plaintext_reference_on_breast(breast):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=5, batch_size=128)
+    run = run_trio(Xg, y, [Xh], cfg)
+    ref = fit_reference(Xg, y, [Xh], cfg)
+    _assert_matches(run, ref)
+    # the weights moved: the comparison is not trivially between zeros
+    assert np.abs(ref.guest_coef[:-1]).max() > 0.05
+    assert ref.loss_history[-1] < ref.loss_history[0]
+
+
+def test_two_hosts_equal_reference_with_loss(breast):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=3, batch_size=100)
+    run = run_trio(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    ref = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    _assert_matches(run, ref)
+    # the multi-host loss (with cross-host terms) equals the one-host loss on the same columns
+    one = fit_reference(Xg, y, [Xh], cfg)
+    np.testing.assert_allclose(ref.loss_history, one.loss_history, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "optimizer, penalty, alpha",
+    [("sgd", "l2", 0.01), ("momentum", "l1", 0.01), ("rmsprop", "none", 0.0), ("adam", "l2", 0.1)],
+)
+def test_optimizers_and_penalties_match_reference(breast, optimizer, penalty, alpha):
+    Xg, y, Xh = breast
+    cfg = small_config(optimizer=optimizer, penalty=penalty, alpha=alpha, learning_rate=0.1,
+                       decay=0.3, epochs=2)
+    _assert_matches(run_trio(Xg, y, [Xh], cfg), fit_reference(Xg, y, [Xh], cfg))
+
+
+def test_early_stopping_same_epoch_as_reference(breast):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=30, tol=5e-3, batch_size=0)
+    run = run_trio(Xg, y, [Xh], cfg)
+    ref = fit_reference(Xg, y, [Xh], cfg)
+    assert run.epochs == ref.epochs_run < 30
+
+
+def test_batch_guardrail(breast):
+    Xg, y, Xh = breast
+    with pytest.raises(ConfigError, match="too small"):
+        run_trio(Xg, y, [Xh], small_config(batch_size=50))
+
+
+def test_host_refuses_small_key_without_its_own_flag(breast):
+    Xg, y, Xh = breast
+    with pytest.raises(InsecureKeySizeError):
+        run_trio(Xg, y, [Xh], small_config(epochs=1), host_insecure=False)

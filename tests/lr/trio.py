@@ -1,0 +1,50 @@
+"""Run guest, hosts and arbiter in threads over the in-memory transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vfl.lr import TrainConfig, run_arbiter, run_guest_training, run_host_training
+from vfl.pipeline import run_threads
+from vfl.transport import InMemoryNetwork
+
+
+@dataclass
+class TrioRun:
+    guest: object
+    hosts: list
+    arbiter: object
+    epochs: int
+    network: InMemoryNetwork
+    transcripts: dict = field(default_factory=dict)
+
+
+def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=True) -> TrioRun:
+    names = [f"host{i + 1}" for i in range(len(Xhs))]
+    net = InMemoryNetwork(["guest", *names, "arbiter"])
+    transcripts = {p: net.endpoint(p).record_transcript() for p in net.parties} if record else {}
+    targets = {
+        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=names,
+                                               arbiter="arbiter"),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest",
+                                          allow_insecure_key_size=config.allow_insecure_key_size),
+    }
+    for name, X in zip(names, Xhs):
+        targets[name] = (lambda n, X: lambda ch: run_host_training(
+            ch, n, X, guest="guest", arbiter="arbiter",
+            allow_insecure_key_size=host_insecure))(name, X)
+    res = run_threads(net, targets)
+    guest, epochs = res["guest"]
+    return TrioRun(guest, [res[n][0] for n in names], res["arbiter"], epochs, net, transcripts)
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=3, batch_size=128, tol=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def standardize(X):
+    return (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)
