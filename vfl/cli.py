@@ -27,8 +27,8 @@ from vfl.data import PartyTable, load_table
 from vfl.exceptions import VFLError
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import OPTIMIZERS, PENALTIES, TrainConfig
-from vfl.pipeline import fit_local, host_names, predict_local, psi_local
 from vfl.model import atomic_write_text
+from vfl.pipeline import fit_local, host_names, predict_local, psi_local
 
 console = Console(stderr=True)
 out_console = Console()
@@ -77,14 +77,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except VFLError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-            sys.exit(2)
-        except (OSError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
+        except (VFLError, OSError, ValueError) as exc:
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            console.print("[red]interrupted[/red]")
+            click.echo("interrupted", err=True)
             sys.exit(130)
 
     return wrapper

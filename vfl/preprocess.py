@@ -56,7 +56,7 @@ class Standardizer:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.medians.shape[0]:
             raise DataError(
-                f"Expected {self.medians.shape[0]} feature columns, got {X.shape[1] if X.ndim == 2 else X.shape}."
+                f"Expected {self.medians.shape[0]} feature columns, got shape {X.shape}."
             )
         filled = np.where(np.isnan(X), self.medians, X)
         return (filled - self.means) / self.scales

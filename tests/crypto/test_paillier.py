@@ -22,7 +22,7 @@ def test_phe_decrypts_our_ciphertexts(keypair, randomizer):
     pub, priv = keypair
     vec = EncryptedVector.encrypt(pub, VALUES, 0, randomizer)
     phe_priv = priv.to_phe()
-    for c, v in zip(vec.ciphertexts, VALUES):
+    for c, v in zip(vec.ciphertexts, VALUES, strict=False):
         num = phe.EncryptedNumber(phe_priv.public_key, int(c), 0)
         assert phe_priv.decrypt(num) == v
 

@@ -21,7 +21,7 @@ def test_add_add_plain_mul_scalar(keypair, randomizer):
     assert ea.add(eb).decrypt(priv) == (a + b).tolist()
     assert ea.add_plain(b).decrypt(priv) == (a + b).tolist()
     assert ea.mul_scalar(-37).decrypt(priv) == (a * -37).tolist()
-    assert ea.mul_elementwise(b).decrypt(priv) == [int(x) * int(y) for x, y in zip(a, b)]
+    assert ea.mul_elementwise(b).decrypt(priv) == [int(x) * int(y) for x, y in zip(a, b, strict=False)]
     assert ea.sum().decrypt(priv) == [int(a.sum())]
     assert ea.rerandomize(randomizer).decrypt(priv) == a.tolist()
 
@@ -33,7 +33,7 @@ def test_multiexp_matches_naive(keypair, count):
     bases = [gmpy2.mpz(int(x)) % n2 for x in rng.integers(2, 2**62, count)]
     exps = rng.integers(0, 2**40, count).tolist()
     expected = gmpy2.mpz(1)
-    for b, e in zip(bases, exps):
+    for b, e in zip(bases, exps, strict=False):
         expected = expected * gmpy2.powmod(b, e, n2) % n2
     assert multiexp(bases, exps, n2) == expected
 

@@ -15,7 +15,7 @@ from .trio import run_trio
 
 def _scores(Xg, Xhs, guest_coef, host_coefs):
     s = Xg @ guest_coef[:-1] + guest_coef[-1]
-    for X, w in zip(Xhs, host_coefs):
+    for X, w in zip(Xhs, host_coefs, strict=False):
         s = s + X @ w
     return s
 

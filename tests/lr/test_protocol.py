@@ -13,7 +13,7 @@ from .trio import run_trio, small_config
 
 def _assert_matches(run, ref, tol=1e-6):
     np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=tol, rtol=0)
-    for host, ref_coef in zip(run.hosts, ref.host_coefs):
+    for host, ref_coef in zip(run.hosts, ref.host_coefs, strict=False):
         np.testing.assert_allclose(host.coef, ref_coef, atol=tol, rtol=0)
     np.testing.assert_allclose(run.guest.loss_history, ref.loss_history, atol=1e-9, rtol=0)
     assert run.epochs == ref.epochs_run

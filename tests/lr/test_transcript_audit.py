@@ -53,7 +53,7 @@ def test_transcript_audit(breast):
                     received.update(values)
                     continue
                 plain = priv.raw_decrypt_many([gmpy2.mpz(c) for c in values])
-                for c, m in zip(values, plain):
+                for c, m in zip(values, plain, strict=False):
                     assert (c - 1) % n != 0, f"{party} sent an unrandomised ciphertext"
                     assert (c - 1) // n != int(m)
                     assert c not in received, f"{party} forwarded a ciphertext it received"
@@ -71,7 +71,7 @@ def test_transcript_audit(breast):
     # the arbiter only ever decrypts masked gradients: uniform residues, never the gradients
     margin = 2 ** (pub.bits - 48)
     decrypted = []
-    for direction, peer, data in run.transcripts["arbiter"]:
+    for direction, _peer, data in run.transcripts["arbiter"]:
         body = decode_envelope(data).body
         if direction == "received" and isinstance(body, MaskedGradient):
             vals = priv.raw_decrypt_many([gmpy2.mpz(c) for c in _split(body.values, width)])

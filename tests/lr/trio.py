@@ -31,10 +31,12 @@ def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=Tru
         "arbiter": lambda ch: run_arbiter(ch, guest="guest",
                                           allow_insecure_key_size=config.allow_insecure_key_size),
     }
-    for name, X in zip(names, Xhs):
-        targets[name] = (lambda n, X: lambda ch: run_host_training(
-            ch, n, X, guest="guest", arbiter="arbiter",
-            allow_insecure_key_size=host_insecure))(name, X)
+    def host_job(name, X):
+        return lambda ch: run_host_training(ch, name, X, guest="guest", arbiter="arbiter",
+                                            allow_insecure_key_size=host_insecure)
+
+    for name, X in zip(names, Xhs, strict=True):
+        targets[name] = host_job(name, X)
     res = run_threads(net, targets)
     guest, epochs = res["guest"]
     return TrioRun(guest, [res[n][0] for n in names], res["arbiter"], epochs, net, transcripts)

@@ -22,7 +22,8 @@ def _run(guest_ids, host_ids_list, record=False):
     def host(name, ids):
         out[name] = run_psi_host(net.endpoint(name), ids, "guest")
 
-    threads = [threading.Thread(target=host, args=(n, ids)) for n, ids in zip(names, host_ids_list)]
+    threads = [threading.Thread(target=host, args=(n, ids))
+               for n, ids in zip(names, host_ids_list, strict=True)]
     for t in threads:
         t.start()
     out["guest"] = run_psi_guest(net.endpoint("guest"), guest_ids, names)

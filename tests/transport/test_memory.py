@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import msgpack
 import pytest
 
 from vfl.codec import Envelope, encode_envelope
-from vfl.exceptions import PeerTimeoutError, RemoteProtocolError, LocalProtocolError
+from vfl.exceptions import LocalProtocolError, PeerTimeoutError, RemoteProtocolError
 from vfl.psi.messages import PsiRequest, PsiResponse
 from vfl.transport import InMemoryNetwork
 
@@ -22,7 +21,8 @@ def test_send_recv_counts_bytes():
 def test_wrong_type_names_sender_and_expected():
     net = InMemoryNetwork(["guest", "host"])
     net.endpoint("guest").send("host", PsiRequest(b""))
-    with pytest.raises(RemoteProtocolError, match="Received psi.Request/1 from guest; expected psi.Response/1"):
+    expected = "Received psi.Request/1 from guest; expected psi.Response/1"
+    with pytest.raises(RemoteProtocolError, match=expected):
         net.endpoint("host").recv("guest", PsiResponse)
 
 

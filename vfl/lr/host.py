@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from vfl.channel import Channel
-from vfl.crypto.vector import EncryptedVector, matvec_t
 from vfl.crypto.encoding import quantize
+from vfl.crypto.vector import EncryptedVector, matvec_t
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
 from vfl.lr.config import batch_plan, min_batch_size

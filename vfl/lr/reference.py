@@ -16,8 +16,8 @@ import numpy as np
 
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import FloatArray, QuantizedMatrix
-from vfl.lr.guest import initial_intercept
 from vfl.lr.config import TrainConfig, batch_plan
+from vfl.lr.guest import initial_intercept
 from vfl.lr.optim import Optimizer
 
 __all__ = ["ReferenceResult", "fit_reference"]

@@ -83,4 +83,4 @@ class BlindingKey:
 
     def blind_ids(self, ids: Sequence[str]) -> list[bytes]:
         """Hash IDs to points and blind them."""
-        return self.blind((hash_to_point(x) for x in ids))
+        return self.blind(hash_to_point(x) for x in ids)

@@ -1,0 +1,113 @@
+"""The vfl command line: the demo, fit/predict/psi, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from vfl.cli import main
+
+from .conftest import shared_csv
+
+FAST = ["--key-bits", "512", "--insecure-key-size"]
+
+
+def _run(args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return result
+
+
+def test_demo_small(tmp_path):
+    out = tmp_path / "demo"
+    r = _run(["demo", "--rows", "1500", "--out", str(out), "--epochs", "3", "--quiet", *FAST])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "model" / "report.json").read_text())
+    assert report["n_intersection"] == round(1500 * 0.75)
+    assert report["epochs_run"] == 3
+    assert report["auc"] > report["baseline"]["guest_only_auc"]
+    assert "joint federated model" in r.output
+    assert {p.name for p in (out / "model").iterdir()} == {"guest.json", "host1.json", "report.json"}
+
+
+def test_fit_predict_psi_on_breast(tmp_path):
+    guest, host = shared_csv("breast_hetero_guest.csv"), shared_csv("breast_hetero_host.csv")
+    # drop some rows on each side so the intersection is partial
+    g = pd.read_csv(guest).iloc[:500]
+    h = pd.read_csv(host).iloc[100:]
+    g.to_csv(tmp_path / "g.csv", index=False)
+    h.to_csv(tmp_path / "h.csv", index=False)
+    model = tmp_path / "model"
+    r = _run(["fit", "--guest", str(tmp_path / "g.csv"), "--host", str(tmp_path / "h.csv"),
+              "--id", "id", "--label", "y", "--out", str(model), "--epochs", "4",
+              "--batch-size", "128", "--quiet", *FAST])
+    assert r.exit_code == 0, r.output
+    report = json.loads((model / "report.json").read_text())
+    for key in ("n_guest", "n_hosts", "n_intersection", "epochs_run", "auc", "ks",
+                "train_seconds", "loss_history"):
+        assert key in report
+    assert report["n_intersection"] == 400
+    assert report["auc"] > 0.95
+
+    scores = tmp_path / "scores.csv"
+    r = _run(["predict", "--model", str(model), "--guest", str(tmp_path / "g.csv"),
+              "--host", str(tmp_path / "h.csv"), "--id", "id", "--label", "y",
+              "--out", str(scores)])
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(scores, dtype={"id": str})
+    assert len(s) == 400 and set(s.columns) == {"id", "probability"}
+    assert set(s["id"]) == set(g["id"].astype(str)) & set(h["id"].astype(str))
+    assert s["probability"].between(0, 1).all()
+
+    r = _run(["psi", "--guest", str(tmp_path / "g.csv"), "--host", str(tmp_path / "h.csv"),
+              "--id", "id", "--label", "y", "--out", str(tmp_path / "psi")])
+    assert r.exit_code == 0, r.output
+    ga = pd.read_csv(tmp_path / "psi" / "guest.csv")
+    ha = pd.read_csv(tmp_path / "psi" / "host1.csv")
+    assert ga["id"].tolist() == ha["id"].tolist() and len(ga) == 400
+    assert "y" in ga.columns and "y" not in ha.columns
+    assert list(ha.columns[1:]) == list(h.columns[1:])
+
+
+def _bad_inputs(tmp_path):
+    ok_g = pd.DataFrame({"id": [f"c{i}" for i in range(300)], "y": [i % 2 for i in range(300)],
+                         "a": range(300)})
+    ok_h = pd.DataFrame({"id": [f"c{i}" for i in range(300)], "b": range(300)})
+    cases = {
+        "missing file": (ok_g, None, {"host": "/nonexistent/h.csv"}, "File not found"),
+        "missing id": (ok_g.rename(columns={"id": "key"}), ok_h, {}, "ID column 'id' not found"),
+        "missing label": (ok_g.drop(columns="y"), ok_h, {}, "label column 'y' not found"),
+        "non-numeric": (ok_g.assign(a=["x"] * 300), ok_h, {}, "not numeric"),
+        "label not binary": (ok_g.assign(y=[i % 3 for i in range(300)]), ok_h, {}, "0 or 1"),
+        "duplicate ids": (ok_g, pd.concat([ok_h, ok_h.iloc[:2]]), {}, "duplicate IDs"),
+        "empty intersection": (ok_g, ok_h.assign(id=[f"z{i}" for i in range(300)]), {},
+                               "intersection is empty"),
+        "key too small": (ok_g, ok_h, {"key_bits": "1024"}, "below the secure minimum"),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs(None)))
+def test_bad_input_gives_one_line_error(tmp_path, case):
+    g, h, extra, message = _bad_inputs(tmp_path)[case]
+    g.to_csv(tmp_path / "g.csv", index=False)
+    host = extra.get("host")
+    if host is None:
+        h.to_csv(tmp_path / "h.csv", index=False)
+        host = str(tmp_path / "h.csv")
+    args = [sys.executable, "-m", "vfl.cli", "fit", "--guest", str(tmp_path / "g.csv"),
+            "--host", host, "--id", "id", "--label", "y", "--out", str(tmp_path / "m"),
+            "--quiet", "--batch-size", "0", "--epochs", "1",
+            "--key-bits", extra.get("key_bits", "512")]
+    if "key_bits" not in extra:
+        args.append("--insecure-key-size")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 3
+    assert not (tmp_path / "m" / "guest.json").exists()
