@@ -55,7 +55,7 @@ def test_fit_predict_psi_on_breast(tmp_path):
 
     scores = tmp_path / "scores.csv"
     r = _run(["predict", "--model", str(model), "--guest", str(tmp_path / "g.csv"),
-              "--host", str(tmp_path / "h.csv"), "--id", "id", "--label", "y",
+              "--host", str(tmp_path / "h.csv"), "--id", "id",  # label column is ignored
               "--out", str(scores)])
     assert r.exit_code == 0, r.output
     s = pd.read_csv(scores, dtype={"id": str})

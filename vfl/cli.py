@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -130,6 +129,7 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Allow keys below 2048 bits (testing only)."),
         click.option("--seed", default=d.seed, show_default=True, type=int,
                      help="Batch shuffling seed."),
+        click.option("--no-intercept", is_flag=True, help="Fit no intercept."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -142,6 +142,7 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         decay=kw["decay"], optimizer=kw["optimizer"], penalty=kw["penalty"],
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
+        fit_intercept=not kw["no_intercept"],
     ).validate()
 
 
@@ -231,9 +232,6 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, i
 def predict(model: str, guest: str, hosts: tuple[str, ...], label: str | None, out: str,
             id_column: str, lower_ids: bool, no_strip_ids: bool) -> None:
     """Score the customers every bank has with a saved model."""
-    part = json.loads((Path(model) / "guest.json").read_text()) if (
-        Path(model) / "guest.json").is_file() else {}
-    label = label or (part.get("training", {}).get("label"))
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, False)
     scores = predict_local(model, g, hs)
     atomic_write_text(out, scores.to_csv(index=False))

@@ -37,6 +37,20 @@ class PartyTable:
         """Number of rows."""
         return len(self.ids)
 
+    def select(self, features: Sequence[str]) -> PartyTable:
+        """The same rows with only ``features``, in that order.
+
+        Raises
+        ------
+        DataError
+            Naming the feature columns the table lacks.
+        """
+        missing = [f for f in features if f not in self.feature_names]
+        if missing:
+            raise DataError(f"{self.source}: feature column(s) not found: {', '.join(missing)}")
+        idx = [self.feature_names.index(f) for f in features]
+        return PartyTable(self.ids, self.X[:, idx], list(features), self.y, self.source)
+
     def take(self, rows: npt.NDArray[np.int64]) -> PartyTable:
         """The rows at ``rows``, in that order."""
         return PartyTable([self.ids[i] for i in rows], self.X[rows], self.feature_names,

@@ -230,13 +230,9 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
     for n, part in zip(names, h_parts, strict=True):
         if part.model_id != g_part.model_id:
             raise DataError(f"{model_dir / (n + '.json')} belongs to another model.")
-    for table, part, who in zip([guest, *hosts], [g_part, *h_parts], [GUEST, *names],
-                                strict=True):
-        if table.feature_names != part.features:
-            raise DataError(
-                f"{who}'s scoring table has columns {table.feature_names}; the model part "
-                f"expects {part.features}."
-            )
+    # each party scores with exactly the columns its model part was trained on
+    guest = guest.select(g_part.features)
+    hosts = [t.select(p.features) for t, p in zip(hosts, h_parts, strict=True)]
     g_al, h_al = psi_local(guest, hosts)
     g_est = GuestLogisticRegression.from_part(g_part)
     h_ests = [HostLogisticRegression.from_part(p) for p in h_parts]
