@@ -8,6 +8,7 @@ same party functions over gRPC.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +22,18 @@ from sklearn.linear_model import LogisticRegression
 
 from vfl.data import PartyTable
 from vfl.exceptions import DataError, TransportError, VFLError
+from vfl.jobs import (
+    GuestOutcome,
+    HostOutcome,
+    arbiter_fit_job,
+    guest_fit_job,
+    guest_predict_job,
+    host_fit_job,
+    host_predict_job,
+)
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
-from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
+from vfl.lr.estimator import GuestLogisticRegression, HostLogisticRegression
 from vfl.metrics import evaluate
 from vfl.model import atomic_write_text, load_model_part, save_model_part
 from vfl.preprocess import Standardizer
@@ -72,14 +82,6 @@ def run_threads(network: InMemoryNetwork,
     return results
 
 
-def _check_intersection(rows: np.ndarray, party: str) -> None:
-    if len(rows) == 0:
-        raise DataError(
-            f"The intersection is empty: {party} shares no customer IDs with the other bank(s). "
-            "Check that both sides use the same ID column and normalisation (--lower-ids)."
-        )
-
-
 def psi_local(guest: PartyTable, hosts: list[PartyTable]
               ) -> tuple[PartyTable, list[PartyTable]]:
     """Align the tables by PSI; each returned table holds the shared rows in one order."""
@@ -90,7 +92,9 @@ def psi_local(guest: PartyTable, hosts: list[PartyTable]
     for name, table in zip(names, hosts, strict=True):
         targets[name] = (lambda t: lambda ch: run_psi_host(ch, t.ids, GUEST))(table)
     rows = run_threads(net, targets)
-    _check_intersection(rows[GUEST], "the guest")
+    if len(rows[GUEST]) == 0:
+        raise DataError("The intersection is empty: the tables share no customer IDs. Check "
+                        "that all sides use the same ID column and normalisation (--lower-ids).")
     return guest.take(rows[GUEST]), [t.take(rows[n]) for n, t in zip(names, hosts, strict=True)]
 
 
@@ -107,7 +111,7 @@ class FitResult:
     files: list[Path] = field(default_factory=list)
 
 
-def _baselines(guest: PartyTable, hosts: list[PartyTable]) -> dict[str, float]:
+def centralized_baselines(guest: PartyTable, hosts: list[PartyTable]) -> dict[str, float]:
     """Centralised scikit-learn models on the pooled aligned table (local runs only)."""
     assert guest.y is not None
     Xg = Standardizer.fit(guest.X).transform(guest.X)
@@ -120,11 +124,34 @@ def _baselines(guest: PartyTable, hosts: list[PartyTable]) -> dict[str, float]:
     return out
 
 
+def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], config: TrainConfig,
+                 traffic: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The guest's ``report.json`` content."""
+    est = outcome.estimator
+    return {
+        "model_id": est.model_id_,
+        "n_guest": n_guest,
+        "n_hosts": len(hosts),
+        "hosts": hosts,
+        "n_intersection": outcome.aligned.n_rows,
+        "epochs_run": est.n_iter_,
+        "auc": outcome.metrics["auc"],
+        "ks": outcome.metrics["ks"],
+        "accuracy": outcome.metrics["accuracy"],
+        "evaluated_on": "training intersection",
+        "psi_seconds": outcome.psi_seconds,
+        "train_seconds": outcome.train_seconds,
+        "loss_history": est.loss_history_,
+        "traffic": traffic,
+        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+    }
+
+
 def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *,
               out_dir: str | Path | None = None, progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
               baselines: bool = True) -> FitResult:
-    """PSI, then training with all parties in this process, then evaluation.
+    """PSI, training and evaluation with all parties in this process.
 
     Parameters
     ----------
@@ -138,81 +165,36 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
         raise DataError("The guest table needs a label column.")
     config = config.validate()
     names = host_names(len(hosts))
-    t0 = time.perf_counter()
-    g_al, h_al = psi_local(guest, hosts)
-    psi_seconds = time.perf_counter() - t0
-    if on_psi_done:
-        on_psi_done(g_al.n_rows)
-
-    est_kwargs = dict(epochs=config.epochs, batch_size=config.batch_size,
-                      learning_rate=config.learning_rate, decay=config.decay,
-                      optimizer=config.optimizer, penalty=config.penalty, alpha=config.alpha,
-                      tol=config.tol, fit_intercept=config.fit_intercept,
-                      random_state=config.seed, key_bits=config.key_bits,
-                      allow_insecure_key_size=config.allow_insecure_key_size)
     insecure = config.allow_insecure_key_size
     net = InMemoryNetwork([GUEST, *names, ARBITER])
-
-    def guest_job(ch: Endpoint) -> tuple[GuestLogisticRegression, np.ndarray]:
-        est = GuestLogisticRegression(**est_kwargs).fit(  # type: ignore[arg-type]
-            g_al.X, g_al.y, channel=ch, hosts=names, progress=progress)
-        return est, est.predict_proba(g_al.X, channel=ch)[:, 1]
-
-    def host_job(table: PartyTable) -> Callable[[Endpoint], HostLogisticRegression]:
-        def run(ch: Endpoint) -> HostLogisticRegression:
-            est = HostLogisticRegression(allow_insecure_key_size=insecure).fit(table.X, channel=ch)
-            est.serve_scores(table.X, channel=ch)
-            return est
-        return run
-
-    targets: dict[str, Callable[[Endpoint], Any]] = {GUEST: guest_job}
-    for name, table in zip(names, h_al, strict=True):
-        targets[name] = host_job(table)
-    targets[ARBITER] = lambda ch: Arbiter(allow_insecure_key_size=insecure).run(channel=ch)
-    t1 = time.perf_counter()
+    targets: dict[str, Callable[[Endpoint], Any]] = {
+        GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
+                                        progress=progress, on_psi_done=on_psi_done),
+        ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
+    }
+    for name, table in zip(names, hosts, strict=True):
+        targets[name] = (lambda t: lambda ch: host_fit_job(
+            ch, t, guest=GUEST, arbiter=ARBITER, allow_insecure_key_size=insecure))(table)
     results = run_threads(net, targets)
-    train_seconds = time.perf_counter() - t1
-    g_est, proba = results[GUEST]
-    h_ests = [results[n] for n in names]
-    assert g_al.y is not None
-    metrics = evaluate(g_al.y, proba)
+    g: GuestOutcome = results[GUEST]
+    h: list[HostOutcome] = [results[n] for n in names]
     traffic = {n: {"sent_bytes": net.endpoint(n).stats.total_sent,
                    "received_bytes": net.endpoint(n).stats.total_received}
                for n in [GUEST, *names, ARBITER]}
-    report: dict[str, Any] = {
-        "model_id": g_est.model_id_,
-        "n_guest": guest.n_rows,
-        "n_hosts": len(hosts),
-        "n_host_rows": [h.n_rows for h in hosts],
-        "n_intersection": g_al.n_rows,
-        "epochs_run": g_est.n_iter_,
-        "auc": metrics["auc"],
-        "ks": metrics["ks"],
-        "accuracy": metrics["accuracy"],
-        "evaluated_on": "training intersection",
-        "psi_seconds": psi_seconds,
-        "train_seconds": train_seconds,
-        "loss_history": g_est.loss_history_,
-        "traffic": traffic,
-        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-    }
+    report = guest_report(g, n_guest=guest.n_rows, hosts=names, config=config, traffic=traffic)
+    report["n_host_rows"] = [t.n_rows for t in hosts]
     if baselines:
-        report["baseline"] = _baselines(g_al, h_al)
-    training = {"epochs_run": g_est.n_iter_, "loss_history": g_est.loss_history_,
-                "config": report["config"], "n_intersection": g_al.n_rows}
+        report["baseline"] = centralized_baselines(g.aligned, [o.aligned for o in h])
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
-        files.append(save_model_part(g_est.to_part(GUEST, guest.feature_names, training),
-                                     out / "guest.json"))
-        for name, est, table in zip(names, h_ests, hosts, strict=True):
-            files.append(save_model_part(est.to_part(name, table.feature_names,
-                                                     {"epochs_run": est.n_iter_}),
-                                         out / f"{name}.json"))
-        import json
+        files.append(save_model_part(g.part(), out / "guest.json"))
+        for name, outcome in zip(names, h, strict=True):
+            files.append(save_model_part(outcome.part(), out / f"{name}.json"))
         atomic_write_text(out / "report.json", json.dumps(report, indent=2))
         files.append(out / "report.json")
-    return FitResult(report, g_est, h_ests, g_al, h_al, proba, files)
+    return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
+                     [o.aligned for o in h], g.proba, files)
 
 
 def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTable]
@@ -230,19 +212,13 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
     for n, part in zip(names, h_parts, strict=True):
         if part.model_id != g_part.model_id:
             raise DataError(f"{model_dir / (n + '.json')} belongs to another model.")
-    # each party scores with exactly the columns its model part was trained on
-    guest = guest.select(g_part.features)
-    hosts = [t.select(p.features) for t, p in zip(hosts, h_parts, strict=True)]
-    g_al, h_al = psi_local(guest, hosts)
-    g_est = GuestLogisticRegression.from_part(g_part)
-    h_ests = [HostLogisticRegression.from_part(p) for p in h_parts]
     net = InMemoryNetwork([GUEST, *names])
     targets: dict[str, Callable[[Endpoint], Any]] = {
-        GUEST: lambda ch: g_est.predict_proba(g_al.X, channel=ch, hosts=names)[:, 1]}
-    for name, est, table in zip(names, h_ests, h_al, strict=True):
-        targets[name] = (lambda e, t: lambda ch: e.serve_scores(t.X, channel=ch))(est, table)
-    proba = run_threads(net, targets)[GUEST]
-    return pd.DataFrame({"id": g_al.ids, "probability": proba})
+        GUEST: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names)}
+    for name, part, table in zip(names, h_parts, hosts, strict=True):
+        targets[name] = (lambda p, t: lambda ch: host_predict_job(ch, t, p, guest=GUEST))(
+            part, table)
+    return run_threads(net, targets)[GUEST]
 
 
 def format_error(exc: BaseException) -> str:

@@ -1,0 +1,150 @@
+"""What each party does in a job, over any channel: PSI, then training or scoring.
+
+The same functions run in threads over the in-memory transport (one-machine
+CLI, tests) and in separate processes over gRPC (``vfl run``), so both give
+identical models for the same data and seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vfl.channel import Channel
+from vfl.data import PartyTable
+from vfl.exceptions import DataError
+from vfl.lr._party import ProgressHook
+from vfl.lr.config import TrainConfig
+from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
+from vfl.metrics import evaluate
+from vfl.model import ModelPart
+from vfl.psi.driver import run_psi_guest, run_psi_host
+
+__all__ = [
+    "GuestOutcome",
+    "HostOutcome",
+    "guest_fit_job",
+    "host_fit_job",
+    "arbiter_fit_job",
+    "guest_predict_job",
+    "host_predict_job",
+]
+
+
+def _check_intersection(n: int, who: str) -> None:
+    if n == 0:
+        raise DataError(
+            f"The intersection is empty: {who} shares no customer IDs with the other bank(s). "
+            "Check that all sides use the same ID column and normalisation (--lower-ids)."
+        )
+
+
+@dataclass
+class GuestOutcome:
+    """The guest's result of a training job."""
+
+    estimator: GuestLogisticRegression
+    aligned: PartyTable
+    proba: np.ndarray
+    metrics: dict[str, float]
+    psi_seconds: float
+    train_seconds: float
+    party: str
+
+    def part(self) -> ModelPart:
+        """The guest's model part."""
+        est = self.estimator
+        training = {"epochs_run": est.n_iter_, "loss_history": est.loss_history_,
+                    "config": dict(est.get_params()), "n_intersection": self.aligned.n_rows}
+        return est.to_part(self.party, self.aligned.feature_names, training)
+
+
+@dataclass
+class HostOutcome:
+    """A host's result of a training job."""
+
+    estimator: HostLogisticRegression
+    aligned: PartyTable
+    party: str
+
+    def part(self) -> ModelPart:
+        """This host's model part."""
+        est = self.estimator
+        return est.to_part(self.party, self.aligned.feature_names,
+                           {"epochs_run": est.n_iter_, "n_intersection": self.aligned.n_rows})
+
+
+def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
+                  hosts: list[str], arbiter: str, progress: ProgressHook | None = None,
+                  on_psi_done: Callable[[int], None] | None = None) -> GuestOutcome:
+    """PSI with the hosts, training, then scoring of the training rows for the report."""
+    if table.y is None:
+        raise DataError("The guest table needs a label column.")
+    t0 = time.perf_counter()
+    rows = run_psi_guest(channel, table.ids, hosts)
+    psi_seconds = time.perf_counter() - t0
+    _check_intersection(len(rows), "the guest")
+    aligned = table.take(rows)
+    if on_psi_done:
+        on_psi_done(aligned.n_rows)
+    cfg = config.validate()
+    est = GuestLogisticRegression(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        decay=cfg.decay, optimizer=cfg.optimizer, penalty=cfg.penalty, alpha=cfg.alpha,
+        tol=cfg.tol, fit_intercept=cfg.fit_intercept, random_state=cfg.seed,
+        key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size)
+    t1 = time.perf_counter()
+    est.fit(aligned.X, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
+            progress=progress)
+    train_seconds = time.perf_counter() - t1
+    proba = est.predict_proba(aligned.X, channel=channel)[:, 1]
+    assert aligned.y is not None
+    return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
+                        train_seconds, channel.party)
+
+
+def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: str,
+                 allow_insecure_key_size: bool = False,
+                 progress: ProgressHook | None = None) -> HostOutcome:
+    """PSI with the guest, training, then answering the guest's scoring of the training rows."""
+    rows = run_psi_host(channel, table.ids, guest)
+    _check_intersection(len(rows), channel.party)
+    aligned = table.take(rows)
+    est = HostLogisticRegression(allow_insecure_key_size=allow_insecure_key_size)
+    est.fit(aligned.X, channel=channel, guest=guest, arbiter=arbiter, progress=progress)
+    est.serve_scores(aligned.X, channel=channel, guest=guest)
+    return HostOutcome(est, aligned, channel.party)
+
+
+def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
+                    progress: ProgressHook | None = None) -> Arbiter:
+    """Serve one training job."""
+    return Arbiter(allow_insecure_key_size=allow_insecure_key_size).run(
+        channel=channel, guest=guest, progress=progress)
+
+
+def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
+                      hosts: list[str]) -> pd.DataFrame:
+    """PSI on the scoring tables, then joint scores of the shared customers."""
+    table = table.select(part.features)
+    rows = run_psi_guest(channel, table.ids, hosts)
+    _check_intersection(len(rows), "the guest")
+    aligned = table.take(rows)
+    est = GuestLogisticRegression.from_part(part)
+    proba = est.predict_proba(aligned.X, channel=channel, hosts=hosts)[:, 1]
+    return pd.DataFrame({"id": aligned.ids, "probability": proba})
+
+
+def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
+                     guest: str) -> int:
+    """PSI on the scoring tables, then this host's partial scores; returns rows scored."""
+    table = table.select(part.features)
+    rows = run_psi_host(channel, table.ids, guest)
+    _check_intersection(len(rows), channel.party)
+    aligned = table.take(rows)
+    HostLogisticRegression.from_part(part).serve_scores(aligned.X, channel=channel, guest=guest)
+    return aligned.n_rows
