@@ -13,12 +13,24 @@ import threading
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vfl.codec import Envelope, decode_envelope, encode_envelope, type_name_of
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.codec import Envelope, decode_envelope, encode_envelope, message, type_name_of
+from vfl.exceptions import LocalProtocolError, RemoteProtocolError, TransportError, VFLError
 
-__all__ = ["Endpoint", "TrafficStats"]
+__all__ = ["Abort", "Endpoint", "TrafficStats"]
 
 M = TypeVar("M")
+
+
+@message("control.Abort/1")
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Any party → its peers: this party stopped the job because of an error.
+
+    ``reason`` is the one-line error message (vfl's messages never contain
+    data values, keys or IDs).
+    """
+
+    reason: str
 
 
 @dataclass
@@ -65,6 +77,7 @@ class Endpoint:
         self._recv_seq = dict.fromkeys(self.peers, 0)
         self._lock = threading.Lock()
         self.transcript: list[tuple[str, str, bytes]] | None = None
+        self._aborting = False
 
     def record_transcript(self) -> list[tuple[str, str, bytes]]:
         """Start keeping every (direction, peer, bytes) this endpoint handles (for audits)."""
@@ -88,7 +101,7 @@ class Endpoint:
         self.stats.sent_messages[to] = self.stats.sent_messages.get(to, 0) + 1
         if self.transcript is not None:
             self.transcript.append(("sent", to, data))
-        self._deliver(to, data)
+        self._deliver(to, seq, data)
 
     def recv(self, frm: str, expected: type[M], timeout: float | None = None) -> M:
         """Receive the next message from ``frm``, which must be an ``expected``."""
@@ -114,14 +127,25 @@ class Endpoint:
                 "(replayed, lost or reordered message)."
             )
         self._recv_seq[frm] = want + 1
+        if isinstance(env.body, Abort):
+            raise TransportError(f"{frm} stopped the job: {env.body.reason[:500]}")
         if not isinstance(env.body, expected):
             raise RemoteProtocolError(
                 f"Received {type_name_of(env.body)} from {frm}; expected {type_name_of(expected)}."
             )
         return env.body
 
+    def abort(self, reason: str) -> None:
+        """Tell every peer, best effort, that this party stopped because of ``reason``."""
+        self._aborting = True
+        for peer in self.peers:
+            try:
+                self.send(peer, Abort(reason))
+            except VFLError:
+                pass
+
     # transports implement these two
-    def _deliver(self, to: str, data: bytes) -> None:
+    def _deliver(self, to: str, seq: int, data: bytes) -> None:
         raise NotImplementedError
 
     def _next_bytes(self, frm: str, timeout: float) -> bytes:

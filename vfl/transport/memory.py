@@ -25,7 +25,7 @@ class InMemoryEndpoint(Endpoint):
                          default_timeout)
         self._network = network
 
-    def _deliver(self, to: str, data: bytes) -> None:
+    def _deliver(self, to: str, seq: int, data: bytes) -> None:
         self._network._queues[(self.party, to)].put(data)
 
     def _next_bytes(self, frm: str, timeout: float) -> bytes:
