@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -181,9 +182,10 @@ def _summary(report: dict[str, Any], title: str) -> Table:
     t.add_column("KS", justify="right")
     t.add_row("joint federated model", f"{report['auc']:.4f}", f"{report['ks']:.4f}")
     b = report.get("baseline")
-    if b:
+    if b and "centralized_auc" in b:
         t.add_row("centralised sklearn (pooled data)", f"{b['centralized_auc']:.4f}",
                   f"{b['centralized_ks']:.4f}")
+    if b and "guest_only_auc" in b:
         t.add_row("guest-only model", f"{b['guest_only_auc']:.4f}", f"{b['guest_only_ks']:.4f}")
     return t
 
@@ -221,17 +223,50 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, i
 
 
 @main.command()
-@click.option("--model", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder written by vfl fit.")
-@click.option("--guest", required=True, type=click.Path(dir_okay=False))
-@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False))
-@click.option("--label", default=None, help="Label column to drop from the guest table, if any.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output CSV.")
-@_id_options
+@click.option("--model", type=click.Path(file_okay=False, exists=True),
+              help="Folder written by vfl fit (one-machine form).")
+@click.option("--guest", type=click.Path(dir_okay=False), help="Guest scoring CSV (one-machine form).")
+@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
+              help="Host scoring CSV (one-machine form); repeat for several hosts.")
+@click.option("--id", "id_column", default=None, help="ID column (one-machine form).")
+@click.option("--lower-ids", is_flag=True, help="Compare IDs case-insensitively.")
+@click.option("--no-strip-ids", is_flag=True, help="Keep leading/trailing spaces in IDs.")
+@click.option("--label", default=None, help="Label column to ignore in the guest table, if any.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="This party's TOML (networked form; each party runs its own command).")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="This party's scoring CSV (networked form).")
+@click.option("--job", default=None, help="Job id of the scoring run (networked; default <job>/predict).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output CSV of scores (guest).")
 @friendly_errors
-def predict(model: str, guest: str, hosts: tuple[str, ...], label: str | None, out: str,
-            id_column: str, lower_ids: bool, no_strip_ids: bool) -> None:
-    """Score the customers every bank has with a saved model."""
+def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
+            lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
+            data: str | None, job: str | None, out: str | None) -> None:
+    """Score the customers every bank has with a saved model.
+
+    One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
+
+    Networked:    vfl predict --config bank_a.toml --data a_new.csv --out scores.csv  (guest)
+                  vfl predict --config bank_b.toml --data b_new.csv                   (each host)
+    """
+    if config_path:
+        from vfl.config import load_party_config
+        from vfl.runner import run_predict
+
+        if not data:
+            raise click.UsageError("--config needs --data (this party's scoring CSV).")
+        cfg = load_party_config(config_path)
+        with console.status(f"{cfg.name}: private set intersection and scoring..."):
+            summary = run_predict(cfg, data, out=out, job_id=job)
+        if "scores" in summary:
+            out_console.print(f"{summary['rows_scored']:,} shared customers scored; written to "
+                              f"{summary['scores']}")
+        else:
+            out_console.print(f"{cfg.name}: sent partial scores for {summary['rows_scored']:,} "
+                              "shared customers")
+        return
+    if not (model and guest and id_column and out):
+        raise click.UsageError("Give --model, --guest, --host, --id and --out (or --config and --data).")
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, False)
     scores = predict_local(model, g, hs)
     atomic_write_text(out, scores.to_csv(index=False))
@@ -266,42 +301,187 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
                       f"aligned tables written to {out_dir}/")
 
 
+class JsonStatus(ProgressHook):
+    """Machine-readable progress: one JSON object per line on stdout."""
+
+    def __init__(self, party: str) -> None:
+        self.party = party
+        self.n_epochs = 0
+
+    def emit(self, **fields: Any) -> None:
+        """Print one status line."""
+        print(json.dumps({"party": self.party, **fields}), flush=True)
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Training started."""
+        self.n_epochs = n_epochs
+        self.emit(stage="training", epoch=0, epochs=n_epochs, batch=0, batches=n_batches)
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """A batch finished."""
+        self.emit(stage="training", epoch=epoch + 1, epochs=self.n_epochs, batch=batch + 1,
+                  batches=n_batches)
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """An epoch finished."""
+        self.emit(stage="epoch", epoch=epoch + 1, epochs=self.n_epochs, loss=loss)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="This party's TOML configuration.")
+@click.option("--status-json", is_flag=True,
+              help="Print progress as JSON lines on stdout (for supervisors such as vfl demo).")
+@friendly_errors
+def run(config_path: str, status_json: bool) -> None:
+    """Run this party's role of a training job over gRPC with mutual TLS.
+
+    Start the same command on every party (guest, hosts, arbiter), in any order,
+    each with its own TOML; each writes its own model part under [job] output.
+    """
+    from vfl.config import load_party_config
+    from vfl.runner import run_fit
+
+    cfg = load_party_config(config_path)
+    if status_json:
+        hook = JsonStatus(cfg.name)
+        hook.emit(stage="starting", role=cfg.role.value)
+        summary = run_fit(cfg, progress=hook)
+        hook.emit(stage="done", summary_file=str(cfg.output / (
+            "report.json" if cfg.role.value == "guest" else "run.json")))
+        return
+    console.print(f"{cfg.name} ({cfg.role.value}) listening on {cfg.listen}, job {cfg.job_id!r}; "
+                  f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
+    with _progress(False) as progress:
+        hook2 = RichProgress(progress)
+        summary = run_fit(cfg, progress=hook2)
+        hook2.finish()
+    if cfg.role.value == "guest":
+        out_console.print(_summary(summary, f"vfl run: {cfg.name}"))
+        out_console.print(f"intersection {summary['n_intersection']:,}; {summary['epochs_run']} epochs; "
+                          f"training {summary['train_seconds']:.1f} s; report in {cfg.output}/report.json")
+    else:
+        out_console.print(f"{cfg.name}: done; sent {summary['traffic']['sent_bytes'] / 1e6:.1f} MB; "
+                          f"output in {cfg.output}/")
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for ca.pem and one key + certificate per party.")
+@click.option("--parties", required=True, help="Comma-separated party names, e.g. bank_a,bank_b,arbiter.")
+@click.option("--days", default=365, show_default=True, type=click.IntRange(1))
+@friendly_errors
+def certs(out: str, parties: str, days: int) -> None:
+    """Make a small CA and a key + certificate per party (for demos and tests)."""
+    from vfl.certs import write_party_certs
+
+    names = [p.strip() for p in parties.split(",") if p.strip()]
+    paths = write_party_certs(out, names, days=days)
+    out_console.print(f"CA and {len(names)} party certificates written to {out}/: "
+                      + ", ".join(p.name for p in paths.values()))
+
+
 @main.command()
 @click.option("--rows", default=8000, show_default=True, type=click.IntRange(200),
               help="Customers per bank in the synthetic data.")
 @click.option("--overlap", default=0.75, show_default=True, type=click.FloatRange(0.05, 1.0),
               help="Share of customers both banks have.")
-@click.option("--out", default="vfl-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the generated data, model parts and report.")
+@click.option("--workdir", "--out", "workdir", default="vfl-demo", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Folder for data, certificates, configs, logs and outputs.")
 @click.option("--epochs", default=6, show_default=True, type=click.IntRange(1))
 @click.option("--key-bits", default=2048, show_default=True, type=int)
 @click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
+@click.option("--in-process", is_flag=True,
+              help="Run all parties as threads of this process (no gRPC) instead of three processes.")
 @click.option("--quiet", is_flag=True)
 @friendly_errors
-def demo(rows: int, overlap: float, out: str, epochs: int, key_bits: int,
-         insecure_key_size: bool, quiet: bool) -> None:
-    """Generate two banks' data and train a joint model on them, end to end."""
-    from vfl.synthetic import make_two_banks
+def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
+         insecure_key_size: bool, in_process: bool, quiet: bool) -> None:
+    """Two synthetic banks and an arbiter train one joint model, end to end.
 
-    out_dir = Path(out)
-    g_df, h_df = make_two_banks(rows, overlap)
-    atomic_write_text(out_dir / "bank_a_guest.csv", g_df.to_csv(index=False))
-    atomic_write_text(out_dir / "bank_b_host.csv", h_df.to_csv(index=False))
-    console.print(f"bank A (guest): {len(g_df):,} customers, label + {g_df.shape[1] - 2} "
-                  f"features -> {out_dir / 'bank_a_guest.csv'}")
-    console.print(f"bank B (host):  {len(h_df):,} customers, {h_df.shape[1] - 1} features "
-                  f"-> {out_dir / 'bank_b_host.csv'}")
-    g = load_table(out_dir / "bank_a_guest.csv", id_column="customer_id",
-                   label_column="default", require_label=True)
-    h = load_table(out_dir / "bank_b_host.csv", id_column="customer_id")
-    config = TrainConfig(epochs=epochs, key_bits=key_bits, batch_size=512,
-                         allow_insecure_key_size=insecure_key_size).validate()
-    t0 = time.perf_counter()
-    report = _train(g, [h], config, out_dir / "model", quiet)
+    By default the three parties run as separate processes on this machine,
+    talking gRPC with mutual TLS on loopback, exactly as on three machines.
+    """
+    from vfl.crypto.paillier import check_key_size
+    from vfl.demo import write_demo_job
+
+    check_key_size(key_bits, allow_insecure_key_size=insecure_key_size)
+    job = write_demo_job(workdir, rows=rows, overlap=overlap, key_bits=key_bits,
+                         insecure=insecure_key_size, epochs=epochs)
+    console.print(f"bank A (guest): {rows:,} customers, label + 7 features -> {job.data['bank_a']}")
+    console.print(f"bank B (host):  {rows:,} customers, 7 features -> {job.data['bank_b']}")
+    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default",
+                   require_label=True)
+    h = load_table(job.data["bank_b"], id_column="customer_id")
+    if in_process:
+        config = TrainConfig(epochs=epochs, key_bits=key_bits, batch_size=512,
+                             allow_insecure_key_size=insecure_key_size).validate()
+        t0 = time.perf_counter()
+        report = _train(g, [h], config, job.workdir / "out" / "in-process", quiet)
+        out_console.print(_summary(report, "vfl demo: two banks, one joint model"))
+        out_console.print(_facts(report))
+        out_console.print(f"total {time.perf_counter() - t0:.1f} s; outputs in "
+                          f"{job.workdir / 'out' / 'in-process'}/")
+        return
+    _networked_demo(job, g, h, quiet)
+
+
+def _networked_demo(job: Any, g: PartyTable, h: PartyTable, quiet: bool) -> None:
+    from rich.live import Live
+
+    from vfl.demo import run_demo_processes
+    from vfl.pipeline import centralized_baselines, psi_local
+
+    console.print(f"certificates: {job.workdir / 'certs'}/; configs: "
+                  + ", ".join(str(p.name) for p in job.configs.values())
+                  + f"; logs: {job.workdir / 'logs'}/")
+
+    def table(procs: dict[str, Any]) -> Table:
+        t = Table(title="three parties, gRPC + mutual TLS on loopback", header_style="bold")
+        for col in ("party", "pid", "stage", "progress", "loss"):
+            t.add_column(col)
+        for name, p in procs.items():
+            st = p.status
+            code = p.proc.poll()
+            stage = st.get("stage", "starting")
+            if code is not None:
+                stage = "finished" if code == 0 else f"failed (exit {code})"
+            prog = ""
+            if "epoch" in st and st.get("epochs"):
+                prog = f"epoch {st['epoch']}/{st['epochs']}"
+                if st.get("batches"):
+                    prog += f", batch {st.get('batch', 0)}/{st['batches']}"
+            loss = st.get("loss")
+            t.add_row(name, str(p.proc.pid), stage, prog,
+                      f"{loss:.5f}" if isinstance(loss, float) else "")
+        return t
+
+    with Live(table({}), console=console, refresh_per_second=4, transient=False,
+              redirect_stdout=False) as live:
+        procs, wall = run_demo_processes(job, on_tick=(None if quiet else
+                                                      lambda ps: live.update(table(ps))))
+    console.print()
+    failed = {n: p for n, p in procs.items() if p.proc.returncode != 0}
+    if failed:
+        for n, p in failed.items():
+            click.echo(f"error: {n} exited with {p.proc.returncode}: {p.last_error()}", err=True)
+        sys.exit(1)
+    report = json.loads((job.outputs["bank_a"] / "report.json").read_text())
+    traffic = {}
+    for name, out in job.outputs.items():
+        summary = json.loads((out / ("report.json" if name == "bank_a" else "run.json")).read_text())
+        t = summary["traffic"]
+        traffic[name] = t[name] if name in t else t
+    report["traffic"] = traffic
+    # pooled yardstick: only possible here because the demo generated both banks' data
+    g_al, h_al = psi_local(g, [h])
+    report["baseline"].update({k: v for k, v in centralized_baselines(g_al, h_al).items()
+                               if k.startswith("centralized")})
     out_console.print(_summary(report, "vfl demo: two banks, one joint model"))
     out_console.print(_facts(report))
-    out_console.print(f"total {time.perf_counter() - t0:.1f} s; model parts in "
-                      f"{out_dir / 'model'}/")
+    out_console.print(f"wall time {wall:.1f} s for three processes; every party exited 0; "
+                      f"outputs in {job.workdir / 'out'}/")
 
 
 if __name__ == "__main__":  # pragma: no cover

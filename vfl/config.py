@@ -1,0 +1,284 @@
+"""Per-party TOML configuration for networked runs (``vfl run --config party.toml``).
+
+Example (the guest; see ``examples/two_banks/`` for all three)::
+
+    [job]
+    id = "credit-2026-11"          # the same on every party
+    output = "out/bank_a"          # model part (and, on the guest, report.json)
+    timeout_seconds = 600          # longest wait for any one message
+    connect_timeout_seconds = 60   # how long peers may take to come up
+
+    [party]
+    name = "bank_a"                # = the CN of this party's certificate
+    role = "guest"                 # guest | host | arbiter
+    listen = "127.0.0.1:50051"
+
+    [tls]
+    ca = "certs/ca.pem"
+    cert = "certs/bank_a.pem"
+    key = "certs/bank_a.key"
+
+    [[peers]]
+    name = "bank_b"
+    role = "host"
+    address = "127.0.0.1:50052"
+    # cert = "certs/bank_b.pem"    # optional: pin this exact certificate
+
+    [[peers]]
+    name = "arbiter"
+    role = "arbiter"
+    address = "127.0.0.1:50053"
+
+    [data]                         # guest and hosts
+    path = "bank_a.csv"
+    id_column = "customer_id"
+    label_column = "default"       # guest only
+    # features = ["age", "income"] # default: every other column
+    # lower_ids = false
+
+    [train]                        # guest only; any TrainConfig field
+    epochs = 6
+
+    [security]
+    allow_insecure_key_size = false
+
+Relative paths are resolved against the folder of the TOML file. Every error
+names the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from vfl.exceptions import ConfigError
+from vfl.lr.config import TrainConfig
+from vfl.roles import Role
+
+__all__ = ["PartyConfig", "PeerConfig", "DataConfig", "load_party_config"]
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A peer: its name, role, address and optional pinned certificate."""
+
+    name: str
+    role: Role
+    address: str
+    cert: Path | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """This party's data file and columns."""
+
+    path: Path
+    id_column: str
+    label_column: str | None = None
+    features: list[str] | None = None
+    lower_ids: bool = False
+    strip_ids: bool = True
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    """One party's validated configuration."""
+
+    source: Path
+    job_id: str
+    output: Path
+    timeout: float
+    connect_timeout: float
+    name: str
+    role: Role
+    listen: str
+    ca: Path
+    cert: Path
+    key: Path
+    peers: list[PeerConfig]
+    data: DataConfig | None
+    train: TrainConfig
+    allow_insecure_key_size: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def peers_with(self, role: Role) -> list[PeerConfig]:
+        """The peers that play ``role``, in file order."""
+        return [p for p in self.peers if p.role == role]
+
+    @property
+    def guest(self) -> str:
+        """Name of the guest (this party or a peer)."""
+        return self.name if self.role == Role.GUEST else self.peers_with(Role.GUEST)[0].name
+
+    @property
+    def arbiter(self) -> str:
+        """Name of the arbiter (this party or a peer)."""
+        return self.name if self.role == Role.ARBITER else self.peers_with(Role.ARBITER)[0].name
+
+    @property
+    def hosts(self) -> list[str]:
+        """Names of the hosts this party knows, in file order."""
+        mine = [self.name] if self.role == Role.HOST else []
+        return mine + [p.name for p in self.peers_with(Role.HOST)]
+
+
+class _Reader:
+    def __init__(self, source: Path, data: dict[str, Any]) -> None:
+        self.source = source
+        self.data = data
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {msg}")
+
+    def table(self, key: str, *, required: bool = True) -> dict[str, Any]:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.err(f"[{key}]", "missing section")
+            return {}
+        if not isinstance(value, dict):
+            raise self.err(f"[{key}]", "must be a table")
+        return value
+
+    def get(self, section: dict[str, Any], sect: str, key: str, typ: type | tuple[type, ...],
+            default: Any = ..., ) -> Any:
+        if key not in section:
+            if default is ...:
+                raise self.err(f"{sect}.{key}", "missing")
+            return default
+        value = section[key]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.err(f"{sect}.{key}", f"must be {want}, got {value!r}")
+        return value
+
+    def path(self, section: dict[str, Any], sect: str, key: str, *, must_exist: bool = True,
+             default: Any = ...) -> Path:
+        raw = self.get(section, sect, key, str, default)
+        if raw is None:
+            return None  # type: ignore[return-value]
+        p = Path(raw)
+        if not p.is_absolute():
+            p = self.source.parent / p
+        if must_exist and not p.exists():
+            raise self.err(f"{sect}.{key}", f"file not found: {p}")
+        return p
+
+
+def _address(reader: _Reader, value: str, key: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise reader.err(key, f"must be host:port, got {value!r}")
+    return value
+
+
+def load_party_config(path: str | Path) -> PartyConfig:
+    """Read and validate a party's TOML file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key that is missing or wrong.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"Config file not found: {source}")
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    r = _Reader(source, raw)
+    known = {"job", "party", "tls", "peers", "data", "train", "security"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise r.err(f"[{unknown[0]}]", f"unknown section; expected one of {', '.join(sorted(known))}")
+
+    job = r.table("job")
+    party = r.table("party")
+    tls = r.table("tls")
+    security = r.table("security", required=False)
+    job_id = r.get(job, "job", "id", str)
+    if not job_id:
+        raise r.err("job.id", "must not be empty")
+    name = r.get(party, "party", "name", str)
+    role_raw = r.get(party, "party", "role", str)
+    try:
+        role = Role(role_raw)
+    except ValueError:
+        raise r.err("party.role", f"must be guest, host or arbiter, got {role_raw!r}") from None
+    listen = _address(r, r.get(party, "party", "listen", str), "party.listen")
+
+    peers_raw = raw.get("peers", [])
+    if not isinstance(peers_raw, list) or not peers_raw:
+        raise r.err("[[peers]]", "at least one peer is needed")
+    peers = []
+    for i, p in enumerate(peers_raw):
+        sect = f"peers[{i}]"
+        if not isinstance(p, dict):
+            raise r.err(sect, "must be a table")
+        prole_raw = r.get(p, sect, "role", str)
+        try:
+            prole = Role(prole_raw)
+        except ValueError:
+            raise r.err(f"{sect}.role", f"must be guest, host or arbiter, got {prole_raw!r}") from None
+        pname = r.get(p, sect, "name", str)
+        if pname == name:
+            raise r.err(f"{sect}.name", "a peer cannot have this party's own name")
+        peers.append(PeerConfig(pname, prole, _address(r, r.get(p, sect, "address", str),
+                                                       f"{sect}.address"),
+                                r.path(p, sect, "cert", default=None)))
+    names = [p.name for p in peers]
+    if len(set(names)) != len(names):
+        raise r.err("[[peers]]", "peer names must be unique")
+    roles = [role, *[p.role for p in peers]]
+    if roles.count(Role.GUEST) != 1 or roles.count(Role.ARBITER) != 1 or Role.HOST not in roles:
+        raise r.err("[[peers]]", "a job needs exactly one guest, one arbiter and at least one "
+                                 "host (counting this party)")
+
+    data = None
+    if role != Role.ARBITER:
+        d = r.table("data")
+        features = r.get(d, "data", "features", list, None)
+        if features is not None and not all(isinstance(f, str) for f in features):
+            raise r.err("data.features", "must be a list of column names")
+        label = r.get(d, "data", "label_column", str, None)
+        if role == Role.GUEST and not label:
+            raise r.err("data.label_column", "the guest needs the label column")
+        if role == Role.HOST and label:
+            raise r.err("data.label_column", "a host has no label; remove this key")
+        data = DataConfig(r.path(d, "data", "path"), r.get(d, "data", "id_column", str), label,
+                          features, r.get(d, "data", "lower_ids", bool, False),
+                          r.get(d, "data", "strip_ids", bool, True))
+
+    train_raw = r.table("train", required=False)
+    if train_raw and role != Role.GUEST:
+        raise r.err("[train]", "only the guest sets training parameters")
+    allowed = {f.name for f in fields(TrainConfig)} - {"allow_insecure_key_size"}
+    bad = sorted(set(train_raw) - allowed)
+    if bad:
+        raise r.err(f"train.{bad[0]}", f"unknown parameter; known: {', '.join(sorted(allowed))}")
+    insecure = r.get(security, "security", "allow_insecure_key_size", bool, False)
+    try:
+        train = TrainConfig(**train_raw, allow_insecure_key_size=insecure).validate()
+    except (ConfigError, TypeError) as exc:
+        raise r.err("[train]", str(exc)) from None
+
+    return PartyConfig(
+        source=source,
+        job_id=job_id,
+        output=r.path(job, "job", "output", must_exist=False, default=f"out/{name}"),
+        timeout=float(r.get(job, "job", "timeout_seconds", (int, float), 600)),
+        connect_timeout=float(r.get(job, "job", "connect_timeout_seconds", (int, float), 60)),
+        name=name,
+        role=role,
+        listen=listen,
+        ca=r.path(tls, "tls", "ca"),
+        cert=r.path(tls, "tls", "cert"),
+        key=r.path(tls, "tls", "key"),
+        peers=peers,
+        data=data,
+        train=train,
+        allow_insecure_key_size=insecure,
+    )
