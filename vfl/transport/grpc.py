@@ -149,6 +149,7 @@ class GrpcEndpoint(Endpoint):
         self.rejected: list[tuple[str, str]] = []
         self._inbox: dict[str, queue.Queue[bytes]] = {p.name: queue.Queue() for p in peers}
         self._contacted: set[str] = set()
+        self._ready: set[str] = set()
         ca, cert, key = tls.read()
         self._client_creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                                           certificate_chain=cert)
@@ -190,12 +191,29 @@ class GrpcEndpoint(Endpoint):
         if self._aborting:
             deadline, ready = 3.0, False
         else:
-            deadline, ready = self.connect_timeout + len(data) / 5e6 + 30, True
+            self._ensure_connected(peer)
+            deadline, ready = 30.0 + len(data) / 2e6, True
         try:
             self._stubs[to].Deliver(self._frames(to, seq, data), timeout=deadline,
                                     wait_for_ready=ready)
         except grpc.RpcError as exc:
             raise self._rpc_error(exc, peer, "deliver a message to") from None
+
+    def _ensure_connected(self, peer: PeerAddress) -> None:
+        """Wait (once per peer) until the TLS channel to ``peer`` is up."""
+        if peer.name in self._ready:
+            return
+        try:
+            grpc.channel_ready_future(self._channels[peer.name]).result(
+                timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise PeerTimeoutError(
+                f"{self.party} could not connect to {peer.name} at {peer.address} within "
+                f"{self.connect_timeout:.0f} s: it is not running or not reachable, or the TLS "
+                "handshake failed (certificate not issued by our CA, expired, or not for "
+                f"{peer.name!r})."
+            ) from None
+        self._ready.add(peer.name)
 
     def _rpc_error(self, exc: grpc.RpcError, peer: PeerAddress, doing: str) -> TransportError:
         code = exc.code() if hasattr(exc, "code") else None
