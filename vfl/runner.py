@@ -57,7 +57,8 @@ def _load_data(cfg: PartyConfig, path: str | Path | None = None,
 
 def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:
     return {"sent_bytes": ep.stats.total_sent, "received_bytes": ep.stats.total_received,
-            "sent_by_peer": dict(ep.stats.sent_bytes)}
+            "sent_by_peer": dict(ep.stats.sent_bytes),
+            "sent_by_message_type": dict(ep.stats.sent_by_type)}
 
 
 def _guarded(cfg: PartyConfig, job_id: str | None, work: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class TrafficStats:
     sent_bytes: dict[str, int] = field(default_factory=dict)
     recv_bytes: dict[str, int] = field(default_factory=dict)
     sent_messages: dict[str, int] = field(default_factory=dict)
+    sent_by_type: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_sent(self) -> int:
@@ -99,6 +100,8 @@ class Endpoint:
         data = encode_envelope(Envelope(self.job, seq, self.party, to, message))
         self.stats.sent_bytes[to] = self.stats.sent_bytes.get(to, 0) + len(data)
         self.stats.sent_messages[to] = self.stats.sent_messages.get(to, 0) + 1
+        kind = type_name_of(message)
+        self.stats.sent_by_type[kind] = self.stats.sent_by_type.get(kind, 0) + len(data)
         if self.transcript is not None:
             self.transcript.append(("sent", to, data))
         self._deliver(to, seq, data)

@@ -1,0 +1,127 @@
+"""Parties over gRPC with mutual TLS: same model as in memory; failures end cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vfl.config import load_party_config
+from vfl.data import load_table
+from vfl.demo import write_demo_job
+from vfl.model import load_model_part
+from vfl.pipeline import fit_local
+from vfl.runner import part_path, run_fit, run_predict
+
+
+def _run_all(configs, fn):
+    results, errors = {}, {}
+
+    def go(name, cfg):
+        try:
+            results[name] = fn(cfg)
+        except BaseException as exc:  # noqa: BLE001
+            errors[name] = exc
+
+    threads = [threading.Thread(target=go, args=(n, load_party_config(p)))
+               for n, p in configs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return results, errors
+
+
+def test_grpc_training_equals_in_memory_training(tmp_path):
+    job = write_demo_job(tmp_path / "job", rows=1500, key_bits=512, insecure=True, epochs=3,
+                         batch_size=256)
+    results, errors = _run_all(job.configs, run_fit)
+    assert not errors, errors
+    report = results["bank_a"]
+    guest_cfg = load_party_config(job.configs["bank_a"])
+    host_cfg = load_party_config(job.configs["bank_b"])
+    g_part = load_model_part(part_path(guest_cfg))
+    h_part = load_model_part(part_path(host_cfg))
+    assert g_part.model_id == h_part.model_id == report["model_id"]
+    assert set(g_part.features).isdisjoint(h_part.features)
+
+    # the same job in memory, same seed
+    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
+    h = load_table(job.data["bank_b"], id_column="customer_id")
+    local = fit_local(g, [h], guest_cfg.train, baselines=False)
+    assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
+    assert local.guest.intercept_ == g_part.intercept
+    assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))
+    assert local.report["auc"] == report["auc"]
+    # traffic was counted on the wire
+    assert report["traffic"]["bank_a"]["sent_bytes"] > 100_000
+
+    # networked scoring with the saved parts
+    scores = tmp_path / "scores.csv"
+
+    def predict(cfg):
+        return run_predict(cfg, cfg.data.path, out=scores)
+
+    configs = {k: v for k, v in job.configs.items() if k != "arbiter"}
+    results, errors = _run_all(configs, predict)
+    assert not errors, errors
+    assert results["bank_a"]["rows_scored"] == results["bank_b"]["rows_scored"] == 1125
+    import pandas as pd
+
+    s = pd.read_csv(scores)
+    trained = dict(zip(local.aligned_guest.ids, local.proba, strict=True))
+    assert max(abs(trained[i] - p) for i, p in zip(s["id"], s["probability"], strict=True)) < 1e-12
+
+
+def _spawn(config):
+    return subprocess.Popen([sys.executable, "-m", "vfl.cli", "run", "--config", str(config),
+                             "--status-json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_party_dying_mid_training_stops_the_others_cleanly(tmp_path):
+    job = write_demo_job(tmp_path / "job", rows=3000, key_bits=1024, insecure=True, epochs=30,
+                         batch_size=256)
+    procs = {name: _spawn(cfg) for name, cfg in job.configs.items()}
+    try:
+        # wait until the host is training, then kill it without warning
+        deadline = time.time() + 120
+        for line in procs["bank_b"].stdout:
+            status = json.loads(line)
+            if status.get("stage") == "training" and status.get("batch", 0) >= 2:
+                break
+            assert time.time() < deadline, "host never started training"
+        procs["bank_b"].send_signal(signal.SIGKILL)
+        guest_rc = procs["bank_a"].wait(timeout=60)
+        arbiter_rc = procs["arbiter"].wait(timeout=60)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    guest_err = procs["bank_a"].stderr.read()
+    arbiter_err = procs["arbiter"].stderr.read()
+    assert guest_rc == 2 and arbiter_rc == 2
+    assert "bank_b" in guest_err and "went away" in guest_err, guest_err
+    assert "Traceback" not in guest_err and "Traceback" not in arbiter_err
+    assert "bank_a stopped the job" in arbiter_err or "bank_b" in arbiter_err, arbiter_err
+    # no model part or report that looks complete
+    assert not (job.outputs["bank_a"] / "bank_a.json").exists()
+    assert not (job.outputs["bank_a"] / "report.json").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_vfl_run_with_bad_config_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[job]\nid = "x"\n[party]\nname = "a"\nrole = "guest"\n')
+    proc = subprocess.run([sys.executable, "-m", "vfl.cli", "run", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "bad.toml: [tls]: missing section" in proc.stderr
+    assert "Traceback" not in proc.stderr
