@@ -22,16 +22,31 @@ def _run(args):
     return result
 
 
-def test_demo_small(tmp_path):
+def test_demo_in_process(tmp_path):
     out = tmp_path / "demo"
-    r = _run(["demo", "--rows", "1500", "--out", str(out), "--epochs", "3", "--quiet", *FAST])
+    r = _run(["demo", "--rows", "1500", "--workdir", str(out), "--epochs", "3", "--quiet",
+              "--in-process", *FAST])
     assert r.exit_code == 0, r.output
-    report = json.loads((out / "model" / "report.json").read_text())
+    model = out / "out" / "in-process"
+    report = json.loads((model / "report.json").read_text())
     assert report["n_intersection"] == round(1500 * 0.75)
     assert report["epochs_run"] == 3
     assert report["auc"] > report["baseline"]["guest_only_auc"]
     assert "joint federated model" in r.output
-    assert {p.name for p in (out / "model").iterdir()} == {"guest.json", "host1.json", "report.json"}
+    assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json"}
+
+
+def test_demo_three_processes(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "vfl.cli", "demo", "--rows", "1500",
+                           "--workdir", str(out), "--epochs", "3", "--quiet", *FAST],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "every party exited 0" in proc.stdout
+    report = json.loads((out / "out" / "bank_a" / "report.json").read_text())
+    assert report["n_intersection"] == round(1500 * 0.75) and report["epochs_run"] == 3
+    assert (out / "out" / "bank_b" / "bank_b.json").is_file()
+    assert (out / "certs" / "ca.pem").is_file() and (out / "bank_a.toml").is_file()
 
 
 def test_fit_predict_psi_on_breast(tmp_path):
