@@ -67,6 +67,8 @@ def run_threads(network: InMemoryNetwork,
             results[name] = fn(ep)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append((time.monotonic(), name, exc))
+            ep.abort(" ".join(f"{name}: {exc}".split()) if isinstance(exc, VFLError)
+                     else f"{name} stopped unexpectedly")
             ep.close()
 
     threads = [threading.Thread(target=wrap, args=(n, f), name=f"vfl-{n}", daemon=True)
