@@ -1,0 +1,209 @@
+"""vfl benchmarks: Paillier primitives vs phe, an encrypted epoch on default_credit, PSI.
+
+    python benchmarks/run.py [--quick] [--data ../shared/data] [--skip-psi-1m]
+
+Everything in one table is measured in the same run (the machine is shared and
+noisy: compare ratios, not absolute figures across runs). Writes
+benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import gmpy2
+import numpy as np
+from phe import paillier
+
+from vfl.crypto import EncryptedVector, Randomizer, matvec_t, quantize
+from vfl.crypto.paillier import PaillierPrivateKey
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _rate(fn, count: int) -> float:
+    t = time.perf_counter()
+    fn()
+    return count / (time.perf_counter() - t)
+
+
+def primitives(key_bits: int, quick: bool) -> dict[str, dict[str, float]]:
+    """Operations per second, ours vs phe+gmpy2, same key."""
+    phe_pub, phe_priv = paillier.generate_paillier_keypair(n_length=key_bits)
+    priv = PaillierPrivateKey.from_phe(phe_priv)
+    pub = priv.public_key
+    rnd = Randomizer(pub)
+    k = 1 if quick else 4
+    n_enc, n_phe_enc = 500 * k, 50 * k
+    vals = [secrets.randbelow(2**40) - 2**39 for _ in range(n_enc)]
+    out: dict[str, dict[str, float]] = {}
+
+    ours = _rate(lambda: EncryptedVector.encrypt(pub, vals, 0, rnd), n_enc)
+    phe_nums = []
+    theirs = _rate(lambda: phe_nums.extend(phe_pub.encrypt(v) for v in vals[:n_phe_enc]), n_phe_enc)
+    out["encrypt"] = {"vfl": ours, "phe": theirs}
+
+    vec = EncryptedVector.encrypt(pub, vals, 0, rnd)
+    n_dec = 100 * k
+    sub = EncryptedVector(pub, vec.ciphertexts[:n_dec], 0)
+    out["decrypt"] = {"vfl": _rate(lambda: sub.decrypt(priv), n_dec),
+                      "phe": _rate(lambda: [phe_priv.decrypt(e) for e in phe_nums[:n_dec]],
+                                   min(n_dec, len(phe_nums)))}
+    m = len(phe_nums)
+    small = EncryptedVector(pub, vec.ciphertexts[:m], 0)
+    out["add"] = {"vfl": _rate(lambda: small.add(small), m),
+                  "phe": _rate(lambda: [a + b for a, b in zip(phe_nums, phe_nums, strict=True)], m)}
+    floats = [v / 2**20 for v in vals[:m]]
+    ints = quantize(floats, 20)
+    out["add_plain"] = {"vfl": _rate(lambda: small.add_plain(ints), m),
+                        "phe": _rate(lambda: [a + f for a, f in zip(phe_nums, floats, strict=True)], m)}
+    scal = [secrets.randbelow(2**20) for _ in range(m)]
+    out["scalar_multiply"] = {
+        "vfl": _rate(lambda: small.mul_elementwise(scal), m),
+        "phe": _rate(lambda: [a * (s / 2**10) for a, s in zip(phe_nums, scal, strict=True)], m)}
+    # X^T [[d]]: rows x 10 columns of standardised features at 2^-20
+    rows = 1000 * k
+    X = np.random.default_rng(0).normal(size=(rows, 10))
+    q = quantize(X, 20)
+    offs = np.maximum(0, -q.min(axis=0))
+    big = EncryptedVector.encrypt(pub, vals[:rows] * (rows // len(vals[:rows]) or 1), 0, rnd)
+    big = EncryptedVector(pub, (big.ciphertexts * 2)[:rows], 0)
+    t = time.perf_counter()
+    matvec_t(q + offs, offs, big, 20)
+    ours = rows * 10 / (time.perf_counter() - t)
+    n2 = pub.nsquare
+    per = min(rows, 200 * k)
+    t = time.perf_counter()
+    for j in range(10):
+        acc = gmpy2.mpz(1)
+        for i in range(per):
+            e = int(q[i, j])
+            c = big.ciphertexts[i]
+            acc = acc * (gmpy2.powmod(c, e, n2) if e >= 0 else
+                         gmpy2.powmod(gmpy2.invert(c, n2), -e, n2)) % n2
+    powmod_rate = per * 10 / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for j in range(10):
+        acc = phe_nums[0] * float(X[0, j])
+        for i in range(1, min(per, m)):
+            acc = acc + phe_nums[i] * float(X[i, j])
+    phe_rate = min(per, m) * 10 / (time.perf_counter() - t)
+    out["XT_d (per element)"] = {"vfl": ours, "phe": phe_rate, "powmod_per_element": powmod_rate}
+    return out
+
+
+def epoch(data: Path, key_bits: int, quick: bool) -> dict[str, float]:
+    """Seconds per epoch on default_credit (all three roles on this machine) vs phe scaled."""
+    import pandas as pd
+
+    from benchmarks.phe_baseline import phe_epoch_seconds_per_row  # type: ignore[import-not-found]
+    from vfl.lr import TrainConfig
+    from vfl.pipeline import run_threads
+    from vfl.lr import run_arbiter, run_guest_training, run_host_training
+    from vfl.transport import InMemoryNetwork
+
+    g = pd.read_csv(data / "default_credit_hetero_guest.csv")
+    h = pd.read_csv(data / "default_credit_hetero_host.csv")
+    h = h.rename(columns={c: f"h_{c}" for c in h.columns if c != "id"})
+    mrg = g.merge(h, on="id")
+    y = mrg["y"].to_numpy(float)
+    Xg = mrg[[c for c in g.columns if c not in ("id", "y")]].to_numpy(float)
+    Xh = mrg[[c for c in h.columns if c != "id"]].to_numpy(float)
+    cfg = TrainConfig(epochs=1, tol=0.0, key_bits=key_bits,
+                      allow_insecure_key_size=key_bits < 2048)
+    net = InMemoryNetwork(["guest", "host", "arbiter"])
+    timings: dict[str, float] = {}
+
+    class Clock:
+        def on_start(self, n_epochs, n_batches):
+            timings["start"] = time.perf_counter()
+
+        def on_batch(self, *a):
+            pass
+
+        def on_epoch(self, epoch, loss):
+            timings["end"] = time.perf_counter()
+
+    run_threads(net, {
+        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host"],
+                                               arbiter="arbiter", progress=Clock()),
+        "host": lambda ch: run_host_training(ch, "host", Xh, guest="guest", arbiter="arbiter",
+                                             allow_insecure_key_size=key_bits < 2048),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest",
+                                          allow_insecure_key_size=key_bits < 2048),
+    })
+    ours = timings["end"] - timings["start"]
+    rows = 64 if quick else 256
+    per_row = phe_epoch_seconds_per_row(Xg, y, Xh, rows=rows, key_bits=key_bits)
+    return {"rows": len(y), "vfl_epoch_seconds": ours, "phe_seconds_per_row": per_row,
+            "phe_epoch_seconds_scaled": per_row * len(y), "phe_rows_measured": rows}
+
+
+def psi(n: int) -> dict[str, float]:
+    """Wall seconds of a two-party PSI with n IDs each and 50 % overlap."""
+    from vfl.psi import run_psi_guest, run_psi_host
+    from vfl.transport import InMemoryNetwork
+
+    guest = [f"C{i:09d}" for i in range(n)]
+    host = [f"C{i:09d}" for i in range(n // 2, n // 2 + n)]
+    net = InMemoryNetwork(["guest", "host"])
+    out: dict[str, object] = {}
+    t = time.perf_counter()
+    th = threading.Thread(target=lambda: out.__setitem__(
+        "h", run_psi_host(net.endpoint("host"), host, "guest")))
+    th.start()
+    rows = run_psi_guest(net.endpoint("guest"), guest, ["host"])
+    th.join()
+    dt = time.perf_counter() - t
+    assert len(rows) == n // 2
+    return {"n": n, "seconds": dt}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    ap.add_argument("--data", default=str(ROOT.parents[1] / "shared" / "data"))
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--skip-psi-1m", action="store_true")
+    ap.add_argument("--skip-epoch", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine(),
+                    "gmpy2": gmpy2.version()},
+        "key_bits": args.key_bits,
+    }
+    prim = primitives(args.key_bits, args.quick)
+    results["primitives_ops_per_second"] = prim
+    print(f"Paillier primitives, {args.key_bits}-bit key, ops/s (one core)")
+    print(f"{'operation':22s} {'vfl':>12s} {'phe+gmpy2':>12s} {'ratio':>8s}")
+    for op, r in prim.items():
+        print(f"{op:22s} {r['vfl']:12,.0f} {r['phe']:12,.0f} {r['vfl'] / r['phe']:7.1f}x")
+    xt = prim["XT_d (per element)"]
+    print(f"{'XT_d vs powmod/elt':22s} {xt['vfl']:12,.0f} {xt['powmod_per_element']:12,.0f} "
+          f"{xt['vfl'] / xt['powmod_per_element']:7.1f}x")
+    if not args.skip_epoch:
+        ep = epoch(Path(args.data), args.key_bits, args.quick)
+        results["epoch_default_credit"] = ep
+        print(f"\nOne epoch on default_credit ({ep['rows']:,} rows), all parties on this machine:")
+        print(f"  vfl: {ep['vfl_epoch_seconds']:.1f} s;  phe protocol (measured on "
+              f"{ep['phe_rows_measured']} rows, scaled): {ep['phe_epoch_seconds_scaled']:.0f} s;  "
+              f"ratio {ep['phe_epoch_seconds_scaled'] / ep['vfl_epoch_seconds']:.0f}x")
+    sizes = [10_000 if args.quick else 100_000] + ([] if args.skip_psi_1m or args.quick
+                                                   else [1_000_000])
+    results["psi"] = [psi(n) for n in sizes]
+    for r in results["psi"]:
+        print(f"PSI {r['n']:,} x {r['n']:,} IDs (50 % overlap): {r['seconds']:.1f} s")
+    (ROOT / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {ROOT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
