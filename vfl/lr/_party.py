@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.crypto.encoding import dequantize, from_residues, quantize
+from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
@@ -76,9 +77,10 @@ class GradientParty:
     name: str
     config: TrainConfig
     n_weights: int
+    n_rows: int
 
     def __init__(self, name: str, config: TrainConfig, n_weights: int,
-                 unpenalized: int | None) -> None:
+                 unpenalized: int | None, workers: int | None = None) -> None:
         self.name = name
         self.config = config
         self.n_weights = n_weights
@@ -87,6 +89,8 @@ class GradientParty:
                                    config.penalty, config.alpha, n_weights, unpenalized)
         self.public_key: PaillierPublicKey | None = None
         self.randomizer: Randomizer | None = None
+        self.engine: CipherEngine | None = None
+        self.workers = workers
         self._masks: list[int] | None = None
         self._batch_rows = 0
         self._epoch = 0
@@ -103,7 +107,18 @@ class GradientParty:
                 f"{self.config.key_bits}."
             )
         self.public_key = key
-        self.randomizer = Randomizer(key)
+        self.randomizer = Randomizer(key, window_bits=8)
+        self.engine = make_engine(key, self.workers, self.n_rows)
+
+    def close(self) -> None:
+        """Stop this party's worker processes, if any."""
+        if self.engine is not None:
+            self.engine.close()
+
+    def _require_engine(self) -> CipherEngine:
+        if self.engine is None:
+            raise LocalProtocolError(f"{self.name} has no public key yet; expected PublicKeyAnnounce.")
+        return self.engine
 
     def _require_key(self) -> tuple[PaillierPublicKey, Randomizer]:
         if self.public_key is None or self.randomizer is None:

@@ -80,6 +80,9 @@ class GuestLogisticRegression(BaseEstimator):
         Seed of the batch shuffling.
     standardize : bool
         Impute and standardise the guest's columns locally before training.
+    n_jobs : int or None
+        Worker processes for ciphertext work (None: all cores for jobs of at
+        least 2,000 rows; 1: in this process).
 
     Attributes
     ----------
@@ -99,7 +102,8 @@ class GuestLogisticRegression(BaseEstimator):
                  decay: float = 1.0, optimizer: str = "adam", penalty: str = "none",
                  alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
-                 allow_insecure_key_size: bool = False, standardize: bool = True) -> None:
+                 allow_insecure_key_size: bool = False, standardize: bool = True,
+                 n_jobs: int | None = None) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -113,6 +117,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.key_bits = key_bits
         self.allow_insecure_key_size = allow_insecure_key_size
         self.standardize = standardize
+        self.n_jobs = n_jobs
 
     def _config(self) -> TrainConfig:
         try:
@@ -151,7 +156,8 @@ class GuestLogisticRegression(BaseEstimator):
         Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
         party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
                                            hosts=list(hosts), arbiter=arbiter,
-                                           progress=progress, model_id=model_id)
+                                           progress=progress, model_id=model_id,
+                                           workers=self.n_jobs)
         k = X.shape[1]
         self.coef_ = party.coef[:k].copy()
         self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
@@ -221,6 +227,8 @@ class HostLogisticRegression(BaseEstimator):
         Accept Paillier keys below 2048 bits from the arbiter (tests only).
     standardize : bool
         Impute and standardise this host's columns locally.
+    n_jobs : int or None
+        Worker processes for ciphertext work (as for the guest).
 
     Attributes
     ----------
@@ -229,10 +237,11 @@ class HostLogisticRegression(BaseEstimator):
     n_features_in_, n_iter_, model_id_, preprocessor_
     """
 
-    def __init__(self, *, allow_insecure_key_size: bool = False, standardize: bool = True
-                 ) -> None:
+    def __init__(self, *, allow_insecure_key_size: bool = False, standardize: bool = True,
+                 n_jobs: int | None = None) -> None:
         self.allow_insecure_key_size = allow_insecure_key_size
         self.standardize = standardize
+        self.n_jobs = n_jobs
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
             progress: ProgressHook | None = None) -> HostLogisticRegression:
@@ -243,7 +252,7 @@ class HostLogisticRegression(BaseEstimator):
         party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
                                           arbiter=arbiter,
                                           allow_insecure_key_size=self.allow_insecure_key_size,
-                                          progress=progress)
+                                          progress=progress, workers=self.n_jobs)
         self.coef_ = party.coef.copy()
         self.n_features_in_ = X.shape[1]
         self.n_iter_ = epochs

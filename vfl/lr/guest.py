@@ -10,7 +10,7 @@ import numpy as np
 
 from vfl.channel import Channel
 from vfl.crypto.encoding import quantize
-from vfl.crypto.vector import EncryptedVector, matvec_t
+from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
 from vfl.lr.config import TrainConfig, batch_plan, min_batch_size
@@ -55,10 +55,12 @@ class GuestParty(GradientParty):
     """
 
     def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
-                 hosts: list[str], model_id: str | None = None) -> None:
+                 hosts: list[str], model_id: str | None = None,
+                 workers: int | None = None) -> None:
         cfg = config.validate()
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
-        super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None)
+        self.n_rows = X.shape[0]
+        super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None, workers)
         self.hosts = list(hosts)
         self.model_id = model_id or uuid.uuid4().hex
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
@@ -137,7 +139,8 @@ class GuestParty(GradientParty):
         for enc in host_scores[1:]:
             earlier.append(total)
             total = total.add(enc)
-        d4 = total.add_plain(P).rerandomize(rnd)
+        engine = self._require_engine()
+        d4 = engine.rerandomize(total.add_plain(P))
         self._d4 = d4
         self._rows = rows
         self._p_float = p
@@ -152,7 +155,7 @@ class GuestParty(GradientParty):
         for i, host in enumerate(self.hosts):
             e = earlier[i]
             out[host] = Residual(epoch, batch, wire_d4,
-                                 None if e is None else encode_ciphertexts(e.rerandomize(rnd)))
+                                 None if e is None else encode_ciphertexts(engine.rerandomize(e)))
         self._forwards = {}
         return out
 
@@ -166,7 +169,8 @@ class GuestParty(GradientParty):
         qp, qp_off = shifted_column(self._p_float, G)
         mat = np.hstack([self.X.shifted[rows], qp[:, None]])
         offs = np.append(self.X.offsets, qp_off).astype(np.int64)
-        prod = matvec_t(mat, offs, self._d4, G)
+        engine = self._require_engine()
+        prod = engine.matvec_t(mat, offs, self._d4, G)
         cts = prod.ciphertexts
         grad_cts = cts[:-1]
         if cfg.fit_intercept:
@@ -177,6 +181,8 @@ class GuestParty(GradientParty):
         cross = EncryptedVector(key, [cts[-1]], F + G).add_plain([correction])
         self._loss_parts.append(cross.mul_scalar(2 << (F - G), F - G))
         gradient = EncryptedVector(key, grad_cts, F + G)
+        # randomisers for the next batch's residuals, made while we wait for the peers
+        engine.prefill(len(rows) * len(self.hosts))
         return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
 
     def on_cross(self, host: str, msg: CrossTerm) -> None:
@@ -217,14 +223,28 @@ def initial_intercept(y_pm: FloatArray) -> float:
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
                        config: TrainConfig, *, hosts: list[str], arbiter: str,
                        progress: ProgressHook | None = None,
-                       model_id: str | None = None) -> tuple[GuestParty, int]:
-    """Run the guest's side of training; returns the party and the epochs run."""
+                       model_id: str | None = None,
+                       workers: int | None = None) -> tuple[GuestParty, int]:
+    """Run the guest's side of training; returns the party and the epochs run.
+
+    ``workers``: processes for ciphertext work (default: the machine's cores
+    for jobs of 2,000 rows or more; 1 = in-process).
+    """
     progress = progress or ProgressHook()
-    party = GuestParty(name, X, y, config, hosts, model_id)
+    party = GuestParty(name, X, y, config, hosts, model_id, workers)
     hellos = {h: channel.recv(h, HostHello) for h in hosts}
     setup = party.setup(hellos)
     for peer in [*hosts, arbiter]:
         channel.send(peer, setup)
+    try:
+        return party, _guest_loop(channel, party, hosts=hosts, arbiter=arbiter,
+                                  progress=progress)
+    finally:
+        party.close()
+
+
+def _guest_loop(channel: Channel, party: GuestParty, *, hosts: list[str], arbiter: str,
+                progress: ProgressHook) -> int:
     cfg = party.config
     party.on_public_key(channel.recv(arbiter, PublicKeyAnnounce), peer=arbiter,
                         allow_insecure_key_size=cfg.allow_insecure_key_size)
@@ -253,7 +273,7 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
         progress.on_epoch(epoch, decision.loss)
         if decision.stop:
             break
-    return party, epochs_run
+    return epochs_run
 
 
 def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *,

@@ -6,7 +6,7 @@ import numpy as np
 
 from vfl.channel import Channel
 from vfl.crypto.encoding import quantize
-from vfl.crypto.vector import EncryptedVector, matvec_t
+from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
 from vfl.lr.config import batch_plan, min_batch_size
@@ -50,9 +50,10 @@ class HostParty(GradientParty):
     """
 
     def __init__(self, name: str, X: FloatArray, setup: TrainSetup, index: int,
-                 guest: str = "guest") -> None:
+                 guest: str = "guest", workers: int | None = None) -> None:
         cfg = setup.config.validate()
-        super().__init__(name, cfg, X.shape[1], None)
+        self.n_rows = X.shape[0]
+        super().__init__(name, cfg, X.shape[1], None, workers)
         self.guest = guest
         self.index = index
         self.model_id = setup.model_id
@@ -80,7 +81,7 @@ class HostParty(GradientParty):
         F = self.config.score_frac_bits
         h = self.X.values[rows] @ self.coef
         H = quantize(h, F)
-        enc = EncryptedVector.encrypt(key, H, F, rnd)
+        enc = self._require_engine().encrypt(H, F)
         square_sum = sum(int(v) * int(v) for v in H.tolist())
         sq = EncryptedVector.encrypt(key, [square_sum], 2 * F, rnd)
         self._scores = h
@@ -96,7 +97,8 @@ class HostParty(GradientParty):
         rows = self._batch_idx
         enc = decode_ciphertexts(key, msg.residual, peer=self.guest, what="Residual",
                                  expected_len=len(rows), frac_bits=cfg.score_frac_bits)
-        grad = matvec_t(self.X.shifted[rows], self.X.offsets, enc, cfg.feature_frac_bits)
+        engine = self._require_engine()
+        grad = engine.matvec_t(self.X.shifted[rows], self.X.offsets, enc, cfg.feature_frac_bits)
         masked = self._mask_and_send(grad, self._epoch, self._batch, len(rows))
         cross = None
         if self.index > 0:
@@ -107,22 +109,35 @@ class HostParty(GradientParty):
                                          frac_bits=cfg.score_frac_bits)
             assert self._scores is not None
             col, off = shifted_column(self._scores, cfg.feature_frac_bits)
-            ct = matvec_t(col[:, None], np.array([off], dtype=np.int64), earlier,
-                          cfg.feature_frac_bits).rerandomize(rnd)
+            ct = engine.matvec_t(col[:, None], np.array([off], dtype=np.int64), earlier,
+                                 cfg.feature_frac_bits).rerandomize(rnd)
             cross = CrossTerm(self._epoch, self._batch, encode_ciphertexts(ct))
+        engine.prefill(len(rows))  # randomisers for the next batch, made while we wait
         return masked, cross
 
 
 def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
                       allow_insecure_key_size: bool = False,
-                      progress: ProgressHook | None = None) -> tuple[HostParty, int]:
+                      progress: ProgressHook | None = None,
+                      workers: int | None = None) -> tuple[HostParty, int]:
     """Run the host's side of training; returns the party (with ``coef``) and epochs run."""
     progress = progress or ProgressHook()
     channel.send(guest, HostHello(X.shape[0], X.shape[1]))
     setup = channel.recv(guest, TrainSetup)
     if name not in setup.hosts:
         raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
-    party = HostParty(name, X, setup, setup.hosts.index(name), guest)
+    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers)
+    try:
+        epochs_run = _host_loop(channel, party, setup, guest=guest, arbiter=arbiter,
+                                allow_insecure_key_size=allow_insecure_key_size,
+                                progress=progress)
+    finally:
+        party.close()
+    return party, epochs_run
+
+
+def _host_loop(channel: Channel, party: HostParty, setup: TrainSetup, *, guest: str,
+               arbiter: str, allow_insecure_key_size: bool, progress: ProgressHook) -> int:
     party.on_public_key(channel.recv(arbiter, PublicKeyAnnounce), peer=arbiter,
                         allow_insecure_key_size=allow_insecure_key_size)
     cfg = party.config
@@ -146,7 +161,7 @@ def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str,
         progress.on_epoch(epoch, None)
         if decision.stop:
             break
-    return party, epochs_run
+    return epochs_run
 
 
 def run_host_scoring(channel: Channel, scores: FloatArray, model_id: str, *, guest: str) -> None:

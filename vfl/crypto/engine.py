@@ -1,0 +1,207 @@
+"""Bulk ciphertext work, in this process or spread over a process pool.
+
+``CipherEngine`` does the three heavy operations of a training batch —
+encrypting a vector, re-randomising a vector, and ``X^T [[d]]`` — in the
+calling process. ``PoolEngine`` splits each of them into contiguous chunks
+handled by worker processes (sized to the machine's cores by default, so
+the same code uses every core of a many-core party). Workers receive and
+return only fixed-width ciphertext bytes and int64 arrays; each builds its
+own fixed-base randomiser table once and, between batches, stocks fresh
+random n-th residues ahead of time (:meth:`PoolEngine.prefill`), so the
+expensive part of encryption happens while the party waits for its peers.
+Residues never leave the worker that made them, and each is used once.
+
+The pool is local to one party: nothing here crosses a party boundary, and
+no byte received from a peer is handed to the executor (its own IPC carries only what
+this party produced).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from vfl.crypto.encoding import to_residues
+from vfl.crypto.paillier import PaillierPublicKey, Randomizer
+from vfl.crypto.vector import EncryptedVector, matvec_t, multiexp
+
+__all__ = ["CipherEngine", "PoolEngine", "make_engine"]
+
+
+class CipherEngine:
+    """Ciphertext bulk operations in the calling process."""
+
+    def __init__(self, public_key: PaillierPublicKey, randomizer: Randomizer | None = None):
+        self.public_key = public_key
+        self.randomizer = randomizer or Randomizer(public_key)
+
+    def encrypt(self, values: npt.NDArray[np.int64], frac_bits: int) -> EncryptedVector:
+        """Encrypt int64 values already scaled by ``2**frac_bits``."""
+        return EncryptedVector.encrypt(self.public_key, values, frac_bits, self.randomizer)
+
+    def rerandomize(self, vec: EncryptedVector) -> EncryptedVector:
+        """Multiply every ciphertext by a fresh random n-th residue."""
+        return vec.rerandomize(self.randomizer)
+
+    def matvec_t(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                 vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
+        """``[[X^T d]]`` (see :func:`vfl.crypto.vector.matvec_t`)."""
+        return matvec_t(x_offset, offsets, vec, x_frac_bits)
+
+    def prefill(self, count: int) -> None:
+        """Hint that ``count`` randomisers will be needed soon (no-op in-process)."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+# ---------------------------------------------------------------- workers
+_PUB: PaillierPublicKey | None = None
+_RND: Randomizer | None = None
+
+
+def _init_worker(n_bytes: bytes) -> None:
+    global _PUB, _RND
+    _PUB = PaillierPublicKey.from_bytes(n_bytes)
+    _RND = Randomizer(_PUB)
+
+
+def _w_encrypt(values: bytes) -> bytes:
+    assert _PUB is not None and _RND is not None
+    n, n2 = _PUB.n, _PUB.nsquare
+    width = _PUB.ciphertext_bytes
+    draw = _RND.draw
+    residues = to_residues(np.frombuffer(values, dtype=np.int64), n)
+    return b"".join(((1 + m * n) * draw() % n2).to_bytes(width, "big") for m in residues)
+
+
+def _w_rerandomize(data: bytes) -> bytes:
+    assert _PUB is not None and _RND is not None
+    n2, width, draw = _PUB.nsquare, _PUB.ciphertext_bytes, _RND.draw
+    return b"".join((gmpy2.mpz.from_bytes(data[i:i + width], "big") * draw() % n2)
+                    .to_bytes(width, "big") for i in range(0, len(data), width))
+
+
+def _w_matvec(data: bytes, x: bytes, cols: int) -> bytes:
+    """Per-column products over this chunk, plus the chunk's product of all ciphertexts."""
+    assert _PUB is not None
+    n2, width = _PUB.nsquare, _PUB.ciphertext_bytes
+    cts = [gmpy2.mpz.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
+    mat = np.frombuffer(x, dtype=np.int64).reshape(len(cts), cols)
+    out = [multiexp(cts, mat[:, j].tolist(), n2) for j in range(cols)]
+    total = gmpy2.mpz(1)
+    for c in cts:
+        total = total * c % n2
+    out.append(total)
+    return b"".join(c.to_bytes(width, "big") for c in out)
+
+
+def _w_prefill(count: int) -> int:
+    assert _RND is not None
+    _RND.prefill(count)
+    return _RND.stocked
+
+
+class PoolEngine(CipherEngine):
+    """Ciphertext bulk operations spread over ``workers`` processes.
+
+    Parameters
+    ----------
+    public_key : PaillierPublicKey
+    workers : int
+        Worker processes (>= 2).
+    """
+
+    def __init__(self, public_key: PaillierPublicKey, workers: int) -> None:
+        super().__init__(public_key, Randomizer(public_key, window_bits=8))
+        self.workers = workers
+        ctx = mp.get_context("spawn")  # safe with the gRPC threads of this process
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                         initializer=_init_worker,
+                                         initargs=(public_key.to_bytes(),))
+        self._prefills: list[Future[int]] = []
+        # start the workers and build their tables now, in parallel
+        for f in [self._pool.submit(_w_prefill, 0) for _ in range(workers)]:
+            f.result()
+
+    def _split(self, count: int) -> list[tuple[int, int]]:
+        parts = min(self.workers, max(1, count // 64))
+        edges = np.linspace(0, count, parts + 1).astype(int)
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+    def _vector(self, blobs: list[bytes], frac_bits: int) -> EncryptedVector:
+        width = self.public_key.ciphertext_bytes
+        data = b"".join(blobs)
+        cts = [gmpy2.mpz.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
+        return EncryptedVector(self.public_key, cts, frac_bits)
+
+    def encrypt(self, values: npt.NDArray[np.int64], frac_bits: int) -> EncryptedVector:
+        """Encrypt int64 values in parallel chunks."""
+        arr = np.ascontiguousarray(values, dtype=np.int64)
+        futures = [self._pool.submit(_w_encrypt, arr[a:b].tobytes())
+                   for a, b in self._split(len(arr))]
+        return self._vector([f.result() for f in futures], frac_bits)
+
+    def rerandomize(self, vec: EncryptedVector) -> EncryptedVector:
+        """Re-randomise in parallel chunks."""
+        data = vec.to_bytes()
+        width = self.public_key.ciphertext_bytes
+        futures = [self._pool.submit(_w_rerandomize, data[a * width:b * width])
+                   for a, b in self._split(len(vec))]
+        return self._vector([f.result() for f in futures], vec.frac_bits)
+
+    def matvec_t(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                 vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
+        """``[[X^T d]]`` with rows split over the workers."""
+        rows, cols = x_offset.shape
+        data = vec.to_bytes()
+        width = self.public_key.ciphertext_bytes
+        mat = np.ascontiguousarray(x_offset, dtype=np.int64)
+        futures = [self._pool.submit(_w_matvec, data[a * width:b * width], mat[a:b].tobytes(),
+                                     cols) for a, b in self._split(rows)]
+        n2 = self.public_key.nsquare
+        acc = [gmpy2.mpz(1)] * (cols + 1)
+        for f in futures:
+            blob = f.result()
+            part = [gmpy2.mpz.from_bytes(blob[i:i + width], "big")
+                    for i in range(0, len(blob), width)]
+            acc = [a * p % n2 for a, p in zip(acc, part, strict=True)]
+        total_inv = gmpy2.invert(acc[-1], n2) if np.any(offsets) else None
+        out = []
+        for j in range(cols):
+            c = acc[j]
+            if offsets[j]:
+                c = c * gmpy2.powmod(total_inv, int(offsets[j]), n2) % n2
+            out.append(c)
+        return EncryptedVector(self.public_key, out, vec.frac_bits + x_frac_bits)
+
+    def prefill(self, count: int) -> None:
+        """Let idle workers stock about ``count`` randomisers for the next batch."""
+        self._prefills = [f for f in self._prefills if not f.done()]
+        if self._prefills:
+            return
+        per = max(1, count // self.workers)
+        self._prefills = [self._pool.submit(_w_prefill, per) for _ in range(self.workers)]
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int) -> CipherEngine:
+    """The engine for a party: a pool of ``workers`` processes, or in-process.
+
+    ``workers=None`` picks the number of cores when the job is big enough to
+    gain from it (at least 2,000 rows), else in-process; ``workers<=1`` is
+    always in-process.
+    """
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n_rows >= 2000 else 1
+    if workers <= 1:
+        return CipherEngine(public_key)
+    return PoolEngine(public_key, workers)
