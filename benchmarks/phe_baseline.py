@@ -17,7 +17,6 @@ def phe_epoch_seconds_per_row(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, *, 
                               key_bits: int = 2048, batch_size: int = 256) -> float:
     """Seconds per row of one epoch of the masked-gradient protocol using phe objects."""
     pub, priv = paillier.generate_paillier_keypair(n_length=key_bits)
-    n = pub.n
     Xg, y, Xh = Xg[:rows], y[:rows], Xh[:rows]
     wg, wh = np.zeros(Xg.shape[1] + 1), np.zeros(Xh.shape[1])
     y_pm = 2 * y - 1

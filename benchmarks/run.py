@@ -104,9 +104,8 @@ def epoch(data: Path, key_bits: int, quick: bool) -> dict[str, float]:
     import pandas as pd
 
     from benchmarks.phe_baseline import phe_epoch_seconds_per_row  # type: ignore[import-not-found]
-    from vfl.lr import TrainConfig
+    from vfl.lr import TrainConfig, run_arbiter, run_guest_training, run_host_training
     from vfl.pipeline import run_threads
-    from vfl.lr import run_arbiter, run_guest_training, run_host_training
     from vfl.transport import InMemoryNetwork
 
     g = pd.read_csv(data / "default_credit_hetero_guest.csv")

@@ -71,3 +71,11 @@ def test_key_mismatch_is_refused(keypair, randomizer):
 def test_private_key_repr_hides_primes(keypair):
     _, priv = keypair
     assert str(int(priv.p)) not in repr(priv)
+
+
+def test_randomizer_exponent_floor(keypair):
+    pub, priv = keypair
+    with pytest.raises(InsecureKeySizeError, match="exponent"):
+        Randomizer(pub, exponent_bits=200)
+    short = Randomizer(pub, exponent_bits=256)
+    assert EncryptedVector(pub, short.draw_many(3), 0).decrypt(priv) == [0, 0, 0]

@@ -36,9 +36,10 @@ __all__ = ["CipherEngine", "PoolEngine", "make_engine"]
 class CipherEngine:
     """Ciphertext bulk operations in the calling process."""
 
-    def __init__(self, public_key: PaillierPublicKey, randomizer: Randomizer | None = None):
+    def __init__(self, public_key: PaillierPublicKey, randomizer: Randomizer | None = None,
+                 exponent_bits: int | None = None):
         self.public_key = public_key
-        self.randomizer = randomizer or Randomizer(public_key)
+        self.randomizer = randomizer or Randomizer(public_key, exponent_bits)
 
     def encrypt(self, values: npt.NDArray[np.int64], frac_bits: int) -> EncryptedVector:
         """Encrypt int64 values already scaled by ``2**frac_bits``."""
@@ -65,10 +66,10 @@ _PUB: PaillierPublicKey | None = None
 _RND: Randomizer | None = None
 
 
-def _init_worker(n_bytes: bytes) -> None:
+def _init_worker(n_bytes: bytes, exponent_bits: int | None) -> None:
     global _PUB, _RND
     _PUB = PaillierPublicKey.from_bytes(n_bytes)
-    _RND = Randomizer(_PUB)
+    _RND = Randomizer(_PUB, exponent_bits)
 
 
 def _w_encrypt(values: bytes) -> bytes:
@@ -117,13 +118,14 @@ class PoolEngine(CipherEngine):
         Worker processes (>= 2).
     """
 
-    def __init__(self, public_key: PaillierPublicKey, workers: int) -> None:
-        super().__init__(public_key, Randomizer(public_key, window_bits=8))
+    def __init__(self, public_key: PaillierPublicKey, workers: int,
+                 exponent_bits: int | None = None) -> None:
+        super().__init__(public_key, Randomizer(public_key, exponent_bits, window_bits=8))
         self.workers = workers
         ctx = mp.get_context("spawn")  # safe with the gRPC threads of this process
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                          initializer=_init_worker,
-                                         initargs=(public_key.to_bytes(),))
+                                         initargs=(public_key.to_bytes(), exponent_bits))
         self._prefills: list[Future[int]] = []
         # start the workers and build their tables now, in parallel
         for f in [self._pool.submit(_w_prefill, 0) for _ in range(workers)]:
@@ -193,7 +195,8 @@ class PoolEngine(CipherEngine):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int) -> CipherEngine:
+def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int,
+                exponent_bits: int | None = None) -> CipherEngine:
     """The engine for a party: a pool of ``workers`` processes, or in-process.
 
     ``workers=None`` picks the number of cores when the job is big enough to
@@ -203,5 +206,5 @@ def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int)
     if workers is None:
         workers = (os.cpu_count() or 1) if n_rows >= 2000 else 1
     if workers <= 1:
-        return CipherEngine(public_key)
-    return PoolEngine(public_key, workers)
+        return CipherEngine(public_key, exponent_bits=exponent_bits)
+    return PoolEngine(public_key, workers, exponent_bits)

@@ -36,6 +36,9 @@ __all__ = [
 MIN_SECURE_KEY_BITS = 2048
 DEFAULT_KEY_BITS = 2048
 _WINDOW_BITS = 12
+# Shortest secret exponent accepted for h_s^a (4x the 112-bit security level of
+# a 2048-bit modulus; see protocols/specs/paillier.md, "Short exponents").
+MIN_EXPONENT_BITS = 448
 
 
 def check_key_size(bits: int, *, allow_insecure_key_size: bool) -> None:
@@ -218,7 +221,13 @@ class Randomizer:
                  window_bits: int | None = None) -> None:
         self.public_key = public_key
         n, n2 = public_key.n, public_key.nsquare
-        self.exponent_bits = exponent_bits or (public_key.bits + 1) // 2
+        default_bits = (public_key.bits + 1) // 2
+        self.exponent_bits = exponent_bits or default_bits
+        if self.exponent_bits < min(MIN_EXPONENT_BITS, default_bits):
+            raise InsecureKeySizeError(
+                f"A randomiser exponent of {self.exponent_bits} bits is below the minimum of "
+                f"{MIN_EXPONENT_BITS} (see protocols/specs/paillier.md)."
+            )
         x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
         while gmpy2.gcd(x, n) != 1:  # pragma: no cover - probability ~2^-1023
             x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)

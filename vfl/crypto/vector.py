@@ -217,7 +217,8 @@ def multiexp(bases: Sequence[gmpy2.mpz], exponents: Iterable[int], modulus: gmpy
     if max_bits == 0:
         return gmpy2.mpz(1)
     count = len(exps)
-    c = 1 if count < 4 else max(1, min(12, int(np.log2(count)) - 2))
+    # window minimising (windows) * (count + 2^(c+1)) multiplications
+    c = min(range(1, 13), key=lambda w: -(-max_bits // w) * (count + (2 << w)))
     windows = -(-max_bits // c)
     mask = (1 << c) - 1
     result = gmpy2.mpz(1)

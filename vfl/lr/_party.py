@@ -80,7 +80,8 @@ class GradientParty:
     n_rows: int
 
     def __init__(self, name: str, config: TrainConfig, n_weights: int,
-                 unpenalized: int | None, workers: int | None = None) -> None:
+                 unpenalized: int | None, workers: int | None = None,
+                 exponent_bits: int | None = None) -> None:
         self.name = name
         self.config = config
         self.n_weights = n_weights
@@ -91,6 +92,7 @@ class GradientParty:
         self.randomizer: Randomizer | None = None
         self.engine: CipherEngine | None = None
         self.workers = workers
+        self.exponent_bits = exponent_bits
         self._masks: list[int] | None = None
         self._batch_rows = 0
         self._epoch = 0
@@ -107,8 +109,8 @@ class GradientParty:
                 f"{self.config.key_bits}."
             )
         self.public_key = key
-        self.randomizer = Randomizer(key, window_bits=8)
-        self.engine = make_engine(key, self.workers, self.n_rows)
+        self.randomizer = Randomizer(key, self.exponent_bits, window_bits=8)
+        self.engine = make_engine(key, self.workers, self.n_rows, self.exponent_bits)
 
     def close(self) -> None:
         """Stop this party's worker processes, if any."""

@@ -83,6 +83,10 @@ class GuestLogisticRegression(BaseEstimator):
     n_jobs : int or None
         Worker processes for ciphertext work (None: all cores for jobs of at
         least 2,000 rows; 1: in this process).
+    randomizer_bits : int or None
+        Length of this party's secret encryption exponents (None: half the
+        key length, the conservative default; at least 448; see
+        ``protocols/specs/paillier.md``). A party-local choice.
 
     Attributes
     ----------
@@ -103,7 +107,7 @@ class GuestLogisticRegression(BaseEstimator):
                  alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
-                 n_jobs: int | None = None) -> None:
+                 n_jobs: int | None = None, randomizer_bits: int | None = None) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -118,6 +122,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.allow_insecure_key_size = allow_insecure_key_size
         self.standardize = standardize
         self.n_jobs = n_jobs
+        self.randomizer_bits = randomizer_bits
 
     def _config(self) -> TrainConfig:
         try:
@@ -157,7 +162,8 @@ class GuestLogisticRegression(BaseEstimator):
         party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
                                            hosts=list(hosts), arbiter=arbiter,
                                            progress=progress, model_id=model_id,
-                                           workers=self.n_jobs)
+                                           workers=self.n_jobs,
+                                           exponent_bits=self.randomizer_bits)
         k = X.shape[1]
         self.coef_ = party.coef[:k].copy()
         self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
@@ -227,8 +233,8 @@ class HostLogisticRegression(BaseEstimator):
         Accept Paillier keys below 2048 bits from the arbiter (tests only).
     standardize : bool
         Impute and standardise this host's columns locally.
-    n_jobs : int or None
-        Worker processes for ciphertext work (as for the guest).
+    n_jobs, randomizer_bits : int or None
+        As for the guest (party-local choices).
 
     Attributes
     ----------
@@ -238,10 +244,11 @@ class HostLogisticRegression(BaseEstimator):
     """
 
     def __init__(self, *, allow_insecure_key_size: bool = False, standardize: bool = True,
-                 n_jobs: int | None = None) -> None:
+                 n_jobs: int | None = None, randomizer_bits: int | None = None) -> None:
         self.allow_insecure_key_size = allow_insecure_key_size
         self.standardize = standardize
         self.n_jobs = n_jobs
+        self.randomizer_bits = randomizer_bits
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
             progress: ProgressHook | None = None) -> HostLogisticRegression:
@@ -252,7 +259,8 @@ class HostLogisticRegression(BaseEstimator):
         party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
                                           arbiter=arbiter,
                                           allow_insecure_key_size=self.allow_insecure_key_size,
-                                          progress=progress, workers=self.n_jobs)
+                                          progress=progress, workers=self.n_jobs,
+                                          exponent_bits=self.randomizer_bits)
         self.coef_ = party.coef.copy()
         self.n_features_in_ = X.shape[1]
         self.n_iter_ = epochs

@@ -56,11 +56,12 @@ class GuestParty(GradientParty):
 
     def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
                  hosts: list[str], model_id: str | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, exponent_bits: int | None = None) -> None:
         cfg = config.validate()
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
         self.n_rows = X.shape[0]
-        super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None, workers)
+        super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None, workers,
+                         exponent_bits)
         self.hosts = list(hosts)
         self.model_id = model_id or uuid.uuid4().hex
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
@@ -224,14 +225,16 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
                        config: TrainConfig, *, hosts: list[str], arbiter: str,
                        progress: ProgressHook | None = None,
                        model_id: str | None = None,
-                       workers: int | None = None) -> tuple[GuestParty, int]:
+                       workers: int | None = None,
+                       exponent_bits: int | None = None) -> tuple[GuestParty, int]:
     """Run the guest's side of training; returns the party and the epochs run.
 
     ``workers``: processes for ciphertext work (default: the machine's cores
-    for jobs of 2,000 rows or more; 1 = in-process).
+    for jobs of 2,000 rows or more; 1 = in-process). ``exponent_bits``: length
+    of the secret randomiser exponents (default |n|/2; at least 448).
     """
     progress = progress or ProgressHook()
-    party = GuestParty(name, X, y, config, hosts, model_id, workers)
+    party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits)
     hellos = {h: channel.recv(h, HostHello) for h in hosts}
     setup = party.setup(hellos)
     for peer in [*hosts, arbiter]:

@@ -50,10 +50,11 @@ class HostParty(GradientParty):
     """
 
     def __init__(self, name: str, X: FloatArray, setup: TrainSetup, index: int,
-                 guest: str = "guest", workers: int | None = None) -> None:
+                 guest: str = "guest", workers: int | None = None,
+                 exponent_bits: int | None = None) -> None:
         cfg = setup.config.validate()
         self.n_rows = X.shape[0]
-        super().__init__(name, cfg, X.shape[1], None, workers)
+        super().__init__(name, cfg, X.shape[1], None, workers, exponent_bits)
         self.guest = guest
         self.index = index
         self.model_id = setup.model_id
@@ -119,14 +120,15 @@ class HostParty(GradientParty):
 def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
                       allow_insecure_key_size: bool = False,
                       progress: ProgressHook | None = None,
-                      workers: int | None = None) -> tuple[HostParty, int]:
+                      workers: int | None = None,
+                      exponent_bits: int | None = None) -> tuple[HostParty, int]:
     """Run the host's side of training; returns the party (with ``coef``) and epochs run."""
     progress = progress or ProgressHook()
     channel.send(guest, HostHello(X.shape[0], X.shape[1]))
     setup = channel.recv(guest, TrainSetup)
     if name not in setup.hosts:
         raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
-    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers)
+    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits)
     try:
         epochs_run = _host_loop(channel, party, setup, guest=guest, arbiter=arbiter,
                                 allow_insecure_key_size=allow_insecure_key_size,
