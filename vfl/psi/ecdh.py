@@ -23,7 +23,11 @@ point, ``X25519(a, X25519(b, u)) == X25519(b, X25519(a, u))``.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -55,11 +59,56 @@ def split_points(data: bytes, *, peer: str, what: str, expected: int | None = No
     return [data[i : i + POINT_BYTES] for i in range(0, len(data), POINT_BYTES)]
 
 
-class BlindingKey:
-    """A per-run secret X25519 scalar (from the OS CSPRNG)."""
+PARALLEL_MIN = 20_000
 
-    def __init__(self) -> None:
+
+def _blind_chunk(key_bytes: bytes, points: list[bytes], peer: str, offset: int) -> list[bytes]:
+    return _blind_with(X25519PrivateKey.from_private_bytes(key_bytes), points, peer, offset)
+
+
+def _hash_blind_chunk(key_bytes: bytes, ids: list[str]) -> list[bytes]:
+    return _blind_with(X25519PrivateKey.from_private_bytes(key_bytes),
+                       [hash_to_point(x) for x in ids], "self", 0)
+
+
+def _blind_with(key: X25519PrivateKey, points: Iterable[bytes], peer: str,
+                offset: int) -> list[bytes]:
+    out = []
+    for i, point in enumerate(points):
+        try:
+            out.append(key.exchange(X25519PublicKey.from_public_bytes(point)))
+        except ValueError:
+            raise RemoteProtocolError(
+                f"Point {offset + i} from {peer} is of small order; refusing to blind it."
+            ) from None
+    return out
+
+
+class BlindingKey:
+    """A per-run secret X25519 scalar (from the OS CSPRNG).
+
+    Large inputs (at least 20,000 points) are blinded by a pool of worker
+    processes of this party, one per core by default (``workers``); the
+    scalar is handed only to those local workers.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
         self._key = X25519PrivateKey.generate()
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+
+    def _parallel(self, fn: Any, items: Sequence[Any], *extra: Any) -> list[bytes]:
+        key_bytes = self._key.private_bytes_raw()
+        parts = self.workers * 4
+        edges = [len(items) * i // parts for i in range(parts + 1)]
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+            futures = [pool.submit(fn, key_bytes, list(items[a:b]), *extra,
+                                   *([a] if extra else []))
+                       for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+            out: list[bytes] = []
+            for f in futures:
+                out.extend(f.result())
+        return out
 
     def blind(self, points: Iterable[bytes], *, peer: str = "self") -> list[bytes]:
         """Multiply every point by the secret scalar.
@@ -70,17 +119,13 @@ class BlindingKey:
             If a point is of small order (the result would be all zeros),
             which never happens for hashed IDs and so marks a malicious peer.
         """
-        key = self._key
-        out = []
-        for i, point in enumerate(points):
-            try:
-                out.append(key.exchange(X25519PublicKey.from_public_bytes(point)))
-            except ValueError:
-                raise RemoteProtocolError(
-                    f"Point {i} from {peer} is of small order; refusing to blind it."
-                ) from None
-        return out
+        pts = list(points)
+        if self.workers > 1 and len(pts) >= PARALLEL_MIN:
+            return self._parallel(_blind_chunk, pts, peer)
+        return _blind_with(self._key, pts, peer, 0)
 
     def blind_ids(self, ids: Sequence[str]) -> list[bytes]:
         """Hash IDs to points and blind them."""
-        return self.blind(hash_to_point(x) for x in ids)
+        if self.workers > 1 and len(ids) >= PARALLEL_MIN:
+            return self._parallel(_hash_blind_chunk, ids)
+        return _blind_with(self._key, (hash_to_point(x) for x in ids), "self", 0)
