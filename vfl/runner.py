@@ -55,6 +55,15 @@ def _load_data(cfg: PartyConfig, path: str | Path | None = None,
                       require_label=require_label and cfg.role == Role.GUEST)
 
 
+def _peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest worker, in MB."""
+    import resource
+
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"process": self_kb / 1024, "largest_worker": child_kb / 1024}
+
+
 def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:
     return {"sent_bytes": ep.stats.total_sent, "received_bytes": ep.stats.total_received,
             "sent_by_peer": dict(ep.stats.sent_bytes),
@@ -66,6 +75,7 @@ def _guarded(cfg: PartyConfig, job_id: str | None, work: Any) -> dict[str, Any]:
     try:
         result: dict[str, Any] = work(ep)
         result["traffic"] = _traffic(ep)
+        result["peak_memory_mb"] = _peak_memory_mb()
         return result
     except (VFLError, OSError, ValueError) as exc:
         ep.abort(" ".join(f"{cfg.name}: {exc}".split()))
