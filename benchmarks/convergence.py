@@ -4,7 +4,7 @@ The plaintext reference runs exactly the algorithm the encrypted protocol runs
 (tests require equal weights to 1e-6; measured ~1e-16), so this shows how many
 epochs the encrypted run needs to reach the Taylor-loss optimum.
 
-    python benchmarks/convergence.py [--data ../shared/data] [--epochs 10]
+    python -m benchmarks.convergence [--data ../shared/data] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from benchmarks._data import default_credit
 from vfl.lr import TrainConfig
 from vfl.lr.reference import fit_reference
 from vfl.preprocess import Standardizer
@@ -27,13 +27,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
-    g = pd.read_csv(Path(args.data) / "default_credit_hetero_guest.csv")
-    h = pd.read_csv(Path(args.data) / "default_credit_hetero_host.csv")
-    h = h.rename(columns={c: f"h_{c}" for c in h.columns if c != "id"})
-    m = g.merge(h, on="id")
-    y = m["y"].to_numpy(float)
-    Xg = m[[c for c in g.columns if c not in ("id", "y")]].to_numpy(float)
-    Xh = m[[c for c in h.columns if c != "id"]].to_numpy(float)
+    Xg, y, Xh = default_credit(args.data)
     Xg = Standardizer.fit(Xg).transform(Xg)
     Xh = Standardizer.fit(Xh).transform(Xh)
     X = np.hstack([Xg, Xh])

@@ -1,6 +1,6 @@
 """Train on default_credit as three processes over gRPC + mutual TLS; report traffic per epoch.
 
-    python benchmarks/networked_default_credit.py [--data ../shared/data] [--epochs 2]
+    python -m benchmarks.networked_default_credit [--data ../shared/data] [--epochs 2]
         [--key-bits 2048] [--workdir /tmp/vfl-dc]
 
 Prints each party's bytes sent per training epoch (messages of the training

@@ -1,6 +1,6 @@
 """Where an epoch's time goes: the roles' step methods called in sequence, timed per phase.
 
-    python benchmarks/profile_epoch.py [--data ../shared/data] [--key-bits 2048] [--workers N]
+    python -m benchmarks.profile_epoch [--data ../shared/data] [--key-bits 2048] [--workers N]
 
 Runs one epoch of default_credit with guest, host and arbiter driven directly
 (no transport, one process, each party with its own worker pool) and prints
@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from benchmarks._data import default_credit
 from vfl.codec import Envelope, decode_envelope, encode_envelope
 from vfl.lr import ArbiterParty, GuestParty, HostParty, TrainConfig, batch_plan
 from vfl.lr.messages import HostHello
@@ -28,13 +28,7 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
-    g = pd.read_csv(Path(args.data) / "default_credit_hetero_guest.csv")
-    h = pd.read_csv(Path(args.data) / "default_credit_hetero_host.csv")
-    h = h.rename(columns={c: f"h_{c}" for c in h.columns if c != "id"})
-    m = g.merge(h, on="id")
-    y = m["y"].to_numpy(float)
-    Xg = m[[c for c in g.columns if c not in ("id", "y")]].to_numpy(float)
-    Xh = m[[c for c in h.columns if c != "id"]].to_numpy(float)
+    Xg, y, Xh = default_credit(args.data)
     cfg = TrainConfig(epochs=1, tol=0.0, key_bits=args.key_bits,
                       allow_insecure_key_size=args.key_bits < 2048)
     guest = GuestParty("guest", Xg, y, cfg, ["host"], workers=args.workers)

@@ -1,6 +1,6 @@
 """vfl benchmarks: Paillier primitives vs phe, an encrypted epoch on default_credit, PSI.
 
-    python benchmarks/run.py [--quick] [--data ../shared/data] [--skip-psi-1m]
+    python -m benchmarks.run [--quick] [--data ../shared/data] [--skip-psi-1m]
 
 Everything in one table is measured in the same run (the machine is shared and
 noisy: compare ratios, not absolute figures across runs). Writes
@@ -102,18 +102,11 @@ def primitives(key_bits: int, quick: bool) -> dict[str, dict[str, float]]:
 def epoch(data: Path, key_bits: int, quick: bool, short_exponent: int | None = 448
           ) -> dict[str, float]:
     """Seconds per epoch on default_credit (all three roles on this machine) vs phe scaled."""
-    import pandas as pd
-
-    from benchmarks.phe_baseline import phe_epoch_seconds_per_row  # type: ignore[import-not-found]
+    from benchmarks._data import default_credit
+    from benchmarks.phe_baseline import phe_epoch_seconds_per_row
     from vfl.lr import TrainConfig
 
-    g = pd.read_csv(data / "default_credit_hetero_guest.csv")
-    h = pd.read_csv(data / "default_credit_hetero_host.csv")
-    h = h.rename(columns={c: f"h_{c}" for c in h.columns if c != "id"})
-    mrg = g.merge(h, on="id")
-    y = mrg["y"].to_numpy(float)
-    Xg = mrg[[c for c in g.columns if c not in ("id", "y")]].to_numpy(float)
-    Xh = mrg[[c for c in h.columns if c != "id"]].to_numpy(float)
+    Xg, y, Xh = default_credit(data)
     cfg = TrainConfig(epochs=1, tol=0.0, key_bits=key_bits,
                       allow_insecure_key_size=key_bits < 2048)
     result: dict[str, float] = {"rows": len(y)}

@@ -91,7 +91,7 @@ def _pack_value(value: Any) -> Any:
 def encode_envelope(env: Envelope) -> bytes:
     """Serialise an envelope (the body must be a registered message)."""
     body = env.body
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": WIRE_VERSION,
             "job": env.job,
@@ -103,6 +103,7 @@ def encode_envelope(env: Envelope) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 # ------------------------------------------------------------------ decoding
@@ -138,7 +139,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if hint is np.ndarray or origin is np.ndarray:
         return _decode_array(value, where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, value, where)
     if hint is bool:
         if not isinstance(value, bool):

@@ -114,7 +114,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"Unknown training parameters: {', '.join(sorted(unknown))}.")
         data.update(changes)
-        return TrainConfig(**data)  # type: ignore[arg-type]
+        return TrainConfig(**data)
 
 
 def batch_plan(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

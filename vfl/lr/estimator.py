@@ -64,6 +64,16 @@ def _check_fitted(est: Any) -> None:
         )
 
 
+def _prepared(est: Any, X: Any) -> FloatArray:
+    """Check a fitted estimator's input and apply its party's preprocessing."""
+    _check_fitted(est)
+    X = _check_X(X, "X")
+    if X.shape[1] != est.n_features_in_:
+        raise DataError(f"X has {X.shape[1]} features; the model has {est.n_features_in_}.")
+    out: FloatArray = est.preprocessor_.transform(X) if est.preprocessor_ else np.nan_to_num(X)
+    return out
+
+
 class GuestLogisticRegression(BaseEstimator):
     """The guest's part of hetero logistic regression (it holds the label).
 
@@ -177,12 +187,7 @@ class GuestLogisticRegression(BaseEstimator):
 
     def partial_score(self, X: Any) -> FloatArray:
         """This party's share of the linear score, ``x_g . w_g + b``."""
-        _check_fitted(self)
-        X = _check_X(X, "X")
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[1]} features; the model has {self.n_features_in_}.")
-        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
-        return Xp @ self.coef_ + self.intercept_
+        return _prepared(self, X) @ self.coef_ + self.intercept_
 
     def predict_proba(self, X: Any, *, channel: Channel, hosts: list[str] | None = None
                       ) -> FloatArray:
@@ -271,12 +276,7 @@ class HostLogisticRegression(BaseEstimator):
 
     def partial_score(self, X: Any) -> FloatArray:
         """This host's share of the linear score, ``x_h . w_h``."""
-        _check_fitted(self)
-        X = _check_X(X, "X")
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[1]} features; the model has {self.n_features_in_}.")
-        Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
-        return Xp @ self.coef_
+        return _prepared(self, X) @ self.coef_
 
     def serve_scores(self, X: Any, *, channel: Channel, guest: str | None = None) -> None:
         """Send this host's partial scores of PSI-aligned rows to the guest."""

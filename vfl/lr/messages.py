@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -200,7 +201,7 @@ def expect_batch(msg: object, epoch: int, batch: int, peer: str) -> None:
         )
 
 
-def encode_residues(values: list, width: int) -> bytes:
+def encode_residues(values: list[Any], width: int) -> bytes:
     """Fixed-width big-endian bytes of residues mod n."""
     return b"".join(int(v).to_bytes(width, "big") for v in values)
 

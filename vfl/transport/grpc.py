@@ -84,6 +84,7 @@ class _Servicer(pb_grpc.PartyServicer):
             self.ep.rejected.append((caller or "<no certificate name>", "not a configured peer"))
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"{self.ep.party} does not accept messages from {caller or 'unknown'!r}")
+            raise AssertionError("unreachable: abort raises")
         if peer.pinned_cert is not None:
             pem = (auth.get("x509_pem_cert") or [b""])[0]
             if pem.strip() != peer.pinned_cert.strip():
