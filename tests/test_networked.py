@@ -125,3 +125,18 @@ def test_vfl_run_with_bad_config_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "bad.toml: [tls]: missing section" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_vfl_run_interactive_mode_all_roles(tmp_path):
+    """`vfl run --config X.toml` as a person types it in three terminals (progress bars on)."""
+    job = write_demo_job(tmp_path / "job", rows=600, key_bits=512, insecure=True, epochs=2,
+                         batch_size=128)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "vfl.cli", "run", "--config",
+                                     str(cfg)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, cfg in job.configs.items()}
+    outs = {name: p.communicate(timeout=180) for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, (name, outs[name][1][-2000:])
+    assert "joint federated model" in outs["bank_a"][0]
+    assert "bank_b: done" in outs["bank_b"][0] and "arbiter: done" in outs["arbiter"][0]

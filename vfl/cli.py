@@ -49,12 +49,14 @@ class RichProgress(ProgressHook):
 
     def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
         """Advance one batch."""
+        if self.task is None:
+            self.on_start(1, n_batches)
         self.progress.update(self.task, advance=1,
                              description=f"training epoch {epoch + 1}")
 
     def on_epoch(self, epoch: int, loss: float | None) -> None:
         """Show the loss."""
-        if loss is not None:
+        if loss is not None and self.task is not None:
             self.progress.update(self.task, loss=f"loss {loss:.5f}")
 
     def finish(self) -> None:

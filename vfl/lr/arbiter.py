@@ -101,10 +101,13 @@ def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool =
     cfg = arbiter.config
     for epoch in range(cfg.epochs):
         plan = batch_plan(setup.n_rows, cfg.batch_size, cfg.seed, epoch)
+        if epoch == 0:
+            progress.on_start(cfg.epochs, len(plan))
         for b in range(len(plan)):
             for party in [guest, *setup.hosts]:
                 msg = channel.recv(party, MaskedGradient)
                 channel.send(party, arbiter.on_masked_gradient(party, msg, epoch, b))
+            progress.on_batch(epoch, b, len(plan))
         decision = arbiter.on_epoch_loss(channel.recv(guest, EpochLoss), epoch)
         channel.send(guest, decision)
         for host in setup.hosts:
