@@ -173,6 +173,16 @@ def psi(n: int) -> dict[str, float]:
     return {"n": n, "seconds": dt}
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
@@ -183,6 +193,7 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "cpu_model": _cpu_model(),
                     "processor": platform.processor() or platform.machine(),
                     "gmpy2": gmpy2.version()},
         "key_bits": args.key_bits,
