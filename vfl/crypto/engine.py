@@ -52,7 +52,14 @@ class CipherEngine:
     def matvec_t(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
                  vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
         """``[[X^T d]]`` (see :func:`vfl.crypto.vector.matvec_t`)."""
-        return matvec_t(x_offset, offsets, vec, x_frac_bits)
+        return self.matvec_t_and_sum(x_offset, offsets, vec, x_frac_bits)[0]
+
+    def matvec_t_and_sum(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                         vec: EncryptedVector, x_frac_bits: int
+                         ) -> tuple[EncryptedVector, EncryptedVector]:
+        """``[[X^T d]]`` and ``[[sum d]]`` (one pass over the ciphertexts for both)."""
+        total = vec.sum()
+        return matvec_t(x_offset, offsets, vec, x_frac_bits, total.ciphertexts[0]), total
 
     def prefill(self, count: int) -> None:
         """Hint that ``count`` randomisers will be needed soon (no-op in-process)."""
@@ -157,9 +164,10 @@ class PoolEngine(CipherEngine):
                    for a, b in self._split(len(vec))]
         return self._vector([f.result() for f in futures], vec.frac_bits)
 
-    def matvec_t(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
-                 vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
-        """``[[X^T d]]`` with rows split over the workers."""
+    def matvec_t_and_sum(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                         vec: EncryptedVector, x_frac_bits: int
+                         ) -> tuple[EncryptedVector, EncryptedVector]:
+        """``[[X^T d]]`` and ``[[sum d]]``, rows split over the workers."""
         rows, cols = x_offset.shape
         data = vec.to_bytes()
         width = self.public_key.ciphertext_bytes
@@ -180,7 +188,8 @@ class PoolEngine(CipherEngine):
             if offsets[j]:
                 c = c * gmpy2.powmod(total_inv, int(offsets[j]), n2) % n2
             out.append(c)
-        return EncryptedVector(self.public_key, out, vec.frac_bits + x_frac_bits)
+        return (EncryptedVector(self.public_key, out, vec.frac_bits + x_frac_bits),
+                EncryptedVector(self.public_key, [acc[-1]], vec.frac_bits))
 
     def prefill(self, count: int) -> None:
         """Let idle workers stock about ``count`` randomisers for the next batch."""

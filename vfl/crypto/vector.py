@@ -249,6 +249,7 @@ def matvec_t(
     offsets: npt.NDArray[np.int64],
     enc: EncryptedVector,
     x_frac_bits: int,
+    total: gmpy2.mpz | None = None,
 ) -> EncryptedVector:
     """``[[X^T d]]`` for a quantised matrix ``X`` given as ``X + offsets >= 0``.
 
@@ -260,6 +261,8 @@ def matvec_t(
         The per-column offsets; removed with one exponentiation of ``[[sum d]]``.
     enc : EncryptedVector of length n_rows
     x_frac_bits : int
+    total : gmpy2.mpz, optional
+        ``[[sum d]]`` if the caller already has it (saves one pass).
 
     Returns
     -------
@@ -269,8 +272,9 @@ def matvec_t(
         raise CryptoError(f"Matrix has {x_offset.shape[0]} rows but the vector has {len(enc)}.")
     n2 = enc.public_key.nsquare
     cts = enc.ciphertexts
-    total = enc.sum().ciphertexts[0] if np.any(offsets) else None
-    total_inv = gmpy2.invert(total, n2) if total is not None else None
+    if total is None and np.any(offsets):
+        total = enc.sum().ciphertexts[0]
+    total_inv = gmpy2.invert(total, n2) if np.any(offsets) else None
     out = []
     for j in range(x_offset.shape[1]):
         acc = multiexp(cts, x_offset[:, j].tolist(), n2)

@@ -171,11 +171,11 @@ class GuestParty(GradientParty):
         mat = np.hstack([self.X.shifted[rows], qp[:, None]])
         offs = np.append(self.X.offsets, qp_off).astype(np.int64)
         engine = self._require_engine()
-        prod = engine.matvec_t(mat, offs, self._d4, G)
+        prod, d4_sum = engine.matvec_t_and_sum(mat, offs, self._d4, G)
         cts = prod.ciphertexts
         grad_cts = cts[:-1]
         if cfg.fit_intercept:
-            grad_cts = grad_cts + [self._d4.sum().mul_scalar(1 << G).ciphertexts[0]]
+            grad_cts = grad_cts + [d4_sum.mul_scalar(1 << G).ciphertexts[0]]
         # cross = sum_i Q(p_i) H_i = sum_i Q(p_i) (4d_i) - sum_i Q(p_i) P_i
         correction = -sum(int(a) * int(b) for a, b in zip((qp - qp_off).tolist(),
                                                           self._P.tolist(), strict=True))
