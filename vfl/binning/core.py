@@ -1,0 +1,93 @@
+"""Binning and WOE/IV arithmetic (plaintext, per party)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BinStats", "quantile_bins", "assign_bins", "woe_iv", "iv_table_clear"]
+
+FloatArray = npt.NDArray[np.float64]
+SMOOTH = 0.5
+
+
+def quantile_bins(values: FloatArray, n_bins: int) -> FloatArray:
+    """Inner cut points of equal-frequency bins over the non-missing values."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return np.array([], dtype=np.float64)
+    cuts = np.quantile(v, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.unique(cuts)
+
+
+def assign_bins(values: FloatArray, cuts: FloatArray) -> npt.NDArray[np.int64]:
+    """Bin index per row: 0..len(cuts) for values (``v > cut`` moves right); missing last."""
+    idx = np.searchsorted(cuts, values, side="left").astype(np.int64)
+    idx[np.isnan(values)] = len(cuts) + 1
+    return idx
+
+
+@dataclass
+class BinStats:
+    """One feature's bins: row counts and event (label = 1) counts per bin."""
+
+    feature: str
+    counts: list[int]
+    events: list[int]
+    labels: list[str] = field(default_factory=list)
+
+
+def woe_iv(counts: list[int], events: list[int], total_events: int, total_rows: int
+           ) -> tuple[list[float], float]:
+    """WOE per bin and the feature's IV.
+
+    ``WOE = ln(share of non-events / share of events)`` with 0.5 added to
+    empty cells; ``IV = sum (share_non_events - share_events) * WOE`` over the
+    non-empty bins.
+    """
+    total_non = total_rows - total_events
+    woes, iv = [], 0.0
+    for c, e in zip(counts, events, strict=True):
+        if c == 0:
+            woes.append(0.0)
+            continue
+        non = c - e
+        pe = (e if e > 0 else SMOOTH) / total_events
+        pn = (non if non > 0 else SMOOTH) / total_non
+        w = float(np.log(pn / pe))
+        woes.append(w)
+        iv += (pn - pe) * w
+    return woes, float(iv)
+
+
+def bin_stats_clear(name: str, values: FloatArray, y: npt.NDArray[np.int64], n_bins: int
+                    ) -> BinStats:
+    """A party's own feature binned against labels it holds."""
+    cuts = quantile_bins(values, n_bins)
+    idx = assign_bins(values, cuts)
+    nb = len(cuts) + 2
+    counts = np.bincount(idx, minlength=nb)
+    events = np.bincount(idx, weights=y.astype(float), minlength=nb).astype(np.int64)
+    return BinStats(name, counts.tolist(), events.tolist(), _labels(cuts))
+
+
+def _labels(cuts: FloatArray) -> list[str]:
+    edges = ["-inf", *[f"{c:.6g}" for c in cuts], "inf"]
+    return [f"({edges[i]}, {edges[i + 1]}]" for i in range(len(cuts) + 1)] + ["missing"]
+
+
+def iv_table_clear(stats: list[BinStats], party: str, total_events: int, total_rows: int
+                   ) -> list[dict[str, Any]]:
+    """IV rows for a list of features' bin statistics."""
+    rows = []
+    for st in stats:
+        woes, iv = woe_iv(st.counts, st.events, total_events, total_rows)
+        rows.append({"party": party, "feature": st.feature, "iv": iv,
+                     "bins": [{"bin": (st.labels[i] if i < len(st.labels) else str(i)),
+                               "count": c, "events": e, "woe": w}
+                              for i, (c, e, w) in enumerate(zip(st.counts, st.events, woes,
+                                                                 strict=True)) if c > 0]})
+    return rows

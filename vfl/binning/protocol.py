@@ -1,0 +1,186 @@
+"""Federated IV: the guest's labels, encrypted under the guest's own key, binned by hosts.
+
+Pure step classes plus the two I/O loops. What each side learns is in
+``protocols/specs/binning.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from vfl.binning.core import BinStats, assign_bins, bin_stats_clear, iv_table_clear, quantile_bins
+from vfl.channel import Channel
+from vfl.codec import message
+from vfl.crypto.engine import make_engine
+from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size, generate_keypair
+from vfl.crypto.vector import EncryptedVector
+from vfl.exceptions import RemoteProtocolError
+from vfl.lr.messages import Ciphertexts, decode_ciphertexts, encode_ciphertexts
+
+__all__ = ["EncryptedLabels", "HostBinStats", "BinningGuest", "BinningHost",
+           "run_binning_guest", "run_binning_host"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@message("binning.EncryptedLabels/1")
+@dataclass(frozen=True, slots=True)
+class EncryptedLabels:
+    """Guest → host: its own public key and ``[[y_i]]`` for every aligned row."""
+
+    n: bytes
+    labels: Ciphertexts
+    n_bins: int
+
+
+@message("binning.HostBinStats/1")
+@dataclass(frozen=True, slots=True)
+class HostBinStats:
+    """Host → guest: per feature and bin, the row count and ``[[sum of y]]``."""
+
+    features: list[str]
+    bins_per_feature: list[int]
+    counts: np.ndarray
+    event_sums: Ciphertexts
+
+
+class BinningGuest:
+    """Guest side. Learns, per host feature, the row and event counts per host bin.
+
+    Never sees host values or bin edges.
+    """
+
+    def __init__(self, y: npt.ArrayLike, *, key_bits: int = 2048,
+                 allow_insecure_key_size: bool = False, n_bins: int = 10,
+                 workers: int | None = None) -> None:
+        self.y = np.asarray(y).astype(np.int64)
+        self.n_bins = n_bins
+        check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)
+        self.public_key, self._private_key = generate_keypair(
+            key_bits, allow_insecure_key_size=allow_insecure_key_size)
+        self._workers = workers
+
+    def labels_message(self) -> EncryptedLabels:
+        """Encrypt the labels once; the same message goes to every host."""
+        engine = make_engine(self.public_key, self._workers, len(self.y))
+        try:
+            enc = engine.encrypt(self.y, 0)
+        finally:
+            engine.close()
+        return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), self.n_bins)
+
+    def on_stats(self, host: str, msg: HostBinStats) -> list[BinStats]:
+        """Decrypt the event counts per bin and check them."""
+        sizes = list(msg.bins_per_feature)
+        if len(sizes) != len(msg.features) or any(s < 1 for s in sizes):
+            raise RemoteProtocolError(f"HostBinStats from {host} has inconsistent bin counts.")
+        total = sum(sizes)
+        counts = np.asarray(msg.counts)
+        if counts.shape != (total,) or counts.dtype != np.int64 or (counts < 0).any():
+            raise RemoteProtocolError(f"HostBinStats from {host} has malformed counts.")
+        enc = decode_ciphertexts(self.public_key, msg.event_sums, peer=host,
+                                 what="HostBinStats", expected_len=total, frac_bits=0)
+        events = enc.decrypt(self._private_key)
+        out, start = [], 0
+        for name, k in zip(msg.features, sizes, strict=True):
+            c = counts[start:start + k].tolist()
+            e = events[start:start + k]
+            if sum(c) != len(self.y) or any(ev < 0 or ev > cn for ev, cn in zip(e, c, strict=True)):
+                raise RemoteProtocolError(
+                    f"HostBinStats from {host}: bins of {name!r} do not partition the rows."
+                )
+            out.append(BinStats(name, c, e))
+            start += k
+        return out
+
+    def own_stats(self, X: FloatArray, names: list[str]) -> list[BinStats]:
+        """The guest's own features, binned in the clear."""
+        return [bin_stats_clear(n, X[:, j], self.y, self.n_bins) for j, n in enumerate(names)]
+
+
+class BinningHost:
+    """Host side. Learns nothing: the labels arrive encrypted under the guest's key.
+
+    Parameters
+    ----------
+    X : ndarray (n_rows, n_features), this host's raw columns in the PSI order
+    names : list of str
+    party : str
+        Used in aliases when names are not revealed.
+    reveal_names : bool
+        Send real feature names; otherwise stable aliases ``<party>_f<j>``.
+    """
+
+    def __init__(self, X: FloatArray, names: list[str], *, party: str,
+                 reveal_names: bool = False) -> None:
+        self.X = np.asarray(X, dtype=np.float64)
+        self.names = list(names)
+        self.party = party
+        self.reveal_names = reveal_names
+        self.cuts: list[FloatArray] = []
+
+    def aliases(self) -> list[str]:
+        """What the guest will call this host's features."""
+        if self.reveal_names:
+            return [f"{self.party}:{n}" for n in self.names]
+        return [f"{self.party}_f{j}" for j in range(len(self.names))]
+
+    def on_labels(self, msg: EncryptedLabels, *, peer: str = "guest") -> HostBinStats:
+        """Bin every column and sum the encrypted labels per bin."""
+        key = PaillierPublicKey.from_bytes(msg.n)
+        check_key_size(key.bits, allow_insecure_key_size=True)  # guest's own key, guest's risk
+        if not 2 <= msg.n_bins <= 100:
+            raise RemoteProtocolError(f"{peer} asked for {msg.n_bins} bins; expected 2..100.")
+        enc = decode_ciphertexts(key, msg.labels, peer=peer, what="EncryptedLabels",
+                                 expected_len=self.X.shape[0], frac_bits=0)
+        n2 = key.nsquare
+        cts = enc.ciphertexts
+        sums: list[Any] = []
+        counts: list[int] = []
+        sizes: list[int] = []
+        for j in range(self.X.shape[1]):
+            cuts = quantile_bins(self.X[:, j], msg.n_bins)
+            self.cuts.append(cuts)
+            idx = assign_bins(self.X[:, j], cuts)
+            nb = len(cuts) + 2
+            acc = [gmpy2.mpz(1)] * nb
+            for i, b in enumerate(idx.tolist()):
+                acc[b] = acc[b] * cts[i] % n2
+            counts.extend(np.bincount(idx, minlength=nb).tolist())
+            sums.extend(acc)
+            sizes.append(nb)
+        # an empty product is 1 = an unrandomised encryption of 0: re-randomise everything
+        rnd = Randomizer(key, window_bits=8)
+        out = EncryptedVector(key, sums, 0).rerandomize(rnd)
+        return HostBinStats(self.aliases(), sizes, np.asarray(counts, dtype=np.int64),
+                            encode_ciphertexts(out))
+
+
+def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.ArrayLike, *,
+                      hosts: list[str], n_bins: int = 10, key_bits: int = 2048,
+                      allow_insecure_key_size: bool = False) -> list[dict[str, Any]]:
+    """Federated IV table: the guest's own features and every host's."""
+    guest = BinningGuest(y, key_bits=key_bits, allow_insecure_key_size=allow_insecure_key_size,
+                         n_bins=n_bins)
+    msg = guest.labels_message()
+    for h in hosts:
+        channel.send(h, msg)
+    total_events, total_rows = int(guest.y.sum()), len(guest.y)
+    table = iv_table_clear(guest.own_stats(X, names), channel.party, total_events, total_rows)
+    for h in hosts:
+        stats = guest.on_stats(h, channel.recv(h, HostBinStats))
+        table.extend(iv_table_clear(stats, h, total_events, total_rows))
+    return sorted(table, key=lambda r: -r["iv"])
+
+
+def run_binning_host(channel: Channel, X: FloatArray, names: list[str], *, guest: str,
+                     reveal_names: bool = False) -> BinningHost:
+    """Answer the guest's binning request; returns the host state (with its bin edges)."""
+    host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names)
+    channel.send(guest, host.on_labels(channel.recv(guest, EncryptedLabels), peer=guest))
+    return host
