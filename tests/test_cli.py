@@ -126,3 +126,15 @@ def test_bad_input_gives_one_line_error(tmp_path, case):
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 3
     assert not (tmp_path / "m" / "guest.json").exists()
+
+
+def test_iv_command_on_breast(tmp_path):
+    guest, host = shared_csv("breast_hetero_guest.csv"), shared_csv("breast_hetero_host.csv")
+    out = tmp_path / "iv.json"
+    r = _run(["iv", "--guest", str(guest), "--host", str(host), "--id", "id", "--label", "y",
+              "--out", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    table = json.loads(out.read_text())
+    assert len(table) == 10 + 20
+    assert all(row["feature"].startswith("host1_f") for row in table if row["party"] == "host1")
+    assert [row["iv"] for row in table] == sorted((row["iv"] for row in table), reverse=True)

@@ -276,6 +276,45 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
 
 
 @main.command()
+@click.option("--guest", required=True, type=click.Path(dir_okay=False),
+              help="Guest CSV (with the label).")
+@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
+              help="Host CSV; repeat for several hosts.")
+@click.option("--label", required=True, help="Label column of the guest table (0/1).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="IV table (JSON).")
+@click.option("--bins", default=10, show_default=True, type=click.IntRange(2, 100))
+@click.option("--reveal-host-names", is_flag=True,
+              help="Hosts send their feature names (default: aliases host1_f0, ...).")
+@click.option("--key-bits", default=2048, show_default=True, type=int,
+              help="The guest's own Paillier key for the labels.")
+@click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
+@_id_options
+@friendly_errors
+def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int,
+       reveal_host_names: bool, key_bits: int, insecure_key_size: bool, id_column: str,
+       lower_ids: bool, no_strip_ids: bool) -> None:
+    """Information value of every feature of every bank (federated binning)."""
+    from vfl.crypto.paillier import check_key_size
+    from vfl.pipeline import iv_local
+
+    check_key_size(key_bits, allow_insecure_key_size=insecure_key_size)
+    g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
+    with console.status("private set intersection and federated binning..."):
+        table = iv_local(g, hs, n_bins=bins, key_bits=key_bits,
+                         allow_insecure_key_size=insecure_key_size,
+                         reveal_host_names=reveal_host_names)
+    atomic_write_text(out, json.dumps(table, indent=2))
+    t = Table(title="information value", header_style="bold")
+    t.add_column("party")
+    t.add_column("feature")
+    t.add_column("IV", justify="right")
+    for row in table:
+        t.add_row(row["party"], row["feature"], f"{row['iv']:.4f}")
+    out_console.print(t)
+    out_console.print(f"IV table written to {out}")
+
+
+@main.command()
 @click.option("--guest", required=True, type=click.Path(dir_okay=False))
 @click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False))
 @click.option("--label", default=None, help="Label column of the guest table, kept in its output.")

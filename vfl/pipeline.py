@@ -223,6 +223,29 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
     return run_threads(net, targets)[GUEST]
 
 
+def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
+             key_bits: int = 2048, allow_insecure_key_size: bool = False,
+             reveal_host_names: bool = False) -> list[dict[str, Any]]:
+    """PSI, then federated binning: the IV table of every party's features."""
+    from vfl.binning import run_binning_guest, run_binning_host
+
+    if guest.y is None:
+        raise DataError("The guest table needs a label column.")
+    g_al, h_al = psi_local(guest, hosts)
+    labels = g_al.y if g_al.y is not None else np.zeros(0, dtype=np.int64)
+    names = host_names(len(hosts))
+    net = InMemoryNetwork([GUEST, *names])
+    targets: dict[str, Callable[[Endpoint], Any]] = {
+        GUEST: lambda ch: run_binning_guest(ch, g_al.X, g_al.feature_names, labels, hosts=names,
+                                            n_bins=n_bins, key_bits=key_bits,
+                                            allow_insecure_key_size=allow_insecure_key_size)}
+    for name, table in zip(names, h_al, strict=True):
+        targets[name] = (lambda t: lambda ch: run_binning_host(
+            ch, t.X, t.feature_names, guest=GUEST, reveal_names=reveal_host_names))(table)
+    result: list[dict[str, Any]] = run_threads(net, targets)[GUEST]
+    return result
+
+
 def format_error(exc: BaseException) -> str:
     """One-line message for the CLI."""
     if isinstance(exc, VFLError):
