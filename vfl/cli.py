@@ -139,6 +139,16 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _scorecard_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--pdo", default=20.0, show_default=True, type=float,
+                      help="Scorecard: points to double the odds.")(fn)
+    fn = click.option("--base-odds", default=50.0, show_default=True, type=float,
+                      help="Scorecard: good:bad odds at the base score.")(fn)
+    fn = click.option("--base-score", default=600.0, show_default=True, type=float,
+                      help="Scorecard: points at the base odds.")(fn)
+    return fn
+
+
 def _config(kw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(
         epochs=kw["epochs"], batch_size=kw["batch_size"], learning_rate=kw["learning_rate"],
@@ -210,11 +220,12 @@ def _facts(report: dict[str, Any]) -> str:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for the model parts and report.json.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
 @_id_options
 @_train_options
 @friendly_errors
-def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, id_column: str,
-        lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
+def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
+        id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
     config = _config(kw)
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
@@ -222,6 +233,11 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, i
     out_console.print(_summary(report, "vfl fit"))
     out_console.print(_facts(report))
     out_console.print(f"model parts and report.json written to {out}/")
+    if not no_report:
+        from vfl.report import write_report
+
+        index = write_report(out, Path(out) / "report")
+        out_console.print(f"report: {index}")
 
 
 @main.command()
@@ -240,10 +256,14 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, i
               help="This party's scoring CSV (networked form).")
 @click.option("--job", default=None, help="Job id of the scoring run (networked; default <job>/predict).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output CSV of scores (guest).")
+@click.option("--score", "with_score", is_flag=True,
+              help="Add scorecard points (column 'score') to the probabilities.")
+@_scorecard_options
 @friendly_errors
 def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
             lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
-            data: str | None, job: str | None, out: str | None) -> None:
+            data: str | None, job: str | None, out: str | None, with_score: bool,
+            base_score: float, base_odds: float, pdo: float) -> None:
     """Score the customers every bank has with a saved model.
 
     One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
@@ -260,6 +280,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         cfg = load_party_config(config_path)
         with console.status(f"{cfg.name}: private set intersection and scoring..."):
             summary = run_predict(cfg, data, out=out, job_id=job)
+        if with_score and out and "scores" in summary:
+            _add_scores(out, base_score, base_odds, pdo)
         if "scores" in summary:
             out_console.print(f"{summary['rows_scored']:,} shared customers scored; written to "
                               f"{summary['scores']}")
@@ -272,6 +294,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, False)
     scores = predict_local(model, g, hs)
     atomic_write_text(out, scores.to_csv(index=False))
+    if with_score:
+        _add_scores(out, base_score, base_odds, pdo)
     out_console.print(f"{len(scores):,} shared customers scored; written to {out}")
 
 
@@ -342,6 +366,18 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
                       f"aligned tables written to {out_dir}/")
 
 
+def _add_scores(path: str, base_score: float, base_odds: float, pdo: float) -> None:
+    """Add scorecard points to a scores CSV (the sum of every party's points; see scorecard.py)."""
+    import pandas as pd
+
+    from vfl.scorecard import Scorecard
+
+    df = pd.read_csv(path, dtype={"id": str})
+    df["score"] = Scorecard(base_score, base_odds, pdo).from_probability(
+        df["probability"].to_numpy()).round(2)
+    atomic_write_text(path, df.to_csv(index=False))
+
+
 class JsonStatus(ProgressHook):
     """Machine-readable progress: one JSON object per line on stdout."""
 
@@ -404,6 +440,27 @@ def run(config_path: str, status_json: bool) -> None:
     else:
         out_console.print(f"{cfg.name}: done; sent {summary['traffic']['sent_bytes'] / 1e6:.1f} MB; "
                           f"output in {cfg.output}/")
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Model folder written by vfl fit (or the guest's output folder of vfl run).")
+@click.option("--scores", type=click.Path(dir_okay=False, exists=True),
+              help="Scores written by vfl predict: adds the stability index against training.")
+@click.option("--iv", "iv_path", type=click.Path(dir_okay=False, exists=True),
+              help="IV table written by vfl iv (default: MODEL/iv.json if present).")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@_scorecard_options
+@friendly_errors
+def report(model: str, scores: str | None, iv_path: str | None, out: str, base_score: float,
+           base_odds: float, pdo: float) -> None:
+    """Write an HTML report with PNG charts (ROC, KS, scores, loss, lift, calibration, IV)."""
+    from vfl.report import write_report
+    from vfl.scorecard import Scorecard
+
+    index = write_report(model, out, scores=scores, iv=iv_path,
+                         scorecard=Scorecard(base_score, base_odds, pdo))
+    out_console.print(f"report written to {index} (and PNGs beside it)")
 
 
 @main.command()

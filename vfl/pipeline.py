@@ -139,6 +139,8 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "epochs_run": est.n_iter_,
         "auc": outcome.metrics["auc"],
         "ks": outcome.metrics["ks"],
+        "gini": outcome.metrics["gini"],
+        "ks_threshold": outcome.metrics["ks_threshold"],
         "accuracy": outcome.metrics["accuracy"],
         "evaluated_on": "training intersection",
         "psi_seconds": outcome.psi_seconds,
@@ -147,6 +149,16 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "traffic": traffic,
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
     }
+
+
+def write_train_scores(out: Path, outcome: GuestOutcome) -> Path:
+    """The guest's training rows with label and joint probability (for its report)."""
+    assert outcome.aligned.y is not None
+    df = pd.DataFrame({"id": outcome.aligned.ids, "label": outcome.aligned.y,
+                       "probability": outcome.proba})
+    path = out / "train_scores.csv"
+    atomic_write_text(path, df.to_csv(index=False))
+    return path
 
 
 def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *,
@@ -195,6 +207,7 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
             files.append(save_model_part(outcome.part(), out / f"{name}.json"))
         atomic_write_text(out / "report.json", json.dumps(report, indent=2))
         files.append(out / "report.json")
+        files.append(write_train_scores(out, g))
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
 

@@ -23,7 +23,7 @@ from vfl.jobs import (
 from vfl.lr._party import ProgressHook
 from vfl.metrics import evaluate
 from vfl.model import atomic_write_text, load_model_part, save_model_part
-from vfl.pipeline import guest_report
+from vfl.pipeline import guest_report, write_train_scores
 from vfl.preprocess import Standardizer
 from vfl.roles import Role
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
@@ -129,6 +129,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
         report["wall_seconds"] = time.perf_counter() - t0
         save_model_part(out.part(), part_path(cfg))
         report["model_part"] = str(part_path(cfg))
+        write_train_scores(cfg.output, out)
         return report
 
     report = _guarded(cfg, None, guest_work)
