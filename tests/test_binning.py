@@ -18,7 +18,8 @@ def clear_iv(values, y, n_bins):
     """Textbook IV, written independently: equal-frequency bins, missing apart, 0.5 smoothing."""
     ok = ~np.isnan(values)
     cuts = np.unique(np.quantile(values[ok], [k / n_bins for k in range(1, n_bins)]))
-    bins = [values <= cuts[0]] + [(values > a) & (values <= b) for a, b in zip(cuts, cuts[1:])]
+    pairs = zip(cuts[:-1], cuts[1:], strict=True)
+    bins = [values <= cuts[0]] + [(values > a) & (values <= b) for a, b in pairs]
     bins += [values > cuts[-1], ~ok]
     bad_total, good_total = y.sum(), (1 - y).sum()
     iv = 0.0

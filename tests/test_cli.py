@@ -33,7 +33,8 @@ def test_demo_in_process(tmp_path):
     assert report["epochs_run"] == 3
     assert report["auc"] > report["baseline"]["guest_only_auc"]
     assert "joint federated model" in r.output
-    assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json"}
+    assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json",
+                                                 "train_scores.csv"}
 
 
 def test_demo_three_processes(tmp_path):
