@@ -133,6 +133,10 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", default=d.seed, show_default=True, type=int,
                      help="Batch shuffling seed."),
         click.option("--no-intercept", is_flag=True, help="Fit no intercept."),
+        click.option("--validation-fraction", default=0.0, show_default=True, type=float,
+                     help="Hold out this share (stratified) for per-epoch validation."),
+        click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
+                     help="Stop after N epochs without better validation AUC (keeps the best)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -155,7 +159,8 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         decay=kw["decay"], optimizer=kw["optimizer"], penalty=kw["penalty"],
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
-        fit_intercept=not kw["no_intercept"],
+        fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
+        patience=kw["patience"],
     ).validate()
 
 

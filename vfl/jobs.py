@@ -96,7 +96,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
         decay=cfg.decay, optimizer=cfg.optimizer, penalty=cfg.penalty, alpha=cfg.alpha,
         tol=cfg.tol, fit_intercept=cfg.fit_intercept, random_state=cfg.seed,
-        key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size)
+        key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size,
+        validation_fraction=cfg.validation_fraction, patience=cfg.patience)
     t1 = time.perf_counter()
     est.fit(aligned.X, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
             progress=progress)

@@ -146,6 +146,8 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "psi_seconds": outcome.psi_seconds,
         "train_seconds": outcome.train_seconds,
         "loss_history": est.loss_history_,
+        "validation_history": est.validation_history_,
+        "best_epoch": est.best_epoch_,
         "traffic": traffic,
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
     }

@@ -120,9 +120,20 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
     images["score_distribution"] = _png(fig, out / "score_distribution.png")
 
     loss = report.get("loss_history") or []
+    val = report.get("validation_history") or []
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(range(1, len(loss) + 1), loss, marker="o")
-    ax.set(xlabel="epoch", ylabel="training loss (Taylor)", title="Loss per epoch")
+    ax.plot(range(1, len(loss) + 1), loss, marker="o", label="training loss (Taylor)")
+    if val:
+        ax.plot(range(1, len(val) + 1), [v["loss"] for v in val], marker="s",
+                label="validation log-loss")
+        ax2 = ax.twinx()
+        ax2.plot(range(1, len(val) + 1), [v["auc"] for v in val], color="crimson", marker="^",
+                 label="validation AUC")
+        ax2.set_ylabel("validation AUC")
+        if report.get("best_epoch") is not None:
+            ax.axvline(report["best_epoch"] + 1, color="grey", ls=":", label="kept epoch")
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss and validation per epoch")
+    ax.legend(loc="upper right", fontsize=8)
     images["loss"] = _png(fig, out / "loss.png")
 
     deciles = decile_table(y, p)

@@ -7,7 +7,7 @@ from vfl.crypto.encoding import from_residues
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr._party import ProgressHook
-from vfl.lr.config import TrainConfig, batch_plan
+from vfl.lr.config import TrainConfig, epoch_batches
 from vfl.lr.messages import (
     DecryptedGradient,
     EpochDecision,
@@ -75,7 +75,8 @@ class ArbiterParty:
 
     def on_epoch_loss(self, msg: EpochLoss, epoch: int) -> EpochDecision:
         """Decrypt the epoch loss and decide whether to stop."""
-        if msg.epoch != epoch or msg.n_samples != self.setup.n_rows:
+        n_train = self.setup.n_rows - len(self.setup.validation_rows)
+        if msg.epoch != epoch or msg.n_samples != n_train:
             raise RemoteProtocolError(f"EpochLoss from {self.guest} does not match epoch {epoch}.")
         F = self.config.score_frac_bits
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
@@ -84,7 +85,7 @@ class ArbiterParty:
         loss = total / (8.0 * 2.0 ** (2 * F) * msg.n_samples)
         prev = self.loss_history[-1] if self.loss_history else None
         self.loss_history.append(loss)
-        stop = epoch + 1 >= self.config.epochs or (
+        stop = epoch + 1 >= self.config.epochs or msg.stop_requested or (
             self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
         )
         return EpochDecision(epoch, stop, loss)
@@ -100,7 +101,7 @@ def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool =
         channel.send(peer, arbiter.announce())
     cfg = arbiter.config
     for epoch in range(cfg.epochs):
-        plan = batch_plan(setup.n_rows, cfg.batch_size, cfg.seed, epoch)
+        plan = epoch_batches(setup.n_rows, list(setup.validation_rows), cfg, epoch)
         if epoch == 0:
             progress.on_start(cfg.epochs, len(plan))
         for b in range(len(plan)):

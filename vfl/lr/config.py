@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from vfl.codec import message
 from vfl.exceptions import ConfigError
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan",
+           "epoch_batches", "validation_split"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")
@@ -58,6 +59,12 @@ class TrainConfig:
         Allow keys below 2048 bits (tests only).
     score_frac_bits, feature_frac_bits : int
         Fixed-point precision of the partial scores and of the feature values.
+    validation_fraction : float
+        Share of the intersection held out (stratified by label, chosen by the
+        guest) for per-epoch validation AUC/KS/loss; 0 disables.
+    patience : int
+        With validation: stop after this many epochs without a better
+        validation AUC and restore the best epoch's weights; 0 disables.
     """
 
     epochs: int = 10
@@ -74,6 +81,8 @@ class TrainConfig:
     allow_insecure_key_size: bool = False
     score_frac_bits: int = 32
     feature_frac_bits: int = 20
+    validation_fraction: float = 0.0
+    patience: int = 0
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the first bad one."""
@@ -103,6 +112,13 @@ class TrainConfig:
             raise bad("penalty", "one of " + ", ".join(PENALTIES))
         if not 8 <= self.feature_frac_bits <= self.score_frac_bits <= 48:
             raise bad("feature_frac_bits", "between 8 and score_frac_bits (<= 48)")
+        if not isinstance(self.validation_fraction, int | float) or not (
+                0 <= self.validation_fraction < 0.9):
+            raise bad("validation_fraction", "a float in the range [0, 0.9)")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise bad("patience", "an int >= 0")
+        if self.patience and not self.validation_fraction:
+            raise bad("patience", "0 unless validation_fraction > 0")
         if self.key_bits < 256:
             raise bad("key_bits", ">= 2048 (or >= 256 with allow_insecure_key_size)")
         return self
@@ -115,6 +131,34 @@ class TrainConfig:
             raise ConfigError(f"Unknown training parameters: {', '.join(sorted(unknown))}.")
         data.update(changes)
         return TrainConfig(**data)
+
+
+def epoch_batches(n_rows: int, validation_rows: list[int], config: TrainConfig,
+                  epoch: int) -> list[list[int]]:
+    """Batches of ``epoch`` over the training rows (all rows not held out for validation)."""
+    import numpy as np
+
+    if not validation_rows:
+        return batch_plan(n_rows, config.batch_size, config.seed, epoch)
+    train = np.setdiff1d(np.arange(n_rows), np.asarray(validation_rows, dtype=np.int64))
+    return [train[b].tolist() for b in batch_plan(len(train), config.batch_size, config.seed,
+                                                     epoch)]
+
+
+def validation_split(y: list[float] | object, fraction: float, seed: int) -> list[int]:
+    """Stratified hold-out rows (sorted), chosen by the guest; not secret."""
+    import numpy as np
+
+    yy = np.asarray(y)
+    if fraction <= 0:
+        return []
+    rng = np.random.default_rng([seed, 7919])
+    out: list[int] = []
+    for cls in (0, 1):
+        idx = np.flatnonzero(yy == cls)
+        k = int(round(len(idx) * fraction))
+        out.extend(rng.choice(idx, size=k, replace=False).tolist())
+    return sorted(out)
 
 
 def batch_plan(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

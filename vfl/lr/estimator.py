@@ -93,6 +93,11 @@ class GuestLogisticRegression(BaseEstimator):
     n_jobs : int or None
         Worker processes for ciphertext work (None: all cores for jobs of at
         least 2,000 rows; 1: in this process).
+    validation_fraction : float
+        Hold out this share of the intersection (stratified) for per-epoch
+        validation AUC/KS/loss; the best epoch's weights are kept.
+    patience : int
+        Stop after this many epochs without a better validation AUC (0: never).
     randomizer_bits : int or None
         Length of this party's secret encryption exponents (None: half the
         key length, the conservative default; at least 448; see
@@ -108,6 +113,10 @@ class GuestLogisticRegression(BaseEstimator):
         Epochs run.
     classes_ : ndarray, [0, 1]
     loss_history_ : list of float
+    validation_history_ : list of dict
+        Per epoch: validation ``auc``, ``ks``, ``loss`` (empty without validation).
+    best_epoch_ : int or None
+        The epoch whose weights were kept (with validation).
     model_id_ : str
     preprocessor_ : Standardizer or None
     """
@@ -117,7 +126,8 @@ class GuestLogisticRegression(BaseEstimator):
                  alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
-                 n_jobs: int | None = None, randomizer_bits: int | None = None) -> None:
+                 n_jobs: int | None = None, randomizer_bits: int | None = None,
+                 validation_fraction: float = 0.0, patience: int = 0) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -133,6 +143,8 @@ class GuestLogisticRegression(BaseEstimator):
         self.standardize = standardize
         self.n_jobs = n_jobs
         self.randomizer_bits = randomizer_bits
+        self.validation_fraction = validation_fraction
+        self.patience = patience
 
     def _config(self) -> TrainConfig:
         try:
@@ -143,6 +155,7 @@ class GuestLogisticRegression(BaseEstimator):
                 tol=float(self.tol), fit_intercept=bool(self.fit_intercept),
                 seed=int(self.random_state), key_bits=int(self.key_bits),
                 allow_insecure_key_size=bool(self.allow_insecure_key_size),
+                validation_fraction=float(self.validation_fraction), patience=int(self.patience),
             ).validate()
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
@@ -181,6 +194,8 @@ class GuestLogisticRegression(BaseEstimator):
         self.n_iter_ = epochs
         self.classes_ = np.array([0, 1])
         self.loss_history_ = list(party.loss_history)
+        self.validation_history_ = list(party.validation_history)
+        self.best_epoch_ = party.best_epoch
         self.model_id_ = party.model_id
         self.hosts_ = list(hosts)
         return self

@@ -13,7 +13,7 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import TrainConfig, batch_plan, min_batch_size
+from vfl.lr.config import TrainConfig, epoch_batches, min_batch_size, validation_split
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -26,6 +26,7 @@ from vfl.lr.messages import (
     PublicKeyAnnounce,
     Residual,
     ScoreRequest,
+    TrainingResult,
     TrainSetup,
     decode_ciphertexts,
     encode_ciphertexts,
@@ -67,6 +68,11 @@ class GuestParty(GradientParty):
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_rows = X.shape[0]
+        self.validation_rows = validation_split(y, cfg.validation_fraction, cfg.seed)
+        self.n_train = self.n_rows - len(self.validation_rows)
+        self.validation_history: list[dict[str, float]] = []
+        self.snapshots: list[FloatArray] = []
+        self.best_epoch: int | None = None
         if cfg.fit_intercept:
             # the Taylor-loss optimum of the intercept alone: a guest-local warm start
             self.coef[-1] = initial_intercept(self.y_pm)
@@ -90,16 +96,18 @@ class GuestParty(GradientParty):
             if hello.n_features < 1:
                 raise RemoteProtocolError(f"{host} announced no feature columns.")
             columns.append(hello.n_features)
-        effective = self.n_rows if self.config.batch_size == 0 else min(self.config.batch_size,
-                                                                       self.n_rows)
+        effective = self.n_train if self.config.batch_size == 0 else min(self.config.batch_size,
+                                                                        self.n_train)
         need = min_batch_size(max(columns))
         if effective < need:
             raise ConfigError(
                 f"Batch size {effective} is too small: with up to {max(columns)} columns per "
                 f"party a batch needs at least {need} rows (and the intersection has "
-                f"{self.n_rows}). See protocols/specs/hetero_lr.md, 'Batch-size guardrail'."
+                f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
+                "'Batch-size guardrail'."
             )
-        return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns)
+        return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
+                          self.validation_rows)
 
     # ----------------------------------------------------------------- batch
     def partial_scores(self, rows: list[int]) -> FloatArray:
@@ -213,7 +221,39 @@ class GuestParty(GradientParty):
             raise LocalProtocolError("No batch finished in this epoch.")
         enc = EncryptedVector(key, [self._loss_acc], 2 * self.config.score_frac_bits)
         self._loss_acc = None
-        return EpochLoss(epoch, encode_ciphertexts(enc.rerandomize(rnd)), self.n_rows)
+        return EpochLoss(epoch, encode_ciphertexts(enc.rerandomize(rnd)), self.n_train,
+                         self.stop_requested())
+
+    def on_validation(self, epoch: int, host_scores: list[FloatArray]) -> dict[str, float]:
+        """Validation metrics of this epoch's weights from every party's partial scores."""
+        from vfl.metrics import auc, ks
+
+        rows = self.validation_rows
+        s = self.partial_scores(rows) + np.sum(host_scores, axis=0)
+        p = 1.0 / (1.0 + np.exp(-s))
+        y = (self.y_pm[rows] + 1) / 2
+        eps = 1e-12
+        loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+        m = {"epoch": epoch, "auc": auc(y, p), "ks": ks(y, p), "loss": loss}
+        self.validation_history.append(m)
+        self.snapshots.append(self.coef.copy())
+        return m
+
+    def stop_requested(self) -> bool:
+        """Patience exhausted: no better validation AUC for ``patience`` epochs."""
+        pat = self.config.patience
+        hist = self.validation_history
+        if not pat or not hist:
+            return False
+        best = int(np.argmax([h["auc"] for h in hist]))
+        return len(hist) - 1 - best >= pat
+
+    def restore_best(self) -> int:
+        """Keep the weights of the epoch with the best validation AUC."""
+        best = int(np.argmax([h["auc"] for h in self.validation_history]))
+        self.coef = self.snapshots[best].copy()
+        self.best_epoch = best
+        return best
 
 
 def initial_intercept(y_pm: FloatArray) -> float:
@@ -252,8 +292,9 @@ def _guest_loop(channel: Channel, party: GuestParty, *, hosts: list[str], arbite
     party.on_public_key(channel.recv(arbiter, PublicKeyAnnounce), peer=arbiter,
                         allow_insecure_key_size=cfg.allow_insecure_key_size)
     epochs_run = 0
+    val = party.validation_rows
     for epoch in range(cfg.epochs):
-        plan = batch_plan(party.n_rows, cfg.batch_size, cfg.seed, epoch)
+        plan = epoch_batches(party.n_rows, val, cfg, epoch)
         if epoch == 0:
             progress.on_start(cfg.epochs, len(plan))
         for b, rows in enumerate(plan):
@@ -267,6 +308,11 @@ def _guest_loop(channel: Channel, party: GuestParty, *, hosts: list[str], arbite
             party.close_batch()
             party.on_decrypted(channel.recv(arbiter, DecryptedGradient), peer=arbiter)
             progress.on_batch(epoch, b, len(plan))
+        if val:
+            for h in hosts:
+                channel.send(h, ScoreRequest(party.model_id, len(val)))
+            party.on_validation(epoch, [_partial_scores(channel, h, party.model_id, len(val))
+                                        for h in hosts])
         channel.send(arbiter, party.epoch_loss(epoch))
         decision = channel.recv(arbiter, EpochDecision)
         if decision.epoch != epoch or decision.loss is None:
@@ -276,7 +322,22 @@ def _guest_loop(channel: Channel, party: GuestParty, *, hosts: list[str], arbite
         progress.on_epoch(epoch, decision.loss)
         if decision.stop:
             break
+    if val:
+        best = party.restore_best()
+        for h in hosts:
+            channel.send(h, TrainingResult(best))
     return epochs_run
+
+
+def _partial_scores(channel: Channel, host: str, model_id: str, n: int) -> FloatArray:
+    msg = channel.recv(host, PartialScores)
+    if msg.model_id != model_id:
+        raise RemoteProtocolError(f"{host} answered for model {msg.model_id!r}, not {model_id!r}.")
+    if msg.scores.shape != (n,) or not np.all(np.isfinite(msg.scores)):
+        raise RemoteProtocolError(
+            f"Partial scores from {host} have shape {msg.scores.shape}; expected ({n},) finite."
+        )
+    return np.asarray(msg.scores, dtype=np.float64)
 
 
 def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *,
@@ -287,12 +348,5 @@ def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *
         channel.send(h, ScoreRequest(model_id, n))
     total = np.asarray(own_scores, dtype=np.float64).copy()
     for h in hosts:
-        msg = channel.recv(h, PartialScores)
-        if msg.model_id != model_id:
-            raise RemoteProtocolError(f"{h} answered for model {msg.model_id!r}, not {model_id!r}.")
-        if msg.scores.shape != (n,) or not np.all(np.isfinite(msg.scores)):
-            raise RemoteProtocolError(
-                f"Partial scores from {h} have shape {msg.scores.shape}; expected ({n},) finite."
-            )
-        total += msg.scores
+        total += _partial_scores(channel, h, model_id, n)
     return 1.0 / (1.0 + np.exp(-total))

@@ -9,7 +9,7 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import batch_plan, min_batch_size
+from vfl.lr.config import epoch_batches, min_batch_size
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -21,6 +21,7 @@ from vfl.lr.messages import (
     PublicKeyAnnounce,
     Residual,
     ScoreRequest,
+    TrainingResult,
     TrainSetup,
     decode_ciphertexts,
     encode_ciphertexts,
@@ -64,8 +65,12 @@ class HostParty(GradientParty):
             )
         if setup.columns[index + 1] != X.shape[1]:
             raise RemoteProtocolError(f"The guest announced a wrong column count for {name}.")
+        val = list(setup.validation_rows)
+        if len(set(val)) != len(val) or any(not 0 <= r < setup.n_rows for r in val):
+            raise RemoteProtocolError(f"The guest's validation rows are not distinct rows of {name}.")
+        n_train = setup.n_rows - len(val)
         widest = max(setup.columns)
-        effective = setup.n_rows if cfg.batch_size == 0 else min(cfg.batch_size, setup.n_rows)
+        effective = n_train if cfg.batch_size == 0 else min(cfg.batch_size, n_train)
         if effective < min_batch_size(widest):
             raise ConfigError(
                 f"{name} refuses batch size {effective}: with up to {widest} columns per party "
@@ -73,6 +78,8 @@ class HostParty(GradientParty):
                 "the residuals from its gradient."
             )
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
+        self.validation_rows = val
+        self.snapshots: list[FloatArray] = []
         self._scores: FloatArray | None = None
         self._batch_idx: list[int] = []
 
@@ -144,8 +151,9 @@ def _host_loop(channel: Channel, party: HostParty, setup: TrainSetup, *, guest: 
                         allow_insecure_key_size=allow_insecure_key_size)
     cfg = party.config
     epochs_run = 0
+    val = party.validation_rows
     for epoch in range(cfg.epochs):
-        plan = batch_plan(setup.n_rows, cfg.batch_size, cfg.seed, epoch)
+        plan = epoch_batches(setup.n_rows, val, cfg, epoch)
         if epoch == 0:
             progress.on_start(cfg.epochs, len(plan))
         for b, rows in enumerate(plan):
@@ -156,6 +164,10 @@ def _host_loop(channel: Channel, party: HostParty, setup: TrainSetup, *, guest: 
                 channel.send(guest, cross)
             party.on_decrypted(channel.recv(arbiter, DecryptedGradient), peer=arbiter)
             progress.on_batch(epoch, b, len(plan))
+        if val:
+            run_host_scoring(channel, party.X.values[val] @ party.coef, party.model_id,
+                             guest=guest)
+            party.snapshots.append(party.coef.copy())
         decision = channel.recv(arbiter, EpochDecision)
         if decision.epoch != epoch:
             raise RemoteProtocolError(f"EpochDecision from {arbiter} is for epoch {decision.epoch}.")
@@ -163,6 +175,12 @@ def _host_loop(channel: Channel, party: HostParty, setup: TrainSetup, *, guest: 
         progress.on_epoch(epoch, None)
         if decision.stop:
             break
+    if val:
+        result = channel.recv(guest, TrainingResult)
+        if not 0 <= result.best_epoch < len(party.snapshots):
+            raise RemoteProtocolError(f"{guest} named epoch {result.best_epoch} as best; "
+                                      f"{len(party.snapshots)} epochs ran.")
+        party.coef = party.snapshots[result.best_epoch].copy()
     return epochs_run
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "EpochLoss",
     "EpochDecision",
     "ScoreRequest",
+    "TrainingResult",
     "PartialScores",
     "encode_ciphertexts",
     "decode_ciphertexts",
@@ -92,6 +93,7 @@ class TrainSetup:
     n_rows: int
     hosts: list[str]
     columns: list[int]  # weight count per party: guest first, then hosts in order
+    validation_rows: list[int]  # aligned rows held out for validation (empty: none)
 
 
 @message("lr.PublicKey/1")
@@ -162,6 +164,7 @@ class EpochLoss:
     epoch: int
     loss: Ciphertexts
     n_samples: int
+    stop_requested: bool  # the guest's validation-based early stop
 
 
 @message("lr.EpochDecision/1")
@@ -172,6 +175,14 @@ class EpochDecision:
     epoch: int
     stop: bool
     loss: float | None
+
+
+@message("lr.TrainingResult/1")
+@dataclass(frozen=True, slots=True)
+class TrainingResult:
+    """Guest → hosts after the last epoch (with validation): keep this epoch's weights."""
+
+    best_epoch: int
 
 
 @message("lr.ScoreRequest/1")

@@ -16,7 +16,7 @@ import numpy as np
 
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import FloatArray, QuantizedMatrix
-from vfl.lr.config import TrainConfig, batch_plan
+from vfl.lr.config import TrainConfig, epoch_batches, validation_split
 from vfl.lr.guest import initial_intercept
 from vfl.lr.optim import Optimizer
 
@@ -53,9 +53,11 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                        X.shape[1]) for X in Xh]
     history: list[float] = []
     epochs_run = 0
+    val = validation_split(y, cfg.validation_fraction, cfg.seed)
+    n_train = n - len(val)
     for epoch in range(cfg.epochs):
         loss8 = 0.0
-        for rows in batch_plan(n, cfg.batch_size, cfg.seed, epoch):
+        for rows in epoch_batches(n, val, cfg, epoch):
             b = len(rows)
             Hk = [quantize(X[rows] @ w, F) for X, w in zip(Xh, wh, strict=True)]
             g = Xg[rows] @ wg[:kg] + (wg[kg] if cfg.fit_intercept else 0.0)
@@ -82,7 +84,7 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
             grads_h = [X[rows].T @ d4 / (4.0 * b) for X in Xh]
             wg = opt_g.step(wg, grad_g, epoch)
             wh = [o.step(w, gr, epoch) for o, w, gr in zip(opt_h, wh, grads_h, strict=True)]
-        loss = loss8 / (8.0 * n)
+        loss = loss8 / (8.0 * n_train)
         prev = history[-1] if history else None
         history.append(loss)
         epochs_run = epoch + 1

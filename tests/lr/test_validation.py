@@ -1,0 +1,43 @@
+"""Validation split, early stopping with patience, best-epoch restore."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vfl.lr.config import validation_split
+from vfl.lr.reference import fit_reference
+
+from .trio import run_trio, small_config
+
+
+def test_split_is_stratified_and_deterministic():
+    y = np.r_[np.zeros(800), np.ones(200)]
+    v = validation_split(y, 0.25, seed=3)
+    assert v == validation_split(y, 0.25, seed=3) and len(v) == 250
+    assert y[v].sum() == 50
+
+
+def test_best_epoch_weights_equal_reference_at_that_epoch(breast):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=4, batch_size=128, validation_fraction=0.25, learning_rate=0.3,
+                       optimizer="sgd")
+    run = run_trio(Xg, y, [Xh], cfg)
+    hist = run.guest.validation_history
+    assert len(hist) == 4 and all(0.5 < h["auc"] <= 1 for h in hist)
+    best = run.guest.best_epoch
+    assert best == int(np.argmax([h["auc"] for h in hist]))
+    ref = fit_reference(Xg, y, [Xh], cfg.replace(epochs=best + 1))
+    np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(run.hosts[0].coef, ref.host_coefs[0], atol=1e-6, rtol=0)
+
+
+def test_patience_stops_early(breast):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=40, batch_size=128, validation_fraction=0.3, patience=2,
+                       learning_rate=0.5, optimizer="sgd")
+    run = run_trio(Xg, y, [Xh], cfg)
+    hist = [h["auc"] for h in run.guest.validation_history]
+    best = int(np.argmax(hist))
+    assert run.epochs < 40
+    assert run.epochs == best + 1 + 2  # stopped exactly when patience ran out
+    assert run.guest.best_epoch == best
