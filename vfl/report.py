@@ -133,7 +133,12 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
         if report.get("best_epoch") is not None:
             ax.axvline(report["best_epoch"] + 1, color="grey", ls=":", label="kept epoch")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss and validation per epoch")
-    ax.legend(loc="upper right", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if val:
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8,
+               bbox_to_anchor=(0.5, -0.14))
     images["loss"] = _png(fig, out / "loss.png")
 
     deciles = decile_table(y, p)
