@@ -139,3 +139,22 @@ def test_iv_command_on_breast(tmp_path):
     assert len(table) == 10 + 20
     assert all(row["feature"].startswith("host1_f") for row in table if row["party"] == "host1")
     assert [row["iv"] for row in table] == sorted((row["iv"] for row in table), reverse=True)
+
+
+def test_fit_with_iv_selection(tmp_path):
+    guest, host = shared_csv("breast_hetero_guest.csv"), shared_csv("breast_hetero_host.csv")
+    iv_file = tmp_path / "iv.json"
+    assert _run(["iv", "--guest", str(guest), "--host", str(host), "--id", "id", "--label", "y",
+                 "--out", str(iv_file), *FAST]).exit_code == 0
+    table = json.loads(iv_file.read_text())
+    top = sorted(table, key=lambda r: -r["iv"])[:6]
+    model = tmp_path / "m"
+    r = _run(["fit", "--guest", str(guest), "--host", str(host), "--id", "id", "--label", "y",
+              "--out", str(model), "--iv", str(iv_file), "--top-k", "6", "--epochs", "2",
+              "--batch-size", "64", "--quiet", "--no-report", *FAST])
+    assert r.exit_code == 0, r.output
+    g = json.loads((model / "guest.json").read_text())
+    h = json.loads((model / "host1.json").read_text())
+    assert sorted(g["features"]) == sorted(t["feature"] for t in top if t["party"] == "guest")
+    assert len(h["features"]) == sum(t["party"] == "host1" for t in top)
+    assert len(g["features"]) + len(h["features"]) == 6

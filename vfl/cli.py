@@ -226,14 +226,32 @@ def _facts(report: dict[str, Any]) -> str:
               help="Folder for the model parts and report.json.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
+@click.option("--iv", "iv_path", type=click.Path(dir_okay=False, exists=True),
+              help="IV table from vfl iv: with --min-iv/--top-k, each party keeps its best columns.")
+@click.option("--min-iv", type=float, default=None, help="Keep columns with IV at least this.")
+@click.option("--top-k", type=click.IntRange(1), default=None,
+              help="Keep the columns among the top K of all parties by IV.")
 @_id_options
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
+        iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
     config = _config(kw)
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
+    if (min_iv is not None or top_k is not None) and not iv_path:
+        raise click.UsageError("--min-iv/--top-k need --iv (the table written by vfl iv).")
+    if iv_path:
+        from vfl.binning.select import select_by_iv
+
+        table = json.loads(Path(iv_path).read_text())
+        g = g.select(select_by_iv(table, "guest", g.feature_names, min_iv=min_iv, top_k=top_k))
+        hs = [h.select(select_by_iv(table, name, h.feature_names, min_iv=min_iv, top_k=top_k))
+              for name, h in zip(host_names(len(hs)), hs, strict=True)]
+        kept = ", ".join(f"{n}: {len(t.feature_names)}" for n, t in
+                         zip(["guest", *host_names(len(hs))], [g, *hs], strict=True))
+        console.print(f"columns kept by IV: {kept}")
     report = _train(g, hs, config, Path(out), quiet)
     out_console.print(_summary(report, "vfl fit"))
     out_console.print(_facts(report))
