@@ -137,6 +137,8 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Hold out this share (stratified) for per-epoch validation."),
         click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
                      help="Stop after N epochs without better validation AUC (keeps the best)."),
+        click.option("--class-weight", default="none", show_default=True,
+                     help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -160,7 +162,7 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
         fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
-        patience=kw["patience"],
+        patience=kw["patience"], class_weight=kw["class_weight"],
     ).validate()
 
 

@@ -97,7 +97,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         decay=cfg.decay, optimizer=cfg.optimizer, penalty=cfg.penalty, alpha=cfg.alpha,
         tol=cfg.tol, fit_intercept=cfg.fit_intercept, random_state=cfg.seed,
         key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size,
-        validation_fraction=cfg.validation_fraction, patience=cfg.patience)
+        validation_fraction=cfg.validation_fraction, patience=cfg.patience,
+        class_weight=cfg.class_weight)
     t1 = time.perf_counter()
     est.fit(aligned.X, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
             progress=progress)

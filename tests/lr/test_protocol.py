@@ -70,3 +70,16 @@ def test_host_refuses_small_key_without_its_own_flag(breast):
     Xg, y, Xh = breast
     with pytest.raises(InsecureKeySizeError):
         run_trio(Xg, y, [Xh], small_config(epochs=1), host_insecure=False)
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", "3.0"])
+def test_class_weights_match_reference_and_shift_the_model(breast, class_weight):
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=3, class_weight=class_weight, learning_rate=0.2)
+    run = run_trio(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    ref = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    _assert_matches(run, ref)
+    plain = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg.replace(class_weight="none"))
+    # up-weighting a class moves the intercept towards it (breast: label 1 is the majority)
+    w1_heavier = class_weight == "3.0" or y.mean() < 0.5
+    assert (ref.guest_coef[-1] > plain.guest_coef[-1]) == w1_heavier

@@ -14,7 +14,7 @@ from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
-from vfl.lr.config import TrainConfig
+from vfl.lr.config import TrainConfig, weight_frac_bits
 from vfl.lr.messages import (
     DecryptedGradient,
     MaskedGradient,
@@ -153,7 +153,8 @@ class GradientParty:
         unmasked = from_residues([gmpy2.mpz((v - m) % n) for v, m in zip(values, self._masks,
                                                                          strict=True)], key.n)
         self._masks = None
-        scale = 2.0 ** (self.config.score_frac_bits + self.config.feature_frac_bits)
+        scale = 2.0 ** (self.config.score_frac_bits + self.config.feature_frac_bits
+                        + weight_frac_bits(self.config))
         grad = np.array([float(v) for v in unmasked]) / scale / (4.0 * self._batch_rows)
         self.coef = self.optimizer.step(self.coef, grad, self._epoch)
         return grad

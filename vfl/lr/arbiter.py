@@ -7,7 +7,7 @@ from vfl.crypto.encoding import from_residues
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr._party import ProgressHook
-from vfl.lr.config import TrainConfig, epoch_batches
+from vfl.lr.config import TrainConfig, epoch_batches, weight_frac_bits
 from vfl.lr.messages import (
     DecryptedGradient,
     EpochDecision,
@@ -68,7 +68,8 @@ class ArbiterParty:
         cfg = self.config
         enc = decode_ciphertexts(self.public_key, msg.values, peer=party, what="MaskedGradient",
                                  expected_len=self.widths[party],
-                                 frac_bits=cfg.score_frac_bits + cfg.feature_frac_bits)
+                                 frac_bits=cfg.score_frac_bits + cfg.feature_frac_bits
+                                 + weight_frac_bits(cfg))
         residues = enc.decrypt_residues(self.private_key)
         width = (self.public_key.bits + 7) // 8
         return DecryptedGradient(epoch, batch, encode_residues(residues, width))

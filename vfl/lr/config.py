@@ -9,7 +9,7 @@ from vfl.codec import message
 from vfl.exceptions import ConfigError
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan",
-           "epoch_batches", "validation_split"]
+           "epoch_batches", "validation_split", "row_weights", "weight_frac_bits"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")
@@ -65,6 +65,12 @@ class TrainConfig:
     patience : int
         With validation: stop after this many epochs without a better
         validation AUC and restore the best epoch's weights; 0 disables.
+    class_weight : str
+        ``"none"``, ``"balanced"`` (each class weighs ``n / (2 n_c)``) or a
+        number: the weight of defaults (label 1) relative to non-defaults.
+        Weights are rescaled to mean 1 over the training rows, quantised to
+        ``2**-8`` and applied by the guest to the encrypted residuals; hosts
+        never see them. The convergence loss stays unweighted.
     """
 
     epochs: int = 10
@@ -83,6 +89,7 @@ class TrainConfig:
     feature_frac_bits: int = 20
     validation_fraction: float = 0.0
     patience: int = 0
+    class_weight: str = "none"
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the first bad one."""
@@ -119,6 +126,13 @@ class TrainConfig:
             raise bad("patience", "an int >= 0")
         if self.patience and not self.validation_fraction:
             raise bad("patience", "0 unless validation_fraction > 0")
+        if self.class_weight not in ("none", "balanced"):
+            try:
+                cw = float(self.class_weight)
+            except ValueError:
+                cw = -1.0
+            if not (math.isfinite(cw) and cw > 0):
+                raise bad("class_weight", "'none', 'balanced' or a positive number")
         if self.key_bits < 256:
             raise bad("key_bits", ">= 2048 (or >= 256 with allow_insecure_key_size)")
         return self
@@ -131,6 +145,33 @@ class TrainConfig:
             raise ConfigError(f"Unknown training parameters: {', '.join(sorted(unknown))}.")
         data.update(changes)
         return TrainConfig(**data)
+
+
+WEIGHT_BITS = 8
+
+
+def weight_frac_bits(config: TrainConfig) -> int:
+    """Extra fixed-point bits the class weights add to the residual's scale."""
+    return 0 if config.class_weight == "none" else WEIGHT_BITS
+
+
+def row_weights(y01: object, config: TrainConfig, train_rows: object) -> object:
+    """Quantised per-row class weights (mean 1 over the training rows), or None (guest only)."""
+    import numpy as np
+
+    if config.class_weight == "none":
+        return None
+    y = np.asarray(y01).astype(np.int64)
+    t = y[np.asarray(train_rows, dtype=np.int64)]
+    n, n1 = len(t), int(t.sum())
+    n0 = n - n1
+    if config.class_weight == "balanced":
+        w0, w1 = n / (2.0 * max(n0, 1)), n / (2.0 * max(n1, 1))
+    else:
+        w0, w1 = 1.0, float(config.class_weight)
+    mean = (w0 * n0 + w1 * n1) / n
+    w = np.where(y == 1, w1 / mean, w0 / mean)
+    return np.rint(w * (1 << WEIGHT_BITS)).astype(np.int64)
 
 
 def epoch_batches(n_rows: int, validation_rows: list[int], config: TrainConfig,

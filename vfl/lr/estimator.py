@@ -98,6 +98,8 @@ class GuestLogisticRegression(BaseEstimator):
         validation AUC/KS/loss; the best epoch's weights are kept.
     patience : int
         Stop after this many epochs without a better validation AUC (0: never).
+    class_weight : str
+        ``"none"``, ``"balanced"`` or the weight of defaults as a number.
     randomizer_bits : int or None
         Length of this party's secret encryption exponents (None: half the
         key length, the conservative default; at least 448; see
@@ -127,7 +129,8 @@ class GuestLogisticRegression(BaseEstimator):
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
                  n_jobs: int | None = None, randomizer_bits: int | None = None,
-                 validation_fraction: float = 0.0, patience: int = 0) -> None:
+                 validation_fraction: float = 0.0, patience: int = 0,
+                 class_weight: str = "none") -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -145,6 +148,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.randomizer_bits = randomizer_bits
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.class_weight = class_weight
 
     def _config(self) -> TrainConfig:
         try:
@@ -156,6 +160,7 @@ class GuestLogisticRegression(BaseEstimator):
                 seed=int(self.random_state), key_bits=int(self.key_bits),
                 allow_insecure_key_size=bool(self.allow_insecure_key_size),
                 validation_fraction=float(self.validation_fraction), patience=int(self.patience),
+                class_weight=str(self.class_weight),
             ).validate()
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):

@@ -13,7 +13,14 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import TrainConfig, epoch_batches, min_batch_size, validation_split
+from vfl.lr.config import (
+    TrainConfig,
+    epoch_batches,
+    min_batch_size,
+    row_weights,
+    validation_split,
+    weight_frac_bits,
+)
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -70,6 +77,8 @@ class GuestParty(GradientParty):
         self.n_rows = X.shape[0]
         self.validation_rows = validation_split(y, cfg.validation_fraction, cfg.seed)
         self.n_train = self.n_rows - len(self.validation_rows)
+        train = np.setdiff1d(np.arange(self.n_rows), np.asarray(self.validation_rows, np.int64))
+        self.weights = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
         self.validation_history: list[dict[str, float]] = []
         self.snapshots: list[FloatArray] = []
         self.best_epoch: int | None = None
@@ -149,7 +158,13 @@ class GuestParty(GradientParty):
             earlier.append(total)
             total = total.add(enc)
         engine = self._require_engine()
-        d4 = engine.rerandomize(total.add_plain(P))
+        raw = total.add_plain(P)
+        self._d4_raw = raw
+        if self.weights is not None:
+            w = self.weights[rows]  # type: ignore[index]
+            raw = EncryptedVector(key, raw.mul_elementwise(w.tolist()).ciphertexts,
+                                  F + weight_frac_bits(cfg))
+        d4 = engine.rerandomize(raw)
         self._d4 = d4
         self._rows = rows
         self._p_float = p
@@ -176,20 +191,29 @@ class GuestParty(GradientParty):
         rows = self._rows
         assert self._p_float is not None
         qp, qp_off = shifted_column(self._p_float, G)
-        mat = np.hstack([self.X.shifted[rows], qp[:, None]])
-        offs = np.append(self.X.offsets, qp_off).astype(np.int64)
         engine = self._require_engine()
-        prod, d4_sum = engine.matvec_t_and_sum(mat, offs, self._d4, G)
-        cts = prod.ciphertexts
-        grad_cts = cts[:-1]
+        wb = weight_frac_bits(cfg)
+        if wb:
+            # weighted residuals for the gradient; the loss uses the unweighted ones
+            prod, d4_sum = engine.matvec_t_and_sum(self.X.shifted[rows], self.X.offsets,
+                                                   self._d4, G)
+            cross_ct = engine.matvec_t(qp[:, None], np.array([qp_off], dtype=np.int64),
+                                       self._d4_raw, G).ciphertexts[0]
+            grad_cts = list(prod.ciphertexts)
+        else:
+            mat = np.hstack([self.X.shifted[rows], qp[:, None]])
+            offs = np.append(self.X.offsets, qp_off).astype(np.int64)
+            prod, d4_sum = engine.matvec_t_and_sum(mat, offs, self._d4, G)
+            cross_ct = prod.ciphertexts[-1]
+            grad_cts = list(prod.ciphertexts[:-1])
         if cfg.fit_intercept:
             grad_cts = grad_cts + [d4_sum.mul_scalar(1 << G).ciphertexts[0]]
         # cross = sum_i Q(p_i) H_i = sum_i Q(p_i) (4d_i) - sum_i Q(p_i) P_i
         correction = -sum(int(a) * int(b) for a, b in zip((qp - qp_off).tolist(),
                                                           self._P.tolist(), strict=True))
-        cross = EncryptedVector(key, [cts[-1]], F + G).add_plain([correction])
+        cross = EncryptedVector(key, [cross_ct], F + G).add_plain([correction])
         self._loss_parts.append(cross.mul_scalar(2 << (F - G), F - G))
-        gradient = EncryptedVector(key, grad_cts, F + G)
+        gradient = EncryptedVector(key, grad_cts, F + G + wb)
         # randomisers for the next batch's residuals, made while we wait for the peers
         engine.prefill(len(rows) * len(self.hosts))
         return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))

@@ -9,7 +9,7 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import epoch_batches, min_batch_size
+from vfl.lr.config import epoch_batches, min_batch_size, weight_frac_bits
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -104,7 +104,8 @@ class HostParty(GradientParty):
         cfg = self.config
         rows = self._batch_idx
         enc = decode_ciphertexts(key, msg.residual, peer=self.guest, what="Residual",
-                                 expected_len=len(rows), frac_bits=cfg.score_frac_bits)
+                                 expected_len=len(rows),
+                                 frac_bits=cfg.score_frac_bits + weight_frac_bits(cfg))
         engine = self._require_engine()
         grad = engine.matvec_t(self.X.shifted[rows], self.X.offsets, enc, cfg.feature_frac_bits)
         masked = self._mask_and_send(grad, self._epoch, self._batch, len(rows))

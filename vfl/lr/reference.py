@@ -16,7 +16,13 @@ import numpy as np
 
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import FloatArray, QuantizedMatrix
-from vfl.lr.config import TrainConfig, epoch_batches, validation_split
+from vfl.lr.config import (
+    WEIGHT_BITS,
+    TrainConfig,
+    epoch_batches,
+    row_weights,
+    validation_split,
+)
 from vfl.lr.guest import initial_intercept
 from vfl.lr.optim import Optimizer
 
@@ -55,6 +61,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     epochs_run = 0
     val = validation_split(y, cfg.validation_fraction, cfg.seed)
     n_train = n - len(val)
+    train = np.setdiff1d(np.arange(n), np.asarray(val, dtype=np.int64))
+    W = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
     for epoch in range(cfg.epochs):
         loss8 = 0.0
         for rows in epoch_batches(n, val, cfg, epoch):
@@ -77,11 +85,12 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                     qh = quantize(Xh[k][rows] @ wh[k], G)
                     loss8 += 2.0 * _idot(qh, earlier) / 2.0 ** (F + G)
                 earlier = earlier + Hc
-            # gradients
-            grad_g = Xg[rows].T @ d4 / (4.0 * b)
+            # gradients (class weights scale each row's residual)
+            dw = d4 if W is None else d4 * W[rows] / float(1 << WEIGHT_BITS)  # type: ignore[index]
+            grad_g = Xg[rows].T @ dw / (4.0 * b)
             if cfg.fit_intercept:
-                grad_g = np.append(grad_g, np.sum(d4) / (4.0 * b))
-            grads_h = [X[rows].T @ d4 / (4.0 * b) for X in Xh]
+                grad_g = np.append(grad_g, np.sum(dw) / (4.0 * b))
+            grads_h = [X[rows].T @ dw / (4.0 * b) for X in Xh]
             wg = opt_g.step(wg, grad_g, epoch)
             wh = [o.step(w, gr, epoch) for o, w, gr in zip(opt_h, wh, grads_h, strict=True)]
         loss = loss8 / (8.0 * n_train)
