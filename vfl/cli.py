@@ -546,6 +546,10 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
         out_console.print(_facts(report))
         out_console.print(f"total {time.perf_counter() - t0:.1f} s; outputs in "
                           f"{job.workdir / 'out' / 'in-process'}/")
+        from vfl.report import write_report
+
+        index = write_report(job.workdir / "out" / "in-process", job.workdir / "report")
+        out_console.print(f"bank A's report: {index}")
         return
     _networked_demo(job, g, h, quiet)
 
@@ -605,6 +609,10 @@ def _networked_demo(job: Any, g: PartyTable, h: PartyTable, quiet: bool) -> None
     out_console.print(_facts(report))
     out_console.print(f"wall time {wall:.1f} s for three processes; every party exited 0; "
                       f"outputs in {job.workdir / 'out'}/")
+    from vfl.report import write_report
+
+    index = write_report(job.outputs["bank_a"], job.workdir / "report")
+    out_console.print(f"bank A's report: {index}")
 
 
 if __name__ == "__main__":  # pragma: no cover
