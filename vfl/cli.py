@@ -139,6 +139,8 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Stop after N epochs without better validation AUC (keeps the best)."),
         click.option("--class-weight", default="none", show_default=True,
                      help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
+        click.option("--woe-bins", default=0, show_default=True, type=click.IntRange(0, 100),
+                     help="WOE-encode every party's columns with N bins before training."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -162,7 +164,7 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
         fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
-        patience=kw["patience"], class_weight=kw["class_weight"],
+        patience=kw["patience"], class_weight=kw["class_weight"], woe_bins=kw["woe_bins"],
     ).validate()
 
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from vfl.binning.protocol import run_binning_guest, run_binning_host
+from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.data import PartyTable
 from vfl.exceptions import DataError
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
+from vfl.lr.messages import Prepare
 from vfl.metrics import evaluate
 from vfl.model import ModelPart
 from vfl.psi.driver import run_psi_guest, run_psi_host
@@ -33,6 +37,12 @@ __all__ = [
     "guest_predict_job",
     "host_predict_job",
 ]
+
+
+def _encoded(part: ModelPart, X: np.ndarray) -> np.ndarray:
+    """Apply the part's WOE encoding, if it was trained on WOE columns."""
+    woe = part.preprocessing.get("woe")
+    return WoeEncoder.from_dict(woe).transform(X) if woe else X
 
 
 def _check_intersection(n: int, who: str) -> None:
@@ -54,13 +64,18 @@ class GuestOutcome:
     psi_seconds: float
     train_seconds: float
     party: str
+    woe: WoeEncoder | None = None
+    iv_table: list[dict[str, Any]] | None = None
 
     def part(self) -> ModelPart:
         """The guest's model part."""
         est = self.estimator
         training = {"epochs_run": est.n_iter_, "loss_history": est.loss_history_,
                     "config": dict(est.get_params()), "n_intersection": self.aligned.n_rows}
-        return est.to_part(self.party, self.aligned.feature_names, training)
+        part = est.to_part(self.party, self.aligned.feature_names, training)
+        if self.woe is not None:
+            part.preprocessing["woe"] = self.woe.to_dict()
+        return part
 
 
 @dataclass
@@ -70,12 +85,16 @@ class HostOutcome:
     estimator: HostLogisticRegression
     aligned: PartyTable
     party: str
+    woe: WoeEncoder | None = None
 
     def part(self) -> ModelPart:
         """This host's model part."""
         est = self.estimator
-        return est.to_part(self.party, self.aligned.feature_names,
+        part = est.to_part(self.party, self.aligned.feature_names,
                            {"epochs_run": est.n_iter_, "n_intersection": self.aligned.n_rows})
+        if self.woe is not None:
+            part.preprocessing["woe"] = self.woe.to_dict()
+        return part
 
 
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
@@ -92,6 +111,17 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if on_psi_done:
         on_psi_done(aligned.n_rows)
     cfg = config.validate()
+    for h in hosts:
+        channel.send(h, Prepare(cfg.woe_bins))
+    X_train, woe, iv_table = aligned.X, None, None
+    if cfg.woe_bins:
+        assert aligned.y is not None
+        woe = WoeEncoder.fit(aligned.X, aligned.y, cfg.woe_bins)
+        iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
+                                     hosts=hosts, n_bins=cfg.woe_bins, key_bits=cfg.key_bits,
+                                     allow_insecure_key_size=cfg.allow_insecure_key_size,
+                                     send_woe=True)
+        X_train = woe.transform(aligned.X)
     est = GuestLogisticRegression(
         epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
         decay=cfg.decay, optimizer=cfg.optimizer, penalty=cfg.penalty, alpha=cfg.alpha,
@@ -100,13 +130,13 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         validation_fraction=cfg.validation_fraction, patience=cfg.patience,
         class_weight=cfg.class_weight)
     t1 = time.perf_counter()
-    est.fit(aligned.X, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
+    est.fit(X_train, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
             progress=progress)
     train_seconds = time.perf_counter() - t1
-    proba = est.predict_proba(aligned.X, channel=channel)[:, 1]
+    proba = est.predict_proba(X_train, channel=channel)[:, 1]
     assert aligned.y is not None
     return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
-                        train_seconds, channel.party)
+                        train_seconds, channel.party, woe, iv_table)
 
 
 def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: str,
@@ -116,10 +146,17 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     rows = run_psi_host(channel, table.ids, guest)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
+    prepare = channel.recv(guest, Prepare)
+    X_train, woe = aligned.X, None
+    if prepare.woe_bins:
+        woe = run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest).encoder
+        if woe is None:
+            raise DataError(f"{guest} asked for WOE encoding but sent no WOE values.")
+        X_train = woe.transform(aligned.X)
     est = HostLogisticRegression(allow_insecure_key_size=allow_insecure_key_size)
-    est.fit(aligned.X, channel=channel, guest=guest, arbiter=arbiter, progress=progress)
-    est.serve_scores(aligned.X, channel=channel, guest=guest)
-    return HostOutcome(est, aligned, channel.party)
+    est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress)
+    est.serve_scores(X_train, channel=channel, guest=guest)
+    return HostOutcome(est, aligned, channel.party, woe)
 
 
 def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
@@ -137,7 +174,7 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
     est = GuestLogisticRegression.from_part(part)
-    proba = est.predict_proba(aligned.X, channel=channel, hosts=hosts)[:, 1]
+    proba = est.predict_proba(_encoded(part, aligned.X), channel=channel, hosts=hosts)[:, 1]
     return pd.DataFrame({"id": aligned.ids, "probability": proba})
 
 
@@ -148,5 +185,6 @@ def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     rows = run_psi_host(channel, table.ids, guest)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
-    HostLogisticRegression.from_part(part).serve_scores(aligned.X, channel=channel, guest=guest)
+    HostLogisticRegression.from_part(part).serve_scores(_encoded(part, aligned.X),
+                                                        channel=channel, guest=guest)
     return aligned.n_rows

@@ -210,6 +210,9 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
         atomic_write_text(out / "report.json", json.dumps(report, indent=2))
         files.append(out / "report.json")
         files.append(write_train_scores(out, g))
+        if g.iv_table is not None:
+            atomic_write_text(out / "iv.json", json.dumps(g.iv_table, indent=2))
+            files.append(out / "iv.json")
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
 

@@ -130,6 +130,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
         save_model_part(out.part(), part_path(cfg))
         report["model_part"] = str(part_path(cfg))
         write_train_scores(cfg.output, out)
+        if out.iv_table is not None:
+            atomic_write_text(cfg.output / "iv.json", json.dumps(out.iv_table, indent=2))
         return report
 
     report = _guarded(cfg, None, guest_work)

@@ -13,7 +13,15 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from vfl.binning.core import BinStats, assign_bins, bin_stats_clear, iv_table_clear, quantile_bins
+from vfl.binning.core import (
+    BinStats,
+    assign_bins,
+    bin_stats_clear,
+    iv_table_clear,
+    quantile_bins,
+    woe_iv,
+)
+from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.codec import message
 from vfl.crypto.engine import make_engine
@@ -36,6 +44,16 @@ class EncryptedLabels:
     n: bytes
     labels: Ciphertexts
     n_bins: int
+    woe: bool  # the guest will send WOE values per bin back (for WOE encoding)
+
+
+@message("binning.WoeValues/1")
+@dataclass(frozen=True, slots=True)
+class WoeValues:
+    """Guest → host: the WOE of each of the host's bins (reveals the label mix per bin)."""
+
+    bins_per_feature: list[int]
+    woe: np.ndarray
 
 
 @message("binning.HostBinStats/1")
@@ -65,14 +83,15 @@ class BinningGuest:
             key_bits, allow_insecure_key_size=allow_insecure_key_size)
         self._workers = workers
 
-    def labels_message(self) -> EncryptedLabels:
+    def labels_message(self, woe: bool = False) -> EncryptedLabels:
         """Encrypt the labels once; the same message goes to every host."""
         engine = make_engine(self.public_key, self._workers, len(self.y))
         try:
             enc = engine.encrypt(self.y, 0)
         finally:
             engine.close()
-        return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), self.n_bins)
+        return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), self.n_bins,
+                               woe)
 
     def on_stats(self, host: str, msg: HostBinStats) -> list[BinStats]:
         """Decrypt the event counts per bin and check them."""
@@ -123,12 +142,18 @@ class BinningHost:
         self.party = party
         self.reveal_names = reveal_names
         self.cuts: list[FloatArray] = []
+        self.encoder: WoeEncoder | None = None
 
     def aliases(self) -> list[str]:
         """What the guest will call this host's features."""
         if self.reveal_names:
             return [f"{self.party}:{n}" for n in self.names]
         return [f"{self.party}_f{j}" for j in range(len(self.names))]
+
+    def on_woe(self, msg: WoeValues, *, peer: str = "guest") -> WoeEncoder:
+        """Build this host's WOE encoder from the guest's per-bin values."""
+        self.encoder = WoeEncoder(list(self.cuts), _check_woe(self, msg, peer))
+        return self.encoder
 
     def on_labels(self, msg: EncryptedLabels, *, peer: str = "guest") -> HostBinStats:
         """Bin every column and sum the encrypted labels per bin."""
@@ -161,13 +186,30 @@ class BinningHost:
                             encode_ciphertexts(out))
 
 
+def _check_woe(host: BinningHost, msg: WoeValues, peer: str) -> list[FloatArray]:
+    sizes = [len(c) + 2 for c in host.cuts]
+    w = np.asarray(msg.woe)
+    if list(msg.bins_per_feature) != sizes or w.shape != (sum(sizes),) or not np.isfinite(w).all():
+        raise RemoteProtocolError(f"WoeValues from {peer} do not match this host's bins.")
+    out, start = [], 0
+    for k in sizes:
+        out.append(w[start:start + k].astype(np.float64))
+        start += k
+    return out
+
+
 def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.ArrayLike, *,
                       hosts: list[str], n_bins: int = 10, key_bits: int = 2048,
-                      allow_insecure_key_size: bool = False) -> list[dict[str, Any]]:
-    """Federated IV table: the guest's own features and every host's."""
+                      allow_insecure_key_size: bool = False,
+                      send_woe: bool = False) -> list[dict[str, Any]]:
+    """Federated IV table: the guest's own features and every host's.
+
+    With ``send_woe`` the guest also returns to each host the WOE of its bins,
+    so the host can WOE-encode its own columns.
+    """
     guest = BinningGuest(y, key_bits=key_bits, allow_insecure_key_size=allow_insecure_key_size,
                          n_bins=n_bins)
-    msg = guest.labels_message()
+    msg = guest.labels_message(send_woe)
     for h in hosts:
         channel.send(h, msg)
     total_events, total_rows = int(guest.y.sum()), len(guest.y)
@@ -175,6 +217,10 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
     for h in hosts:
         stats = guest.on_stats(h, channel.recv(h, HostBinStats))
         table.extend(iv_table_clear(stats, h, total_events, total_rows))
+        if send_woe:
+            woes = [woe_iv(s.counts, s.events, total_events, total_rows)[0] for s in stats]
+            channel.send(h, WoeValues([len(w) for w in woes],
+                                      np.asarray([v for w in woes for v in w], dtype=np.float64)))
     return sorted(table, key=lambda r: -r["iv"])
 
 
@@ -182,5 +228,8 @@ def run_binning_host(channel: Channel, X: FloatArray, names: list[str], *, guest
                      reveal_names: bool = False) -> BinningHost:
     """Answer the guest's binning request; returns the host state (with its bin edges)."""
     host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names)
-    channel.send(guest, host.on_labels(channel.recv(guest, EncryptedLabels), peer=guest))
+    request = channel.recv(guest, EncryptedLabels)
+    channel.send(guest, host.on_labels(request, peer=guest))
+    if request.woe:
+        host.on_woe(channel.recv(guest, WoeValues), peer=guest)
     return host

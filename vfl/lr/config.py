@@ -71,6 +71,10 @@ class TrainConfig:
         Weights are rescaled to mean 1 over the training rows, quantised to
         ``2**-8`` and applied by the guest to the encrypted residuals; hosts
         never see them. The convergence loss stays unweighted.
+    woe_bins : int
+        Before training, WOE-encode every party's columns with this many
+        equal-frequency bins (federated binning for host columns; see
+        ``protocols/specs/binning.md``); 0 keeps the raw columns.
     """
 
     epochs: int = 10
@@ -90,6 +94,7 @@ class TrainConfig:
     validation_fraction: float = 0.0
     patience: int = 0
     class_weight: str = "none"
+    woe_bins: int = 0
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the first bad one."""
@@ -133,6 +138,8 @@ class TrainConfig:
                 cw = -1.0
             if not (math.isfinite(cw) and cw > 0):
                 raise bad("class_weight", "'none', 'balanced' or a positive number")
+        if self.woe_bins != 0 and not (isinstance(self.woe_bins, int) and 2 <= self.woe_bins <= 100):
+            raise bad("woe_bins", "0 (off) or an int in [2, 100]")
         if self.key_bits < 256:
             raise bad("key_bits", ">= 2048 (or >= 256 with allow_insecure_key_size)")
         return self

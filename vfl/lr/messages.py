@@ -177,6 +177,14 @@ class EpochDecision:
     loss: float | None
 
 
+@message("lr.Prepare/1")
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Guest → hosts after PSI: whether WOE encoding (federated binning) comes first."""
+
+    woe_bins: int
+
+
 @message("lr.TrainingResult/1")
 @dataclass(frozen=True, slots=True)
 class TrainingResult:
