@@ -109,6 +109,16 @@ def _id_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _training_tables(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--guest (with --label) and one or more --host tables."""
+    fn = click.option("--label", required=True, help="Label column of the guest table (0/1).")(fn)
+    fn = click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
+                      help="Host CSV; repeat for several hosts.")(fn)
+    fn = click.option("--guest", required=True, type=click.Path(dir_okay=False),
+                      help="Guest CSV (with the label).")(fn)
+    return fn
+
+
 def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     d = TrainConfig()
     opts = [
@@ -221,11 +231,7 @@ def _facts(report: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.option("--guest", required=True, type=click.Path(dir_okay=False),
-              help="Guest CSV (with the label).")
-@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
-              help="Host CSV; repeat for several hosts.")
-@click.option("--label", required=True, help="Label column of the guest table (0/1).")
+@_training_tables
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for the model parts and report.json.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
@@ -327,11 +333,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
 
 
 @main.command()
-@click.option("--guest", required=True, type=click.Path(dir_okay=False),
-              help="Guest CSV (with the label).")
-@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
-              help="Host CSV; repeat for several hosts.")
-@click.option("--label", required=True, help="Label column of the guest table (0/1).")
+@_training_tables
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="IV table (JSON).")
 @click.option("--bins", default=10, show_default=True, type=click.IntRange(2, 100))
 @click.option("--reveal-host-names", is_flag=True,
