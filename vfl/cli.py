@@ -188,7 +188,8 @@ def main() -> None:
 
 
 def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
-           out: Path | None, quiet: bool) -> dict[str, Any]:
+           out: Path | None, quiet: bool, guest_valid: PartyTable | None = None,
+           hosts_valid: list[PartyTable] | None = None) -> dict[str, Any]:
     from vfl.crypto.paillier import check_key_size
 
     check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
@@ -201,7 +202,8 @@ def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
                             description=f"private set intersection: {n:,} shared")
 
         result = fit_local(guest, hosts, config, out_dir=out, progress=hook,
-                           on_psi_done=psi_done)
+                           on_psi_done=psi_done, guest_valid=guest_valid,
+                           hosts_valid=hosts_valid)
         hook.finish()
     return result.report
 
@@ -236,6 +238,10 @@ def _facts(report: dict[str, Any]) -> str:
               help="Folder for the model parts and report.json.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
+@click.option("--guest-valid", type=click.Path(dir_okay=False),
+              help="Guest validation CSV (same columns): per-epoch validation, aligned by PSI.")
+@click.option("--host-valid", "hosts_valid", multiple=True, type=click.Path(dir_okay=False),
+              help="Host validation CSV, one per --host, same order.")
 @click.option("--iv", "iv_path", type=click.Path(dir_okay=False, exists=True),
               help="IV table from vfl iv: with --min-iv/--top-k, each party keeps its best columns.")
 @click.option("--min-iv", type=float, default=None, help="Keep columns with IV at least this.")
@@ -245,6 +251,7 @@ def _facts(report: dict[str, Any]) -> str:
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
+        guest_valid: str | None, hosts_valid: tuple[str, ...],
         iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
@@ -262,7 +269,15 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         kept = ", ".join(f"{n}: {len(t.feature_names)}" for n, t in
                          zip(["guest", *host_names(len(hs))], [g, *hs], strict=True))
         console.print(f"columns kept by IV: {kept}")
-    report = _train(g, hs, config, Path(out), quiet)
+    gv, hvs = None, None
+    if guest_valid or hosts_valid:
+        if not guest_valid or len(hosts_valid) != len(hs):
+            raise click.UsageError("Give --guest-valid and one --host-valid per --host.")
+        gv, hvs = _tables(guest_valid, hosts_valid, id_column, label, lower_ids,
+                          not no_strip_ids, True)
+        gv = gv.select(g.feature_names)
+        hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
+    report = _train(g, hs, config, Path(out), quiet, gv, hvs)
     out_console.print(_summary(report, "vfl fit"))
     out_console.print(_facts(report))
     out_console.print(f"model parts and report.json written to {out}/")

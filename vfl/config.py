@@ -34,6 +34,7 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     id_column = "customer_id"
     label_column = "default"       # guest only
     # features = ["age", "income"] # default: every other column
+    # validation_path = "bank_a_valid.csv"  # all parties or none: per-epoch validation
     # lower_ids = false
 
     [train]                        # guest only; any TrainConfig field
@@ -80,6 +81,7 @@ class DataConfig:
     features: list[str] | None = None
     lower_ids: bool = False
     strip_ids: bool = True
+    validation_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ def load_party_config(path: str | Path) -> PartyConfig:
             raise r.err("data.label_column", "a host has no label; remove this key")
         data = DataConfig(r.path(d, "data", "path"), r.get(d, "data", "id_column", str), label,
                           features, r.get(d, "data", "lower_ids", bool, False),
-                          r.get(d, "data", "strip_ids", bool, True))
+                          r.get(d, "data", "strip_ids", bool, True),
+                          r.path(d, "data", "validation_path", default=None))
 
     train_raw = r.table("train", required=False)
     if train_raw and role != Role.GUEST:

@@ -99,8 +99,12 @@ class HostOutcome:
 
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   hosts: list[str], arbiter: str, progress: ProgressHook | None = None,
-                  on_psi_done: Callable[[int], None] | None = None) -> GuestOutcome:
-    """PSI with the hosts, training, then scoring of the training rows for the report."""
+                  on_psi_done: Callable[[int], None] | None = None,
+                  valid: PartyTable | None = None) -> GuestOutcome:
+    """PSI with the hosts, training, then scoring of the training rows for the report.
+
+    ``valid``: a separate validation table, aligned by a second PSI.
+    """
     if table.y is None:
         raise DataError("The guest table needs a label column.")
     t0 = time.perf_counter()
@@ -112,7 +116,14 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         on_psi_done(aligned.n_rows)
     cfg = config.validate()
     for h in hosts:
-        channel.send(h, Prepare(cfg.woe_bins))
+        channel.send(h, Prepare(cfg.woe_bins, valid is not None))
+    val_aligned = None
+    if valid is not None:
+        if valid.y is None:
+            raise DataError("The guest's validation table needs the label column.")
+        vrows = run_psi_guest(channel, valid.ids, hosts)
+        _check_intersection(len(vrows), "the guest's validation table")
+        val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
     if cfg.woe_bins:
         assert aligned.y is not None
@@ -129,9 +140,13 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size,
         validation_fraction=cfg.validation_fraction, patience=cfg.patience,
         class_weight=cfg.class_weight)
+    X_val = None
+    if val_aligned is not None:
+        X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
     t1 = time.perf_counter()
     est.fit(X_train, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
-            progress=progress)
+            progress=progress, X_val=X_val,
+            y_val=None if val_aligned is None else val_aligned.y)
     train_seconds = time.perf_counter() - t1
     proba = est.predict_proba(X_train, channel=channel)[:, 1]
     assert aligned.y is not None
@@ -141,20 +156,36 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
 
 def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: str,
                  allow_insecure_key_size: bool = False,
-                 progress: ProgressHook | None = None) -> HostOutcome:
+                 progress: ProgressHook | None = None,
+                 valid: PartyTable | None = None) -> HostOutcome:
     """PSI with the guest, training, then answering the guest's scoring of the training rows."""
     rows = run_psi_host(channel, table.ids, guest)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     prepare = channel.recv(guest, Prepare)
+    if prepare.validation_table != (valid is not None):
+        raise DataError(
+            f"{guest} {'uses' if prepare.validation_table else 'does not use'} a validation "
+            f"table but {channel.party} was {'not ' if valid is None else ''}given one; "
+            "give every party its validation table, or none."
+        )
+    val_aligned = None
+    if valid is not None:
+        vrows = run_psi_host(channel, valid.ids, guest)
+        _check_intersection(len(vrows), f"{channel.party}'s validation table")
+        val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None
     if prepare.woe_bins:
         woe = run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest).encoder
         if woe is None:
             raise DataError(f"{guest} asked for WOE encoding but sent no WOE values.")
         X_train = woe.transform(aligned.X)
+    X_val = None
+    if val_aligned is not None:
+        X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
     est = HostLogisticRegression(allow_insecure_key_size=allow_insecure_key_size)
-    est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress)
+    est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress,
+            X_val=X_val)
     est.serve_scores(X_train, channel=channel, guest=guest)
     return HostOutcome(est, aligned, channel.party, woe)
 

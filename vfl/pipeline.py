@@ -166,7 +166,8 @@ def write_train_scores(out: Path, outcome: GuestOutcome) -> Path:
 def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *,
               out_dir: str | Path | None = None, progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
-              baselines: bool = True) -> FitResult:
+              baselines: bool = True, guest_valid: PartyTable | None = None,
+              hosts_valid: list[PartyTable] | None = None) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     Parameters
@@ -185,12 +186,18 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     net = InMemoryNetwork([GUEST, *names, ARBITER])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
-                                        progress=progress, on_psi_done=on_psi_done),
+                                        progress=progress, on_psi_done=on_psi_done,
+                                        valid=guest_valid),
         ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
     }
-    for name, table in zip(names, hosts, strict=True):
-        targets[name] = (lambda t: lambda ch: host_fit_job(
-            ch, t, guest=GUEST, arbiter=ARBITER, allow_insecure_key_size=insecure))(table)
+    if (guest_valid is None) != (hosts_valid is None) or (
+            hosts_valid is not None and len(hosts_valid) != len(hosts)):
+        raise DataError("Give a validation table for the guest and for every host, or none.")
+    valids: list[PartyTable | None] = list(hosts_valid) if hosts_valid else [None] * len(hosts)
+    for name, table, valid in zip(names, hosts, valids, strict=True):
+        targets[name] = (lambda t, v: lambda ch: host_fit_job(
+            ch, t, guest=GUEST, arbiter=ARBITER, allow_insecure_key_size=insecure,
+            valid=v))(table, valid)
     results = run_threads(net, targets)
     g: GuestOutcome = results[GUEST]
     h: list[HostOutcome] = [results[n] for n in names]

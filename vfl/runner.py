@@ -101,11 +101,14 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
         return summary
 
     table = _load_data(cfg)
+    assert cfg.data is not None
+    valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
+             if cfg.data.validation_path else None)
     if cfg.role == Role.HOST:
         def work(ep: GrpcEndpoint) -> dict[str, Any]:
             out = host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
                                allow_insecure_key_size=cfg.allow_insecure_key_size,
-                               progress=progress)
+                               progress=progress, valid=valid)
             save_model_part(out.part(), part_path(cfg))
             return {"party": cfg.name, "role": "host", "n_rows": table.n_rows,
                     "n_intersection": out.aligned.n_rows, "epochs_run": out.estimator.n_iter_,
@@ -117,7 +120,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     def guest_work(ep: GrpcEndpoint) -> dict[str, Any]:
         t0 = time.perf_counter()
         out = guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
-                            progress=progress)
+                            progress=progress, valid=valid)
         report = guest_report(out, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                               traffic={})
         # the guest-only yardstick uses the guest's own columns only

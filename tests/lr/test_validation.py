@@ -41,3 +41,28 @@ def test_patience_stops_early(breast):
     assert run.epochs < 40
     assert run.epochs == best + 1 + 2  # stopped exactly when patience ran out
     assert run.guest.best_epoch == best
+
+
+def test_separate_validation_tables(tmp_path):
+    """Validation tables aligned by their own PSI; early stopping uses them."""
+    from vfl.data import load_table
+    from vfl.lr import TrainConfig
+    from vfl.pipeline import fit_local
+    from vfl.synthetic import make_two_banks
+
+    g, h = make_two_banks(3000, seed=11)
+    gv, hv = make_two_banks(1000, seed=12)
+    load = lambda df, lab: load_table(df, id_column="customer_id", label_column=lab)  # noqa: E731
+    res = fit_local(load(g, "default"), [load(h, None)],
+                    TrainConfig(epochs=8, batch_size=256, key_bits=512,
+                                allow_insecure_key_size=True, tol=0.0, patience=2),
+                    baselines=False, guest_valid=load(gv, "default"),
+                    hosts_valid=[load(hv, None)])
+    hist = res.report["validation_history"]
+    assert 1 <= len(hist) <= 8 and res.report["best_epoch"] is not None
+    # validation AUC is measured on the validation intersection, not on training rows
+    from vfl.metrics import auc
+
+    assert abs(hist[res.report["best_epoch"]]["auc"] - res.report["auc"]) > 1e-9
+    assert all(0.55 < v["auc"] < 1 for v in hist)
+    assert auc(res.aligned_guest.y, res.proba) == res.report["auc"]

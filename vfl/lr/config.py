@@ -129,8 +129,6 @@ class TrainConfig:
             raise bad("validation_fraction", "a float in the range [0, 0.9)")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise bad("patience", "an int >= 0")
-        if self.patience and not self.validation_fraction:
-            raise bad("patience", "0 unless validation_fraction > 0")
         if self.class_weight not in ("none", "balanced"):
             try:
                 cw = float(self.class_weight)

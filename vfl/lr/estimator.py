@@ -169,8 +169,12 @@ class GuestLogisticRegression(BaseEstimator):
 
     def fit(self, X: Any, y: Any, *, channel: Channel, hosts: list[str],
             arbiter: str = "arbiter", progress: ProgressHook | None = None,
-            model_id: str | None = None) -> GuestLogisticRegression:
+            model_id: str | None = None, X_val: Any = None,
+            y_val: Any = None) -> GuestLogisticRegression:
         """Train jointly with ``hosts``; rows must already be PSI-aligned.
+
+        ``X_val``/``y_val``: a separate validation table (aligned with the
+        hosts' validation tables) instead of ``validation_fraction``.
 
         Returns
         -------
@@ -187,11 +191,22 @@ class GuestLogisticRegression(BaseEstimator):
             raise ConfigError("At least one host is needed for hetero logistic regression.")
         self.preprocessor_ = Standardizer.fit(X) if self.standardize else None
         Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        val_rows = None
+        if X_val is not None:
+            Xv = _check_X(X_val, "X_val")
+            yv = np.asarray(y_val).ravel()
+            if Xv.shape[1] != X.shape[1] or yv.shape[0] != Xv.shape[0]:
+                raise DataError("X_val/y_val do not match X in columns or rows.")
+            val_rows = list(range(len(y), len(y) + len(yv)))
+            Xp = np.vstack([Xp, self.preprocessor_.transform(Xv) if self.preprocessor_
+                            else np.nan_to_num(Xv)])
+            y = np.concatenate([y, yv])
         party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
                                            hosts=list(hosts), arbiter=arbiter,
                                            progress=progress, model_id=model_id,
                                            workers=self.n_jobs,
-                                           exponent_bits=self.randomizer_bits)
+                                           exponent_bits=self.randomizer_bits,
+                                           validation_rows=val_rows)
         k = X.shape[1]
         self.coef_ = party.coef[:k].copy()
         self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
@@ -276,11 +291,18 @@ class HostLogisticRegression(BaseEstimator):
         self.randomizer_bits = randomizer_bits
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
-            progress: ProgressHook | None = None) -> HostLogisticRegression:
-        """Train with the guest's job; rows must already be PSI-aligned."""
+            progress: ProgressHook | None = None, X_val: Any = None) -> HostLogisticRegression:
+        """Train with the guest's job; rows must already be PSI-aligned.
+
+        ``X_val``: this host's validation table when the guest uses one.
+        """
         X = _check_X(X, "X")
         self.preprocessor_ = Standardizer.fit(X) if self.standardize else None
         Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
+        if X_val is not None:
+            Xv = _check_X(X_val, "X_val")
+            Xp = np.vstack([Xp, self.preprocessor_.transform(Xv) if self.preprocessor_
+                            else np.nan_to_num(Xv)])
         party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
                                           arbiter=arbiter,
                                           allow_insecure_key_size=self.allow_insecure_key_size,

@@ -64,7 +64,8 @@ class GuestParty(GradientParty):
 
     def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
                  hosts: list[str], model_id: str | None = None,
-                 workers: int | None = None, exponent_bits: int | None = None) -> None:
+                 workers: int | None = None, exponent_bits: int | None = None,
+                 validation_rows: list[int] | None = None) -> None:
         cfg = config.validate()
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
         self.n_rows = X.shape[0]
@@ -75,7 +76,14 @@ class GuestParty(GradientParty):
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_rows = X.shape[0]
-        self.validation_rows = validation_split(y, cfg.validation_fraction, cfg.seed)
+        if validation_rows is not None and cfg.validation_fraction:
+            raise ConfigError("Give either validation_fraction or validation rows, not both.")
+        self.validation_rows = (sorted(int(r) for r in validation_rows)
+                                if validation_rows is not None
+                                else validation_split(y, cfg.validation_fraction, cfg.seed))
+        if cfg.patience and not self.validation_rows:
+            raise ConfigError("patience needs validation data: set validation_fraction or give "
+                              "validation tables.")
         self.n_train = self.n_rows - len(self.validation_rows)
         train = np.setdiff1d(np.arange(self.n_rows), np.asarray(self.validation_rows, np.int64))
         self.weights = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
@@ -290,7 +298,8 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
                        progress: ProgressHook | None = None,
                        model_id: str | None = None,
                        workers: int | None = None,
-                       exponent_bits: int | None = None) -> tuple[GuestParty, int]:
+                       exponent_bits: int | None = None,
+                       validation_rows: list[int] | None = None) -> tuple[GuestParty, int]:
     """Run the guest's side of training; returns the party and the epochs run.
 
     ``workers``: processes for ciphertext work (default: the machine's cores
@@ -298,7 +307,8 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
     of the secret randomiser exponents (default |n|/2; at least 448).
     """
     progress = progress or ProgressHook()
-    party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits)
+    party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
+                       validation_rows)
     hellos = {h: channel.recv(h, HostHello) for h in hosts}
     setup = party.setup(hellos)
     for peer in [*hosts, arbiter]:

@@ -180,9 +180,10 @@ class EpochDecision:
 @message("lr.Prepare/1")
 @dataclass(frozen=True, slots=True)
 class Prepare:
-    """Guest → hosts after PSI: whether WOE encoding (federated binning) comes first."""
+    """Guest → hosts after PSI: whether a validation-table PSI and WOE binning come first."""
 
     woe_bins: int
+    validation_table: bool
 
 
 @message("lr.TrainingResult/1")
