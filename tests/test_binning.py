@@ -86,3 +86,51 @@ def test_missing_values_and_aliases_and_no_leak():
     received = [decode_envelope(d).body for direction, _, d in transcript
                 if direction == "received"]
     assert isinstance(received[0], EncryptedLabels)
+
+
+def test_monotonic_groups_properties():
+    from vfl.binning.core import monotonic_groups
+
+    rng = np.random.default_rng(9)
+    counts = rng.integers(50, 150, 20).tolist()
+    rates = np.clip(np.linspace(0.05, 0.4, 20) + rng.normal(0, 0.05, 20), 0, 1)
+    events = [int(c * r) for c, r in zip(counts, rates, strict=True)]
+    groups = monotonic_groups(counts, events, min_share=0.05)
+    assert groups[0][0] == 0 and groups[-1][1] == 19
+    assert all(b[0] == a[1] + 1 for a, b in zip(groups[:-1], groups[1:], strict=True))
+    merged_rates = [sum(events[a:b + 1]) / sum(counts[a:b + 1]) for a, b in groups]
+    assert merged_rates == sorted(merged_rates)  # rising trend kept, no violations
+    total = sum(counts)
+    assert all(sum(counts[a:b + 1]) >= 0.05 * total for a, b in groups)
+    falling = monotonic_groups(counts[::-1], events[::-1])
+    fr = [sum(events[::-1][a:b + 1]) / sum(counts[::-1][a:b + 1]) for a, b in falling]
+    assert fr == sorted(fr, reverse=True)
+
+
+def test_monotonic_federated_iv_equals_clear(default_credit):
+    from vfl.binning.core import bin_stats_clear, merge_stats, monotonic_groups, woe_iv
+
+    Xg, y, Xh = default_credit
+    y = y.astype(np.int64)
+    net = InMemoryNetwork(["guest", "host1"])
+    out = {}
+    t = threading.Thread(target=lambda: out.__setitem__("h", run_binning_host(
+        net.endpoint("host1"), Xh, [f"x{j}" for j in range(Xh.shape[1])], guest="guest",
+        reveal_names=True)))
+    t.start()
+    table = run_binning_guest(net.endpoint("guest"), Xg[:, :2], ["a", "b"], y, hosts=["host1"],
+                              n_bins=20, key_bits=512, allow_insecure_key_size=True,
+                              monotonic=True)
+    t.join()
+    by = {r["feature"]: r for r in table}
+    for j in range(Xh.shape[1]):
+        st = bin_stats_clear("x", Xh[:, j], y, 20)
+        merged = merge_stats(st, monotonic_groups(st.counts[:-1], st.events[:-1]))
+        _, iv = woe_iv(merged.counts, merged.events, int(y.sum()), len(y))
+        assert by[f"host1:x{j}"]["iv"] == pytest.approx(iv, abs=1e-9)
+        # the host merged its own cut points to match: its bins give the same counts
+        from vfl.binning.core import assign_bins
+
+        cuts = out["h"].cuts[j]
+        host_counts = np.bincount(assign_bins(Xh[:, j], cuts), minlength=len(cuts) + 2)
+        assert host_counts.tolist() == merged.counts

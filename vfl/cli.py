@@ -350,7 +350,10 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
 @main.command()
 @_training_tables
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="IV table (JSON).")
-@click.option("--bins", default=10, show_default=True, type=click.IntRange(2, 100))
+@click.option("--bins", default=10, show_default=True, type=click.IntRange(2, 100),
+              help="Equal-frequency bins (the fine bins with --monotonic).")
+@click.option("--monotonic", is_flag=True,
+              help="Merge bins until the default rate is monotonic (each bin >= 5 % of rows).")
 @click.option("--reveal-host-names", is_flag=True,
               help="Hosts send their feature names (default: aliases host1_f0, ...).")
 @click.option("--key-bits", default=2048, show_default=True, type=int,
@@ -358,7 +361,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
 @click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
 @_id_options
 @friendly_errors
-def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int,
+def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, monotonic: bool,
        reveal_host_names: bool, key_bits: int, insecure_key_size: bool, id_column: str,
        lower_ids: bool, no_strip_ids: bool) -> None:
     """Information value of every feature of every bank (federated binning)."""
@@ -370,7 +373,7 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int,
     with console.status("private set intersection and federated binning..."):
         table = iv_local(g, hs, n_bins=bins, key_bits=key_bits,
                          allow_insecure_key_size=insecure_key_size,
-                         reveal_host_names=reveal_host_names)
+                         reveal_host_names=reveal_host_names, monotonic=monotonic)
     atomic_write_text(out, json.dumps(table, indent=2))
     t = Table(title="information value", header_style="bold")
     t.add_column("party")

@@ -250,7 +250,7 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
 
 def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
              key_bits: int = 2048, allow_insecure_key_size: bool = False,
-             reveal_host_names: bool = False) -> list[dict[str, Any]]:
+             reveal_host_names: bool = False, monotonic: bool = False) -> list[dict[str, Any]]:
     """PSI, then federated binning: the IV table of every party's features."""
     from vfl.binning import run_binning_guest, run_binning_host
 
@@ -263,7 +263,8 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: run_binning_guest(ch, g_al.X, g_al.feature_names, labels, hosts=names,
                                             n_bins=n_bins, key_bits=key_bits,
-                                            allow_insecure_key_size=allow_insecure_key_size)}
+                                            allow_insecure_key_size=allow_insecure_key_size,
+                                            monotonic=monotonic)}
     for name, table in zip(names, h_al, strict=True):
         targets[name] = (lambda t: lambda ch: run_binning_host(
             ch, t.X, t.feature_names, guest=GUEST, reveal_names=reveal_host_names))(table)

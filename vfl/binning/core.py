@@ -91,3 +91,75 @@ def iv_table_clear(stats: list[BinStats], party: str, total_events: int, total_r
                               for i, (c, e, w) in enumerate(zip(st.counts, st.events, woes,
                                                                  strict=True)) if c > 0]})
     return rows
+
+
+def monotonic_groups(counts: list[int], events: list[int], min_share: float = 0.05
+                     ) -> list[tuple[int, int]]:
+    """Merge adjacent non-missing bins until the event rate is monotonic and bins are big enough.
+
+    ``counts``/``events`` are per ordered bin (the missing bin excluded). The
+    trend (rising or falling) follows the weighted slope of the event rate;
+    pool-adjacent-violators merges bins that break it, then bins holding less
+    than ``min_share`` of the rows join the neighbour with the closer rate.
+    Returns ``(first, last)`` fine-bin index ranges, in order, covering all bins.
+    """
+    groups = [[i, i, float(c), float(e)] for i, (c, e) in enumerate(zip(counts, events,
+                                                                         strict=True)) if c > 0]
+    if len(groups) <= 1:
+        return [(0, len(counts) - 1)] if counts else []
+    idx = np.array([g[0] for g in groups], dtype=float)
+    rate = np.array([g[3] / g[2] for g in groups])
+    w = np.array([g[2] for g in groups])
+    mean_i = np.average(idx, weights=w)
+    slope = float(np.sum(w * (idx - mean_i) * (rate - np.average(rate, weights=w))))
+    rising = slope >= 0
+
+    def r(g: list[float]) -> float:
+        return g[3] / g[2]
+
+    def merge(i: int) -> None:
+        a, b = groups[i], groups[i + 1]
+        groups[i] = [a[0], b[1], a[2] + b[2], a[3] + b[3]]
+        del groups[i + 1]
+
+    changed = True
+    while changed and len(groups) > 1:
+        changed = False
+        for i in range(len(groups) - 1):
+            if (r(groups[i]) > r(groups[i + 1])) if rising else (r(groups[i]) < r(groups[i + 1])):
+                merge(i)
+                changed = True
+                break
+    total = sum(g[2] for g in groups)
+    while len(groups) > 1:
+        small = [i for i, g in enumerate(groups) if g[2] < min_share * total]
+        if not small:
+            break
+        i = small[0]
+        if i == 0:
+            merge(0)
+        elif i == len(groups) - 1:
+            merge(i - 1)
+        else:
+            left = abs(r(groups[i - 1]) - r(groups[i]))
+            right = abs(r(groups[i + 1]) - r(groups[i]))
+            merge(i - 1 if left <= right else i)
+    # stretch the groups over empty fine bins so the ranges cover every bin
+    out = []
+    for k, g in enumerate(groups):
+        first = 0 if k == 0 else int(groups[k - 1][1]) + 1
+        last = len(counts) - 1 if k == len(groups) - 1 else int(g[1])
+        out.append((first, last))
+    return out
+
+
+def merge_stats(st: BinStats, groups: list[tuple[int, int]]) -> BinStats:
+    """Bin statistics after merging fine bins into ``groups`` (the missing bin kept last)."""
+    counts = [sum(st.counts[a:b + 1]) for a, b in groups] + [st.counts[-1]]
+    events = [sum(st.events[a:b + 1]) for a, b in groups] + [st.events[-1]]
+    return BinStats(st.feature, counts, events)
+
+
+def merge_cuts(cuts: FloatArray, groups: list[tuple[int, int]]) -> FloatArray:
+    """Cut points after merging: keep the fine cut that ends each group but the last."""
+    return np.asarray([cuts[b] for _, b in groups[:-1]], dtype=np.float64)

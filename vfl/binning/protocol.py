@@ -18,6 +18,9 @@ from vfl.binning.core import (
     assign_bins,
     bin_stats_clear,
     iv_table_clear,
+    merge_cuts,
+    merge_stats,
+    monotonic_groups,
     quantile_bins,
     woe_iv,
 )
@@ -45,6 +48,16 @@ class EncryptedLabels:
     labels: Ciphertexts
     n_bins: int
     woe: bool  # the guest will send WOE values per bin back (for WOE encoding)
+    monotonic: bool  # the guest will send a merge plan for monotonic bins
+
+
+@message("binning.MergePlan/1")
+@dataclass(frozen=True, slots=True)
+class MergePlan:
+    """Guest → host: per feature, the last fine bin of each merged (monotonic) bin."""
+
+    groups_per_feature: list[int]
+    group_ends: list[int]
 
 
 @message("binning.WoeValues/1")
@@ -83,7 +96,7 @@ class BinningGuest:
             key_bits, allow_insecure_key_size=allow_insecure_key_size)
         self._workers = workers
 
-    def labels_message(self, woe: bool = False) -> EncryptedLabels:
+    def labels_message(self, woe: bool = False, monotonic: bool = False) -> EncryptedLabels:
         """Encrypt the labels once; the same message goes to every host."""
         engine = make_engine(self.public_key, self._workers, len(self.y))
         try:
@@ -91,7 +104,7 @@ class BinningGuest:
         finally:
             engine.close()
         return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), self.n_bins,
-                               woe)
+                               woe, monotonic)
 
     def on_stats(self, host: str, msg: HostBinStats) -> list[BinStats]:
         """Decrypt the event counts per bin and check them."""
@@ -150,6 +163,24 @@ class BinningHost:
             return [f"{self.party}:{n}" for n in self.names]
         return [f"{self.party}_f{j}" for j in range(len(self.names))]
 
+    def on_merge(self, msg: MergePlan, *, peer: str = "guest") -> None:
+        """Merge this host's fine bins as the guest's plan says (monotonic binning)."""
+        if len(msg.groups_per_feature) != len(self.cuts):
+            raise RemoteProtocolError(f"MergePlan from {peer} has the wrong number of features.")
+        start, merged = 0, []
+        for cuts, k in zip(self.cuts, msg.groups_per_feature, strict=True):
+            ends = list(msg.group_ends[start:start + k])
+            start += k
+            n_fine = len(cuts) + 1
+            steps = zip(ends[:-1], ends[1:], strict=True)
+            if k < 1 or ends[-1] != n_fine - 1 or ends[0] < 0 or any(b <= a for a, b in steps):
+                raise RemoteProtocolError(f"MergePlan from {peer} is not a partition of the bins.")
+            groups = [(0 if i == 0 else ends[i - 1] + 1, e) for i, e in enumerate(ends)]
+            merged.append(merge_cuts(cuts, groups))
+        if start != len(msg.group_ends):
+            raise RemoteProtocolError(f"MergePlan from {peer} has extra entries.")
+        self.cuts = merged
+
     def on_woe(self, msg: WoeValues, *, peer: str = "guest") -> WoeEncoder:
         """Build this host's WOE encoder from the guest's per-bin values."""
         self.encoder = WoeEncoder(list(self.cuts), _check_woe(self, msg, peer))
@@ -201,7 +232,7 @@ def _check_woe(host: BinningHost, msg: WoeValues, peer: str) -> list[FloatArray]
 def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.ArrayLike, *,
                       hosts: list[str], n_bins: int = 10, key_bits: int = 2048,
                       allow_insecure_key_size: bool = False,
-                      send_woe: bool = False) -> list[dict[str, Any]]:
+                      send_woe: bool = False, monotonic: bool = False) -> list[dict[str, Any]]:
     """Federated IV table: the guest's own features and every host's.
 
     With ``send_woe`` the guest also returns to each host the WOE of its bins,
@@ -209,13 +240,20 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
     """
     guest = BinningGuest(y, key_bits=key_bits, allow_insecure_key_size=allow_insecure_key_size,
                          n_bins=n_bins)
-    msg = guest.labels_message(send_woe)
+    msg = guest.labels_message(send_woe, monotonic)
     for h in hosts:
         channel.send(h, msg)
     total_events, total_rows = int(guest.y.sum()), len(guest.y)
-    table = iv_table_clear(guest.own_stats(X, names), channel.party, total_events, total_rows)
+    own = guest.own_stats(X, names)
+    if monotonic:
+        own = [merge_stats(s, monotonic_groups(s.counts[:-1], s.events[:-1])) for s in own]
+    table = iv_table_clear(own, channel.party, total_events, total_rows)
     for h in hosts:
         stats = guest.on_stats(h, channel.recv(h, HostBinStats))
+        if monotonic:
+            plans = [monotonic_groups(s.counts[:-1], s.events[:-1]) for s in stats]
+            channel.send(h, MergePlan([len(p) for p in plans], [b for p in plans for _, b in p]))
+            stats = [merge_stats(s, p) for s, p in zip(stats, plans, strict=True)]
         table.extend(iv_table_clear(stats, h, total_events, total_rows))
         if send_woe:
             woes = [woe_iv(s.counts, s.events, total_events, total_rows)[0] for s in stats]
@@ -230,6 +268,8 @@ def run_binning_host(channel: Channel, X: FloatArray, names: list[str], *, guest
     host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names)
     request = channel.recv(guest, EncryptedLabels)
     channel.send(guest, host.on_labels(request, peer=guest))
+    if request.monotonic:
+        host.on_merge(channel.recv(guest, MergePlan), peer=guest)
     if request.woe:
         host.on_woe(channel.recv(guest, WoeValues), peer=guest)
     return host
