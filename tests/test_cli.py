@@ -34,7 +34,13 @@ def test_demo_in_process(tmp_path):
     assert report["auc"] > report["baseline"]["guest_only_auc"]
     assert "joint federated model" in r.output
     assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json",
-                                                 "train_scores.csv"}
+                                                 "train_scores.csv", "guest_points.csv",
+                                                 "host1_points.csv"}
+    host_points = pd.read_csv(model / "host1_points.csv")
+    guest_points = pd.read_csv(model / "guest_points.csv")
+    assert set(host_points["feature"]) == set(json.loads((model / "host1.json").read_text())[
+        "features"])
+    assert set(guest_points["feature"]).isdisjoint(host_points["feature"])
 
 
 def test_demo_three_processes(tmp_path):

@@ -27,8 +27,20 @@ from vfl.lr.messages import Prepare
 from vfl.metrics import evaluate
 from vfl.model import ModelPart
 from vfl.psi.driver import run_psi_guest, run_psi_host
+from vfl.scorecard import Scorecard
+
+
+def points_table(est: GuestLogisticRegression | HostLogisticRegression, aligned: PartyTable,
+                 woe: WoeEncoder | None, scorecard: Scorecard | None = None) -> pd.DataFrame:
+    """This party's scorecard points per feature and bin (stays with this party)."""
+    sc = scorecard or Scorecard()
+    X = woe.transform(aligned.X) if woe is not None else aligned.X
+    z = est.preprocessor_.transform(X) if est.preprocessor_ is not None else np.nan_to_num(X)
+    return pd.DataFrame(sc.feature_table(aligned.feature_names, est.coef_, z, aligned.X))
+
 
 __all__ = [
+    "points_table",
     "GuestOutcome",
     "HostOutcome",
     "guest_fit_job",

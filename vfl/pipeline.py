@@ -30,6 +30,7 @@ from vfl.jobs import (
     guest_predict_job,
     host_fit_job,
     host_predict_job,
+    points_table,
 )
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
@@ -220,6 +221,12 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
         if g.iv_table is not None:
             atomic_write_text(out / "iv.json", json.dumps(g.iv_table, indent=2))
             files.append(out / "iv.json")
+        # each party's own scorecard points table (on one machine they share a folder)
+        for name, est, al, woe in [(GUEST, g.estimator, g.aligned, g.woe)] + [
+                (n, o.estimator, o.aligned, o.woe) for n, o in zip(names, h, strict=True)]:
+            path = out / f"{name}_points.csv"
+            atomic_write_text(path, points_table(est, al, woe).to_csv(index=False))
+            files.append(path)
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
 

@@ -19,6 +19,7 @@ from vfl.jobs import (
     guest_predict_job,
     host_fit_job,
     host_predict_job,
+    points_table,
 )
 from vfl.lr._party import ProgressHook
 from vfl.metrics import evaluate
@@ -110,6 +111,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
                                allow_insecure_key_size=cfg.allow_insecure_key_size,
                                progress=progress, valid=valid)
             save_model_part(out.part(), part_path(cfg))
+            atomic_write_text(cfg.output / f"{cfg.name}_points.csv",
+                              points_table(out.estimator, out.aligned, out.woe).to_csv(index=False))
             return {"party": cfg.name, "role": "host", "n_rows": table.n_rows,
                     "n_intersection": out.aligned.n_rows, "epochs_run": out.estimator.n_iter_,
                     "model_part": str(part_path(cfg))}
@@ -133,6 +136,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
         save_model_part(out.part(), part_path(cfg))
         report["model_part"] = str(part_path(cfg))
         write_train_scores(cfg.output, out)
+        atomic_write_text(cfg.output / f"{cfg.name}_points.csv",
+                          points_table(out.estimator, out.aligned, out.woe).to_csv(index=False))
         if out.iv_table is not None:
             atomic_write_text(cfg.output / "iv.json", json.dumps(out.iv_table, indent=2))
         return report
