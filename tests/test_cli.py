@@ -54,7 +54,8 @@ def test_demo_three_processes(tmp_path):
     assert report["n_intersection"] == round(1500 * 0.75) and report["epochs_run"] == 3
     assert (out / "out" / "bank_b" / "bank_b.json").is_file()
     assert (out / "certs" / "ca.pem").is_file() and (out / "bank_a.toml").is_file()
-    assert (out / "report" / "index.html").is_file() and (out / "report" / "roc.png").is_file()
+    report_dir = out / "out" / "bank_a" / "report"
+    assert (report_dir / "index.html").is_file() and (report_dir / "roc.png").is_file()
 
 
 def test_fit_predict_psi_on_breast(tmp_path):

@@ -139,4 +139,7 @@ def test_vfl_run_interactive_mode_all_roles(tmp_path):
     for name, p in procs.items():
         assert p.returncode == 0, (name, outs[name][1][-2000:])
     assert "joint federated model" in outs["bank_a"][0]
+    assert (job.outputs["bank_a"] / "report" / "index.html").is_file()
+    assert (job.outputs["bank_a"] / "bank_a_points.csv").is_file()
+    assert (job.outputs["bank_b"] / "bank_b_points.csv").is_file()
     assert "bank_b: done" in outs["bank_b"][0] and "arbiter: done" in outs["arbiter"][0]

@@ -145,6 +145,9 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     report = _guarded(cfg, None, guest_work)
     report["traffic"] = {cfg.name: report["traffic"]}
     atomic_write_text(cfg.output / "report.json", json.dumps(report, indent=2))
+    from vfl.report import write_report
+
+    report["html_report"] = str(write_report(cfg.output, cfg.output / "report"))
     return report
 
 
