@@ -78,3 +78,15 @@ def test_encoding_overflow(keypair, randomizer):
         quantize([1e12], 40)
     with pytest.raises(EncodingOverflowError):
         quantize([float("nan")], 4)
+
+
+def test_wire_form_is_reused_only_when_it_matches(keypair, randomizer):
+    pub, priv = keypair
+    enc = EncryptedVector.encrypt(pub, [1, 2, 3], 0, randomizer)
+    data = enc.to_bytes()
+    parsed = EncryptedVector.from_bytes(pub, data, 0)
+    assert parsed.encoded is data and parsed.to_bytes() == data
+    # derived vectors carry no stale wire form
+    moved = parsed.add_plain([1, 1, 1])
+    assert moved.encoded is None and moved.to_bytes() != data
+    assert EncryptedVector.from_bytes(pub, moved.to_bytes(), 0).decrypt(priv) == [2, 3, 4]

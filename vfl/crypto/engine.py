@@ -147,7 +147,7 @@ class PoolEngine(CipherEngine):
         width = self.public_key.ciphertext_bytes
         data = b"".join(blobs)
         cts = [gmpy2.mpz.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
-        return EncryptedVector(self.public_key, cts, frac_bits)
+        return EncryptedVector(self.public_key, cts, frac_bits, data)
 
     def encrypt(self, values: npt.NDArray[np.int64], frac_bits: int) -> EncryptedVector:
         """Encrypt int64 values in parallel chunks."""

@@ -18,7 +18,7 @@ Homomorphic operations (with ``[[x]]`` an encryption of ``x``):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gmpy2
 import numpy as np
@@ -41,11 +41,16 @@ class EncryptedVector:
     ciphertexts : list of gmpy2.mpz
     frac_bits : int
         Fixed-point scale shared by every element.
+    encoded : bytes, optional
+        The wire form of exactly these ciphertexts, when the vector was built
+        from it (parsed from a peer or from a worker): :meth:`to_bytes` then
+        returns it instead of serialising every ciphertext again.
     """
 
     public_key: PaillierPublicKey
     ciphertexts: list[gmpy2.mpz]
     frac_bits: int
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ciphertexts)
@@ -159,6 +164,8 @@ class EncryptedVector:
     # --------------------------------------------------------- serialisation
     def to_bytes(self) -> bytes:
         """Fixed-width big-endian concatenation of the ciphertexts."""
+        if self.encoded is not None:
+            return self.encoded
         width = self.public_key.ciphertext_bytes
         return b"".join(c.to_bytes(width, "big") for c in self.ciphertexts)
 
@@ -189,7 +196,7 @@ class EncryptedVector:
             if not 0 < c < n2:
                 raise CryptoError(f"Ciphertext {i} is outside the range (0, n^2).")
             cts.append(c)
-        return cls(public_key, cts, frac_bits)
+        return cls(public_key, cts, frac_bits, data)
 
 
 def _same_key(a: PaillierPublicKey, b: PaillierPublicKey) -> None:
