@@ -32,7 +32,9 @@ def test_breast_end_to_end_2048_bits(tmp_path):
     # same weights as the plaintext reference on the aligned, locally standardised blocks
     Xg = Standardizer.fit(res.aligned_guest.X).transform(res.aligned_guest.X)
     Xh = Standardizer.fit(res.aligned_hosts[0].X).transform(res.aligned_hosts[0].X)
-    ref = fit_reference(Xg, res.aligned_guest.y.astype(float), [Xh], cfg)
+    init = np.append(res.guest.coef_init_, res.guest.intercept_init_)
+    ref = fit_reference(Xg, res.aligned_guest.y.astype(float), [Xh], cfg,
+                        initial_guest_coef=init)
     np.testing.assert_allclose(np.append(res.guest.coef_, res.guest.intercept_), ref.guest_coef,
                                atol=1e-6, rtol=0)
     np.testing.assert_allclose(res.hosts[0].coef_, ref.host_coefs[0], atol=1e-6, rtol=0)

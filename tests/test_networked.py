@@ -51,10 +51,12 @@ def test_grpc_training_equals_in_memory_training(tmp_path):
     assert g_part.model_id == h_part.model_id == report["model_id"]
     assert set(g_part.features).isdisjoint(h_part.features)
 
-    # the same job in memory, same seed
+    # the same job in memory, same seed and the networked guest's secret start (from its part)
     g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
     h = load_table(job.data["bank_b"], id_column="customer_id")
-    local = fit_local(g, [h], guest_cfg.train, baselines=False)
+    local = fit_local(g, [h], guest_cfg.train, baselines=False,
+                      coef_init=np.asarray(g_part.training["coef_init"]),
+                      intercept_init=g_part.training["intercept_init"])
     assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
     assert local.guest.intercept_ == g_part.intercept
     assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))

@@ -39,9 +39,17 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
 
     [train]                        # guest only; any TrainConfig field
     epochs = 6
+    # score_training_rows = false  # guest only: ask hosts to score every training row
+                                   # afterwards (each host must allow it; see [security])
 
-    [security]
+    [security]                     # this party's own limits on its peers (vfl/policy.py)
     allow_insecure_key_size = false
+    # max_validation_share = 0.3   # host: largest validation hold-out it scores in the clear
+    # allow_training_scores = false # host: answer the guest's training-row scoring
+    # max_psi_set_size = 20000000  # largest ID set a peer may bring to PSI
+    # max_message_bytes = 1073741824  # ceiling on one message from a peer
+    # max_inbox_messages = 8       # messages buffered per peer before back-pressure
+    # max_key_bits = 8192          # largest Paillier key accepted from a peer
 
 Relative paths are resolved against the folder of the TOML file. Every error
 names the file and the key.
@@ -56,6 +64,7 @@ from typing import Any
 
 from vfl.exceptions import ConfigError
 from vfl.lr.config import TrainConfig
+from vfl.policy import SecurityPolicy
 from vfl.roles import Role
 
 __all__ = ["PartyConfig", "PeerConfig", "DataConfig", "load_party_config"]
@@ -104,6 +113,8 @@ class PartyConfig:
     train: TrainConfig
     allow_insecure_key_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    policy: SecurityPolicy = field(default_factory=SecurityPolicy)
+    score_training_rows: bool = False
 
     def peers_with(self, role: Role) -> list[PeerConfig]:
         """The peers that play ``role``, in file order."""
@@ -258,11 +269,23 @@ def load_party_config(path: str | Path) -> PartyConfig:
     train_raw = r.table("train", required=False)
     if train_raw and role != Role.GUEST:
         raise r.err("[train]", "only the guest sets training parameters")
+    train_raw = dict(train_raw)
+    score_training_rows = r.get(train_raw, "train", "score_training_rows", bool, False)
+    train_raw.pop("score_training_rows", None)
     allowed = {f.name for f in fields(TrainConfig)} - {"allow_insecure_key_size"}
     bad = sorted(set(train_raw) - allowed)
     if bad:
-        raise r.err(f"train.{bad[0]}", f"unknown parameter; known: {', '.join(sorted(allowed))}")
+        raise r.err(f"train.{bad[0]}", "unknown parameter; known: "
+                    f"{', '.join(sorted(allowed | {'score_training_rows'}))}")
+    unknown_sec = sorted(set(security) - set(SecurityPolicy.names()))
+    if unknown_sec:
+        raise r.err(f"security.{unknown_sec[0]}",
+                    f"unknown setting; known: {', '.join(SecurityPolicy.names())}")
     insecure = r.get(security, "security", "allow_insecure_key_size", bool, False)
+    try:
+        policy = SecurityPolicy(**security).validate()
+    except (ConfigError, TypeError) as exc:
+        raise r.err("[security]", str(exc)) from None
     try:
         train = TrainConfig(**train_raw, allow_insecure_key_size=insecure).validate()
     except (ConfigError, TypeError) as exc:
@@ -284,4 +307,6 @@ def load_party_config(path: str | Path) -> PartyConfig:
         data=data,
         train=train,
         allow_insecure_key_size=insecure,
+        policy=policy,
+        score_training_rows=score_training_rows,
     )

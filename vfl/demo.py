@@ -113,8 +113,14 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             d = {"path": "data/bank_a.csv", "id_column": "customer_id", "label_column": "default"}
         elif name == HOST:
             d = {"path": "data/bank_b.csv", "id_column": "customer_id"}
-        train = ({"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits}
-                 if name == GUEST else None)
+        # the demo compares the joint model with the pooled yardstick on the training rows,
+        # so the guest asks for training-row scoring and the host allows it (off by default:
+        # it reveals the host's partial score of every training customer to the guest)
+        train = ({"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits,
+                  "score_training_rows": True} if name == GUEST else None)
+        security: dict[str, Any] = {"allow_insecure_key_size": insecure}
+        if name == HOST:
+            security["allow_training_scores"] = True
         configs[name] = wd / f"{name}.toml"
         write_party_toml(
             configs[name],
@@ -123,7 +129,7 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             party={"name": name, "role": roles[name], "listen": addr[name]},
             tls={"ca": "certs/ca.pem", "cert": f"certs/{name}.pem", "key": f"certs/{name}.key"},
             peers=peers, data=d, train=train,
-            security={"allow_insecure_key_size": insecure},
+            security=security,
         )
     return DemoJob(wd, configs, data, outputs)
 

@@ -19,13 +19,14 @@ from vfl.binning.protocol import run_binning_guest, run_binning_host
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.data import PartyTable
-from vfl.exceptions import DataError
+from vfl.exceptions import DataError, RemoteProtocolError
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
 from vfl.lr.messages import Prepare
 from vfl.metrics import evaluate
 from vfl.model import ModelPart
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.scorecard import Scorecard
 
@@ -67,23 +68,33 @@ def _check_intersection(n: int, who: str) -> None:
 
 @dataclass
 class GuestOutcome:
-    """The guest's result of a training job."""
+    """The guest's result of a training job.
+
+    ``proba`` are the joint probabilities of the evaluation rows
+    (``eval_ids``/``eval_y``): every training row when the hosts allowed
+    training-row scoring, else the validation rows at the kept epoch, else
+    none (``evaluated_on`` says which).
+    """
 
     estimator: GuestLogisticRegression
     aligned: PartyTable
-    proba: np.ndarray
+    proba: np.ndarray | None
     metrics: dict[str, float]
     psi_seconds: float
     train_seconds: float
     party: str
     woe: WoeEncoder | None = None
     iv_table: list[dict[str, Any]] | None = None
+    evaluated_on: str = "training intersection"
+    eval_ids: list[str] | None = None
+    eval_y: np.ndarray | None = None
 
     def part(self) -> ModelPart:
         """The guest's model part."""
         est = self.estimator
         training = {"epochs_run": est.n_iter_, "loss_history": est.loss_history_,
-                    "config": dict(est.get_params()), "n_intersection": self.aligned.n_rows}
+                    "config": dict(est.get_params()), "n_intersection": self.aligned.n_rows,
+                    "coef_init": est.coef_init_.tolist(), "intercept_init": est.intercept_init_}
         part = est.to_part(self.party, self.aligned.feature_names, training)
         if self.woe is not None:
             part.preprocessing["woe"] = self.woe.to_dict()
@@ -112,15 +123,23 @@ class HostOutcome:
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   hosts: list[str], arbiter: str, progress: ProgressHook | None = None,
                   on_psi_done: Callable[[int], None] | None = None,
-                  valid: PartyTable | None = None) -> GuestOutcome:
-    """PSI with the hosts, training, then scoring of the training rows for the report.
+                  valid: PartyTable | None = None, score_training_rows: bool = False,
+                  coef_init: np.ndarray | None = None, intercept_init: float | None = None,
+                  policy: SecurityPolicy = DEFAULT_POLICY) -> GuestOutcome:
+    """PSI with the hosts, training, then the joint evaluation for the report.
 
     ``valid``: a separate validation table, aligned by a second PSI.
+    ``score_training_rows``: ask every host to score all training rows after
+    training (each host must allow it in its own policy: it reveals its partial
+    score of every training customer). Without it the report evaluates the
+    validation rows, whose partial scores validation reveals anyway.
+    ``coef_init``/``intercept_init``: replay a run's start (default: a fresh
+    secret random start).
     """
     if table.y is None:
         raise DataError("The guest table needs a label column.")
     t0 = time.perf_counter()
-    rows = run_psi_guest(channel, table.ids, hosts)
+    rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
     psi_seconds = time.perf_counter() - t0
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
@@ -128,12 +147,12 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         on_psi_done(aligned.n_rows)
     cfg = config.validate()
     for h in hosts:
-        channel.send(h, Prepare(cfg.woe_bins, valid is not None))
+        channel.send(h, Prepare(cfg.woe_bins, valid is not None, score_training_rows))
     val_aligned = None
     if valid is not None:
         if valid.y is None:
             raise DataError("The guest's validation table needs the label column.")
-        vrows = run_psi_guest(channel, valid.ids, hosts)
+        vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy)
         _check_intersection(len(vrows), "the guest's validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
@@ -158,23 +177,52 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     t1 = time.perf_counter()
     est.fit(X_train, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
             progress=progress, X_val=X_val,
-            y_val=None if val_aligned is None else val_aligned.y)
+            y_val=None if val_aligned is None else val_aligned.y,
+            coef_init=coef_init, intercept_init=intercept_init)
     train_seconds = time.perf_counter() - t1
-    proba = est.predict_proba(X_train, channel=channel)[:, 1]
     assert aligned.y is not None
-    return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
-                        train_seconds, channel.party, woe, iv_table)
+    if score_training_rows:
+        proba = est.predict_proba(X_train, channel=channel)[:, 1]
+        return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
+                            train_seconds, channel.party, woe, iv_table,
+                            "training intersection", list(aligned.ids), aligned.y)
+    if est.validation_proba_ is not None:
+        vrows = np.asarray(est.validation_rows_, dtype=np.int64)
+        if val_aligned is not None:
+            assert val_aligned.y is not None
+            ids, yv = list(val_aligned.ids), val_aligned.y
+        else:
+            ids, yv = [aligned.ids[int(r)] for r in vrows], aligned.y[vrows]
+        proba = est.validation_proba_
+        return GuestOutcome(est, aligned, proba, evaluate(yv, proba), psi_seconds,
+                            train_seconds, channel.party, woe, iv_table,
+                            f"validation rows at the kept epoch ({len(ids)} rows)", ids, yv)
+    return GuestOutcome(est, aligned, None, {}, psi_seconds, train_seconds, channel.party, woe,
+                        iv_table, "nothing (no validation rows, no training-row scoring)")
 
 
 def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: str,
                  allow_insecure_key_size: bool = False,
                  progress: ProgressHook | None = None,
-                 valid: PartyTable | None = None) -> HostOutcome:
-    """PSI with the guest, training, then answering the guest's scoring of the training rows."""
-    rows = run_psi_host(channel, table.ids, guest)
+                 valid: PartyTable | None = None,
+                 policy: SecurityPolicy | None = None) -> HostOutcome:
+    """PSI with the guest, training, then (if this host's policy allows) training-row scoring.
+
+    ``policy``: this host's own limits; default the safe defaults with
+    ``allow_insecure_key_size`` as given.
+    """
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    rows = run_psi_host(channel, table.ids, guest, policy=policy)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     prepare = channel.recv(guest, Prepare)
+    if prepare.score_training_rows and not policy.allow_training_scores:
+        raise RemoteProtocolError(
+            f"{guest} asks {channel.party} to score every training row after training, which "
+            f"reveals {channel.party}'s partial score of every shared customer; its policy does "
+            "not allow it (set [security] allow_training_scores = true to allow)."
+        )
     if prepare.validation_table != (valid is not None):
         raise DataError(
             f"{guest} {'uses' if prepare.validation_table else 'does not use'} a validation "
@@ -183,7 +231,7 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         )
     val_aligned = None
     if valid is not None:
-        vrows = run_psi_host(channel, valid.ids, guest)
+        vrows = run_psi_host(channel, valid.ids, guest, policy=policy)
         _check_intersection(len(vrows), f"{channel.party}'s validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None
@@ -195,10 +243,11 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     X_val = None
     if val_aligned is not None:
         X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
-    est = HostLogisticRegression(allow_insecure_key_size=allow_insecure_key_size)
+    est = HostLogisticRegression(allow_insecure_key_size=policy.allow_insecure_key_size)
     est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress,
-            X_val=X_val)
-    est.serve_scores(X_train, channel=channel, guest=guest)
+            X_val=X_val, policy=policy)
+    if prepare.score_training_rows:
+        est.serve_scores(X_train, channel=channel, guest=guest)
     return HostOutcome(est, aligned, channel.party, woe)
 
 
@@ -210,10 +259,10 @@ def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bo
 
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
-                      hosts: list[str]) -> pd.DataFrame:
+                      hosts: list[str], policy: SecurityPolicy = DEFAULT_POLICY) -> pd.DataFrame:
     """PSI on the scoring tables, then joint scores of the shared customers."""
     table = table.select(part.features)
-    rows = run_psi_guest(channel, table.ids, hosts)
+    rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
     est = GuestLogisticRegression.from_part(part)
@@ -222,10 +271,10 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
 
 
 def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
-                     guest: str) -> int:
+                     guest: str, policy: SecurityPolicy = DEFAULT_POLICY) -> int:
     """PSI on the scoring tables, then this host's partial scores; returns rows scored."""
     table = table.select(part.features)
-    rows = run_psi_host(channel, table.ids, guest)
+    rows = run_psi_host(channel, table.ids, guest, policy=policy)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     HostLogisticRegression.from_part(part).serve_scores(_encoded(part, aligned.X),

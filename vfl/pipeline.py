@@ -37,6 +37,7 @@ from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import GuestLogisticRegression, HostLogisticRegression
 from vfl.metrics import evaluate
 from vfl.model import atomic_write_text, load_model_part, save_model_part
+from vfl.policy import DEFAULT_POLICY
 from vfl.preprocess import Standardizer
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.transport.base import Endpoint
@@ -138,12 +139,12 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "hosts": hosts,
         "n_intersection": outcome.aligned.n_rows,
         "epochs_run": est.n_iter_,
-        "auc": outcome.metrics["auc"],
-        "ks": outcome.metrics["ks"],
-        "gini": outcome.metrics["gini"],
-        "ks_threshold": outcome.metrics["ks_threshold"],
-        "accuracy": outcome.metrics["accuracy"],
-        "evaluated_on": "training intersection",
+        "auc": outcome.metrics.get("auc"),
+        "ks": outcome.metrics.get("ks"),
+        "gini": outcome.metrics.get("gini"),
+        "ks_threshold": outcome.metrics.get("ks_threshold"),
+        "accuracy": outcome.metrics.get("accuracy"),
+        "evaluated_on": outcome.evaluated_on,
         "psi_seconds": outcome.psi_seconds,
         "train_seconds": outcome.train_seconds,
         "loss_history": est.loss_history_,
@@ -154,10 +155,16 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
     }
 
 
-def write_train_scores(out: Path, outcome: GuestOutcome) -> Path:
-    """The guest's training rows with label and joint probability (for its report)."""
-    assert outcome.aligned.y is not None
-    df = pd.DataFrame({"id": outcome.aligned.ids, "label": outcome.aligned.y,
+def write_train_scores(out: Path, outcome: GuestOutcome) -> Path | None:
+    """The evaluation rows with label and joint probability (for the guest's report).
+
+    ``train_scores.csv`` holds every training row when the hosts allowed
+    training-row scoring, else the validation rows at the kept epoch; nothing
+    is written when neither was available.
+    """
+    if outcome.proba is None or outcome.eval_ids is None or outcome.eval_y is None:
+        return None
+    df = pd.DataFrame({"id": outcome.eval_ids, "label": outcome.eval_y,
                        "probability": outcome.proba})
     path = out / "train_scores.csv"
     atomic_write_text(path, df.to_csv(index=False))
@@ -168,8 +175,14 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
               out_dir: str | Path | None = None, progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
               baselines: bool = True, guest_valid: PartyTable | None = None,
-              hosts_valid: list[PartyTable] | None = None) -> FitResult:
+              hosts_valid: list[PartyTable] | None = None,
+              coef_init: np.ndarray | None = None,
+              intercept_init: float | None = None) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
+
+    All tables are on this machine, so one data owner plays every role: the
+    guest scores every training row for the report, and the hosts allow it
+    (over a network each host decides that in its own policy).
 
     Parameters
     ----------
@@ -184,11 +197,14 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     config = config.validate()
     names = host_names(len(hosts))
     insecure = config.allow_insecure_key_size
+    host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
+                                         allow_training_scores=True)
     net = InMemoryNetwork([GUEST, *names, ARBITER])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
                                         progress=progress, on_psi_done=on_psi_done,
-                                        valid=guest_valid),
+                                        valid=guest_valid, score_training_rows=True,
+                                        coef_init=coef_init, intercept_init=intercept_init),
         ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
     }
     if (guest_valid is None) != (hosts_valid is None) or (
@@ -197,8 +213,7 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     valids: list[PartyTable | None] = list(hosts_valid) if hosts_valid else [None] * len(hosts)
     for name, table, valid in zip(names, hosts, valids, strict=True):
         targets[name] = (lambda t, v: lambda ch: host_fit_job(
-            ch, t, guest=GUEST, arbiter=ARBITER, allow_insecure_key_size=insecure,
-            valid=v))(table, valid)
+            ch, t, guest=GUEST, arbiter=ARBITER, valid=v, policy=host_policy))(table, valid)
     results = run_threads(net, targets)
     g: GuestOutcome = results[GUEST]
     h: list[HostOutcome] = [results[n] for n in names]
@@ -217,7 +232,9 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
             files.append(save_model_part(outcome.part(), out / f"{name}.json"))
         atomic_write_text(out / "report.json", json.dumps(report, indent=2))
         files.append(out / "report.json")
-        files.append(write_train_scores(out, g))
+        scores_file = write_train_scores(out, g)
+        if scores_file is not None:
+            files.append(scores_file)
         if g.iv_table is not None:
             atomic_write_text(out / "iv.json", json.dumps(g.iv_table, indent=2))
             files.append(out / "iv.json")
@@ -227,6 +244,7 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
             path = out / f"{name}_points.csv"
             atomic_write_text(path, points_table(est, al, woe).to_csv(index=False))
             files.append(path)
+    assert g.proba is not None
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
 

@@ -38,7 +38,18 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
              for p in cfg.peers]
     return GrpcEndpoint(cfg.name, cfg.listen, peers, job_id or cfg.job_id,
                         TlsFiles(cfg.ca, cfg.cert, cfg.key),
-                        connect_timeout=cfg.connect_timeout, default_timeout=cfg.timeout)
+                        connect_timeout=cfg.connect_timeout, default_timeout=cfg.timeout,
+                        **_transport_limits(cfg))
+
+
+def _transport_limits(cfg: PartyConfig) -> dict[str, int]:
+    """The transport limits of this party's policy that its endpoint supports."""
+    import inspect
+
+    wanted = {"max_message_bytes": cfg.policy.max_message_bytes,
+              "max_inbox_messages": cfg.policy.max_inbox_messages}
+    accepted = inspect.signature(GrpcEndpoint.__init__).parameters
+    return {k: v for k, v in wanted.items() if k in accepted}
 
 
 def part_path(cfg: PartyConfig) -> Path:
@@ -108,8 +119,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     if cfg.role == Role.HOST:
         def work(ep: GrpcEndpoint) -> dict[str, Any]:
             out = host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
-                               allow_insecure_key_size=cfg.allow_insecure_key_size,
-                               progress=progress, valid=valid)
+                               progress=progress, valid=valid, policy=cfg.policy)
             save_model_part(out.part(), part_path(cfg))
             atomic_write_text(cfg.output / f"{cfg.name}_points.csv",
                               points_table(out.estimator, out.aligned, out.woe).to_csv(index=False))
@@ -123,7 +133,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     def guest_work(ep: GrpcEndpoint) -> dict[str, Any]:
         t0 = time.perf_counter()
         out = guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
-                            progress=progress, valid=valid)
+                            progress=progress, valid=valid,
+                            score_training_rows=cfg.score_training_rows, policy=cfg.policy)
         report = guest_report(out, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                               traffic={})
         # the guest-only yardstick uses the guest's own columns only
@@ -147,7 +158,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     atomic_write_text(cfg.output / "report.json", json.dumps(report, indent=2))
     from vfl.report import write_report
 
-    report["html_report"] = str(write_report(cfg.output, cfg.output / "report"))
+    if report.get("auc") is not None:
+        report["html_report"] = str(write_report(cfg.output, cfg.output / "report"))
     return report
 
 
@@ -161,12 +173,12 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
     job = job_id or f"{cfg.job_id}/predict"
     if cfg.role == Role.HOST:
         return _guarded(cfg, job, lambda ep: {"party": cfg.name, "rows_scored": host_predict_job(
-            ep, table, part, guest=cfg.guest)})
+            ep, table, part, guest=cfg.guest, policy=cfg.policy)})
     if out is None:
         raise ConfigError("The guest needs --out for the scores file.")
 
     def work(ep: GrpcEndpoint) -> dict[str, Any]:
-        scores = guest_predict_job(ep, table, part, hosts=cfg.hosts)
+        scores = guest_predict_job(ep, table, part, hosts=cfg.hosts, policy=cfg.policy)
         atomic_write_text(out, scores.to_csv(index=False))
         return {"party": cfg.name, "rows_scored": len(scores), "scores": str(out),
                 "mean_probability": float(np.mean(scores["probability"])) if len(scores) else None}

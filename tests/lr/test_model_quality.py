@@ -52,9 +52,9 @@ def test_converges_to_least_squares_weights(breast):
 def test_encrypted_full_default_credit(default_credit):
     """Encrypted training on all 30,000 rows: equals the reference and beats the guest alone."""
     Xg, y, Xh = default_credit
-    cfg = TrainConfig(epochs=2, key_bits=1024, allow_insecure_key_size=True, tol=0.0)
+    cfg = TrainConfig(epochs=3, key_bits=1024, allow_insecure_key_size=True, tol=0.0)
     run = run_trio(Xg, y, [Xh], cfg)
-    ref = fit_reference(Xg, y, [Xh], cfg)
+    ref = run.reference(Xg, y, [Xh], cfg)
     np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=1e-6, rtol=0)
     np.testing.assert_allclose(run.hosts[0].coef, ref.host_coefs[0], atol=1e-6, rtol=0)
     X = np.hstack([Xg, Xh])

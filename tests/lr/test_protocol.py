@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from vfl.exceptions import ConfigError, InsecureKeySizeError
-from vfl.lr.reference import fit_reference
 
 from .trio import run_trio, small_config
 
@@ -23,7 +22,7 @@ def test_encrypted_equals_plaintext_reference_on_breast(breast):
     Xg, y, Xh = breast
     cfg = small_config(epochs=5, batch_size=128)
     run = run_trio(Xg, y, [Xh], cfg)
-    ref = fit_reference(Xg, y, [Xh], cfg)
+    ref = run.reference(Xg, y, [Xh], cfg)
     _assert_matches(run, ref)
     # the weights moved: the comparison is not trivially between zeros
     assert np.abs(ref.guest_coef[:-1]).max() > 0.05
@@ -34,10 +33,10 @@ def test_two_hosts_equal_reference_with_loss(breast):
     Xg, y, Xh = breast
     cfg = small_config(epochs=3, batch_size=100)
     run = run_trio(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
-    ref = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    ref = run.reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
     _assert_matches(run, ref)
     # the multi-host loss (with cross-host terms) equals the one-host loss on the same columns
-    one = fit_reference(Xg, y, [Xh], cfg)
+    one = run.reference(Xg, y, [Xh], cfg)
     np.testing.assert_allclose(ref.loss_history, one.loss_history, atol=1e-6)
 
 
@@ -49,14 +48,15 @@ def test_optimizers_and_penalties_match_reference(breast, optimizer, penalty, al
     Xg, y, Xh = breast
     cfg = small_config(optimizer=optimizer, penalty=penalty, alpha=alpha, learning_rate=0.1,
                        decay=0.3, epochs=2)
-    _assert_matches(run_trio(Xg, y, [Xh], cfg), fit_reference(Xg, y, [Xh], cfg))
+    run = run_trio(Xg, y, [Xh], cfg)
+    _assert_matches(run, run.reference(Xg, y, [Xh], cfg))
 
 
 def test_early_stopping_same_epoch_as_reference(breast):
     Xg, y, Xh = breast
     cfg = small_config(epochs=30, tol=5e-3, batch_size=0)
     run = run_trio(Xg, y, [Xh], cfg)
-    ref = fit_reference(Xg, y, [Xh], cfg)
+    ref = run.reference(Xg, y, [Xh], cfg)
     assert run.epochs == ref.epochs_run < 30
 
 
@@ -77,9 +77,9 @@ def test_class_weights_match_reference_and_shift_the_model(breast, class_weight)
     Xg, y, Xh = breast
     cfg = small_config(epochs=3, class_weight=class_weight, learning_rate=0.2)
     run = run_trio(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
-    ref = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
+    ref = run.reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg)
     _assert_matches(run, ref)
-    plain = fit_reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg.replace(class_weight="none"))
+    plain = run.reference(Xg, y, [Xh[:, :12], Xh[:, 12:]], cfg.replace(class_weight="none"))
     # up-weighting a class moves the intercept towards it (breast: label 1 is the majority)
     w1_heavier = class_weight == "3.0" or y.mean() < 0.5
     assert (ref.guest_coef[-1] > plain.guest_coef[-1]) == w1_heavier

@@ -68,8 +68,9 @@ def test_transcript_audit(breast):
         assert priv.raw_decrypt_many([gmpy2.mpz(c) for c in zeros]) == [0] * len(zeros)
         assert len(set(zeros)) == len(zeros)
 
-    # the arbiter only ever decrypts masked gradients: uniform residues, never the gradients
-    margin = 2 ** (pub.bits - 48)
+    # the arbiter only ever decrypts masked gradients: g + 2^l + r with r uniform on
+    # [0, 2^(l+kappa)), never a bare gradient, and all of it inside the range it checks
+    budget = run.arbiter.budget
     decrypted = []
     for direction, _peer, data in run.transcripts["arbiter"]:
         body = decode_envelope(data).body
@@ -77,9 +78,11 @@ def test_transcript_audit(breast):
             vals = priv.raw_decrypt_many([gmpy2.mpz(c) for c in _split(body.values, width)])
             decrypted.extend(int(v) for v in vals)
         if direction == "sent" and isinstance(body, DecryptedGradient):
-            assert len(body.residues) % ((pub.bits + 7) // 8) == 0
+            assert len(body.residues) % budget.width == 0
+            assert budget.width < (pub.bits + 7) // 8  # bounded, not a full residue of Z_n
     assert len(decrypted) > 50
-    # an unmasked fixed-point gradient is below 2^80 in magnitude; masked values fill Z_n
-    assert all(margin < v < n - margin for v in decrypted)
-    top_bytes = {v >> (pub.bits - 8) for v in decrypted}
-    assert len(top_bytes) > 20  # spread over the whole range, as uniform values are
+    assert all(v < 1 << budget.masked_bits for v in decrypted)
+    # an honest gradient is below 2^l; masked values sit far above it (fails w.p. ~2^-79)
+    assert all(v > 1 << (budget.value_bits + 2) for v in decrypted)
+    top_bytes = {v >> (budget.masked_bits - 9) for v in decrypted}
+    assert len(top_bytes) > 20  # spread over the whole masked range, as uniform values are

@@ -20,6 +20,13 @@ class TrioRun:
     network: InMemoryNetwork
     transcripts: dict = field(default_factory=dict)
 
+    def reference(self, Xg, y, Xhs, config: TrainConfig):
+        """The plaintext reference run from this run's secret start and validation rows."""
+        from vfl.lr.reference import fit_reference
+
+        return fit_reference(Xg, y, Xhs, config, initial_guest_coef=self.guest.initial_coef,
+                             validation_rows=self.guest.validation_rows)
+
 
 def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=True) -> TrioRun:
     names = [f"host{i + 1}" for i in range(len(Xhs))]

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from vfl.exceptions import DataError, RemoteProtocolError
+from vfl.exceptions import DataError, LocalProtocolError, RemoteProtocolError
 from vfl.psi import PsiClient, PsiServer, hash_to_point, run_psi_guest, run_psi_host
-from vfl.psi.messages import PsiResponse, PsiResult
+from vfl.psi.messages import PsiHello, PsiRequest, PsiResponse, PsiResult
 from vfl.transport import InMemoryNetwork
 
 
@@ -94,22 +94,51 @@ def test_duplicates_refused():
 
 def test_malformed_peer_messages():
     client = PsiClient(["a", "b"], ["host1"])
+    client.on_hello("host1", PsiHello(0))
     client.request()
     with pytest.raises(RemoteProtocolError, match="multiple of 32"):
         client.on_response("host1", PsiResponse(b"\x01" * 33, b""))
     with pytest.raises(RemoteProtocolError, match="expected 2"):
         client.on_response("host1", PsiResponse(b"\x09" * 32, b""))
     server = PsiServer(["a", "b", "c"])
-    from vfl.psi.messages import PsiRequest
+    server.on_hello(PsiHello(1))
     server.on_request(PsiRequest(hash_to_point("z")))
     with pytest.raises(RemoteProtocolError, match="out of range"):
         server.on_result(PsiResult(np.array([5], dtype=np.int64)))
+    server = PsiServer(["a", "b", "c"])
+    server.on_hello(PsiHello(2))
+    server.on_request(PsiRequest(hash_to_point("y") + hash_to_point("z")))
     with pytest.raises(RemoteProtocolError, match="repeats"):
         server.on_result(PsiResult(np.array([1, 1], dtype=np.int64)))
 
 
 def test_small_order_point_refused():
     server = PsiServer(["a"])
-    from vfl.psi.messages import PsiRequest
+    server.on_hello(PsiHello(1))
     with pytest.raises(RemoteProtocolError, match="small order"):
         server.on_request(PsiRequest(bytes(32)))
+
+
+def test_steps_out_of_order_refused():
+    client = PsiClient(["a"], ["host1"])
+    with pytest.raises(LocalProtocolError, match="No PSI hello yet from host1"):
+        client.request()
+    client.on_hello("host1", PsiHello(1))
+    with pytest.raises(RemoteProtocolError, match="Second PSI hello from host1"):
+        client.on_hello("host1", PsiHello(1))
+    server = PsiServer(["a"])
+    with pytest.raises(RemoteProtocolError, match="before its set size"):
+        server.on_request(PsiRequest(hash_to_point("a")))
+    assert server.on_hello(PsiHello(1)) == PsiHello(1)
+    with pytest.raises(RemoteProtocolError, match="Second PSI hello from guest"):
+        server.on_hello(PsiHello(1))
+
+
+def test_hello_round_trips_and_sizes_are_exchanged():
+    from vfl.codec import Envelope, decode_envelope, encode_envelope
+    env = Envelope("job", 0, "guest", "host1", PsiHello(300))
+    assert decode_envelope(encode_envelope(env)).body == PsiHello(300)
+    client = PsiClient([f"g{i}" for i in range(3)], ["host1"])
+    server = PsiServer([f"g{i}" for i in range(5)])
+    client.on_hello("host1", server.on_hello(client.hello()))
+    assert server.client_size == 3 and client.server_size("host1") == 5

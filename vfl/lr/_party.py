@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from vfl.crypto.encoding import dequantize, from_residues, quantize
+from vfl.crypto.encoding import dequantize, quantize
 from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
-from vfl.lr.config import TrainConfig, weight_frac_bits
+from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
+from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, weight_frac_bits
 from vfl.lr.messages import (
     DecryptedGradient,
     MaskedGradient,
@@ -58,8 +57,16 @@ class QuantizedMatrix:
 
     @classmethod
     def build(cls, X: FloatArray, frac_bits: int) -> QuantizedMatrix:
-        """Quantise ``X`` (2-D)."""
-        q = quantize(X, frac_bits)
+        """Quantise ``X`` (2-D); every value must satisfy ``|x| < 2**FEATURE_BITS``."""
+        arr = np.asarray(X, dtype=np.float64)
+        if arr.size and not np.all(np.abs(arr) < 2.0 ** FEATURE_BITS):
+            cols = sorted({int(j) for j in np.nonzero(~(np.abs(arr) < 2.0 ** FEATURE_BITS))[1]})
+            raise ConfigError(
+                f"Feature column(s) {cols[:5]} hold values beyond +-{2 ** FEATURE_BITS:,} (or "
+                "non-finite values): the protocol's masks are sized for preprocessed features; "
+                "standardise or WOE-encode the columns first."
+            )
+        q = quantize(arr, frac_bits)
         offsets = np.maximum(0, -q.min(axis=0)) if q.shape[0] else np.zeros(q.shape[1], np.int64)
         return cls(q + offsets, offsets.astype(np.int64), dequantize(q, frac_bits))
 
@@ -94,6 +101,7 @@ class GradientParty:
         self.workers = workers
         self.exponent_bits = exponent_bits
         self._masks: list[int] | None = None
+        self.budget: MaskBudget | None = None
         self._batch_rows = 0
         self._epoch = 0
         self._batch = 0
@@ -129,29 +137,38 @@ class GradientParty:
 
     def _mask_and_send(self, gradient: EncryptedVector, epoch: int, batch: int,
                        rows: int) -> MaskedGradient:
-        """Add uniform masks mod n, re-randomise, remember the masks."""
+        """Add ``2**ℓ`` plus secret masks of ``ℓ + κ`` bits, re-randomise, remember the masks.
+
+        The arbiter decrypts only values below ``2**(ℓ + κ + 1)`` (see
+        :class:`~vfl.lr.config.MaskBudget`).
+        """
         key, rnd = self._require_key()
-        n = int(key.n)
-        masks = [secrets.randbelow(n) for _ in range(len(gradient))]
-        masked = gradient.add_residues([gmpy2.mpz(m) for m in masks]).rerandomize(rnd)
+        budget = self._require_budget()
+        masks = budget.draw_masks(len(gradient))
+        shift = [gmpy2.mpz(budget.offset + m) for m in masks]
+        masked = gradient.add_residues(shift).rerandomize(rnd)
         self._masks = masks
         self._batch_rows = rows
         self._epoch, self._batch = epoch, batch
         return MaskedGradient(epoch, batch, encode_ciphertexts(masked))
 
+    def _require_budget(self) -> MaskBudget:
+        if self.budget is None:
+            raise LocalProtocolError(f"{self.name} has no mask budget yet; the job is not set up.")
+        return self.budget
+
     def on_decrypted(self, msg: DecryptedGradient, *, peer: str) -> FloatArray:
         """Unmask the arbiter's answer, take an optimiser step; returns the gradient."""
-        key, _ = self._require_key()
+        self._require_key()
+        budget = self._require_budget()
         if self._masks is None:
             raise RemoteProtocolError(
                 f"Received DecryptedGradient from {peer} but no masked gradient is outstanding."
             )
         expect_batch(msg, self._epoch, self._batch, peer)
-        n = int(key.n)
-        width = (key.bits + 7) // 8
-        values = decode_residues(msg.residues, width, n, peer=peer, expected=len(self._masks))
-        unmasked = from_residues([gmpy2.mpz((v - m) % n) for v, m in zip(values, self._masks,
-                                                                         strict=True)], key.n)
+        values = decode_residues(msg.residues, budget.width, 1 << budget.masked_bits, peer=peer,
+                                 expected=len(self._masks))
+        unmasked = [v - m - budget.offset for v, m in zip(values, self._masks, strict=True)]
         self._masks = None
         scale = 2.0 ** (self.config.score_frac_bits + self.config.feature_frac_bits
                         + weight_frac_bits(self.config))

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from vfl.channel import Channel
-from vfl.crypto.encoding import from_residues
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr._party import ProgressHook
-from vfl.lr.config import TrainConfig, epoch_batches, weight_frac_bits
+from vfl.lr.config import (
+    LOSS_GRID_BITS,
+    LOSS_ROW_BITS,
+    TrainConfig,
+    epoch_batches,
+    mask_budget,
+    weight_frac_bits,
+)
 from vfl.lr.messages import (
     DecryptedGradient,
     EpochDecision,
@@ -25,10 +31,17 @@ __all__ = ["ArbiterParty", "run_arbiter"]
 class ArbiterParty:
     """The arbiter's side of training.
 
-    What the arbiter learns: the job's shapes and hyper-parameters, and the
-    epoch loss. Every gradient it decrypts carries a fresh uniform mask mod n
-    chosen by the party that sent it, so the decrypted values are uniformly
-    distributed and independent of the data.
+    What the arbiter learns: the job's shapes (the number of training rows,
+    never which rows are held out for validation) and hyper-parameters, and
+    the epoch loss. Every gradient it decrypts carries a fresh secret mask of
+    ``ℓ + κ`` bits chosen by the party that sent it, so each decrypted value is
+    within statistical distance ``2**(1-κ)`` of one independent of the data.
+
+    It is not a decryption oracle: it returns a decrypted gradient value only
+    if it lies in the masked range ``[0, 2**(ℓ+κ+1))`` and the loss only if it
+    lies in the range of a Taylor loss (rounded to ``2**-32``); anything else
+    stops the job with an error naming the sender. So one slot carries at most
+    ``ℓ + κ + 1`` bits back to a deviating sender, whatever it packed into it.
 
     Parameters
     ----------
@@ -50,7 +63,11 @@ class ArbiterParty:
                                               allow_insecure_key_size=allow_insecure_key_size)
         self.private_key = private_key
         self.public_key = private_key.public_key
+        if setup.validation_rows:
+            raise RemoteProtocolError(
+                f"TrainSetup from {guest} lists validation rows; the arbiter must not learn them.")
         self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
+        self.budget = mask_budget(self.config, setup.n_rows)
         self.loss_history: list[float] = []
 
     def announce(self) -> PublicKeyAnnounce:
@@ -71,19 +88,35 @@ class ArbiterParty:
                                  frac_bits=cfg.score_frac_bits + cfg.feature_frac_bits
                                  + weight_frac_bits(cfg))
         residues = enc.decrypt_residues(self.private_key)
-        width = (self.public_key.bits + 7) // 8
-        return DecryptedGradient(epoch, batch, encode_residues(residues, width))
+        limit = 1 << self.budget.masked_bits
+        if any(r >= limit for r in residues):
+            raise RemoteProtocolError(
+                f"MaskedGradient from {party} (epoch {epoch}, batch {batch}) decrypts outside "
+                f"the masked range [0, 2^{self.budget.masked_bits}): refused. The sender packed "
+                "extra data into it, or its gradient overflowed the protocol's bit budget."
+            )
+        return DecryptedGradient(epoch, batch, encode_residues(residues, self.budget.width))
 
     def on_epoch_loss(self, msg: EpochLoss, epoch: int) -> EpochDecision:
         """Decrypt the epoch loss and decide whether to stop."""
-        n_train = self.setup.n_rows - len(self.setup.validation_rows)
+        n_train = self.setup.n_rows
         if msg.epoch != epoch or msg.n_samples != n_train:
             raise RemoteProtocolError(f"EpochLoss from {self.guest} does not match epoch {epoch}.")
         F = self.config.score_frac_bits
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
                                  expected_len=1, frac_bits=2 * F)
-        total = from_residues(enc.decrypt_residues(self.private_key), self.public_key.n)[0]
-        loss = total / (8.0 * 2.0 ** (2 * F) * msg.n_samples)
+        total = int(enc.decrypt_residues(self.private_key)[0])
+        denominator = 8 * n_train << (2 * F)  # 8 * 2^(2F) * n
+        if total >= denominator << LOSS_ROW_BITS:
+            raise RemoteProtocolError(
+                f"EpochLoss from {self.guest} (epoch {epoch}) decrypts outside the range of a "
+                f"Taylor loss (mean below 2^{LOSS_ROW_BITS}): refused. Training diverged, or "
+                "the guest substituted another ciphertext."
+            )
+        # the mean loss, rounded to 2^-LOSS_GRID_BITS: at most LOSS_ROW_BITS + LOSS_GRID_BITS
+        # bits go back to the guest per epoch
+        grid = ((total << LOSS_GRID_BITS) + denominator // 2) // denominator
+        loss = grid / float(1 << LOSS_GRID_BITS)
         prev = self.loss_history[-1] if self.loss_history else None
         self.loss_history.append(loss)
         stop = epoch + 1 >= self.config.epochs or msg.stop_requested or (
@@ -102,7 +135,7 @@ def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool =
         channel.send(peer, arbiter.announce())
     cfg = arbiter.config
     for epoch in range(cfg.epochs):
-        plan = epoch_batches(setup.n_rows, list(setup.validation_rows), cfg, epoch)
+        plan = epoch_batches(setup.n_rows, [], cfg, epoch)
         if epoch == 0:
             progress.on_start(cfg.epochs, len(plan))
         for b in range(len(plan)):

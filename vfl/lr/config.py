@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import asdict, dataclass, fields
 
 from vfl.codec import message
 from vfl.exceptions import ConfigError
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan",
-           "epoch_batches", "validation_split", "row_weights", "weight_frac_bits"]
+           "epoch_batches", "validation_split", "row_weights", "weight_frac_bits",
+           "MaskBudget", "mask_budget", "MASK_KAPPA", "FEATURE_BITS", "RESIDUAL_BITS",
+           "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")
@@ -138,8 +141,8 @@ class TrainConfig:
                 raise bad("class_weight", "'none', 'balanced' or a positive number")
         if self.woe_bins != 0 and not (isinstance(self.woe_bins, int) and 2 <= self.woe_bins <= 100):
             raise bad("woe_bins", "0 (off) or an int in [2, 100]")
-        if self.key_bits < 256:
-            raise bad("key_bits", ">= 2048 (or >= 256 with allow_insecure_key_size)")
+        if not isinstance(self.key_bits, int) or not 256 <= self.key_bits <= 8192:
+            raise bad("key_bits", "an int in [2048, 8192] (>= 256 with allow_insecure_key_size)")
         return self
 
     def replace(self, **changes: object) -> TrainConfig:
@@ -191,20 +194,96 @@ def epoch_batches(n_rows: int, validation_rows: list[int], config: TrainConfig,
                                                      epoch)]
 
 
-def validation_split(y: list[float] | object, fraction: float, seed: int) -> list[int]:
-    """Stratified hold-out rows (sorted), chosen by the guest; not secret."""
+def validation_split(y: list[float] | object, fraction: float) -> list[int]:
+    """Stratified hold-out rows (sorted), drawn by the guest with the OS CSPRNG.
+
+    The draw is secret: it depends on the labels (stratification), so a draw
+    from a public seed could be replayed by anyone who knows the seed to
+    recover label counts and labels. With ``secrets`` the set a host sees is
+    a uniformly random subset given the two class sizes; each row is in it
+    with probability ``round(n_c * fraction) / n_c`` for its class ``c``,
+    equal for both classes up to rounding (see ``hetero_lr.md``).
+    """
     import numpy as np
 
     yy = np.asarray(y)
     if fraction <= 0:
         return []
-    rng = np.random.default_rng([seed, 7919])
+    rng = secrets.SystemRandom()
     out: list[int] = []
     for cls in (0, 1):
-        idx = np.flatnonzero(yy == cls)
+        idx = np.flatnonzero(yy == cls).tolist()
         k = int(round(len(idx) * fraction))
-        out.extend(rng.choice(idx, size=k, replace=False).tolist())
+        out.extend(rng.sample(idx, k))
     return sorted(out)
+
+
+def max_batch_rows(n_train: int, batch_size: int) -> int:
+    """The largest batch :func:`batch_plan` makes over ``n_train`` rows."""
+    if batch_size == 0 or batch_size >= n_train:
+        return n_train
+    count = max(1, n_train // batch_size)
+    return -(-n_train // count)
+
+
+# ---------------------------------------------------------------- bounded masks
+#: Statistical hiding parameter of the masks towards the arbiter (bits).
+MASK_KAPPA = 80
+#: Bit budget of a quantised feature's integer part: every |x| < 2**FEATURE_BITS.
+FEATURE_BITS = 16
+#: Bit budget of the residual's integer part: every |s - 2y| < 2**RESIDUAL_BITS.
+RESIDUAL_BITS = 16
+#: Bit budget of a class weight's integer part (weights < 2**CLASS_WEIGHT_BITS).
+CLASS_WEIGHT_BITS = 16
+#: Bound on one row's Taylor loss: ``l_i < 2**LOSS_ROW_BITS`` (|s| up to ~60).
+LOSS_ROW_BITS = 9
+#: The arbiter returns the mean loss rounded to ``2**-LOSS_GRID_BITS``.
+LOSS_GRID_BITS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class MaskBudget:
+    """Widths of masked gradients (``protocols/specs/hetero_lr.md``, "Bounded masks").
+
+    ``value_bits`` (ℓ) bounds every honest gradient entry: ``|g| < 2**ℓ``. A
+    party sends ``[[g + 2**ℓ + r]]`` with ``r`` uniform on ``[0, 2**(ℓ+κ))``;
+    the arbiter decrypts only values below ``2**masked_bits`` (``ℓ + κ + 1``)
+    and refuses anything else, so one decrypted slot carries at most
+    ``masked_bits`` bits, whatever a deviating sender packed into it, and the
+    decrypted value is within statistical distance ``2**(1-κ)`` of a value
+    independent of ``g``.
+    """
+
+    value_bits: int
+    masked_bits: int
+
+    @property
+    def offset(self) -> int:
+        """``2**ℓ``: shifts honest gradients to non-negative values."""
+        return 1 << self.value_bits
+
+    @property
+    def width(self) -> int:
+        """Bytes per decrypted value on the wire."""
+        return (self.masked_bits + 7) // 8
+
+    def draw_masks(self, count: int) -> list[int]:
+        """``count`` secret masks, uniform on ``[0, 2**(ℓ+κ))``."""
+        return [secrets.randbits(self.value_bits + MASK_KAPPA) for _ in range(count)]
+
+
+def mask_budget(config: TrainConfig, n_train: int) -> MaskBudget:
+    """The mask widths every party derives from the job (the same on all of them).
+
+    ``ℓ = bits(max batch) + (G + FEATURE_BITS) + (F + RESIDUAL_BITS)
+    (+ weight bits + CLASS_WEIGHT_BITS with class weights)``.
+    """
+    b = max(1, max_batch_rows(n_train, config.batch_size))
+    ell = (b.bit_length() + config.feature_frac_bits + FEATURE_BITS
+           + config.score_frac_bits + RESIDUAL_BITS)
+    if weight_frac_bits(config):
+        ell += weight_frac_bits(config) + CLASS_WEIGHT_BITS
+    return MaskBudget(ell, ell + MASK_KAPPA + 1)
 
 
 def batch_plan(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

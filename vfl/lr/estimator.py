@@ -41,6 +41,7 @@ from vfl.lr.config import TrainConfig
 from vfl.lr.guest import run_guest_scoring, run_guest_training
 from vfl.lr.host import run_host_scoring, run_host_training
 from vfl.model import ModelPart
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.preprocess import Standardizer
 
 __all__ = ["GuestLogisticRegression", "HostLogisticRegression", "Arbiter"]
@@ -130,7 +131,7 @@ class GuestLogisticRegression(BaseEstimator):
                  allow_insecure_key_size: bool = False, standardize: bool = True,
                  n_jobs: int | None = None, randomizer_bits: int | None = None,
                  validation_fraction: float = 0.0, patience: int = 0,
-                 class_weight: str = "none") -> None:
+                 class_weight: str = "none", init_score_std: float = 0.5) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -149,6 +150,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.class_weight = class_weight
+        self.init_score_std = init_score_std
 
     def _config(self) -> TrainConfig:
         try:
@@ -170,11 +172,18 @@ class GuestLogisticRegression(BaseEstimator):
     def fit(self, X: Any, y: Any, *, channel: Channel, hosts: list[str],
             arbiter: str = "arbiter", progress: ProgressHook | None = None,
             model_id: str | None = None, X_val: Any = None,
-            y_val: Any = None) -> GuestLogisticRegression:
+            y_val: Any = None, coef_init: Any = None,
+            intercept_init: float | None = None) -> GuestLogisticRegression:
         """Train jointly with ``hosts``; rows must already be PSI-aligned.
 
         ``X_val``/``y_val``: a separate validation table (aligned with the
         hosts' validation tables) instead of ``validation_fraction``.
+        ``coef_init``/``intercept_init`` (as scikit-learn's ``SGDClassifier``):
+        the guest's starting weights on the standardised columns, e.g. the
+        ``coef_init_``/``intercept_init_`` of an earlier run to replay it.
+        Default: a fresh secret random start (``init_score_std``), which keeps
+        the first batch from leaking labels to the hosts; a fixed start must
+        itself be secret and random.
 
         Returns
         -------
@@ -201,13 +210,25 @@ class GuestLogisticRegression(BaseEstimator):
             Xp = np.vstack([Xp, self.preprocessor_.transform(Xv) if self.preprocessor_
                             else np.nan_to_num(Xv)])
             y = np.concatenate([y, yv])
+        init = None
+        if coef_init is not None:
+            init = np.asarray(coef_init, dtype=np.float64).ravel()
+            if config.fit_intercept:
+                init = np.append(init, 0.0 if intercept_init is None else float(intercept_init))
         party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
                                            hosts=list(hosts), arbiter=arbiter,
                                            progress=progress, model_id=model_id,
                                            workers=self.n_jobs,
                                            exponent_bits=self.randomizer_bits,
-                                           validation_rows=val_rows)
+                                           validation_rows=val_rows,
+                                           initial_coef=init,
+                                           init_score_std=float(self.init_score_std))
         k = X.shape[1]
+        self.coef_init_ = party.initial_coef[:k].copy()
+        self.intercept_init_ = float(party.initial_coef[k]) if config.fit_intercept else 0.0
+        self.validation_rows_ = list(party.validation_rows)
+        self.validation_proba_ = (None if party.best_epoch is None
+                                  else party.validation_proba[party.best_epoch].copy())
         self.coef_ = party.coef[:k].copy()
         self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
         self.n_features_in_ = k
@@ -291,11 +312,16 @@ class HostLogisticRegression(BaseEstimator):
         self.randomizer_bits = randomizer_bits
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
-            progress: ProgressHook | None = None, X_val: Any = None) -> HostLogisticRegression:
+            progress: ProgressHook | None = None, X_val: Any = None,
+            policy: SecurityPolicy | None = None) -> HostLogisticRegression:
         """Train with the guest's job; rows must already be PSI-aligned.
 
         ``X_val``: this host's validation table when the guest uses one.
+        ``policy``: this host's own limits (default: the safe defaults, with
+        ``allow_insecure_key_size`` from this estimator).
         """
+        if policy is None:
+            policy = DEFAULT_POLICY.replace(allow_insecure_key_size=self.allow_insecure_key_size)
         X = _check_X(X, "X")
         self.preprocessor_ = Standardizer.fit(X) if self.standardize else None
         Xp = self.preprocessor_.transform(X) if self.preprocessor_ else np.nan_to_num(X)
@@ -305,9 +331,8 @@ class HostLogisticRegression(BaseEstimator):
                             else np.nan_to_num(Xv)])
         party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
                                           arbiter=arbiter,
-                                          allow_insecure_key_size=self.allow_insecure_key_size,
                                           progress=progress, workers=self.n_jobs,
-                                          exponent_bits=self.randomizer_bits)
+                                          exponent_bits=self.randomizer_bits, policy=policy)
         self.coef_ = party.coef.copy()
         self.n_features_in_ = X.shape[1]
         self.n_iter_ = epochs
@@ -349,7 +374,9 @@ class Arbiter(BaseEstimator):
     """The arbiter: generates the Paillier key pair and decrypts masked values only.
 
     What the arbiter learns: the job's shapes and hyper-parameters and the
-    epoch losses; every gradient it decrypts is masked by a uniform value.
+    epoch losses; every gradient it decrypts is statistically hidden by a
+    mask of ``ℓ + κ`` bits, and it refuses to decrypt anything outside the
+    masked range (it is no decryption oracle; ``protocols/specs/hetero_lr.md``).
 
     Parameters
     ----------

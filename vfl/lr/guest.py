@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import uuid
 
 import gmpy2
@@ -14,8 +15,11 @@ from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
+    CLASS_WEIGHT_BITS,
+    WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
+    mask_budget,
     min_batch_size,
     row_weights,
     validation_split,
@@ -52,6 +56,10 @@ class GuestParty(GradientParty):
     ``X_g^T d / b`` per batch (after unmasking), and the epoch loss. It sees
     host scores and cross terms only as ciphertexts it cannot decrypt.
 
+    Its own weights start from a secret random point (``initial_guest_coef``)
+    so that no batch presents residuals with a discrete structure a host could
+    solve for the labels; the validation rows are drawn with ``secrets``.
+
     Parameters
     ----------
     X : ndarray of shape (n_rows, n_features)
@@ -60,12 +68,19 @@ class GuestParty(GradientParty):
         Labels in {0, 1}.
     config : TrainConfig
     hosts : list of str
+    initial_coef : ndarray, optional
+        The guest's starting weights (intercept last). Default: a fresh secret
+        random start, :func:`initial_guest_coef` with ``init_score_std``.
+    init_score_std : float
+        Standard deviation of the guest's initial scores on its training rows.
     """
 
     def __init__(self, name: str, X: FloatArray, y: FloatArray, config: TrainConfig,
                  hosts: list[str], model_id: str | None = None,
                  workers: int | None = None, exponent_bits: int | None = None,
-                 validation_rows: list[int] | None = None) -> None:
+                 validation_rows: list[int] | None = None,
+                 initial_coef: FloatArray | None = None,
+                 init_score_std: float = 0.5) -> None:
         cfg = config.validate()
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
         self.n_rows = X.shape[0]
@@ -80,19 +95,32 @@ class GuestParty(GradientParty):
             raise ConfigError("Give either validation_fraction or validation rows, not both.")
         self.validation_rows = (sorted(int(r) for r in validation_rows)
                                 if validation_rows is not None
-                                else validation_split(y, cfg.validation_fraction, cfg.seed))
+                                else validation_split(y, cfg.validation_fraction))
         if cfg.patience and not self.validation_rows:
             raise ConfigError("patience needs validation data: set validation_fraction or give "
                               "validation tables.")
         self.n_train = self.n_rows - len(self.validation_rows)
         train = np.setdiff1d(np.arange(self.n_rows), np.asarray(self.validation_rows, np.int64))
         self.weights = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
+        if self.weights is not None and int(np.max(np.asarray(self.weights))) >= 1 << (
+                WEIGHT_BITS + CLASS_WEIGHT_BITS):
+            raise ConfigError(f"Class weights above {2 ** CLASS_WEIGHT_BITS} are not supported.")
+        self.budget = mask_budget(cfg, self.n_train)
         self.validation_history: list[dict[str, float]] = []
+        self.validation_proba: list[FloatArray] = []
         self.snapshots: list[FloatArray] = []
         self.best_epoch: int | None = None
-        if cfg.fit_intercept:
-            # the Taylor-loss optimum of the intercept alone: a guest-local warm start
-            self.coef[-1] = initial_intercept(self.y_pm)
+        if initial_coef is not None:
+            init = np.asarray(initial_coef, dtype=np.float64).ravel()
+            if init.shape != (k,) or not np.all(np.isfinite(init)):
+                raise ConfigError(f"initial_coef must hold {k} finite numbers (intercept last).")
+        else:
+            init = initial_guest_coef(self.X.values[train], self.y_pm[train],
+                                      fit_intercept=cfg.fit_intercept,
+                                      score_std=init_score_std)
+        self.coef = init.copy()
+        #: the secret random start (kept by the guest only; lets a run be replayed)
+        self.initial_coef = init.copy()
         self.loss_history: list[float] = []
         self._forwards: dict[str, HostForward] = {}
         self._rows: list[int] = []
@@ -123,8 +151,13 @@ class GuestParty(GradientParty):
                 f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
                 "'Batch-size guardrail'."
             )
+        self._columns = columns
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
                           self.validation_rows)
+
+    def arbiter_setup(self) -> TrainSetup:
+        """The job as the arbiter sees it: the training row count only, no validation rows."""
+        return TrainSetup(self.model_id, self.config, self.n_train, self.hosts, self._columns, [])
 
     # ----------------------------------------------------------------- batch
     def partial_scores(self, rows: list[int]) -> FloatArray:
@@ -268,6 +301,7 @@ class GuestParty(GradientParty):
         loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
         m = {"epoch": epoch, "auc": auc(y, p), "ks": ks(y, p), "loss": loss}
         self.validation_history.append(m)
+        self.validation_proba.append(p)
         self.snapshots.append(self.coef.copy())
         return m
 
@@ -293,13 +327,64 @@ def initial_intercept(y_pm: FloatArray) -> float:
     return float(2.0 * np.mean(y_pm)) if len(y_pm) else 0.0
 
 
+def secret_normal(count: int) -> FloatArray:
+    """``count`` standard normal draws from the OS CSPRNG (Box-Muller over ``secrets``)."""
+    out: list[float] = []
+    while len(out) < count:
+        u1 = (secrets.randbits(53) + 1) / 2.0**53  # (0, 1]
+        u2 = secrets.randbits(53) / 2.0**53
+        r = math.sqrt(-2.0 * math.log(u1))
+        out += [r * math.cos(2 * math.pi * u2), r * math.sin(2 * math.pi * u2)]
+    return np.asarray(out[:count], dtype=np.float64)
+
+
+def initial_guest_coef(X_train: FloatArray, y_pm_train: FloatArray, *, fit_intercept: bool,
+                       score_std: float = 0.5) -> FloatArray:
+    """The guest's secret random start (intercept last).
+
+    The guest-only Taylor optimum (``2 * beta_LS``: least squares of its own
+    columns, and intercept, on ``y in {-1, 1}``; a guest-local warm start)
+    plus a secret random direction ``z ~ N(0, I)`` drawn with ``secrets`` and
+    scaled so that ``X z`` has standard deviation ``score_std`` on the
+    training rows. With every weight but the intercept at zero, the first
+    batch's residuals ``4d = s - 2y`` would take two values and a host could
+    solve its first gradient for the labels by lattice reduction; from this
+    start they are ``s_g,i - 2y_i`` with ``s_g`` continuous, secret and
+    different in every run (``protocols/specs/hetero_lr.md``, "Secret random
+    start").
+
+    Raises
+    ------
+    ConfigError
+        If ``score_std`` is not in (0, 10], or the guest's features are
+        constant on its training rows (no random start can then hide the labels).
+    """
+    if not (isinstance(score_std, int | float) and 0 < score_std <= 10):
+        raise ConfigError(f"init_score_std must be in (0, 10]; got {score_std!r}.")
+    n, k = X_train.shape
+    z = secret_normal(k)
+    spread = float(np.std(X_train @ z)) if k and n else 0.0
+    if not spread > 0:
+        raise ConfigError(
+            "The guest's own features are constant on its training rows: the secret random "
+            "start cannot hide the labels in the first batch. Add informative guest columns."
+        )
+    A = np.hstack([X_train, np.ones((n, 1))]) if fit_intercept else X_train
+    warm = 2.0 * np.linalg.lstsq(A, y_pm_train, rcond=None)[0]
+    noise = z * (score_std / spread)
+    return np.asarray(warm + (np.append(noise, 0.0) if fit_intercept else noise),
+                      dtype=np.float64)
+
+
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
                        config: TrainConfig, *, hosts: list[str], arbiter: str,
                        progress: ProgressHook | None = None,
                        model_id: str | None = None,
                        workers: int | None = None,
                        exponent_bits: int | None = None,
-                       validation_rows: list[int] | None = None) -> tuple[GuestParty, int]:
+                       validation_rows: list[int] | None = None,
+                       initial_coef: FloatArray | None = None,
+                       init_score_std: float = 0.5) -> tuple[GuestParty, int]:
     """Run the guest's side of training; returns the party and the epochs run.
 
     ``workers``: processes for ciphertext work (default: the machine's cores
@@ -308,11 +393,12 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
     """
     progress = progress or ProgressHook()
     party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
-                       validation_rows)
+                       validation_rows, initial_coef, init_score_std)
     hellos = {h: channel.recv(h, HostHello) for h in hosts}
     setup = party.setup(hellos)
-    for peer in [*hosts, arbiter]:
+    for peer in hosts:
         channel.send(peer, setup)
+    channel.send(arbiter, party.arbiter_setup())
     try:
         return party, _guest_loop(channel, party, hosts=hosts, arbiter=arbiter,
                                   progress=progress)

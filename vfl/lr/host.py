@@ -9,7 +9,7 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import epoch_batches, min_batch_size, weight_frac_bits
+from vfl.lr.config import epoch_batches, mask_budget, min_batch_size, weight_frac_bits
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -27,6 +27,7 @@ from vfl.lr.messages import (
     encode_ciphertexts,
     expect_batch,
 )
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["HostParty", "run_host_training", "run_host_scoring"]
 
@@ -48,11 +49,14 @@ class HostParty(GradientParty):
         The guest's job description; the host checks it against its own data.
     index : int
         This host's position among the hosts (0-based).
+    policy : SecurityPolicy
+        This host's own limits (e.g. the largest validation share it accepts).
     """
 
     def __init__(self, name: str, X: FloatArray, setup: TrainSetup, index: int,
                  guest: str = "guest", workers: int | None = None,
-                 exponent_bits: int | None = None) -> None:
+                 exponent_bits: int | None = None,
+                 policy: SecurityPolicy = DEFAULT_POLICY) -> None:
         cfg = setup.config.validate()
         self.n_rows = X.shape[0]
         super().__init__(name, cfg, X.shape[1], None, workers, exponent_bits)
@@ -63,11 +67,21 @@ class HostParty(GradientParty):
             raise RemoteProtocolError(
                 f"The guest announced {setup.n_rows} aligned rows but {name} has {X.shape[0]}."
             )
+        if len(setup.columns) != len(setup.hosts) + 1 or min(setup.columns) < 1:
+            raise RemoteProtocolError("The guest's column counts do not match its host list.")
         if setup.columns[index + 1] != X.shape[1]:
             raise RemoteProtocolError(f"The guest announced a wrong column count for {name}.")
         val = list(setup.validation_rows)
         if len(set(val)) != len(val) or any(not 0 <= r < setup.n_rows for r in val):
             raise RemoteProtocolError(f"The guest's validation rows are not distinct rows of {name}.")
+        # the guest's stratified draw rounds each class: allow one row per class over the share
+        if len(val) > int(policy.max_validation_share * setup.n_rows) + 2:
+            raise RemoteProtocolError(
+                f"{guest} holds out {len(val)} of {setup.n_rows} rows for validation "
+                f"({len(val) / setup.n_rows:.0%}); {name} scores at most "
+                f"{policy.max_validation_share:.0%} of its rows in the clear for validation "
+                "(its [security] max_validation_share)."
+            )
         n_train = setup.n_rows - len(val)
         widest = max(setup.columns)
         effective = n_train if cfg.batch_size == 0 else min(cfg.batch_size, n_train)
@@ -78,6 +92,8 @@ class HostParty(GradientParty):
                 "the residuals from its gradient."
             )
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
+        self.budget = mask_budget(cfg, n_train)
+        self.policy = policy
         self.validation_rows = val
         self.snapshots: list[FloatArray] = []
         self._scores: FloatArray | None = None
@@ -129,14 +145,23 @@ def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str,
                       allow_insecure_key_size: bool = False,
                       progress: ProgressHook | None = None,
                       workers: int | None = None,
-                      exponent_bits: int | None = None) -> tuple[HostParty, int]:
-    """Run the host's side of training; returns the party (with ``coef``) and epochs run."""
+                      exponent_bits: int | None = None,
+                      policy: SecurityPolicy | None = None) -> tuple[HostParty, int]:
+    """Run the host's side of training; returns the party (with ``coef``) and epochs run.
+
+    ``policy``: this host's own limits (default: :data:`~vfl.policy.DEFAULT_POLICY`
+    with ``allow_insecure_key_size`` as given).
+    """
     progress = progress or ProgressHook()
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    allow_insecure_key_size = policy.allow_insecure_key_size
     channel.send(guest, HostHello(X.shape[0], X.shape[1]))
     setup = channel.recv(guest, TrainSetup)
     if name not in setup.hosts:
         raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
-    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits)
+    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits,
+                      policy)
     try:
         epochs_run = _host_loop(channel, party, setup, guest=guest, arbiter=arbiter,
                                 allow_insecure_key_size=allow_insecure_key_size,

@@ -136,20 +136,20 @@ class CrossTerm:
     value: Ciphertexts
 
 
-@message("lr.MaskedGradient/1")
+@message("lr.MaskedGradient/2")
 @dataclass(frozen=True, slots=True)
 class MaskedGradient:
-    """Party → arbiter: ``[[X_b^T 4d + r]]`` with a uniform mask ``r`` mod n."""
+    """Party → arbiter: ``[[X_b^T 4d + 2^ℓ + r]]`` with a secret mask ``r < 2^(ℓ+κ)``."""
 
     epoch: int
     batch: int
     values: Ciphertexts
 
 
-@message("lr.DecryptedGradient/1")
+@message("lr.DecryptedGradient/2")
 @dataclass(frozen=True, slots=True)
 class DecryptedGradient:
-    """Arbiter → party: the masked residues ``X_b^T 4d + r mod n`` (fixed width)."""
+    """Arbiter → party: the masked values, each checked below ``2^(ℓ+κ+1)`` (fixed width)."""
 
     epoch: int
     batch: int
@@ -177,13 +177,14 @@ class EpochDecision:
     loss: float | None
 
 
-@message("lr.Prepare/1")
+@message("lr.Prepare/2")
 @dataclass(frozen=True, slots=True)
 class Prepare:
-    """Guest → hosts after PSI: whether a validation-table PSI and WOE binning come first."""
+    """Guest → hosts after PSI: validation-table PSI, WOE binning, training-row scoring."""
 
     woe_bins: int
     validation_table: bool
+    score_training_rows: bool  # the guest asks every host to score all training rows
 
 
 @message("lr.TrainingResult/1")
@@ -226,15 +227,17 @@ def encode_residues(values: list[Any], width: int) -> bytes:
     return b"".join(int(v).to_bytes(width, "big") for v in values)
 
 
-def decode_residues(data: bytes, width: int, n: int, *, peer: str, expected: int) -> list[int]:
-    """Parse residues, checking count and ``0 <= v < n``."""
+def decode_residues(data: bytes, width: int, bound: int, *, peer: str,
+                    expected: int) -> list[int]:
+    """Parse fixed-width values, checking count and ``0 <= v < bound``."""
     if len(data) != width * expected:
         raise RemoteProtocolError(
             f"Decrypted gradient from {peer} has {len(data)} bytes; expected {width * expected}."
         )
     out = [int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(expected)]
-    if any(v >= n for v in out):
-        raise RemoteProtocolError(f"Decrypted gradient from {peer} has a value outside Z_n.")
+    if any(v >= bound for v in out):
+        raise RemoteProtocolError(
+            f"Decrypted gradient from {peer} has a value outside the masked range.")
     return out
 
 

@@ -17,13 +17,14 @@ import numpy as np
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import FloatArray, QuantizedMatrix
 from vfl.lr.config import (
+    LOSS_GRID_BITS,
     WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
     row_weights,
     validation_split,
 )
-from vfl.lr.guest import initial_intercept
+from vfl.lr.guest import initial_guest_coef as initial_guest_coef_fn
 from vfl.lr.optim import Optimizer
 
 __all__ = ["ReferenceResult", "fit_reference"]
@@ -40,8 +41,16 @@ class ReferenceResult:
 
 
 def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
-                  config: TrainConfig) -> ReferenceResult:
-    """Train hetero LR in the clear on already-aligned, preprocessed blocks."""
+                  config: TrainConfig, *, initial_guest_coef: FloatArray | None = None,
+                  validation_rows: list[int] | None = None) -> ReferenceResult:
+    """Train hetero LR in the clear on already-aligned, preprocessed blocks.
+
+    ``initial_guest_coef``: the guest's start (intercept last); default a fresh
+    secret random start as the guest draws it. ``validation_rows``: the
+    held-out rows; default a fresh draw with ``validation_fraction``. To
+    replay an encrypted run, pass the guest's ``initial_coef`` and
+    ``validation_rows``.
+    """
     cfg = config.validate()
     F, G = cfg.score_frac_bits, cfg.feature_frac_bits
     Xg = QuantizedMatrix.build(X_guest, G).values
@@ -50,8 +59,13 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     n, kg = Xg.shape
     n_w = kg + (1 if cfg.fit_intercept else 0)
     wg = np.zeros(n_w)
-    if cfg.fit_intercept:
-        wg[kg] = initial_intercept(y_pm)
+    val = (sorted(int(r) for r in validation_rows) if validation_rows is not None
+           else validation_split(y, cfg.validation_fraction))
+    train = np.setdiff1d(np.arange(n), np.asarray(val, dtype=np.int64))
+    if initial_guest_coef is not None:
+        wg = np.asarray(initial_guest_coef, dtype=np.float64).copy()
+    else:
+        wg = initial_guest_coef_fn(Xg[train], y_pm[train], fit_intercept=cfg.fit_intercept)
     wh = [np.zeros(X.shape[1]) for X in Xh]
     opt_g = Optimizer(cfg.optimizer, cfg.learning_rate, cfg.decay, cfg.penalty, cfg.alpha, n_w,
                       kg if cfg.fit_intercept else None)
@@ -59,9 +73,7 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                        X.shape[1]) for X in Xh]
     history: list[float] = []
     epochs_run = 0
-    val = validation_split(y, cfg.validation_fraction, cfg.seed)
     n_train = n - len(val)
-    train = np.setdiff1d(np.arange(n), np.asarray(val, dtype=np.int64))
     W = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
     for epoch in range(cfg.epochs):
         loss8 = 0.0
@@ -93,7 +105,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
             grads_h = [X[rows].T @ dw / (4.0 * b) for X in Xh]
             wg = opt_g.step(wg, grad_g, epoch)
             wh = [o.step(w, gr, epoch) for o, w, gr in zip(opt_h, wh, grads_h, strict=True)]
-        loss = loss8 / (8.0 * n_train)
+        # the arbiter reports the mean loss rounded to 2^-LOSS_GRID_BITS
+        loss = round(loss8 / (8.0 * n_train) * 2.0**LOSS_GRID_BITS) / 2.0**LOSS_GRID_BITS
         prev = history[-1] if history else None
         history.append(loss)
         epochs_run = epoch + 1

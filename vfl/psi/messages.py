@@ -8,7 +8,19 @@ import numpy as np
 
 from vfl.codec import message
 
-__all__ = ["PsiRequest", "PsiResponse", "PsiResult"]
+__all__ = ["PsiHello", "PsiRequest", "PsiResponse", "PsiResult"]
+
+
+@message("psi.Hello/1")
+@dataclass(frozen=True, slots=True)
+class PsiHello:
+    """Both directions, before any point: how many IDs the sender will blind.
+
+    The receiver checks ``set_size`` against its own ``max_psi_set_size`` and
+    then refuses any message carrying more points than announced.
+    """
+
+    set_size: int
 
 
 @message("psi.Request/1")
