@@ -1,6 +1,11 @@
 """vfl benchmarks: Paillier primitives vs phe, an encrypted epoch on default_credit, PSI.
 
     python -m benchmarks.run [--quick] [--data ../shared/data] [--skip-psi-1m]
+                             [--compare-ref GIT_REF]
+
+``--compare-ref`` also times one epoch of the code at ``GIT_REF`` (checked out
+into a temporary git worktree) alternately with the current code, each in its
+own process, so a protocol change is measured side by side in one run.
 
 Everything in one table is measured in the same run (the machine is shared and
 noisy: compare ratios, not absolute figures across runs). Writes
@@ -153,6 +158,48 @@ def _one_epoch(Xg, y, Xh, cfg, key_bits: int, exponent_bits: int | None) -> floa
     return timings["end"] - timings["start"]
 
 
+_EPOCH_SNIPPET = """
+import json, sys
+from pathlib import Path
+from benchmarks._data import default_credit
+from benchmarks.run import _one_epoch
+from vfl.lr import TrainConfig
+data, bits = Path(sys.argv[1]), int(sys.argv[2])
+Xg, y, Xh = default_credit(data)
+cfg = TrainConfig(epochs=1, tol=0.0, key_bits=bits, allow_insecure_key_size=bits < 2048)
+print(json.dumps(_one_epoch(Xg, y, Xh, cfg, bits, None)))
+"""
+
+
+def epoch_vs_ref(data: Path, key_bits: int, ref: str, rounds: int = 2) -> dict[str, object]:
+    """Seconds per epoch of this tree and of ``ref``, alternated, each in a fresh process."""
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    here = ROOT.parent
+    with tempfile.TemporaryDirectory(prefix="vfl-ref-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(tree),
+                        ref], check=True)
+        try:
+            times: dict[str, list[float]] = {"current": [], ref: []}
+            for _ in range(rounds):
+                for label, root in ((ref, tree), ("current", here)):
+                    env = dict(os.environ, PYTHONPATH=str(root))
+                    out = subprocess.run([sys.executable, "-c", _EPOCH_SNIPPET, str(data),
+                                          str(key_bits)], cwd=root, env=env, check=True,
+                                         capture_output=True, text=True)
+                    times[label].append(float(out.stdout.strip().splitlines()[-1]))
+        finally:
+            subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(tree)],
+                           check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"ref": ref, "seconds": times, "median": med,
+            "ratio_current_to_ref": med["current"] / med[ref]}
+
+
 def psi(n: int) -> dict[str, float]:
     """Wall seconds of a two-party PSI with n IDs each and 50 % overlap."""
     from vfl.psi import run_psi_guest, run_psi_host
@@ -190,6 +237,8 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--skip-psi-1m", action="store_true")
     ap.add_argument("--skip-epoch", action="store_true")
+    ap.add_argument("--compare-ref", default=None,
+                    help="also time an epoch of this git ref, alternating with the current code")
     args = ap.parse_args()
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -219,6 +268,15 @@ def main() -> None:
             s = ep["vfl_epoch_seconds_short_exponent"]
             print(f"  vfl, {ep['short_exponent_bits']}-bit exponent option: {s:.1f} s "
                   f"({phe_s / s:.0f}x)")
+    if args.compare_ref:
+        cmp = epoch_vs_ref(Path(args.data), args.key_bits, args.compare_ref)
+        results["epoch_vs_ref"] = cmp
+        med = cmp["median"]
+        assert isinstance(med, dict)
+        print(f"\nOne epoch, current code vs {args.compare_ref} (alternated, median of "
+              f"{len(cmp['seconds']['current'])} each, separate processes): "  # type: ignore[index]
+              f"{med['current']:.1f} s vs {med[args.compare_ref]:.1f} s "
+              f"(ratio {cmp['ratio_current_to_ref']:.3f})")
     sizes = [10_000 if args.quick else 100_000] + ([] if args.skip_psi_1m or args.quick
                                                    else [1_000_000])
     results["psi"] = [psi(n) for n in sizes]

@@ -1,0 +1,196 @@
+"""The arbiter is no decryption oracle: attacks by a deviating host and a deviating guest.
+
+Before issue 8 the arbiter decrypted any well-formed vector and masks were
+uniform mod n, so a host could multiply ``[[4d_i]] * 2^(100 + 44 t)`` into its
+masked gradient and read every residual (every label) in one batch, and a guest
+could have any ciphertext decrypted through ``EpochLoss``. Now masks have
+``ℓ + κ`` bits and the arbiter returns a value only if it lies below
+``2^(ℓ+κ+1)`` (the loss only in the range of a Taylor loss, rounded): a
+deviating party gets at most ``ℓ + κ + 1`` bits back per gradient slot.
+
+Each test runs the attacker's real computation inside the real protocol
+(in-memory transport, real Paillier keys, the real arbiter) and checks what it
+gets.
+"""
+
+from __future__ import annotations
+
+import gmpy2
+import numpy as np
+import pytest
+
+from vfl.crypto.vector import EncryptedVector
+from vfl.exceptions import RemoteProtocolError
+from vfl.lr import guest as guest_mod
+from vfl.lr import host as host_mod
+from vfl.lr.config import LOSS_GRID_BITS, LOSS_ROW_BITS, TrainConfig
+from vfl.lr.messages import EpochLoss, MaskedGradient, decode_ciphertexts, encode_ciphertexts
+
+from ..lr.trio import run_trio
+
+F = 32
+SLOT_BITS = F + 6  # one residual 4d * 2^F with |4d| < 2^5, shifted to be non-negative
+
+
+def _data(n=256, kg=4, kh=4, seed=0):
+    rng = np.random.default_rng(seed)  # test data only, not a secret
+    Xg, Xh = rng.normal(size=(n, kg)), rng.normal(size=(n, kh))
+    logit = Xg @ rng.normal(size=kg) + Xh @ rng.normal(size=kh)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return Xg, y, Xh
+
+
+def _config(**kw):
+    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=1, batch_size=0, tol=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _pack(key, residual: EncryptedVector, rows: list[int], base_bits: int) -> EncryptedVector:
+    """``[[sum_t 2^(base + t*SLOT) (4d_t 2^F + 2^(SLOT-1))]]``: residuals side by side."""
+    n2 = key.nsquare
+    acc = gmpy2.mpz(1)
+    bias = 0
+    for t, i in enumerate(rows):
+        shift = base_bits + t * SLOT_BITS
+        acc = acc * gmpy2.powmod(residual.ciphertexts[i], 1 << shift, n2) % n2
+        bias += 1 << (shift + SLOT_BITS - 1)
+    return EncryptedVector(key, [acc], residual.frac_bits).add_plain([bias])
+
+
+def _unpack(value: int, count: int, base_bits: int) -> list[int]:
+    out = []
+    for t in range(count):
+        chunk = (value >> (base_bits + t * SLOT_BITS)) & ((1 << SLOT_BITS) - 1)
+        out.append(chunk - (1 << (SLOT_BITS - 1)))
+    return out
+
+
+class _Loot:
+    residuals: list[int] = []
+    rows: list[int] = []
+
+
+def _evil_host(per_slot: int | None, loot: _Loot):
+    """A host that replaces every masked gradient slot by packed residuals (mask 0)."""
+
+    class EvilHost(host_mod.HostParty):
+        def on_residual(self, msg):
+            masked, cross = super().on_residual(msg)
+            key, rnd = self._require_key()
+            cfg = self.config
+            enc = decode_ciphertexts(key, msg.residual, peer="guest", what="Residual",
+                                     expected_len=len(self._batch_idx),
+                                     frac_bits=cfg.score_frac_bits)
+            b = len(self._batch_idx)
+            k = len(self._masks)
+            if per_slot is None:
+                # the pre-issue-8 attack: above any gradient (2^100), as many residuals as
+                # the plaintext space holds (all of them with a 2048-bit key and b <= 50)
+                base = 100
+                count = min(b, (key.bits - base - 2) // SLOT_BITS)
+                plan = [list(range(count))] + [[] for _ in range(k - 1)]
+            else:
+                base, count = 0, per_slot
+                plan = [list(range(j * count, min(b, (j + 1) * count))) for j in range(k)]
+            slots = [_pack(key, enc, rows, base) if rows else
+                     EncryptedVector(key, [gmpy2.mpz(1)], enc.frac_bits).add_plain([0])
+                     for rows in plan]
+            cts = [s.ciphertexts[0] for s in slots]
+            packed = EncryptedVector(key, cts, masked.values.frac_bits).rerandomize(rnd)
+            self._masks = [-self.budget.offset] * k  # so unmasking returns the raw value
+            self._plan, self._base = plan, base
+            return MaskedGradient(masked.epoch, masked.batch, encode_ciphertexts(packed)), cross
+
+        def on_decrypted(self, msg, *, peer):
+            from vfl.lr.messages import decode_residues
+
+            vals = decode_residues(msg.residues, self.budget.width, 1 << self.budget.masked_bits,
+                                   peer=peer, expected=len(self._masks))
+            for v, rows in zip(vals, self._plan, strict=True):
+                loot.residuals.extend(_unpack(v, len(rows), self._base))
+                loot.rows.extend(self._batch_idx[r] for r in rows)
+            self._masks = None
+            return np.zeros(len(vals))
+
+    return EvilHost
+
+
+def test_deviating_host_packing_every_residual_is_refused(monkeypatch):
+    """The original attack (residuals packed into one slot above 2^100) stops the job."""
+    Xg, y, Xh = _data()
+    loot = _Loot()
+    monkeypatch.setattr(host_mod, "HostParty", _evil_host(None, loot))
+    with pytest.raises(RemoteProtocolError, match="masked range"):
+        run_trio(Xg, y, [Xh], _config())
+    assert loot.residuals == []  # nothing came back
+
+
+def test_deviating_host_gets_at_most_the_documented_capacity(monkeypatch):
+    """Packing that fits the masked range yields floor((ℓ+κ+1)/bits) residuals per slot, no more."""
+    Xg, y, Xh = _data()
+    cfg = _config()
+    from vfl.lr.config import mask_budget
+
+    budget = mask_budget(cfg, len(y))
+    capacity = budget.masked_bits // SLOT_BITS
+    # one more residual per slot than the capacity: refused
+    monkeypatch.setattr(host_mod, "HostParty", _evil_host(capacity + 1, _Loot()))
+    with pytest.raises(RemoteProtocolError, match="masked range"):
+        run_trio(Xg, y, [Xh], cfg)
+    # exactly the capacity: accepted, and the attacker really reads those residuals
+    loot = _Loot()
+    loot.residuals, loot.rows = [], []
+    monkeypatch.setattr(host_mod, "HostParty", _evil_host(capacity, loot))
+    run = run_trio(Xg, y, [Xh], cfg)
+    k = Xh.shape[1]
+    assert len(loot.rows) == capacity * k < len(y)
+    # the attack is real: those residuals come back exactly (4d 2^F = Q_F(s_g - 2y), hosts at 0)
+    from vfl.crypto.encoding import quantize
+
+    g = run.guest
+    s_g = g.X.values @ g.initial_coef[:-1] + g.initial_coef[-1]
+    truth = quantize(s_g - 2 * (2 * y - 1), F)
+    assert loot.residuals == truth[loot.rows].tolist()
+    # the documented figure: ℓ + κ + 1 bits per slot
+    assert budget.masked_bits == budget.value_bits + 81
+    assert run.arbiter.budget == budget
+
+
+class _LootLoss:
+    values: list[float] = []
+
+
+def _evil_guest(value_fn, loot):
+    """A guest that substitutes an encryption of a chosen value for its epoch loss."""
+
+    class EvilGuest(guest_mod.GuestParty):
+        def epoch_loss(self, epoch):
+            honest = super().epoch_loss(epoch)
+            key, rnd = self._require_key()
+            enc = EncryptedVector.encrypt(key, [value_fn(self)], 2 * self.config.score_frac_bits,
+                                          rnd)
+            return EpochLoss(epoch, encode_ciphertexts(enc), honest.n_samples,
+                             honest.stop_requested)
+
+    return EvilGuest
+
+
+def test_deviating_guest_loss_oracle(monkeypatch):
+    """A ciphertext outside the Taylor-loss range is refused; inside, 41 bits come back at most."""
+    Xg, y, Xh = _data()
+    cfg = _config()
+    denominator = 8 * len(y) << (2 * F)
+    secret = (1 << 200) + 12345  # e.g. packed host scores: far outside the loss range
+    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest(lambda p: secret, None))
+    with pytest.raises(RemoteProtocolError, match="range of a Taylor loss"):
+        run_trio(Xg, y, [Xh], cfg)
+    # the most a guest can smuggle through: a value below the bound, seen rounded
+    chosen = (denominator << LOSS_ROW_BITS) - 987654321
+    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest(lambda p: chosen, None))
+    run = run_trio(Xg, y, [Xh], cfg)
+    got = run.guest.loss_history[0]
+    assert got * 2**LOSS_GRID_BITS == round(got * 2**LOSS_GRID_BITS)  # on the 2^-32 grid
+    assert got <= 2**LOSS_ROW_BITS  # at most LOSS_ROW_BITS + LOSS_GRID_BITS + 1 = 42 bits
+    # the low bits of the chosen value are lost: ~log2(denominator) - 32 bits never come back
+    assert round(got * denominator) != chosen
