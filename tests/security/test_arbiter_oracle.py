@@ -194,3 +194,60 @@ def test_deviating_guest_loss_oracle(monkeypatch):
     assert got <= 2**LOSS_ROW_BITS  # at most LOSS_ROW_BITS + LOSS_GRID_BITS + 1 = 42 bits
     # the low bits of the chosen value are lost: ~log2(denominator) - 32 bits never come back
     assert round(got * denominator) != chosen
+
+
+def _evil_guest_packing(per_slot: int, loot: _Loot):
+    """A guest that replaces its masked gradient slots by packed host scores ``[[H_i]]``."""
+
+    class EvilGuest(guest_mod.GuestParty):
+        def on_forward(self, host, msg, epoch, batch):
+            super().on_forward(host, msg, epoch, batch)
+            self._stolen = msg.scores
+
+        def masked_gradient(self):
+            honest = super().masked_gradient()
+            key, rnd = self._require_key()
+            scores = decode_ciphertexts(key, self._stolen, peer="host1", what="HostForward",
+                                        expected_len=len(self._rows),
+                                        frac_bits=self.config.score_frac_bits)
+            k = len(self._masks)
+            plan = [list(range(j * per_slot, min(len(self._rows), (j + 1) * per_slot)))
+                    for j in range(k)]
+            cts = [_pack(key, scores, rows, 0).ciphertexts[0] for rows in plan]
+            packed = EncryptedVector(key, cts, honest.values.frac_bits).rerandomize(rnd)
+            self._plan = plan
+            return MaskedGradient(honest.epoch, honest.batch, encode_ciphertexts(packed))
+
+        def on_decrypted(self, msg, *, peer):
+            from vfl.lr.messages import decode_residues
+
+            vals = decode_residues(msg.residues, self.budget.width, 1 << self.budget.masked_bits,
+                                   peer=peer, expected=len(self._masks))
+            for v, rows in zip(vals, self._plan, strict=True):
+                loot.residuals.extend(_unpack(v, len(rows), 0))
+                loot.rows.extend(self._rows[r] for r in rows)
+            self._masks = None
+            return np.zeros(len(vals))
+
+    return EvilGuest
+
+
+def test_deviating_guest_gets_at_most_the_documented_capacity_of_host_scores(monkeypatch):
+    """The guest packing the hosts' encrypted scores: the same per-slot bound applies."""
+    Xg, y, Xh = _data()
+    cfg = _config(epochs=2, batch_size=128)  # epoch 1: host weights are no longer zero
+    from vfl.lr.config import mask_budget
+
+    budget = mask_budget(cfg, len(y))
+    capacity = budget.masked_bits // SLOT_BITS
+    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest_packing(capacity + 1, _Loot()))
+    with pytest.raises(RemoteProtocolError, match="masked range"):
+        run_trio(Xg, y, [Xh], cfg)
+    loot = _Loot()
+    loot.residuals, loot.rows = [], []
+    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest_packing(capacity, loot))
+    run_trio(Xg, y, [Xh], cfg)
+    slots = Xg.shape[1] + 1
+    batches = 2 * 2  # 2 epochs x 2 batches of 128
+    assert len(loot.rows) == capacity * slots * batches  # 4 scores per slot per batch, no more
+    assert any(v != 0 for v in loot.residuals)  # real host scores came back (epoch 1)

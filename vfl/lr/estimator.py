@@ -95,8 +95,15 @@ class GuestLogisticRegression(BaseEstimator):
         Worker processes for ciphertext work (None: all cores for jobs of at
         least 2,000 rows; 1: in this process).
     validation_fraction : float
-        Hold out this share of the intersection (stratified) for per-epoch
-        validation AUC/KS/loss; the best epoch's weights are kept.
+        Hold out this share of the intersection (stratified, drawn secretly
+        with ``secrets``) for per-epoch validation AUC/KS/loss; the best
+        epoch's weights are kept. Each host refuses more than its own
+        ``max_validation_share`` (default 0.3).
+    init_score_std : float
+        Spread of the secret random part of the guest's starting weights, as
+        the standard deviation of its initial scores (default 0.5). It keeps
+        the first batch's residuals from taking two values, which would let a
+        host solve its first gradient for the labels.
     patience : int
         Stop after this many epochs without a better validation AUC (0: never).
     class_weight : str
@@ -120,6 +127,12 @@ class GuestLogisticRegression(BaseEstimator):
         Per epoch: validation ``auc``, ``ks``, ``loss`` (empty without validation).
     best_epoch_ : int or None
         The epoch whose weights were kept (with validation).
+    coef_init_, intercept_init_ : ndarray, float
+        The secret start this run used (pass them to ``fit`` to replay it).
+    validation_rows_ : list of int
+        The held-out rows (indices into ``X``, then ``X_val``).
+    validation_proba_ : ndarray or None
+        Joint probabilities of the validation rows at the kept epoch.
     model_id_ : str
     preprocessor_ : Standardizer or None
     """
