@@ -40,3 +40,14 @@ class Channel(Protocol):
             If nothing arrives within ``timeout`` seconds.
         """
         ...
+
+    def limit_message_size(self, peer: str, max_bytes: int) -> None:
+        """Accept messages of at most ``max_bytes`` encoded bytes from ``peer`` from now on.
+
+        Drivers call this once the job fixes the largest message ``peer`` may
+        send (e.g. batch × ciphertext width plus envelope overhead, see
+        :func:`vfl.transport.base.envelope_limit`). The effective limit is the
+        smaller of this and the transport's configured ceiling; the latest call
+        for a peer wins. A larger message is refused before it is buffered.
+        """
+        ...

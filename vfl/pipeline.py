@@ -40,7 +40,7 @@ from vfl.model import atomic_write_text, load_model_part, save_model_part
 from vfl.policy import DEFAULT_POLICY
 from vfl.preprocess import Standardizer
 from vfl.psi.driver import run_psi_guest, run_psi_host
-from vfl.transport.base import Endpoint
+from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork
 
 __all__ = ["host_names", "run_threads", "psi_local", "fit_local", "predict_local", "FitResult"]
@@ -69,8 +69,7 @@ def run_threads(network: InMemoryNetwork,
             results[name] = fn(ep)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append((time.monotonic(), name, exc))
-            ep.abort(" ".join(f"{name}: {exc}".split()) if isinstance(exc, VFLError)
-                     else f"{name} stopped unexpectedly")
+            ep.abort(abort_code(exc))
             ep.close()
 
     threads = [threading.Thread(target=wrap, args=(n, f), name=f"vfl-{n}", daemon=True)

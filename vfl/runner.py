@@ -27,6 +27,7 @@ from vfl.model import atomic_write_text, load_model_part, save_model_part
 from vfl.pipeline import guest_report, write_train_scores
 from vfl.preprocess import Standardizer
 from vfl.roles import Role
+from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
 
 __all__ = ["open_endpoint", "run_fit", "run_predict", "part_path"]
@@ -39,17 +40,7 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
     return GrpcEndpoint(cfg.name, cfg.listen, peers, job_id or cfg.job_id,
                         TlsFiles(cfg.ca, cfg.cert, cfg.key),
                         connect_timeout=cfg.connect_timeout, default_timeout=cfg.timeout,
-                        **_transport_limits(cfg))
-
-
-def _transport_limits(cfg: PartyConfig) -> dict[str, int]:
-    """The transport limits of this party's policy that its endpoint supports."""
-    import inspect
-
-    wanted = {"max_message_bytes": cfg.policy.max_message_bytes,
-              "max_inbox_messages": cfg.policy.max_inbox_messages}
-    accepted = inspect.signature(GrpcEndpoint.__init__).parameters
-    return {k: v for k, v in wanted.items() if k in accepted}
+                        policy=cfg.policy)
 
 
 def part_path(cfg: PartyConfig) -> Path:
@@ -90,10 +81,10 @@ def _guarded(cfg: PartyConfig, job_id: str | None, work: Any) -> dict[str, Any]:
         result["peak_memory_mb"] = _peak_memory_mb()
         return result
     except (VFLError, OSError, ValueError) as exc:
-        ep.abort(" ".join(f"{cfg.name}: {exc}".split()))
+        ep.abort(abort_code(exc))
         raise
-    except BaseException:
-        ep.abort(f"{cfg.name} stopped unexpectedly")
+    except BaseException as exc:
+        ep.abort(abort_code(exc))
         raise
     finally:
         ep.close()

@@ -31,7 +31,21 @@ def pki(tmp_path_factory):
     atomic_write_text(d / "expired" / "host.key", key.decode())
     atomic_write_text(d / "expired" / "host.pem", cert.decode())
     assert x509.load_pem_x509_certificate(cert).not_valid_after_utc < dt.datetime.now(dt.UTC)
+    # a second valid 'host' certificate from the right CA (same name, other key)
+    write_second_cert(d, "host")
     return d
+
+
+def write_second_cert(pki, name):
+    """Issue another certificate for ``name`` from ``pki``'s CA into ``pki/second``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    key, cert = issue_party_cert(name, ca_key, ca_cert)
+    atomic_write_text(pki / "second" / f"{name}.key", key.decode())
+    atomic_write_text(pki / "second" / f"{name}.pem", cert.decode())
 
 
 def tls(pki, name, folder=None, ca="ca.pem"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vfl.demo import free_ports
-from vfl.exceptions import PeerTimeoutError, TransportError
+from vfl.exceptions import ConfigError, PeerTimeoutError, TransportError
 from vfl.psi.messages import PsiRequest
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress
 
@@ -76,20 +76,54 @@ def test_peer_not_in_config_is_refused(pki):
         outsider.close()
 
 
-def test_pinned_certificate_mismatch_is_refused(pki):
+def test_pinned_certificate_mismatch_is_refused_inbound(pki):
+    # the guest pins the host's second certificate; the host calls with its first one
     pa, pb = free_ports(2)
-    wrong_pin = (pki / "arbiter.pem").read_bytes()
+    other_pin = (pki / "second" / "host.pem").read_bytes()
     guest = GrpcEndpoint("guest", f"127.0.0.1:{pa}",
-                         [PeerAddress("host", f"127.0.0.1:{pb}", wrong_pin)], "job",
+                         [PeerAddress("host", f"127.0.0.1:{pb}", other_pin)], "job",
                          tls(pki, "guest"), connect_timeout=3)
     host = GrpcEndpoint("host", f"127.0.0.1:{pb}", [PeerAddress("guest", f"127.0.0.1:{pa}")],
                         "job", tls(pki, "host"), connect_timeout=3)
     try:
         with pytest.raises(TransportError, match="pinned"):
             host.send("guest", PsiRequest(b"x"))
+        assert guest.rejected[-1] == ("host", "certificate differs from the pinned one")
     finally:
         guest.close()
         host.close()
+
+
+def test_pinned_certificates_that_match_work_both_ways(pki):
+    pa, pb = free_ports(2)
+    guest = GrpcEndpoint("guest", f"127.0.0.1:{pa}",
+                         [PeerAddress("host", f"127.0.0.1:{pb}", (pki / "host.pem").read_bytes())],
+                         "job", tls(pki, "guest"), connect_timeout=5)
+    host = GrpcEndpoint("host", f"127.0.0.1:{pb}",
+                        [PeerAddress("guest", f"127.0.0.1:{pa}",
+                                     (pki / "guest.pem").read_bytes())],
+                        "job", tls(pki, "host"), connect_timeout=5)
+    try:
+        guest.send("host", PsiRequest(b"a"))
+        host.send("guest", PsiRequest(b"b"))
+        assert host.recv("guest", PsiRequest).blinded == b"a"
+        assert guest.recv("host", PsiRequest).blinded == b"b"
+    finally:
+        guest.close()
+        host.close()
+
+
+@pytest.mark.parametrize("pin, match", [
+    ("arbiter.pem", "not issued to 'host'"),                 # another party's certificate
+    ("other/host.pem", "not issued by the configured CA"),   # right name, foreign CA
+    ("expired/host.pem", "not valid now"),
+    ("host.key", "not a PEM certificate"),
+])
+def test_bad_pin_is_a_config_error(pki, pin, match):
+    with pytest.raises(ConfigError, match=match):
+        GrpcEndpoint("guest", "127.0.0.1:0",
+                     [PeerAddress("host", "127.0.0.1:1", (pki / pin).read_bytes())], "job",
+                     tls(pki, "guest"))
 
 
 def test_other_job_is_refused(pki):

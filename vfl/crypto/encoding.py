@@ -39,8 +39,8 @@ def quantize(values: npt.ArrayLike, frac_bits: int) -> npt.NDArray[np.int64]:
         raise EncodingOverflowError("Cannot encode a non-finite value.")
     if arr.size and float(np.max(np.abs(arr))) >= _INT64_SAFE:
         raise EncodingOverflowError(
-            f"A value of magnitude {float(np.max(np.abs(arr))) / 2.0**frac_bits:.3g} does not fit "
-            f"the fixed-point range with {frac_bits} fractional bits; standardise the features."
+            f"A value does not fit the fixed-point range with {frac_bits} fractional bits; "
+            "standardise the features (zero mean, unit variance) before training."
         )
     return np.rint(arr).astype(np.int64)
 

@@ -12,6 +12,7 @@ from vfl.lr.config import (
     TrainConfig,
     epoch_batches,
     mask_budget,
+    message_limits,
     weight_frac_bits,
 )
 from vfl.lr.messages import (
@@ -131,6 +132,9 @@ def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool =
     progress = progress or ProgressHook()
     setup = channel.recv(guest, TrainSetup)
     arbiter = ArbiterParty(setup, guest, allow_insecure_key_size=allow_insecure_key_size)
+    limits = message_limits(arbiter.config, setup.n_rows, setup.n_rows, list(setup.columns))
+    for peer in [guest, *setup.hosts]:
+        channel.limit_message_size(peer, limits["party_to_arbiter"])
     for peer in [guest, *setup.hosts]:
         channel.send(peer, arbiter.announce())
     cfg = arbiter.config

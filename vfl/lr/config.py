@@ -12,7 +12,8 @@ from vfl.exceptions import ConfigError
 __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_plan",
            "epoch_batches", "validation_split", "row_weights", "weight_frac_bits",
            "MaskBudget", "mask_budget", "MASK_KAPPA", "FEATURE_BITS", "RESIDUAL_BITS",
-           "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS"]
+           "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
+           "ciphertext_width"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")
@@ -270,6 +271,37 @@ class MaskBudget:
     def draw_masks(self, count: int) -> list[int]:
         """``count`` secret masks, uniform on ``[0, 2**(ℓ+κ))``."""
         return [secrets.randbits(self.value_bits + MASK_KAPPA) for _ in range(count)]
+
+
+#: Allowance for the envelope around a message's payload (header, field names, framing).
+ENVELOPE_ALLOWANCE = 64 << 10
+
+
+def ciphertext_width(config: TrainConfig) -> int:
+    """Bytes of one ciphertext mod n^2 for the job's key size."""
+    return (2 * config.key_bits + 7) // 8
+
+
+def message_limits(config: TrainConfig, n_rows: int, n_train: int,
+                   columns: list[int]) -> dict[str, int]:
+    """The largest message (encoded bytes) each kind of peer may send in this job.
+
+    Keys: ``"host_to_guest"`` (``HostForward``: b+1 ciphertexts; ``PartialScores``:
+    8 bytes per aligned row), ``"guest_to_host"`` (``Residual``: 2b ciphertexts),
+    ``"party_to_arbiter"`` (``MaskedGradient`` of the widest party, ``EpochLoss``),
+    ``"arbiter_to_party"`` (the public key, ``DecryptedGradient``). Drivers pass
+    them to :meth:`vfl.channel.Channel.limit_message_size` once the job is known.
+    """
+    w = ciphertext_width(config)
+    b = max_batch_rows(n_train, config.batch_size)
+    k = max(columns) if columns else 1
+    budget = mask_budget(config, n_train)
+    return {
+        "host_to_guest": max((b + 1) * w, 8 * n_rows) + ENVELOPE_ALLOWANCE,
+        "guest_to_host": 2 * b * w + ENVELOPE_ALLOWANCE,
+        "party_to_arbiter": (k + 1) * w + ENVELOPE_ALLOWANCE,
+        "arbiter_to_party": k * budget.width + config.key_bits // 8 + ENVELOPE_ALLOWANCE,
+    }
 
 
 def mask_budget(config: TrainConfig, n_train: int) -> MaskBudget:

@@ -38,7 +38,7 @@ from vfl.exceptions import ConfigError, DataError, NotFittedError
 from vfl.lr._party import FloatArray, ProgressHook
 from vfl.lr.arbiter import run_arbiter
 from vfl.lr.config import TrainConfig
-from vfl.lr.guest import run_guest_scoring, run_guest_training
+from vfl.lr.guest import MIN_INIT_SCORE_STD, run_guest_scoring, run_guest_training
 from vfl.lr.host import run_host_scoring, run_host_training
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
@@ -226,6 +226,16 @@ class GuestLogisticRegression(BaseEstimator):
         init = None
         if coef_init is not None:
             init = np.asarray(coef_init, dtype=np.float64).ravel()
+            if init.shape != (X.shape[1],) or not np.all(np.isfinite(init)):
+                raise ConfigError(f"coef_init must hold {X.shape[1]} finite numbers.")
+            spread = float(np.std(Xp[: X.shape[0]] @ init))
+            if spread < MIN_INIT_SCORE_STD:
+                raise ConfigError(
+                    f"coef_init gives initial guest scores of spread {spread:.3g}, below "
+                    f"{MIN_INIT_SCORE_STD}: the first batch's residuals would let a host solve "
+                    "for the labels. Use a secret random start (the default) or an earlier "
+                    "run's coef_init_."
+                )
             if config.fit_intercept:
                 init = np.append(init, 0.0 if intercept_init is None else float(intercept_init))
         party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,

@@ -9,7 +9,13 @@ from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
-from vfl.lr.config import epoch_batches, mask_budget, min_batch_size, weight_frac_bits
+from vfl.lr.config import (
+    epoch_batches,
+    mask_budget,
+    message_limits,
+    min_batch_size,
+    weight_frac_bits,
+)
 from vfl.lr.messages import (
     CrossTerm,
     DecryptedGradient,
@@ -162,6 +168,10 @@ def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str,
         raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
     party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits,
                       policy)
+    limits = message_limits(party.config, setup.n_rows, setup.n_rows - len(setup.validation_rows),
+                            list(setup.columns))
+    channel.limit_message_size(guest, limits["guest_to_host"])
+    channel.limit_message_size(arbiter, limits["arbiter_to_party"])
     try:
         epochs_run = _host_loop(channel, party, setup, guest=guest, arbiter=arbiter,
                                 allow_insecure_key_size=allow_insecure_key_size,

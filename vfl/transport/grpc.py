@@ -9,8 +9,18 @@ Security: both sides present certificates issued by the configured CA. The
 client checks the server's certificate for the peer's configured name; the
 server takes the caller's identity from the verified certificate's common
 name (never from a message field), refuses callers that are not configured
-peers, optionally pins a peer's exact certificate, and refuses frames whose
-``sender``, ``receiver`` or ``job`` do not match.
+peers, and refuses frames whose ``sender``, ``receiver`` or ``job`` do not
+match. A peer's exact certificate can be pinned: inbound, the caller's
+certificate must equal it; outbound, the pinned certificate is the *only*
+trust anchor of the channel to that peer, so the TLS stack refuses any other
+server certificate on every (re)connection, before a byte of a message is
+sent (``protocols/specs/wire.md``, "Certificate pinning").
+
+Bounds: a stream is refused (``RESOURCE_EXHAUSTED``) as soon as its declared
+frame count or the bytes received so far pass the limit for its sender, before
+more is buffered; each sender has a bounded inbox, and a stream that finds it
+full waits for room (back-pressure) until its deadline, then is refused; the
+log of refused callers keeps the latest entries only.
 
 Liveness: while waiting for a message, the receiver pings the peer every few
 seconds; a peer that stops answering after it was reached once is reported
@@ -19,27 +29,40 @@ as gone (with its name and address) instead of waiting for the full timeout.
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
+import socket
+import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
-from vfl.exceptions import PeerTimeoutError, TransportError
+from vfl.exceptions import ConfigError, PeerTimeoutError, RemoteProtocolError, TransportError
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.transport._proto import transport_pb2 as pb
 from vfl.transport._proto import transport_pb2_grpc as pb_grpc
 from vfl.transport.base import Endpoint
 
-__all__ = ["GrpcEndpoint", "PeerAddress", "TlsFiles"]
+__all__ = ["CHUNK", "GrpcEndpoint", "PeerAddress", "TlsFiles", "REJECTED_LOG_SIZE"]
 
 CHUNK = 1 << 20
-_MAX_MESSAGE = CHUNK + (64 << 10)
+_MAX_FRAME = CHUNK + (64 << 10)
 _PING_EVERY = 2.0
 _PING_FAILURES = 3
+#: Refused callers remembered (oldest dropped first).
+REJECTED_LOG_SIZE = 256
+_ABORT_DEADLINE = 3.0
 
 
 @dataclass(frozen=True)
@@ -71,48 +94,166 @@ class PeerAddress:
     pinned_cert: bytes | None = None
 
 
+def _pinned_leaf(peer: str, pem: bytes, ca_pem: bytes) -> x509.Certificate:
+    """The pinned certificate of ``peer`` (first in ``pem``), checked against our CA.
+
+    With the pin as the only trust anchor of the outbound channel, the CA is
+    not consulted for that peer; so the pin must itself be a currently valid
+    certificate for ``peer`` issued by a CA we trust, or pinning would widen
+    trust instead of narrowing it.
+    """
+    try:
+        cert = x509.load_pem_x509_certificates(pem)[0]
+    except (ValueError, IndexError):
+        raise ConfigError(f"The pinned certificate for {peer} is not a PEM certificate.") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or names[0].value != peer:
+        raise ConfigError(f"The pinned certificate for {peer} is not issued to {peer!r} "
+                          "(its common name differs).")
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise ConfigError(f"The pinned certificate for {peer} is not valid now (expired or "
+                          "not yet valid).")
+    try:
+        cas = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        cas = []
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+            return cert
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+    raise ConfigError(f"The pinned certificate for {peer} was not issued by the configured CA.")
+
+
+def _der(pem: bytes) -> bytes | None:
+    try:
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        return None
+
+
+def _presented_certificate(address: str, server_name: str, tls: TlsFiles,
+                           timeout: float = 2.0) -> bytes | None:
+    """DER of the certificate the server at ``address`` presents (diagnostics only).
+
+    Used when the pinned channel does not come up, to tell "presents another
+    certificate" from "not running". Presents our client certificate, sends no
+    application data, trusts nothing it sees. None if no handshake completed.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=server_name) as conn:
+            return conn.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+
+
 class _Servicer(pb_grpc.PartyServicer):
     def __init__(self, endpoint: GrpcEndpoint) -> None:
         self.ep = endpoint
 
+    def _refuse(self, context: grpc.ServicerContext, caller: str, code: grpc.StatusCode,
+                reason: str, detail: str) -> NoReturn:
+        self.ep.rejected.append((caller[:64], reason))
+        context.abort(code, detail)
+        raise AssertionError("unreachable: abort raises")
+
     def _caller(self, context: grpc.ServicerContext) -> str:
         auth = context.auth_context()
         names = auth.get("x509_common_name") or []
-        caller = names[0].decode() if names else ""
+        caller = names[0].decode(errors="replace") if names else ""
         peer = self.ep.peer_info.get(caller)
         if peer is None:
-            self.ep.rejected.append((caller or "<no certificate name>", "not a configured peer"))
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{self.ep.party} does not accept messages from {caller or 'unknown'!r}")
-            raise AssertionError("unreachable: abort raises")
-        if peer.pinned_cert is not None:
+            self._refuse(context, caller or "<no certificate name>", grpc.StatusCode.PERMISSION_DENIED,
+                         "not a configured peer",
+                         f"{self.ep.party} does not accept messages from {caller[:64] or 'unknown'!r}")
+        pinned = self.ep._pinned_der.get(caller)
+        if pinned is not None:
             pem = (auth.get("x509_pem_cert") or [b""])[0]
-            if pem.strip() != peer.pinned_cert.strip():
-                self.ep.rejected.append((caller, "certificate differs from the pinned one"))
-                context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                              f"certificate of {caller!r} is not the one {self.ep.party} pinned")
+            if _der(pem) != pinned:
+                self._refuse(context, caller, grpc.StatusCode.PERMISSION_DENIED,
+                             "certificate differs from the pinned one",
+                             f"certificate of {caller!r} is not the one {self.ep.party} pinned")
         return caller
 
     def Deliver(self, request_iterator: Iterator[pb.Frame],  # noqa: N802 - gRPC name
                 context: grpc.ServicerContext) -> pb.DeliverReply:
+        ep = self.ep
         caller = self._caller(context)
+        inbox = ep._inbox[caller]
+        exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+        if inbox.failed:
+            self._refuse(context, caller, grpc.StatusCode.FAILED_PRECONDITION, "link closed",
+                         f"{ep.party} no longer accepts messages from {caller} in this job")
+        limit = inbox.message_limit
         parts: list[bytes] = []
+        size = reserved = 0
         seq = total = None
-        for frame in request_iterator:
-            if frame.sender != caller or frame.receiver != self.ep.party or frame.job != self.ep.job:
-                self.ep.rejected.append((caller, "frame header does not match the session"))
-                context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                              "frame sender/receiver/job does not match the authenticated session")
-            if seq is None:
-                seq, total = frame.seq, frame.total
-            if frame.seq != seq or frame.total != total or frame.index != len(parts):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frames out of order")
-            parts.append(frame.data)
-        if total is None or len(parts) != total:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete message")
-        data = b"".join(parts)
-        self.ep._inbox[caller].put(data)
-        self.ep._contacted.add(caller)
+
+        def too_large(what: str) -> NoReturn:
+            text = (f"{caller} sent a message {what}; {ep.party} accepts at most {limit} bytes "
+                    f"from {caller} in this job, so it refused the message.")
+            inbox.fail(RemoteProtocolError, text)
+            self._refuse(context, caller, exhausted, f"message above the {limit}-byte limit",
+                         f"{ep.party} accepts messages of at most {limit} bytes from {caller}; "
+                         f"refused one {what}")
+
+        try:
+            for frame in request_iterator:
+                if frame.sender != caller or frame.receiver != ep.party or frame.job != ep.job:
+                    self._refuse(context, caller, grpc.StatusCode.PERMISSION_DENIED,
+                                 "frame header does not match the session",
+                                 "frame sender/receiver/job does not match the authenticated "
+                                 "session")
+                if seq is None or total is None:
+                    seq, total = frame.seq, frame.total
+                    if total < 1:
+                        self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT,
+                                     "no frame count", "a message must declare its frame count")
+                    if (total - 1) * CHUNK + 1 > limit:
+                        too_large(f"declaring {total} frames of {CHUNK} bytes")
+                    want = min(total * CHUNK, limit)
+                    wait = ep.inbox_wait
+                    remaining = context.time_remaining()
+                    if remaining is not None:
+                        wait = max(0.0, min(wait, remaining - 1.0))
+                    if not inbox.reserve(want, wait, context.is_active):
+                        self._refuse(context, caller, exhausted, "inbox full",
+                                     inbox.full_message(wait))
+                    reserved = want
+                if frame.seq != seq or frame.total != total or frame.index != len(parts) \
+                        or len(parts) >= total:
+                    self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT,
+                                 "frames out of order", "frames out of order")
+                n = len(frame.data)
+                if not 0 < n <= CHUNK or (frame.index < total - 1 and n != CHUNK):
+                    self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT, "bad frame size",
+                                 f"every frame but the last must hold exactly {CHUNK} bytes, "
+                                 "the last 1 to that many")
+                size += n
+                if size > limit:
+                    too_large(f"of more than {limit} bytes")
+                parts.append(frame.data)
+            if total is None or len(parts) != total:
+                self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT,
+                             "incomplete message", "incomplete message")
+            data = b"".join(parts)
+            parts.clear()
+            inbox.commit(data, reserved)
+            reserved = 0
+        finally:
+            if reserved:
+                inbox.cancel(reserved)
+        ep._contacted.add(caller)
         return pb.DeliverReply(bytes=len(data))
 
     def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext  # noqa: N802
@@ -138,26 +279,48 @@ class GrpcEndpoint(Endpoint):
         Seconds to wait for a peer to come up (parties may start in any order).
     default_timeout : float
         Seconds a ``recv`` waits for the next message.
+    policy : SecurityPolicy
+        This party's limits (``max_message_bytes``, ``max_inbox_messages``).
+    max_message_bytes, max_inbox_messages : int, optional
+        Override the policy's values (validated like the policy).
+    inbox_wait : float
+        Longest a peer's stream waits for room in a full inbox (also bounded by
+        the stream's deadline) before it is refused.
+
+    Attributes
+    ----------
+    rejected : collections.deque of (str, str)
+        The latest :data:`REJECTED_LOG_SIZE` refusals: (caller, reason).
     """
 
     def __init__(self, party: str, listen: str, peers: list[PeerAddress], job: str,
                  tls: TlsFiles, *, connect_timeout: float = 60.0,
-                 default_timeout: float = 600.0) -> None:
-        super().__init__(party, [p.name for p in peers], job, default_timeout)
+                 default_timeout: float = 600.0, policy: SecurityPolicy = DEFAULT_POLICY,
+                 max_message_bytes: int | None = None, max_inbox_messages: int | None = None,
+                 inbox_wait: float = 30.0) -> None:
+        overrides = {k: v for k, v in (("max_message_bytes", max_message_bytes),
+                                       ("max_inbox_messages", max_inbox_messages))
+                     if v is not None}
+        if overrides:
+            policy = policy.replace(**overrides)
+        super().__init__(party, [p.name for p in peers], job, default_timeout, policy=policy)
         self.listen = listen
         self.peer_info = {p.name: p for p in peers}
         self.connect_timeout = connect_timeout
-        self.rejected: list[tuple[str, str]] = []
-        self._inbox: dict[str, queue.Queue[bytes]] = {p.name: queue.Queue() for p in peers}
+        self.inbox_wait = inbox_wait
+        self.rejected: deque[tuple[str, str]] = deque(maxlen=REJECTED_LOG_SIZE)
         self._contacted: set[str] = set()
         self._ready: set[str] = set()
+        self._tls = tls
         ca, cert, key = tls.read()
-        self._client_creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                                          certificate_chain=cert)
+        pins = {p.name: _pinned_leaf(p.name, p.pinned_cert, ca)
+                for p in peers if p.pinned_cert is not None}
+        self._pinned_der = {name: c.public_bytes(serialization.Encoding.DER)
+                            for name, c in pins.items()}
         server_creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
                                                    require_client_auth=True)
-        options = [("grpc.max_receive_message_length", _MAX_MESSAGE),
-                   ("grpc.max_send_message_length", _MAX_MESSAGE)]
+        options = [("grpc.max_receive_message_length", _MAX_FRAME),
+                   ("grpc.max_send_message_length", _MAX_FRAME)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
         pb_grpc.add_PartyServicer_to_server(_Servicer(self), self._server)
         try:
@@ -174,8 +337,13 @@ class GrpcEndpoint(Endpoint):
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, pb_grpc.PartyStub] = {}
         for p in peers:
-            ch = grpc.secure_channel(p.address, self._client_creds, options=options + [
-                ("grpc.ssl_target_name_override", p.name)])
+            # a pinned peer's certificate is the only trust anchor of its channel
+            roots = pins[p.name].public_bytes(serialization.Encoding.PEM) if p.name in pins else ca
+            creds = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
+                                                 certificate_chain=cert)
+            ch = grpc.secure_channel(p.address, creds, options=options + [
+                ("grpc.ssl_target_name_override", p.name),
+                ("grpc.use_local_subchannel_pool", 1)])
             self._channels[p.name] = ch
             self._stubs[p.name] = pb_grpc.PartyStub(ch)
         self._closed = threading.Event()
@@ -190,7 +358,7 @@ class GrpcEndpoint(Endpoint):
     def _deliver(self, to: str, seq: int, data: bytes) -> None:
         peer = self.peer_info[to]
         if self._aborting:
-            deadline, ready = 3.0, False
+            deadline, ready = _ABORT_DEADLINE, False
         else:
             self._ensure_connected(peer)
             deadline, ready = 30.0 + len(data) / 2e6, True
@@ -201,32 +369,64 @@ class GrpcEndpoint(Endpoint):
             raise self._rpc_error(exc, peer, "deliver a message to") from None
 
     def _ensure_connected(self, peer: PeerAddress) -> None:
-        """Wait (once per peer) until the TLS channel to ``peer`` is up."""
+        """Wait (once per peer) until the TLS channel to ``peer`` is up.
+
+        For a pinned peer, while the channel is not up, look at the certificate
+        the server presents: if it is not the pinned one, fail at once with an
+        error that says so (the channel itself would never come up).
+        """
         if peer.name in self._ready:
             return
+        future = grpc.channel_ready_future(self._channels[peer.name])
+        end = time.monotonic() + self.connect_timeout
+        pinned = self._pinned_der.get(peer.name)
         try:
-            grpc.channel_ready_future(self._channels[peer.name]).result(
-                timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            raise PeerTimeoutError(
-                f"{self.party} could not connect to {peer.name} at {peer.address} within "
-                f"{self.connect_timeout:.0f} s: it is not running or not reachable, or the TLS "
-                "handshake failed (certificate not issued by our CA, expired, or not for "
-                f"{peer.name!r})."
-            ) from None
+            while True:
+                left = end - time.monotonic()
+                try:
+                    future.result(timeout=max(0.0, min(1.0, left)))
+                    break
+                except grpc.FutureTimeoutError:
+                    pass
+                if pinned is not None:
+                    seen = _presented_certificate(peer.address, peer.name, self._tls)
+                    if seen is not None and seen != pinned:
+                        raise TransportError(
+                            f"{peer.name} at {peer.address} presents a certificate that is not "
+                            f"the one {self.party} pinned for {peer.name}; nothing was sent to it."
+                        )
+                if left <= 0:
+                    hint = (f"the certificate it presents is not the one pinned for {peer.name}, "
+                            if pinned is not None else "")
+                    raise PeerTimeoutError(
+                        f"{self.party} could not connect to {peer.name} at {peer.address} within "
+                        f"{self.connect_timeout:.0f} s: it is not running or not reachable, or "
+                        f"the TLS handshake failed ({hint}certificate not issued by our CA, "
+                        f"expired, or not for {peer.name!r})."
+                    )
+        finally:
+            if not future.done():
+                future.cancel()
         self._ready.add(peer.name)
 
     def _rpc_error(self, exc: grpc.RpcError, peer: PeerAddress, doing: str) -> TransportError:
         code = exc.code() if hasattr(exc, "code") else None
-        detail = exc.details() if hasattr(exc, "details") else str(exc)
+        detail = str((exc.details() if hasattr(exc, "details") else str(exc)) or "")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            pinned = (f", and does it still present the certificate {self.party} pinned for it"
+                      if peer.name in self._pinned_der else "")
             return PeerTimeoutError(
                 f"{self.party} could not {doing} {peer.name} at {peer.address}: no answer within "
                 f"the timeout (is {peer.name} running, reachable, and does it trust our "
-                "certificate?)"
+                f"certificate{pinned}?)"
             )
+        detail = detail[:300]
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return TransportError(f"{peer.name} at {peer.address} refused {self.party}: {detail}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return TransportError(
+                f"{peer.name} at {peer.address} refused a message from {self.party}: {detail}"
+            )
         return TransportError(
             f"{self.party} could not {doing} {peer.name} at {peer.address}: "
             f"{code.name if code else 'error'}: {detail}"
