@@ -11,7 +11,13 @@ import pytest
 from vfl.binning import run_binning_guest, run_binning_host
 from vfl.binning.protocol import EncryptedLabels, HostBinStats
 from vfl.codec import decode_envelope
+from vfl.crypto.paillier import PaillierPublicKey
+from vfl.crypto.zkp import proof_width
+from vfl.policy import SecurityPolicy
 from vfl.transport import InMemoryNetwork
+
+# hosts accept the guest's small test keys only under an insecure policy of their own
+TEST_POLICY = SecurityPolicy(allow_insecure_key_size=True).validate()
 
 
 def clear_iv(values, y, n_bins):
@@ -38,7 +44,8 @@ def _run(Xg, y, Xh, names_g, names_h, reveal=True, record=False):
     transcript = net.endpoint("host1").record_transcript() if record else None
     out = {}
     t = threading.Thread(target=lambda: out.__setitem__("host", run_binning_host(
-        net.endpoint("host1"), Xh, names_h, guest="guest", reveal_names=reveal)))
+        net.endpoint("host1"), Xh, names_h, guest="guest", reveal_names=reveal,
+        policy=TEST_POLICY)))
     t.start()
     table = run_binning_guest(net.endpoint("guest"), Xg, names_g, y, hosts=["host1"],
                               n_bins=10, key_bits=512, allow_insecure_key_size=True)
@@ -86,6 +93,9 @@ def test_missing_values_and_aliases_and_no_leak():
     received = [decode_envelope(d).body for direction, _, d in transcript
                 if direction == "received"]
     assert isinstance(received[0], EncryptedLabels)
+    # one fixed-width 0/1 proof per aligned row came with the labels (and verified)
+    key = PaillierPublicKey.from_bytes(received[0].n)
+    assert len(received[0].proofs) == n * proof_width(key)
 
 
 def test_monotonic_groups_properties():
@@ -116,7 +126,7 @@ def test_monotonic_federated_iv_equals_clear(default_credit):
     out = {}
     t = threading.Thread(target=lambda: out.__setitem__("h", run_binning_host(
         net.endpoint("host1"), Xh, [f"x{j}" for j in range(Xh.shape[1])], guest="guest",
-        reveal_names=True)))
+        reveal_names=True, policy=TEST_POLICY)))
     t.start()
     table = run_binning_guest(net.endpoint("guest"), Xg[:, :2], ["a", "b"], y, hosts=["host1"],
                               n_bins=20, key_bits=512, allow_insecure_key_size=True,
@@ -134,3 +144,12 @@ def test_monotonic_federated_iv_equals_clear(default_credit):
         cuts = out["h"].cuts[j]
         host_counts = np.bincount(assign_bins(Xh[:, j], cuts), minlength=len(cuts) + 2)
         assert host_counts.tolist() == merged.counts
+
+
+def test_labels_other_than_0_and_1_are_refused_before_anything_is_sent():
+    from vfl.binning.protocol import BinningGuest
+    from vfl.exceptions import ConfigError
+
+    guest = BinningGuest([0, 1, 2, 1], key_bits=512, allow_insecure_key_size=True)
+    with pytest.raises(ConfigError, match="0 or 1"):
+        guest.labels_message()

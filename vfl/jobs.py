@@ -162,7 +162,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
                                      hosts=hosts, n_bins=cfg.woe_bins, key_bits=cfg.key_bits,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
-                                     send_woe=True)
+                                     send_woe=True, policy=policy)
         X_train = woe.transform(aligned.X)
     est = GuestLogisticRegression(
         epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
@@ -236,7 +236,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None
     if prepare.woe_bins:
-        woe = run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest).encoder
+        woe = run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest,
+                               policy=policy).encoder
         if woe is None:
             raise DataError(f"{guest} asked for WOE encoding but sent no WOE values.")
         X_train = woe.transform(aligned.X)

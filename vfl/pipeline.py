@@ -289,9 +289,12 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
                                             n_bins=n_bins, key_bits=key_bits,
                                             allow_insecure_key_size=allow_insecure_key_size,
                                             monotonic=monotonic)}
+    # each host's own policy (in-process: the caller's choice of test keys applies to all)
+    host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     for name, table in zip(names, h_al, strict=True):
         targets[name] = (lambda t: lambda ch: run_binning_host(
-            ch, t.X, t.feature_names, guest=GUEST, reveal_names=reveal_host_names))(table)
+            ch, t.X, t.feature_names, guest=GUEST, reveal_names=reveal_host_names,
+            policy=host_policy))(table)
     result: list[dict[str, Any]] = run_threads(net, targets)[GUEST]
     return result
 

@@ -1,7 +1,11 @@
 """Federated IV: the guest's labels, encrypted under the guest's own key, binned by hosts.
 
 Pure step classes plus the two I/O loops. What each side learns is in
-``protocols/specs/binning.md``.
+``protocols/specs/binning.md``. The guest owns the key, so hosts do not trust
+it: every ``[[y_i]]`` comes with a zero-knowledge proof that ``y_i`` is 0 or 1
+(:mod:`vfl.crypto.zkp`), each host verifies all of them before summing, caps
+the guest's key size by its own :class:`~vfl.policy.SecurityPolicy`, and
+re-randomises every bin sum with a uniformly random ``n``-th residue.
 """
 
 from __future__ import annotations
@@ -27,25 +31,32 @@ from vfl.binning.core import (
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.codec import message
-from vfl.crypto.engine import make_engine
-from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size, generate_keypair
+from vfl.crypto.paillier import PaillierPublicKey, check_key_size, generate_keypair
 from vfl.crypto.vector import EncryptedVector
-from vfl.exceptions import RemoteProtocolError
+from vfl.crypto.zkp import check_prover_modulus, prove_bits, uniform_rerandomize, verify_bits
+from vfl.exceptions import ConfigError, CryptoError, RemoteProtocolError
 from vfl.lr.messages import Ciphertexts, decode_ciphertexts, encode_ciphertexts
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["EncryptedLabels", "HostBinStats", "BinningGuest", "BinningHost",
-           "run_binning_guest", "run_binning_host"]
+           "labels_context", "labels_message_bytes", "run_binning_guest", "run_binning_host"]
 
 FloatArray = npt.NDArray[np.float64]
 
 
-@message("binning.EncryptedLabels/1")
+@message("binning.EncryptedLabels/2")
 @dataclass(frozen=True, slots=True)
 class EncryptedLabels:
-    """Guest → host: its own public key and ``[[y_i]]`` for every aligned row."""
+    """Guest → host: its own public key, ``[[y_i]]`` for every aligned row, and proofs.
+
+    ``proofs`` holds one fixed-width proof per row (``vfl.crypto.zkp.proof_width``
+    bytes, row after row) that ``[[y_i]]`` encrypts 0 or 1, bound to the job,
+    this protocol step and the guest's name.
+    """
 
     n: bytes
     labels: Ciphertexts
+    proofs: bytes
     n_bins: int
     woe: bool  # the guest will send WOE values per bin back (for WOE encoding)
     monotonic: bool  # the guest will send a merge plan for monotonic bins
@@ -96,15 +107,20 @@ class BinningGuest:
             key_bits, allow_insecure_key_size=allow_insecure_key_size)
         self._workers = workers
 
-    def labels_message(self, woe: bool = False, monotonic: bool = False) -> EncryptedLabels:
-        """Encrypt the labels once; the same message goes to every host."""
-        engine = make_engine(self.public_key, self._workers, len(self.y))
-        try:
-            enc = engine.encrypt(self.y, 0)
-        finally:
-            engine.close()
-        return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), self.n_bins,
-                               woe, monotonic)
+    def labels_message(self, woe: bool = False, monotonic: bool = False, *,
+                       context: bytes = b"") -> EncryptedLabels:
+        """Encrypt the labels once, with their 0/1 proofs; the same message goes to every host.
+
+        ``context`` binds the proofs (see :func:`labels_context`); hosts must
+        verify with the same bytes.
+        """
+        if not np.isin(self.y, (0, 1)).all():
+            raise ConfigError("Federated binning needs labels that are 0 or 1.")
+        data, proofs = prove_bits(self.public_key, self.y.tolist(), context=context,
+                                  workers=self._workers)
+        enc = EncryptedVector.from_bytes(self.public_key, data, 0, expected_len=len(self.y))
+        return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), proofs,
+                               self.n_bins, woe, monotonic)
 
     def on_stats(self, host: str, msg: HostBinStats) -> list[BinStats]:
         """Decrypt the event counts per bin and check them."""
@@ -138,6 +154,10 @@ class BinningGuest:
 class BinningHost:
     """Host side. Learns nothing: the labels arrive encrypted under the guest's key.
 
+    Trusts neither the guest's key nor its labels: the key must fit this
+    host's policy, every label must come with a valid proof that it is 0 or 1,
+    and every bin sum is re-randomised uniformly before it goes back.
+
     Parameters
     ----------
     X : ndarray (n_rows, n_features), this host's raw columns in the PSI order
@@ -146,14 +166,23 @@ class BinningHost:
         Used in aliases when names are not revealed.
     reveal_names : bool
         Send real feature names; otherwise stable aliases ``<party>_f<j>``.
+    policy : SecurityPolicy
+        This host's own limits: the guest's key must be at least 2048 bits
+        (unless ``allow_insecure_key_size``) and at most ``max_key_bits``.
+    workers : int, optional
+        Processes for proof verification (``None``: the machine's cores from
+        8,000 rows on).
     """
 
     def __init__(self, X: FloatArray, names: list[str], *, party: str,
-                 reveal_names: bool = False) -> None:
+                 reveal_names: bool = False, policy: SecurityPolicy = DEFAULT_POLICY,
+                 workers: int | None = None) -> None:
         self.X = np.asarray(X, dtype=np.float64)
         self.names = list(names)
         self.party = party
         self.reveal_names = reveal_names
+        self.policy = policy
+        self.workers = workers
         self.cuts: list[FloatArray] = []
         self.encoder: WoeEncoder | None = None
 
@@ -186,21 +215,57 @@ class BinningHost:
         self.encoder = WoeEncoder(list(self.cuts), _check_woe(self, msg, peer))
         return self.encoder
 
-    def on_labels(self, msg: EncryptedLabels, *, peer: str = "guest") -> HostBinStats:
-        """Bin every column and sum the encrypted labels per bin."""
-        key = PaillierPublicKey.from_bytes(msg.n)
-        check_key_size(key.bits, allow_insecure_key_size=True)  # guest's own key, guest's risk
+    def on_labels(self, msg: EncryptedLabels, *, peer: str = "guest",
+                  context: bytes = b"") -> HostBinStats:
+        """Check the guest's key and 0/1 proofs, then bin every column and sum per bin.
+
+        ``context`` must be the bytes the guest bound its proofs to
+        (:func:`labels_context`).
+
+        Raises
+        ------
+        RemoteProtocolError
+            If the guest's key is outside this host's policy or malformed, the
+            request is malformed, or a proof fails (naming the first failing row).
+        """
+        key = self._guest_key(msg.n, peer)
         if not 2 <= msg.n_bins <= 100:
             raise RemoteProtocolError(f"{peer} asked for {msg.n_bins} bins; expected 2..100.")
         enc = decode_ciphertexts(key, msg.labels, peer=peer, what="EncryptedLabels",
                                  expected_len=self.X.shape[0], frac_bits=0)
-        n2 = key.nsquare
+        try:
+            bad = verify_bits(key, msg.labels.data, msg.proofs, context=context,
+                              workers=self.workers)
+        except CryptoError:
+            raise RemoteProtocolError(
+                f"EncryptedLabels from {peer}: the 0/1 proofs do not match the labels "
+                "in length; binning aborted.") from None
+        if bad is not None:
+            raise RemoteProtocolError(
+                f"EncryptedLabels from {peer}: the proof that label {bad} is 0 or 1 does not "
+                "verify; binning aborted.")
+        sizes, counts, sums = self._bin_sums(enc, msg.n_bins)
+        # an empty product is 1 = an unrandomised encryption of 0: re-randomise everything,
+        # with r^n for r uniform in Z*_n (the guest chose p and q; DJN's h_s^a would leave
+        # it the class of each sum modulo <h_s>, e.g. the Jacobi symbol of a tagged row)
+        out = EncryptedVector(enc.public_key, uniform_rerandomize(enc.public_key, sums), 0)
+        return HostBinStats(self.aliases(), sizes, np.asarray(counts, dtype=np.int64),
+                            encode_ciphertexts(out))
+
+    def _bin_sums(self, enc: EncryptedVector, n_bins: int
+                  ) -> tuple[list[int], list[int], list[Any]]:
+        """Equal-frequency bins of every column; ``[[sum of y]]`` per bin (not re-randomised).
+
+        Only called on labels whose proofs verified.
+        """
+        n2 = enc.public_key.nsquare
         cts = enc.ciphertexts
         sums: list[Any] = []
         counts: list[int] = []
         sizes: list[int] = []
+        self.cuts = []
         for j in range(self.X.shape[1]):
-            cuts = quantile_bins(self.X[:, j], msg.n_bins)
+            cuts = quantile_bins(self.X[:, j], n_bins)
             self.cuts.append(cuts)
             idx = assign_bins(self.X[:, j], cuts)
             nb = len(cuts) + 2
@@ -210,11 +275,30 @@ class BinningHost:
             counts.extend(np.bincount(idx, minlength=nb).tolist())
             sums.extend(acc)
             sizes.append(nb)
-        # an empty product is 1 = an unrandomised encryption of 0: re-randomise everything
-        rnd = Randomizer(key, window_bits=8)
-        out = EncryptedVector(key, sums, 0).rerandomize(rnd)
-        return HostBinStats(self.aliases(), sizes, np.asarray(counts, dtype=np.int64),
-                            encode_ciphertexts(out))
+        return sizes, counts, sums
+
+    def _guest_key(self, n: bytes, peer: str) -> PaillierPublicKey:
+        """The guest's public key, if this host's policy accepts it."""
+        policy = self.policy
+        if len(n) * 8 > policy.max_key_bits + 7:  # before parsing anything
+            raise RemoteProtocolError(
+                f"EncryptedLabels from {peer}: its Paillier key is larger than the "
+                f"{policy.max_key_bits} bits this host accepts.")
+        try:
+            key = PaillierPublicKey.from_bytes(n)
+        except CryptoError:
+            raise RemoteProtocolError(
+                f"EncryptedLabels from {peer}: its Paillier modulus is malformed.") from None
+        if key.bits > policy.max_key_bits:
+            raise RemoteProtocolError(
+                f"EncryptedLabels from {peer}: its {key.bits}-bit Paillier key is larger than the "
+                f"{policy.max_key_bits} bits this host accepts.")
+        try:
+            check_key_size(key.bits, allow_insecure_key_size=policy.allow_insecure_key_size)
+            check_prover_modulus(key)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"EncryptedLabels from {peer}: {exc}") from None
+        return key
 
 
 def _check_woe(host: BinningHost, msg: WoeValues, peer: str) -> list[FloatArray]:
@@ -229,18 +313,51 @@ def _check_woe(host: BinningHost, msg: WoeValues, peer: str) -> list[FloatArray]
     return out
 
 
+def labels_message_bytes(n_rows: int, key_bits: int) -> int:
+    """Upper bound on an encoded ``EncryptedLabels`` for ``n_rows`` rows under a ``key_bits`` key.
+
+    Per row one ciphertext (``2·key_bits/8`` bytes) and one proof
+    (:func:`vfl.crypto.zkp.proof_width`: two more ciphertext widths, 16 bytes,
+    two ``key_bits/8``); plus 64 KiB for the modulus, headers and framing.
+    """
+    n_bytes = (key_bits + 7) // 8
+    return n_rows * (3 * 2 * n_bytes + 16 + 2 * n_bytes) + (1 << 16)
+
+
+def labels_context(channel: Channel, guest: str) -> bytes:
+    """What the 0/1 proofs are bound to: this protocol step, the job id and the guest.
+
+    Both sides derive it from their own channel (the transport refuses
+    messages of another job), so a proof made for another job, step or guest
+    does not verify.
+    """
+    job = str(getattr(channel, "job", ""))
+    return b"\x00".join([b"binning.EncryptedLabels/2", job.encode(), guest.encode()])
+
+
 def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.ArrayLike, *,
                       hosts: list[str], n_bins: int = 10, key_bits: int = 2048,
                       allow_insecure_key_size: bool = False,
-                      send_woe: bool = False, monotonic: bool = False) -> list[dict[str, Any]]:
+                      send_woe: bool = False, monotonic: bool = False,
+                      policy: SecurityPolicy = DEFAULT_POLICY,
+                      workers: int | None = None) -> list[dict[str, Any]]:
     """Federated IV table: the guest's own features and every host's.
 
     With ``send_woe`` the guest also returns to each host the WOE of its bins,
-    so the host can WOE-encode its own columns.
+    so the host can WOE-encode its own columns. The guest's key is refused
+    locally if it is larger than ``policy.max_key_bits`` (its hosts would
+    refuse it); a key below 2048 bits needs ``allow_insecure_key_size`` or
+    ``policy.allow_insecure_key_size``. ``workers`` are the processes that
+    make the 0/1 proofs (``None``: the machine's cores from 2,000 rows on).
     """
-    guest = BinningGuest(y, key_bits=key_bits, allow_insecure_key_size=allow_insecure_key_size,
-                         n_bins=n_bins)
-    msg = guest.labels_message(send_woe, monotonic)
+    if key_bits > policy.max_key_bits:
+        raise ConfigError(f"A {key_bits}-bit binning key is larger than the security setting "
+                          f"'max_key_bits' ({policy.max_key_bits}); hosts would refuse it.")
+    guest = BinningGuest(y, key_bits=key_bits, n_bins=n_bins, workers=workers,
+                         allow_insecure_key_size=allow_insecure_key_size
+                         or policy.allow_insecure_key_size)
+    msg = guest.labels_message(send_woe, monotonic,
+                               context=labels_context(channel, channel.party))
     for h in hosts:
         channel.send(h, msg)
     total_events, total_rows = int(guest.y.sum()), len(guest.y)
@@ -263,11 +380,25 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
 
 
 def run_binning_host(channel: Channel, X: FloatArray, names: list[str], *, guest: str,
-                     reveal_names: bool = False) -> BinningHost:
-    """Answer the guest's binning request; returns the host state (with its bin edges)."""
-    host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names)
+                     reveal_names: bool = False, policy: SecurityPolicy = DEFAULT_POLICY,
+                     workers: int | None = None) -> BinningHost:
+    """Answer the guest's binning request; returns the host state (with its bin edges).
+
+    ``policy`` is this host's own: it bounds the guest's key size. The guest's
+    0/1 proofs are verified (over ``workers`` processes) before anything is
+    summed; a bad proof raises :class:`RemoteProtocolError` naming the guest
+    and the first failing row.
+    """
+    host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names, policy=policy,
+                       workers=workers)
+    limit = getattr(channel, "limit_message_size", None)
+    if limit is not None:  # the labels and proofs of our rows under the largest key we accept
+        limit(guest, min(labels_message_bytes(len(host.X), policy.max_key_bits),
+                         policy.max_message_bytes))
     request = channel.recv(guest, EncryptedLabels)
-    channel.send(guest, host.on_labels(request, peer=guest))
+    if limit is not None:
+        limit(guest, policy.max_message_bytes)
+    channel.send(guest, host.on_labels(request, peer=guest, context=labels_context(channel, guest)))
     if request.monotonic:
         host.on_merge(channel.recv(guest, MergePlan), peer=guest)
     if request.woe:

@@ -38,7 +38,7 @@ from vfl.exceptions import ConfigError, DataError, NotFittedError
 from vfl.lr._party import FloatArray, ProgressHook
 from vfl.lr.arbiter import run_arbiter
 from vfl.lr.config import TrainConfig
-from vfl.lr.guest import MIN_INIT_SCORE_STD, run_guest_scoring, run_guest_training
+from vfl.lr.guest import MIN_START_SPREAD, run_guest_scoring, run_guest_training
 from vfl.lr.host import run_host_scoring, run_host_training
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
@@ -229,10 +229,10 @@ class GuestLogisticRegression(BaseEstimator):
             if init.shape != (X.shape[1],) or not np.all(np.isfinite(init)):
                 raise ConfigError(f"coef_init must hold {X.shape[1]} finite numbers.")
             spread = float(np.std(Xp[: X.shape[0]] @ init))
-            if spread < MIN_INIT_SCORE_STD:
+            if spread < MIN_START_SPREAD:
                 raise ConfigError(
                     f"coef_init gives initial guest scores of spread {spread:.3g}, below "
-                    f"{MIN_INIT_SCORE_STD}: the first batch's residuals would let a host solve "
+                    f"{MIN_START_SPREAD}: the first batch's residuals would let a host solve "
                     "for the labels. Use a secret random start (the default) or an earlier "
                     "run's coef_init_."
                 )

@@ -51,6 +51,9 @@ LOG2 = math.log(2.0)
 #: Smallest spread of the secret start accepted (measured: the lattice attack is
 #: at chance from 0.1 on, and recovers 64/64 labels at 0.001; hetero_lr.md).
 MIN_INIT_SCORE_STD = 0.25
+#: Smallest spread of the whole initial guest score ``X w0`` accepted for any start
+#: (warm part and random part together; the lattice attack is at chance from 0.1).
+MIN_START_SPREAD = 0.1
 
 
 class GuestParty(GradientParty):
@@ -368,18 +371,23 @@ def initial_guest_coef(X_train: FloatArray, y_pm_train: FloatArray, *, fit_inter
                           f"{score_std!r}: a smaller spread lets a host solve the first batch "
                           "for the labels.")
     n, k = X_train.shape
-    z = secret_normal(k)
-    spread = float(np.std(X_train @ z)) if k and n else 0.0
-    if not spread > 0:
-        raise ConfigError(
-            "The guest's own features are constant on its training rows: the secret random "
-            "start cannot hide the labels in the first batch. Add informative guest columns."
-        )
     A = np.hstack([X_train, np.ones((n, 1))]) if fit_intercept else X_train
-    warm = 2.0 * np.linalg.lstsq(A, y_pm_train, rcond=None)[0]
-    noise = z * (score_std / spread)
-    return np.asarray(warm + (np.append(noise, 0.0) if fit_intercept else noise),
-                      dtype=np.float64)
+    warm = 2.0 * np.linalg.lstsq(A, y_pm_train, rcond=None)[0] if n else np.zeros(A.shape[1])
+    for _ in range(100):
+        z = secret_normal(k)
+        spread = float(np.std(X_train @ z)) if k and n else 0.0
+        if not spread > 0:
+            raise ConfigError(
+                "The guest's own features are constant on its training rows: the secret random "
+                "start cannot hide the labels in the first batch. Add informative guest columns."
+            )
+        noise = z * (score_std / spread)
+        coef = np.asarray(warm + (np.append(noise, 0.0) if fit_intercept else noise),
+                          dtype=np.float64)
+        # the warm part may partly cancel the random part: keep the whole score spread
+        if float(np.std(X_train @ coef[:k])) >= MIN_START_SPREAD:
+            return coef
+    raise ConfigError("No secret start with enough spread was found; check the guest's columns.")
 
 
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
