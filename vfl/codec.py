@@ -9,14 +9,34 @@ code execution on decode) into an envelope::
 
 Decoding validates the envelope, looks the type up in the registry, and checks
 every field against the dataclass annotation: the right Python type, no
-missing and no extra fields, arrays with an allowed dtype and a shape that
-matches their byte length. Semantic checks (sizes against the protocol state,
-ciphertext ranges) are the receiving role's job.
+missing and no extra fields. Beyond the types, the codec enforces the value
+rules every message shares, so no role has to repeat them:
+
+* every ``int`` field is a count, index, size, epoch, seed or bit width:
+  ``0 <= v < 2**63`` (negative or wider values are refused);
+* every ``float`` field and every float64 array is finite (no NaN, no ±inf);
+  int64 arrays keep their full signed range (the role checks positions and
+  counts against its state);
+* arrays have an allowed dtype, at most :data:`MAX_ARRAY_DIMS` dimensions and
+  a shape whose product (exact Python integers, checked before any numpy
+  call) matches their byte length;
+* containers are bounded by the message itself: msgpack is told that no
+  string, byte string, array or map can be longer than the message, so a
+  short message cannot make the decoder allocate a large one;
+* header strings (job, sender, receiver, type) are at most
+  :data:`MAX_HEADER_CHARS` characters.
+
+Anything else that goes wrong while decoding is reported as a
+:class:`~vfl.exceptions.RemoteProtocolError` naming the peer; no other
+exception leaves :func:`decode_envelope` for peer input. Semantic checks
+(sizes against the protocol state, ciphertext ranges) are the receiving
+role's job.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -27,15 +47,26 @@ import numpy as np
 
 from vfl.exceptions import RemoteProtocolError
 
-__all__ = ["WIRE_VERSION", "Envelope", "message", "encode_envelope", "decode_envelope", "REGISTRY"]
+__all__ = ["WIRE_VERSION", "Envelope", "message", "encode_envelope", "decode_envelope", "REGISTRY",
+           "MAX_MESSAGE_BYTES", "MAX_WIRE_INT", "MAX_ARRAY_DIMS", "MAX_HEADER_CHARS"]
 
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 31
+#: Largest integer any int field (or the envelope's ``seq``) may carry.
+MAX_WIRE_INT = (1 << 63) - 1
+#: Most dimensions an array on the wire may have.
+MAX_ARRAY_DIMS = 4
+#: Longest job id, party name or type name in an envelope header.
+MAX_HEADER_CHARS = 256
 REGISTRY: dict[str, type] = {}
 _HINTS: dict[type, dict[str, Any]] = {}
 _ALLOWED_DTYPES = {"<f8": np.float64, "<i8": np.int64}
 
 T = TypeVar("T")
+
+
+class _SchemaError(TypeError):
+    """A registered message uses an annotation the codec does not support (a local bug)."""
 
 
 def message(type_name: str) -> typing.Callable[[type[T]], type[T]]:
@@ -75,8 +106,9 @@ def _pack_value(value: Any) -> Any:
         dtype = value.dtype.newbyteorder("<").str
         if dtype not in _ALLOWED_DTYPES:
             raise TypeError(f"arrays of dtype {value.dtype} cannot be sent")
-        arr = np.ascontiguousarray(value, dtype=_ALLOWED_DTYPES[dtype])
-        return {"dtype": dtype, "shape": list(arr.shape), "data": arr.astype(dtype).tobytes()}
+        arr = np.asarray(value, dtype=_ALLOWED_DTYPES[dtype])  # keeps 0-d arrays 0-d
+        return {"dtype": dtype, "shape": list(arr.shape),
+                "data": arr.astype(dtype).tobytes(order="C")}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _pack_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
@@ -117,6 +149,10 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_WIRE_INT
+
+
 def _check(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -127,103 +163,146 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         if len(inner) != 1:
-            raise TypeError(f"unsupported union at {where}")
+            raise _SchemaError(f"unsupported union at {where}")
         return _check(value, inner[0], where)
-    if origin is list:
-        if not isinstance(value, list):
+    if origin is list or origin is tuple:
+        if type(value) is not list:
             raise RemoteProtocolError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise RemoteProtocolError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        items = [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
     if hint is np.ndarray or origin is np.ndarray:
         return _decode_array(value, where)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, value, where)
     if hint is bool:
-        if not isinstance(value, bool):
+        if type(value) is not bool:
             raise RemoteProtocolError(f"{where}: expected a bool, got {type(value).__name__}")
         return value
     if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int:
             raise RemoteProtocolError(f"{where}: expected an int, got {type(value).__name__}")
+        if not _is_int(value):
+            raise RemoteProtocolError(f"{where}: int out of range [0, 2^63)")
         return value
     if hint is float:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, float):
+        if type(value) is int:
+            value = float(value)  # |v| < 2^64 on the wire: always representable
+        if type(value) is not float:
             raise RemoteProtocolError(f"{where}: expected a float, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise RemoteProtocolError(f"{where}: float is not finite")
         return value
     if hint in (str, bytes):
-        if not isinstance(value, hint):
+        if type(value) is not hint:
             raise RemoteProtocolError(
                 f"{where}: expected {hint.__name__}, got {type(value).__name__}"
             )
         return value
-    raise TypeError(f"unsupported field type {hint!r} at {where}")
+    raise _SchemaError(f"unsupported field type {hint!r} at {where}")
 
 
 def _decode_array(value: Any, where: str) -> np.ndarray:
-    if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data"}:
+    if type(value) is not dict or set(value) != {"dtype", "shape", "data"}:
         raise RemoteProtocolError(f"{where}: malformed array")
     dtype, shape, data = value["dtype"], value["shape"], value["data"]
-    if dtype not in _ALLOWED_DTYPES or not isinstance(data, bytes):
-        raise RemoteProtocolError(f"{where}: array dtype {dtype!r} is not allowed")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+    if type(dtype) is not str or dtype not in _ALLOWED_DTYPES or type(data) is not bytes:
+        raise RemoteProtocolError(f"{where}: array dtype or data is not allowed")
+    if (type(shape) is not list or len(shape) > MAX_ARRAY_DIMS
+            or not all(_is_int(s) for s in shape)):
         raise RemoteProtocolError(f"{where}: malformed array shape")
-    count = int(np.prod(shape)) if shape else 1
-    if count * 8 != len(data):
-        raise RemoteProtocolError(f"{where}: array shape {shape} does not match {len(data)} bytes")
-    return np.frombuffer(data, dtype=dtype).astype(_ALLOWED_DTYPES[dtype]).reshape(shape)
+    # exact Python-int products (at most 4 factors < 2^63), checked before any numpy call;
+    # the bound on the non-zero dimensions keeps numpy's own size arithmetic in range even
+    # for an empty array such as shape [0, 2^62]
+    if math.prod(max(s, 1) for s in shape) * 8 > MAX_MESSAGE_BYTES:
+        raise RemoteProtocolError(f"{where}: array shape is too large")
+    if math.prod(shape) * 8 != len(data):
+        raise RemoteProtocolError(
+            f"{where}: a {len(shape)}-d array shape does not match its {len(data)} bytes"
+        )
+    arr = np.frombuffer(data, dtype=dtype).astype(_ALLOWED_DTYPES[dtype]).reshape(tuple(shape))
+    if arr.dtype == np.float64 and not np.isfinite(arr).all():
+        raise RemoteProtocolError(f"{where}: array has values that are not finite")
+    return arr
 
 
 def _decode_dataclass(cls: type, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise RemoteProtocolError(f"{where}: expected a map for {cls.__name__}")
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     missing = [n for n in names if n not in value]
-    extra = [k for k in value if k not in names]
+    extra = len([k for k in value if k not in names])
     if missing or extra:
         raise RemoteProtocolError(
-            f"{where}: {cls.__name__} fields missing {missing} / unexpected {extra}"
+            f"{where}: {cls.__name__} fields missing {missing} / {extra} unexpected"
         )
     kwargs = {n: _check(value[n], hints[n], f"{where}.{n}") for n in names}
     return cls(**kwargs)
 
 
-def decode_envelope(data: bytes, *, peer: str = "peer") -> Envelope:
+_HEADER = {"v", "job", "seq", "sender", "receiver", "type", "body"}
+
+
+def _unpack(data: bytes | bytearray) -> Any:
+    n = len(data)
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
+                               ext_hook=_no_ext, max_str_len=n, max_bin_len=n, max_array_len=n,
+                               max_map_len=n // 2, max_ext_len=0)
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on bad input
+        raise RemoteProtocolError(f"not valid msgpack ({type(exc).__name__})") from None
+
+
+def _decode(data: bytes | bytearray) -> Envelope:
+    raw = _unpack(data)
+    if type(raw) is not dict or set(raw) != _HEADER:
+        raise RemoteProtocolError("malformed envelope")
+    if type(raw["v"]) is not int or raw["v"] != WIRE_VERSION:
+        shown = raw["v"] if type(raw["v"]) is int else type(raw["v"]).__name__
+        raise RemoteProtocolError(f"wire version {shown}; this vfl speaks {WIRE_VERSION}")
+    for key in ("job", "sender", "receiver", "type"):
+        if type(raw[key]) is not str or len(raw[key]) > MAX_HEADER_CHARS:
+            raise RemoteProtocolError(f"envelope field {key!r} has wrong type or length")
+    if not _is_int(raw["seq"]):
+        raise RemoteProtocolError("envelope field 'seq' has wrong type or range")
+    cls = REGISTRY.get(raw["type"])
+    if cls is None:
+        raise RemoteProtocolError(f"unknown type {raw['type'][:64]!r}")
+    body = _decode_dataclass(cls, raw["body"], raw["type"])
+    return Envelope(raw["job"], raw["seq"], raw["sender"], raw["receiver"], body)
+
+
+def decode_envelope(data: bytes, *, peer: str = "peer",
+                    max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
     """Parse and type-check an envelope received from ``peer``.
+
+    Parameters
+    ----------
+    data : bytes
+        The message as received.
+    peer : str
+        Who sent it (named in every error).
+    max_bytes : int
+        Longest message accepted (the transport passes its job-derived limit).
 
     Raises
     ------
     RemoteProtocolError
-        Naming ``peer`` and what was wrong.
+        Naming ``peer`` and what was wrong; the only exception peer input can cause.
     """
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise RemoteProtocolError(f"Message from {peer} is larger than {MAX_MESSAGE_BYTES} bytes.")
+    if not isinstance(data, bytes | bytearray):
+        raise RemoteProtocolError(f"Message from {peer} is not a byte string.")
+    if len(data) > max_bytes:
+        raise RemoteProtocolError(f"Message from {peer} is larger than {max_bytes} bytes.")
     try:
-        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, ext_hook=_no_ext)
-    except RemoteProtocolError:
-        raise
-    except Exception as exc:
-        raise RemoteProtocolError(f"Message from {peer} is not valid msgpack: {exc}") from None
-    expected = {"v", "job", "seq", "sender", "receiver", "type", "body"}
-    if not isinstance(raw, dict) or set(raw) != expected:
-        raise RemoteProtocolError(f"Message from {peer} has a malformed envelope.")
-    if raw["v"] != WIRE_VERSION:
-        raise RemoteProtocolError(
-            f"Message from {peer} uses wire version {raw['v']!r}; this vfl speaks {WIRE_VERSION}."
-        )
-    for key, typ in (("job", str), ("seq", int), ("sender", str), ("receiver", str), ("type", str)):
-        if not isinstance(raw[key], typ):
-            raise RemoteProtocolError(f"Message from {peer}: envelope field {key!r} has wrong type.")
-    cls = REGISTRY.get(raw["type"])
-    if cls is None:
-        raise RemoteProtocolError(f"Message from {peer} has unknown type {raw['type']!r}.")
-    try:
-        body = _decode_dataclass(cls, raw["body"], raw["type"])
+        return _decode(data)
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"Message from {peer}: {exc}") from None
-    return Envelope(raw["job"], raw["seq"], raw["sender"], raw["receiver"], body)
+    except _SchemaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure on peer bytes is the peer's
+        raise RemoteProtocolError(
+            f"Message from {peer} could not be decoded ({type(exc).__name__})."
+        ) from None

@@ -224,7 +224,7 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
             "not allow it (set [security] allow_training_scores = true to allow)."
         )
     if prepare.validation_table != (valid is not None):
-        raise DataError(
+        raise RemoteProtocolError(
             f"{guest} {'uses' if prepare.validation_table else 'does not use'} a validation "
             f"table but {channel.party} was {'not ' if valid is None else ''}given one; "
             "give every party its validation table, or none."
@@ -253,10 +253,13 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
 
 
 def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
-                    progress: ProgressHook | None = None) -> Arbiter:
-    """Serve one training job."""
-    return Arbiter(allow_insecure_key_size=allow_insecure_key_size).run(
-        channel=channel, guest=guest, progress=progress)
+                    progress: ProgressHook | None = None,
+                    policy: SecurityPolicy | None = None) -> Arbiter:
+    """Serve one training job (``policy``: the arbiter's own limits)."""
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    return Arbiter(allow_insecure_key_size=policy.allow_insecure_key_size).run(
+        channel=channel, guest=guest, progress=progress, policy=policy)
 
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,

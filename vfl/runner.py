@@ -94,9 +94,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     """Run this party's side of a training job; write its model part; return a summary."""
     if cfg.role == Role.ARBITER:
         def work(ep: GrpcEndpoint) -> dict[str, Any]:
-            arb = arbiter_fit_job(ep, guest=cfg.guest,
-                                  allow_insecure_key_size=cfg.allow_insecure_key_size,
-                                  progress=progress)
+            arb = arbiter_fit_job(ep, guest=cfg.guest, progress=progress, policy=cfg.policy)
             return {"party": cfg.name, "role": "arbiter", "epochs_run": arb.n_iter_,
                     "loss_history": arb.loss_history_}
         summary = _guarded(cfg, None, work)

@@ -133,7 +133,12 @@ class BinningGuest:
             raise RemoteProtocolError(f"HostBinStats from {host} has malformed counts.")
         enc = decode_ciphertexts(self.public_key, msg.event_sums, peer=host,
                                  what="HostBinStats", expected_len=total, frac_bits=0)
-        events = enc.decrypt(self._private_key)
+        try:
+            events = enc.decrypt(self._private_key)
+        except CryptoError:
+            raise RemoteProtocolError(
+                f"HostBinStats from {host}: an event sum decrypts outside the range of a count."
+            ) from None
         out, start = [], 0
         for name, k in zip(msg.features, sizes, strict=True):
             c = counts[start:start + k].tolist()
@@ -202,7 +207,8 @@ class BinningHost:
             start += k
             n_fine = len(cuts) + 1
             steps = zip(ends[:-1], ends[1:], strict=True)
-            if k < 1 or ends[-1] != n_fine - 1 or ends[0] < 0 or any(b <= a for a, b in steps):
+            if (k < 1 or len(ends) != k or ends[-1] != n_fine - 1 or ends[0] < 0
+                    or any(b <= a for a, b in steps)):
                 raise RemoteProtocolError(f"MergePlan from {peer} is not a partition of the bins.")
             groups = [(0 if i == 0 else ends[i - 1] + 1, e) for i, e in enumerate(ends)]
             merged.append(merge_cuts(cuts, groups))

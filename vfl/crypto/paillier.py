@@ -23,6 +23,7 @@ import gmpy2
 from phe import paillier as phe_paillier
 
 from vfl.exceptions import CryptoError, InsecureKeySizeError
+from vfl.policy import MAX_KEY_BITS
 
 __all__ = [
     "MIN_SECURE_KEY_BITS",
@@ -107,9 +108,27 @@ class PaillierPublicKey:
         return int(self.n).to_bytes((self.bits + 7) // 8, "big")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> PaillierPublicKey:
-        """Inverse of :meth:`to_bytes`."""
+    def from_bytes(cls, data: bytes, *, max_bits: int = MAX_KEY_BITS) -> PaillierPublicKey:
+        """Inverse of :meth:`to_bytes`, for a modulus received from a peer.
+
+        Raises
+        ------
+        CryptoError
+            If the modulus is even, shorter than 256 bits or longer than
+            ``max_bits`` (at most :data:`vfl.policy.MAX_KEY_BITS`): a longer key
+            would make every ciphertext the peer sends, and every operation on
+            it, arbitrarily expensive.
+        """
+        limit = min(max_bits, MAX_KEY_BITS)
+        if len(data) > (limit + 7) // 8:  # refuse before building a huge integer
+            raise CryptoError(
+                f"Received Paillier modulus is longer than {limit} bits, the largest accepted."
+            )
         n = int.from_bytes(data, "big")
+        if n.bit_length() > limit:
+            raise CryptoError(
+                f"Received Paillier modulus has {n.bit_length()} bits; at most {limit} are accepted."
+            )
         if n < 2**255 or n % 2 == 0:
             raise CryptoError("Received Paillier modulus is not a valid odd modulus.")
         return cls(gmpy2.mpz(n))

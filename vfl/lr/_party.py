@@ -12,7 +12,7 @@ from vfl.crypto.encoding import dequantize, quantize
 from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
-from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, weight_frac_bits
 from vfl.lr.messages import (
     DecryptedGradient,
@@ -109,7 +109,10 @@ class GradientParty:
     def on_public_key(self, msg: PublicKeyAnnounce, *, peer: str,
                       allow_insecure_key_size: bool) -> None:
         """Accept the arbiter's key after checking its size."""
-        key = PaillierPublicKey.from_bytes(msg.n)
+        try:
+            key = PaillierPublicKey.from_bytes(msg.n)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"Public key from {peer} refused: {exc}") from None
         check_key_size(key.bits, allow_insecure_key_size=allow_insecure_key_size)
         if key.bits != self.config.key_bits:
             raise RemoteProtocolError(

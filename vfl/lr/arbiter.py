@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vfl.channel import Channel
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
-from vfl.exceptions import RemoteProtocolError
+from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import ProgressHook
 from vfl.lr.config import (
     LOSS_GRID_BITS,
@@ -25,6 +25,7 @@ from vfl.lr.messages import (
     decode_ciphertexts,
     encode_residues,
 )
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["ArbiterParty", "run_arbiter"]
 
@@ -54,10 +55,24 @@ class ArbiterParty:
 
     def __init__(self, setup: TrainSetup, guest: str, *,
                  allow_insecure_key_size: bool = False,
-                 private_key: PaillierPrivateKey | None = None) -> None:
+                 private_key: PaillierPrivateKey | None = None,
+                 policy: SecurityPolicy = DEFAULT_POLICY) -> None:
         self.setup = setup
-        self.config: TrainConfig = setup.config.validate()
+        try:
+            self.config: TrainConfig = setup.config.validate()
+        except ConfigError as exc:
+            raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
         self.guest = guest
+        hosts = list(setup.hosts)
+        if not hosts or len(set(hosts)) != len(hosts) or guest in hosts:
+            raise RemoteProtocolError(f"TrainSetup from {guest} does not list distinct hosts.")
+        if len(setup.columns) != len(hosts) + 1 or min(setup.columns) < 1:
+            raise RemoteProtocolError(
+                f"TrainSetup from {guest}: column counts do not match its host list.")
+        if not 1 <= setup.n_rows <= policy.max_psi_set_size:
+            raise RemoteProtocolError(
+                f"TrainSetup from {guest} announces {setup.n_rows} rows; this arbiter accepts "
+                f"1 to {policy.max_psi_set_size} (its max_psi_set_size).")
         check_key_size(self.config.key_bits, allow_insecure_key_size=allow_insecure_key_size)
         if private_key is None:
             _, private_key = generate_keypair(self.config.key_bits,
@@ -127,14 +142,22 @@ class ArbiterParty:
 
 
 def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
-                progress: ProgressHook | None = None) -> ArbiterParty:
-    """Run the arbiter until the guest's job ends."""
+                progress: ProgressHook | None = None,
+                policy: SecurityPolicy | None = None) -> ArbiterParty:
+    """Run the arbiter until the guest's job ends (``policy``: its own limits)."""
     progress = progress or ProgressHook()
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     setup = channel.recv(guest, TrainSetup)
-    arbiter = ArbiterParty(setup, guest, allow_insecure_key_size=allow_insecure_key_size)
+    arbiter = ArbiterParty(setup, guest, allow_insecure_key_size=policy.allow_insecure_key_size,
+                           policy=policy)
     limits = message_limits(arbiter.config, setup.n_rows, setup.n_rows, list(setup.columns))
-    for peer in [guest, *setup.hosts]:
-        channel.limit_message_size(peer, limits["party_to_arbiter"])
+    try:
+        for peer in [guest, *setup.hosts]:
+            channel.limit_message_size(peer, limits["party_to_arbiter"])
+    except LocalProtocolError:
+        raise RemoteProtocolError(
+            f"TrainSetup from {guest} names a host this arbiter has no link to.") from None
     for peer in [guest, *setup.hosts]:
         channel.send(peer, arbiter.announce())
     cfg = arbiter.config

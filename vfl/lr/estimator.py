@@ -415,11 +415,12 @@ class Arbiter(BaseEstimator):
         self.allow_insecure_key_size = allow_insecure_key_size
 
     def run(self, *, channel: Channel, guest: str = "guest",
-            progress: ProgressHook | None = None) -> Arbiter:
-        """Serve one training job of ``guest``."""
+            progress: ProgressHook | None = None,
+            policy: SecurityPolicy | None = None) -> Arbiter:
+        """Serve one training job of ``guest`` (``policy``: the arbiter's own limits)."""
         party = run_arbiter(channel, guest=guest,
                             allow_insecure_key_size=self.allow_insecure_key_size,
-                            progress=progress)
+                            progress=progress, policy=policy)
         self.loss_history_ = list(party.loss_history)
         self.n_iter_ = len(party.loss_history)
         return self

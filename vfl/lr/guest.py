@@ -151,6 +151,14 @@ class GuestParty(GradientParty):
         effective = self.n_train if self.config.batch_size == 0 else min(self.config.batch_size,
                                                                         self.n_train)
         need = min_batch_size(max(columns))
+        if effective < need and effective >= min_batch_size(columns[0]):
+            wide = next(h for h, k in zip(self.hosts, columns[1:], strict=True) if k == max(columns))
+            raise RemoteProtocolError(
+                f"{wide} announced {max(columns)} feature columns: a batch then needs at least "
+                f"{need} rows, and this job's batches have {effective}. Raise batch_size (and "
+                "the intersection must allow it), or give that host fewer columns. See "
+                "protocols/specs/hetero_lr.md, 'Batch-size guardrail'."
+            )
         if effective < need:
             raise ConfigError(
                 f"Batch size {effective} is too small: with up to {max(columns)} columns per "

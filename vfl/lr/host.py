@@ -63,7 +63,10 @@ class HostParty(GradientParty):
                  guest: str = "guest", workers: int | None = None,
                  exponent_bits: int | None = None,
                  policy: SecurityPolicy = DEFAULT_POLICY) -> None:
-        cfg = setup.config.validate()
+        try:
+            cfg = setup.config.validate()
+        except ConfigError as exc:
+            raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
         self.n_rows = X.shape[0]
         super().__init__(name, cfg, X.shape[1], None, workers, exponent_bits)
         self.guest = guest
@@ -92,7 +95,7 @@ class HostParty(GradientParty):
         widest = max(setup.columns)
         effective = n_train if cfg.batch_size == 0 else min(cfg.batch_size, n_train)
         if effective < min_batch_size(widest):
-            raise ConfigError(
+            raise RemoteProtocolError(
                 f"{name} refuses batch size {effective}: with up to {widest} columns per party "
                 f"a batch needs at least {min_batch_size(widest)} rows so no party can solve for "
                 "the residuals from its gradient."
