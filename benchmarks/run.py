@@ -277,6 +277,14 @@ def main() -> None:
               f"{len(cmp['seconds']['current'])} each, separate processes): "  # type: ignore[index]
               f"{med['current']:.1f} s vs {med[args.compare_ref]:.1f} s "
               f"(ratio {cmp['ratio_current_to_ref']:.3f})")
+    from benchmarks.zkp import run as zkp_run
+
+    z = zkp_run(100 if args.quick else 300, args.key_bits, 1)
+    results["binning_zero_one_proofs"] = z
+    print(f"\nBinning 0/1 proofs ({args.key_bits}-bit key, {z['rows']} rows, one core), per row: "
+          f"encrypt+prove {z['prove_ms_per_row_1core']:.2f} ms (encrypt alone "
+          f"{z['encrypt_only_ms_per_row']:.2f} ms), batched verify "
+          f"{z['verify_batched_ms_per_row_1core']:.2f} ms; {z['proof_bytes_per_row']} B/row")
     sizes = [10_000 if args.quick else 100_000] + ([] if args.skip_psi_1m or args.quick
                                                    else [1_000_000])
     results["psi"] = [psi(n) for n in sizes]
