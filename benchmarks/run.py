@@ -239,6 +239,8 @@ def main() -> None:
     ap.add_argument("--skip-epoch", action="store_true")
     ap.add_argument("--compare-ref", default=None,
                     help="also time an epoch of this git ref, alternating with the current code")
+    ap.add_argument("--compare-rounds", type=int, default=2,
+                    help="epochs of each side with --compare-ref (alternated)")
     args = ap.parse_args()
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -269,7 +271,8 @@ def main() -> None:
             print(f"  vfl, {ep['short_exponent_bits']}-bit exponent option: {s:.1f} s "
                   f"({phe_s / s:.0f}x)")
     if args.compare_ref:
-        cmp = epoch_vs_ref(Path(args.data), args.key_bits, args.compare_ref)
+        cmp = epoch_vs_ref(Path(args.data), args.key_bits, args.compare_ref,
+                           rounds=args.compare_rounds)
         results["epoch_vs_ref"] = cmp
         med = cmp["median"]
         assert isinstance(med, dict)
