@@ -310,7 +310,7 @@ class GuestParty(GradientParty):
 
         rows = self.validation_rows
         s = self.partial_scores(rows) + np.sum(host_scores, axis=0)
-        p = 1.0 / (1.0 + np.exp(-s))
+        p = 1.0 / (1.0 + np.exp(-np.clip(s, -700.0, 700.0)))
         y = (self.y_pm[rows] + 1) / 2
         eps = 1e-12
         loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
@@ -495,4 +495,4 @@ def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *
     total = np.asarray(own_scores, dtype=np.float64).copy()
     for h in hosts:
         total += _partial_scores(channel, h, model_id, n)
-    return 1.0 / (1.0 + np.exp(-total))
+    return 1.0 / (1.0 + np.exp(-np.clip(total, -700.0, 700.0)))
