@@ -52,9 +52,12 @@ def main() -> None:
             peers=[{"name": p, "role": r, "address": f"127.0.0.1:{ports[p]}"}
                    for p, r in PARTIES.items() if p != name],
             data=d,
-            train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits}
-            if role == "guest" else None,
-            security={"allow_insecure_key_size": args.key_bits < 2048},
+            # public benchmark data: the guest scores the training rows (AUC, scoring
+            # traffic) and the host allows it; both are off by default
+            train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits,
+                   "score_training_rows": True} if role == "guest" else None,
+            security={"allow_insecure_key_size": args.key_bits < 2048,
+                      **({"allow_training_scores": True} if role == "host" else {})},
         )
     job = DemoJob(wd, configs, data, outputs)
     procs, wall = run_demo_processes(job)
