@@ -215,6 +215,72 @@ def generate_keypair(
     return private.public_key, private
 
 
+def exponent_bits_for(public_key: PaillierPublicKey, exponent_bits: int | None, what: str) -> int:
+    """The secret-exponent length to use: ``|n|/2`` by default, never below the minimum.
+
+    Raises
+    ------
+    InsecureKeySizeError
+        If ``exponent_bits`` is below :data:`MIN_EXPONENT_BITS` (or ``|n|/2`` for
+        small test keys).
+    """
+    default_bits = (public_key.bits + 1) // 2
+    bits = exponent_bits or default_bits
+    if bits < min(MIN_EXPONENT_BITS, default_bits):
+        raise InsecureKeySizeError(
+            f"A {what} exponent of {bits} bits is below the minimum of "
+            f"{MIN_EXPONENT_BITS} (see protocols/specs/paillier.md)."
+        )
+    return bits
+
+
+def draw_djn_base(public_key: PaillierPublicKey) -> gmpy2.mpz:
+    """A secret ``γ = −x^2 mod n`` for a random unit ``x`` (DJN's choice of base)."""
+    n = public_key.n
+    x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
+    while gmpy2.gcd(x, n) != 1:  # pragma: no cover - probability ~2^-1023
+        x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
+    return (-x * x) % n
+
+
+class FixedBase:
+    """``base^e mod modulus`` for ``0 <= e < 2^bits``, from ``T[i][j] = base^(j·2^(w·i))``.
+
+    One multiplication per ``w`` bits of the exponent; the table holds
+    ``⌈bits/w⌉ · 2^w`` residues (secret when ``base`` is).
+    """
+
+    __slots__ = ("modulus", "window", "bits", "table")
+
+    def __init__(self, base: gmpy2.mpz, modulus: gmpy2.mpz, bits: int, window: int) -> None:
+        self.modulus, self.window, self.bits = modulus, window, bits
+        table: list[list[gmpy2.mpz]] = []
+        b = base
+        for _ in range(-(-bits // window)):
+            row = [gmpy2.mpz(1), b]
+            for _ in range(2, 1 << window):
+                row.append(row[-1] * b % modulus)
+            table.append(row)
+            b = row[-1] * b % modulus
+        self.table = table
+
+    def pow(self, e: int) -> gmpy2.mpz:
+        """``base^e mod modulus``."""
+        if e < 0 or e >> self.bits:
+            raise CryptoError("Exponent outside the fixed-base table's range.")
+        m, w = self.modulus, self.window
+        mask = (1 << w) - 1
+        acc = gmpy2.mpz(1)
+        for row in self.table:
+            if not e:
+                break
+            d = e & mask
+            if d:
+                acc = acc * row[d] % m
+            e >>= w
+        return acc
+
+
 class Randomizer:
     """Source of fresh random n-th residues for encryption and re-randomisation.
 
@@ -240,43 +306,15 @@ class Randomizer:
                  window_bits: int | None = None) -> None:
         self.public_key = public_key
         n, n2 = public_key.n, public_key.nsquare
-        default_bits = (public_key.bits + 1) // 2
-        self.exponent_bits = exponent_bits or default_bits
-        if self.exponent_bits < min(MIN_EXPONENT_BITS, default_bits):
-            raise InsecureKeySizeError(
-                f"A randomiser exponent of {self.exponent_bits} bits is below the minimum of "
-                f"{MIN_EXPONENT_BITS} (see protocols/specs/paillier.md)."
-            )
-        x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
-        while gmpy2.gcd(x, n) != 1:  # pragma: no cover - probability ~2^-1023
-            x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
-        hs = gmpy2.powmod((-x * x) % n, n, n2)
+        self.exponent_bits = exponent_bits_for(public_key, exponent_bits, "randomiser")
         w = window_bits or (_WINDOW_BITS if public_key.bits >= 2048 else 8)
         self.window_bits = w
-        rows = -(-self.exponent_bits // w)
-        table: list[list[gmpy2.mpz]] = []
-        base = hs
-        for _ in range(rows):
-            row = [gmpy2.mpz(1), base]
-            for _ in range(2, 1 << w):
-                row.append(row[-1] * base % n2)
-            table.append(row)
-            base = row[-1] * base % n2
-        self._table = table
+        hs = gmpy2.powmod(draw_djn_base(public_key), n, n2)
+        self._base = FixedBase(hs, n2, self.exponent_bits, w)
         self._stock: list[gmpy2.mpz] = []
 
     def _compute(self) -> gmpy2.mpz:
-        a = secrets.randbits(self.exponent_bits)
-        n2 = self.public_key.nsquare
-        w = self.window_bits
-        mask = (1 << w) - 1
-        acc = gmpy2.mpz(1)
-        for row in self._table:
-            digit = a & mask
-            if digit:
-                acc = acc * row[digit] % n2
-            a >>= w
-        return acc
+        return self._base.pow(secrets.randbits(self.exponent_bits))
 
     def prefill(self, count: int) -> None:
         """Compute ``count`` residues now, to be used by later draws."""

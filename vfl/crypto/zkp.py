@@ -84,9 +84,14 @@ from typing import Any
 
 import gmpy2
 
-from vfl.crypto.paillier import MIN_EXPONENT_BITS, PaillierPublicKey
+from vfl.crypto.paillier import (
+    FixedBase,
+    PaillierPublicKey,
+    draw_djn_base,
+    exponent_bits_for,
+)
 from vfl.crypto.vector import multiexp
-from vfl.exceptions import CryptoError, InsecureKeySizeError
+from vfl.exceptions import CryptoError
 
 __all__ = [
     "BATCH_BITS",
@@ -164,48 +169,6 @@ def _challenges(digest: bytes, count: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- prover
-class _FixedBase:
-    """``base^e mod modulus`` for ``0 <= e < 2^bits``, from ``T[i][j] = base^(j·2^(w·i))``."""
-
-    __slots__ = ("modulus", "window", "bits", "table")
-
-    def __init__(self, base: gmpy2.mpz, modulus: gmpy2.mpz, bits: int, window: int) -> None:
-        self.modulus, self.window, self.bits = modulus, window, bits
-        table: list[list[gmpy2.mpz]] = []
-        b = base
-        for _ in range(-(-bits // window)):
-            row = [gmpy2.mpz(1), b]
-            for _ in range(2, 1 << window):
-                row.append(row[-1] * b % modulus)
-            table.append(row)
-            b = row[-1] * b % modulus
-        self.table = table
-
-    def pow(self, e: int) -> gmpy2.mpz:
-        if e < 0 or e >> self.bits:
-            raise CryptoError("Exponent outside the fixed-base table's range.")
-        m, w = self.modulus, self.window
-        mask = (1 << w) - 1
-        acc = gmpy2.mpz(1)
-        for row in self.table:
-            if not e:
-                break
-            d = e & mask
-            if d:
-                acc = acc * row[d] % m
-            e >>= w
-        return acc
-
-
-def _draw_gamma(public_key: PaillierPublicKey) -> gmpy2.mpz:
-    """A secret ``γ = −x^2 mod n`` for a random unit ``x`` (DJN's choice of base)."""
-    n = public_key.n
-    x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
-    while gmpy2.gcd(x, n) != 1:  # pragma: no cover - probability ~2^-1023
-        x = gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2)
-    return (-x * x) % n
-
-
 class BitProver:
     """Encrypts 0/1 values under ``public_key`` and proves each one is 0 or 1.
 
@@ -230,19 +193,13 @@ class BitProver:
                  window_bits: int = _WINDOW_BITS, _gamma: int | None = None) -> None:
         self.public_key = public_key
         n, n2 = public_key.n, public_key.nsquare
-        default_bits = (public_key.bits + 1) // 2
-        self.exponent_bits = exponent_bits or default_bits
-        if self.exponent_bits < min(MIN_EXPONENT_BITS, default_bits):
-            raise InsecureKeySizeError(
-                f"A prover exponent of {self.exponent_bits} bits is below the minimum of "
-                f"{MIN_EXPONENT_BITS} (see protocols/specs/paillier.md)."
-            )
+        self.exponent_bits = exponent_bits_for(public_key, exponent_bits, "prover")
         self.commit_bits = self.exponent_bits + CHALLENGE_BITS + SLACK_BITS
         self.window_bits = window_bits
-        gamma = _draw_gamma(public_key) if _gamma is None else gmpy2.mpz(_gamma)
+        gamma = draw_djn_base(public_key) if _gamma is None else gmpy2.mpz(_gamma)
         self._gamma = gamma
-        self._hs = _FixedBase(gmpy2.powmod(gamma, n, n2), n2, self.commit_bits, window_bits)
-        self._gm = _FixedBase(gamma, n, self.commit_bits + 1, window_bits)
+        self._hs = FixedBase(gmpy2.powmod(gamma, n, n2), n2, self.commit_bits, window_bits)
+        self._gm = FixedBase(gamma, n, self.commit_bits + 1, window_bits)
 
     def commit(self, bits: Sequence[int]) -> tuple[bytes, bytes, list[tuple[int, ...]]]:
         """Encrypt ``bits`` and commit: ``(c_i …, A_i0 ‖ A_i1 …, secret state)``.
@@ -417,7 +374,7 @@ def prove_bits(public_key: PaillierPublicKey, bits: Sequence[int], *, context: b
                                   2 * public_key.ciphertext_bytes)
         responses = prover.respond(state, _challenges(digest, count))
         return cts, _assemble(public_key, coms, responses)
-    gamma = _draw_gamma(public_key)
+    gamma = draw_djn_base(public_key)
     pool = _pool(public_key, n_workers, gamma, exponent_bits)
     try:
         parts = _split(count, n_workers)
