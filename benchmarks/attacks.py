@@ -37,22 +37,13 @@ from vfl.lr.config import TrainConfig
 F, G = 32, 20
 
 
-def _data(n: int, k_guest: int, k_host: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    Xg = rng.normal(size=(n, k_guest))
-    Xh = rng.normal(size=(n, k_host))
-    logit = Xg @ rng.normal(0.0, 0.8, size=k_guest) - 0.6
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
-    return Xg, y, Xh
-
-
 def first_batch_table(batches: list[int], columns: list[int], use_bkz: bool) -> None:
     print("1. First-batch lattice attack, real protocol (1 epoch, 2 batches, 1024-bit keys)")
     print("     b   k  | lattice: labels  certain  count found | majority  chance bound | "
           "least-squares | secs")
     for b in batches:
         for k in columns:
-            Xg, y, Xh = _data(2 * b, 4, k, seed=1000 * b + k)
+            Xg, y, Xh = attacks.synthetic_labels_data(2 * b, 4, k, seed=1000 * b + k)
             cfg = TrainConfig(key_bits=1024, allow_insecure_key_size=True, epochs=1,
                               batch_size=b, tol=0.0, score_frac_bits=F, feature_frac_bits=G)
             t0 = time.perf_counter()

@@ -705,3 +705,15 @@ def chance_bound(truth: npt.ArrayLike, z: float = 3.0) -> float:
     t = np.asarray(truth).astype(np.float64)
     pi = float(np.mean(t))
     return max(pi, 1.0 - pi) + z * 0.5 / math.sqrt(len(t))
+
+
+def synthetic_labels_data(n: int, k_guest: int, k_host: int, seed: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Test data whose labels depend on the guest's columns only (so any label
+    information a host extracts comes from the protocol, not from its features)."""
+    rng = np.random.default_rng(seed)  # test data, not a secret
+    Xg = rng.normal(size=(n, k_guest))
+    Xh = rng.normal(size=(n, k_host))
+    logit = Xg @ rng.normal(0.0, 0.8, size=k_guest) - 0.6
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
+    return Xg, y, Xh

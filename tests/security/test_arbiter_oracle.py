@@ -66,6 +66,20 @@ def _unpack(value: int, count: int, base_bits: int) -> list[int]:
     return out
 
 
+def _read_back(party, msg, peer, batch_rows, base_bits, loot):
+    """The deviating party's unpacking of what the arbiter returned (no weight update)."""
+    from vfl.lr.messages import decode_residues
+
+    budget = party.budget
+    vals = decode_residues(msg.residues, budget.width, 1 << budget.masked_bits, peer=peer,
+                           expected=len(party._masks))
+    for v, rows in zip(vals, party._plan, strict=True):
+        loot.residuals.extend(_unpack(v, len(rows), base_bits))
+        loot.rows.extend(batch_rows[r] for r in rows)
+    party._masks = None
+    return np.zeros(len(vals))
+
+
 class _Loot:
     residuals: list[int] = []
     rows: list[int] = []
@@ -103,15 +117,7 @@ def _evil_host(per_slot: int | None, loot: _Loot):
             return MaskedGradient(masked.epoch, masked.batch, encode_ciphertexts(packed)), cross
 
         def on_decrypted(self, msg, *, peer):
-            from vfl.lr.messages import decode_residues
-
-            vals = decode_residues(msg.residues, self.budget.width, 1 << self.budget.masked_bits,
-                                   peer=peer, expected=len(self._masks))
-            for v, rows in zip(vals, self._plan, strict=True):
-                loot.residuals.extend(_unpack(v, len(rows), self._base))
-                loot.rows.extend(self._batch_idx[r] for r in rows)
-            self._masks = None
-            return np.zeros(len(vals))
+            return _read_back(self, msg, peer, self._batch_idx, self._base, loot)
 
     return EvilHost
 
@@ -219,15 +225,7 @@ def _evil_guest_packing(per_slot: int, loot: _Loot):
             return MaskedGradient(honest.epoch, honest.batch, encode_ciphertexts(packed))
 
         def on_decrypted(self, msg, *, peer):
-            from vfl.lr.messages import decode_residues
-
-            vals = decode_residues(msg.residues, self.budget.width, 1 << self.budget.masked_bits,
-                                   peer=peer, expected=len(self._masks))
-            for v, rows in zip(vals, self._plan, strict=True):
-                loot.residuals.extend(_unpack(v, len(rows), 0))
-                loot.rows.extend(self._rows[r] for r in rows)
-            self._masks = None
-            return np.zeros(len(vals))
+            return _read_back(self, msg, peer, self._rows, 0, loot)
 
     return EvilGuest
 

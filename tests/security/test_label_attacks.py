@@ -27,15 +27,6 @@ F, G = 32, 20
 BATCH = 64
 
 
-def _data(n: int, k_guest: int, k_host: int, seed: int):
-    rng = np.random.default_rng(seed)
-    Xg = rng.normal(size=(n, k_guest))
-    Xh = rng.normal(size=(n, k_host))
-    logit = Xg @ rng.normal(0.0, 0.8, size=k_guest) - 0.6
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
-    return Xg, y, Xh
-
-
 def _config(batch: int = BATCH, **kw) -> TrainConfig:
     base = dict(key_bits=1024, allow_insecure_key_size=True, epochs=1, batch_size=batch, tol=0.0,
                 score_frac_bits=F, feature_frac_bits=G)
@@ -52,7 +43,7 @@ def _real_view(batch: int, k_host: int) -> tuple[attacks.HostView, np.ndarray]:
     key = (batch, k_host)
     if key not in _VIEWS:
         n = int(round(2.2 * batch / (1.0 - VALIDATION)))
-        Xg, y, Xh = _data(n, 4, k_host, seed=100 + k_host)
+        Xg, y, Xh = attacks.synthetic_labels_data(n, 4, k_host, seed=100 + k_host)
         view = attacks.host_view_first_batch(Xg, y, Xh,
                                              _config(batch, validation_fraction=VALIDATION))
         _VIEWS[key] = (view, y)
@@ -124,7 +115,7 @@ def test_control_attack_end_to_end_on_a_zero_start():
     ``2 mean(y)``): the run shows the capture and the attack work on real
     messages, and what a zero start would give away.
     """
-    Xg, y, Xh = _data(2 * BATCH, 4, 8, seed=3)
+    Xg, y, Xh = attacks.synthetic_labels_data(2 * BATCH, 4, 8, seed=3)
     kwargs = {}
     if "initial_coef" in inspect.signature(run_guest_training).parameters:
         kwargs["initial_coef"] = np.append(np.zeros(Xg.shape[1]), 2.0 * np.mean(2.0 * y - 1.0))
