@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import uuid
@@ -166,13 +167,12 @@ class GuestParty(GradientParty):
                 f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
                 "'Batch-size guardrail'."
             )
-        self._columns = columns
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
                           self.validation_rows)
 
-    def arbiter_setup(self) -> TrainSetup:
+    def arbiter_setup(self, setup: TrainSetup) -> TrainSetup:
         """The job as the arbiter sees it: the training row count only, no validation rows."""
-        return TrainSetup(self.model_id, self.config, self.n_train, self.hosts, self._columns, [])
+        return dataclasses.replace(setup, n_rows=self.n_train, validation_rows=[])
 
     # ----------------------------------------------------------------- batch
     def partial_scores(self, rows: list[int]) -> FloatArray:
@@ -424,7 +424,7 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
     channel.limit_message_size(arbiter, limits["arbiter_to_party"])
     for peer in hosts:
         channel.send(peer, setup)
-    channel.send(arbiter, party.arbiter_setup())
+    channel.send(arbiter, party.arbiter_setup(setup))
     try:
         return party, _guest_loop(channel, party, hosts=hosts, arbiter=arbiter,
                                   progress=progress)

@@ -101,8 +101,8 @@ class HostParty(GradientParty):
                 "the residuals from its gradient."
             )
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
+        self.n_train = n_train
         self.budget = mask_budget(cfg, n_train)
-        self.policy = policy
         self.validation_rows = val
         self.snapshots: list[FloatArray] = []
         self._scores: FloatArray | None = None
@@ -171,8 +171,7 @@ def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str,
         raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
     party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits,
                       policy)
-    limits = message_limits(party.config, setup.n_rows, setup.n_rows - len(setup.validation_rows),
-                            list(setup.columns))
+    limits = message_limits(party.config, setup.n_rows, party.n_train, list(setup.columns))
     channel.limit_message_size(guest, limits["guest_to_host"])
     channel.limit_message_size(arbiter, limits["arbiter_to_party"])
     try:
