@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 
 from vfl.codec import Envelope, decode_envelope, encode_envelope
+from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr.config import TrainConfig
-from vfl.lr.messages import (
-    Ciphertexts,
-    EpochDecision,
-    HostForward,
-    PartialScores,
-    Residual,
-    TrainSetup,
-)
+from vfl.lr.messages import EpochDecision, HostForward, PartialScores, Residual, TrainSetup
 from vfl.psi.messages import PsiRequest, PsiResult
 
 CT = Ciphertexts(b"k" * 16, 32, b"\x01" * 64)

@@ -25,10 +25,10 @@ from rich.table import Table
 from vfl import __version__
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import VFLError
-from vfl.lr._party import ProgressHook
 from vfl.lr.config import OPTIMIZERS, PENALTIES, TrainConfig
 from vfl.model import atomic_write_text
 from vfl.pipeline import fit_local, host_names, predict_local, psi_local
+from vfl.progress import ProgressHook
 
 console = Console(stderr=True)
 out_console = Console()

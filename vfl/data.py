@@ -16,10 +16,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from vfl.exceptions import DataError
+from vfl.types import FloatArray
 
 __all__ = ["PartyTable", "load_table", "normalize_ids"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass

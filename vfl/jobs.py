@@ -20,13 +20,13 @@ from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.data import PartyTable
 from vfl.exceptions import DataError, RemoteProtocolError
-from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
-from vfl.lr.messages import Prepare
+from vfl.messages import Prepare
 from vfl.metrics import evaluate
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.scorecard import Scorecard
 

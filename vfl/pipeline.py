@@ -32,13 +32,13 @@ from vfl.jobs import (
     host_predict_job,
     points_table,
 )
-from vfl.lr._party import ProgressHook
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import GuestLogisticRegression, HostLogisticRegression
 from vfl.metrics import evaluate
 from vfl.model import atomic_write_text, load_model_part, save_model_part
 from vfl.policy import DEFAULT_POLICY
 from vfl.preprocess import Standardizer
+from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork

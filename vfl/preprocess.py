@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from vfl.exceptions import DataError
+from vfl.types import FloatArray
 
 __all__ = ["Standardizer"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass

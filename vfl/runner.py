@@ -21,11 +21,11 @@ from vfl.jobs import (
     host_predict_job,
     points_table,
 )
-from vfl.lr._party import ProgressHook
 from vfl.metrics import evaluate
 from vfl.model import atomic_write_text, load_model_part, save_model_part
 from vfl.pipeline import guest_report, write_train_scores
 from vfl.preprocess import Standardizer
+from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles

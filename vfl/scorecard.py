@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from vfl.exceptions import ConfigError
+from vfl.types import FloatArray
 
 __all__ = ["Scorecard"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

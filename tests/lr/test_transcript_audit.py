@@ -15,7 +15,8 @@ import dataclasses
 import gmpy2
 
 from vfl.codec import decode_envelope
-from vfl.lr.messages import Ciphertexts, DecryptedGradient, HostForward, MaskedGradient
+from vfl.crypto.wire import Ciphertexts
+from vfl.lr.messages import DecryptedGradient, HostForward, MaskedGradient
 
 from .trio import run_trio, small_config
 

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr import guest as guest_mod
 from vfl.lr import host as host_mod
 from vfl.lr.config import LOSS_GRID_BITS, LOSS_ROW_BITS, TrainConfig
-from vfl.lr.messages import EpochLoss, MaskedGradient, decode_ciphertexts, encode_ciphertexts
+from vfl.lr.messages import EpochLoss, MaskedGradient
 
 from ..lr.trio import run_trio
 
@@ -68,7 +69,7 @@ def _unpack(value: int, count: int, base_bits: int) -> list[int]:
 
 def _read_back(party, msg, peer, batch_rows, base_bits, loot):
     """The deviating party's unpacking of what the arbiter returned (no weight update)."""
-    from vfl.lr.messages import decode_residues
+    from vfl.crypto.wire import decode_residues
 
     budget = party.budget
     vals = decode_residues(msg.residues, budget.width, 1 << budget.masked_bits, peer=peer,

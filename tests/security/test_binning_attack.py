@@ -33,8 +33,8 @@ from vfl.binning.protocol import (
 from vfl.crypto import zkp
 from vfl.crypto.paillier import PaillierPrivateKey, PaillierPublicKey, Randomizer, generate_keypair
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import PeerTimeoutError, RemoteProtocolError
-from vfl.lr.messages import Ciphertexts
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.transport import InMemoryNetwork
 

@@ -53,7 +53,7 @@ TYPES = import_all_messages()
 KNOWN = {
     "lr.HostHello", "lr.TrainSetup", "lr.PublicKey", "lr.HostForward", "lr.Residual",
     "lr.CrossTerm", "lr.MaskedGradient", "lr.DecryptedGradient", "lr.EpochLoss",
-    "lr.EpochDecision", "lr.Prepare", "lr.TrainingResult", "lr.ScoreRequest",
+    "lr.EpochDecision", "job.Prepare", "lr.TrainingResult", "lr.ScoreRequest",
     "lr.PartialScores", "lr.TrainConfig", "psi.Request", "psi.Response", "psi.Result",
     "binning.EncryptedLabels", "binning.MergePlan", "binning.WoeValues", "binning.HostBinStats",
     "control.Abort",

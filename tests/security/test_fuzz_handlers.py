@@ -404,7 +404,7 @@ ESCAPES = [
            Mutation(("n_features",), "set", 524),
            "ConfigError in vfl/lr/guest.py GuestParty.setup: a host's width that breaks the "
            "batch guardrail -> RemoteProtocolError naming the host"),
-    Escape("prepare-claims-validation-table", "fit", "guest", "host1", "lr.Prepare",
+    Escape("prepare-claims-validation-table", "fit", "guest", "host1", "job.Prepare",
            Mutation(("validation_table",), "not"),
            "DataError in vfl/jobs.py host_fit_job: the guest's Prepare disagrees with this "
            "host's tables -> RemoteProtocolError naming the guest"),

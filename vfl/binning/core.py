@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vfl.types import FloatArray
+
 __all__ = ["BinStats", "quantile_bins", "assign_bins", "woe_iv", "iv_table_clear"]
 
-FloatArray = npt.NDArray[np.float64]
 SMOOTH = 0.5
 
 

@@ -33,15 +33,15 @@ from vfl.channel import Channel
 from vfl.codec import message
 from vfl.crypto.paillier import PaillierPublicKey, check_key_size, generate_keypair
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import Ciphertexts, decode_ciphertexts, encode_ciphertexts
 from vfl.crypto.zkp import check_prover_modulus, prove_bits, uniform_rerandomize, verify_bits
 from vfl.exceptions import ConfigError, CryptoError, RemoteProtocolError
-from vfl.lr.messages import Ciphertexts, decode_ciphertexts, encode_ciphertexts
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.types import FloatArray
 
 __all__ = ["EncryptedLabels", "HostBinStats", "BinningGuest", "BinningHost",
            "labels_context", "labels_message_bytes", "run_binning_guest", "run_binning_host"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @message("binning.EncryptedLabels/2")

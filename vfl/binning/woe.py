@@ -10,10 +10,10 @@ import numpy.typing as npt
 
 from vfl.binning.core import assign_bins, bin_stats_clear, quantile_bins, woe_iv
 from vfl.exceptions import DataError
+from vfl.types import FloatArray
 
 __all__ = ["WoeEncoder"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass

@@ -12,35 +12,14 @@ from vfl.crypto.encoding import dequantize, quantize
 from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import decode_residues, encode_ciphertexts
 from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, weight_frac_bits
-from vfl.lr.messages import (
-    DecryptedGradient,
-    MaskedGradient,
-    PublicKeyAnnounce,
-    decode_residues,
-    encode_ciphertexts,
-    expect_batch,
-)
+from vfl.lr.messages import DecryptedGradient, MaskedGradient, PublicKeyAnnounce, expect_batch
 from vfl.lr.optim import Optimizer
+from vfl.types import FloatArray
 
-__all__ = ["QuantizedMatrix", "GradientParty", "ProgressHook"]
-
-FloatArray = npt.NDArray[np.float64]
-
-
-class ProgressHook:
-    """Callbacks for progress display; the default does nothing."""
-
-    def on_start(self, n_epochs: int, n_batches: int) -> None:
-        """Training is about to start."""
-
-    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
-        """A batch finished."""
-
-    def on_epoch(self, epoch: int, loss: float | None) -> None:
-        """An epoch finished (the loss is known on the guest only)."""
-
+__all__ = ["QuantizedMatrix", "GradientParty"]
 
 @dataclass(frozen=True)
 class QuantizedMatrix:

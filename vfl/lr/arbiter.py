@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from vfl.channel import Channel
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
+from vfl.crypto.wire import decode_ciphertexts, encode_residues
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
-from vfl.lr._party import ProgressHook
 from vfl.lr.config import (
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
@@ -22,10 +22,9 @@ from vfl.lr.messages import (
     MaskedGradient,
     PublicKeyAnnounce,
     TrainSetup,
-    decode_ciphertexts,
-    encode_residues,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.progress import ProgressHook
 
 __all__ = ["ArbiterParty", "run_arbiter"]
 

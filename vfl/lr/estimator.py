@@ -35,7 +35,6 @@ from sklearn.base import BaseEstimator
 
 from vfl.channel import Channel
 from vfl.exceptions import ConfigError, DataError, NotFittedError
-from vfl.lr._party import FloatArray, ProgressHook
 from vfl.lr.arbiter import run_arbiter
 from vfl.lr.config import TrainConfig
 from vfl.lr.guest import MIN_START_SPREAD, run_guest_scoring, run_guest_training
@@ -43,6 +42,8 @@ from vfl.lr.host import run_host_scoring, run_host_training
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.preprocess import Standardizer
+from vfl.progress import ProgressHook
+from vfl.types import FloatArray
 
 __all__ = ["GuestLogisticRegression", "HostLogisticRegression", "Arbiter"]
 

@@ -13,8 +13,9 @@ import numpy as np
 from vfl.channel import Channel
 from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
-from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
+from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     CLASS_WEIGHT_BITS,
     WEIGHT_BITS,
@@ -41,10 +42,10 @@ from vfl.lr.messages import (
     ScoreRequest,
     TrainingResult,
     TrainSetup,
-    decode_ciphertexts,
-    encode_ciphertexts,
     expect_batch,
 )
+from vfl.progress import ProgressHook
+from vfl.types import FloatArray
 
 __all__ = ["GuestParty", "run_guest_training", "run_guest_scoring"]
 

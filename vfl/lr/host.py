@@ -7,8 +7,9 @@ import numpy as np
 from vfl.channel import Channel
 from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
+from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, RemoteProtocolError
-from vfl.lr._party import FloatArray, GradientParty, ProgressHook, QuantizedMatrix, shifted_column
+from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     epoch_batches,
     mask_budget,
@@ -29,11 +30,11 @@ from vfl.lr.messages import (
     ScoreRequest,
     TrainingResult,
     TrainSetup,
-    decode_ciphertexts,
-    encode_ciphertexts,
     expect_batch,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.progress import ProgressHook
+from vfl.types import FloatArray
 
 __all__ = ["HostParty", "run_host_training", "run_host_scoring"]
 

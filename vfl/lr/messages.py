@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from vfl.codec import message
-from vfl.crypto.paillier import PaillierPublicKey
-from vfl.crypto.vector import EncryptedVector
-from vfl.exceptions import CryptoError, RemoteProtocolError
+from vfl.crypto.wire import Ciphertexts
+from vfl.exceptions import RemoteProtocolError
 from vfl.lr.config import TrainConfig
 
 __all__ = [
-    "Ciphertexts",
     "HostHello",
     "TrainSetup",
     "PublicKeyAnnounce",
@@ -28,50 +25,7 @@ __all__ = [
     "ScoreRequest",
     "TrainingResult",
     "PartialScores",
-    "encode_ciphertexts",
-    "decode_ciphertexts",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Ciphertexts:
-    """An encrypted vector on the wire: key fingerprint, scale, fixed-width bytes."""
-
-    key: bytes
-    frac_bits: int
-    data: bytes
-
-
-def encode_ciphertexts(vec: EncryptedVector) -> Ciphertexts:
-    """Wire form of an :class:`EncryptedVector`."""
-    return Ciphertexts(vec.public_key.fingerprint, vec.frac_bits, vec.to_bytes())
-
-
-def decode_ciphertexts(
-    public_key: PaillierPublicKey,
-    wire: Ciphertexts,
-    *,
-    peer: str,
-    what: str,
-    expected_len: int,
-    frac_bits: int,
-) -> EncryptedVector:
-    """Validate and parse ciphertexts received from ``peer``.
-
-    Checks the key fingerprint, the scale, the element count and
-    ``0 < c < n^2`` for every element.
-    """
-    if wire.key != public_key.fingerprint:
-        raise RemoteProtocolError(f"{what} from {peer} is encrypted under another public key.")
-    if wire.frac_bits != frac_bits:
-        raise RemoteProtocolError(
-            f"{what} from {peer} has scale 2^{wire.frac_bits}; expected 2^{frac_bits}."
-        )
-    try:
-        return EncryptedVector.from_bytes(public_key, wire.data, frac_bits,
-                                          expected_len=expected_len)
-    except CryptoError as exc:
-        raise RemoteProtocolError(f"{what} from {peer}: {exc}") from None
 
 
 @message("lr.HostHello/1")
@@ -177,16 +131,6 @@ class EpochDecision:
     loss: float | None
 
 
-@message("lr.Prepare/2")
-@dataclass(frozen=True, slots=True)
-class Prepare:
-    """Guest → hosts after PSI: validation-table PSI, WOE binning, training-row scoring."""
-
-    woe_bins: int
-    validation_table: bool
-    score_training_rows: bool  # the guest asks every host to score all training rows
-
-
 @message("lr.TrainingResult/1")
 @dataclass(frozen=True, slots=True)
 class TrainingResult:
@@ -222,23 +166,4 @@ def expect_batch(msg: object, epoch: int, batch: int, peer: str) -> None:
         )
 
 
-def encode_residues(values: list[Any], width: int) -> bytes:
-    """Fixed-width big-endian bytes of residues mod n."""
-    return b"".join(int(v).to_bytes(width, "big") for v in values)
-
-
-def decode_residues(data: bytes, width: int, bound: int, *, peer: str,
-                    expected: int) -> list[int]:
-    """Parse fixed-width values, checking count and ``0 <= v < bound``."""
-    if len(data) != width * expected:
-        raise RemoteProtocolError(
-            f"Decrypted gradient from {peer} has {len(data)} bytes; expected {width * expected}."
-        )
-    out = [int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(expected)]
-    if any(v >= bound for v in out):
-        raise RemoteProtocolError(
-            f"Decrypted gradient from {peer} has a value outside the masked range.")
-    return out
-
-
-__all__ += ["expect_batch", "encode_residues", "decode_residues"]
+__all__ += ["expect_batch"]

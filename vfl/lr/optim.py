@@ -7,13 +7,12 @@ party's slice is exactly the joint optimiser.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
 from vfl.exceptions import ConfigError
+from vfl.types import FloatArray
 
 __all__ = ["Optimizer"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 class Optimizer:

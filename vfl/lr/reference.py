@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vfl.crypto.encoding import dequantize, quantize
-from vfl.lr._party import FloatArray, QuantizedMatrix
+from vfl.lr._party import QuantizedMatrix
 from vfl.lr.config import (
     LOSS_GRID_BITS,
     WEIGHT_BITS,
@@ -26,6 +26,7 @@ from vfl.lr.config import (
 )
 from vfl.lr.guest import initial_guest_coef as initial_guest_coef_fn
 from vfl.lr.optim import Optimizer
+from vfl.types import FloatArray
 
 __all__ = ["ReferenceResult", "fit_reference"]
 

@@ -1,0 +1,31 @@
+"""Job-level wire messages: what a job agrees on before any protocol starts.
+
+Protocol messages live with their protocol (``vfl.psi.messages``,
+``vfl.lr.messages``, ``vfl.binning.messages``); the messages here belong to
+the job that strings the protocols together (``vfl.jobs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vfl.codec import message
+
+__all__ = ["Prepare"]
+
+
+@message("job.Prepare/1")
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Guest → hosts right after PSI: which optional steps the job runs.
+
+    A host checks each against its own data and policy before training:
+    a validation-table PSI (``validation_table``), federated WOE binning of
+    every party's columns (``woe_bins`` bins, 0: off) and, after training,
+    scoring of every training row (``score_training_rows``; each host must
+    allow it in its ``[security]`` policy).
+    """
+
+    woe_bins: int
+    validation_table: bool
+    score_training_rows: bool

@@ -1,0 +1,106 @@
+"""Progress hooks: how long-running work reports its progress.
+
+Training calls a :class:`ProgressHook` at the start, after every batch and
+after every epoch; the default does nothing. Two ready-made displays:
+:class:`RichProgress` (a progress bar on a terminal, used by the CLI) and
+:class:`JsonStatus` (one JSON object per line, for supervisors such as
+``vfl demo``). A library user passes any subclass as ``progress=``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+    from rich.progress import Progress
+
+__all__ = ["ProgressHook", "RichProgress", "JsonStatus", "progress_bar"]
+
+
+class ProgressHook:
+    """Callbacks for progress display; the default does nothing."""
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Training is about to start."""
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """A batch finished."""
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """An epoch finished (the loss is known on the guest only)."""
+
+
+def progress_bar(console: Console, *, quiet: bool = False) -> Progress:
+    """A rich progress display with a loss column (for :class:`RichProgress`)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                    TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+
+
+class RichProgress(ProgressHook):
+    """Epoch/batch progress bar on a :func:`progress_bar` display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.n_batches = 1
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Create the bar."""
+        self.n_batches = n_batches
+        self.task = self.progress.add_task("training", total=n_epochs * n_batches, loss="")
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """Advance one batch."""
+        if self.task is None:
+            self.on_start(1, n_batches)
+        self.progress.update(self.task, advance=1,
+                             description=f"training epoch {epoch + 1}")
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """Show the loss."""
+        if loss is not None and self.task is not None:
+            self.progress.update(self.task, loss=f"loss {loss:.5f}")
+
+    def finish(self) -> None:
+        """Fill the bar when training stopped early."""
+        if self.task is not None:
+            t = self.progress.tasks[self.task]
+            self.progress.update(self.task, completed=t.completed, total=t.completed)
+
+
+class JsonStatus(ProgressHook):
+    """Machine-readable progress: one JSON object per line on stdout."""
+
+    def __init__(self, party: str) -> None:
+        self.party = party
+        self.n_epochs = 0
+
+    def emit(self, **fields: Any) -> None:
+        """Print one status line."""
+        print(json.dumps({"party": self.party, **fields}), flush=True)
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Training started."""
+        self.n_epochs = n_epochs
+        self.emit(stage="training", epoch=0, epochs=n_epochs, batch=0, batches=n_batches)
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """A batch finished."""
+        self.emit(stage="training", epoch=epoch + 1, epochs=self.n_epochs, batch=batch + 1,
+                  batches=n_batches)
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """An epoch finished."""
+        self.emit(stage="epoch", epoch=epoch + 1, epochs=self.n_epochs, loss=loss)
