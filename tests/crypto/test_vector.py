@@ -26,6 +26,24 @@ def test_add_add_plain_mul_scalar(keypair, randomizer):
     assert ea.rerandomize(randomizer).decrypt(priv) == a.tolist()
 
 
+def test_sum_by_group_and_sum_all(keypair, randomizer):
+    pub, priv = keypair
+    a = rng.integers(-10**6, 10**6, 40)
+    groups = rng.integers(0, 5, 40)
+    groups[groups == 3] = 4  # group 3 stays empty: an encryption of 0
+    ea = EncryptedVector.encrypt(pub, a, 0, randomizer)
+    want = [int(a[groups == g].sum()) for g in range(5)]
+    assert ea.sum_by_group(groups, 5).decrypt(priv) == want
+    with pytest.raises(CryptoError):
+        ea.sum_by_group(groups, 4)
+    with pytest.raises(CryptoError):
+        ea.sum_by_group(groups[:-1], 5)
+    parts = [EncryptedVector.encrypt(pub, a[i:i + 1], 0, randomizer) for i in range(4)]
+    assert EncryptedVector.sum_all(parts).decrypt(priv) == [int(a[:4].sum())]
+    with pytest.raises(CryptoError):
+        EncryptedVector.sum_all([])
+
+
 @pytest.mark.parametrize("count", [1, 3, 50, 300])
 def test_multiexp_matches_naive(keypair, count):
     pub, _ = keypair

@@ -138,6 +138,35 @@ class EncryptedVector:
             acc = acc * c % n2
         return EncryptedVector(self.public_key, [acc], self.frac_bits)
 
+    def sum_by_group(self, groups: Sequence[int] | npt.NDArray[np.int64],
+                     n_groups: int) -> EncryptedVector:
+        """``[[sum of a_i over i in group g]]`` for ``g = 0 .. n_groups - 1``.
+
+        ``groups[i]`` is the group of element ``i``. An empty group gives the
+        unrandomised encryption of 0 (the ciphertext 1): re-randomise before
+        sending.
+        """
+        if len(groups) != len(self):
+            raise CryptoError(f"Expected {len(self)} group indices, got {len(groups)}.")
+        n2 = self.public_key.nsquare
+        acc = [gmpy2.mpz(1)] * n_groups
+        for c, g in zip(self.ciphertexts, groups, strict=True):
+            g = int(g)
+            if not 0 <= g < n_groups:
+                raise CryptoError(f"Group index {g} is outside 0..{n_groups - 1}.")
+            acc[g] = acc[g] * c % n2
+        return EncryptedVector(self.public_key, acc, self.frac_bits)
+
+    @staticmethod
+    def sum_all(vectors: Sequence[EncryptedVector]) -> EncryptedVector:
+        """Element-wise ``[[sum over vectors]]`` (same key, length and scale; at least one)."""
+        if not vectors:
+            raise CryptoError("sum_all needs at least one vector.")
+        total = vectors[0]
+        for v in vectors[1:]:
+            total = total.add(v)
+        return total
+
     def take(self, index: Sequence[int] | npt.NDArray[np.int64]) -> EncryptedVector:
         """Sub-vector of the given positions."""
         cts = self.ciphertexts
