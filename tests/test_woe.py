@@ -10,6 +10,7 @@ import pandas as pd
 
 from vfl.binning.woe import WoeEncoder
 from vfl.data import load_table
+from vfl.jobs import JobOptions
 from vfl.lr import TrainConfig
 from vfl.model import load_model_part
 from vfl.pipeline import fit_local, predict_local
@@ -34,9 +35,9 @@ def test_woe_training_and_scoring(tmp_path):
     h = pd.read_csv(shared_csv("breast_hetero_host.csv")).sample(frac=0.9, random_state=4)
     guest = load_table(g, id_column="id", label_column="y")
     host = load_table(h, id_column="id")
-    cfg = TrainConfig(epochs=3, batch_size=128, key_bits=512, allow_insecure_key_size=True,
-                      woe_bins=5)
-    res = fit_local(guest, [host], cfg, out_dir=tmp_path, baselines=False)
+    cfg = TrainConfig(epochs=3, batch_size=128, key_bits=512, allow_insecure_key_size=True)
+    res = fit_local(guest, [host], cfg, out_dir=tmp_path, baselines=False,
+                    options=JobOptions(woe_bins=5))
     hp = load_model_part(tmp_path / "host1.json")
     gp = load_model_part(tmp_path / "guest.json")
     assert "woe" in hp.preprocessing and "woe" in gp.preprocessing

@@ -25,6 +25,7 @@ from rich.table import Table
 from vfl import __version__
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import VFLError
+from vfl.jobs import JobOptions
 from vfl.lr.config import OPTIMIZERS, PENALTIES, TrainConfig
 from vfl.model import atomic_write_text
 from vfl.pipeline import fit_local, host_names, predict_local, psi_local
@@ -174,8 +175,8 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
         fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
-        patience=kw["patience"], class_weight=kw["class_weight"], woe_bins=kw["woe_bins"],
-    ).validate()
+        patience=kw["patience"], class_weight=kw["class_weight"],
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,7 +190,8 @@ def main() -> None:
 
 def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
            out: Path | None, quiet: bool, guest_valid: PartyTable | None = None,
-           hosts_valid: list[PartyTable] | None = None) -> dict[str, Any]:
+           hosts_valid: list[PartyTable] | None = None,
+           options: JobOptions | None = None) -> dict[str, Any]:
     from vfl.crypto.paillier import check_key_size
 
     check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
@@ -203,7 +205,7 @@ def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
 
         result = fit_local(guest, hosts, config, out_dir=out, progress=hook,
                            on_psi_done=psi_done, guest_valid=guest_valid,
-                           hosts_valid=hosts_valid)
+                           hosts_valid=hosts_valid, options=options)
         hook.finish()
     return result.report
 
@@ -256,6 +258,7 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
     config = _config(kw)
+    options = JobOptions(woe_bins=kw["woe_bins"])
     g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
     if (min_iv is not None or top_k is not None) and not iv_path:
         raise click.UsageError("--min-iv/--top-k need --iv (the table written by vfl iv).")
@@ -277,7 +280,7 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
                           not no_strip_ids, True)
         gv = gv.select(g.feature_names)
         hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
-    report = _train(g, hs, config, Path(out), quiet, gv, hvs)
+    report = _train(g, hs, config, Path(out), quiet, gv, hvs, options)
     out_console.print(_summary(report, "vfl fit"))
     out_console.print(_facts(report))
     out_console.print(f"model parts and report.json written to {out}/")
@@ -561,7 +564,7 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
     h = load_table(job.data["bank_b"], id_column="customer_id")
     if in_process:
         config = TrainConfig(epochs=epochs, key_bits=key_bits, batch_size=512,
-                             allow_insecure_key_size=insecure_key_size).validate()
+                             allow_insecure_key_size=insecure_key_size)
         t0 = time.perf_counter()
         report = _train(g, [h], config, job.workdir / "out" / "in-process", quiet)
         out_console.print(_summary(report, "vfl demo: two banks, one joint model"))

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 import msgpack
 import numpy as np
 
-from vfl.exceptions import RemoteProtocolError
+from vfl.exceptions import RemoteProtocolError, VFLError
 
 __all__ = ["WIRE_VERSION", "Envelope", "message", "encode_envelope", "decode_envelope", "REGISTRY",
            "MAX_MESSAGE_BYTES", "MAX_WIRE_INT", "MAX_ARRAY_DIMS", "MAX_HEADER_CHARS"]
@@ -237,7 +237,10 @@ def _decode_dataclass(cls: type, value: Any, where: str) -> Any:
             f"{where}: {cls.__name__} fields missing {missing} / {extra} unexpected"
         )
     kwargs = {n: _check(value[n], hints[n], f"{where}.{n}") for n in names}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (VFLError, ValueError, TypeError) as exc:  # a message that checks its own values
+        raise RemoteProtocolError(f"{where}: {exc}") from None
 
 
 _HEADER = {"v", "job", "seq", "sender", "receiver", "type", "body"}

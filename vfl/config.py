@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from vfl.exceptions import ConfigError
+from vfl.jobs import JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.policy import SecurityPolicy
 from vfl.roles import Role
@@ -114,7 +115,7 @@ class PartyConfig:
     allow_insecure_key_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     policy: SecurityPolicy = field(default_factory=SecurityPolicy)
-    score_training_rows: bool = False
+    options: JobOptions = field(default_factory=JobOptions)
 
     def peers_with(self, role: Role) -> list[PeerConfig]:
         """The peers that play ``role``, in file order."""
@@ -270,13 +271,17 @@ def load_party_config(path: str | Path) -> PartyConfig:
     if train_raw and role != Role.GUEST:
         raise r.err("[train]", "only the guest sets training parameters")
     train_raw = dict(train_raw)
-    score_training_rows = r.get(train_raw, "train", "score_training_rows", bool, False)
-    train_raw.pop("score_training_rows", None)
+    option_names = {f.name for f in fields(JobOptions)}
+    options_raw = {k: train_raw.pop(k) for k in list(train_raw) if k in option_names}
     allowed = {f.name for f in fields(TrainConfig)} - {"allow_insecure_key_size"}
     bad = sorted(set(train_raw) - allowed)
     if bad:
         raise r.err(f"train.{bad[0]}", "unknown parameter; known: "
-                    f"{', '.join(sorted(allowed | {'score_training_rows'}))}")
+                    f"{', '.join(sorted(allowed | option_names))}")
+    try:
+        options = JobOptions(**options_raw)
+    except ConfigError as exc:
+        raise r.err("[train]", str(exc)) from None
     unknown_sec = sorted(set(security) - set(SecurityPolicy.names()))
     if unknown_sec:
         raise r.err(f"security.{unknown_sec[0]}",
@@ -287,7 +292,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
     except (ConfigError, TypeError) as exc:
         raise r.err("[security]", str(exc)) from None
     try:
-        train = TrainConfig(**train_raw, allow_insecure_key_size=insecure).validate()
+        train = TrainConfig(**train_raw, allow_insecure_key_size=insecure)
     except (ConfigError, TypeError) as exc:
         raise r.err("[train]", str(exc)) from None
 
@@ -308,5 +313,5 @@ def load_party_config(path: str | Path) -> PartyConfig:
         train=train,
         allow_insecure_key_size=insecure,
         policy=policy,
-        score_training_rows=score_training_rows,
+        options=options,
     )

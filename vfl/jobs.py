@@ -19,7 +19,7 @@ from vfl.binning.protocol import run_binning_guest, run_binning_host
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.data import PartyTable
-from vfl.exceptions import DataError, RemoteProtocolError
+from vfl.exceptions import ConfigError, DataError, RemoteProtocolError
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
 from vfl.messages import Prepare
@@ -29,6 +29,40 @@ from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.scorecard import Scorecard
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The optional steps of a training job, around logistic regression (set by the guest).
+
+    The hosts learn them in ``job.Prepare/1`` right after PSI (each checks
+    them against its own policy); the arbiter never sees them. Checked when
+    made, like :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    woe_bins : int
+        Before training, WOE-encode every party's columns with this many
+        equal-frequency bins (federated binning for host columns; see
+        ``protocols/specs/binning.md``); 0 keeps the raw columns.
+    score_training_rows : bool
+        After training, ask every host to score all training rows so the
+        guest can evaluate on them (each host must allow it: it reveals its
+        partial score of every training customer). Without it the guest
+        evaluates the validation rows, if any.
+    """
+
+    woe_bins: int = 0
+    score_training_rows: bool = False
+
+    def __post_init__(self) -> None:
+        if self.woe_bins != 0 and not (isinstance(self.woe_bins, int)
+                                       and not isinstance(self.woe_bins, bool)
+                                       and 2 <= self.woe_bins <= 100):
+            raise ConfigError(f"The 'woe_bins' option must be 0 (off) or an int in [2, 100]. "
+                              f"Got {self.woe_bins!r} instead.")
+        if not isinstance(self.score_training_rows, bool):
+            raise ConfigError("The 'score_training_rows' option must be true or false.")
 
 
 def points_table(est: GuestLogisticRegression | HostLogisticRegression, aligned: PartyTable,
@@ -41,6 +75,7 @@ def points_table(est: GuestLogisticRegression | HostLogisticRegression, aligned:
 
 
 __all__ = [
+    "JobOptions",
     "points_table",
     "GuestOutcome",
     "HostOutcome",
@@ -123,16 +158,13 @@ class HostOutcome:
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   hosts: list[str], arbiter: str, progress: ProgressHook | None = None,
                   on_psi_done: Callable[[int], None] | None = None,
-                  valid: PartyTable | None = None, score_training_rows: bool = False,
+                  valid: PartyTable | None = None, options: JobOptions = JobOptions(),
                   coef_init: np.ndarray | None = None, intercept_init: float | None = None,
                   policy: SecurityPolicy = DEFAULT_POLICY) -> GuestOutcome:
     """PSI with the hosts, training, then the joint evaluation for the report.
 
     ``valid``: a separate validation table, aligned by a second PSI.
-    ``score_training_rows``: ask every host to score all training rows after
-    training (each host must allow it in its own policy: it reveals its partial
-    score of every training customer). Without it the report evaluates the
-    validation rows, whose partial scores validation reveals anyway.
+    ``options``: WOE binning and training-row scoring (:class:`JobOptions`).
     ``coef_init``/``intercept_init``: replay a run's start (default: a fresh
     secret random start).
     """
@@ -145,9 +177,9 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     aligned = table.take(rows)
     if on_psi_done:
         on_psi_done(aligned.n_rows)
-    cfg = config.validate()
+    cfg = config
     for h in hosts:
-        channel.send(h, Prepare(cfg.woe_bins, valid is not None, score_training_rows))
+        channel.send(h, Prepare(options.woe_bins, valid is not None, options.score_training_rows))
     val_aligned = None
     if valid is not None:
         if valid.y is None:
@@ -156,21 +188,15 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         _check_intersection(len(vrows), "the guest's validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
-    if cfg.woe_bins:
+    if options.woe_bins:
         assert aligned.y is not None
-        woe = WoeEncoder.fit(aligned.X, aligned.y, cfg.woe_bins)
+        woe = WoeEncoder.fit(aligned.X, aligned.y, options.woe_bins)
         iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
-                                     hosts=hosts, n_bins=cfg.woe_bins, key_bits=cfg.key_bits,
+                                     hosts=hosts, n_bins=options.woe_bins, key_bits=cfg.key_bits,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
                                      send_woe=True, policy=policy)
         X_train = woe.transform(aligned.X)
-    est = GuestLogisticRegression(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        decay=cfg.decay, optimizer=cfg.optimizer, penalty=cfg.penalty, alpha=cfg.alpha,
-        tol=cfg.tol, fit_intercept=cfg.fit_intercept, random_state=cfg.seed,
-        key_bits=cfg.key_bits, allow_insecure_key_size=cfg.allow_insecure_key_size,
-        validation_fraction=cfg.validation_fraction, patience=cfg.patience,
-        class_weight=cfg.class_weight)
+    est = GuestLogisticRegression.from_config(cfg)
     X_val = None
     if val_aligned is not None:
         X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
@@ -181,7 +207,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
             coef_init=coef_init, intercept_init=intercept_init)
     train_seconds = time.perf_counter() - t1
     assert aligned.y is not None
-    if score_training_rows:
+    if options.score_training_rows:
         proba = est.predict_proba(X_train, channel=channel)[:, 1]
         return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
                             train_seconds, channel.party, woe, iv_table,

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from vfl.exceptions import DataError, TransportError, VFLError
 from vfl.jobs import (
     GuestOutcome,
     HostOutcome,
+    JobOptions,
     arbiter_fit_job,
     guest_fit_job,
     guest_predict_job,
@@ -176,7 +177,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
               baselines: bool = True, guest_valid: PartyTable | None = None,
               hosts_valid: list[PartyTable] | None = None,
               coef_init: np.ndarray | None = None,
-              intercept_init: float | None = None) -> FitResult:
+              intercept_init: float | None = None,
+              options: JobOptions | None = None) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     All tables are on this machine, so one data owner plays every role: the
@@ -193,7 +195,6 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     """
     if guest.y is None:
         raise DataError("The guest table needs a label column.")
-    config = config.validate()
     names = host_names(len(hosts))
     insecure = config.allow_insecure_key_size
     host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
@@ -202,7 +203,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
                                         progress=progress, on_psi_done=on_psi_done,
-                                        valid=guest_valid, score_training_rows=True,
+                                        valid=guest_valid,
+                                        options=replace(options or JobOptions(), score_training_rows=True),
                                         coef_init=coef_init, intercept_init=intercept_init),
         ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
     }

@@ -123,7 +123,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
         t0 = time.perf_counter()
         out = guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
                             progress=progress, valid=valid,
-                            score_training_rows=cfg.score_training_rows, policy=cfg.policy)
+                            options=cfg.options, policy=cfg.policy)
         report = guest_report(out, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                               traffic={})
         # the guest-only yardstick uses the guest's own columns only

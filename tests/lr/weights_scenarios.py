@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from vfl.data import PartyTable
+from vfl.jobs import JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.pipeline import fit_local
 from vfl.synthetic import make_two_banks
@@ -34,8 +35,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "validation_tables_patience": dict(
         hosts=1, valid=True, config=dict(epochs=3, optimizer="rmsprop", patience=1)),
     "woe_momentum_no_intercept": dict(
-        hosts=1, config=dict(epochs=2, optimizer="momentum", woe_bins=5, fit_intercept=False,
-                             seed=11)),
+        hosts=1, woe_bins=5,
+        config=dict(epochs=2, optimizer="momentum", fit_intercept=False, seed=11)),
 }
 
 
@@ -75,7 +76,8 @@ def run(name: str) -> dict[str, list[str]]:
     g, hosts, gv, hvs = tables(spec)
     config = TrainConfig(**{**BASE, **spec["config"]})
     result = fit_local(g, hosts, config, guest_valid=gv, hosts_valid=hvs, baselines=False,
-                       coef_init=start(g.X.shape[1]), intercept_init=-1.0)
+                       coef_init=start(g.X.shape[1]), intercept_init=-1.0,
+                       options=JobOptions(woe_bins=spec.get("woe_bins", 0)))
     out = {"guest": [float(v).hex() for v in result.guest.coef_]
            + [float(result.guest.intercept_).hex()]}
     for i, est in enumerate(result.hosts):

@@ -50,7 +50,7 @@ from vfl.binning.protocol import run_binning_guest, run_binning_host
 from vfl.codec import Envelope, decode_envelope, encode_envelope, type_name_of
 from vfl.data import PartyTable
 from vfl.exceptions import DataError, RemoteProtocolError, TransportError
-from vfl.jobs import arbiter_fit_job, guest_fit_job, host_fit_job
+from vfl.jobs import JobOptions, arbiter_fit_job, guest_fit_job, host_fit_job
 from vfl.lr.config import TrainConfig
 from vfl.policy import DEFAULT_POLICY, MAX_KEY_BITS
 from vfl.transport.base import Endpoint
@@ -156,7 +156,8 @@ def _fit(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
     hosts = [p for p in parties if p.startswith("host")]
     targets: dict[str, Callable[[Endpoint], Any]] = {
         "guest": lambda ch: guest_fit_job(ch, TABLES["guest"], CONFIG, hosts=hosts,
-                                          arbiter="arbiter", score_training_rows=True),
+                                          arbiter="arbiter",
+                                          options=JobOptions(score_training_rows=True)),
         "arbiter": lambda ch: arbiter_fit_job(ch, guest="guest", allow_insecure_key_size=True),
     }
     for h in hosts:

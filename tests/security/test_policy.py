@@ -15,7 +15,7 @@ import pytest
 
 from vfl.data import load_table
 from vfl.exceptions import RemoteProtocolError
-from vfl.jobs import guest_fit_job, host_fit_job
+from vfl.jobs import JobOptions, guest_fit_job, host_fit_job
 from vfl.lr import TrainConfig, run_arbiter, run_guest_training, run_host_training
 from vfl.lr.messages import PartialScores
 from vfl.pipeline import run_threads
@@ -105,7 +105,7 @@ def test_training_row_scoring_needs_the_hosts_consent(allow):
     net = InMemoryNetwork(["guest", "host1", "arbiter"])
     targets = {
         "guest": lambda ch: guest_fit_job(ch, g, cfg, hosts=["host1"], arbiter="arbiter",
-                                          score_training_rows=True),
+                                          options=JobOptions(score_training_rows=True)),
         "host1": lambda ch: host_fit_job(ch, h, guest="guest", arbiter="arbiter", policy=policy),
         "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vfl.channel import Channel
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
-from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
@@ -57,10 +57,7 @@ class ArbiterParty:
                  private_key: PaillierPrivateKey | None = None,
                  policy: SecurityPolicy = DEFAULT_POLICY) -> None:
         self.setup = setup
-        try:
-            self.config: TrainConfig = setup.config.validate()
-        except ConfigError as exc:
-            raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
+        self.config: TrainConfig = setup.config  # checked as the codec rebuilt it
         self.guest = guest
         hosts = list(setup.hosts)
         if not hosts or len(set(hosts)) != len(hosts) or guest in hosts:

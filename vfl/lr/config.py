@@ -30,7 +30,7 @@ def min_batch_size(max_party_columns: int) -> int:
     return max(64, 4 * max_party_columns)
 
 
-@message("lr.TrainConfig/1")
+@message("lr.TrainConfig/2")
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """Hyper-parameters of hetero logistic regression (set by the guest).
@@ -75,10 +75,13 @@ class TrainConfig:
         Weights are rescaled to mean 1 over the training rows, quantised to
         ``2**-8`` and applied by the guest to the encrypted residuals; hosts
         never see them. The convergence loss stays unweighted.
-    woe_bins : int
-        Before training, WOE-encode every party's columns with this many
-        equal-frequency bins (federated binning for host columns; see
-        ``protocols/specs/binning.md``); 0 keeps the raw columns.
+
+    Every value is checked when a config is made (:class:`ConfigError`
+    naming the first bad one), so a ``TrainConfig`` is valid wherever it
+    travels: locally once, and again by each receiver as the wire codec
+    rebuilds it from a peer's bytes. Job options that are not hyper-parameters
+    (WOE binning, training-row scoring) live in :class:`vfl.jobs.JobOptions`
+    and never reach the arbiter.
     """
 
     epochs: int = 10
@@ -98,10 +101,15 @@ class TrainConfig:
     validation_fraction: float = 0.0
     patience: int = 0
     class_weight: str = "none"
-    woe_bins: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> TrainConfig:
-        """Check every value; raise :class:`ConfigError` naming the first bad one."""
+        """Check every value; raise :class:`ConfigError` naming the first bad one.
+
+        Runs when the config is made; calling it again is never needed.
+        """
 
         def bad(name: str, want: str) -> ConfigError:
             return ConfigError(
@@ -140,8 +148,6 @@ class TrainConfig:
                 cw = -1.0
             if not (math.isfinite(cw) and cw > 0):
                 raise bad("class_weight", "'none', 'balanced' or a positive number")
-        if self.woe_bins != 0 and not (isinstance(self.woe_bins, int) and 2 <= self.woe_bins <= 100):
-            raise bad("woe_bins", "0 (off) or an int in [2, 100]")
         if not isinstance(self.key_bits, int) or not 256 <= self.key_bits <= 8192:
             raise bad("key_bits", "an int in [2048, 8192] (>= 256 with allow_insecure_key_size)")
         return self

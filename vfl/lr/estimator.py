@@ -28,6 +28,7 @@ All three roles in one process, over the in-memory transport:
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,12 @@ from vfl.preprocess import Standardizer
 from vfl.progress import ProgressHook
 from vfl.types import FloatArray
 
-__all__ = ["GuestLogisticRegression", "HostLogisticRegression", "Arbiter"]
+__all__ = ["GuestLogisticRegression", "HostLogisticRegression", "Arbiter", "CONFIG_PARAMS"]
+
+#: The guest estimator's parameter for every :class:`TrainConfig` field (the one
+#: place the two names are paired; all other parameters are party-local).
+CONFIG_PARAMS: dict[str, str] = {
+    f.name: ("random_state" if f.name == "seed" else f.name) for f in fields(TrainConfig)}
 
 
 def _check_X(X: Any, name: str) -> FloatArray:
@@ -86,10 +92,12 @@ class GuestLogisticRegression(BaseEstimator):
     Parameters
     ----------
     epochs, batch_size, learning_rate, decay, optimizer, penalty, alpha, tol,
-    fit_intercept, key_bits, allow_insecure_key_size :
-        See :class:`vfl.lr.TrainConfig`.
+    fit_intercept, key_bits, allow_insecure_key_size, score_frac_bits,
+    feature_frac_bits, class_weight :
+        See :class:`vfl.lr.TrainConfig` (:meth:`from_config` builds the
+        estimator from one).
     random_state : int
-        Seed of the batch shuffling.
+        Seed of the batch shuffling (``TrainConfig.seed``).
     standardize : bool
         Impute and standardise the guest's columns locally before training.
     n_jobs : int or None
@@ -145,7 +153,8 @@ class GuestLogisticRegression(BaseEstimator):
                  allow_insecure_key_size: bool = False, standardize: bool = True,
                  n_jobs: int | None = None, randomizer_bits: int | None = None,
                  validation_fraction: float = 0.0, patience: int = 0,
-                 class_weight: str = "none", init_score_std: float = 0.5) -> None:
+                 class_weight: str = "none", init_score_std: float = 0.5,
+                 score_frac_bits: int = 32, feature_frac_bits: int = 20) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -165,22 +174,27 @@ class GuestLogisticRegression(BaseEstimator):
         self.patience = patience
         self.class_weight = class_weight
         self.init_score_std = init_score_std
+        self.score_frac_bits = score_frac_bits
+        self.feature_frac_bits = feature_frac_bits
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, **params: Any) -> GuestLogisticRegression:
+        """An estimator with ``config``'s hyper-parameters and party-local ``params``.
+
+        ``params`` are the parameters that are not :class:`TrainConfig`
+        fields (``standardize``, ``n_jobs``, ``randomizer_bits``,
+        ``init_score_std``).
+        """
+        clash = sorted(set(params) & set(CONFIG_PARAMS.values()))
+        if clash:
+            raise ConfigError(f"{', '.join(clash)} come(s) from the TrainConfig; set it there.")
+        return cls(**{p: getattr(config, f) for f, p in CONFIG_PARAMS.items()}, **params)
 
     def _config(self) -> TrainConfig:
+        """This estimator's hyper-parameters as a (validated) :class:`TrainConfig`."""
         try:
-            return TrainConfig(
-                epochs=self.epochs, batch_size=self.batch_size,
-                learning_rate=float(self.learning_rate), decay=float(self.decay),
-                optimizer=self.optimizer, penalty=self.penalty, alpha=float(self.alpha),
-                tol=float(self.tol), fit_intercept=bool(self.fit_intercept),
-                seed=int(self.random_state), key_bits=int(self.key_bits),
-                allow_insecure_key_size=bool(self.allow_insecure_key_size),
-                validation_fraction=float(self.validation_fraction), patience=int(self.patience),
-                class_weight=str(self.class_weight),
-            ).validate()
+            return TrainConfig(**{f: getattr(self, p) for f, p in CONFIG_PARAMS.items()})
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise ConfigError(f"GuestLogisticRegression: {exc}") from None
             raise ConfigError(f"GuestLogisticRegression: {exc}") from None
 
     def fit(self, X: Any, y: Any, *, channel: Channel, hosts: list[str],

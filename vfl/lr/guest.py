@@ -90,7 +90,7 @@ class GuestParty(GradientParty):
                  validation_rows: list[int] | None = None,
                  initial_coef: FloatArray | None = None,
                  init_score_std: float = 0.5) -> None:
-        cfg = config.validate()
+        cfg = config
         k = X.shape[1] + (1 if cfg.fit_intercept else 0)
         self.n_rows = X.shape[0]
         super().__init__(name, cfg, k, X.shape[1] if cfg.fit_intercept else None, workers,

@@ -8,7 +8,7 @@ from vfl.channel import Channel
 from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
-from vfl.exceptions import ConfigError, RemoteProtocolError
+from vfl.exceptions import RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     epoch_batches,
@@ -64,10 +64,7 @@ class HostParty(GradientParty):
                  guest: str = "guest", workers: int | None = None,
                  exponent_bits: int | None = None,
                  policy: SecurityPolicy = DEFAULT_POLICY) -> None:
-        try:
-            cfg = setup.config.validate()
-        except ConfigError as exc:
-            raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
+        cfg = setup.config  # checked as the codec rebuilt it from the guest's bytes
         self.n_rows = X.shape[0]
         super().__init__(name, cfg, X.shape[1], None, workers, exponent_bits)
         self.guest = guest

@@ -52,7 +52,7 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     replay an encrypted run, pass the guest's ``initial_coef`` and
     ``validation_rows``.
     """
-    cfg = config.validate()
+    cfg = config
     F, G = cfg.score_frac_bits, cfg.feature_frac_bits
     Xg = QuantizedMatrix.build(X_guest, G).values
     Xh = [QuantizedMatrix.build(X, G).values for X in X_hosts]
