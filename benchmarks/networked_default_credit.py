@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vfl.certs import write_party_certs
 from vfl.demo import DemoJob, free_ports, run_demo_processes, write_party_toml
+from vfl.outputs import run_file
 
 PARTIES = {"bank_a": "guest", "bank_b": "host", "arbiter": "arbiter"}
 
@@ -70,8 +71,8 @@ def main() -> None:
     epochs = report["epochs_run"]
     print("party    per-epoch training MB   PSI MB   scoring MB   total MB")
     for name in PARTIES:
-        summary = json.loads((outputs[name] / ("report.json" if name == "bank_a" else "run.json")
-                              ).read_text())
+        summary = json.loads((outputs[name] / "report.json" if name == "bank_a"
+                              else run_file(outputs[name], name)).read_text())
         t = summary["traffic"][name] if name == "bank_a" else summary["traffic"]
         by = t["sent_by_message_type"]
         psi = sum(v for k, v in by.items() if k.startswith("psi."))

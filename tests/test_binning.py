@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vfl.binning import run_binning_guest, run_binning_host
-from vfl.binning.protocol import EncryptedLabels, HostBinStats
+from vfl.binning.messages import EncryptedLabels, HostBinStats
 from vfl.codec import decode_envelope
 from vfl.crypto.paillier import PaillierPublicKey
 from vfl.crypto.zkp import proof_width
@@ -147,7 +147,7 @@ def test_monotonic_federated_iv_equals_clear(default_credit):
 
 
 def test_labels_other_than_0_and_1_are_refused_before_anything_is_sent():
-    from vfl.binning.protocol import BinningGuest
+    from vfl.binning.guest import BinningGuest
     from vfl.exceptions import ConfigError
 
     guest = BinningGuest([0, 1, 2, 1], key_bits=512, allow_insecure_key_size=True)

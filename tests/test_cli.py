@@ -33,9 +33,15 @@ def test_demo_in_process(tmp_path):
     assert report["epochs_run"] == 3
     assert report["auc"] > report["baseline"]["guest_only_auc"]
     assert "joint federated model" in r.output
+    # one naming scheme (vfl.outputs): <party>.json, <party>_points.csv, <party>_run.json
     assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json",
                                                  "train_scores.csv", "guest_points.csv",
-                                                 "host1_points.csv"}
+                                                 "host1_points.csv", "host1_run.json",
+                                                 "arbiter_run.json", "report"}
+    assert report["model_part"] == "guest.json"
+    assert (model / "report" / "index.html").is_file()
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["auc"] == report["auc"] and demo["in_process"] is True
     host_points = pd.read_csv(model / "host1_points.csv")
     guest_points = pd.read_csv(model / "guest_points.csv")
     assert set(host_points["feature"]) == set(json.loads((model / "host1.json").read_text())[

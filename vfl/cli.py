@@ -1,9 +1,15 @@
-"""The ``vfl`` command line: one-machine runs of PSI, training, scoring and the demo."""
+"""The ``vfl`` command line: argument parsing, progress display and exit codes only.
+
+Every command is one call into the library (:mod:`vfl.pipeline` for
+one-machine runs, :mod:`vfl.runner` for a party of a networked job,
+:mod:`vfl.demo`, :mod:`vfl.report`, :mod:`vfl.certs`), so a library user can
+do everything the CLI does. Expected failures end with a one-line error and
+exit code 2.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -12,65 +18,18 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from vfl import __version__
-from vfl.data import PartyTable, load_table
 from vfl.exceptions import VFLError
 from vfl.jobs import JobOptions
 from vfl.lr.config import OPTIMIZERS, PENALTIES, TrainConfig
-from vfl.model import atomic_write_text
-from vfl.pipeline import fit_local, host_names, predict_local, psi_local
-from vfl.progress import ProgressHook
+from vfl.progress import JsonStatus, RichProgress, progress_bar
+from vfl.roles import Role
+from vfl.scorecard import Scorecard
 
 console = Console(stderr=True)
 out_console = Console()
-
-
-class RichProgress(ProgressHook):
-    """Epoch/batch progress bar for the guest."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: Any = None
-        self.n_batches = 1
-
-    def on_start(self, n_epochs: int, n_batches: int) -> None:
-        """Create the bar."""
-        self.n_batches = n_batches
-        self.task = self.progress.add_task("training", total=n_epochs * n_batches, loss="")
-
-    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
-        """Advance one batch."""
-        if self.task is None:
-            self.on_start(1, n_batches)
-        self.progress.update(self.task, advance=1,
-                             description=f"training epoch {epoch + 1}")
-
-    def on_epoch(self, epoch: int, loss: float | None) -> None:
-        """Show the loss."""
-        if loss is not None and self.task is not None:
-            self.progress.update(self.task, loss=f"loss {loss:.5f}")
-
-    def finish(self) -> None:
-        """Fill the bar when training stopped early."""
-        if self.task is not None:
-            t = self.progress.tasks[self.task]
-            self.progress.update(self.task, completed=t.completed, total=t.completed)
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                    TimeElapsedColumn(), console=console, disable=quiet, transient=False)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,18 +47,6 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
-
-
-def _tables(guest: str, hosts: tuple[str, ...], id_column: str, label: str | None,
-            lower_ids: bool, strip_ids: bool, require_label: bool
-            ) -> tuple[PartyTable, list[PartyTable]]:
-    if not hosts:
-        raise click.UsageError("Give at least one --host table.")
-    g = load_table(guest, id_column=id_column, label_column=label, lower_ids=lower_ids,
-                   strip_ids=strip_ids, require_label=require_label)
-    hs = [load_table(h, id_column=id_column, label_column=None, lower_ids=lower_ids,
-                     strip_ids=strip_ids) for h in hosts]
-    return g, hs
 
 
 def _id_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -188,14 +135,9 @@ def main() -> None:
     """
 
 
-def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
-           out: Path | None, quiet: bool, guest_valid: PartyTable | None = None,
-           hosts_valid: list[PartyTable] | None = None,
-           options: JobOptions | None = None) -> dict[str, Any]:
-    from vfl.crypto.paillier import check_key_size
-
-    check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
-    with _progress(quiet) as progress:
+def _with_progress(quiet: bool, work: Callable[[RichProgress, Callable[[int], None]], Any]) -> Any:
+    """Run ``work(progress_hook, on_psi_done)`` under a PSI spinner and a training bar."""
+    with progress_bar(console, quiet=quiet) as progress:
         psi_task = progress.add_task("private set intersection", total=None, loss="")
         hook = RichProgress(progress)
 
@@ -203,11 +145,9 @@ def _train(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig,
             progress.update(psi_task, total=1, completed=1,
                             description=f"private set intersection: {n:,} shared")
 
-        result = fit_local(guest, hosts, config, out_dir=out, progress=hook,
-                           on_psi_done=psi_done, guest_valid=guest_valid,
-                           hosts_valid=hosts_valid, options=options)
+        result = work(hook, psi_done)
         hook.finish()
-    return result.report
+    return result
 
 
 def _summary(report: dict[str, Any], title: str) -> Table:
@@ -257,38 +197,30 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
+    from vfl.pipeline import fit_files
+
     config = _config(kw)
     options = JobOptions(woe_bins=kw["woe_bins"])
-    g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
+    if not hosts:
+        raise click.UsageError("Give at least one --host table.")
     if (min_iv is not None or top_k is not None) and not iv_path:
         raise click.UsageError("--min-iv/--top-k need --iv (the table written by vfl iv).")
-    if iv_path:
-        from vfl.binning.select import select_by_iv
-
-        table = json.loads(Path(iv_path).read_text())
-        g = g.select(select_by_iv(table, "guest", g.feature_names, min_iv=min_iv, top_k=top_k))
-        hs = [h.select(select_by_iv(table, name, h.feature_names, min_iv=min_iv, top_k=top_k))
-              for name, h in zip(host_names(len(hs)), hs, strict=True)]
-        kept = ", ".join(f"{n}: {len(t.feature_names)}" for n, t in
-                         zip(["guest", *host_names(len(hs))], [g, *hs], strict=True))
-        console.print(f"columns kept by IV: {kept}")
-    gv, hvs = None, None
-    if guest_valid or hosts_valid:
-        if not guest_valid or len(hosts_valid) != len(hs):
-            raise click.UsageError("Give --guest-valid and one --host-valid per --host.")
-        gv, hvs = _tables(guest_valid, hosts_valid, id_column, label, lower_ids,
-                          not no_strip_ids, True)
-        gv = gv.select(g.feature_names)
-        hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
-    report = _train(g, hs, config, Path(out), quiet, gv, hvs, options)
+    if (guest_valid or hosts_valid) and (not guest_valid or len(hosts_valid) != len(hosts)):
+        raise click.UsageError("Give --guest-valid and one --host-valid per --host.")
+    result = _with_progress(quiet, lambda hook, psi_done: fit_files(
+        guest, hosts, id_column=id_column, label=label, out_dir=out, config=config,
+        options=options, guest_valid=guest_valid, hosts_valid=hosts_valid, iv_table=iv_path,
+        min_iv=min_iv, top_k=top_k, lower_ids=lower_ids, strip_ids=not no_strip_ids,
+        progress=hook, on_psi_done=psi_done, html_report=not no_report))
+    if result.kept_columns is not None:
+        console.print("columns kept by IV: " + ", ".join(
+            f"{n}: {len(c)}" for n, c in result.kept_columns.items()))
+    report = result.report
     out_console.print(_summary(report, "vfl fit"))
     out_console.print(_facts(report))
     out_console.print(f"model parts and report.json written to {out}/")
-    if not no_report:
-        from vfl.report import write_report
-
-        index = write_report(out, Path(out) / "report")
-        out_console.print(f"report: {index}")
+    if report.get("html_report"):
+        out_console.print(f"report: {report['html_report']}")
 
 
 @main.command()
@@ -322,6 +254,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
     Networked:    vfl predict --config bank_a.toml --data a_new.csv --out scores.csv  (guest)
                   vfl predict --config bank_b.toml --data b_new.csv                   (each host)
     """
+    scorecard = Scorecard(base_score, base_odds, pdo) if with_score else None
     if config_path:
         from vfl.config import load_party_config
         from vfl.runner import run_predict
@@ -330,9 +263,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
             raise click.UsageError("--config needs --data (this party's scoring CSV).")
         cfg = load_party_config(config_path)
         with console.status(f"{cfg.name}: private set intersection and scoring..."):
-            summary = run_predict(cfg, data, out=out, job_id=job)
-        if with_score and out and "scores" in summary:
-            _add_scores(out, base_score, base_odds, pdo)
+            summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard)
         if "scores" in summary:
             out_console.print(f"{summary['rows_scored']:,} shared customers scored; written to "
                               f"{summary['scores']}")
@@ -340,13 +271,12 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
             out_console.print(f"{cfg.name}: sent partial scores for {summary['rows_scored']:,} "
                               "shared customers")
         return
-    if not (model and guest and id_column and out):
+    if not (model and guest and id_column and out and hosts):
         raise click.UsageError("Give --model, --guest, --host, --id and --out (or --config and --data).")
-    g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, False)
-    scores = predict_local(model, g, hs)
-    atomic_write_text(out, scores.to_csv(index=False))
-    if with_score:
-        _add_scores(out, base_score, base_odds, pdo)
+    from vfl.pipeline import predict_files
+
+    scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
+                           lower_ids=lower_ids, strip_ids=not no_strip_ids, scorecard=scorecard)
     out_console.print(f"{len(scores):,} shared customers scored; written to {out}")
 
 
@@ -368,16 +298,15 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
        reveal_host_names: bool, key_bits: int, insecure_key_size: bool, id_column: str,
        lower_ids: bool, no_strip_ids: bool) -> None:
     """Information value of every feature of every bank (federated binning)."""
-    from vfl.crypto.paillier import check_key_size
-    from vfl.pipeline import iv_local
+    from vfl.pipeline import iv_files
 
-    check_key_size(key_bits, allow_insecure_key_size=insecure_key_size)
-    g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, True)
+    if not hosts:
+        raise click.UsageError("Give at least one --host table.")
     with console.status("private set intersection and federated binning..."):
-        table = iv_local(g, hs, n_bins=bins, key_bits=key_bits,
-                         allow_insecure_key_size=insecure_key_size,
-                         reveal_host_names=reveal_host_names, monotonic=monotonic)
-    atomic_write_text(out, json.dumps(table, indent=2))
+        table = iv_files(guest, hosts, id_column=id_column, label=label, out=out, n_bins=bins,
+                         key_bits=key_bits, allow_insecure_key_size=insecure_key_size,
+                         reveal_host_names=reveal_host_names, monotonic=monotonic,
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids)
     t = Table(title="information value", header_style="bold")
     t.add_column("party")
     t.add_column("feature")
@@ -398,60 +327,16 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
 def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_column: str,
         lower_ids: bool, no_strip_ids: bool) -> None:
     """Private set intersection only: write each party's aligned table."""
-    import pandas as pd
+    from vfl.pipeline import psi_files
 
-    g, hs = _tables(guest, hosts, id_column, label, lower_ids, not no_strip_ids, False)
+    if not hosts:
+        raise click.UsageError("Give at least one --host table.")
     t0 = time.perf_counter()
     with console.status("private set intersection..."):
-        g_al, h_al = psi_local(g, hs)
-    dt = time.perf_counter() - t0
-    out_dir = Path(out)
-    for name, table in [("guest", g_al), *zip(host_names(len(hs)), h_al, strict=True)]:
-        df = pd.DataFrame(table.X, columns=table.feature_names)
-        df.insert(0, id_column, table.ids)
-        if table.y is not None and label:
-            df.insert(1, label, table.y)
-        atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
-    out_console.print(f"intersection: {g_al.n_rows:,} customers ({dt:.1f} s); "
-                      f"aligned tables written to {out_dir}/")
-
-
-def _add_scores(path: str, base_score: float, base_odds: float, pdo: float) -> None:
-    """Add scorecard points to a scores CSV (the sum of every party's points; see scorecard.py)."""
-    import pandas as pd
-
-    from vfl.scorecard import Scorecard
-
-    df = pd.read_csv(path, dtype={"id": str})
-    df["score"] = Scorecard(base_score, base_odds, pdo).from_probability(
-        df["probability"].to_numpy()).round(2)
-    atomic_write_text(path, df.to_csv(index=False))
-
-
-class JsonStatus(ProgressHook):
-    """Machine-readable progress: one JSON object per line on stdout."""
-
-    def __init__(self, party: str) -> None:
-        self.party = party
-        self.n_epochs = 0
-
-    def emit(self, **fields: Any) -> None:
-        """Print one status line."""
-        print(json.dumps({"party": self.party, **fields}), flush=True)
-
-    def on_start(self, n_epochs: int, n_batches: int) -> None:
-        """Training started."""
-        self.n_epochs = n_epochs
-        self.emit(stage="training", epoch=0, epochs=n_epochs, batch=0, batches=n_batches)
-
-    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
-        """A batch finished."""
-        self.emit(stage="training", epoch=epoch + 1, epochs=self.n_epochs, batch=batch + 1,
-                  batches=n_batches)
-
-    def on_epoch(self, epoch: int, loss: float | None) -> None:
-        """An epoch finished."""
-        self.emit(stage="epoch", epoch=epoch + 1, epochs=self.n_epochs, loss=loss)
+        n, _ = psi_files(guest, hosts, id_column=id_column, out_dir=out, label=label,
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids)
+    out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s); "
+                      f"aligned tables written to {Path(out)}/")
 
 
 @main.command()
@@ -473,17 +358,17 @@ def run(config_path: str, status_json: bool) -> None:
     if status_json:
         hook = JsonStatus(cfg.name)
         hook.emit(stage="starting", role=cfg.role.value)
-        summary = run_fit(cfg, progress=hook)
-        hook.emit(stage="done", summary_file=str(cfg.output / (
-            "report.json" if cfg.role.value == "guest" else "run.json")))
+        run_fit(cfg, progress=hook)
+        hook.emit(stage="done", summary_file=str(
+            cfg.output / ("report.json" if cfg.role == Role.GUEST else f"{cfg.name}_run.json")))
         return
     console.print(f"{cfg.name} ({cfg.role.value}) listening on {cfg.listen}, job {cfg.job_id!r}; "
                   f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
-    with _progress(False) as progress:
+    with progress_bar(console) as progress:
         hook2 = RichProgress(progress)
         summary = run_fit(cfg, progress=hook2)
         hook2.finish()
-    if cfg.role.value == "guest":
+    if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))
         out_console.print(f"intersection {summary['n_intersection']:,}; {summary['epochs_run']} epochs; "
                           f"training {summary['train_seconds']:.1f} s; report in {cfg.output}/report.json")
@@ -506,7 +391,6 @@ def report(model: str, scores: str | None, iv_path: str | None, out: str, base_s
            base_odds: float, pdo: float) -> None:
     """Write an HTML report with PNG charts (ROC, KS, scores, loss, lift, calibration, IV)."""
     from vfl.report import write_report
-    from vfl.scorecard import Scorecard
 
     index = write_report(model, out, scores=scores, iv=iv_path,
                          scorecard=Scorecard(base_score, base_odds, pdo))
@@ -551,43 +435,41 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
     By default the three parties run as separate processes on this machine,
     talking gRPC with mutual TLS on loopback, exactly as on three machines.
     """
-    from vfl.crypto.paillier import check_key_size
-    from vfl.demo import write_demo_job
+    from vfl.demo import DemoPartyError, run_demo
 
-    check_key_size(key_bits, allow_insecure_key_size=insecure_key_size)
-    job = write_demo_job(workdir, rows=rows, overlap=overlap, key_bits=key_bits,
-                         insecure=insecure_key_size, epochs=epochs)
-    console.print(f"bank A (guest): {rows:,} customers, label + 7 features -> {job.data['bank_a']}")
-    console.print(f"bank B (host):  {rows:,} customers, 7 features -> {job.data['bank_b']}")
-    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default",
-                   require_label=True)
-    h = load_table(job.data["bank_b"], id_column="customer_id")
+    console.print(f"bank A (guest): {rows:,} customers, label + 7 features; "
+                  f"bank B (host): {rows:,} customers, 7 features; data in {Path(workdir) / 'data'}/")
+    try:
+        if in_process:
+            result = _with_progress(quiet, lambda hook, psi_done: run_demo(
+                workdir, rows=rows, overlap=overlap, epochs=epochs, key_bits=key_bits,
+                insecure=insecure_key_size, in_process=True, progress=hook,
+                on_psi_done=psi_done))
+        else:
+            result = _networked_demo(workdir, rows=rows, overlap=overlap, epochs=epochs,
+                                     key_bits=key_bits, insecure=insecure_key_size, quiet=quiet)
+    except DemoPartyError as exc:
+        for name, (code, line) in exc.failures.items():
+            click.echo(f"error: {name} exited with {code}: {line}", err=True)
+        sys.exit(1)
+    report = result.report
+    out_console.print(_summary(report, "vfl demo: two banks, one joint model"))
+    out_console.print(_facts(report))
     if in_process:
-        config = TrainConfig(epochs=epochs, key_bits=key_bits, batch_size=512,
-                             allow_insecure_key_size=insecure_key_size)
-        t0 = time.perf_counter()
-        report = _train(g, [h], config, job.workdir / "out" / "in-process", quiet)
-        out_console.print(_summary(report, "vfl demo: two banks, one joint model"))
-        out_console.print(_facts(report))
-        out_console.print(f"total {time.perf_counter() - t0:.1f} s; outputs in "
-                          f"{job.workdir / 'out' / 'in-process'}/")
-        from vfl.report import write_report
-
-        index = write_report(job.workdir / "out" / "in-process", job.workdir / "report")
-        out_console.print(f"bank A's report: {index}")
-        return
-    _networked_demo(job, g, h, quiet)
+        out_console.print(f"total {result.wall_seconds:.1f} s; outputs in {result.guest_output}/")
+    else:
+        out_console.print(f"wall time {result.wall_seconds:.1f} s for three processes; every party "
+                          f"exited 0; outputs in {result.job.workdir / 'out'}/")
+    if result.html_report is not None:
+        out_console.print(f"bank A's report: {result.html_report}")
 
 
-def _networked_demo(job: Any, g: PartyTable, h: PartyTable, quiet: bool) -> None:
+def _networked_demo(workdir: str, *, rows: int, overlap: float, epochs: int, key_bits: int,
+                    insecure: bool, quiet: bool) -> Any:
+    """The demo's three processes, with a live table of their progress."""
     from rich.live import Live
 
-    from vfl.demo import run_demo_processes
-    from vfl.pipeline import centralized_baselines, psi_local
-
-    console.print(f"certificates: {job.workdir / 'certs'}/; configs: "
-                  + ", ".join(str(p.name) for p in job.configs.values())
-                  + f"; logs: {job.workdir / 'logs'}/")
+    from vfl.demo import run_demo
 
     def table(procs: dict[str, Any]) -> Table:
         t = Table(title="three parties, gRPC + mutual TLS on loopback", header_style="bold")
@@ -611,30 +493,13 @@ def _networked_demo(job: Any, g: PartyTable, h: PartyTable, quiet: bool) -> None
 
     with Live(table({}), console=console, refresh_per_second=4, transient=False,
               redirect_stdout=False) as live:
-        procs, wall = run_demo_processes(job, on_tick=(None if quiet else
+        result = run_demo(workdir, rows=rows, overlap=overlap, epochs=epochs, key_bits=key_bits,
+                          insecure=insecure, on_tick=(None if quiet else
                                                       lambda ps: live.update(table(ps))))
-    console.print()
-    failed = {n: p for n, p in procs.items() if p.proc.returncode != 0}
-    if failed:
-        for n, p in failed.items():
-            click.echo(f"error: {n} exited with {p.proc.returncode}: {p.last_error()}", err=True)
-        sys.exit(1)
-    report = json.loads((job.outputs["bank_a"] / "report.json").read_text())
-    traffic = {}
-    for name, out in job.outputs.items():
-        summary = json.loads((out / ("report.json" if name == "bank_a" else "run.json")).read_text())
-        t = summary["traffic"]
-        traffic[name] = t[name] if name in t else t
-    report["traffic"] = traffic
-    # pooled yardstick: only possible here because the demo generated both banks' data
-    g_al, h_al = psi_local(g, [h])
-    report["baseline"].update({k: v for k, v in centralized_baselines(g_al, h_al).items()
-                               if k.startswith("centralized")})
-    out_console.print(_summary(report, "vfl demo: two banks, one joint model"))
-    out_console.print(_facts(report))
-    out_console.print(f"wall time {wall:.1f} s for three processes; every party exited 0; "
-                      f"outputs in {job.workdir / 'out'}/")
-    out_console.print(f"bank A's report: {job.outputs['bank_a'] / 'report' / 'index.html'}")
+    console.print(f"certificates: {result.job.workdir / 'certs'}/; configs: "
+                  + ", ".join(str(p.name) for p in result.job.configs.values())
+                  + f"; logs: {result.job.workdir / 'logs'}/")
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,13 @@
-"""The two-bank demo as three OS processes over gRPC with mutual TLS.
+"""The two-bank demo: three OS processes over gRPC with mutual TLS, or threads.
 
 ``write_demo_job`` lays out everything a real deployment has — each bank's
-data, a CA with one certificate per party, and one TOML per party — and
+data, a CA with one certificate per party, and one TOML per party —
 ``run_demo_processes`` starts ``vfl run --config ...`` for each party and
-follows their progress.
+follows their progress, and :func:`run_demo` does it all in one call and
+gathers what the parties wrote into one :class:`DemoResult` (``demo.json``).
+Each party writes its own outputs (:mod:`vfl.outputs`); the demo only reads
+them, and adds the pooled-data yardstick, which it alone can compute because
+it generated both banks' data.
 """
 
 from __future__ import annotations
@@ -20,12 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from vfl.certs import write_party_certs
+from vfl.exceptions import VFLError
 from vfl.model import atomic_write_text
+from vfl.outputs import REPORT, run_file
+from vfl.progress import ProgressHook
+from vfl.roles import Role
 from vfl.synthetic import make_two_banks
 
-__all__ = ["DemoJob", "free_ports", "write_demo_job", "run_demo_processes"]
+__all__ = ["DemoJob", "DemoResult", "free_ports", "write_demo_job", "run_demo_processes",
+           "run_demo", "DemoPartyError"]
 
-GUEST, HOST, ARBITER = "bank_a", "bank_b", "arbiter"
+#: the demo's party names: bank A is the guest, bank B the host
+BANK_A, BANK_B, ARBITER = "bank_a", "bank_b", "arbiter"
 
 
 def free_ports(count: int) -> list[int]:
@@ -94,32 +104,32 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     """Generate data, certificates and three party configs under ``workdir``."""
     wd = Path(workdir).resolve()
     g_df, h_df = make_two_banks(rows, overlap, seed=seed)
-    data = {GUEST: wd / "data" / "bank_a.csv", HOST: wd / "data" / "bank_b.csv"}
-    atomic_write_text(data[GUEST], g_df.to_csv(index=False))
-    atomic_write_text(data[HOST], h_df.to_csv(index=False))
-    write_party_certs(wd / "certs", [GUEST, HOST, ARBITER])
+    data = {BANK_A: wd / "data" / "bank_a.csv", BANK_B: wd / "data" / "bank_b.csv"}
+    atomic_write_text(data[BANK_A], g_df.to_csv(index=False))
+    atomic_write_text(data[BANK_B], h_df.to_csv(index=False))
+    write_party_certs(wd / "certs", [BANK_A, BANK_B, ARBITER])
     ports = ports or free_ports(3)
-    addr = {GUEST: f"127.0.0.1:{ports[0]}", HOST: f"127.0.0.1:{ports[1]}",
+    addr = {BANK_A: f"127.0.0.1:{ports[0]}", BANK_B: f"127.0.0.1:{ports[1]}",
             ARBITER: f"127.0.0.1:{ports[2]}"}
-    roles = {GUEST: "guest", HOST: "host", ARBITER: "arbiter"}
+    roles = {BANK_A: Role.GUEST.value, BANK_B: Role.HOST.value, ARBITER: Role.ARBITER.value}
     job_id = job_id or f"demo-{int(time.time())}"
     configs, outputs = {}, {}
-    for name in (GUEST, HOST, ARBITER):
+    for name in (BANK_A, BANK_B, ARBITER):
         outputs[name] = wd / "out" / name
         peers = [{"name": p, "role": roles[p], "address": addr[p]}
-                 for p in (GUEST, HOST, ARBITER) if p != name]
+                 for p in (BANK_A, BANK_B, ARBITER) if p != name]
         d = None
-        if name == GUEST:
+        if name == BANK_A:
             d = {"path": "data/bank_a.csv", "id_column": "customer_id", "label_column": "default"}
-        elif name == HOST:
+        elif name == BANK_B:
             d = {"path": "data/bank_b.csv", "id_column": "customer_id"}
         # the demo compares the joint model with the pooled yardstick on the training rows,
         # so the guest asks for training-row scoring and the host allows it (off by default:
         # it reveals the host's partial score of every training customer to the guest)
         train = ({"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits,
-                  "score_training_rows": True} if name == GUEST else None)
+                  "score_training_rows": True} if name == BANK_A else None)
         security: dict[str, Any] = {"allow_insecure_key_size": insecure}
-        if name == HOST:
+        if name == BANK_B:
             security["allow_training_scores"] = True
         configs[name] = wd / f"{name}.toml"
         write_party_toml(
@@ -209,3 +219,108 @@ def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 18
     if on_tick:
         on_tick(procs)
     return procs, time.perf_counter() - t0
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced.
+
+    ``report`` is the guest's ``report.json`` with every party's traffic and
+    the pooled-data yardstick added (saved as ``<workdir>/demo.json``; the
+    guest's own report is left as the guest wrote it).
+    """
+
+    job: DemoJob
+    report: dict[str, Any]
+    wall_seconds: float
+    guest_output: Path
+    html_report: Path | None
+    processes: dict[str, PartyProcess] | None = None
+
+
+def _pooled_baseline(job: DemoJob) -> dict[str, float]:
+    """The pooled-data yardstick: possible only because the demo generated both banks."""
+    from vfl.baselines import centralized_baselines
+    from vfl.data import load_table
+
+    g = load_table(job.data[BANK_A], id_column="customer_id", label_column="default",
+                   require_label=True)
+    h = load_table(job.data[BANK_B], id_column="customer_id")
+    shared = sorted(set(g.ids) & set(h.ids))
+    g_pos = {c: i for i, c in enumerate(g.ids)}
+    h_pos = {c: i for i, c in enumerate(h.ids)}
+    import numpy as np
+
+    g_al = g.take(np.asarray([g_pos[c] for c in shared], dtype=np.int64))
+    h_al = h.take(np.asarray([h_pos[c] for c in shared], dtype=np.int64))
+    return {k: v for k, v in centralized_baselines(g_al, [h_al]).items()
+            if k.startswith("centralized")}
+
+
+def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, epochs: int = 6,
+             key_bits: int = 2048, insecure: bool = False, in_process: bool = False,
+             progress: ProgressHook | None = None,
+             on_psi_done: Any = None, on_tick: Any = None) -> DemoResult:
+    """Generate the two banks and train the joint model, end to end.
+
+    By default the three parties run as separate processes talking gRPC with
+    mutual TLS on loopback (``on_tick(processes)`` is called while they
+    run); ``in_process`` runs them as threads of this process instead
+    (``progress``/``on_psi_done`` as for :func:`vfl.pipeline.fit_local`).
+
+    Raises
+    ------
+    DemoPartyError
+        If a party process fails (naming the party, its exit code and last
+        error line).
+    """
+    from vfl.crypto.paillier import check_key_size
+
+    check_key_size(key_bits, allow_insecure_key_size=insecure)
+    job = write_demo_job(workdir, rows=rows, overlap=overlap, key_bits=key_bits,
+                         insecure=insecure, epochs=epochs)
+    t0 = time.perf_counter()
+    if in_process:
+        from vfl.data import load_table
+        from vfl.lr.config import TrainConfig
+        from vfl.pipeline import fit_local
+
+        g = load_table(job.data[BANK_A], id_column="customer_id", label_column="default",
+                       require_label=True)
+        h = load_table(job.data[BANK_B], id_column="customer_id")
+        config = TrainConfig(epochs=epochs, key_bits=key_bits, batch_size=512,
+                             allow_insecure_key_size=insecure)
+        out = job.workdir / "out" / "in-process"
+        result = fit_local(g, [h], config, out_dir=out, progress=progress,
+                           on_psi_done=on_psi_done, html_report=True)
+        report = result.report
+        demo = DemoResult(job, report, time.perf_counter() - t0, out,
+                          Path(report["html_report"]) if "html_report" in report else None)
+    else:
+        procs, wall = run_demo_processes(job, on_tick=on_tick)
+        failed = {n: p for n, p in procs.items() if p.proc.returncode != 0}
+        if failed:
+            raise DemoPartyError({n: (p.proc.returncode, p.last_error())
+                                  for n, p in failed.items()})
+        out = job.outputs[BANK_A]
+        report = json.loads((out / REPORT).read_text())
+        traffic = {BANK_A: report["traffic"][BANK_A]}
+        for name in (BANK_B, ARBITER):
+            traffic[name] = json.loads(run_file(job.outputs[name], name).read_text())["traffic"]
+        report["traffic"] = traffic
+        report["baseline"] = {**report.get("baseline", {}), **_pooled_baseline(job)}
+        demo = DemoResult(job, report, wall, out,
+                          Path(report["html_report"]) if "html_report" in report else None,
+                          procs)
+    atomic_write_text(job.workdir / "demo.json", json.dumps(
+        {**demo.report, "wall_seconds": demo.wall_seconds, "in_process": in_process}, indent=2))
+    return demo
+
+
+class DemoPartyError(VFLError):
+    """A party process of the demo failed."""
+
+    def __init__(self, failures: dict[str, tuple[int | None, str]]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{n} exited with {code}: {line}"
+                                   for n, (code, line) in failures.items()))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vfl.binning.protocol import run_binning_guest, run_binning_host
+from vfl.binning import run_binning_guest, run_binning_host
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
 from vfl.data import PartyTable
@@ -28,7 +28,6 @@ from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
-from vfl.scorecard import Scorecard
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,8 @@ class JobOptions:
             raise ConfigError("The 'score_training_rows' option must be true or false.")
 
 
-def points_table(est: GuestLogisticRegression | HostLogisticRegression, aligned: PartyTable,
-                 woe: WoeEncoder | None, scorecard: Scorecard | None = None) -> pd.DataFrame:
-    """This party's scorecard points per feature and bin (stays with this party)."""
-    sc = scorecard or Scorecard()
-    X = woe.transform(aligned.X) if woe is not None else aligned.X
-    z = est.preprocessor_.transform(X) if est.preprocessor_ is not None else np.nan_to_num(X)
-    return pd.DataFrame(sc.feature_table(aligned.feature_names, est.coef_, z, aligned.X))
-
-
 __all__ = [
     "JobOptions",
-    "points_table",
     "GuestOutcome",
     "HostOutcome",
     "guest_fit_job",

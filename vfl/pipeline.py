@@ -1,9 +1,17 @@
-"""One-machine orchestration: every party in its own thread, in-memory transport.
+"""One-machine runs: every party in its own thread, over the in-memory transport.
 
-This is what ``vfl fit``, ``vfl predict``, ``vfl psi`` and ``vfl demo`` run. Each
-party's thread only touches its own table and talks to the others through its
-channel, exactly as separate processes would; the networked deployment runs the
-same party functions over gRPC.
+Each party's thread only touches its own table and talks to the others
+through its channel, exactly as separate processes would; the networked
+runner (:mod:`vfl.runner`) runs the same job functions (:mod:`vfl.jobs`)
+over gRPC, and both write their outputs through :mod:`vfl.outputs`.
+
+Two levels, so that everything the CLI does is one call:
+
+* tables in memory: :func:`psi_local`, :func:`fit_local`,
+  :func:`predict_local`, :func:`iv_local`;
+* CSV files, as ``vfl psi / fit / predict / iv`` take them:
+  :func:`psi_files`, :func:`fit_files`, :func:`predict_files`,
+  :func:`iv_files`.
 """
 
 from __future__ import annotations
@@ -11,17 +19,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
-from vfl.data import PartyTable
-from vfl.exceptions import DataError, TransportError, VFLError
+from vfl.baselines import centralized_baselines
+from vfl.binning import run_binning_guest, run_binning_host
+from vfl.binning.select import select_by_iv
+from vfl.crypto.paillier import check_key_size
+from vfl.data import PartyTable, load_table
+from vfl.exceptions import ConfigError, DataError, TransportError
 from vfl.jobs import (
     GuestOutcome,
     HostOutcome,
@@ -31,27 +42,37 @@ from vfl.jobs import (
     guest_predict_job,
     host_fit_job,
     host_predict_job,
-    points_table,
 )
 from vfl.lr.config import TrainConfig
-from vfl.lr.estimator import GuestLogisticRegression, HostLogisticRegression
-from vfl.metrics import evaluate
-from vfl.model import atomic_write_text, load_model_part, save_model_part
+from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
+from vfl.model import atomic_write_text, load_model_part
+from vfl.outputs import (
+    arbiter_summary,
+    guest_report,
+    host_summary,
+    model_part_file,
+    write_arbiter_outputs,
+    write_guest_outputs,
+    write_host_outputs,
+)
 from vfl.policy import DEFAULT_POLICY
-from vfl.preprocess import Standardizer
 from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
+from vfl.roles import Role
+from vfl.scorecard import Scorecard
 from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork
 
-__all__ = ["host_names", "run_threads", "psi_local", "fit_local", "predict_local", "FitResult"]
+__all__ = ["host_names", "run_threads", "psi_local", "fit_local", "predict_local", "iv_local",
+           "FitResult", "load_tables", "select_columns", "psi_files", "fit_files",
+           "predict_files", "iv_files"]
 
-GUEST, ARBITER = "guest", "arbiter"
+GUEST, ARBITER = Role.GUEST.value, Role.ARBITER.value
 
 
 def host_names(count: int) -> list[str]:
     """Names of the hosts in a one-machine run: host1, host2, ..."""
-    return [f"host{i + 1}" for i in range(count)]
+    return [f"{Role.HOST.value}{i + 1}" for i in range(count)]
 
 
 def run_threads(network: InMemoryNetwork,
@@ -113,72 +134,19 @@ class FitResult:
     aligned_hosts: list[PartyTable]
     proba: np.ndarray
     files: list[Path] = field(default_factory=list)
-
-
-def centralized_baselines(guest: PartyTable, hosts: list[PartyTable]) -> dict[str, float]:
-    """Centralised scikit-learn models on the pooled aligned table (local runs only)."""
-    assert guest.y is not None
-    Xg = Standardizer.fit(guest.X).transform(guest.X)
-    Xall = np.hstack([Xg] + [Standardizer.fit(h.X).transform(h.X) for h in hosts])
-    out = {}
-    for key, X in (("centralized", Xall), ("guest_only", Xg)):
-        clf = LogisticRegression(max_iter=2000).fit(X, guest.y)
-        m = evaluate(guest.y, clf.predict_proba(X)[:, 1])
-        out.update({f"{key}_auc": m["auc"], f"{key}_ks": m["ks"]})
-    return out
-
-
-def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], config: TrainConfig,
-                 traffic: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """The guest's ``report.json`` content."""
-    est = outcome.estimator
-    return {
-        "model_id": est.model_id_,
-        "n_guest": n_guest,
-        "n_hosts": len(hosts),
-        "hosts": hosts,
-        "n_intersection": outcome.aligned.n_rows,
-        "epochs_run": est.n_iter_,
-        "auc": outcome.metrics.get("auc"),
-        "ks": outcome.metrics.get("ks"),
-        "gini": outcome.metrics.get("gini"),
-        "ks_threshold": outcome.metrics.get("ks_threshold"),
-        "accuracy": outcome.metrics.get("accuracy"),
-        "evaluated_on": outcome.evaluated_on,
-        "psi_seconds": outcome.psi_seconds,
-        "train_seconds": outcome.train_seconds,
-        "loss_history": est.loss_history_,
-        "validation_history": est.validation_history_,
-        "best_epoch": est.best_epoch_,
-        "traffic": traffic,
-        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-    }
-
-
-def write_train_scores(out: Path, outcome: GuestOutcome) -> Path | None:
-    """The evaluation rows with label and joint probability (for the guest's report).
-
-    ``train_scores.csv`` holds every training row when the hosts allowed
-    training-row scoring, else the validation rows at the kept epoch; nothing
-    is written when neither was available.
-    """
-    if outcome.proba is None or outcome.eval_ids is None or outcome.eval_y is None:
-        return None
-    df = pd.DataFrame({"id": outcome.eval_ids, "label": outcome.eval_y,
-                       "probability": outcome.proba})
-    path = out / "train_scores.csv"
-    atomic_write_text(path, df.to_csv(index=False))
-    return path
+    #: per party, the columns kept by IV selection (``fit_files`` with an IV table)
+    kept_columns: dict[str, list[str]] | None = None
 
 
 def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *,
+              options: JobOptions | None = None,
               out_dir: str | Path | None = None, progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
               baselines: bool = True, guest_valid: PartyTable | None = None,
               hosts_valid: list[PartyTable] | None = None,
               coef_init: np.ndarray | None = None,
               intercept_init: float | None = None,
-              options: JobOptions | None = None) -> FitResult:
+              html_report: bool = False) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     All tables are on this machine, so one data owner plays every role: the
@@ -190,11 +158,25 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     guest : PartyTable with labels
     hosts : list of PartyTable
     config : TrainConfig
+    options : JobOptions, optional
+        WOE binning (training-row scoring is always on here).
     out_dir : path, optional
-        Where to write ``guest.json``, ``host<i>.json`` and ``report.json``.
+        Where to write every party's outputs (:mod:`vfl.outputs`); with
+        ``html_report`` also ``report/index.html``.
+    baselines : bool
+        Add the pooled-data and guest-only scikit-learn yardsticks to the report.
+    guest_valid, hosts_valid : PartyTable, optional
+        Validation tables for every party (aligned by a second PSI), or none.
+    coef_init, intercept_init : optional
+        Replay a run's start (default: a fresh secret random start).
     """
     if guest.y is None:
         raise DataError("The guest table needs a label column.")
+    if (guest_valid is None) != (hosts_valid is None) or (
+            hosts_valid is not None and len(hosts_valid) != len(hosts)):
+        raise DataError("Give a validation table for the guest and for every host, or none.")
+    check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
+    options = replace(options or JobOptions(), score_training_rows=True)
     names = host_names(len(hosts))
     insecure = config.allow_insecure_key_size
     host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
@@ -203,14 +185,10 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
                                         progress=progress, on_psi_done=on_psi_done,
-                                        valid=guest_valid,
-                                        options=replace(options or JobOptions(), score_training_rows=True),
+                                        valid=guest_valid, options=options,
                                         coef_init=coef_init, intercept_init=intercept_init),
         ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
     }
-    if (guest_valid is None) != (hosts_valid is None) or (
-            hosts_valid is not None and len(hosts_valid) != len(hosts)):
-        raise DataError("Give a validation table for the guest and for every host, or none.")
     valids: list[PartyTable | None] = list(hosts_valid) if hosts_valid else [None] * len(hosts)
     for name, table, valid in zip(names, hosts, valids, strict=True):
         targets[name] = (lambda t, v: lambda ch: host_fit_job(
@@ -218,33 +196,25 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     results = run_threads(net, targets)
     g: GuestOutcome = results[GUEST]
     h: list[HostOutcome] = [results[n] for n in names]
-    traffic = {n: {"sent_bytes": net.endpoint(n).stats.total_sent,
-                   "received_bytes": net.endpoint(n).stats.total_received}
-               for n in [GUEST, *names, ARBITER]}
-    report = guest_report(g, n_guest=guest.n_rows, hosts=names, config=config, traffic=traffic)
+    arbiter: Arbiter = results[ARBITER]
+
+    def traffic(name: str) -> dict[str, int]:
+        stats = net.endpoint(name).stats
+        return {"sent_bytes": stats.total_sent, "received_bytes": stats.total_received}
+
+    report = guest_report(
+        g, n_guest=guest.n_rows, hosts=names, config=config, options=options,
+        traffic={n: traffic(n) for n in [GUEST, *names, ARBITER]},
+        baseline=centralized_baselines(g.aligned, [o.aligned for o in h]) if baselines else None)
     report["n_host_rows"] = [t.n_rows for t in hosts]
-    if baselines:
-        report["baseline"] = centralized_baselines(g.aligned, [o.aligned for o in h])
     files: list[Path] = []
     if out_dir is not None:
-        out = Path(out_dir)
-        files.append(save_model_part(g.part(), out / "guest.json"))
-        for name, outcome in zip(names, h, strict=True):
-            files.append(save_model_part(outcome.part(), out / f"{name}.json"))
-        atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-        files.append(out / "report.json")
-        scores_file = write_train_scores(out, g)
-        if scores_file is not None:
-            files.append(scores_file)
-        if g.iv_table is not None:
-            atomic_write_text(out / "iv.json", json.dumps(g.iv_table, indent=2))
-            files.append(out / "iv.json")
-        # each party's own scorecard points table (on one machine they share a folder)
-        for name, est, al, woe in [(GUEST, g.estimator, g.aligned, g.woe)] + [
-                (n, o.estimator, o.aligned, o.woe) for n, o in zip(names, h, strict=True)]:
-            path = out / f"{name}_points.csv"
-            atomic_write_text(path, points_table(est, al, woe).to_csv(index=False))
-            files.append(path)
+        files += write_guest_outputs(out_dir, g, report, html_report=html_report)
+        for table, outcome in zip(hosts, h, strict=True):
+            files += write_host_outputs(out_dir, outcome, host_summary(
+                outcome, n_rows=table.n_rows, traffic=traffic(outcome.party)))
+        files += write_arbiter_outputs(out_dir, ARBITER, arbiter_summary(
+            ARBITER, arbiter, traffic=traffic(ARBITER)))
     assert g.proba is not None
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
@@ -254,17 +224,17 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
                   ) -> pd.DataFrame:
     """Score the customers all parties share with a saved model (all parties local)."""
     model_dir = Path(model_dir)
-    g_part = load_model_part(model_dir / "guest.json")
+    g_part = load_model_part(model_part_file(model_dir, GUEST))
     names = host_names(len(hosts))
     if len(g_part.peers.get("hosts", [])) != len(hosts):
         raise DataError(
             f"The model in {model_dir} was trained with {len(g_part.peers.get('hosts', []))} "
             f"host(s); {len(hosts)} host table(s) given."
         )
-    h_parts = [load_model_part(model_dir / f"{n}.json") for n in names]
+    h_parts = [load_model_part(model_part_file(model_dir, n)) for n in names]
     for n, part in zip(names, h_parts, strict=True):
         if part.model_id != g_part.model_id:
-            raise DataError(f"{model_dir / (n + '.json')} belongs to another model.")
+            raise DataError(f"{model_part_file(model_dir, n)} belongs to another model.")
     net = InMemoryNetwork([GUEST, *names])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names)}
@@ -278,10 +248,9 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
              key_bits: int = 2048, allow_insecure_key_size: bool = False,
              reveal_host_names: bool = False, monotonic: bool = False) -> list[dict[str, Any]]:
     """PSI, then federated binning: the IV table of every party's features."""
-    from vfl.binning import run_binning_guest, run_binning_host
-
     if guest.y is None:
         raise DataError("The guest table needs a label column.")
+    check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)
     g_al, h_al = psi_local(guest, hosts)
     labels = g_al.y if g_al.y is not None else np.zeros(0, dtype=np.int64)
     names = host_names(len(hosts))
@@ -301,8 +270,123 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
     return result
 
 
-def format_error(exc: BaseException) -> str:
-    """One-line message for the CLI."""
-    if isinstance(exc, VFLError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+# ------------------------------------------------------------------ CSV files
+def load_tables(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
+                label: str | None, require_label: bool, lower_ids: bool = False,
+                strip_ids: bool = True) -> tuple[PartyTable, list[PartyTable]]:
+    """The guest's table (with ``label``) and the hosts' tables, read from CSV."""
+    if not hosts:
+        raise ConfigError("Give at least one host table.")
+    g = load_table(guest, id_column=id_column, label_column=label, lower_ids=lower_ids,
+                   strip_ids=strip_ids, require_label=require_label)
+    hs = [load_table(h, id_column=id_column, label_column=None, lower_ids=lower_ids,
+                     strip_ids=strip_ids) for h in hosts]
+    return g, hs
+
+
+def select_columns(guest: PartyTable, hosts: list[PartyTable], iv_table: list[dict[str, Any]],
+                   *, min_iv: float | None = None, top_k: int | None = None
+                   ) -> tuple[PartyTable, list[PartyTable], dict[str, list[str]]]:
+    """Each party keeps its own best columns by IV (see :func:`vfl.binning.select.select_by_iv`).
+
+    Returns the narrowed tables and, per party, the columns kept.
+    """
+    names = [GUEST, *host_names(len(hosts))]
+    tables = [guest, *hosts]
+    kept = {n: select_by_iv(iv_table, n, t.feature_names, min_iv=min_iv, top_k=top_k)
+            for n, t in zip(names, tables, strict=True)}
+    narrowed = [t.select(kept[n]) for n, t in zip(names, tables, strict=True)]
+    return narrowed[0], narrowed[1:], kept
+
+
+def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, label: str,
+              out_dir: str | Path, config: TrainConfig, options: JobOptions | None = None,
+              guest_valid: str | Path | None = None, hosts_valid: Sequence[str | Path] = (),
+              iv_table: str | Path | None = None, min_iv: float | None = None,
+              top_k: int | None = None, lower_ids: bool = False, strip_ids: bool = True,
+              progress: ProgressHook | None = None,
+              on_psi_done: Callable[[int], None] | None = None,
+              html_report: bool = True) -> FitResult:
+    """``vfl fit`` as one call: read the CSVs, select columns, train, write the outputs.
+
+    ``iv_table`` (written by :func:`iv_files`) with ``min_iv``/``top_k``:
+    each party keeps its best columns first. ``guest_valid``/``hosts_valid``:
+    validation CSVs for every party (same columns), aligned by a second PSI.
+    """
+    if (min_iv is not None or top_k is not None) and iv_table is None:
+        raise ConfigError("min_iv/top_k need an IV table (the file written by vfl iv).")
+    if (guest_valid is None) != (not hosts_valid) or (
+            hosts_valid and len(hosts_valid) != len(hosts)):
+        raise ConfigError("Give a guest validation table and one host validation table per "
+                          "host, or none.")
+    g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=True,
+                        lower_ids=lower_ids, strip_ids=strip_ids)
+    kept = None
+    if iv_table is not None:
+        table = json.loads(Path(iv_table).read_text())
+        g, hs, kept = select_columns(g, hs, table, min_iv=min_iv, top_k=top_k)
+    gv, hvs = None, None
+    if guest_valid is not None:
+        gv, hvs = load_tables(guest_valid, hosts_valid, id_column=id_column, label=label,
+                              require_label=True, lower_ids=lower_ids, strip_ids=strip_ids)
+        gv = gv.select(g.feature_names)
+        hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
+    result = fit_local(g, hs, config, options=options, out_dir=out_dir, progress=progress,
+                       on_psi_done=on_psi_done, guest_valid=gv, hosts_valid=hvs,
+                       html_report=html_report)
+    result.kept_columns = kept
+    return result
+
+
+def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str | Path], *,
+                  id_column: str, out: str | Path, label: str | None = None,
+                  lower_ids: bool = False, strip_ids: bool = True,
+                  scorecard: Scorecard | None = None) -> pd.DataFrame:
+    """``vfl predict`` as one call: score the shared customers, write ``out`` (CSV).
+
+    With ``scorecard`` the scores get a ``score`` column (points).
+    """
+    g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
+                        lower_ids=lower_ids, strip_ids=strip_ids)
+    scores = predict_local(model_dir, g, hs)
+    if scorecard is not None:
+        scores = scorecard.add_points(scores)
+    atomic_write_text(out, scores.to_csv(index=False))
+    return scores
+
+
+def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
+              out_dir: str | Path, label: str | None = None, lower_ids: bool = False,
+              strip_ids: bool = True) -> tuple[int, list[Path]]:
+    """``vfl psi`` as one call: write each party's aligned table as ``<party>.csv``.
+
+    Returns the number of shared customers and the files written.
+    """
+    g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
+                        lower_ids=lower_ids, strip_ids=strip_ids)
+    g_al, h_al = psi_local(g, hs)
+    paths = []
+    for name, table in [(GUEST, g_al), *zip(host_names(len(hs)), h_al, strict=True)]:
+        df = pd.DataFrame(table.X, columns=table.feature_names)
+        df.insert(0, id_column, table.ids)
+        if table.y is not None and label:
+            df.insert(1, label, table.y)
+        paths.append(Path(out_dir) / f"{name}.csv")
+        atomic_write_text(paths[-1], df.to_csv(index=False))
+    return g_al.n_rows, paths
+
+
+def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, label: str,
+             out: str | Path, n_bins: int = 10, key_bits: int = 2048,
+             allow_insecure_key_size: bool = False, reveal_host_names: bool = False,
+             monotonic: bool = False, lower_ids: bool = False,
+             strip_ids: bool = True) -> list[dict[str, Any]]:
+    """``vfl iv`` as one call: the IV table of every party's columns, written to ``out``."""
+    check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)
+    g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=True,
+                        lower_ids=lower_ids, strip_ids=strip_ids)
+    table = iv_local(g, hs, n_bins=n_bins, key_bits=key_bits,
+                     allow_insecure_key_size=allow_insecure_key_size,
+                     reveal_host_names=reveal_host_names, monotonic=monotonic)
+    atomic_write_text(out, json.dumps(table, indent=2))
+    return table

@@ -1,10 +1,11 @@
 """A model report people can look at: one self-contained HTML page plus PNGs.
 
 ``vfl report --model DIR`` (and ``vfl fit`` by default) reads what the guest
-holds — its model part, ``report.json`` and ``train_scores.csv`` (id, label,
-joint probability of its training rows), optionally an IV table and a file of
-new scores — and draws ROC, KS, score distributions, loss per epoch, lift and
-gain, calibration, IV and the guest's own coefficients. Only guest-side
+holds — ``report.json``, the model part it names and ``train_scores.csv``
+(id, label, joint probability of the evaluation rows; file names in
+:mod:`vfl.outputs`), optionally an IV table and a file of new scores —
+and draws ROC, KS, score distributions, loss per epoch, lift and gain,
+calibration, IV and the guest's own coefficients. Only guest-side
 information appears: host weights and host feature values never reach the
 guest.
 """
@@ -33,7 +34,8 @@ from vfl.metrics import (  # noqa: E402
     evaluate,
     stability_index,
 )
-from vfl.model import atomic_write_text, load_model_part  # noqa: E402
+from vfl.model import atomic_write_text  # noqa: E402
+from vfl.outputs import TRAIN_SCORES, read_guest_outputs  # noqa: E402
 from vfl.scorecard import Scorecard  # noqa: E402
 
 __all__ = ["write_report"]
@@ -72,17 +74,13 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
     """Write ``index.html`` and the PNGs into ``out_dir``; returns the HTML path."""
     model_dir, out = Path(model_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rep_path = model_dir / "report.json"
-    train_path = model_dir / "train_scores.csv"
-    if not rep_path.is_file() or not train_path.is_file():
-        raise DataError(f"{model_dir} has no report.json and train_scores.csv; run vfl fit first.")
-    report = json.loads(rep_path.read_text())
-    part_file = model_dir / "guest.json"
-    if not part_file.is_file():
-        candidates = [p for p in model_dir.glob("*.json")
-                      if p.name not in ("report.json", "iv.json", "run.json")]
-        part_file = candidates[0] if candidates else part_file
-    part = load_model_part(part_file)
+    found = read_guest_outputs(model_dir)
+    report, part = found.report, found.part
+    if found.train_scores is None:
+        raise DataError(f"{model_dir} has no {TRAIN_SCORES}: the job evaluated no rows (no "
+                        "validation rows and no training-row scoring), so there is nothing to "
+                        "chart.")
+    train_path = found.train_scores
     train = pd.read_csv(train_path)
     y = train["label"].to_numpy(int)
     p = train["probability"].to_numpy(float)
@@ -169,8 +167,8 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
     images["coefficients"] = _png(fig, out / "coefficients.png")
 
     iv_rows: list[dict[str, Any]] = []
-    iv_file = Path(iv) if iv else model_dir / "iv.json"
-    if iv_file.is_file():
+    iv_file = Path(iv) if iv else found.iv_table
+    if iv_file is not None and iv_file.is_file():
         iv_rows = json.loads(iv_file.read_text())
         top_iv = iv_rows[:25]
         fig, ax = plt.subplots(figsize=(5, max(3, 0.3 * len(top_iv))))

@@ -1,36 +1,49 @@
-"""Run one party of a job over gRPC with mutual TLS (``vfl run`` / networked ``vfl predict``)."""
+"""Run one party of a job over gRPC with mutual TLS (``vfl run`` / networked ``vfl predict``).
+
+The runner opens this party's endpoint, runs its job function
+(:mod:`vfl.jobs`, the same ones the one-machine pipeline runs in threads)
+and writes its outputs through :mod:`vfl.outputs`.
+"""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
+from vfl.baselines import guest_only_baseline
 from vfl.config import PartyConfig
 from vfl.data import PartyTable, load_table
-from vfl.exceptions import ConfigError, VFLError
+from vfl.exceptions import ConfigError
 from vfl.jobs import (
     arbiter_fit_job,
     guest_fit_job,
     guest_predict_job,
     host_fit_job,
     host_predict_job,
-    points_table,
 )
-from vfl.metrics import evaluate
-from vfl.model import atomic_write_text, load_model_part, save_model_part
-from vfl.pipeline import guest_report, write_train_scores
-from vfl.preprocess import Standardizer
+from vfl.model import atomic_write_text, load_model_part
+from vfl.outputs import (
+    arbiter_summary,
+    guest_report,
+    host_summary,
+    model_part_file,
+    write_arbiter_outputs,
+    write_guest_outputs,
+    write_host_outputs,
+)
 from vfl.progress import ProgressHook
 from vfl.roles import Role
+from vfl.scorecard import Scorecard
 from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
 
 __all__ = ["open_endpoint", "run_fit", "run_predict", "part_path"]
+
+T = TypeVar("T")
 
 
 def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
@@ -44,8 +57,8 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
 
 
 def part_path(cfg: PartyConfig) -> Path:
-    """Where this party's model part lives."""
-    return cfg.output / f"{cfg.name}.json"
+    """Where this party's model part lives (``<output>/<name>.json``)."""
+    return model_part_file(cfg.output, cfg.name)
 
 
 def _load_data(cfg: PartyConfig, path: str | Path | None = None,
@@ -73,16 +86,16 @@ def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:
             "sent_by_message_type": dict(ep.stats.sent_by_type)}
 
 
-def _guarded(cfg: PartyConfig, job_id: str | None, work: Any) -> dict[str, Any]:
+def _guarded(cfg: PartyConfig, job_id: str | None,
+             work: Callable[[GrpcEndpoint], T]) -> tuple[T, dict[str, Any]]:
+    """Run ``work`` on this party's endpoint; on any failure tell the peers, then re-raise.
+
+    Returns the work's result and this endpoint's traffic.
+    """
     ep = open_endpoint(cfg, job_id)
     try:
-        result: dict[str, Any] = work(ep)
-        result["traffic"] = _traffic(ep)
-        result["peak_memory_mb"] = _peak_memory_mb()
-        return result
-    except (VFLError, OSError, ValueError) as exc:
-        ep.abort(abort_code(exc))
-        raise
+        result = work(ep)
+        return result, _traffic(ep)
     except BaseException as exc:
         ep.abort(abort_code(exc))
         raise
@@ -91,14 +104,17 @@ def _guarded(cfg: PartyConfig, job_id: str | None, work: Any) -> dict[str, Any]:
 
 
 def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str, Any]:
-    """Run this party's side of a training job; write its model part; return a summary."""
+    """Run this party's side of a training job; write its outputs; return its summary.
+
+    The summary is what the party wrote as ``report.json`` (guest) or
+    ``<name>_run.json`` (hosts, arbiter).
+    """
     if cfg.role == Role.ARBITER:
-        def work(ep: GrpcEndpoint) -> dict[str, Any]:
-            arb = arbiter_fit_job(ep, guest=cfg.guest, progress=progress, policy=cfg.policy)
-            return {"party": cfg.name, "role": "arbiter", "epochs_run": arb.n_iter_,
-                    "loss_history": arb.loss_history_}
-        summary = _guarded(cfg, None, work)
-        atomic_write_text(cfg.output / "run.json", json.dumps(summary, indent=2))
+        arbiter, traffic = _guarded(cfg, None, lambda ep: arbiter_fit_job(
+            ep, guest=cfg.guest, progress=progress, policy=cfg.policy))
+        summary = arbiter_summary(cfg.name, arbiter, traffic=traffic)
+        summary["peak_memory_mb"] = _peak_memory_mb()
+        write_arbiter_outputs(cfg.output, cfg.name, summary)
         return summary
 
     table = _load_data(cfg)
@@ -106,70 +122,52 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
              if cfg.data.validation_path else None)
     if cfg.role == Role.HOST:
-        def work(ep: GrpcEndpoint) -> dict[str, Any]:
-            out = host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
-                               progress=progress, valid=valid, policy=cfg.policy)
-            save_model_part(out.part(), part_path(cfg))
-            atomic_write_text(cfg.output / f"{cfg.name}_points.csv",
-                              points_table(out.estimator, out.aligned, out.woe).to_csv(index=False))
-            return {"party": cfg.name, "role": "host", "n_rows": table.n_rows,
-                    "n_intersection": out.aligned.n_rows, "epochs_run": out.estimator.n_iter_,
-                    "model_part": str(part_path(cfg))}
-        summary = _guarded(cfg, None, work)
-        atomic_write_text(cfg.output / "run.json", json.dumps(summary, indent=2))
+        host, traffic = _guarded(cfg, None, lambda ep: host_fit_job(
+            ep, table, guest=cfg.guest, arbiter=cfg.arbiter, progress=progress, valid=valid,
+            policy=cfg.policy))
+        summary = host_summary(host, n_rows=table.n_rows, traffic=traffic)
+        summary["peak_memory_mb"] = _peak_memory_mb()
+        write_host_outputs(cfg.output, host, summary)
         return summary
 
-    def guest_work(ep: GrpcEndpoint) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        out = guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
-                            progress=progress, valid=valid,
-                            options=cfg.options, policy=cfg.policy)
-        report = guest_report(out, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
-                              traffic={})
-        # the guest-only yardstick uses the guest's own columns only
-        Xg = Standardizer.fit(out.aligned.X).transform(out.aligned.X)
-        assert out.aligned.y is not None
-        clf = LogisticRegression(max_iter=2000).fit(Xg, out.aligned.y)
-        m = evaluate(out.aligned.y, clf.predict_proba(Xg)[:, 1])
-        report["baseline"] = {"guest_only_auc": m["auc"], "guest_only_ks": m["ks"]}
-        report["wall_seconds"] = time.perf_counter() - t0
-        save_model_part(out.part(), part_path(cfg))
-        report["model_part"] = str(part_path(cfg))
-        write_train_scores(cfg.output, out)
-        atomic_write_text(cfg.output / f"{cfg.name}_points.csv",
-                          points_table(out.estimator, out.aligned, out.woe).to_csv(index=False))
-        if out.iv_table is not None:
-            atomic_write_text(cfg.output / "iv.json", json.dumps(out.iv_table, indent=2))
-        return report
-
-    report = _guarded(cfg, None, guest_work)
-    report["traffic"] = {cfg.name: report["traffic"]}
-    atomic_write_text(cfg.output / "report.json", json.dumps(report, indent=2))
-    from vfl.report import write_report
-
-    if report.get("auc") is not None:
-        report["html_report"] = str(write_report(cfg.output, cfg.output / "report"))
+    t0 = time.perf_counter()
+    guest, traffic = _guarded(cfg, None, lambda ep: guest_fit_job(
+        ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter, progress=progress,
+        valid=valid, options=cfg.options, policy=cfg.policy))
+    report = guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
+                          options=cfg.options, traffic={cfg.name: traffic},
+                          baseline=guest_only_baseline(guest.aligned))
+    report["wall_seconds"] = time.perf_counter() - t0
+    report["peak_memory_mb"] = _peak_memory_mb()
+    write_guest_outputs(cfg.output, guest, report, html_report=True)
     return report
 
 
 def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = None,
-                job_id: str | None = None) -> dict[str, Any]:
-    """Run this party's side of a scoring job with its saved model part."""
+                job_id: str | None = None, scorecard: Scorecard | None = None
+                ) -> dict[str, Any]:
+    """Run this party's side of a scoring job with its saved model part.
+
+    The guest writes the scores of the shared customers to ``out`` (with
+    ``scorecard``, also their points); each host sends its partial scores.
+    """
     if cfg.role == Role.ARBITER:
         raise ConfigError("The arbiter takes no part in scoring.")
     part = load_model_part(part_path(cfg))
     table = _load_data(cfg, data, require_label=False)
     job = job_id or f"{cfg.job_id}/predict"
     if cfg.role == Role.HOST:
-        return _guarded(cfg, job, lambda ep: {"party": cfg.name, "rows_scored": host_predict_job(
-            ep, table, part, guest=cfg.guest, policy=cfg.policy)})
+        rows, traffic = _guarded(cfg, job, lambda ep: host_predict_job(
+            ep, table, part, guest=cfg.guest, policy=cfg.policy))
+        return {"party": cfg.name, "rows_scored": rows, "traffic": traffic,
+                "peak_memory_mb": _peak_memory_mb()}
     if out is None:
         raise ConfigError("The guest needs --out for the scores file.")
-
-    def work(ep: GrpcEndpoint) -> dict[str, Any]:
-        scores = guest_predict_job(ep, table, part, hosts=cfg.hosts, policy=cfg.policy)
-        atomic_write_text(out, scores.to_csv(index=False))
-        return {"party": cfg.name, "rows_scored": len(scores), "scores": str(out),
-                "mean_probability": float(np.mean(scores["probability"])) if len(scores) else None}
-
-    return _guarded(cfg, job, work)
+    scores, traffic = _guarded(cfg, job, lambda ep: guest_predict_job(
+        ep, table, part, hosts=cfg.hosts, policy=cfg.policy))
+    if scorecard is not None:
+        scores = scorecard.add_points(scores)
+    atomic_write_text(out, scores.to_csv(index=False))
+    return {"party": cfg.name, "rows_scored": len(scores), "scores": str(out),
+            "mean_probability": float(np.mean(scores["probability"])) if len(scores) else None,
+            "traffic": traffic, "peak_memory_mb": _peak_memory_mb()}

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from vfl.exceptions import ConfigError
 from vfl.types import FloatArray
 
-__all__ = ["Scorecard"]
+if TYPE_CHECKING:  # pragma: no cover
+    from vfl.binning.woe import WoeEncoder
+    from vfl.data import PartyTable
+    from vfl.lr.estimator import GuestLogisticRegression, HostLogisticRegression
 
+__all__ = ["Scorecard", "points_table"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,16 @@ class Scorecard:
         p = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1 - 1e-15)
         return self.offset + self.factor * np.log((1 - p) / p)
 
+    def add_points(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """``scores`` (with a ``probability`` column) plus ``score``: points, to 0.01.
+
+        The sum of every party's points equals the score of the joint
+        probability, so the guest gets the total without any party's table.
+        """
+        out = scores.copy()
+        out["score"] = self.from_probability(out["probability"].to_numpy()).round(2)
+        return out
+
     def feature_table(self, names: list[str], coef: FloatArray, z_values: FloatArray,
                       raw_values: FloatArray, bins: int = 5) -> list[dict[str, Any]]:
         """Per-feature points at quantile bins of the party's own data.
@@ -106,3 +121,19 @@ class Scorecard:
                              "points": float(-self.factor * coef[j]
                                              * np.median(z[np.isnan(raw)]))})
         return rows
+
+
+def points_table(estimator: GuestLogisticRegression | HostLogisticRegression,
+                 table: PartyTable, woe: WoeEncoder | None = None,
+                 scorecard: Scorecard | None = None) -> pd.DataFrame:
+    """One party's scorecard points per feature and bin, from its own weights and rows.
+
+    ``table`` holds the party's aligned training rows (raw columns); ``woe``
+    its WOE encoding, if it trained on WOE columns. The table stays with the
+    party.
+    """
+    sc = scorecard or Scorecard()
+    X = woe.transform(table.X) if woe is not None else table.X
+    pre = estimator.preprocessor_
+    z = pre.transform(X) if pre is not None else np.nan_to_num(X)
+    return pd.DataFrame(sc.feature_table(table.feature_names, estimator.coef_, z, table.X))

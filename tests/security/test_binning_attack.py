@@ -23,13 +23,10 @@ from phe import paillier as phe_paillier
 
 from vfl.binning import run_binning_host
 from vfl.binning.core import assign_bins
-from vfl.binning.protocol import (
-    BinningGuest,
-    BinningHost,
-    EncryptedLabels,
-    HostBinStats,
-    labels_context,
-)
+from vfl.binning.driver import labels_context
+from vfl.binning.guest import BinningGuest
+from vfl.binning.host import BinningHost
+from vfl.binning.messages import EncryptedLabels, HostBinStats
 from vfl.crypto import zkp
 from vfl.crypto.paillier import PaillierPrivateKey, PaillierPublicKey, Randomizer, generate_keypair
 from vfl.crypto.vector import EncryptedVector
@@ -127,7 +124,7 @@ def test_powers_of_two_attack_is_refused(host_data, guest_key, forgery):
     sizes, counts, sums = control._bin_sums(enc, BINS)
     stats = HostBinStats(control.aliases(), sizes, np.asarray(counts),
                          Ciphertexts(pk.fingerprint, 0, EncryptedVector(
-                             pk, zkp.uniform_rerandomize(pk, sums), 0).to_bytes()))
+                             pk, zkp.uniform_rerandomize(pk, sums.ciphertexts), 0).to_bytes()))
     truth = _true_bins(host_data, control)
     recovered = read_bins(sk, stats, ROWS)
     assert sizes == [BINS + 1] * FEATURES
@@ -223,7 +220,7 @@ def test_tagged_randomness_no_longer_marks_a_row():
     # positive control: the host's per-bin sums re-randomised as before the fix
     before = BinningHost(X, names, party="host1", policy=INSECURE)
     sizes, _, sums = before._bin_sums(EncryptedVector(pk, cts, 0), 10)
-    djn = EncryptedVector(pk, sums, 0).rerandomize(Randomizer(pk, window_bits=8)).ciphertexts
+    djn = sums.rerandomize(Randomizer(pk, window_bits=8)).ciphertexts
     truth = [b[target] for b in _true_bins(X, before)]
     assert _guess_by_jacobi(pk, djn, sizes) == truth  # 12/12 features
 

@@ -46,7 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vfl.crypto.paillier as paillier
-from vfl.binning.protocol import run_binning_guest, run_binning_host
+from vfl.binning.driver import run_binning_guest, run_binning_host
 from vfl.codec import Envelope, decode_envelope, encode_envelope, type_name_of
 from vfl.data import PartyTable
 from vfl.exceptions import DataError, RemoteProtocolError, TransportError
@@ -395,11 +395,11 @@ class Escape:
 ESCAPES = [
     Escape("merge-plan-without-ends", "binning", "guest", "host1", "binning.MergePlan",
            Mutation(("group_ends",), "list_clear"),
-           "IndexError in vfl/binning/protocol.py BinningHost.on_merge: check len(ends) == k "
+           "IndexError in vfl/binning/host.py BinningHost.on_merge: check len(ends) == k "
            "before reading ends[0]/ends[-1]"),
     Escape("bin-sums-in-overflow-band", "binning", "host1", "guest", "binning.HostBinStats",
            Mutation(("event_sums", "data"), "call", _overflow_band_sums),
-           "EncodingOverflowError in vfl/binning/protocol.py BinningGuest.on_stats: decrypt "
+           "EncodingOverflowError in vfl/binning/guest.py BinningGuest.on_stats: decrypt "
            "residues and range-check them (or catch CryptoError) -> RemoteProtocolError"),
     Escape("host-announces-many-columns", "fit", "host1", "guest", "lr.HostHello",
            Mutation(("n_features",), "set", 524),

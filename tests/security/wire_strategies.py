@@ -23,13 +23,13 @@ import vfl
 from vfl.codec import MAX_ARRAY_DIMS, MAX_WIRE_INT, REGISTRY
 
 #: Registered types that are never sent on their own (only nested in another message).
-NESTED_ONLY = {"lr.TrainConfig/1"}
+NESTED_ONLY = {"lr.TrainConfig/2"}
 
 
 def import_all_messages() -> dict[str, type]:
     """Import every vfl module (so every ``@message`` registers); return the registry."""
-    for name in ("vfl.lr.messages", "vfl.lr.config", "vfl.psi.messages", "vfl.binning.protocol",
-                 "vfl.transport.base"):
+    for name in ("vfl.lr.messages", "vfl.lr.config", "vfl.psi.messages", "vfl.binning.messages",
+                 "vfl.messages", "vfl.transport.base"):
         importlib.import_module(name)
     for mod in pkgutil.walk_packages(vfl.__path__, "vfl."):
         if "._proto" not in mod.name:

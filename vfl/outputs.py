@@ -1,0 +1,200 @@
+"""What a party writes after a job: one module, one naming scheme, every deployment.
+
+The one-machine pipeline (``vfl fit``), the networked runner (``vfl run``)
+and the demo all write a party's outputs through these functions, so the
+files are the same wherever the job ran. ``<party>`` is the party's name:
+``guest``, ``host1``, ... on one machine (where all parties share one
+folder, so every per-party file carries the name), ``bank_a``, ... over the
+network.
+
+========================  ====================================================
+``<party>.json``          guest and hosts: the model part (:class:`vfl.model.ModelPart`)
+``<party>_points.csv``    guest and hosts: scorecard points per feature and bin
+``report.json``           guest: the job's report; ``model_part`` names the guest's part
+``train_scores.csv``      guest: id, label, joint probability of the evaluation rows
+``iv.json``               guest, with WOE binning: the IV table of every party's columns
+``<party>_run.json``      hosts and arbiter: rows, epochs, traffic of this party's run
+``report/index.html``     guest (networked runs): the HTML report, when rows were evaluated
+========================  ====================================================
+
+Only the guest's report names the guest's files; nothing here writes another
+party's data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vfl.exceptions import DataError
+from vfl.jobs import GuestOutcome, HostOutcome, JobOptions
+from vfl.lr.config import TrainConfig
+from vfl.lr.estimator import Arbiter
+from vfl.model import ModelPart, atomic_write_text, load_model_part, save_model_part
+from vfl.roles import Role
+from vfl.scorecard import points_table
+
+__all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file",
+           "run_file", "guest_report", "host_summary", "arbiter_summary",
+           "write_guest_outputs", "write_host_outputs", "write_arbiter_outputs",
+           "GuestOutputs", "read_guest_outputs"]
+
+REPORT = "report.json"
+TRAIN_SCORES = "train_scores.csv"
+IV_TABLE = "iv.json"
+
+
+def model_part_file(out_dir: str | Path, party: str) -> Path:
+    """``<out_dir>/<party>.json``: the party's model part."""
+    return Path(out_dir) / f"{party}.json"
+
+
+def points_file(out_dir: str | Path, party: str) -> Path:
+    """``<out_dir>/<party>_points.csv``: the party's scorecard points table."""
+    return Path(out_dir) / f"{party}_points.csv"
+
+
+def run_file(out_dir: str | Path, party: str) -> Path:
+    """``<out_dir>/<party>_run.json``: a host's or the arbiter's run summary."""
+    return Path(out_dir) / f"{party}_run.json"
+
+
+def _json(path: Path, value: Any) -> Path:
+    atomic_write_text(path, json.dumps(value, indent=2))
+    return path
+
+
+def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], config: TrainConfig,
+                 options: JobOptions, traffic: dict[str, Any],
+                 baseline: dict[str, float] | None = None) -> dict[str, Any]:
+    """The content of the guest's ``report.json``."""
+    est = outcome.estimator
+    return {
+        "model_id": est.model_id_,
+        "party": outcome.party,
+        "model_part": model_part_file(".", outcome.party).name,
+        "n_guest": n_guest,
+        "n_hosts": len(hosts),
+        "hosts": hosts,
+        "n_intersection": outcome.aligned.n_rows,
+        "epochs_run": est.n_iter_,
+        "auc": outcome.metrics.get("auc"),
+        "ks": outcome.metrics.get("ks"),
+        "gini": outcome.metrics.get("gini"),
+        "ks_threshold": outcome.metrics.get("ks_threshold"),
+        "accuracy": outcome.metrics.get("accuracy"),
+        "evaluated_on": outcome.evaluated_on,
+        "psi_seconds": outcome.psi_seconds,
+        "train_seconds": outcome.train_seconds,
+        "loss_history": est.loss_history_,
+        "validation_history": est.validation_history_,
+        "best_epoch": est.best_epoch_,
+        "traffic": traffic,
+        "config": {f.name: getattr(config, f.name) for f in fields(config)},
+        "options": {f.name: getattr(options, f.name) for f in fields(options)},
+        "baseline": dict(baseline or {}),
+    }
+
+
+def host_summary(outcome: HostOutcome, *, n_rows: int, traffic: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """The content of a host's ``<party>_run.json``."""
+    return {"party": outcome.party, "role": Role.HOST.value, "n_rows": n_rows,
+            "n_intersection": outcome.aligned.n_rows, "epochs_run": outcome.estimator.n_iter_,
+            "traffic": traffic}
+
+
+def arbiter_summary(party: str, arbiter: Arbiter, *, traffic: dict[str, Any]) -> dict[str, Any]:
+    """The content of the arbiter's ``<party>_run.json``."""
+    return {"party": party, "role": Role.ARBITER.value, "epochs_run": arbiter.n_iter_,
+            "loss_history": arbiter.loss_history_, "traffic": traffic}
+
+
+def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict[str, Any], *,
+                        html_report: bool = False) -> list[Path]:
+    """Write the guest's model part, points, report, evaluation scores and IV table.
+
+    With ``html_report`` (and evaluation rows) also ``report/index.html``;
+    its path goes into ``report["html_report"]``. Returns the files written.
+    """
+    out = Path(out_dir)
+    party = outcome.party
+    files = [save_model_part(outcome.part(), model_part_file(out, party))]
+    files.append(points_file(out, party))
+    atomic_write_text(files[-1], points_table(outcome.estimator, outcome.aligned,
+                                              outcome.woe).to_csv(index=False))
+    if outcome.proba is not None and outcome.eval_ids is not None and outcome.eval_y is not None:
+        df = pd.DataFrame({"id": outcome.eval_ids, "label": outcome.eval_y,
+                           "probability": outcome.proba})
+        files.append(out / TRAIN_SCORES)
+        atomic_write_text(files[-1], df.to_csv(index=False))
+    if outcome.iv_table is not None:
+        files.append(_json(out / IV_TABLE, outcome.iv_table))
+    files.append(_json(out / REPORT, report))
+    if html_report and report.get("auc") is not None:
+        from vfl.report import write_report
+
+        index = write_report(out, out / "report")
+        report["html_report"] = str(index)
+        _json(out / REPORT, report)
+        files.append(index)
+    return files
+
+
+def write_host_outputs(out_dir: str | Path, outcome: HostOutcome,
+                       summary: dict[str, Any]) -> list[Path]:
+    """Write a host's model part, points table and ``<party>_run.json``."""
+    out = Path(out_dir)
+    party = outcome.party
+    files = [save_model_part(outcome.part(), model_part_file(out, party))]
+    files.append(points_file(out, party))
+    atomic_write_text(files[-1], points_table(outcome.estimator, outcome.aligned,
+                                              outcome.woe).to_csv(index=False))
+    summary = {**summary, "model_part": files[0].name}
+    files.append(_json(run_file(out, party), summary))
+    return files
+
+
+def write_arbiter_outputs(out_dir: str | Path, party: str, summary: dict[str, Any]) -> list[Path]:
+    """Write the arbiter's ``<party>_run.json`` (it holds no model part)."""
+    return [_json(run_file(out_dir, party), summary)]
+
+
+@dataclass
+class GuestOutputs:
+    """What :func:`read_guest_outputs` found in a guest's output folder."""
+
+    folder: Path
+    report: dict[str, Any]
+    part: ModelPart
+    train_scores: Path | None
+    iv_table: Path | None
+
+
+def read_guest_outputs(model_dir: str | Path) -> GuestOutputs:
+    """Read a guest's output folder: ``report.json`` and the model part it names.
+
+    Raises
+    ------
+    DataError
+        If the folder holds no ``report.json``, or the report names no model
+        part (folders written before vfl 0.2: re-run ``vfl fit``).
+    """
+    folder = Path(model_dir)
+    rep_path = folder / REPORT
+    if not rep_path.is_file():
+        raise DataError(f"{folder} has no {REPORT}; run vfl fit (or vfl run on the guest) first.")
+    report = json.loads(rep_path.read_text())
+    name = report.get("model_part")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise DataError(f"{rep_path} names no model part file (written by an older vfl?); "
+                        "run vfl fit again.")
+    part = load_model_part(folder / name)
+    scores = folder / TRAIN_SCORES
+    iv = folder / IV_TABLE
+    return GuestOutputs(folder, report, part, scores if scores.is_file() else None,
+                        iv if iv.is_file() else None)
