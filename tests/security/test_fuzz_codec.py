@@ -270,9 +270,29 @@ def test_non_finite_floats_are_refused(value):
     scores = PartialScores("m", np.array([0.5, value]))
     with pytest.raises(RemoteProtocolError, match="not finite"):
         decode_envelope(encode_envelope(Envelope("j", 0, "host1", "guest", scores)), peer=PEER)
-    cfg = TrainConfig(learning_rate=value)
+    cfg = _unchecked_config(learning_rate=value)
     with pytest.raises(RemoteProtocolError, match="not finite"):
         decode_envelope(encode_envelope(Envelope("j", 0, "guest", "host1", cfg)), peer=PEER)
+
+
+def _unchecked_config(**values):
+    """A TrainConfig with values it would refuse, as a deviating peer could encode one."""
+    cfg = TrainConfig()
+    for name, value in values.items():
+        object.__setattr__(cfg, name, value)
+    return cfg
+
+
+@pytest.mark.parametrize("values", [dict(epochs=0), dict(optimizer="newton"),
+                                    dict(batch_size=-3), dict(key_bits=128),
+                                    dict(feature_frac_bits=60)])
+def test_a_config_out_of_range_is_refused_by_the_receiver(values):
+    """TrainConfig checks itself when the codec rebuilds it: the error names the sender."""
+    with pytest.raises(ConfigError):
+        TrainConfig(**values)
+    data = encode_envelope(Envelope("j", 0, "guest", "host1", _unchecked_config(**values)))
+    with pytest.raises(RemoteProtocolError, match=f"Message from {PEER}.*{next(iter(values))}"):
+        decode_envelope(data, peer=PEER)
 
 
 @pytest.mark.parametrize("n_rows", [-5, -1, -(2**63), 2**63, 2**64 - 1])
@@ -298,7 +318,7 @@ def test_key_bits_are_bounded_on_every_receiver():
     with pytest.raises(CryptoError):
         PaillierPublicKey.from_bytes(n.to_bytes(MAX_KEY_BITS // 8, "big"), max_bits=4096)
     with pytest.raises(ConfigError, match="key_bits"):
-        TrainConfig(key_bits=10**6, allow_insecure_key_size=True).validate()
+        TrainConfig(key_bits=10**6, allow_insecure_key_size=True)
 
 
 @pytest.mark.parametrize("marker", MARKERS[:4])

@@ -7,6 +7,7 @@ is fuzzed without touching these tests.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import math
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import vfl
 from vfl.codec import MAX_ARRAY_DIMS, MAX_WIRE_INT, REGISTRY
+from vfl.exceptions import VFLError
 
 #: Registered types that are never sent on their own (only nested in another message).
 NESTED_ONLY = {"lr.TrainConfig/2"}
@@ -101,8 +103,28 @@ def value_for(hint: Any) -> st.SearchStrategy[Any]:
 
 
 def message_of(cls: type) -> st.SearchStrategy[Any]:
-    """Codec-valid instances of a registered message (or nested) dataclass."""
-    return st.builds(cls, **{name: value_for(h) for name, h in hints(cls).items()})
+    """Codec-valid instances of a registered message (or nested) dataclass.
+
+    A message that checks its own values when made (``TrainConfig``) gets
+    every drawn field its values allow, the default for the others.
+    """
+    fields_ = {name: value_for(h) for name, h in hints(cls).items()}
+    return st.fixed_dictionaries(fields_).map(lambda drawn: _construct(cls, drawn))
+
+
+def _construct(cls: type, drawn: dict[str, Any]) -> Any:
+    try:
+        return cls(**drawn)
+    except VFLError:
+        pass
+    kept: dict[str, Any] = {}
+    for name, value in drawn.items():
+        try:
+            cls(**{**kept, name: value})
+        except VFLError:
+            continue
+        kept[name] = value
+    return cls(**kept)
 
 
 # ------------------------------------------------------- the codec's contract
@@ -175,12 +197,26 @@ class Mutation:
         return _apply(body, self.path, self.op, self.arg)
 
 
+def _unchecked_replace(value: Any, name: str, new: Any) -> Any:
+    """``dataclasses.replace`` without the checks a message runs on itself when made.
+
+    A deviating peer encodes whatever it likes; the receiver's codec (which
+    rebuilds the message, checks included) is what must refuse it.
+    """
+    try:
+        return dataclasses.replace(value, **{name: new})
+    except VFLError:
+        out = copy.copy(value)
+        object.__setattr__(out, name, new)
+        return out
+
+
 def _apply(value: Any, path: tuple[str | int, ...], op: str, arg: Any) -> Any:
     if not path:
         return _leaf(value, op, arg)
     head, rest = path[0], path[1:]
     if isinstance(head, str):
-        return dataclasses.replace(value, **{head: _apply(getattr(value, head), rest, op, arg)})
+        return _unchecked_replace(value, head, _apply(getattr(value, head), rest, op, arg))
     items = list(value)
     if not items:
         return value
