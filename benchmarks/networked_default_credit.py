@@ -77,7 +77,7 @@ def main() -> None:
         by = t["sent_by_message_type"]
         psi = sum(v for k, v in by.items() if k.startswith("psi."))
         score = sum(v for k, v in by.items() if k in ("lr.ScoreRequest/1", "lr.PartialScores/1"))
-        setup = sum(v for k, v in by.items() if k in ("lr.HostHello/1", "lr.TrainSetup/1",
+        setup = sum(v for k, v in by.items() if k in ("lr.HostHello/1", "lr.TrainSetup/2",
                                                       "lr.PublicKey/1"))
         train = t["sent_bytes"] - psi - score - setup
         mem = summary.get("peak_memory_mb", {})

@@ -24,8 +24,9 @@ def _glob(package: str, *, exclude: tuple[str, ...] = ()) -> list[Path]:
 PURE = (_glob("psi") + _glob("lr") + _glob("crypto") + _glob("binning", exclude=("driver.py",)))
 FORBIDDEN = ("vfl.transport", "vfl.cli", "vfl.pipeline", "grpc", "socket", "threading", "pickle")
 #: The pure state of the protocols split into messages / steps / driver: no Channel either.
-STATE = _glob("psi", exclude=("driver.py", "__init__.py")) + _glob(
-    "binning", exclude=("driver.py", "__init__.py"))
+STATE = (_glob("psi", exclude=("driver.py", "__init__.py"))
+         + _glob("binning", exclude=("driver.py", "__init__.py"))
+         + _glob("lr", exclude=("driver.py", "__init__.py", "estimator.py")))
 PROTOCOLS = _glob("lr") + _glob("psi") + _glob("binning") + _glob("crypto")
 TOP = ("vfl.jobs", "vfl.pipeline", "vfl.runner", "vfl.outputs", "vfl.demo", "vfl.report",
        "vfl.cli")
@@ -106,7 +107,8 @@ def test_the_state_list_covers_the_split_protocols():
     names = {_rel(p) for p in STATE}
     assert {"psi/client.py", "psi/server.py", "psi/messages.py", "binning/guest.py",
             "binning/host.py", "binning/core.py", "binning/woe.py",
-            "binning/messages.py"} <= names
+            "binning/messages.py", "lr/guest.py", "lr/host.py", "lr/arbiter.py",
+            "lr/_party.py", "lr/schedule.py", "lr/messages.py"} <= names
 
 
 @pytest.mark.parametrize("path", STATE, ids=_rel)

@@ -24,6 +24,31 @@ def test_params_and_clone():
     assert clone(est).get_params() == est.get_params()
 
 
+def test_from_config_pairs_every_field_and_checks_it_once(monkeypatch):
+    """One table pairs TrainConfig fields and parameters; the guest path checks a config once.
+
+    The config is checked when made from the user's input; the estimator
+    built from it reuses it, while a changed parameter makes (and checks) a
+    new one. Receivers check it again as the codec rebuilds it (tests/security).
+    """
+    from vfl.lr.config import TrainConfig
+    from vfl.lr.estimator import CONFIG_PARAMS
+
+    cfg = TrainConfig(epochs=4, seed=9, score_frac_bits=30, class_weight="balanced")
+    est = GuestLogisticRegression.from_config(cfg, n_jobs=1)
+    assert est.get_params()["random_state"] == 9 and est.get_params()["n_jobs"] == 1
+    assert set(CONFIG_PARAMS) == set(cfg.__dataclass_fields__)
+    assert set(CONFIG_PARAMS.values()) <= set(est.get_params())
+    checks = []
+    monkeypatch.setattr(TrainConfig, "validate", lambda self: checks.append(self) or self)
+    assert est._config() is cfg and checks == []
+    est.set_params(epochs=5)
+    assert est._config().epochs == 5 and len(checks) == 1
+    assert clone(GuestLogisticRegression.from_config(cfg))._config() == cfg
+    with pytest.raises(ConfigError, match="random_state"):
+        GuestLogisticRegression.from_config(cfg, random_state=1)
+
+
 def test_not_fitted():
     with pytest.raises(NotFittedError, match="not fitted"):
         GuestLogisticRegression().partial_score(np.zeros((2, 2)))

@@ -108,3 +108,18 @@ def test_wire_form_is_reused_only_when_it_matches(keypair, randomizer):
     moved = parsed.add_plain([1, 1, 1])
     assert moved.encoded is None and moved.to_bytes() != data
     assert EncryptedVector.from_bytes(pub, moved.to_bytes(), 0).decrypt(priv) == [2, 3, 4]
+
+
+def test_at_scale_keeps_the_ciphertexts_and_changes_the_scale(keypair, randomizer):
+    pub, priv = keypair
+    a = rng.integers(-10**6, 10**6, 6)
+    w = rng.integers(0, 2**8, 6)
+    ea = EncryptedVector.encrypt(pub, a, 3, randomizer)
+    weighted = ea.mul_elementwise(w.tolist()).at_scale(3 + 8)  # weights w / 2^8
+    assert weighted.frac_bits == 11
+    assert weighted.ciphertexts == ea.mul_elementwise(w.tolist()).ciphertexts
+    assert weighted.decrypt(priv) == [int(x) * int(y) for x, y in zip(a, w, strict=True)]
+    wire = EncryptedVector.from_bytes(pub, ea.to_bytes(), 3)
+    assert wire.at_scale(5).to_bytes() == ea.to_bytes()  # the wire form does not hold the scale
+    with pytest.raises(CryptoError):  # vectors at different scales still refuse to mix
+        ea.add(ea.at_scale(4))

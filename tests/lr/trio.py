@@ -28,13 +28,17 @@ class TrioRun:
                              validation_rows=self.guest.validation_rows)
 
 
-def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=True) -> TrioRun:
+def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=True,
+             guest_kwargs=None) -> TrioRun:
+    """Train over the in-memory transport; ``guest_kwargs`` go to ``run_guest_training``
+    (e.g. ``initial_coef`` and ``validation_rows`` to replay a run)."""
     names = [f"host{i + 1}" for i in range(len(Xhs))]
     net = InMemoryNetwork(["guest", *names, "arbiter"])
     transcripts = {p: net.endpoint(p).record_transcript() for p in net.parties} if record else {}
+    kwargs = dict(guest_kwargs or {})
     targets = {
         "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=names,
-                                               arbiter="arbiter"),
+                                               arbiter="arbiter", **kwargs),
         "arbiter": lambda ch: run_arbiter(ch, guest="guest",
                                           allow_insecure_key_size=config.allow_insecure_key_size),
     }

@@ -123,10 +123,8 @@ def host_view_first_batch(X_guest: FloatArray, y: FloatArray, X_host: FloatArray
     """
     from vfl.crypto.encoding import quantize
     from vfl.lr import host as host_mod
-    from vfl.lr.arbiter import run_arbiter
     from vfl.lr.config import epoch_batches, weight_frac_bits
-    from vfl.lr.guest import run_guest_training
-    from vfl.lr.host import run_host_training
+    from vfl.lr.driver import run_arbiter, run_guest_training, run_host_training
     from vfl.pipeline import run_threads
     from vfl.transport.memory import InMemoryNetwork
 

@@ -22,6 +22,7 @@ import pytest
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import RemoteProtocolError
+from vfl.lr import driver as driver_mod
 from vfl.lr import guest as guest_mod
 from vfl.lr import host as host_mod
 from vfl.lr.config import LOSS_GRID_BITS, LOSS_ROW_BITS, TrainConfig
@@ -127,7 +128,7 @@ def test_deviating_host_packing_every_residual_is_refused(monkeypatch):
     """The original attack (residuals packed into one slot above 2^100) stops the job."""
     Xg, y, Xh = _data()
     loot = _Loot()
-    monkeypatch.setattr(host_mod, "HostParty", _evil_host(None, loot))
+    monkeypatch.setattr(driver_mod, "HostParty", _evil_host(None, loot))
     with pytest.raises(RemoteProtocolError, match="masked range"):
         run_trio(Xg, y, [Xh], _config())
     assert loot.residuals == []  # nothing came back
@@ -142,13 +143,13 @@ def test_deviating_host_gets_at_most_the_documented_capacity(monkeypatch):
     budget = mask_budget(cfg, len(y))
     capacity = budget.masked_bits // SLOT_BITS
     # one more residual per slot than the capacity: refused
-    monkeypatch.setattr(host_mod, "HostParty", _evil_host(capacity + 1, _Loot()))
+    monkeypatch.setattr(driver_mod, "HostParty", _evil_host(capacity + 1, _Loot()))
     with pytest.raises(RemoteProtocolError, match="masked range"):
         run_trio(Xg, y, [Xh], cfg)
     # exactly the capacity: accepted, and the attacker really reads those residuals
     loot = _Loot()
     loot.residuals, loot.rows = [], []
-    monkeypatch.setattr(host_mod, "HostParty", _evil_host(capacity, loot))
+    monkeypatch.setattr(driver_mod, "HostParty", _evil_host(capacity, loot))
     run = run_trio(Xg, y, [Xh], cfg)
     k = Xh.shape[1]
     assert len(loot.rows) == capacity * k < len(y)
@@ -189,12 +190,12 @@ def test_deviating_guest_loss_oracle(monkeypatch):
     cfg = _config()
     denominator = 8 * len(y) << (2 * F)
     secret = (1 << 200) + 12345  # e.g. packed host scores: far outside the loss range
-    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest(lambda p: secret, None))
+    monkeypatch.setattr(driver_mod, "GuestParty", _evil_guest(lambda p: secret, None))
     with pytest.raises(RemoteProtocolError, match="range of a Taylor loss"):
         run_trio(Xg, y, [Xh], cfg)
     # the most a guest can smuggle through: a value below the bound, seen rounded
     chosen = (denominator << LOSS_ROW_BITS) - 987654321
-    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest(lambda p: chosen, None))
+    monkeypatch.setattr(driver_mod, "GuestParty", _evil_guest(lambda p: chosen, None))
     run = run_trio(Xg, y, [Xh], cfg)
     got = run.guest.loss_history[0]
     assert got * 2**LOSS_GRID_BITS == round(got * 2**LOSS_GRID_BITS)  # on the 2^-32 grid
@@ -239,12 +240,12 @@ def test_deviating_guest_gets_at_most_the_documented_capacity_of_host_scores(mon
 
     budget = mask_budget(cfg, len(y))
     capacity = budget.masked_bits // SLOT_BITS
-    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest_packing(capacity + 1, _Loot()))
+    monkeypatch.setattr(driver_mod, "GuestParty", _evil_guest_packing(capacity + 1, _Loot()))
     with pytest.raises(RemoteProtocolError, match="masked range"):
         run_trio(Xg, y, [Xh], cfg)
     loot = _Loot()
     loot.residuals, loot.rows = [], []
-    monkeypatch.setattr(guest_mod, "GuestParty", _evil_guest_packing(capacity, loot))
+    monkeypatch.setattr(driver_mod, "GuestParty", _evil_guest_packing(capacity, loot))
     run_trio(Xg, y, [Xh], cfg)
     slots = Xg.shape[1] + 1
     batches = 2 * 2  # 2 epochs x 2 batches of 128

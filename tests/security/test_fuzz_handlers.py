@@ -419,7 +419,7 @@ ESCAPES = [
            "len(columns) == len(hosts) + 1 (and every width >= 1) before use"),
     Escape("setup-unknown-host-at-arbiter", "fit", "guest", "arbiter", "lr.TrainSetup",
            Mutation(("hosts", 0), "set", "nobody"),
-           "LocalProtocolError (no channel to 'nobody') in vfl/lr/arbiter.py run_arbiter: check "
+           "LocalProtocolError (no channel to 'nobody') in vfl/lr/driver.py run_arbiter: check "
            "that setup.hosts are distinct peers of this channel, other than the guest"),
     Escape("setup-rows-huge-at-arbiter", "fit", "guest", "arbiter", "lr.TrainSetup",
            Mutation(("n_rows",), "set", 2**31),
@@ -433,6 +433,11 @@ ESCAPES = [
            Mutation(("config", "validation_fraction"), "set", 0.95),
            "ConfigError in vfl/lr/host.py HostParty.__init__: a peer's invalid TrainConfig "
            "-> RemoteProtocolError naming the guest"),
+    Escape("setup-learning-rate-huge-at-host", "fit", "guest", "host1", "lr.TrainSetup",
+           Mutation(("config", "learning_rate"), "set", 1e10),
+           "EncodingOverflowError in vfl/crypto/encoding.py quantize (the host's weights "
+           "diverge under the guest's learning rate): HostParty.forward -> RemoteProtocolError "
+           "naming the guest (found by the long fuzz run, issue 9)"),
     Escape("setup-key-bits-huge-at-arbiter", "fit", "guest", "arbiter", "lr.TrainSetup",
            Mutation(("config", "key_bits"), "set", 10**6),
            "ConfigError in vfl/lr/arbiter.py (key_bits <= 8192 is checked by validate, raised "

@@ -21,7 +21,7 @@ import pytest
 from tests.security import attacks
 from vfl.crypto.encoding import quantize
 from vfl.lr.config import TrainConfig
-from vfl.lr.guest import run_guest_training
+from vfl.lr.driver import run_guest_training
 
 F, G = 32, 20
 BATCH = 64

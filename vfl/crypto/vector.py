@@ -167,6 +167,15 @@ class EncryptedVector:
             total = total.add(v)
         return total
 
+    def at_scale(self, frac_bits: int) -> EncryptedVector:
+        """The same ciphertexts, their plaintexts read at scale ``2**frac_bits``.
+
+        After ``[[k_i a_i]]`` with integers ``k_i`` that stand for ``k_i / 2**w``
+        (e.g. quantised weights), the plaintexts are at ``2**(frac_bits + w)``:
+        nothing changes but the bookkeeping.
+        """
+        return EncryptedVector(self.public_key, self.ciphertexts, frac_bits, self.encoded)
+
     def take(self, index: Sequence[int] | npt.NDArray[np.int64]) -> EncryptedVector:
         """Sub-vector of the given positions."""
         cts = self.ciphertexts

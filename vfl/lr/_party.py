@@ -1,10 +1,9 @@
-"""Pieces shared by the guest and host roles: quantised features, masking, unmasking."""
+"""Pieces shared by the guest and host roles: quantised features, masking, unmasking (no I/O)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gmpy2
 import numpy as np
 import numpy.typing as npt
 
@@ -13,7 +12,13 @@ from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_residues, encode_ciphertexts
-from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import (
+    ConfigError,
+    CryptoError,
+    EncodingOverflowError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, weight_frac_bits
 from vfl.lr.messages import DecryptedGradient, MaskedGradient, PublicKeyAnnounce, expect_batch
 from vfl.lr.optim import Optimizer
@@ -59,6 +64,24 @@ def shifted_column(values: FloatArray, frac_bits: int) -> tuple[npt.NDArray[np.i
 
 class GradientParty:
     """State common to guest and host: key, randomness, weights, optimiser, masks."""
+
+    def _quantized_scores(self, values: FloatArray, epoch: int, batch: int,
+                          set_by: str | None) -> npt.NDArray[np.int64]:
+        """This party's scores at ``2**score_frac_bits``, or a clear error if training diverged.
+
+        ``set_by``: the peer that chose the hyper-parameters (the guest, for a
+        host), named in the error; ``None`` for the guest's own config.
+        """
+        cfg = self.config
+        try:
+            return quantize(values, cfg.score_frac_bits)
+        except EncodingOverflowError:
+            what = (f"{self.name}'s partial scores left the fixed-point range in epoch "
+                    f"{epoch + 1}, batch {batch + 1}: training diverged under the job's "
+                    f"learning_rate {cfg.learning_rate} and optimizer {cfg.optimizer!r}")
+            if set_by is not None:
+                raise RemoteProtocolError(f"{what}, set by {set_by}.") from None
+            raise ConfigError(f"{what}; lower the learning rate.") from None
 
     name: str
     config: TrainConfig
@@ -127,8 +150,7 @@ class GradientParty:
         key, rnd = self._require_key()
         budget = self._require_budget()
         masks = budget.draw_masks(len(gradient))
-        shift = [gmpy2.mpz(budget.offset + m) for m in masks]
-        masked = gradient.add_residues(shift).rerandomize(rnd)
+        masked = gradient.add_residues([budget.offset + m for m in masks]).rerandomize(rnd)
         self._masks = masks
         self._batch_rows = rows
         self._epoch, self._batch = epoch, batch

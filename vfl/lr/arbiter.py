@@ -1,8 +1,11 @@
-"""Arbiter role: holds the Paillier private key, decrypts masked values only."""
+"""Arbiter role: holds the Paillier private key, decrypts masked values only.
+
+State and pure step methods, no I/O: :mod:`vfl.lr.driver` runs
+:class:`ArbiterParty` over a channel in the order of :mod:`vfl.lr.schedule`.
+"""
 
 from __future__ import annotations
 
-from vfl.channel import Channel
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
@@ -12,7 +15,6 @@ from vfl.lr.config import (
     TrainConfig,
     epoch_batches,
     mask_budget,
-    message_limits,
     weight_frac_bits,
 )
 from vfl.lr.messages import (
@@ -24,9 +26,8 @@ from vfl.lr.messages import (
     TrainSetup,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
-from vfl.progress import ProgressHook
 
-__all__ = ["ArbiterParty", "run_arbiter"]
+__all__ = ["ArbiterParty"]
 
 
 class ArbiterParty:
@@ -81,6 +82,16 @@ class ArbiterParty:
         self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
         self.budget = mask_budget(self.config, setup.n_rows)
         self.loss_history: list[float] = []
+        self.decision: EpochDecision | None = None
+
+    @property
+    def hosts(self) -> list[str]:
+        """The job's hosts, in order."""
+        return list(self.setup.hosts)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The mini-batches of ``epoch`` over the training rows (only their count matters here)."""
+        return epoch_batches(self.setup.n_rows, [], self.config, epoch)
 
     def announce(self) -> PublicKeyAnnounce:
         """The public key for the other parties."""
@@ -134,43 +145,16 @@ class ArbiterParty:
         stop = epoch + 1 >= self.config.epochs or msg.stop_requested or (
             self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
         )
-        return EpochDecision(epoch, stop, loss)
+        self.decision = EpochDecision(epoch, stop, loss)
+        return self.decision
 
+    def guest_decision(self) -> EpochDecision:
+        """The latest decision as the guest gets it: whether to stop, and the loss."""
+        if self.decision is None:
+            raise LocalProtocolError("No epoch decision yet; expected EpochLoss first.")
+        return self.decision
 
-def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
-                progress: ProgressHook | None = None,
-                policy: SecurityPolicy | None = None) -> ArbiterParty:
-    """Run the arbiter until the guest's job ends (``policy``: its own limits)."""
-    progress = progress or ProgressHook()
-    if policy is None:
-        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
-    setup = channel.recv(guest, TrainSetup)
-    arbiter = ArbiterParty(setup, guest, allow_insecure_key_size=policy.allow_insecure_key_size,
-                           policy=policy)
-    limits = message_limits(arbiter.config, setup.n_rows, setup.n_rows, list(setup.columns))
-    try:
-        for peer in [guest, *setup.hosts]:
-            channel.limit_message_size(peer, limits["party_to_arbiter"])
-    except LocalProtocolError:
-        raise RemoteProtocolError(
-            f"TrainSetup from {guest} names a host this arbiter has no link to.") from None
-    for peer in [guest, *setup.hosts]:
-        channel.send(peer, arbiter.announce())
-    cfg = arbiter.config
-    for epoch in range(cfg.epochs):
-        plan = epoch_batches(setup.n_rows, [], cfg, epoch)
-        if epoch == 0:
-            progress.on_start(cfg.epochs, len(plan))
-        for b in range(len(plan)):
-            for party in [guest, *setup.hosts]:
-                msg = channel.recv(party, MaskedGradient)
-                channel.send(party, arbiter.on_masked_gradient(party, msg, epoch, b))
-            progress.on_batch(epoch, b, len(plan))
-        decision = arbiter.on_epoch_loss(channel.recv(guest, EpochLoss), epoch)
-        channel.send(guest, decision)
-        for host in setup.hosts:
-            channel.send(host, EpochDecision(epoch, decision.stop, None))
-        progress.on_epoch(epoch, decision.loss)
-        if decision.stop:
-            break
-    return arbiter
+    def host_decision(self) -> EpochDecision:
+        """The latest decision as the hosts get it: whether to stop, without the loss."""
+        decision = self.guest_decision()
+        return EpochDecision(decision.epoch, decision.stop, None)

@@ -36,10 +36,15 @@ from sklearn.base import BaseEstimator
 
 from vfl.channel import Channel
 from vfl.exceptions import ConfigError, DataError, NotFittedError
-from vfl.lr.arbiter import run_arbiter
 from vfl.lr.config import TrainConfig
-from vfl.lr.guest import MIN_START_SPREAD, run_guest_scoring, run_guest_training
-from vfl.lr.host import run_host_scoring, run_host_training
+from vfl.lr.driver import (
+    run_arbiter,
+    run_guest_scoring,
+    run_guest_training,
+    run_host_scoring,
+    run_host_training,
+)
+from vfl.lr.guest import MIN_START_SPREAD
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.preprocess import Standardizer
@@ -188,12 +193,24 @@ class GuestLogisticRegression(BaseEstimator):
         clash = sorted(set(params) & set(CONFIG_PARAMS.values()))
         if clash:
             raise ConfigError(f"{', '.join(clash)} come(s) from the TrainConfig; set it there.")
-        return cls(**{p: getattr(config, f) for f, p in CONFIG_PARAMS.items()}, **params)
+        est = cls(**{p: getattr(config, f) for f, p in CONFIG_PARAMS.items()}, **params)
+        est._source_config = config  # already checked: fit uses it unless a parameter changed
+        return est
 
     def _config(self) -> TrainConfig:
-        """This estimator's hyper-parameters as a (validated) :class:`TrainConfig`."""
+        """This estimator's hyper-parameters as a :class:`TrainConfig` (checked once).
+
+        The config :meth:`from_config` was given, while the parameters still
+        equal it; otherwise a new one made (and so checked) from the parameters.
+        """
+        values = {f: getattr(self, p) for f, p in CONFIG_PARAMS.items()}
+        source: TrainConfig | None = getattr(self, "_source_config", None)
+        if source is not None and all(
+                type(getattr(source, f)) is type(v) and getattr(source, f) == v
+                for f, v in values.items()):
+            return source
         try:
-            return TrainConfig(**{f: getattr(self, p) for f, p in CONFIG_PARAMS.items()})
+            return TrainConfig(**values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"GuestLogisticRegression: {exc}") from None
 

@@ -1,11 +1,14 @@
-"""Host role of hetero logistic regression: pure step methods plus the I/O loop."""
+"""Host role of hetero logistic regression: state and pure step methods, no I/O.
+
+:class:`HostParty` is a host's side of training and :class:`HostScoring` its
+side of one scoring request; :mod:`vfl.lr.driver` runs them over a channel in
+the order of :mod:`vfl.lr.schedule`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vfl.channel import Channel
-from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import RemoteProtocolError
@@ -13,19 +16,16 @@ from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     epoch_batches,
     mask_budget,
-    message_limits,
     min_batch_size,
     weight_frac_bits,
 )
 from vfl.lr.messages import (
     CrossTerm,
-    DecryptedGradient,
     EpochDecision,
     HostForward,
     HostHello,
     MaskedGradient,
     PartialScores,
-    PublicKeyAnnounce,
     Residual,
     ScoreRequest,
     TrainingResult,
@@ -33,10 +33,14 @@ from vfl.lr.messages import (
     expect_batch,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
-from vfl.progress import ProgressHook
 from vfl.types import FloatArray
 
-__all__ = ["HostParty", "run_host_training", "run_host_scoring"]
+__all__ = ["HostParty", "HostScoring", "host_hello", "answer_score_request"]
+
+
+def host_hello(X: FloatArray) -> HostHello:
+    """A host's first message: its aligned row count and number of feature columns."""
+    return HostHello(X.shape[0], X.shape[1])
 
 
 class HostParty(GradientParty):
@@ -102,16 +106,31 @@ class HostParty(GradientParty):
         self.n_train = n_train
         self.budget = mask_budget(cfg, n_train)
         self.validation_rows = val
+        self.hosts = list(setup.hosts)
         self.snapshots: list[FloatArray] = []
         self._scores: FloatArray | None = None
         self._batch_idx: list[int] = []
+
+    @classmethod
+    def from_setup(cls, name: str, X: FloatArray, setup: TrainSetup, guest: str = "guest",
+                   workers: int | None = None, exponent_bits: int | None = None,
+                   policy: SecurityPolicy = DEFAULT_POLICY) -> HostParty:
+        """The host ``name`` of the guest's job, at its position in the job's host list."""
+        if name not in setup.hosts:
+            raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
+        return cls(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits,
+                   policy)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Row indices of each mini-batch of ``epoch`` (as the guest computes them)."""
+        return epoch_batches(self.n_rows, self.validation_rows, self.config, epoch)
 
     def forward(self, epoch: int, batch: int, rows: list[int]) -> HostForward:
         """Encrypt this host's partial scores ``X_b w_h`` and their square sum."""
         key, rnd = self._require_key()
         F = self.config.score_frac_bits
         h = self.X.values[rows] @ self.coef
-        H = quantize(h, F)
+        H = self._quantized_scores(h, epoch, batch, set_by=self.guest)
         enc = self._require_engine().encrypt(H, F)
         square_sum = sum(int(v) * int(v) for v in H.tolist())
         sq = EncryptedVector.encrypt(key, [square_sum], 2 * F, rnd)
@@ -147,88 +166,57 @@ class HostParty(GradientParty):
         engine.prefill(len(rows))  # randomisers for the next batch, made while we wait
         return masked, cross
 
+    # ------------------------------------------------------------ epoch end
+    def on_score_request(self, msg: ScoreRequest) -> PartialScores:
+        """Answer the guest's validation request with this epoch's partial scores.
 
-def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
-                      allow_insecure_key_size: bool = False,
-                      progress: ProgressHook | None = None,
-                      workers: int | None = None,
-                      exponent_bits: int | None = None,
-                      policy: SecurityPolicy | None = None) -> tuple[HostParty, int]:
-    """Run the host's side of training; returns the party (with ``coef``) and epochs run.
+        Keeps this epoch's weights, in case the guest names the epoch best.
+        """
+        val = self.validation_rows
+        answer = answer_score_request(msg, self.X.values[val] @ self.coef, self.model_id,
+                                      guest=self.guest)
+        self.snapshots.append(self.coef.copy())
+        return answer
 
-    ``policy``: this host's own limits (default: :data:`~vfl.policy.DEFAULT_POLICY`
-    with ``allow_insecure_key_size`` as given).
+    def on_decision(self, msg: EpochDecision, epoch: int, *, peer: str) -> bool:
+        """Check the arbiter's decision for ``epoch``; whether training stops."""
+        if msg.epoch != epoch:
+            raise RemoteProtocolError(f"EpochDecision from {peer} is for epoch {msg.epoch}.")
+        return msg.stop
+
+    def on_training_result(self, msg: TrainingResult) -> None:
+        """Keep the weights of the epoch the guest names best."""
+        if not 0 <= msg.best_epoch < len(self.snapshots):
+            raise RemoteProtocolError(f"{self.guest} named epoch {msg.best_epoch} as best; "
+                                      f"{len(self.snapshots)} epochs ran.")
+        self.coef = self.snapshots[msg.best_epoch].copy()
+
+
+def answer_score_request(msg: ScoreRequest, scores: FloatArray, model_id: str, *,
+                         guest: str) -> PartialScores:
+    """This host's partial scores, if the guest asks for this model and these many rows."""
+    if msg.model_id != model_id:
+        raise RemoteProtocolError(
+            f"{guest} asks for scores of model {msg.model_id!r}; this host holds {model_id!r}."
+        )
+    if msg.n_rows != scores.shape[0]:
+        raise RemoteProtocolError(
+            f"{guest} expects {msg.n_rows} aligned scoring rows; this host has {scores.shape[0]}."
+        )
+    return PartialScores(model_id, np.asarray(scores, dtype=np.float64))
+
+
+class HostScoring:
+    """A host's side of one scoring request: its partial scores ``X_h w_h``.
+
+    What the host learns: that the guest scores this many aligned rows.
     """
-    progress = progress or ProgressHook()
-    if policy is None:
-        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
-    allow_insecure_key_size = policy.allow_insecure_key_size
-    channel.send(guest, HostHello(X.shape[0], X.shape[1]))
-    setup = channel.recv(guest, TrainSetup)
-    if name not in setup.hosts:
-        raise RemoteProtocolError(f"The guest's job does not list host {name!r}.")
-    party = HostParty(name, X, setup, setup.hosts.index(name), guest, workers, exponent_bits,
-                      policy)
-    limits = message_limits(party.config, setup.n_rows, party.n_train, list(setup.columns))
-    channel.limit_message_size(guest, limits["guest_to_host"])
-    channel.limit_message_size(arbiter, limits["arbiter_to_party"])
-    try:
-        epochs_run = _host_loop(channel, party, setup, guest=guest, arbiter=arbiter,
-                                allow_insecure_key_size=allow_insecure_key_size,
-                                progress=progress)
-    finally:
-        party.close()
-    return party, epochs_run
 
+    def __init__(self, scores: FloatArray, model_id: str, guest: str) -> None:
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.model_id = model_id
+        self.guest = guest
 
-def _host_loop(channel: Channel, party: HostParty, setup: TrainSetup, *, guest: str,
-               arbiter: str, allow_insecure_key_size: bool, progress: ProgressHook) -> int:
-    party.on_public_key(channel.recv(arbiter, PublicKeyAnnounce), peer=arbiter,
-                        allow_insecure_key_size=allow_insecure_key_size)
-    cfg = party.config
-    epochs_run = 0
-    val = party.validation_rows
-    for epoch in range(cfg.epochs):
-        plan = epoch_batches(setup.n_rows, val, cfg, epoch)
-        if epoch == 0:
-            progress.on_start(cfg.epochs, len(plan))
-        for b, rows in enumerate(plan):
-            channel.send(guest, party.forward(epoch, b, rows))
-            masked, cross = party.on_residual(channel.recv(guest, Residual))
-            channel.send(arbiter, masked)
-            if cross is not None:
-                channel.send(guest, cross)
-            party.on_decrypted(channel.recv(arbiter, DecryptedGradient), peer=arbiter)
-            progress.on_batch(epoch, b, len(plan))
-        if val:
-            run_host_scoring(channel, party.X.values[val] @ party.coef, party.model_id,
-                             guest=guest)
-            party.snapshots.append(party.coef.copy())
-        decision = channel.recv(arbiter, EpochDecision)
-        if decision.epoch != epoch:
-            raise RemoteProtocolError(f"EpochDecision from {arbiter} is for epoch {decision.epoch}.")
-        epochs_run = epoch + 1
-        progress.on_epoch(epoch, None)
-        if decision.stop:
-            break
-    if val:
-        result = channel.recv(guest, TrainingResult)
-        if not 0 <= result.best_epoch < len(party.snapshots):
-            raise RemoteProtocolError(f"{guest} named epoch {result.best_epoch} as best; "
-                                      f"{len(party.snapshots)} epochs ran.")
-        party.coef = party.snapshots[result.best_epoch].copy()
-    return epochs_run
-
-
-def run_host_scoring(channel: Channel, scores: FloatArray, model_id: str, *, guest: str) -> None:
-    """Answer one scoring request with this host's partial scores ``X_h w_h``."""
-    req = channel.recv(guest, ScoreRequest)
-    if req.model_id != model_id:
-        raise RemoteProtocolError(
-            f"{guest} asks for scores of model {req.model_id!r}; this host holds {model_id!r}."
-        )
-    if req.n_rows != scores.shape[0]:
-        raise RemoteProtocolError(
-            f"{guest} expects {req.n_rows} aligned scoring rows; this host has {scores.shape[0]}."
-        )
-    channel.send(guest, PartialScores(model_id, np.asarray(scores, dtype=np.float64)))
+    def on_score_request(self, msg: ScoreRequest) -> PartialScores:
+        """Check the guest's request and answer it."""
+        return answer_score_request(msg, self.scores, self.model_id, guest=self.guest)

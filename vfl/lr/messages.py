@@ -37,7 +37,7 @@ class HostHello:
     n_features: int
 
 
-@message("lr.TrainSetup/1")
+@message("lr.TrainSetup/2")
 @dataclass(frozen=True, slots=True)
 class TrainSetup:
     """Guest → hosts and arbiter: hyper-parameters and the parties' shapes."""

@@ -1,0 +1,590 @@
+"""The only I/O of hetero LR: the role states run over a :class:`~vfl.channel.Channel`.
+
+Every driver follows :mod:`vfl.lr.schedule`: :func:`_train` walks the setup
+steps, then per epoch the batch steps of every mini-batch and the epoch
+steps, then the end steps; :func:`_walk` turns each step this party takes
+part in into ``channel.send`` of what its state produces or ``channel.recv``
+of the step's message type handed to its state. A ``_…Side`` class says, for
+each step of its role, which step method of the state makes or takes the
+message (``@_sends``, ``@_receives``; ``@_after`` runs once the party has
+every message of a step). Checks of what arrives live in the states, so no
+message order and no protocol rule is written here; what is left is setting
+each peer's message-size limit once the job is known, and progress hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from vfl.channel import Channel
+from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.lr import schedule as sch
+from vfl.lr.arbiter import ArbiterParty
+from vfl.lr.config import TrainConfig, message_limits
+from vfl.lr.guest import GuestParty, GuestScoring
+from vfl.lr.host import HostParty, HostScoring, host_hello
+from vfl.lr.messages import (
+    CrossTerm,
+    DecryptedGradient,
+    EpochDecision,
+    EpochLoss,
+    HostForward,
+    HostHello,
+    MaskedGradient,
+    PartialScores,
+    PublicKeyAnnounce,
+    Residual,
+    ScoreRequest,
+    TrainingResult,
+    TrainSetup,
+)
+from vfl.lr.schedule import Act, Phase, Step
+from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.progress import ProgressHook
+from vfl.roles import Role
+from vfl.types import FloatArray
+
+__all__ = [
+    "run_guest_training",
+    "run_host_training",
+    "run_arbiter",
+    "run_guest_scoring",
+    "run_host_scoring",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SETUP, _BATCH, _EPOCH, _END = (sch.phase(sch.TRAINING, p)
+                                for p in (Phase.SETUP, Phase.BATCH, Phase.EPOCH, Phase.END))
+
+
+def _mark(kind: str, step: Step) -> Callable[[_F], _F]:
+    def mark(fn: _F) -> _F:
+        setattr(fn, "_vfl_step", (kind, step))  # noqa: B010 (read back in __init_subclass__)
+        return fn
+
+    return mark
+
+
+def _sends(step: Step) -> Callable[[_F], _F]:
+    """The method makes this party's message(s) of ``step``: ``(peers) -> {peer: message}``."""
+    return _mark("send", step)
+
+
+def _receives(step: Step) -> Callable[[_F], _F]:
+    """The method takes ``step``'s message from one peer: ``(peer, msg) -> answer or None``."""
+    return _mark("recv", step)
+
+
+def _after(step: Step) -> Callable[[_F], _F]:
+    """The method runs once this party has received every message of ``step``."""
+    return _mark("after", step)
+
+
+def _to(peers: Sequence[str], msg: object) -> dict[str, object]:
+    return dict.fromkeys(peers, msg)
+
+
+class _Side:
+    """A party as the walk sees it: its roster, and its state's method for each step."""
+
+    role: ClassVar[Role]
+    steps: ClassVar[tuple[Step, ...]] = sch.TRAINING
+    handlers: ClassVar[dict[tuple[str, Step], Callable[..., Any]]] = {}
+
+    guest: str
+    arbiter: str
+    epoch = 0
+    batch = 0
+    rows: list[int] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.handlers = {getattr(fn, "_vfl_step"): fn for fn in vars(cls).values()  # noqa: B009
+                        if hasattr(fn, "_vfl_step")}
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        raise LocalProtocolError(f"The {self.role} does not know the hosts at this step.")
+
+    @property
+    def host_index(self) -> int:
+        raise LocalProtocolError(f"The {self.role} has no host index.")
+
+    @property
+    def validation(self) -> bool:
+        return False
+
+    def _handler(self, kind: str, step: Step) -> Callable[..., Any]:
+        fn = self.handlers.get((kind, step))
+        if fn is None:
+            raise LocalProtocolError(f"The {self.role} driver cannot {kind} step {step.label} "
+                                     f"({step.message.__name__}).")
+        return fn
+
+    def produce(self, step: Step, peers: tuple[str, ...]) -> Mapping[str, object]:
+        """This party's message of ``step`` for each of ``peers``."""
+        out: Mapping[str, object] = self._handler("send", step)(self, peers)
+        return out
+
+    def consume(self, step: Step, peer: str, msg: object) -> object:
+        """Hand ``step``'s message from ``peer`` to the state; its answer, if the step has one."""
+        return self._handler("recv", step)(self, peer, msg)
+
+    def close_step(self, step: Step) -> None:
+        """Every message of ``step`` has arrived."""
+        fn = self.handlers.get(("after", step))
+        if fn is not None:
+            fn(self)
+
+
+class _TrainingSide(_Side):
+    """A party of a training run: it also knows its batches and the epoch's decision."""
+
+    stop = False
+    loss: float | None = None
+
+    @property
+    def config(self) -> TrainConfig:
+        raise NotImplementedError
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
+
+
+def _walk(channel: Channel, side: _Side, steps: Sequence[Step]) -> None:
+    """Send and receive what ``side`` does in ``steps``, in the schedule's order."""
+    for act in sch.walk(steps, side.role, side):
+        if act.kind is Act.SEND:
+            out = side.produce(act.step, act.peers)
+            for peer in act.peers:
+                channel.send(peer, out[peer])
+        elif act.kind is Act.RECV:
+            (peer,) = act.peers
+            answer = side.consume(act.step, peer, channel.recv(peer, act.step.message))
+            if act.answer is not None:
+                if not isinstance(answer, act.answer.message):
+                    raise LocalProtocolError(
+                        f"The {side.role} has no {act.answer.message.__name__} to answer "
+                        f"{act.step.message.__name__} from {peer}.")
+                channel.send(peer, answer)
+        else:
+            side.close_step(act.step)
+
+
+def _train(channel: Channel, side: _TrainingSide, progress: ProgressHook) -> int:
+    """Run the schedule's phases over the epochs; returns the epochs run."""
+    _walk(channel, side, _SETUP)
+    cfg = side.config
+    epochs_run = 0
+    for epoch in range(cfg.epochs):
+        plan = side.batches(epoch)
+        if epoch == 0:
+            progress.on_start(cfg.epochs, len(plan))
+        side.epoch = epoch
+        for b, rows in enumerate(plan):
+            side.batch, side.rows = b, rows
+            _walk(channel, side, _BATCH)
+            progress.on_batch(epoch, b, len(plan))
+        _walk(channel, side, _EPOCH)
+        epochs_run = epoch + 1
+        progress.on_epoch(epoch, side.loss)
+        if side.stop:
+            break
+    _walk(channel, side, _END)
+    return epochs_run
+
+
+# ===================================================================== guest
+class _GuestSide(_TrainingSide):
+    role = Role.GUEST
+
+    def __init__(self, channel: Channel, party: GuestParty, arbiter: str) -> None:
+        self.channel = channel
+        self.party = party
+        self.guest = party.name
+        self.arbiter = arbiter
+        self._job: TrainSetup | None = None
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        return self.party.hosts
+
+    @property
+    def validation(self) -> bool:
+        return bool(self.party.validation_rows)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.party.config
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return self.party.batches(epoch)
+
+    @property
+    def job(self) -> TrainSetup:
+        if self._job is None:
+            raise LocalProtocolError("The guest has not set up the job yet.")
+        return self._job
+
+    @_receives(sch.HELLO)
+    def _hello(self, peer: str, msg: HostHello) -> None:
+        self.party.on_hello(peer, msg)
+
+    @_after(sch.HELLO)
+    def _set_up(self) -> None:
+        party = self.party
+        self._job = party.setup()
+        limits = message_limits(party.config, party.n_rows, party.n_train, self._job.columns)
+        for host in self.hosts:
+            self.channel.limit_message_size(host, limits["host_to_guest"])
+        self.channel.limit_message_size(self.arbiter, limits["arbiter_to_party"])
+
+    @_sends(sch.SETUP_HOSTS)
+    def _setup_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.job)
+
+    @_sends(sch.SETUP_ARBITER)
+    def _setup_arbiter(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.arbiter_setup(self.job))
+
+    @_receives(sch.KEY_GUEST)
+    def _key(self, peer: str, msg: PublicKeyAnnounce) -> None:
+        self.party.on_public_key(msg, peer=peer,
+                                 allow_insecure_key_size=self.config.allow_insecure_key_size)
+
+    @_receives(sch.FORWARD)
+    def _forward(self, peer: str, msg: HostForward) -> None:
+        self.party.on_forward(peer, msg, self.epoch, self.batch)
+
+    @_sends(sch.RESIDUAL)
+    def _residuals(self, peers: tuple[str, ...]) -> Mapping[str, Residual]:
+        return self.party.residuals(self.epoch, self.batch, self.rows)
+
+    @_sends(sch.GRADIENT_GUEST)
+    def _gradient(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.masked_gradient())
+
+    @_receives(sch.CROSS)
+    def _cross(self, peer: str, msg: CrossTerm) -> None:
+        self.party.on_cross(peer, msg)
+
+    @_after(sch.CROSS)
+    def _close_batch(self) -> None:
+        self.party.close_batch()
+
+    @_receives(sch.DECRYPTED_GUEST)
+    def _decrypted(self, peer: str, msg: DecryptedGradient) -> None:
+        self.party.on_decrypted(msg, peer=peer)
+
+    @_sends(sch.SCORE_REQUEST)
+    def _score_request(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.score_request())
+
+    @_receives(sch.PARTIAL_SCORES)
+    def _partial_scores(self, peer: str, msg: PartialScores) -> None:
+        self.party.on_partial_scores(peer, msg)
+
+    @_after(sch.PARTIAL_SCORES)
+    def _validate(self) -> None:
+        self.party.finish_validation(self.epoch)
+
+    @_sends(sch.LOSS)
+    def _loss(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.epoch_loss(self.epoch))
+
+    @_receives(sch.DECISION_GUEST)
+    def _decision(self, peer: str, msg: EpochDecision) -> None:
+        decision = self.party.on_decision(msg, self.epoch, peer=peer)
+        self.stop, self.loss = decision.stop, decision.loss
+
+    @_sends(sch.RESULT)
+    def _result(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.training_result())
+
+
+def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
+                       config: TrainConfig, *, hosts: list[str], arbiter: str,
+                       progress: ProgressHook | None = None,
+                       model_id: str | None = None,
+                       workers: int | None = None,
+                       exponent_bits: int | None = None,
+                       validation_rows: list[int] | None = None,
+                       initial_coef: FloatArray | None = None,
+                       init_score_std: float = 0.5) -> tuple[GuestParty, int]:
+    """Run the guest's side of training; returns the party and the epochs run.
+
+    ``workers``: processes for ciphertext work (default: the machine's cores
+    for jobs of 2,000 rows or more; 1 = in-process). ``exponent_bits``: length
+    of the secret randomiser exponents (default |n|/2; at least 448).
+    """
+    progress = progress or ProgressHook()
+    party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
+                       validation_rows, initial_coef, init_score_std)
+    try:
+        return party, _train(channel, _GuestSide(channel, party, arbiter), progress)
+    finally:
+        party.close()
+
+
+# ====================================================================== host
+class _HostSide(_TrainingSide):
+    role = Role.HOST
+
+    def __init__(self, channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
+                 workers: int | None, exponent_bits: int | None,
+                 policy: SecurityPolicy) -> None:
+        self.channel = channel
+        self.name = name
+        self.X = X
+        self.guest = guest
+        self.arbiter = arbiter
+        self.workers = workers
+        self.exponent_bits = exponent_bits
+        self.policy = policy
+        self._party: HostParty | None = None
+        self._out: tuple[MaskedGradient, CrossTerm | None] | None = None
+
+    @property
+    def party(self) -> HostParty:
+        if self._party is None:
+            raise LocalProtocolError(f"{self.name} has no job yet; expected TrainSetup.")
+        return self._party
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        return self.party.hosts
+
+    @property
+    def host_index(self) -> int:
+        return self.party.index
+
+    @property
+    def validation(self) -> bool:
+        return bool(self.party.validation_rows)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.party.config
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return self.party.batches(epoch)
+
+    def close(self) -> None:
+        if self._party is not None:
+            self._party.close()
+
+    @_sends(sch.HELLO)
+    def _hello(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, host_hello(self.X))
+
+    @_receives(sch.SETUP_HOSTS)
+    def _setup(self, peer: str, msg: TrainSetup) -> None:
+        party = HostParty.from_setup(self.name, self.X, msg, peer, self.workers,
+                                     self.exponent_bits, self.policy)
+        self._party = party
+        limits = message_limits(party.config, msg.n_rows, party.n_train, list(msg.columns))
+        self.channel.limit_message_size(self.guest, limits["guest_to_host"])
+        self.channel.limit_message_size(self.arbiter, limits["arbiter_to_party"])
+
+    @_receives(sch.KEY_HOSTS)
+    def _key(self, peer: str, msg: PublicKeyAnnounce) -> None:
+        self.party.on_public_key(msg, peer=peer,
+                                 allow_insecure_key_size=self.policy.allow_insecure_key_size)
+
+    @_sends(sch.FORWARD)
+    def _forward(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.forward(self.epoch, self.batch, self.rows))
+
+    @_receives(sch.RESIDUAL)
+    def _residual(self, peer: str, msg: Residual) -> None:
+        self._out = self.party.on_residual(msg)
+
+    def _outbox(self) -> tuple[MaskedGradient, CrossTerm | None]:
+        if self._out is None:
+            raise LocalProtocolError(f"{self.name} has no gradient yet; expected Residual.")
+        return self._out
+
+    @_sends(sch.GRADIENT_HOSTS)
+    def _gradient(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self._outbox()[0])
+
+    @_sends(sch.CROSS)
+    def _cross(self, peers: tuple[str, ...]) -> dict[str, object]:
+        cross = self._outbox()[1]
+        if cross is None:
+            raise LocalProtocolError(f"{self.name} (host {self.host_index}) has no cross term.")
+        return _to(peers, cross)
+
+    @_receives(sch.DECRYPTED_HOSTS)
+    def _decrypted(self, peer: str, msg: DecryptedGradient) -> None:
+        self._out = None
+        self.party.on_decrypted(msg, peer=peer)
+
+    @_receives(sch.SCORE_REQUEST)
+    def _score_request(self, peer: str, msg: ScoreRequest) -> PartialScores:
+        return self.party.on_score_request(msg)
+
+    @_receives(sch.DECISION_HOSTS)
+    def _decision(self, peer: str, msg: EpochDecision) -> None:
+        self.stop = self.party.on_decision(msg, self.epoch, peer=peer)
+
+    @_receives(sch.RESULT)
+    def _result(self, peer: str, msg: TrainingResult) -> None:
+        self.party.on_training_result(msg)
+
+
+def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
+                      allow_insecure_key_size: bool = False,
+                      progress: ProgressHook | None = None,
+                      workers: int | None = None,
+                      exponent_bits: int | None = None,
+                      policy: SecurityPolicy | None = None) -> tuple[HostParty, int]:
+    """Run the host's side of training; returns the party (with ``coef``) and epochs run.
+
+    ``policy``: this host's own limits (default: :data:`~vfl.policy.DEFAULT_POLICY`
+    with ``allow_insecure_key_size`` as given).
+    """
+    progress = progress or ProgressHook()
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    side = _HostSide(channel, name, X, guest=guest, arbiter=arbiter, workers=workers,
+                     exponent_bits=exponent_bits, policy=policy)
+    try:
+        epochs_run = _train(channel, side, progress)
+    finally:
+        side.close()
+    return side.party, epochs_run
+
+
+# =================================================================== arbiter
+class _ArbiterSide(_TrainingSide):
+    role = Role.ARBITER
+
+    def __init__(self, channel: Channel, guest: str, policy: SecurityPolicy) -> None:
+        self.channel = channel
+        self.guest = guest
+        self.arbiter = channel.party
+        self.policy = policy
+        self._party: ArbiterParty | None = None
+
+    @property
+    def party(self) -> ArbiterParty:
+        if self._party is None:
+            raise LocalProtocolError("The arbiter has no job yet; expected TrainSetup.")
+        return self._party
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        return self.party.hosts
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.party.config
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return self.party.batches(epoch)
+
+    @_receives(sch.SETUP_ARBITER)
+    def _setup(self, peer: str, msg: TrainSetup) -> None:
+        party = ArbiterParty(msg, peer, allow_insecure_key_size=self.policy.allow_insecure_key_size,
+                             policy=self.policy)
+        self._party = party
+        limits = message_limits(party.config, msg.n_rows, msg.n_rows, list(msg.columns))
+        try:
+            for p in [peer, *party.hosts]:
+                self.channel.limit_message_size(p, limits["party_to_arbiter"])
+        except LocalProtocolError:
+            raise RemoteProtocolError(
+                f"TrainSetup from {peer} names a host this arbiter has no link to.") from None
+
+    @_sends(sch.KEY_GUEST)
+    def _key_guest(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.announce())
+
+    @_sends(sch.KEY_HOSTS)
+    def _key_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.announce())
+
+    @_receives(sch.GRADIENT_GUEST)
+    def _gradient_guest(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+        return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
+
+    @_receives(sch.GRADIENT_HOSTS)
+    def _gradient_host(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+        return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
+
+    @_receives(sch.LOSS)
+    def _loss(self, peer: str, msg: EpochLoss) -> None:
+        decision = self.party.on_epoch_loss(msg, self.epoch)
+        self.stop, self.loss = decision.stop, decision.loss
+
+    @_sends(sch.DECISION_GUEST)
+    def _decision_guest(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.guest_decision())
+
+    @_sends(sch.DECISION_HOSTS)
+    def _decision_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.host_decision())
+
+
+def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
+                progress: ProgressHook | None = None,
+                policy: SecurityPolicy | None = None) -> ArbiterParty:
+    """Run the arbiter until the guest's job ends (``policy``: its own limits)."""
+    progress = progress or ProgressHook()
+    if policy is None:
+        policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    side = _ArbiterSide(channel, guest, policy)
+    _train(channel, side, progress)
+    return side.party
+
+
+# =================================================================== scoring
+class _GuestScoringSide(_Side):
+    role = Role.GUEST
+    steps = sch.SCORING
+
+    def __init__(self, scoring: GuestScoring) -> None:
+        self.scoring = scoring
+        self.guest = ""
+        self.arbiter = ""
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        return self.scoring.hosts
+
+    @_sends(sch.REQUEST)
+    def _request(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.scoring.request())
+
+    @_receives(sch.SCORES)
+    def _scores(self, peer: str, msg: PartialScores) -> None:
+        self.scoring.on_partial_scores(peer, msg)
+
+
+class _HostScoringSide(_Side):
+    role = Role.HOST
+    steps = sch.SCORING
+
+    def __init__(self, scoring: HostScoring) -> None:
+        self.scoring = scoring
+        self.guest = scoring.guest
+        self.arbiter = ""
+
+    @_receives(sch.REQUEST)
+    def _request(self, peer: str, msg: ScoreRequest) -> PartialScores:
+        return self.scoring.on_score_request(msg)
+
+
+def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *,
+                      hosts: list[str]) -> FloatArray:
+    """Collect the hosts' partial scores; return the probabilities of the aligned rows."""
+    scoring = GuestScoring(own_scores, model_id, hosts)
+    _walk(channel, _GuestScoringSide(scoring), sch.SCORING)
+    return scoring.probabilities()
+
+
+def run_host_scoring(channel: Channel, scores: FloatArray, model_id: str, *, guest: str) -> None:
+    """Answer one scoring request with this host's partial scores ``X_h w_h``."""
+    _walk(channel, _HostScoringSide(HostScoring(scores, model_id, guest)), sch.SCORING)
