@@ -114,6 +114,15 @@ def arbiter_summary(party: str, arbiter: Arbiter, *, traffic: dict[str, Any]) ->
             "loss_history": arbiter.loss_history_, "traffic": traffic}
 
 
+def _write_part_and_points(out: Path, outcome: GuestOutcome | HostOutcome) -> list[Path]:
+    """A party's model part and scorecard points table (both stay with the party)."""
+    part = save_model_part(outcome.part(), model_part_file(out, outcome.party))
+    points = points_file(out, outcome.party)
+    atomic_write_text(points, points_table(outcome.estimator, outcome.aligned,
+                                           outcome.woe).to_csv(index=False))
+    return [part, points]
+
+
 def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict[str, Any], *,
                         html_report: bool = False) -> list[Path]:
     """Write the guest's model part, points, report, evaluation scores and IV table.
@@ -122,11 +131,7 @@ def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict
     its path goes into ``report["html_report"]``. Returns the files written.
     """
     out = Path(out_dir)
-    party = outcome.party
-    files = [save_model_part(outcome.part(), model_part_file(out, party))]
-    files.append(points_file(out, party))
-    atomic_write_text(files[-1], points_table(outcome.estimator, outcome.aligned,
-                                              outcome.woe).to_csv(index=False))
+    files = _write_part_and_points(out, outcome)
     if outcome.proba is not None and outcome.eval_ids is not None and outcome.eval_y is not None:
         df = pd.DataFrame({"id": outcome.eval_ids, "label": outcome.eval_y,
                            "probability": outcome.proba})
@@ -149,13 +154,9 @@ def write_host_outputs(out_dir: str | Path, outcome: HostOutcome,
                        summary: dict[str, Any]) -> list[Path]:
     """Write a host's model part, points table and ``<party>_run.json``."""
     out = Path(out_dir)
-    party = outcome.party
-    files = [save_model_part(outcome.part(), model_part_file(out, party))]
-    files.append(points_file(out, party))
-    atomic_write_text(files[-1], points_table(outcome.estimator, outcome.aligned,
-                                              outcome.woe).to_csv(index=False))
+    files = _write_part_and_points(out, outcome)
     summary = {**summary, "model_part": files[0].name}
-    files.append(_json(run_file(out, party), summary))
+    files.append(_json(run_file(out, outcome.party), summary))
     return files
 
 

@@ -14,27 +14,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from vfl import jobs, outputs
 from vfl.baselines import guest_only_baseline
 from vfl.config import PartyConfig
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import ConfigError
-from vfl.jobs import (
-    arbiter_fit_job,
-    guest_fit_job,
-    guest_predict_job,
-    host_fit_job,
-    host_predict_job,
-)
 from vfl.model import atomic_write_text, load_model_part
-from vfl.outputs import (
-    arbiter_summary,
-    guest_report,
-    host_summary,
-    model_part_file,
-    write_arbiter_outputs,
-    write_guest_outputs,
-    write_host_outputs,
-)
 from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
@@ -58,7 +43,7 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
 
 def part_path(cfg: PartyConfig) -> Path:
     """Where this party's model part lives (``<output>/<name>.json``)."""
-    return model_part_file(cfg.output, cfg.name)
+    return outputs.model_part_file(cfg.output, cfg.name)
 
 
 def _load_data(cfg: PartyConfig, path: str | Path | None = None,
@@ -110,11 +95,11 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     ``<name>_run.json`` (hosts, arbiter).
     """
     if cfg.role == Role.ARBITER:
-        arbiter, traffic = _guarded(cfg, None, lambda ep: arbiter_fit_job(
+        arbiter, traffic = _guarded(cfg, None, lambda ep: jobs.arbiter_fit_job(
             ep, guest=cfg.guest, progress=progress, policy=cfg.policy))
-        summary = arbiter_summary(cfg.name, arbiter, traffic=traffic)
+        summary = outputs.arbiter_summary(cfg.name, arbiter, traffic=traffic)
         summary["peak_memory_mb"] = _peak_memory_mb()
-        write_arbiter_outputs(cfg.output, cfg.name, summary)
+        outputs.write_arbiter_outputs(cfg.output, cfg.name, summary)
         return summary
 
     table = _load_data(cfg)
@@ -122,24 +107,24 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
     valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
              if cfg.data.validation_path else None)
     if cfg.role == Role.HOST:
-        host, traffic = _guarded(cfg, None, lambda ep: host_fit_job(
+        host, traffic = _guarded(cfg, None, lambda ep: jobs.host_fit_job(
             ep, table, guest=cfg.guest, arbiter=cfg.arbiter, progress=progress, valid=valid,
             policy=cfg.policy))
-        summary = host_summary(host, n_rows=table.n_rows, traffic=traffic)
+        summary = outputs.host_summary(host, n_rows=table.n_rows, traffic=traffic)
         summary["peak_memory_mb"] = _peak_memory_mb()
-        write_host_outputs(cfg.output, host, summary)
+        outputs.write_host_outputs(cfg.output, host, summary)
         return summary
 
     t0 = time.perf_counter()
-    guest, traffic = _guarded(cfg, None, lambda ep: guest_fit_job(
+    guest, traffic = _guarded(cfg, None, lambda ep: jobs.guest_fit_job(
         ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter, progress=progress,
         valid=valid, options=cfg.options, policy=cfg.policy))
-    report = guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
+    report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                           options=cfg.options, traffic={cfg.name: traffic},
                           baseline=guest_only_baseline(guest.aligned))
     report["wall_seconds"] = time.perf_counter() - t0
     report["peak_memory_mb"] = _peak_memory_mb()
-    write_guest_outputs(cfg.output, guest, report, html_report=True)
+    outputs.write_guest_outputs(cfg.output, guest, report, html_report=True)
     return report
 
 
@@ -157,13 +142,13 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
     table = _load_data(cfg, data, require_label=False)
     job = job_id or f"{cfg.job_id}/predict"
     if cfg.role == Role.HOST:
-        rows, traffic = _guarded(cfg, job, lambda ep: host_predict_job(
+        rows, traffic = _guarded(cfg, job, lambda ep: jobs.host_predict_job(
             ep, table, part, guest=cfg.guest, policy=cfg.policy))
         return {"party": cfg.name, "rows_scored": rows, "traffic": traffic,
                 "peak_memory_mb": _peak_memory_mb()}
     if out is None:
         raise ConfigError("The guest needs --out for the scores file.")
-    scores, traffic = _guarded(cfg, job, lambda ep: guest_predict_job(
+    scores, traffic = _guarded(cfg, job, lambda ep: jobs.guest_predict_job(
         ep, table, part, hosts=cfg.hosts, policy=cfg.policy))
     if scorecard is not None:
         scores = scorecard.add_points(scores)

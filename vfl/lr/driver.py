@@ -139,17 +139,36 @@ class _Side:
 
 
 class _TrainingSide(_Side):
-    """A party of a training run: it also knows its batches and the epoch's decision."""
+    """A party of a training run: its role state (``party``), its batches, the epoch's decision.
+
+    The roster, config and batch plan come from the role state; each side
+    only adds how its state is made and the step methods.
+    """
 
     stop = False
     loss: float | None = None
 
     @property
-    def config(self) -> TrainConfig:
+    def party(self) -> Any:
         raise NotImplementedError
 
+    @property
+    def hosts(self) -> Sequence[str]:
+        hosts: Sequence[str] = self.party.hosts
+        return hosts
+
+    @property
+    def validation(self) -> bool:
+        return bool(getattr(self.party, "validation_rows", ()))
+
+    @property
+    def config(self) -> TrainConfig:
+        config: TrainConfig = self.party.config
+        return config
+
     def batches(self, epoch: int) -> list[list[int]]:
-        raise NotImplementedError
+        plan: list[list[int]] = self.party.batches(epoch)
+        return plan
 
 
 def _walk(channel: Channel, side: _Side, steps: Sequence[Step]) -> None:
@@ -201,25 +220,14 @@ class _GuestSide(_TrainingSide):
 
     def __init__(self, channel: Channel, party: GuestParty, arbiter: str) -> None:
         self.channel = channel
-        self.party = party
+        self._party = party
         self.guest = party.name
         self.arbiter = arbiter
         self._job: TrainSetup | None = None
 
     @property
-    def hosts(self) -> Sequence[str]:
-        return self.party.hosts
-
-    @property
-    def validation(self) -> bool:
-        return bool(self.party.validation_rows)
-
-    @property
-    def config(self) -> TrainConfig:
-        return self.party.config
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        return self.party.batches(epoch)
+    def party(self) -> GuestParty:
+        return self._party
 
     @property
     def job(self) -> TrainSetup:
@@ -352,23 +360,9 @@ class _HostSide(_TrainingSide):
         return self._party
 
     @property
-    def hosts(self) -> Sequence[str]:
-        return self.party.hosts
-
-    @property
     def host_index(self) -> int:
         return self.party.index
 
-    @property
-    def validation(self) -> bool:
-        return bool(self.party.validation_rows)
-
-    @property
-    def config(self) -> TrainConfig:
-        return self.party.config
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        return self.party.batches(epoch)
 
     def close(self) -> None:
         if self._party is not None:
@@ -474,16 +468,6 @@ class _ArbiterSide(_TrainingSide):
             raise LocalProtocolError("The arbiter has no job yet; expected TrainSetup.")
         return self._party
 
-    @property
-    def hosts(self) -> Sequence[str]:
-        return self.party.hosts
-
-    @property
-    def config(self) -> TrainConfig:
-        return self.party.config
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        return self.party.batches(epoch)
 
     @_receives(sch.SETUP_ARBITER)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
