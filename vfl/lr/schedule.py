@@ -32,21 +32,7 @@ from enum import Enum, StrEnum
 from typing import Any, Protocol
 
 from vfl.codec import type_name_of
-from vfl.lr.messages import (
-    CrossTerm,
-    DecryptedGradient,
-    EpochDecision,
-    EpochLoss,
-    HostForward,
-    HostHello,
-    MaskedGradient,
-    PartialScores,
-    PublicKeyAnnounce,
-    Residual,
-    ScoreRequest,
-    TrainingResult,
-    TrainSetup,
-)
+from vfl.lr import messages as msg
 from vfl.roles import Role
 
 __all__ = [
@@ -107,40 +93,40 @@ class Step:
 _S, _B, _E, _F = Phase.SETUP, Phase.BATCH, Phase.EPOCH, Phase.END
 _EACH, _LATER = Hosts.EACH, Hosts.LATER
 
-HELLO = Step("S1", _S, _H, _G, HostHello, _EACH,
+HELLO = Step("S1", _S, _H, _G, msg.HostHello, _EACH,
              note="aligned row and column counts; the guest then checks the shapes and the "
                   "batch-size guardrail")
-SETUP_HOSTS = Step("S2", _S, _G, _H, TrainSetup, _EACH,
+SETUP_HOSTS = Step("S2", _S, _G, _H, msg.TrainSetup, _EACH,
                    note="the job; each host checks it against its own data and policy")
-SETUP_ARBITER = Step("S2'", _S, _G, _A, TrainSetup,
+SETUP_ARBITER = Step("S2'", _S, _G, _A, msg.TrainSetup,
                      note="training rows only, no validation rows")
-KEY_GUEST = Step("S3", _S, _A, _G, PublicKeyAnnounce, note="the session's modulus `n`")
-KEY_HOSTS = Step("S3'", _S, _A, _H, PublicKeyAnnounce, _EACH, note="the same key")
-FORWARD = Step("1", _B, _H, _G, HostForward, _EACH,
+KEY_GUEST = Step("S3", _S, _A, _G, msg.PublicKeyAnnounce, note="the session's modulus `n`")
+KEY_HOSTS = Step("S3'", _S, _A, _H, msg.PublicKeyAnnounce, _EACH, note="the same key")
+FORWARD = Step("1", _B, _H, _G, msg.HostForward, _EACH,
                note="`[[X_b w_h]]` and `[[Σ (X_b w_h)²]]`")
-RESIDUAL = Step("2", _B, _G, _H, Residual, _EACH,
+RESIDUAL = Step("2", _B, _G, _H, msg.Residual, _EACH,
                 note="`[[4d]]`; for the hosts after the first also `[[Σ earlier hosts' scores]]`")
-GRADIENT_GUEST = Step("3", _B, _G, _A, MaskedGradient,
+GRADIENT_GUEST = Step("3", _B, _G, _A, msg.MaskedGradient,
                       note="before the guest takes the later hosts' cross terms")
-GRADIENT_HOSTS = Step("3'", _B, _H, _A, MaskedGradient, _EACH,
+GRADIENT_HOSTS = Step("3'", _B, _H, _A, msg.MaskedGradient, _EACH,
                       note="a host sends it before its cross term")
-CROSS = Step("3''", _B, _H, _G, CrossTerm, _LATER,
+CROSS = Step("3''", _B, _H, _G, msg.CrossTerm, _LATER,
              note="then the guest folds the batch's loss terms")
-DECRYPTED_GUEST = Step("4", _B, _A, _G, DecryptedGradient, answers="3",
+DECRYPTED_GUEST = Step("4", _B, _A, _G, msg.DecryptedGradient, answers="3",
                        note="masked values, each checked below `2^(ℓ+κ+1)`")
-DECRYPTED_HOSTS = Step("4'", _B, _A, _H, DecryptedGradient, _EACH, answers="3'",
+DECRYPTED_HOSTS = Step("4'", _B, _A, _H, msg.DecryptedGradient, _EACH, answers="3'",
                        note="then every party unmasks and takes its optimiser step")
-SCORE_REQUEST = Step("V1", _E, _G, _H, ScoreRequest, _EACH, validation_only=True,
+SCORE_REQUEST = Step("V1", _E, _G, _H, msg.ScoreRequest, _EACH, validation_only=True,
                      note="the validation rows")
-PARTIAL_SCORES = Step("V2", _E, _H, _G, PartialScores, _EACH, validation_only=True,
+PARTIAL_SCORES = Step("V2", _E, _H, _G, msg.PartialScores, _EACH, validation_only=True,
                       answers="V1",
                       note="this epoch's weights; then the guest's validation metrics and patience")
-LOSS = Step("E1", _E, _G, _A, EpochLoss,
+LOSS = Step("E1", _E, _G, _A, msg.EpochLoss,
             note="`[[8·2^(2F)·Σ loss]]`, `n_samples`, `stop_requested`")
-DECISION_GUEST = Step("E2", _E, _A, _G, EpochDecision, note="stop or not, and the loss")
-DECISION_HOSTS = Step("E2'", _E, _A, _H, EpochDecision, _EACH,
+DECISION_GUEST = Step("E2", _E, _A, _G, msg.EpochDecision, note="stop or not, and the loss")
+DECISION_HOSTS = Step("E2'", _E, _A, _H, msg.EpochDecision, _EACH,
                       note="stop or not (`loss` = null); the run ends after an epoch that stops")
-RESULT = Step("V4", _F, _G, _H, TrainingResult, _EACH, validation_only=True,
+RESULT = Step("V4", _F, _G, _H, msg.TrainingResult, _EACH, validation_only=True,
               note="the best epoch, whose weights every party keeps")
 
 #: Every message of a training run, in order.
@@ -151,8 +137,8 @@ TRAINING: tuple[Step, ...] = (
     RESULT,
 )
 
-REQUEST = Step("P1", Phase.SCORING, _G, _H, ScoreRequest, _EACH, note="model id, row count")
-SCORES = Step("P2", Phase.SCORING, _H, _G, PartialScores, _EACH, answers="P1",
+REQUEST = Step("P1", Phase.SCORING, _G, _H, msg.ScoreRequest, _EACH, note="model id, row count")
+SCORES = Step("P2", Phase.SCORING, _H, _G, msg.PartialScores, _EACH, answers="P1",
               note="`X_h w_h` per aligned row")
 
 #: One scoring request (prediction on aligned rows).
