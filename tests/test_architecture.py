@@ -149,3 +149,16 @@ def test_no_unsafe_deserialisation_or_weak_randomness_anywhere():
             assert needle not in text, f"{path} contains {needle!r}"
     for path in list((ROOT / "crypto").glob("*.py")) + list((ROOT / "psi").glob("*.py")):
         assert "np.random" not in path.read_text(), path
+
+
+OUTSIDE_CRYPTO = sorted(p for p in ROOT.rglob("*.py")
+                        if "crypto" not in p.relative_to(ROOT).parts and "_proto" not in str(p))
+
+
+@pytest.mark.parametrize("path", OUTSIDE_CRYPTO, ids=_rel)
+def test_ciphertext_arithmetic_only_inside_crypto(path):
+    """Big-integer work on ciphertexts goes through vfl/crypto (EncryptedVector, zkp, wire)."""
+    text = path.read_text()
+    assert not [m for m in _imports(path) if _under(m, ("gmpy2",))], f"{path} imports gmpy2"
+    for needle in ("nsquare", "% n2", "powmod(", "invert("):
+        assert needle not in text, f"{_rel(path)} does ciphertext arithmetic by hand ({needle!r})"

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Protocol
 
+import vfl.lr.messages as msg
 from vfl.codec import type_name_of
-from vfl.lr import messages as msg
 from vfl.roles import Role
 
 __all__ = [
