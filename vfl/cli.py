@@ -496,6 +496,7 @@ def _networked_demo(workdir: str, *, rows: int, overlap: float, epochs: int, key
         result = run_demo(workdir, rows=rows, overlap=overlap, epochs=epochs, key_bits=key_bits,
                           insecure=insecure, on_tick=(None if quiet else
                                                       lambda ps: live.update(table(ps))))
+    console.print()
     console.print(f"certificates: {result.job.workdir / 'certs'}/; configs: "
                   + ", ".join(str(p.name) for p in result.job.configs.values())
                   + f"; logs: {result.job.workdir / 'logs'}/")
