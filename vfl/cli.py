@@ -180,6 +180,8 @@ def _facts(report: dict[str, Any]) -> str:
               help="Folder for the model parts and report.json.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
+@click.option("--force", is_flag=True,
+              help="Replace the outputs of an earlier run in --out (they are removed first).")
 @click.option("--guest-valid", type=click.Path(dir_okay=False),
               help="Guest validation CSV (same columns): per-epoch validation, aligned by PSI.")
 @click.option("--host-valid", "hosts_valid", multiple=True, type=click.Path(dir_okay=False),
@@ -193,6 +195,7 @@ def _facts(report: dict[str, Any]) -> str:
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
+        force: bool,
         guest_valid: str | None, hosts_valid: tuple[str, ...],
         iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
@@ -211,7 +214,7 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         guest, hosts, id_column=id_column, label=label, out_dir=out, config=config,
         options=options, guest_valid=guest_valid, hosts_valid=hosts_valid, iv_table=iv_path,
         min_iv=min_iv, top_k=top_k, lower_ids=lower_ids, strip_ids=not no_strip_ids,
-        progress=hook, on_psi_done=psi_done, html_report=not no_report))
+        progress=hook, on_psi_done=psi_done, html_report=not no_report, force=force))
     if result.kept_columns is not None:
         console.print("columns kept by IV: " + ", ".join(
             f"{n}: {len(c)}" for n, c in result.kept_columns.items()))
@@ -242,11 +245,13 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 @click.option("--score", "with_score", is_flag=True,
               help="Add scorecard points (column 'score') to the probabilities.")
 @_scorecard_options
+@click.option("--force", is_flag=True,
+              help="Replace --out if it exists.")
 @friendly_errors
 def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
             lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
             data: str | None, job: str | None, out: str | None, with_score: bool,
-            base_score: float, base_odds: float, pdo: float) -> None:
+            base_score: float, base_odds: float, pdo: float, force: bool) -> None:
     """Score the customers every bank has with a saved model.
 
     One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
@@ -263,7 +268,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
             raise click.UsageError("--config needs --data (this party's scoring CSV).")
         cfg = load_party_config(config_path)
         with console.status(f"{cfg.name}: private set intersection and scoring..."):
-            summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard)
+            summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
+                                  force=force)
         if "scores" in summary:
             out_console.print(f"{summary['rows_scored']:,} shared customers scored; written to "
                               f"{summary['scores']}")
@@ -276,7 +282,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
     from vfl.pipeline import predict_files
 
     scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
-                           lower_ids=lower_ids, strip_ids=not no_strip_ids, scorecard=scorecard)
+                           lower_ids=lower_ids, strip_ids=not no_strip_ids, scorecard=scorecard,
+                           force=force)
     out_console.print(f"{len(scores):,} shared customers scored; written to {out}")
 
 
@@ -293,10 +300,12 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
               help="The guest's own Paillier key for the labels.")
 @click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
 @_id_options
+@click.option("--force", is_flag=True,
+              help="Replace --out if it exists.")
 @friendly_errors
 def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, monotonic: bool,
        reveal_host_names: bool, key_bits: int, insecure_key_size: bool, id_column: str,
-       lower_ids: bool, no_strip_ids: bool) -> None:
+       lower_ids: bool, no_strip_ids: bool, force: bool) -> None:
     """Information value of every feature of every bank (federated binning)."""
     from vfl.pipeline import iv_files
 
@@ -306,7 +315,7 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
         table = iv_files(guest, hosts, id_column=id_column, label=label, out=out, n_bins=bins,
                          key_bits=key_bits, allow_insecure_key_size=insecure_key_size,
                          reveal_host_names=reveal_host_names, monotonic=monotonic,
-                         lower_ids=lower_ids, strip_ids=not no_strip_ids)
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force)
     t = Table(title="information value", header_style="bold")
     t.add_column("party")
     t.add_column("feature")
@@ -323,9 +332,11 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
 @click.option("--label", default=None, help="Label column of the guest table, kept in its output.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @_id_options
+@click.option("--force", is_flag=True,
+              help="Replace aligned tables already in --out.")
 @friendly_errors
 def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_column: str,
-        lower_ids: bool, no_strip_ids: bool) -> None:
+        lower_ids: bool, no_strip_ids: bool, force: bool) -> None:
     """Private set intersection only: write each party's aligned table."""
     from vfl.pipeline import psi_files
 
@@ -334,7 +345,7 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
     t0 = time.perf_counter()
     with console.status("private set intersection..."):
         n, _ = psi_files(guest, hosts, id_column=id_column, out_dir=out, label=label,
-                         lower_ids=lower_ids, strip_ids=not no_strip_ids)
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force)
     out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s); "
                       f"aligned tables written to {Path(out)}/")
 
@@ -344,8 +355,10 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
               help="This party's TOML configuration.")
 @click.option("--status-json", is_flag=True,
               help="Print progress as JSON lines on stdout (for supervisors such as vfl demo).")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier run's outputs in [job] output (they are removed first).")
 @friendly_errors
-def run(config_path: str, status_json: bool) -> None:
+def run(config_path: str, status_json: bool, force: bool) -> None:
     """Run this party's role of a training job over gRPC with mutual TLS.
 
     Start the same command on every party (guest, hosts, arbiter), in any order,
@@ -358,7 +371,7 @@ def run(config_path: str, status_json: bool) -> None:
     if status_json:
         hook = JsonStatus(cfg.name)
         hook.emit(stage="starting", role=cfg.role.value)
-        run_fit(cfg, progress=hook)
+        run_fit(cfg, progress=hook, force=force)
         hook.emit(stage="done", summary_file=str(
             cfg.output / ("report.json" if cfg.role == Role.GUEST else f"{cfg.name}_run.json")))
         return
@@ -366,7 +379,7 @@ def run(config_path: str, status_json: bool) -> None:
                   f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
     with progress_bar(console) as progress:
         hook2 = RichProgress(progress)
-        summary = run_fit(cfg, progress=hook2)
+        summary = run_fit(cfg, progress=hook2, force=force)
         hook2.finish()
     if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))

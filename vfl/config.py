@@ -57,7 +57,10 @@ names the file and the key.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -138,6 +141,23 @@ class PartyConfig:
         return mine + [p.name for p in self.peers_with(Role.HOST)]
 
 
+#: The keys each section accepts (``[train]`` and ``[security]``: the fields of
+#: TrainConfig, JobOptions and SecurityPolicy).
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "job": ("id", "output", "timeout_seconds", "connect_timeout_seconds"),
+    "party": ("name", "role", "listen"),
+    "tls": ("ca", "cert", "key"),
+    "peers": ("name", "role", "address", "cert"),
+    "data": ("path", "id_column", "label_column", "features", "lower_ids", "strip_ids",
+             "validation_path"),
+}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
 class _Reader:
     def __init__(self, source: Path, data: dict[str, Any]) -> None:
         self.source = source
@@ -145,6 +165,32 @@ class _Reader:
 
     def err(self, key: str, msg: str) -> ConfigError:
         return ConfigError(f"{self.source}: {key}: {msg}")
+
+    def only(self, section: dict[str, Any], sect: str, allowed: Sequence[str]) -> None:
+        """Refuse keys the section does not know, suggesting the closest known one."""
+        for key in section:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise self.err(f"{sect}.{key}", f"unknown key; {hint}known: "
+                                                f"{', '.join(sorted(allowed))}")
+
+    def typed(self, section: dict[str, Any], sect: str, cls: type) -> dict[str, Any]:
+        """``section``'s values checked against the annotations of dataclass ``cls``."""
+        hints = typing.get_type_hints(cls)
+        for key, value in section.items():
+            want = hints[key]
+            ok = (isinstance(value, bool) if want is bool
+                  else isinstance(value, int) and not isinstance(value, bool) if want is int
+                  else isinstance(value, int | float) and not isinstance(value, bool)
+                  if want is float
+                  else isinstance(value, str) if want is str else True)
+            if not ok:
+                expected = {bool: "true or false", int: "an integer", float: "a number",
+                            str: "a string"}[want]
+                raise self.err(f"{sect}.{key}", f"must be {expected}, got {_type_name(value)} "
+                                                f"{value!r}")
+        return section
 
     def table(self, key: str, *, required: bool = True) -> dict[str, Any]:
         value = self.data.get(key)
@@ -163,9 +209,12 @@ class _Reader:
                 raise self.err(f"{sect}.{key}", "missing")
             return default
         value = section[key]
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-            raise self.err(f"{sect}.{key}", f"must be {want}, got {value!r}")
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+            names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                     list: "a list", dict: "a table"}
+            kinds = typ if isinstance(typ, tuple) else (typ,)
+            want = " or ".join(names.get(k, k.__name__) for k in kinds)
+            raise self.err(f"{sect}.{key}", f"must be {want}, got {_type_name(value)} {value!r}")
         return value
 
     def path(self, section: dict[str, Any], sect: str, key: str, *, must_exist: bool = True,
@@ -201,18 +250,26 @@ def load_party_config(path: str | Path) -> PartyConfig:
         raise ConfigError(f"Config file not found: {source}")
     try:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not a UTF-8 text file; a party's config is TOML text "
+                          "(see examples/two_banks/).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     r = _Reader(source, raw)
     known = {"job", "party", "tls", "peers", "data", "train", "security"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise r.err(f"[{unknown[0]}]", f"unknown section; expected one of {', '.join(sorted(known))}")
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"did you mean [{close[0]}]? " if close else ""
+        raise r.err(f"[{unknown[0]}]", f"unknown section; {hint}expected one of "
+                                       f"{', '.join(sorted(known))}")
 
     job = r.table("job")
     party = r.table("party")
     tls = r.table("tls")
     security = r.table("security", required=False)
+    for sect, table in (("job", job), ("party", party), ("tls", tls)):
+        r.only(table, sect, SECTION_KEYS[sect])
     job_id = r.get(job, "job", "id", str)
     if not job_id:
         raise r.err("job.id", "must not be empty")
@@ -232,6 +289,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         sect = f"peers[{i}]"
         if not isinstance(p, dict):
             raise r.err(sect, "must be a table")
+        r.only(p, sect, SECTION_KEYS["peers"])
         prole_raw = r.get(p, sect, "role", str)
         try:
             prole = Role(prole_raw)
@@ -254,6 +312,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
     data = None
     if role != Role.ARBITER:
         d = r.table("data")
+        r.only(d, "data", SECTION_KEYS["data"])
         features = r.get(d, "data", "features", list, None)
         if features is not None and not all(isinstance(f, str) for f in features):
             raise r.err("data.features", "must be a list of column names")
@@ -274,18 +333,15 @@ def load_party_config(path: str | Path) -> PartyConfig:
     option_names = {f.name for f in fields(JobOptions)}
     options_raw = {k: train_raw.pop(k) for k in list(train_raw) if k in option_names}
     allowed = {f.name for f in fields(TrainConfig)} - {"allow_insecure_key_size"}
-    bad = sorted(set(train_raw) - allowed)
-    if bad:
-        raise r.err(f"train.{bad[0]}", "unknown parameter; known: "
-                    f"{', '.join(sorted(allowed | option_names))}")
+    r.only(train_raw, "train", sorted(allowed | option_names))
+    r.typed(train_raw, "train", TrainConfig)
+    r.typed(options_raw, "train", JobOptions)
     try:
         options = JobOptions(**options_raw)
     except ConfigError as exc:
         raise r.err("[train]", str(exc)) from None
-    unknown_sec = sorted(set(security) - set(SecurityPolicy.names()))
-    if unknown_sec:
-        raise r.err(f"security.{unknown_sec[0]}",
-                    f"unknown setting; known: {', '.join(SecurityPolicy.names())}")
+    r.only(security, "security", SecurityPolicy.names())
+    r.typed(security, "security", SecurityPolicy)
     insecure = r.get(security, "security", "allow_insecure_key_size", bool, False)
     try:
         policy = SecurityPolicy(**security).validate()

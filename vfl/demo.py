@@ -26,7 +26,7 @@ from typing import Any
 from vfl.certs import write_party_certs
 from vfl.exceptions import VFLError
 from vfl.model import atomic_write_text
-from vfl.outputs import REPORT, run_file
+from vfl.outputs import REPORT, prepare_output_dir, run_file
 from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.synthetic import make_two_banks
@@ -116,6 +116,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     configs, outputs = {}, {}
     for name in (BANK_A, BANK_B, ARBITER):
         outputs[name] = wd / "out" / name
+        # the demo owns its workdir: each demo replaces the previous one's outputs
+        prepare_output_dir(outputs[name], force=True)
         peers = [{"name": p, "role": roles[p], "address": addr[p]}
                  for p in (BANK_A, BANK_B, ARBITER) if p != name]
         d = None
@@ -292,7 +294,7 @@ def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, ep
                              allow_insecure_key_size=insecure)
         out = job.workdir / "out" / "in-process"
         result = fit_local(g, [h], config, out_dir=out, progress=progress,
-                           on_psi_done=on_psi_done, html_report=True)
+                           on_psi_done=on_psi_done, html_report=True, force=True)
         report = result.report
         demo = DemoResult(job, report, time.perf_counter() - t0, out,
                           Path(report["html_report"]) if "html_report" in report else None)

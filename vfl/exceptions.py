@@ -8,6 +8,7 @@ next; they never contain plaintexts, keys or raw customer IDs.
 from __future__ import annotations
 
 __all__ = [
+    "OutputExistsError",
     "VFLError",
     "ConfigError",
     "DataError",
@@ -35,6 +36,10 @@ class ConfigError(VFLError, ValueError):
 
 class DataError(VFLError, ValueError):
     """A party's input table is unusable (missing column, duplicate IDs, ...)."""
+
+
+class OutputExistsError(VFLError, FileExistsError):
+    """An output folder or file already holds another run's outputs (give ``force``)."""
 
 
 class ProtocolError(VFLError):

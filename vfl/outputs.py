@@ -19,18 +19,27 @@ network.
 
 Only the guest's report names the guest's files; nothing here writes another
 party's data.
+
+No silent overwrite: every run first calls :func:`prepare_output_dir` (or
+:func:`prepare_output_file` for a scores file), before any work. A folder
+that already holds a run's outputs is refused unless ``force``, and then
+those outputs are removed first, so no stale file (an old HTML report, an
+old party's points) is left beside the new model. The folder must be
+writable, or the run stops before PSI.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vfl.exceptions import DataError
+from vfl.exceptions import ConfigError, DataError, OutputExistsError
 from vfl.jobs import GuestOutcome, HostOutcome, JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter
@@ -41,7 +50,8 @@ from vfl.scorecard import points_table
 __all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file",
            "run_file", "guest_report", "host_summary", "arbiter_summary",
            "write_guest_outputs", "write_host_outputs", "write_arbiter_outputs",
-           "GuestOutputs", "read_guest_outputs"]
+           "GuestOutputs", "read_guest_outputs", "existing_outputs", "prepare_output_dir",
+           "prepare_output_file"]
 
 REPORT = "report.json"
 TRAIN_SCORES = "train_scores.csv"
@@ -199,3 +209,92 @@ def read_guest_outputs(model_dir: str | Path) -> GuestOutputs:
     iv = folder / IV_TABLE
     return GuestOutputs(folder, report, part, scores if scores.is_file() else None,
                         iv if iv.is_file() else None)
+
+
+def _is_model_part(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "model_id" in data and "coef" in data
+
+
+def existing_outputs(folder: str | Path) -> list[Path]:
+    """The files and folders of an earlier run that ``folder`` holds (what this module writes)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if path.is_dir():
+            if name == "report" and (path / "index.html").exists():
+                found.append(path)
+        elif (name in (REPORT, TRAIN_SCORES, IV_TABLE) or name.endswith(("_points.csv",
+                                                                          "_run.json"))
+              or (name.endswith(".json") and _is_model_part(path))):
+            found.append(path)
+    return found
+
+
+def _earlier_model(found: list[Path]) -> str:
+    for path in found:
+        if path.suffix == ".json":
+            try:
+                model_id = json.loads(path.read_text(encoding="utf-8")).get("model_id")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if model_id:
+                return f"model {model_id}"
+    return "another run"
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".vfl-write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to the output folder {folder}: "
+                          f"{exc.strerror or exc}. Choose another --out.") from None
+
+
+def prepare_output_dir(folder: str | Path, *, force: bool = False) -> Path:
+    """Make ``folder`` ready for a run's outputs, before any work starts.
+
+    Raises
+    ------
+    OutputExistsError
+        If it holds an earlier run's outputs and ``force`` is not given
+        (with ``force`` they are removed first: no stale file stays).
+    ConfigError
+        If it cannot be created or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"The output folder {folder} is a file; choose another --out.")
+    found = existing_outputs(folder)
+    if found and not force:
+        shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise OutputExistsError(
+            f"{folder} already holds the outputs of {_earlier_model(found)} ({shown}); "
+            "give --force to replace them (they are removed first), or choose another --out.")
+    _check_writable(folder)
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return folder
+
+
+def prepare_output_file(path: str | Path, *, force: bool = False) -> Path:
+    """Check before any work that ``path`` can be written, and is new unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name for --out.")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists; give --force to replace it, or choose "
+                                "another --out.")
+    _check_writable(path.parent if str(path.parent) else Path("."))
+    return path

@@ -51,6 +51,8 @@ from vfl.outputs import (
     guest_report,
     host_summary,
     model_part_file,
+    prepare_output_dir,
+    prepare_output_file,
     write_arbiter_outputs,
     write_guest_outputs,
     write_host_outputs,
@@ -146,7 +148,7 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
               hosts_valid: list[PartyTable] | None = None,
               coef_init: np.ndarray | None = None,
               intercept_init: float | None = None,
-              html_report: bool = False) -> FitResult:
+              html_report: bool = False, force: bool = False) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     All tables are on this machine, so one data owner plays every role: the
@@ -162,7 +164,9 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
         WOE binning (training-row scoring is always on here).
     out_dir : path, optional
         Where to write every party's outputs (:mod:`vfl.outputs`); with
-        ``html_report`` also ``report/index.html``.
+        ``html_report`` also ``report/index.html``. Checked before any work:
+        a folder holding an earlier run's outputs is refused unless ``force``
+        (which removes them first).
     baselines : bool
         Add the pooled-data and guest-only scikit-learn yardsticks to the report.
     guest_valid, hosts_valid : PartyTable, optional
@@ -176,6 +180,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
             hosts_valid is not None and len(hosts_valid) != len(hosts)):
         raise DataError("Give a validation table for the guest and for every host, or none.")
     check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
+    if out_dir is not None:
+        prepare_output_dir(out_dir, force=force)
     options = replace(options or JobOptions(), score_training_rows=True)
     names = host_names(len(hosts))
     insecure = config.allow_insecure_key_size
@@ -306,13 +312,15 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               top_k: int | None = None, lower_ids: bool = False, strip_ids: bool = True,
               progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
-              html_report: bool = True) -> FitResult:
+              html_report: bool = True, force: bool = False) -> FitResult:
     """``vfl fit`` as one call: read the CSVs, select columns, train, write the outputs.
 
     ``iv_table`` (written by :func:`iv_files`) with ``min_iv``/``top_k``:
     each party keeps its best columns first. ``guest_valid``/``hosts_valid``:
     validation CSVs for every party (same columns), aligned by a second PSI.
+    ``force``: replace the outputs of an earlier run in ``out_dir``.
     """
+    prepare_output_dir(out_dir, force=force)
     if (min_iv is not None or top_k is not None) and iv_table is None:
         raise ConfigError("min_iv/top_k need an IV table (the file written by vfl iv).")
     if (guest_valid is None) != (not hosts_valid) or (
@@ -333,7 +341,7 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
         hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
     result = fit_local(g, hs, config, options=options, out_dir=out_dir, progress=progress,
                        on_psi_done=on_psi_done, guest_valid=gv, hosts_valid=hvs,
-                       html_report=html_report)
+                       html_report=html_report, force=True)  # checked above, before reading
     result.kept_columns = kept
     return result
 
@@ -341,11 +349,13 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
 def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str | Path], *,
                   id_column: str, out: str | Path, label: str | None = None,
                   lower_ids: bool = False, strip_ids: bool = True,
-                  scorecard: Scorecard | None = None) -> pd.DataFrame:
+                  scorecard: Scorecard | None = None, force: bool = False) -> pd.DataFrame:
     """``vfl predict`` as one call: score the shared customers, write ``out`` (CSV).
 
-    With ``scorecard`` the scores get a ``score`` column (points).
+    With ``scorecard`` the scores get a ``score`` column (points). An
+    existing ``out`` is refused unless ``force``.
     """
+    prepare_output_file(out, force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids)
     scores = predict_local(model_dir, g, hs)
@@ -357,11 +367,14 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
 
 def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               out_dir: str | Path, label: str | None = None, lower_ids: bool = False,
-              strip_ids: bool = True) -> tuple[int, list[Path]]:
+              strip_ids: bool = True, force: bool = False) -> tuple[int, list[Path]]:
     """``vfl psi`` as one call: write each party's aligned table as ``<party>.csv``.
 
-    Returns the number of shared customers and the files written.
+    Returns the number of shared customers and the files written. Existing
+    aligned tables in ``out_dir`` are refused unless ``force``.
     """
+    for name in [GUEST, *host_names(len(hosts))]:
+        prepare_output_file(Path(out_dir) / f"{name}.csv", force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids)
     g_al, h_al = psi_local(g, hs)
@@ -380,8 +393,9 @@ def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, 
              out: str | Path, n_bins: int = 10, key_bits: int = 2048,
              allow_insecure_key_size: bool = False, reveal_host_names: bool = False,
              monotonic: bool = False, lower_ids: bool = False,
-             strip_ids: bool = True) -> list[dict[str, Any]]:
+             strip_ids: bool = True, force: bool = False) -> list[dict[str, Any]]:
     """``vfl iv`` as one call: the IV table of every party's columns, written to ``out``."""
+    prepare_output_file(out, force=force)
     check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=True,
                         lower_ids=lower_ids, strip_ids=strip_ids)

@@ -88,12 +88,16 @@ def _guarded(cfg: PartyConfig, job_id: str | None,
         ep.close()
 
 
-def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str, Any]:
+def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
+            force: bool = False) -> dict[str, Any]:
     """Run this party's side of a training job; write its outputs; return its summary.
 
     The summary is what the party wrote as ``report.json`` (guest) or
-    ``<name>_run.json`` (hosts, arbiter).
+    ``<name>_run.json`` (hosts, arbiter). The output folder is checked
+    before any work: an earlier run's outputs there are refused unless
+    ``force`` (which removes them first).
     """
+    outputs.prepare_output_dir(cfg.output, force=force)
     if cfg.role == Role.ARBITER:
         arbiter, traffic = _guarded(cfg, None, lambda ep: jobs.arbiter_fit_job(
             ep, guest=cfg.guest, progress=progress, policy=cfg.policy))
@@ -129,8 +133,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None) -> dict[str,
 
 
 def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = None,
-                job_id: str | None = None, scorecard: Scorecard | None = None
-                ) -> dict[str, Any]:
+                job_id: str | None = None, scorecard: Scorecard | None = None,
+                force: bool = False) -> dict[str, Any]:
     """Run this party's side of a scoring job with its saved model part.
 
     The guest writes the scores of the shared customers to ``out`` (with
@@ -148,6 +152,7 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
                 "peak_memory_mb": _peak_memory_mb()}
     if out is None:
         raise ConfigError("The guest needs --out for the scores file.")
+    outputs.prepare_output_file(out, force=force)
     scores, traffic = _guarded(cfg, job, lambda ep: jobs.guest_predict_job(
         ep, table, part, hosts=cfg.hosts, policy=cfg.policy))
     if scorecard is not None:

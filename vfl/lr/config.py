@@ -134,6 +134,13 @@ class TrainConfig:
             raise bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
         if self.penalty not in PENALTIES:
             raise bad("penalty", "one of " + ", ".join(PENALTIES))
+        for name in ("seed", "score_frac_bits", "feature_frac_bits"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise bad(name, "an int >= 0")
+        for name in ("fit_intercept", "allow_insecure_key_size"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
         if not 8 <= self.feature_frac_bits <= self.score_frac_bits <= 48:
             raise bad("feature_frac_bits", "between 8 and score_frac_bits (<= 48)")
         if not isinstance(self.validation_fraction, int | float) or not (

@@ -59,6 +59,11 @@ CONFIG_PARAMS: dict[str, str] = {
     f.name: ("random_state" if f.name == "seed" else f.name) for f in fields(TrainConfig)}
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar parameter (``random_state=np.int64(3)``) as the Python value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_X(X: Any, name: str) -> FloatArray:
     arr = np.asarray(X, dtype=np.float64)
     if arr.ndim != 2:
@@ -203,7 +208,7 @@ class GuestLogisticRegression(BaseEstimator):
         The config :meth:`from_config` was given, while the parameters still
         equal it; otherwise a new one made (and so checked) from the parameters.
         """
-        values = {f: getattr(self, p) for f, p in CONFIG_PARAMS.items()}
+        values = {f: _plain(getattr(self, p)) for f, p in CONFIG_PARAMS.items()}
         source: TrainConfig | None = getattr(self, "_source_config", None)
         if source is not None and all(
                 type(getattr(source, f)) is type(v) and getattr(source, f) == v
