@@ -49,6 +49,21 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _columns(values: tuple[str, ...]) -> list[str]:
+    """``--exclude a,b --exclude c`` -> ``[a, b, c]``."""
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def _column_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--exclude", "exclude", multiple=True, metavar="COLS",
+                      help="Leave these columns out, in every table that has them "
+                           "(comma-separated or repeated).")(fn)
+    fn = click.option("--features", "features", multiple=True, metavar="COLS",
+                      help="Use only these columns, each table those it has "
+                           "(comma-separated or repeated; default: all but ID and label).")(fn)
+    return fn
+
+
 def _id_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--id", "id_column", required=True, help="ID column (same name in every table).")(fn)
     fn = click.option("--lower-ids", is_flag=True, help="Compare IDs case-insensitively.")(fn)
@@ -150,6 +165,13 @@ def _with_progress(quiet: bool, work: Callable[[RichProgress, Callable[[int], No
     return result
 
 
+def _status(text: str, quiet: bool) -> Any:
+    """A spinner on stderr while ``text`` runs (nothing with ``quiet``)."""
+    import contextlib
+
+    return contextlib.nullcontext() if quiet else console.status(text)
+
+
 def _summary(report: dict[str, Any], title: str) -> Table:
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("")
@@ -192,13 +214,15 @@ def _facts(report: dict[str, Any]) -> str:
 @click.option("--top-k", type=click.IntRange(1), default=None,
               help="Keep the columns among the top K of all parties by IV.")
 @_id_options
+@_column_options
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
         force: bool,
         guest_valid: str | None, hosts_valid: tuple[str, ...],
         iv_path: str | None, min_iv: float | None, top_k: int | None,
-        id_column: str, lower_ids: bool, no_strip_ids: bool, **kw: Any) -> None:
+        id_column: str, lower_ids: bool, no_strip_ids: bool,
+        features: tuple[str, ...], exclude: tuple[str, ...], **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
     from vfl.pipeline import fit_files
 
@@ -214,13 +238,15 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         guest, hosts, id_column=id_column, label=label, out_dir=out, config=config,
         options=options, guest_valid=guest_valid, hosts_valid=hosts_valid, iv_table=iv_path,
         min_iv=min_iv, top_k=top_k, lower_ids=lower_ids, strip_ids=not no_strip_ids,
-        progress=hook, on_psi_done=psi_done, html_report=not no_report, force=force))
+        progress=hook, on_psi_done=psi_done, html_report=not no_report, force=force,
+        features=_columns(features) or None, exclude=_columns(exclude)))
     if result.kept_columns is not None:
         console.print("columns kept by IV: " + ", ".join(
             f"{n}: {len(c)}" for n, c in result.kept_columns.items()))
     report = result.report
-    out_console.print(_summary(report, "vfl fit"))
-    out_console.print(_facts(report))
+    if not quiet:
+        out_console.print(_summary(report, "vfl fit"))
+        out_console.print(_facts(report))
     out_console.print(f"model parts and report.json written to {out}/")
     if report.get("html_report"):
         out_console.print(f"report: {report['html_report']}")
@@ -242,8 +268,10 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
               help="This party's scoring CSV (networked form).")
 @click.option("--job", default=None, help="Job id of the scoring run (networked; default <job>/predict).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output CSV of scores (guest).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--score", "with_score", is_flag=True,
               help="Add scorecard points (column 'score') to the probabilities.")
+@_column_options
 @_scorecard_options
 @click.option("--force", is_flag=True,
               help="Replace --out if it exists.")
@@ -251,7 +279,8 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
             lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
             data: str | None, job: str | None, out: str | None, with_score: bool,
-            base_score: float, base_odds: float, pdo: float, force: bool) -> None:
+            base_score: float, base_odds: float, pdo: float, force: bool, quiet: bool,
+        features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Score the customers every bank has with a saved model.
 
     One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
@@ -267,7 +296,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         if not data:
             raise click.UsageError("--config needs --data (this party's scoring CSV).")
         cfg = load_party_config(config_path)
-        with console.status(f"{cfg.name}: private set intersection and scoring..."):
+        with _status(f"{cfg.name}: private set intersection and scoring...", quiet):
             summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
                                   force=force)
         if "scores" in summary:
@@ -281,9 +310,11 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         raise click.UsageError("Give --model, --guest, --host, --id and --out (or --config and --data).")
     from vfl.pipeline import predict_files
 
-    scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
-                           lower_ids=lower_ids, strip_ids=not no_strip_ids, scorecard=scorecard,
-                           force=force)
+    with _status("private set intersection and scoring...", quiet):
+        scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
+                               lower_ids=lower_ids, strip_ids=not no_strip_ids,
+                               scorecard=scorecard, force=force,
+                               features=_columns(features) or None, exclude=_columns(exclude))
     out_console.print(f"{len(scores):,} shared customers scored; written to {out}")
 
 
@@ -300,12 +331,14 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
               help="The guest's own Paillier key for the labels.")
 @click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
 @_id_options
+@_column_options
 @click.option("--force", is_flag=True,
               help="Replace --out if it exists.")
 @friendly_errors
 def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, monotonic: bool,
        reveal_host_names: bool, key_bits: int, insecure_key_size: bool, id_column: str,
-       lower_ids: bool, no_strip_ids: bool, force: bool) -> None:
+       lower_ids: bool, no_strip_ids: bool, force: bool,
+        features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Information value of every feature of every bank (federated binning)."""
     from vfl.pipeline import iv_files
 
@@ -315,7 +348,8 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
         table = iv_files(guest, hosts, id_column=id_column, label=label, out=out, n_bins=bins,
                          key_bits=key_bits, allow_insecure_key_size=insecure_key_size,
                          reveal_host_names=reveal_host_names, monotonic=monotonic,
-                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force)
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force,
+                         features=_columns(features) or None, exclude=_columns(exclude))
     t = Table(title="information value", header_style="bold")
     t.add_column("party")
     t.add_column("feature")
@@ -327,16 +361,21 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
 
 
 @main.command()
-@click.option("--guest", required=True, type=click.Path(dir_okay=False))
-@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False))
+@click.option("--guest", required=True, type=click.Path(dir_okay=False),
+              help="Guest CSV (the bank with the label).")
+@click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
+              help="Host CSV; repeat for several hosts.")
 @click.option("--label", default=None, help="Label column of the guest table, kept in its output.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the aligned tables (guest.csv, host1.csv, ...).")
 @_id_options
+@_column_options
 @click.option("--force", is_flag=True,
               help="Replace aligned tables already in --out.")
 @friendly_errors
 def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_column: str,
-        lower_ids: bool, no_strip_ids: bool, force: bool) -> None:
+        lower_ids: bool, no_strip_ids: bool, force: bool,
+        features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Private set intersection only: write each party's aligned table."""
     from vfl.pipeline import psi_files
 
@@ -345,7 +384,8 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
     t0 = time.perf_counter()
     with console.status("private set intersection..."):
         n, _ = psi_files(guest, hosts, id_column=id_column, out_dir=out, label=label,
-                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force)
+                         lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force,
+                         features=_columns(features) or None, exclude=_columns(exclude))
     out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s); "
                       f"aligned tables written to {Path(out)}/")
 

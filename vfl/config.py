@@ -34,6 +34,7 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     id_column = "customer_id"
     label_column = "default"       # guest only
     # features = ["age", "income"] # default: every other column
+    # exclude = ["branch"]         # leave these columns out
     # validation_path = "bank_a_valid.csv"  # all parties or none: per-epoch validation
     # lower_ids = false
 
@@ -95,6 +96,7 @@ class DataConfig:
     lower_ids: bool = False
     strip_ids: bool = True
     validation_path: Path | None = None
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "party": ("name", "role", "listen"),
     "tls": ("ca", "cert", "key"),
     "peers": ("name", "role", "address", "cert"),
-    "data": ("path", "id_column", "label_column", "features", "lower_ids", "strip_ids",
-             "validation_path"),
+    "data": ("path", "id_column", "label_column", "features", "exclude", "lower_ids",
+             "strip_ids", "validation_path"),
 }
 
 
@@ -316,6 +318,9 @@ def load_party_config(path: str | Path) -> PartyConfig:
         features = r.get(d, "data", "features", list, None)
         if features is not None and not all(isinstance(f, str) for f in features):
             raise r.err("data.features", "must be a list of column names")
+        exclude = r.get(d, "data", "exclude", list, [])
+        if not all(isinstance(f, str) for f in exclude):
+            raise r.err("data.exclude", "must be a list of column names")
         label = r.get(d, "data", "label_column", str, None)
         if role == Role.GUEST and not label:
             raise r.err("data.label_column", "the guest needs the label column")
@@ -324,7 +329,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         data = DataConfig(r.path(d, "data", "path"), r.get(d, "data", "id_column", str), label,
                           features, r.get(d, "data", "lower_ids", bool, False),
                           r.get(d, "data", "strip_ids", bool, True),
-                          r.path(d, "data", "validation_path", default=None))
+                          r.path(d, "data", "validation_path", default=None), list(exclude))
 
     train_raw = r.table("train", required=False)
     if train_raw and role != Role.GUEST:

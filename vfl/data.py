@@ -18,7 +18,11 @@ import pandas as pd
 from vfl.exceptions import DataError
 from vfl.types import FloatArray
 
-__all__ = ["PartyTable", "load_table", "normalize_ids"]
+__all__ = ["PartyTable", "load_table", "normalize_ids", "MAX_ABS_FEATURE"]
+
+#: Largest feature magnitude accepted at load (exact integers in float64 reach 2**53 ~ 9e15;
+#: beyond this a column's standardisation loses all precision or overflows).
+MAX_ABS_FEATURE = 1e15
 
 
 
@@ -80,6 +84,7 @@ def load_table(
     id_column: str,
     label_column: str | None = None,
     features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
     strip_ids: bool = True,
     lower_ids: bool = False,
     require_label: bool = False,
@@ -96,6 +101,8 @@ def load_table(
         ``require_label`` is false, the table is read without a label.
     features : sequence of str, optional
         Feature columns; default all columns except the ID and the label.
+    exclude : sequence of str
+        Columns to leave out (those the table has; with ``features``, both apply).
     """
     if isinstance(path, pd.DataFrame):
         df, source = path.copy(), "<DataFrame>"
@@ -109,6 +116,8 @@ def load_table(
         except Exception as exc:  # pandas raises many types
             raise DataError(f"Cannot read {p} as CSV: {exc}") from None
     columns = [str(c) for c in df.columns]
+    if len(df) == 0:
+        raise DataError(f"{source}: no data rows (only a header); nothing to train or score.")
     if id_column not in columns:
         raise DataError(
             f"{source}: ID column {id_column!r} not found; columns are: {', '.join(columns[:20])}"
@@ -143,14 +152,17 @@ def load_table(
             )
         y = lab.to_numpy().astype(np.int64)
         if len(np.unique(y)) < 2:
-            raise DataError(f"{source}: label column {label_column!r} has only one class.")
-    exclude = {id_column} | ({label_column} if has_label else set())
+            raise DataError(
+                f"{source}: label column {label_column!r} has only one class (all {len(y):,} "
+                f"rows are {int(y[0])}); a model needs both defaults (1) and non-defaults (0).")
+    left_out = {id_column} | ({label_column} if has_label else set()) | set(exclude)
     if features is None:
-        features = [c for c in columns if c not in exclude]
+        features = [c for c in columns if c not in left_out]
     else:
         unknown = [f for f in features if f not in columns]
         if unknown:
             raise DataError(f"{source}: feature column(s) not found: {', '.join(unknown)}")
+        features = [f for f in features if f not in set(exclude)]
     if not features:
         raise DataError(f"{source}: no feature columns besides the ID and label.")
     blocks = []
@@ -165,6 +177,12 @@ def load_table(
             )
         blocks.append(num.to_numpy(dtype=np.float64))
     X = np.column_stack(blocks)
-    if np.isinf(X).any():
-        raise DataError(f"{source}: infinite values in the feature columns.")
+    with np.errstate(invalid="ignore"):
+        extreme = ~(np.abs(X) <= MAX_ABS_FEATURE) & ~np.isnan(X)
+    if extreme.any():
+        j = int(np.flatnonzero(extreme.any(axis=0))[0])
+        raise DataError(
+            f"{source}: feature column {features[j]!r} has values beyond +-{MAX_ABS_FEATURE:.0e} "
+            f"or infinite (line(s) {_lines(extreme[:, j])}); fix the extract, or rescale the "
+            "column (e.g. to thousands) before training.")
     return PartyTable(ids.tolist(), X, list(features), y, source)

@@ -90,6 +90,22 @@ def _check_intersection(n: int, who: str) -> None:
         )
 
 
+def _check_training_rows(aligned: PartyTable, who: str) -> None:
+    """The shared rows can train a model: both classes (guest), a value in every column."""
+    n = aligned.n_rows
+    if aligned.y is not None and len(np.unique(aligned.y)) < 2:
+        raise DataError(
+            f"The {n:,} customer(s) {who} shares with the other bank(s) are all "
+            f"{'defaults (1)' if int(aligned.y[0]) else 'non-defaults (0)'}: a model needs both. "
+            "Check the ID columns and normalisation, or use a larger extract.")
+    empty = np.all(np.isnan(aligned.X), axis=0)
+    if empty.any():
+        names = [aligned.feature_names[j] for j in np.flatnonzero(empty)]
+        raise DataError(
+            f"{aligned.source}: column(s) {', '.join(repr(c) for c in names[:5])} have no values "
+            f"among the {n:,} shared customers; leave them out (--exclude / [data] features).")
+
+
 @dataclass
 class GuestOutcome:
     """The guest's result of a training job.
@@ -164,6 +180,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     psi_seconds = time.perf_counter() - t0
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
+    _check_training_rows(aligned, "the guest")
     if on_psi_done:
         on_psi_done(aligned.n_rows)
     cfg = config
@@ -231,6 +248,7 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     rows = run_psi_host(channel, table.ids, guest, policy=policy)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
+    _check_training_rows(aligned, channel.party)
     prepare = channel.recv(guest, Prepare)
     if prepare.score_training_rows and not policy.allow_training_scores:
         raise RemoteProtocolError(

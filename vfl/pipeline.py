@@ -277,16 +277,53 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
 
 
 # ------------------------------------------------------------------ CSV files
+def _header(path: str | Path) -> list[str]:
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except Exception:  # noqa: BLE001 - load_table reports unreadable files with their name
+        return []
+
+
 def load_tables(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
                 label: str | None, require_label: bool, lower_ids: bool = False,
-                strip_ids: bool = True) -> tuple[PartyTable, list[PartyTable]]:
-    """The guest's table (with ``label``) and the hosts' tables, read from CSV."""
+                strip_ids: bool = True, features: Sequence[str] | None = None,
+                exclude: Sequence[str] = ()) -> tuple[PartyTable, list[PartyTable]]:
+    """The guest's table (with ``label``) and the hosts' tables, read from CSV.
+
+    ``features``: keep only these columns (each table those it has);
+    ``exclude``: leave these out wherever they are. Every name must be a
+    column of some table. A host column named like the guest's ``label`` is
+    refused (target leakage) unless excluded.
+    """
     if not hosts:
         raise ConfigError("Give at least one host table.")
+    headers = [_header(p) for p in [guest, *hosts]]
+    for what, names in (("--features", features or ()), ("--exclude", exclude)):
+        everywhere = {c for h in headers for c in h}
+        unknown = [n for n in names if n not in everywhere]
+        if unknown:
+            raise ConfigError(f"{what}: column(s) {', '.join(map(repr, unknown))} are in no "
+                              "table given.")
     g = load_table(guest, id_column=id_column, label_column=label, lower_ids=lower_ids,
-                   strip_ids=strip_ids, require_label=require_label)
+                   strip_ids=strip_ids, require_label=require_label, exclude=exclude)
     hs = [load_table(h, id_column=id_column, label_column=None, lower_ids=lower_ids,
-                     strip_ids=strip_ids) for h in hosts]
+                     strip_ids=strip_ids, exclude=exclude) for h in hosts]
+    if label is not None and require_label:
+        for h in hs:
+            if label in h.feature_names:
+                raise DataError(
+                    f"{h.source}: a host column is named like the guest's label {label!r}: "
+                    "target leakage (the model would learn the answer). Leave it out with "
+                    f"--exclude {label} (or rename it if it is something else).")
+    if features is not None:
+        tables = []
+        for t in [g, *hs]:
+            keep = [f for f in features if f in t.feature_names]
+            if not keep:
+                raise ConfigError(f"{t.source}: none of its columns is among --features; "
+                                  "every bank needs at least one.")
+            tables.append(t.select(keep))
+        g, hs = tables[0], tables[1:]
     return g, hs
 
 
@@ -312,7 +349,9 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               top_k: int | None = None, lower_ids: bool = False, strip_ids: bool = True,
               progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
-              html_report: bool = True, force: bool = False) -> FitResult:
+              html_report: bool = True, force: bool = False,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = ()) -> FitResult:
     """``vfl fit`` as one call: read the CSVs, select columns, train, write the outputs.
 
     ``iv_table`` (written by :func:`iv_files`) with ``min_iv``/``top_k``:
@@ -328,7 +367,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
         raise ConfigError("Give a guest validation table and one host validation table per "
                           "host, or none.")
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=True,
-                        lower_ids=lower_ids, strip_ids=strip_ids)
+                        lower_ids=lower_ids, strip_ids=strip_ids, features=features,
+                        exclude=exclude)
     kept = None
     if iv_table is not None:
         table = json.loads(Path(iv_table).read_text())
@@ -336,7 +376,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     gv, hvs = None, None
     if guest_valid is not None:
         gv, hvs = load_tables(guest_valid, hosts_valid, id_column=id_column, label=label,
-                              require_label=True, lower_ids=lower_ids, strip_ids=strip_ids)
+                              require_label=True, lower_ids=lower_ids, strip_ids=strip_ids,
+                              exclude=exclude)
         gv = gv.select(g.feature_names)
         hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
     result = fit_local(g, hs, config, options=options, out_dir=out_dir, progress=progress,
@@ -349,7 +390,9 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
 def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str | Path], *,
                   id_column: str, out: str | Path, label: str | None = None,
                   lower_ids: bool = False, strip_ids: bool = True,
-                  scorecard: Scorecard | None = None, force: bool = False) -> pd.DataFrame:
+                  scorecard: Scorecard | None = None, force: bool = False,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = ()) -> pd.DataFrame:
     """``vfl predict`` as one call: score the shared customers, write ``out`` (CSV).
 
     With ``scorecard`` the scores get a ``score`` column (points). An
@@ -357,7 +400,8 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
     """
     prepare_output_file(out, force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
-                        lower_ids=lower_ids, strip_ids=strip_ids)
+                        lower_ids=lower_ids, strip_ids=strip_ids, features=features,
+                        exclude=exclude)
     scores = predict_local(model_dir, g, hs)
     if scorecard is not None:
         scores = scorecard.add_points(scores)
@@ -367,7 +411,9 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
 
 def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               out_dir: str | Path, label: str | None = None, lower_ids: bool = False,
-              strip_ids: bool = True, force: bool = False) -> tuple[int, list[Path]]:
+              strip_ids: bool = True, force: bool = False,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = ()) -> tuple[int, list[Path]]:
     """``vfl psi`` as one call: write each party's aligned table as ``<party>.csv``.
 
     Returns the number of shared customers and the files written. Existing
@@ -376,7 +422,8 @@ def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     for name in [GUEST, *host_names(len(hosts))]:
         prepare_output_file(Path(out_dir) / f"{name}.csv", force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
-                        lower_ids=lower_ids, strip_ids=strip_ids)
+                        lower_ids=lower_ids, strip_ids=strip_ids, features=features,
+                        exclude=exclude)
     g_al, h_al = psi_local(g, hs)
     paths = []
     for name, table in [(GUEST, g_al), *zip(host_names(len(hs)), h_al, strict=True)]:
@@ -393,12 +440,15 @@ def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, 
              out: str | Path, n_bins: int = 10, key_bits: int = 2048,
              allow_insecure_key_size: bool = False, reveal_host_names: bool = False,
              monotonic: bool = False, lower_ids: bool = False,
-             strip_ids: bool = True, force: bool = False) -> list[dict[str, Any]]:
+             strip_ids: bool = True, force: bool = False,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``vfl iv`` as one call: the IV table of every party's columns, written to ``out``."""
     prepare_output_file(out, force=force)
     check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=True,
-                        lower_ids=lower_ids, strip_ids=strip_ids)
+                        lower_ids=lower_ids, strip_ids=strip_ids, features=features,
+                        exclude=exclude)
     table = iv_local(g, hs, n_bins=n_bins, key_bits=key_bits,
                      allow_insecure_key_size=allow_insecure_key_size,
                      reveal_host_names=reveal_host_names, monotonic=monotonic)

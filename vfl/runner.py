@@ -52,6 +52,7 @@ def _load_data(cfg: PartyConfig, path: str | Path | None = None,
     d = cfg.data
     return load_table(path or d.path, id_column=d.id_column,
                       label_column=d.label_column, features=None if path else d.features,
+                      exclude=d.exclude,
                       lower_ids=d.lower_ids, strip_ids=d.strip_ids,
                       require_label=require_label and cfg.role == Role.GUEST)
 

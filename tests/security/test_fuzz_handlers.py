@@ -348,14 +348,16 @@ def test_every_message_type_is_sent_by_some_scenario(transcripts):
 def allowed(exc: BaseException | None) -> bool:
     """A party may finish, or stop with a protocol error or a transport refusal.
 
-    One data outcome is allowed too: an empty intersection after PSI, which an
-    honest peer with disjoint IDs produces as well (``DataError`` from
-    ``vfl.jobs._check_intersection``).
+    Data outcomes are allowed too: an empty intersection after PSI, or shared
+    rows that cannot train (one class, an empty column), which an honest peer
+    with such data produces as well (``DataError`` from
+    ``vfl.jobs._check_intersection`` / ``_check_training_rows``).
     """
     if exc is None or isinstance(exc, ALLOWED):
         return True
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/vfl/" in f.filename]
-    return isinstance(exc, DataError) and bool(frames) and frames[-1].name == "_check_intersection"
+    return isinstance(exc, DataError) and bool(frames) and frames[-1].name in (
+        "_check_intersection", "_check_training_rows")
 
 
 def check_outcomes(outcomes: dict[str, BaseException | None], target: Target) -> None:

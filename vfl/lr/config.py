@@ -134,6 +134,9 @@ class TrainConfig:
             raise bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
         if self.penalty not in PENALTIES:
             raise bad("penalty", "one of " + ", ".join(PENALTIES))
+        if self.penalty != "none" and self.alpha == 0:
+            raise ConfigError(f"penalty {self.penalty!r} needs alpha > 0 (with alpha 0 it does "
+                              "nothing); set alpha, e.g. 0.01, or penalty 'none'.")
         for name in ("seed", "score_frac_bits", "feature_frac_bits"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:

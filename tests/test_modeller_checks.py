@@ -1,0 +1,121 @@
+"""What a credit modeller must be told instead of finding out later (issue 10: findings 1, 6, 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from vfl.cli import main
+from vfl.data import load_table
+from vfl.exceptions import ConfigError, DataError
+from vfl.lr import TrainConfig
+from vfl.synthetic import make_two_banks
+
+FAST = ["--key-bits", "512", "--insecure-key-size", "--epochs", "1", "--batch-size", "256",
+        "--no-report"]
+
+
+@pytest.fixture()
+def banks(tmp_path):
+    g, h = make_two_banks(800, 0.8, seed=21)
+    return g, h
+
+
+def _write(tmp_path, g, h):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    g.to_csv(a, index=False)
+    h.to_csv(b, index=False)
+    return a, b
+
+
+def _fit(a, b, out, *extra):
+    return CliRunner().invoke(main, ["fit", "--guest", str(a), "--host", str(b), "--id",
+                                     "customer_id", "--label", "default", "--out", str(out),
+                                     *FAST, *extra], catch_exceptions=False)
+
+
+def test_a_host_column_named_like_the_label_is_refused(banks, tmp_path):
+    g, h = banks
+    # the host's extract still carries the label: it would be trained as a feature
+    h = h.merge(g[["customer_id", "default"]], on="customer_id", how="left").fillna(0)
+    a, b = _write(tmp_path, g, h)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 2
+    assert "target leakage" in r.output and "--exclude default" in r.output
+    r = _fit(a, b, tmp_path / "m", "--quiet", "--exclude", "default")
+    assert r.exit_code == 0, r.output
+    host = pd.read_json(tmp_path / "m" / "host1.json", typ="series")
+    assert "default" not in host["features"]
+
+
+def test_features_and_exclude_pick_columns_in_every_table(banks, tmp_path):
+    g, h = banks
+    g = g.assign(branch="north")  # a text column: refused at load unless left out
+    a, b = _write(tmp_path, g, h)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 2 and "'branch' is not numeric" in r.output
+    g_cols = [c for c in g.columns if c not in ("customer_id", "default", "branch")][:3]
+    h_cols = [c for c in h.columns if c != "customer_id"][:2]
+    r = _fit(a, b, tmp_path / "m", "--quiet", "--exclude", "branch",
+             "--features", ",".join(g_cols + h_cols))
+    assert r.exit_code == 0, r.output
+    gp = pd.read_json(tmp_path / "m" / "guest.json", typ="series")
+    hp = pd.read_json(tmp_path / "m" / "host1.json", typ="series")
+    assert list(gp["features"]) == g_cols and list(hp["features"]) == h_cols
+    r = _fit(a, b, tmp_path / "m2", "--quiet", "--exclude", "brnach")
+    assert r.exit_code == 2 and "'brnach' are in no table" in r.output
+
+
+def test_extreme_values_end_in_an_error_naming_file_column_and_line(banks, tmp_path):
+    g, _ = banks
+    col = [c for c in g.columns if c not in ("customer_id", "default")][0]
+    g.loc[4, col] = 1e300
+    path = tmp_path / "a.csv"
+    g.to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"a.csv: feature column '{col}' has values beyond "
+                                        r"\+-1e\+15 or infinite \(line\(s\) 6\)"):
+        load_table(path, id_column="customer_id", label_column="default")
+
+
+def test_messages_name_the_cause(tmp_path):
+    (tmp_path / "empty.csv").write_text("customer_id,default,x\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_table(tmp_path / "empty.csv", id_column="customer_id", label_column="default")
+    pd.DataFrame({"customer_id": ["a", "b"], "default": [0, 0], "x": [1.0, 2.0]}).to_csv(
+        tmp_path / "one.csv", index=False)
+    with pytest.raises(DataError, match=r"only one class \(all 2 rows are 0\)"):
+        load_table(tmp_path / "one.csv", id_column="customer_id", label_column="default")
+    with pytest.raises(ConfigError, match="penalty 'l1' needs alpha > 0"):
+        TrainConfig(penalty="l1")
+
+
+def test_shared_rows_that_cannot_train_are_named(banks, tmp_path):
+    g, h = banks
+    shared = sorted(set(g["customer_id"]) & set(h["customer_id"]))
+    # the only shared customers are non-defaults
+    g1 = g[~g["customer_id"].isin(shared) | (g["default"] == 0)]
+    a, b = _write(tmp_path, g1[(g1["default"] == 1) | g1["customer_id"].isin(shared[:200])], h)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 2 and "are all non-defaults (0)" in r.output, r.output
+    # a host column that is empty for every shared customer
+    hcol = [c for c in h.columns if c != "customer_id"][0]
+    h2 = h.copy()
+    h2.loc[h2["customer_id"].isin(shared), hcol] = np.nan
+    a, b = _write(tmp_path, g, h2)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 2 and f"'{hcol}' have no values among the" in r.output, r.output
+
+
+def test_quiet_and_help_texts(banks, tmp_path):
+    a, b = _write(tmp_path, *banks)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 0 and "joint federated model" not in r.output
+    assert "written to" in r.output
+    r = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "m"), "--guest", str(a),
+                                  "--host", str(b), "--id", "customer_id", "--out",
+                                  str(tmp_path / "s.csv"), "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    text = CliRunner().invoke(main, ["psi", "--help"]).output
+    assert "Guest CSV" in text and "Host CSV" in text
