@@ -89,9 +89,14 @@ def test_fit_predict_psi_on_breast(tmp_path):
               "--out", str(scores)])
     assert r.exit_code == 0, r.output
     s = pd.read_csv(scores, dtype={"id": str})
-    assert len(s) == 400 and set(s.columns) == {"id", "probability"}
-    assert set(s["id"]) == set(g["id"].astype(str)) & set(h["id"].astype(str))
-    assert s["probability"].between(0, 1).all()
+    # every guest row, in the guest file's order; only the 400 shared ones have a joint score
+    assert list(s.columns) == ["id", "probability", "matched"]
+    assert list(s["id"]) == list(g["id"].astype(str))
+    shared = set(g["id"].astype(str)) & set(h["id"].astype(str))
+    assert set(s.loc[s["matched"], "id"]) == shared and len(shared) == 400
+    assert s.loc[s["matched"], "probability"].between(0, 1).all()
+    assert s.loc[~s["matched"], "probability"].isna().all()
+    assert "400 of 500 customers scored" in r.output and "100 are not at every bank" in r.output
 
     r = _run(["psi", "--guest", str(tmp_path / "g.csv"), "--host", str(tmp_path / "h.csv"),
               "--id", "id", "--label", "y", "--out", str(tmp_path / "psi")])

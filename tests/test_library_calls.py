@@ -62,7 +62,9 @@ def test_psi_iv_fit_predict_as_library_calls(tmp_path):
     scores = predict_files(tmp_path / "model", a, [b], out=tmp_path / "scores.csv",
                            scorecard=card, **ids)
     written = pd.read_csv(tmp_path / "scores.csv")
-    assert list(written.columns) == ["id", "probability", "score"] and len(written) == n
+    assert list(written.columns) == ["id", "probability", "matched", "score"]
+    assert list(written["id"]) == list(g["customer_id"]) and written["matched"].sum() == n
     np.testing.assert_allclose(written["score"],
                                card.from_probability(scores["probability"].to_numpy()),
                                atol=0.005)
+    assert written.loc[~written["matched"], "score"].isna().all()

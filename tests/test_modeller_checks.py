@@ -119,3 +119,20 @@ def test_quiet_and_help_texts(banks, tmp_path):
     assert r.exit_code == 0, r.output
     text = CliRunner().invoke(main, ["psi", "--help"]).output
     assert "Guest CSV" in text and "Host CSV" in text
+
+
+def test_predict_keeps_the_guest_file_order_and_its_original_ids(banks, tmp_path):
+    g, h = banks
+    h = h.assign(customer_id=h["customer_id"].str.lower())  # the host writes IDs in lower case
+    g = g.sample(frac=1.0, random_state=5)  # any order
+    a, b = _write(tmp_path, g, h)
+    assert _fit(a, b, tmp_path / "m", "--quiet", "--lower-ids").exit_code == 0
+    out = tmp_path / "s.csv"
+    r = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "m"), "--guest", str(a),
+                                  "--host", str(b), "--id", "customer_id", "--lower-ids",
+                                  "--out", str(out), "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(out, dtype={"id": str})
+    assert list(s["id"]) == list(g["customer_id"])  # as written, not c00287
+    shared = set(g["customer_id"].str.lower()) & set(h["customer_id"])
+    assert set(s.loc[s["matched"], "id"].str.lower()) == shared

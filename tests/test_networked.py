@@ -77,6 +77,7 @@ def test_grpc_training_equals_in_memory_training(tmp_path):
     import pandas as pd
 
     s = pd.read_csv(scores)
+    s = s[s["matched"]]
     trained = dict(zip(local.aligned_guest.ids, local.proba, strict=True))
     assert max(abs(trained[i] - p) for i, p in zip(s["id"], s["probability"], strict=True)) < 1e-12
 

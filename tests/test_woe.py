@@ -52,6 +52,7 @@ def test_woe_training_and_scoring(tmp_path):
     assert res.report["auc"] > 0.95
     # scoring applies the same encodings: identical probabilities for the training rows
     scores = predict_local(tmp_path, guest, [host])
+    scores = scores[scores["matched"]]
     trained = dict(zip(res.aligned_guest.ids, res.proba, strict=True))
     assert max(abs(trained[i] - p) for i, p in zip(scores["id"], scores["probability"],
                                                     strict=True)) < 1e-12

@@ -165,6 +165,14 @@ def _with_progress(quiet: bool, work: Callable[[RichProgress, Callable[[int], No
     return result
 
 
+def _scored_line(scored: int, rows: int, out: str) -> str:
+    line = f"{scored:,} of {rows:,} customers scored; written to {out} (in the file's order)"
+    if scored < rows:
+        line += (f"; {rows - scored:,} are not at every bank: no joint score (probability "
+                 "empty, matched = False)")
+    return line
+
+
 def _status(text: str, quiet: bool) -> Any:
     """A spinner on stderr while ``text`` runs (nothing with ``quiet``)."""
     import contextlib
@@ -300,8 +308,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
             summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
                                   force=force)
         if "scores" in summary:
-            out_console.print(f"{summary['rows_scored']:,} shared customers scored; written to "
-                              f"{summary['scores']}")
+            out_console.print(_scored_line(summary["rows_scored"], summary["rows_in_file"],
+                                           summary["scores"]))
         else:
             out_console.print(f"{cfg.name}: sent partial scores for {summary['rows_scored']:,} "
                               "shared customers")
@@ -315,7 +323,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
                                lower_ids=lower_ids, strip_ids=not no_strip_ids,
                                scorecard=scorecard, force=force,
                                features=_columns(features) or None, exclude=_columns(exclude))
-    out_console.print(f"{len(scores):,} shared customers scored; written to {out}")
+    out_console.print(_scored_line(int(scores["matched"].sum()), len(scores), out))
 
 
 @main.command()

@@ -297,14 +297,23 @@ def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bo
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
                       hosts: list[str], policy: SecurityPolicy = DEFAULT_POLICY) -> pd.DataFrame:
-    """PSI on the scoring tables, then joint scores of the shared customers."""
+    """PSI on the scoring tables, then joint scores of the shared customers.
+
+    Returns every row of the guest's table, in its order and with its IDs as
+    written in the file: ``id``, ``probability`` (empty for a customer some
+    host does not have: a joint score needs every bank's part) and
+    ``matched`` (whether every host has the customer).
+    """
     table = table.select(part.features)
     rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
     est = GuestLogisticRegression.from_part(part)
     proba = est.predict_proba(_encoded(part, aligned.X), channel=channel, hosts=hosts)[:, 1]
-    return pd.DataFrame({"id": aligned.ids, "probability": proba})
+    full = np.full(table.n_rows, np.nan)
+    full[np.asarray(rows, dtype=np.int64)] = proba
+    ids = table.original_ids if table.original_ids is not None else table.ids
+    return pd.DataFrame({"id": ids, "probability": full, "matched": ~np.isnan(full)})
 
 
 def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,

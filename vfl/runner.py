@@ -159,6 +159,8 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
     if scorecard is not None:
         scores = scorecard.add_points(scores)
     atomic_write_text(out, scores.to_csv(index=False))
-    return {"party": cfg.name, "rows_scored": len(scores), "scores": str(out),
-            "mean_probability": float(np.mean(scores["probability"])) if len(scores) else None,
+    scored = int(scores["matched"].sum())
+    return {"party": cfg.name, "rows_scored": scored, "rows_in_file": len(scores),
+            "scores": str(out),
+            "mean_probability": float(np.nanmean(scores["probability"])) if scored else None,
             "traffic": traffic, "peak_memory_mb": _peak_memory_mb()}
