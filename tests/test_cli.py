@@ -62,6 +62,15 @@ def test_demo_three_processes(tmp_path):
     assert (out / "certs" / "ca.pem").is_file() and (out / "bank_a.toml").is_file()
     report_dir = out / "out" / "bank_a" / "report"
     assert (report_dir / "index.html").is_file() and (report_dir / "roc.png").is_file()
+    # predict reads what the networked parties wrote: the guest's folder or the one above
+    for i, model in enumerate([out / "out" / "bank_a", out / "out"]):
+        scores = out / f"scores{i}.csv"
+        r = _run(["predict", "--model", str(model), "--guest", str(out / "data" / "bank_a.csv"),
+                  "--host", str(out / "data" / "bank_b.csv"), "--id", "customer_id",
+                  "--out", str(scores), "--quiet"])
+        assert r.exit_code == 0, r.output
+        s = pd.read_csv(scores)
+        assert s["matched"].sum() == report["n_intersection"]
 
 
 def test_fit_predict_psi_on_breast(tmp_path):

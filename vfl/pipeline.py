@@ -45,14 +45,16 @@ from vfl.jobs import (
 )
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
-from vfl.model import atomic_write_text, load_model_part
+from vfl.model import ModelPart, atomic_write_text, load_model_part
 from vfl.outputs import (
+    REPORT,
     arbiter_summary,
     guest_report,
     host_summary,
     model_part_file,
     prepare_output_dir,
     prepare_output_file,
+    read_guest_outputs,
     write_arbiter_outputs,
     write_guest_outputs,
     write_host_outputs,
@@ -226,28 +228,64 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
                      [o.aligned for o in h], g.proba, files)
 
 
+def _model_parts(model_dir: Path) -> tuple[ModelPart, list[ModelPart]]:
+    """The guest's part and its hosts' parts, wherever ``fit``, ``run`` or the demo put them.
+
+    ``model_dir`` is the guest's output folder (``report.json`` names its
+    part; else ``guest.json``) or the folder above one folder per party (the
+    demo's ``out/``). Host parts are ``<host>.json`` beside the guest's, or in
+    ``../<host>/``.
+    """
+    if (model_dir / REPORT).is_file():
+        g_dir, g_part = model_dir, read_guest_outputs(model_dir).part
+    elif model_part_file(model_dir, GUEST).is_file():
+        g_dir, g_part = model_dir, load_model_part(model_part_file(model_dir, GUEST))
+    else:
+        found = [d for d in sorted(model_dir.iterdir()) if (d / REPORT).is_file()] \
+            if model_dir.is_dir() else []
+        if len(found) != 1:
+            raise DataError(f"{model_dir} holds no guest model (no report.json or guest.json, "
+                            "nor one party folder with a report.json).")
+        g_dir, g_part = found[0], read_guest_outputs(found[0]).part
+    h_parts = []
+    for name in g_part.peers.get("hosts", []):
+        places = [model_part_file(g_dir, name), model_part_file(g_dir.parent / name, name)]
+        path = next((p for p in places if p.is_file()), None)
+        if path is None:
+            raise DataError(
+                f"The part of host {name!r} is not in {places[0].parent} nor {places[1].parent}; "
+                "over a network each host keeps its own part: score with "
+                "vfl predict --config on every party.")
+        part = load_model_part(path)
+        if part.model_id != g_part.model_id:
+            raise DataError(f"{path} belongs to another model ({part.model_id}, not "
+                            f"{g_part.model_id}).")
+        h_parts.append(part)
+    return g_part, h_parts
+
+
 def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTable]
                   ) -> pd.DataFrame:
-    """Score the customers all parties share with a saved model (all parties local)."""
-    model_dir = Path(model_dir)
-    g_part = load_model_part(model_part_file(model_dir, GUEST))
-    names = host_names(len(hosts))
-    if len(g_part.peers.get("hosts", [])) != len(hosts):
+    """Score with a saved model, all parties on this machine (see ``guest_predict_job``).
+
+    ``model_dir``: what ``vfl fit``, ``vfl run`` (the guest's output folder,
+    with the hosts' folders beside it) or the demo wrote; host tables in the
+    model's host order.
+    """
+    g_part, h_parts = _model_parts(Path(model_dir))
+    names = [p.party for p in h_parts]
+    if len(h_parts) != len(hosts):
         raise DataError(
-            f"The model in {model_dir} was trained with {len(g_part.peers.get('hosts', []))} "
-            f"host(s); {len(hosts)} host table(s) given."
-        )
-    h_parts = [load_model_part(model_part_file(model_dir, n)) for n in names]
-    for n, part in zip(names, h_parts, strict=True):
-        if part.model_id != g_part.model_id:
-            raise DataError(f"{model_part_file(model_dir, n)} belongs to another model.")
-    net = InMemoryNetwork([GUEST, *names])
+            f"The model in {model_dir} was trained with {len(h_parts)} host(s) "
+            f"({', '.join(names)}); {len(hosts)} host table(s) given.")
+    guest_name = g_part.party if g_part.party not in names else GUEST
+    net = InMemoryNetwork([guest_name, *names])
     targets: dict[str, Callable[[Endpoint], Any]] = {
-        GUEST: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names)}
+        guest_name: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names)}
     for name, part, table in zip(names, h_parts, hosts, strict=True):
-        targets[name] = (lambda p, t: lambda ch: host_predict_job(ch, t, p, guest=GUEST))(
+        targets[name] = (lambda p, t: lambda ch: host_predict_job(ch, t, p, guest=guest_name))(
             part, table)
-    return run_threads(net, targets)[GUEST]
+    return run_threads(net, targets)[guest_name]
 
 
 def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
