@@ -136,3 +136,29 @@ def test_predict_keeps_the_guest_file_order_and_its_original_ids(banks, tmp_path
     assert list(s["id"]) == list(g["customer_id"])  # as written, not c00287
     shared = set(g["customer_id"].str.lower()) & set(h["customer_id"])
     assert set(s.loc[s["matched"], "id"].str.lower()) == shared
+
+
+def test_a_column_that_alone_predicts_the_label_stops_the_job(banks, tmp_path):
+    g, h = banks
+    g = g.assign(days_past_due_flag=g["default"])  # the guest's own leak, under another name
+    a, b = _write(tmp_path, g, h)
+    r = _fit(a, b, tmp_path / "m", "--quiet")
+    assert r.exit_code == 2 and "Target leakage?" in r.output
+    assert "'days_past_due_flag' (AUC 1.000" in r.output and "--allow-suspicious" in r.output
+    r = _fit(a, b, tmp_path / "m", "--quiet", "--allow-suspicious")
+    assert r.exit_code == 0, r.output
+    check = pd.read_json(tmp_path / "m" / "report.json", typ="series")["leakage_check"]
+    assert [s["feature"] for s in check["suspicious"]] == ["days_past_due_flag"]
+
+
+def test_a_host_column_copying_the_label_is_caught_by_the_federated_iv(banks, tmp_path):
+    g, h = banks
+    h = h.merge(g[["customer_id", "default"]].rename(columns={"default": "flag"}),
+                on="customer_id", how="left")
+    a, b = _write(tmp_path, g, h)
+    r = _fit(a, b, tmp_path / "m", "--quiet")  # no WOE binning: no federated IV to look at
+    assert r.exit_code == 0, r.output
+    check = pd.read_json(tmp_path / "m" / "report.json", typ="series")["leakage_check"]
+    assert check["suspicious"] == [] and len(check["checked"]) == 1
+    r = _fit(a, b, tmp_path / "m2", "--quiet", "--woe-bins", "5")
+    assert r.exit_code == 2 and "Target leakage?" in r.output and "host1's" in r.output

@@ -107,6 +107,7 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "config": {f.name: getattr(config, f.name) for f in fields(config)},
         "options": {f.name: getattr(options, f.name) for f in fields(options)},
         "baseline": dict(baseline or {}),
+        "leakage_check": outcome.leakage,
     }
 
 

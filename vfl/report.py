@@ -194,6 +194,16 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
     facts = (f"model {html.escape(str(report.get('model_id')))} · intersection "
              f"{report.get('n_intersection', '?'):,} customers · {report.get('epochs_run')} epochs · "
              f"{report.get('n_hosts')} host(s) · evaluated on {report.get('evaluated_on', 'training rows')}")
+    leak = report.get("leakage_check")
+    leak_html = ""
+    if leak:
+        flagged = leak.get("suspicious") or []
+        verdict = ("none found" if not flagged else "SUSPICIOUS (trained with --allow-suspicious): "
+                   + ", ".join(f"{s['party']}:{s['feature']}" for s in flagged))
+        leak_html = (f"<h2>Target-leakage check</h2><p class=\"note\">"
+                     f"{html.escape('; '.join(leak.get('checked', [])))} against univariate AUC "
+                     f"&ge; {leak.get('auc_threshold')} and IV &ge; {leak.get('iv_threshold')}: "
+                     f"{html.escape(verdict)}.</p>")
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>vfl model report</title><style>{_CSS}</style></head><body>
 <h1>Joint credit-risk model: report</h1><p class="note">{facts}</p>
@@ -204,6 +214,7 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
 <h2>Calibration by decile</h2>{_table(calib, ["decile", "count", "mean_predicted", "observed_rate"],
  {"mean_predicted": ".3f", "observed_rate": ".3f"})}
 {"<h2>Information value</h2>" + _table(iv_rows, ["party", "feature", "iv"], {"iv": ".4f"}) if iv_rows else ""}
+{leak_html}
 <p class="note">Scorecard: base score {sc.base_score:g} at odds {sc.base_odds:g}:1,
 {sc.pdo:g} points to double the odds. Only the guest's own information is shown; host weights
 and values stay with the hosts.</p></body></html>"""
