@@ -162,3 +162,23 @@ def test_a_host_column_copying_the_label_is_caught_by_the_federated_iv(banks, tm
     assert check["suspicious"] == [] and len(check["checked"]) == 1
     r = _fit(a, b, tmp_path / "m2", "--quiet", "--woe-bins", "5")
     assert r.exit_code == 2 and "Target leakage?" in r.output and "host1's" in r.output
+
+
+def test_validation_figures_come_first_and_training_ones_are_labelled(banks, tmp_path):
+    a, b = _write(tmp_path, *banks)
+    r = CliRunner().invoke(main, ["fit", "--guest", str(a), "--host", str(b), "--id",
+                                  "customer_id", "--label", "default", "--out",
+                                  str(tmp_path / "m"), "--key-bits", "512",
+                                  "--insecure-key-size", "--epochs", "2", "--batch-size", "256",
+                                  "--validation-fraction", "0.25"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = pd.read_json(tmp_path / "m" / "report.json", typ="series")
+    v = report["validation"]
+    assert v["rows"] > 100 and 1 <= v["epoch"] <= 2 and 0.5 < v["auc"] <= 1
+    lines = r.output.splitlines()
+    first = next(i for i, s in enumerate(lines) if "joint model, validation" in s)
+    second = next(i for i, s in enumerate(lines) if "training rows, in-sample" in s)
+    assert first < second
+    html = (tmp_path / "m" / "report" / "index.html").read_text()
+    assert html.index("validation AUC") < html.index("AUC (training intersection)")
+    assert "Target-leakage check" in html

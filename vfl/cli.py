@@ -188,7 +188,16 @@ def _summary(report: dict[str, Any], title: str) -> Table:
     t.add_column("")
     t.add_column("AUC", justify="right")
     t.add_column("KS", justify="right")
-    t.add_row("joint federated model", f"{report['auc']:.4f}", f"{report['ks']:.4f}")
+    v = report.get("validation")
+    if v:
+        t.add_row(f"joint model, validation ({v['rows']:,} rows, epoch {v['epoch']})",
+                  f"{v['auc']:.4f}", f"{v['ks']:.4f}")
+    if report.get("auc") is not None and not (
+            v and str(report.get("evaluated_on", "")).startswith("validation")):
+        where = ("training rows, in-sample" if report.get("evaluated_on") ==
+                 "training intersection" else str(report.get("evaluated_on")))
+        t.add_row(f"joint federated model ({where})" if v else "joint federated model",
+                  f"{report['auc']:.4f}", f"{report['ks']:.4f}")
     b = report.get("baseline")
     if b and "centralized_auc" in b:
         t.add_row("centralised sklearn (pooled data)", f"{b['centralized_auc']:.4f}",

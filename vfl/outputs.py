@@ -108,7 +108,22 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "options": {f.name: getattr(options, f.name) for f in fields(options)},
         "baseline": dict(baseline or {}),
         "leakage_check": outcome.leakage,
+        "validation": validation_summary(outcome),
     }
+
+
+def validation_summary(outcome: GuestOutcome) -> dict[str, Any] | None:
+    """Out-of-sample figures at the kept epoch (None without validation rows).
+
+    The headline of every display when present: the training-row figures
+    (``auc``, ``ks``) are in-sample.
+    """
+    est = outcome.estimator
+    if est.best_epoch_ is None or not est.validation_history_:
+        return None
+    best = est.validation_history_[est.best_epoch_]
+    return {"rows": len(est.validation_rows_), "epoch": est.best_epoch_ + 1,
+            "auc": best["auc"], "ks": best["ks"], "log_loss": best["loss"]}
 
 
 def host_summary(outcome: HostOutcome, *, n_rows: int, traffic: dict[str, Any]

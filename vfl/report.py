@@ -182,13 +182,22 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
         new = pd.read_csv(scores)
         if "probability" not in new:
             raise DataError(f"{scores} has no 'probability' column.")
-        stability = stability_index(score, sc.from_probability(new["probability"].to_numpy()))
+        scored = new["probability"].dropna().to_numpy()  # rows not at every bank: no score
+        stability = stability_index(score, sc.from_probability(scored))
 
     figs = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{v}"></figure>'
                    for k, v in images.items())
     metrics_rows = [{"metric": k, "value": v} for k, v in (
-        ("AUC", m["auc"]), ("Gini", m["gini"]), ("KS", m["ks"]),
+        (f"AUC ({report.get('evaluated_on', 'training rows')})", m["auc"]), ("Gini", m["gini"]),
+        ("KS", m["ks"]),
         ("KS peaks at probability", m["ks_threshold"]), ("accuracy at 0.5", m["accuracy"]))]
+    v = report.get("validation")
+    if v:
+        metrics_rows[:0] = [
+            {"metric": f"validation AUC ({v['rows']:,} held-out rows, epoch {v['epoch']})",
+             "value": v["auc"]},
+            {"metric": "validation KS", "value": v["ks"]},
+            {"metric": "validation log-loss", "value": v["log_loss"]}]
     if stability is not None:
         metrics_rows.append({"metric": "stability index (training vs scored)", "value": stability})
     facts = (f"model {html.escape(str(report.get('model_id')))} · intersection "
