@@ -37,7 +37,7 @@ def test_demo_in_process(tmp_path):
     assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json",
                                                  "train_scores.csv", "guest_points.csv",
                                                  "host1_points.csv", "host1_run.json",
-                                                 "arbiter_run.json", "report"}
+                                                 "arbiter_run.json", "report", "iv.json"}
     assert report["model_part"] == "guest.json"
     assert (model / "report" / "index.html").is_file()
     demo = json.loads((out / "demo.json").read_text())

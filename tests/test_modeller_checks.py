@@ -156,12 +156,24 @@ def test_a_host_column_copying_the_label_is_caught_by_the_federated_iv(banks, tm
     h = h.merge(g[["customer_id", "default"]].rename(columns={"default": "flag"}),
                 on="customer_id", how="left")
     a, b = _write(tmp_path, g, h)
-    r = _fit(a, b, tmp_path / "m", "--quiet")  # no WOE binning: no federated IV to look at
+    # without the federated IV (--iv-bins 0) the host's columns cannot be checked
+    r = _fit(a, b, tmp_path / "m", "--quiet", "--iv-bins", "0")
     assert r.exit_code == 0, r.output
     check = pd.read_json(tmp_path / "m" / "report.json", typ="series")["leakage_check"]
     assert check["suspicious"] == [] and len(check["checked"]) == 1
-    r = _fit(a, b, tmp_path / "m2", "--quiet", "--woe-bins", "5")
-    assert r.exit_code == 2 and "Target leakage?" in r.output and "host1's" in r.output
+    assert not (tmp_path / "m" / "iv.json").exists()
+    for extra in ([], ["--woe-bins", "5"]):  # the default IV table, or WOE binning
+        r = _fit(a, b, tmp_path / f"m{len(extra)}", "--quiet", *extra)
+        assert r.exit_code == 2 and "Target leakage?" in r.output and "host1's" in r.output
+
+
+def test_the_default_report_has_the_iv_table(banks, tmp_path):
+    a, b = _write(tmp_path, *banks)
+    assert _fit(a, b, tmp_path / "m", "--quiet").exit_code == 0
+    iv = pd.read_json(tmp_path / "m" / "iv.json")
+    assert set(iv["party"]) == {"guest", "host1"} and len(iv) == 14
+    check = pd.read_json(tmp_path / "m" / "report.json", typ="series")["leakage_check"]
+    assert len(check["checked"]) == 2 and "federated IV of 7" in check["checked"][1]
 
 
 def test_validation_figures_come_first_and_training_ones_are_labelled(banks, tmp_path):

@@ -114,6 +114,9 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
         click.option("--woe-bins", default=0, show_default=True, type=click.IntRange(0, 100),
                      help="WOE-encode every party's columns with N bins before training."),
+        click.option("--iv-bins", default=10, show_default=True, type=click.IntRange(0, 100),
+                     help="Federated IV table of every column with N bins, for the report and "
+                          "the leakage check of host columns (0: skip; implied by --woe-bins)."),
         click.option("--allow-suspicious", is_flag=True,
                      help="Train even if one column alone predicts the label almost perfectly "
                           "(target leakage check)."),
@@ -247,7 +250,10 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
     from vfl.pipeline import fit_files
 
     config = _config(kw)
-    options = JobOptions(woe_bins=kw["woe_bins"], allow_suspicious=kw["allow_suspicious"])
+    if kw["iv_bins"] == 1:
+        raise click.BadParameter("needs at least 2 bins (or 0 to skip)", param_hint="--iv-bins")
+    options = JobOptions(woe_bins=kw["woe_bins"], iv_bins=kw["iv_bins"],
+                         allow_suspicious=kw["allow_suspicious"])
     if not hosts:
         raise click.UsageError("Give at least one --host table.")
     if (min_iv is not None or top_k is not None) and not iv_path:

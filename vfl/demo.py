@@ -129,7 +129,7 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
         # so the guest asks for training-row scoring and the host allows it (off by default:
         # it reveals the host's partial score of every training customer to the guest)
         train = ({"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits,
-                  "score_training_rows": True} if name == BANK_A else None)
+                  "score_training_rows": True, "iv_bins": 10} if name == BANK_A else None)
         security: dict[str, Any] = {"allow_insecure_key_size": insecure}
         if name == BANK_B:
             security["allow_training_scores"] = True
@@ -284,6 +284,7 @@ def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, ep
     t0 = time.perf_counter()
     if in_process:
         from vfl.data import load_table
+        from vfl.jobs import JobOptions
         from vfl.lr.config import TrainConfig
         from vfl.pipeline import fit_local
 
@@ -294,7 +295,8 @@ def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, ep
                              allow_insecure_key_size=insecure)
         out = job.workdir / "out" / "in-process"
         result = fit_local(g, [h], config, out_dir=out, progress=progress,
-                           on_psi_done=on_psi_done, html_report=True, force=True)
+                           on_psi_done=on_psi_done, html_report=True, force=True,
+                           options=JobOptions(iv_bins=10))
         report = result.report
         demo = DemoResult(job, report, time.perf_counter() - t0, out,
                           Path(report["html_report"]) if "html_report" in report else None)

@@ -34,7 +34,7 @@ from vfl.psi.driver import run_psi_guest, run_psi_host
 class JobOptions:
     """The optional steps of a training job, around logistic regression (set by the guest).
 
-    The hosts learn them in ``job.Prepare/1`` right after PSI (each checks
+    The hosts learn them in ``job.Prepare/2`` right after PSI (each checks
     them against its own policy); the arbiter never sees them. Checked when
     made, like :class:`TrainConfig`.
 
@@ -44,6 +44,11 @@ class JobOptions:
         Before training, WOE-encode every party's columns with this many
         equal-frequency bins (federated binning for host columns; see
         ``protocols/specs/binning.md``); 0 keeps the raw columns.
+    iv_bins : int
+        Without WOE encoding: run the federated binning for the information
+        value table only (the report's IV chart, and the leakage check of the
+        hosts' columns) with this many bins; 0: off. Each host learns nothing;
+        the guest learns the event count per host bin (``binning.md``).
     score_training_rows : bool
         After training, ask every host to score all training rows so the
         guest can evaluate on them (each host must allow it: it reveals its
@@ -57,15 +62,16 @@ class JobOptions:
     """
 
     woe_bins: int = 0
+    iv_bins: int = 0
     score_training_rows: bool = False
     allow_suspicious: bool = False
 
     def __post_init__(self) -> None:
-        if self.woe_bins != 0 and not (isinstance(self.woe_bins, int)
-                                       and not isinstance(self.woe_bins, bool)
-                                       and 2 <= self.woe_bins <= 100):
-            raise ConfigError(f"The 'woe_bins' option must be 0 (off) or an int in [2, 100]. "
-                              f"Got {self.woe_bins!r} instead.")
+        for name in ("woe_bins", "iv_bins"):
+            v = getattr(self, name)
+            if v != 0 and not (isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 100):
+                raise ConfigError(f"The {name!r} option must be 0 (off) or an int in [2, 100]. "
+                                  f"Got {v!r} instead.")
         for name in ("score_training_rows", "allow_suspicious"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"The {name!r} option must be true or false.")
@@ -256,7 +262,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         on_psi_done(aligned.n_rows)
     cfg = config
     for h in hosts:
-        channel.send(h, Prepare(options.woe_bins, valid is not None, options.score_training_rows))
+        channel.send(h, Prepare(options.woe_bins, 0 if options.woe_bins else options.iv_bins,
+                                valid is not None, options.score_training_rows))
     val_aligned = None
     if valid is not None:
         if valid.y is None:
@@ -272,10 +279,17 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                                      hosts=hosts, n_bins=options.woe_bins, key_bits=cfg.key_bits,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
                                      send_woe=True, policy=policy)
+        X_train = woe.transform(aligned.X)
+    elif options.iv_bins:
+        assert aligned.y is not None
+        iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
+                                     hosts=hosts, n_bins=options.iv_bins, key_bits=cfg.key_bits,
+                                     allow_insecure_key_size=cfg.allow_insecure_key_size,
+                                     policy=policy)
+    if iv_table is not None:
         leakage = leakage_check(aligned, channel.party, iv_table)
         if not options.allow_suspicious:
             _stop_on_leakage(leakage)
-        X_train = woe.transform(aligned.X)
     est = GuestLogisticRegression.from_config(cfg)
     X_val = None
     if val_aligned is not None:
@@ -350,6 +364,11 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         if woe is None:
             raise DataError(f"{guest} asked for WOE encoding but sent no WOE values.")
         X_train = woe.transform(aligned.X)
+    elif prepare.iv_bins:
+        if run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest,
+                            policy=policy).encoder is not None:
+            raise RemoteProtocolError(f"{guest} announced binning for the IV table only but "
+                                      "sent WOE values.")
     X_val = None
     if val_aligned is not None:
         X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X

@@ -14,18 +14,20 @@ from vfl.codec import message
 __all__ = ["Prepare"]
 
 
-@message("job.Prepare/1")
+@message("job.Prepare/2")
 @dataclass(frozen=True, slots=True)
 class Prepare:
     """Guest → hosts right after PSI: which optional steps the job runs.
 
     A host checks each against its own data and policy before training:
-    a validation-table PSI (``validation_table``), federated WOE binning of
-    every party's columns (``woe_bins`` bins, 0: off) and, after training,
-    scoring of every training row (``score_training_rows``; each host must
-    allow it in its ``[security]`` policy).
+    a validation-table PSI (``validation_table``), federated binning of
+    every party's columns — with WOE encoding (``woe_bins`` bins), or for
+    the information-value table only (``iv_bins`` bins; 0: off) — and,
+    after training, scoring of every training row (``score_training_rows``;
+    each host must allow it in its ``[security]`` policy).
     """
 
     woe_bins: int
+    iv_bins: int
     validation_table: bool
     score_training_rows: bool

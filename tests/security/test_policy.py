@@ -114,7 +114,7 @@ def test_training_row_scoring_needs_the_hosts_consent(allow):
             run_threads(net, targets)
         # refused right after PSI: the guest never got to send a training message
         sent = net.endpoint("guest").stats.sent_by_type
-        assert "job.Prepare/1" in sent and not any(t.startswith("lr.TrainSetup") for t in sent)
+        assert "job.Prepare/2" in sent and not any(t.startswith("lr.TrainSetup") for t in sent)
     else:
         out = run_threads(net, targets)["guest"]
         assert out.evaluated_on == "training intersection"
