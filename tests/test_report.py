@@ -34,8 +34,14 @@ def test_fit_writes_report_and_report_command_adds_iv_and_stability(tmp_path):
     assert r.exit_code == 0, r.output
     index = model / "report" / "index.html"
     assert index.is_file()
+    # vfl fit wrote the default IV table (10 bins); vfl iv writes another one on request
+    assert (model / "iv.json").is_file()
     r = runner.invoke(main, ["iv", "--guest", str(guest), "--host", str(host), "--id", "id",
                              "--label", "y", "--out", str(model / "iv.json"), *FAST])
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = runner.invoke(main, ["iv", "--guest", str(guest), "--host", str(host), "--id", "id",
+                             "--label", "y", "--out", str(model / "iv.json"), "--monotonic",
+                             "--force", *FAST])
     assert r.exit_code == 0, r.output
     scores = tmp_path / "scores.csv"
     r = runner.invoke(main, ["predict", "--model", str(model), "--guest", str(guest), "--host",
