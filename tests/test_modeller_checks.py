@@ -194,3 +194,34 @@ def test_validation_figures_come_first_and_training_ones_are_labelled(banks, tmp
     html = (tmp_path / "m" / "report" / "index.html").read_text()
     assert html.index("validation AUC") < html.index("AUC (training intersection)")
     assert "Target-leakage check" in html
+
+
+@pytest.mark.parametrize("announce", [False, True])
+def test_a_networked_host_refuses_a_column_named_like_the_announced_label(banks, announce):
+    """Over a network only the host sees its columns: the guest may announce the label's name."""
+    from vfl.jobs import JobOptions, arbiter_fit_job, guest_fit_job, host_fit_job
+    from vfl.pipeline import run_threads
+    from vfl.policy import DEFAULT_POLICY
+    from vfl.transport.memory import InMemoryNetwork
+
+    g, h = banks
+    h = h.merge(g[["customer_id", "default"]], on="customer_id", how="left").fillna(0)
+    guest = load_table(g, id_column="customer_id", label_column="default")
+    host = load_table(h, id_column="customer_id")
+    cfg = TrainConfig(key_bits=512, allow_insecure_key_size=True, epochs=1, batch_size=256)
+    net = InMemoryNetwork(["guest", "host1", "arbiter"])
+    options = JobOptions(announce_label=announce, allow_suspicious=True)
+    targets = {
+        "guest": lambda ch: guest_fit_job(ch, guest, cfg, hosts=["host1"], arbiter="arbiter",
+                                          options=options),
+        "host1": lambda ch: host_fit_job(ch, host, guest="guest", arbiter="arbiter",
+                                         policy=DEFAULT_POLICY.replace(
+                                             allow_insecure_key_size=True)),
+        "arbiter": lambda ch: arbiter_fit_job(ch, guest="guest", allow_insecure_key_size=True),
+    }
+    if announce:
+        with pytest.raises(DataError, match="'default' is named like guest's label"):
+            run_threads(net, targets)
+        assert not any(t.startswith("lr.") for t in net.endpoint("host1").stats.sent_by_type)
+    else:  # without the name the host cannot tell (the leakage check needs the IV table)
+        assert run_threads(net, targets)["host1"].estimator.n_iter_ == 1

@@ -37,6 +37,8 @@ class PartyTable:
     source: str = "<memory>"
     #: the IDs as written in the file, before --lower-ids/stripping (default: ``ids``)
     original_ids: list[str] | None = None
+    #: the label column's name (guest tables)
+    label_column: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -56,14 +58,14 @@ class PartyTable:
             raise DataError(f"{self.source}: feature column(s) not found: {', '.join(missing)}")
         idx = [self.feature_names.index(f) for f in features]
         return PartyTable(self.ids, self.X[:, idx], list(features), self.y, self.source,
-                          self.original_ids)
+                          self.original_ids, self.label_column)
 
     def take(self, rows: npt.NDArray[np.int64]) -> PartyTable:
         """The rows at ``rows``, in that order."""
         return PartyTable([self.ids[i] for i in rows], self.X[rows], self.feature_names,
                           None if self.y is None else self.y[rows], self.source,
                           None if self.original_ids is None
-                          else [self.original_ids[i] for i in rows])
+                          else [self.original_ids[i] for i in rows], self.label_column)
 
 
 def _lines(mask: npt.NDArray[np.bool_], limit: int = 5) -> str:
@@ -190,4 +192,5 @@ def load_table(
             f"{source}: feature column {features[j]!r} has values beyond +-{MAX_ABS_FEATURE:.0e} "
             f"or infinite (line(s) {_lines(extreme[:, j])}); fix the extract, or rescale the "
             "column (e.g. to thousands) before training.")
-    return PartyTable(ids.tolist(), X, list(features), y, source, raw_ids.astype(str).tolist())
+    return PartyTable(ids.tolist(), X, list(features), y, source, raw_ids.astype(str).tolist(),
+                      label_column if has_label else None)

@@ -59,12 +59,16 @@ class JobOptions:
         (:func:`leakage_check`; the guest's own columns, and the hosts'
         through the federated IV table when WOE binning runs). Guest-local:
         never sent to a peer.
+    announce_label : bool
+        Tell the hosts the label column's name, so each refuses a column of
+        that name (a leaked label). Off by default: the name is the guest's.
     """
 
     woe_bins: int = 0
     iv_bins: int = 0
     score_training_rows: bool = False
     allow_suspicious: bool = False
+    announce_label: bool = False
 
     def __post_init__(self) -> None:
         for name in ("woe_bins", "iv_bins"):
@@ -72,7 +76,7 @@ class JobOptions:
             if v != 0 and not (isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 100):
                 raise ConfigError(f"The {name!r} option must be 0 (off) or an int in [2, 100]. "
                                   f"Got {v!r} instead.")
-        for name in ("score_training_rows", "allow_suspicious"):
+        for name in ("score_training_rows", "allow_suspicious", "announce_label"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"The {name!r} option must be true or false.")
 
@@ -263,7 +267,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     cfg = config
     for h in hosts:
         channel.send(h, Prepare(options.woe_bins, 0 if options.woe_bins else options.iv_bins,
-                                valid is not None, options.score_training_rows))
+                                valid is not None, options.score_training_rows,
+                                (table.label_column or "") if options.announce_label else ""))
     val_aligned = None
     if valid is not None:
         if valid.y is None:
@@ -340,6 +345,14 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     aligned = table.take(rows)
     _check_training_rows(aligned, channel.party)
     prepare = channel.recv(guest, Prepare)
+    if len(prepare.label_name) > 256:
+        raise RemoteProtocolError(f"{guest} announced a label name of {len(prepare.label_name)} "
+                                  "characters; at most 256.")
+    if prepare.label_name and prepare.label_name in table.feature_names:
+        raise DataError(
+            f"{table.source}: column {prepare.label_name!r} is named like {guest}'s label: "
+            f"target leakage? {channel.party} refuses to train on it; leave it out "
+            "([data] exclude), or rename it if it is something else.")
     if prepare.score_training_rows and not policy.allow_training_scores:
         raise RemoteProtocolError(
             f"{guest} asks {channel.party} to score every training row after training, which "

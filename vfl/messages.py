@@ -24,10 +24,13 @@ class Prepare:
     every party's columns — with WOE encoding (``woe_bins`` bins), or for
     the information-value table only (``iv_bins`` bins; 0: off) — and,
     after training, scoring of every training row (``score_training_rows``;
-    each host must allow it in its ``[security]`` policy).
+    each host must allow it in its ``[security]`` policy). ``label_name``:
+    the guest's label column, if the guest announces it (``""``: not), so
+    that each host refuses a column of that name (target leakage).
     """
 
     woe_bins: int
     iv_bins: int
     validation_table: bool
     score_training_rows: bool
+    label_name: str

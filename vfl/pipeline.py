@@ -184,7 +184,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     check_key_size(config.key_bits, allow_insecure_key_size=config.allow_insecure_key_size)
     if out_dir is not None:
         prepare_output_dir(out_dir, force=force)
-    options = replace(options or JobOptions(), score_training_rows=True)
+    # one data owner plays every role: training rows are scored, the label's name is known
+    options = replace(options or JobOptions(), score_training_rows=True, announce_label=True)
     names = host_names(len(hosts))
     insecure = config.allow_insecure_key_size
     host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
