@@ -12,6 +12,7 @@ import ipaddress
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -19,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from vfl.exceptions import ConfigError
 from vfl.model import atomic_write_text
 
-__all__ = ["make_ca", "issue_party_cert", "write_party_certs"]
+__all__ = ["make_ca", "issue_party_cert", "write_party_certs", "check_party_tls"]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -91,3 +92,62 @@ def write_party_certs(out_dir: str | Path, parties: list[str], days: int = 365) 
         atomic_write_text(out / f"{party}.pem", cert.decode())
         paths[party] = out / f"{party}.pem"
     return paths
+
+
+def _load_cert(path: Path, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path} is not a PEM certificate ({exc}).") from None
+
+
+def check_party_tls(ca: str | Path, cert: str | Path, key: str | Path, party: str, *,
+                    now: dt.datetime | None = None) -> None:
+    """Check this party's own TLS files before it listens or connects.
+
+    Finds locally, at once, what a peer would only see as a failed handshake:
+    a key that does not belong to the certificate, a certificate not issued
+    by the configured CA, one for another party name, or one not valid now.
+
+    Raises
+    ------
+    ConfigError
+        Naming the party, the file, the cause and the fix.
+    """
+    ca_path, cert_path, key_path = Path(ca), Path(cert), Path(key)
+    ca_cert = _load_cert(ca_path, "[tls] ca")
+    own = _load_cert(cert_path, "[tls] cert")
+    try:
+        own_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{party}: [tls] key {key_path} is not an unencrypted PEM private key "
+                          f"({exc}).") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if own_key.public_key().public_bytes(enc, pub) != own.public_key().public_bytes(enc, pub):
+        raise ConfigError(f"{party}: [tls] key {key_path} does not belong to [tls] cert "
+                          f"{cert_path} (key/certificate mismatch); give the key the "
+                          "certificate was issued for.")
+    if own.issuer != ca_cert.subject:
+        raise ConfigError(f"{party}: [tls] cert {cert_path} was issued by "
+                          f"{own.issuer.rfc4514_string()!r}, not by the configured CA "
+                          f"{ca_cert.subject.rfc4514_string()!r} ({ca_path}); use the CA "
+                          "every party trusts, or a certificate it issued.")
+    try:
+        own.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ConfigError(f"{party}: [tls] cert {cert_path} is not signed by the CA in "
+                          f"{ca_path} (same name, another key); use that CA's certificate.") \
+            from None
+    names = [a.value for a in own.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if party not in names:
+        raise ConfigError(f"{party}: [tls] cert {cert_path} is for {', '.join(map(str, names))}, "
+                          f"not for this party {party!r}; peers would refuse it. Use "
+                          f"{party}'s certificate (its common name must be the party name).")
+    at = now or dt.datetime.now(dt.UTC)
+    for what, c, path in (("[tls] cert", own, cert_path), ("[tls] ca", ca_cert, ca_path)):
+        if not c.not_valid_before_utc <= at <= c.not_valid_after_utc:
+            state = "expired on" if at > c.not_valid_after_utc else "is not valid before"
+            when = c.not_valid_after_utc if at > c.not_valid_after_utc else c.not_valid_before_utc
+            raise ConfigError(f"{party}: {what} {path} {state} {when:%Y-%m-%d %H:%M} UTC; "
+                              "renew it (vfl certs makes demo certificates).")

@@ -16,6 +16,7 @@ import numpy as np
 
 from vfl import jobs, outputs
 from vfl.baselines import guest_only_baseline
+from vfl.certs import check_party_tls
 from vfl.config import PartyConfig
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import ConfigError
@@ -32,7 +33,13 @@ T = TypeVar("T")
 
 
 def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
-    """This party's gRPC endpoint, serving on ``cfg.listen``."""
+    """This party's gRPC endpoint, serving on ``cfg.listen``.
+
+    Its own TLS files are checked first (:func:`vfl.certs.check_party_tls`),
+    so a wrong key, CA, name or validity fails here, naming the cause,
+    instead of as a handshake failure at a peer.
+    """
+    check_party_tls(cfg.ca, cfg.cert, cfg.key, cfg.name)
     peers = [PeerAddress(p.name, p.address, p.cert.read_bytes() if p.cert else None)
              for p in cfg.peers]
     return GrpcEndpoint(cfg.name, cfg.listen, peers, job_id or cfg.job_id,
