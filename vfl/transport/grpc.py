@@ -48,11 +48,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from vfl.exceptions import ConfigError, PeerTimeoutError, RemoteProtocolError, TransportError
+from vfl.codec import decode_envelope
+from vfl.exceptions import (
+    ConfigError,
+    PeerTimeoutError,
+    RemoteProtocolError,
+    TransportError,
+    VFLError,
+)
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.transport._proto import transport_pb2 as pb
 from vfl.transport._proto import transport_pb2_grpc as pb_grpc
-from vfl.transport.base import Endpoint
+from vfl.transport.base import ABORT_CODES, Abort, Endpoint
 
 __all__ = ["CHUNK", "GrpcEndpoint", "PeerAddress", "TlsFiles", "REJECTED_LOG_SIZE"]
 
@@ -63,6 +70,10 @@ _PING_FAILURES = 3
 #: Refused callers remembered (oldest dropped first).
 REJECTED_LOG_SIZE = 256
 _ABORT_DEADLINE = 3.0
+#: how often a send that waits for its peer looks whether that peer has stopped
+_ABORT_POLL = 0.25
+#: messages up to this size are peeked at on arrival for an Abort (an Abort is ~100 bytes)
+_ABORT_PEEK_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -250,6 +261,8 @@ class _Servicer(pb_grpc.PartyServicer):
             parts.clear()
             inbox.commit(data, reserved)
             reserved = 0
+            if len(data) <= _ABORT_PEEK_BYTES:
+                ep._note_abort(caller, data)
         finally:
             if reserved:
                 inbox.cancel(reserved)
@@ -311,6 +324,9 @@ class GrpcEndpoint(Endpoint):
         self.rejected: deque[tuple[str, str]] = deque(maxlen=REJECTED_LOG_SIZE)
         self._contacted: set[str] = set()
         self._ready: set[str] = set()
+        #: peers that told us they stopped (their value-free reason code): a send to one of
+        #: them fails at once with that reason instead of waiting for the timeout
+        self._aborted_by: dict[str, str] = {}
         self._tls = tls
         ca, cert, key = tls.read()
         pins = {p.name: _pinned_leaf(p.name, p.pinned_cert, ca)
@@ -355,17 +371,48 @@ class GrpcEndpoint(Endpoint):
             yield pb.Frame(job=self.job, sender=self.party, receiver=to, seq=seq, index=i,
                            total=total, data=data[i * CHUNK:(i + 1) * CHUNK])
 
+    def _note_abort(self, frm: str, data: bytes) -> None:
+        """Remember that ``frm`` stopped, if ``data`` (already queued) is its Abort."""
+        try:
+            body = decode_envelope(data, peer=frm).body
+        except VFLError:
+            return  # the receiving code reports a malformed message in order
+        if isinstance(body, Abort) and body.code in ABORT_CODES:
+            self._aborted_by[frm] = body.code
+
+    def _peer_stopped(self, to: str) -> TransportError | None:
+        code = self._aborted_by.get(to)
+        if code is None:
+            return None
+        return TransportError(f"{to} stopped the job ({code} error) before {self.party} could "
+                              f"deliver its next message; see {to}'s log for the cause.")
+
     def _deliver(self, to: str, seq: int, data: bytes) -> None:
         peer = self.peer_info[to]
         if self._aborting:
             deadline, ready = _ABORT_DEADLINE, False
         else:
+            stopped = self._peer_stopped(to)
+            if stopped is not None:
+                raise stopped
             self._ensure_connected(peer)
             deadline, ready = 30.0 + len(data) / 2e6, True
+        call = self._stubs[to].Deliver.future(self._frames(to, seq, data), timeout=deadline,
+                                              wait_for_ready=ready)
         try:
-            self._stubs[to].Deliver(self._frames(to, seq, data), timeout=deadline,
-                                    wait_for_ready=ready)
+            while True:
+                try:
+                    call.result(timeout=_ABORT_POLL)
+                    return
+                except grpc.FutureTimeoutError:
+                    stopped = None if self._aborting else self._peer_stopped(to)
+                    if stopped is not None:
+                        call.cancel()
+                        raise stopped from None
         except grpc.RpcError as exc:
+            stopped = None if self._aborting else self._peer_stopped(to)
+            if stopped is not None:
+                raise stopped from None
             raise self._rpc_error(exc, peer, "deliver a message to") from None
 
     def _ensure_connected(self, peer: PeerAddress) -> None:
@@ -388,6 +435,9 @@ class GrpcEndpoint(Endpoint):
                     break
                 except grpc.FutureTimeoutError:
                     pass
+                stopped = self._peer_stopped(peer.name)
+                if stopped is not None:
+                    raise stopped
                 if pinned is not None:
                     seen = _presented_certificate(peer.address, peer.name, self._tls)
                     if seen is not None and seen != pinned:
