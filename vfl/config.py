@@ -155,6 +155,15 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: TOML value checks per annotation: (accepts, what to call it); bool is not an int here.
+_TOML_TYPES: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _type_name(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
@@ -182,16 +191,9 @@ class _Reader:
         hints = typing.get_type_hints(cls)
         for key, value in section.items():
             want = hints[key]
-            ok = (isinstance(value, bool) if want is bool
-                  else isinstance(value, int) and not isinstance(value, bool) if want is int
-                  else isinstance(value, int | float) and not isinstance(value, bool)
-                  if want is float
-                  else isinstance(value, str) if want is str else True)
-            if not ok:
-                expected = {bool: "true or false", int: "an integer", float: "a number",
-                            str: "a string"}[want]
-                raise self.err(f"{sect}.{key}", f"must be {expected}, got {_type_name(value)} "
-                                                f"{value!r}")
+            if want in _TOML_TYPES and not _TOML_TYPES[want][0](value):
+                raise self.err(f"{sect}.{key}", f"must be {_TOML_TYPES[want][1]}, got "
+                                                f"{_type_name(value)} {value!r}")
         return section
 
     def table(self, key: str, *, required: bool = True) -> dict[str, Any]:

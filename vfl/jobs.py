@@ -101,30 +101,36 @@ def leakage_check(aligned: PartyTable, party: str,
     """
     from sklearn.metrics import roc_auc_score
 
-    from vfl.binning.core import bin_stats_clear, iv_table_clear
+    from vfl.binning.core import bin_stats_clear, woe_iv
 
     assert aligned.y is not None
     y = aligned.y
     suspicious: list[dict[str, Any]] = []
-    stats = []
     for j, name in enumerate(aligned.feature_names):
         col = aligned.X[:, j]
         filled = np.where(np.isnan(col), np.nanmedian(col) if (~np.isnan(col)).any() else 0.0,
                           col)
         auc = float(roc_auc_score(y, filled)) if np.ptp(filled) > 0 else 0.5
-        stats.append(bin_stats_clear(name, col, y, 10))
-        iv = iv_table_clear(stats[-1:], party, int(y.sum()), len(y))[0]["iv"]
+        stats = bin_stats_clear(name, col, y, 10)
+        iv = woe_iv(stats.counts, stats.events, int(y.sum()), len(y))[1]
         if max(auc, 1 - auc) >= LEAKAGE_AUC or iv >= LEAKAGE_IV:
             suspicious.append({"party": party, "feature": name, "auc": max(auc, 1 - auc),
                                "iv": iv})
-    checked = [f"{party}: univariate AUC and IV of {len(aligned.feature_names)} column(s)"]
-    if iv_table is not None:
-        hosts = [r for r in iv_table if r["party"] != party]
-        checked.append(f"hosts: federated IV of {len(hosts)} column(s)")
-        suspicious += [{"party": r["party"], "feature": r["feature"], "iv": r["iv"]}
-                       for r in hosts if r["iv"] >= LEAKAGE_IV]
-    return {"checked": checked, "auc_threshold": LEAKAGE_AUC, "iv_threshold": LEAKAGE_IV,
-            "suspicious": suspicious}
+    check = {"checked": [f"{party}: univariate AUC and IV of {len(aligned.feature_names)} "
+                         "column(s)"],
+             "auc_threshold": LEAKAGE_AUC, "iv_threshold": LEAKAGE_IV, "suspicious": suspicious}
+    return check if iv_table is None else with_host_iv(check, iv_table, party)
+
+
+def with_host_iv(check: dict[str, Any], iv_table: list[dict[str, Any]],
+                 party: str) -> dict[str, Any]:
+    """``check`` extended with the hosts' columns of the federated IV table."""
+    hosts = [r for r in iv_table if r["party"] != party]
+    return {**check, "checked": [*check["checked"], f"hosts: federated IV of {len(hosts)} "
+                                                    "column(s)"],
+            "suspicious": [*check["suspicious"], *(
+                {"party": r["party"], "feature": r["feature"], "iv": r["iv"]}
+                for r in hosts if r["iv"] >= LEAKAGE_IV)]}
 
 
 def _stop_on_leakage(check: dict[str, Any]) -> None:
@@ -292,7 +298,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
                                      policy=policy)
     if iv_table is not None:
-        leakage = leakage_check(aligned, channel.party, iv_table)
+        leakage = with_host_iv(leakage, iv_table, channel.party)  # own columns: done above
         if not options.allow_suspicious:
             _stop_on_leakage(leakage)
     est = GuestLogisticRegression.from_config(cfg)
@@ -345,9 +351,6 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     aligned = table.take(rows)
     _check_training_rows(aligned, channel.party)
     prepare = channel.recv(guest, Prepare)
-    if len(prepare.label_name) > 256:
-        raise RemoteProtocolError(f"{guest} announced a label name of {len(prepare.label_name)} "
-                                  "characters; at most 256.")
     if prepare.label_name and prepare.label_name in table.feature_names:
         raise DataError(
             f"{table.source}: column {prepare.label_name!r} is named like {guest}'s label: "

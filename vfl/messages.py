@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vfl.codec import message
+from vfl.exceptions import ConfigError
 
-__all__ = ["Prepare"]
+__all__ = ["Prepare", "MAX_LABEL_NAME"]
+
+#: Longest label name a guest may announce.
+MAX_LABEL_NAME = 256
 
 
 @message("job.Prepare/2")
@@ -34,3 +38,12 @@ class Prepare:
     validation_table: bool
     score_training_rows: bool
     label_name: str
+
+    def __post_init__(self) -> None:
+        for name in ("woe_bins", "iv_bins"):
+            v = getattr(self, name)
+            if v != 0 and not 2 <= v <= 100:
+                raise ConfigError(f"{name} must be 0 or in [2, 100]; got {v}.")
+        if len(self.label_name) > MAX_LABEL_NAME:
+            raise ConfigError(f"label_name has {len(self.label_name)} characters; at most "
+                              f"{MAX_LABEL_NAME}.")

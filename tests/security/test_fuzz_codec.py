@@ -368,3 +368,17 @@ def test_every_int_field_is_a_count_index_or_size():
                 "score_frac_bits", "feature_frac_bits", "patience", "set_size")
     unreviewed = {f for f in fields if f.rsplit(".", 1)[-1] not in reviewed}
     assert not unreviewed, f"int fields not reviewed for the non-negative rule: {unreviewed}"
+
+
+@pytest.mark.parametrize("values", [dict(iv_bins=1), dict(woe_bins=101), dict(iv_bins=2**40),
+                                    dict(label_name="x" * 257)])
+def test_a_prepare_out_of_range_is_refused_by_the_host(values):
+    """job.Prepare/2 checks itself as the codec rebuilds it: bins and label name are bounded."""
+    from vfl.messages import Prepare
+
+    msg = Prepare(0, 0, False, False, "")
+    for name, value in values.items():
+        object.__setattr__(msg, name, value)
+    data = encode_envelope(Envelope("j", 0, "guest", "host1", msg))
+    with pytest.raises(RemoteProtocolError, match=f"Message from {PEER}.*{next(iter(values))}"):
+        decode_envelope(data, peer=PEER)

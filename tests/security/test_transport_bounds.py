@@ -400,3 +400,32 @@ def test_overflow_message_carries_no_magnitude():
     text = str(info.value)
     assert "standardise the features" in text
     assert not any(d in text for d in ("98", "e+", "9.88"))
+
+
+def test_only_a_genuine_abort_from_that_peer_makes_sends_to_it_fail_fast():
+    """A peer's Abort (noted on arrival, issue 10) cannot be forged into another peer's or job's.
+
+    The endpoint peeks at small messages only (<= 512 bytes, the same safe
+    codec) and records an abort only for the authenticated peer that sent it,
+    in this job, addressed to this party, with a known reason code.
+    """
+    from types import SimpleNamespace
+
+    from vfl.codec import Envelope, encode_envelope
+    from vfl.lr.messages import ScoreRequest
+    from vfl.transport.base import Abort
+
+    ep = SimpleNamespace(job="j", party="guest", _aborted_by={})
+
+    def note(frm, env):
+        GrpcEndpoint._note_abort(ep, frm, encode_envelope(env))
+
+    note("host1", Envelope("other-job", 3, "host1", "guest", Abort("data")))
+    note("host1", Envelope("j", 3, "host2", "guest", Abort("data")))  # claims another sender
+    note("host1", Envelope("j", 3, "host1", "arbiter", Abort("data")))
+    note("host1", Envelope("j", 3, "host1", "guest", Abort("free text with a value 42")))
+    note("host1", Envelope("j", 3, "host1", "guest", ScoreRequest("control.Abort/2", 1)))
+    GrpcEndpoint._note_abort(ep, "host1", b"control.Abort/2" + b"\xc1" * 40)  # not msgpack
+    assert ep._aborted_by == {}
+    note("host1", Envelope("j", 3, "host1", "guest", Abort("data")))
+    assert ep._aborted_by == {"host1": "data"}

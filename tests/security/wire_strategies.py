@@ -113,18 +113,17 @@ def message_of(cls: type) -> st.SearchStrategy[Any]:
 
 
 def _construct(cls: type, drawn: dict[str, Any]) -> Any:
-    try:
-        return cls(**drawn)
-    except VFLError:
-        pass
-    kept: dict[str, Any] = {}
-    for name, value in drawn.items():
+    """``cls(**drawn)``, or with fields reset (to the default, else a zero) until it checks."""
+    fix = dict(drawn)
+    for f in dataclasses.fields(cls):
         try:
-            cls(**{**kept, name: value})
+            return cls(**fix)
         except VFLError:
-            continue
-        kept[name] = value
-    return cls(**kept)
+            value = fix[f.name]
+            fix[f.name] = (f.default if f.default is not dataclasses.MISSING
+                           else type(value)() if isinstance(value, int | float | str | bytes)
+                           else value)
+    return cls(**fix)
 
 
 # ------------------------------------------------------- the codec's contract

@@ -48,7 +48,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from vfl.codec import decode_envelope
+from vfl.codec import decode_envelope, type_name_of
 from vfl.exceptions import (
     ConfigError,
     PeerTimeoutError,
@@ -74,6 +74,7 @@ _ABORT_DEADLINE = 3.0
 _ABORT_POLL = 0.25
 #: messages up to this size are peeked at on arrival for an Abort (an Abort is ~100 bytes)
 _ABORT_PEEK_BYTES = 512
+_ABORT_TYPE = type_name_of(Abort(ABORT_CODES[0])).encode()
 
 
 @dataclass(frozen=True)
@@ -373,12 +374,15 @@ class GrpcEndpoint(Endpoint):
 
     def _note_abort(self, frm: str, data: bytes) -> None:
         """Remember that ``frm`` stopped, if ``data`` (already queued) is its Abort."""
+        if _ABORT_TYPE not in data:  # most small messages: no second decode
+            return
         try:
-            body = decode_envelope(data, peer=frm).body
+            env = decode_envelope(data, peer=frm, max_bytes=_ABORT_PEEK_BYTES)
         except VFLError:
             return  # the receiving code reports a malformed message in order
-        if isinstance(body, Abort) and body.code in ABORT_CODES:
-            self._aborted_by[frm] = body.code
+        if (isinstance(env.body, Abort) and env.body.code in ABORT_CODES and env.job == self.job
+                and env.sender == frm and env.receiver == self.party):
+            self._aborted_by[frm] = env.body.code
 
     def _peer_stopped(self, to: str) -> TransportError | None:
         code = self._aborted_by.get(to)
