@@ -76,7 +76,7 @@ def main() -> None:
         t = summary["traffic"][name] if name == "bank_a" else summary["traffic"]
         by = t["sent_by_message_type"]
         psi = sum(v for k, v in by.items() if k.startswith("psi."))
-        score = sum(v for k, v in by.items() if k in ("lr.ScoreRequest/1", "lr.PartialScores/1"))
+        score = sum(v for k, v in by.items() if k.startswith(("lr.ScoreRequest/", "lr.PartialScores/")))
         setup = sum(v for k, v in by.items() if k in ("lr.HostHello/1", "lr.TrainSetup/2",
                                                       "lr.PublicKey/1"))
         train = t["sent_bytes"] - psi - score - setup

@@ -36,7 +36,8 @@ def test_demo_in_process(tmp_path):
     # one naming scheme (vfl.outputs): <party>.json, <party>_points.csv, <party>_run.json
     assert {p.name for p in model.iterdir()} == {"guest.json", "host1.json", "report.json",
                                                  "train_scores.csv", "guest_points.csv",
-                                                 "host1_points.csv", "host1_run.json",
+                                                 "host1_points.csv", "guest_points.json",
+                                                 "host1_points.json", "host1_run.json",
                                                  "arbiter_run.json", "report", "iv.json"}
     assert report["model_part"] == "guest.json"
     assert (model / "report" / "index.html").is_file()

@@ -18,7 +18,7 @@ CT = Ciphertexts(b"k" * 16, 32, b"\x01" * 64)
 MESSAGES = [
     PsiRequest(b"\x02" * 64),
     PsiResult(np.arange(5, dtype=np.int64)),
-    TrainSetup("m1", TrainConfig(epochs=3), 100, ["host1"], [3, 4], [5, 9]),
+    TrainSetup("m1", TrainConfig(epochs=3), 100, ["host1"], [3, 4], [5, 9], 2),
     HostForward(0, 1, CT, CT),
     Residual(2, 3, CT, None),
     Residual(2, 3, CT, CT),

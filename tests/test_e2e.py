@@ -23,7 +23,8 @@ def test_breast_end_to_end_2048_bits(tmp_path):
     h = h.sample(frac=0.9, random_state=2)
     guest = load_table(g, id_column="id", label_column="y")
     host = load_table(h, id_column="id")
-    cfg = TrainConfig(epochs=3, batch_size=128, tol=0.0)  # key_bits defaults to 2048
+    cfg = TrainConfig(epochs=3, batch_size=128, tol=0.0,  # key_bits defaults to 2048
+                      validation_fraction=0.0)
     assert cfg.key_bits == 2048
     res = fit_local(guest, [host], cfg, out_dir=tmp_path)
     shared = set(g["id"].astype(str)) & set(h["id"].astype(str))

@@ -34,7 +34,8 @@ def test_from_config_pairs_every_field_and_checks_it_once(monkeypatch):
     from vfl.lr.config import TrainConfig
     from vfl.lr.estimator import CONFIG_PARAMS
 
-    cfg = TrainConfig(epochs=4, seed=9, score_frac_bits=30, class_weight="balanced")
+    cfg = TrainConfig(epochs=4, seed=9, score_frac_bits=30, class_weight="balanced",
+                      validation_fraction=0.0)
     est = GuestLogisticRegression.from_config(cfg, n_jobs=1)
     assert est.get_params()["random_state"] == 9 and est.get_params()["n_jobs"] == 1
     assert set(CONFIG_PARAMS) == set(cfg.__dataclass_fields__)
@@ -81,7 +82,7 @@ def test_fit_predict_and_parts_roundtrip(tmp_path):
     for t in threads:
         t.start()
     guest = GuestLogisticRegression(epochs=8, batch_size=128, key_bits=512,
-                                    allow_insecure_key_size=True, tol=0)
+                                    allow_insecure_key_size=True, tol=0, patience=0)
     guest.fit(Xg, y, channel=net.endpoint("guest"), hosts=["host"])
     proba = guest.predict_proba(Xg, channel=net.endpoint("guest"))
     for t in threads:
@@ -89,7 +90,11 @@ def test_fit_predict_and_parts_roundtrip(tmp_path):
     assert proba.shape == (400, 2)
     np.testing.assert_allclose(proba.sum(1), 1)
     joint = guest.partial_score(Xg) + host.partial_score(Xh)
-    np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-joint)))
+    # the Platt calibration fitted on the validation rows is applied at scoring
+    cal = guest.calibration_
+    assert cal is not None and cal["slope"] > 0
+    np.testing.assert_allclose(proba[:, 1],
+                               1 / (1 + np.exp(-(cal["slope"] * joint + cal["intercept"]))))
     assert guest.n_iter_ == 8 and len(arb.loss_history_) == 8
     assert guest.coef_.shape == (2,) and host.coef_.shape == (3,)
     assert guest.coef_[0] > 0.1 and host.coef_[0] > 0.1  # both informative features learned
@@ -97,5 +102,6 @@ def test_fit_predict_and_parts_roundtrip(tmp_path):
     g2 = GuestLogisticRegression.from_part(guest.to_part("guest", ["a", "b"], {}))
     h2 = HostLogisticRegression.from_part(host.to_part("host", ["c", "d", "e"], {}))
     np.testing.assert_allclose(g2.partial_score(Xg), guest.partial_score(Xg))
+    assert g2.calibration_ == {k: cal[k] for k in ("method", "slope", "intercept")}
     np.testing.assert_allclose(h2.partial_score(Xh), host.partial_score(Xh))
     assert g2.model_id_ == h2.model_id_ == guest.model_id_

@@ -64,7 +64,19 @@ def test_psi_iv_fit_predict_as_library_calls(tmp_path):
     written = pd.read_csv(tmp_path / "scores.csv")
     assert list(written.columns) == ["id", "probability", "matched", "score"]
     assert list(written["id"]) == list(g["customer_id"]) and written["matched"].sum() == n
-    np.testing.assert_allclose(written["score"],
-                               card.from_probability(scores["probability"].to_numpy()),
-                               atol=0.005)
+    # the score is the deployable card's integer points: the guest's table (base row
+    # included) plus the host's, read back here from the exported files
+    from vfl.scorecard import PointsTable
+
+    matched = written["matched"].to_numpy(bool)
+    model_dir = tmp_path / "model"
+    tables = [PointsTable.from_csv((model_dir / f"{p}_points.csv").read_text())
+              for p in ("guest", "host1")]
+    gx = g.set_index("customer_id").loc[written.loc[matched, "id"]]
+    hx = h.set_index("customer_id").loc[written.loc[matched, "id"]]
+    expected = tables[0].score(gx) + tables[1].score(hx)
+    assert np.array_equal(written.loc[matched, "score"].to_numpy(np.int64), expected)
+    # and it tracks the calibrated probability's score up to the cards' binning
+    assert np.corrcoef(written.loc[matched, "score"],
+                       card.from_probability(scores["probability"].to_numpy()[matched]))[0, 1] > 0.9
     assert written.loc[~written["matched"], "score"].isna().all()

@@ -192,7 +192,7 @@ def test_validation_figures_come_first_and_training_ones_are_labelled(banks, tmp
     assert "validation (" in text and "in-sample" in text
     assert text.index("validation (") < text.index("in-sample")
     html = (tmp_path / "m" / "report" / "index.html").read_text()
-    assert html.index("validation AUC") < html.index("AUC (training intersection)")
+    assert html.index("validation AUC") < html.index("AUC (training intersection, in-sample)")
     assert "Target-leakage check" in html
 
 

@@ -11,7 +11,7 @@ from vfl.data import load_table
 from vfl.exceptions import ConfigError
 from vfl.lr import TrainConfig
 from vfl.pipeline import fit_local
-from vfl.scorecard import Scorecard
+from vfl.scorecard import PointsTable, Scorecard, points_table
 from vfl.synthetic import make_two_banks
 
 
@@ -41,8 +41,21 @@ def test_party_points_sum_to_joint_model_points():
     logit = zg @ res.guest.coef_ + res.guest.intercept_ + zh @ res.hosts[0].coef_
     clear = 600 - 20 / math.log(2) * math.log(50) - 20 / math.log(2) * logit
     np.testing.assert_allclose(total, clear, atol=1e-9)
-    np.testing.assert_allclose(total, sc.from_probability(res.proba), atol=1e-6)
-    table = sc.feature_table(res.aligned_hosts[0].feature_names, res.hosts[0].coef_, zh,
-                             res.aligned_hosts[0].X)
-    assert {r["feature"] for r in table} == set(res.aligned_hosts[0].feature_names)
-    assert any(r["bin"] == "missing" for r in table if r["feature"] == "savings_balance")
+    # the probability is calibrated (validation rows by default): logit' = a * logit + c
+    cal = res.guest.calibration_
+    a, c = (cal["slope"], cal["intercept"]) if cal is not None else (1.0, 0.0)
+    calibrated = sc.offset - sc.factor * (a * logit + c)
+    np.testing.assert_allclose(calibrated, sc.from_probability(res.proba), atol=1e-6)
+    # the legacy writer's entry point: the new tables (base row for the guest only)
+    host_df = points_table(res.hosts[0], res.aligned_hosts[0], scorecard=sc)
+    guest_df = points_table(res.guest, res.aligned_guest, scorecard=sc)
+    assert set(host_df["feature"].dropna()) == set(res.aligned_hosts[0].feature_names)
+    assert "base" not in set(host_df["kind"])
+    assert list(guest_df["kind"]).count("base") == 1 and guest_df["kind"].iloc[0] == "base"
+    assert ((host_df["kind"] == "missing") & (host_df["feature"] == "savings_balance")).any()
+    # the tables' integer total tracks the joint model's points (a binned approximation)
+    g_tab = PointsTable.from_frame(guest_df)
+    h_tab = PointsTable.from_frame(host_df)
+    table_total = g_tab.score(res.aligned_guest.X) + h_tab.score(res.aligned_hosts[0].X)
+    assert table_total.dtype == np.int64
+    assert np.mean(np.abs(table_total - total)) < sc.pdo

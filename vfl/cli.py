@@ -106,9 +106,9 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", default=d.seed, show_default=True, type=int,
                      help="Batch shuffling seed."),
         click.option("--no-intercept", is_flag=True, help="Fit no intercept."),
-        click.option("--validation-fraction", default=0.0, show_default=True, type=float,
+        click.option("--validation-fraction", default=d.validation_fraction, show_default=True, type=float,
                      help="Hold out this share (stratified) for per-epoch validation."),
-        click.option("--patience", default=0, show_default=True, type=click.IntRange(0),
+        click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(0),
                      help="Stop after N epochs without better validation AUC (keeps the best)."),
         click.option("--class-weight", default="none", show_default=True,
                      help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
@@ -210,10 +210,23 @@ def _summary(report: dict[str, Any], title: str) -> Table:
     return t
 
 
+def _calibration(report: dict[str, Any]) -> str:
+    """One line: the validation rows' calibration figures before and after Platt scaling."""
+    cal = (report.get("validation") or {}).get("calibration")
+    if not cal:
+        return ""
+    b, a = cal["before"], cal["after"]
+    return (f"calibration on the validation rows (before → after Platt, out of sample): "
+            f"Brier {b['brier']:.4f} → {a['brier']:.4f}, mean PD − observed "
+            f"{b['calibration_in_the_large']:+.4f} → {a['calibration_in_the_large']:+.4f}, "
+            f"slope {b['calibration_slope']:.3f} → {a['calibration_slope']:.3f}\n")
+
+
 def _facts(report: dict[str, Any]) -> str:
     traffic = ", ".join(f"{n} {v['sent_bytes'] / 1e6:.1f} MB"
                         for n, v in report["traffic"].items())
-    return (f"intersection {report['n_intersection']:,} of {report['n_guest']:,} guest rows; "
+    return (f"{_calibration(report)}"
+            f"intersection {report['n_intersection']:,} of {report['n_guest']:,} guest rows; "
             f"{report['epochs_run']} epochs, PSI {report['psi_seconds']:.1f} s, "
             f"training {report['train_seconds']:.1f} s "
             f"({report['config']['key_bits']}-bit Paillier)\nsent: {traffic}")
@@ -296,7 +309,16 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 @click.option("--out", type=click.Path(dir_okay=False), help="Output CSV of scores (guest).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--score", "with_score", is_flag=True,
-              help="Add scorecard points (column 'score') to the probabilities.")
+              help="Add integer scorecard points (column 'score'): the guest's points table "
+                   "(base points included) plus each host's points from its own table, the "
+                   "tables every party wrote at fit as <party>_points.csv/.json (bins "
+                   "lower < x <= upper, open-ended first and last bins, a missing-value row; "
+                   "points rounded half away from zero per bin). They reproduce 'score' "
+                   "exactly. With --woe-bins at fit the tables are the model up to that "
+                   "rounding; on raw columns they bin each column (10 quantile bins), so "
+                   "'score' approximates the model's probability, which stays as it is. "
+                   "A party's tables are rewritten if this scaling changes its points. "
+                   "Models saved before vfl had points tables must be retrained.")
 @_column_options
 @_scorecard_options
 @click.option("--force", is_flag=True,
@@ -449,6 +471,8 @@ def run(config_path: str, status_json: bool, force: bool) -> None:
         hook2.finish()
     if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))
+        if _calibration(summary):
+            out_console.print(_calibration(summary).rstrip())
         out_console.print(f"intersection {summary['n_intersection']:,}; {summary['epochs_run']} epochs; "
                           f"training {summary['train_seconds']:.1f} s; report in {cfg.output}/report.json")
     else:
@@ -500,7 +524,7 @@ def certs(out: str, parties: str, days: int) -> None:
 @click.option("--workdir", "--out", "workdir", default="vfl-demo", show_default=True,
               type=click.Path(file_okay=False),
               help="Folder for data, certificates, configs, logs and outputs.")
-@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--key-bits", default=2048, show_default=True, type=int)
 @click.option("--insecure-key-size", is_flag=True, help="Allow keys below 2048 bits.")
 @click.option("--in-process", is_flag=True,

@@ -45,7 +45,7 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
 
     [security]                     # this party's own limits on its peers (vfl/policy.py)
     allow_insecure_key_size = false
-    # max_validation_share = 0.3   # host: largest validation hold-out it scores in the clear
+    # max_validation_share = 0.3   # host: largest validation hold-out it accepts
     # allow_training_scores = false # host: answer the guest's training-row scoring
     # max_psi_set_size = 20000000  # largest ID set a peer may bring to PSI
     # max_message_bytes = 1073741824  # ceiling on one message from a peer

@@ -98,10 +98,15 @@ def write_party_toml(path: Path, *, job: dict[str, Any], party: dict[str, Any],
 
 
 def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75,
-                   key_bits: int = 2048, insecure: bool = False, epochs: int = 6,
+                   key_bits: int = 2048, insecure: bool = False, epochs: int = 10,
                    batch_size: int = 512, job_id: str | None = None,
-                   ports: list[int] | None = None, seed: int = 7) -> DemoJob:
-    """Generate data, certificates and three party configs under ``workdir``."""
+                   ports: list[int] | None = None, seed: int = 7,
+                   validation_fraction: float | None = None) -> DemoJob:
+    """Generate data, certificates and three party configs under ``workdir``.
+
+    ``validation_fraction``: written to the guest's ``[train]`` when given
+    (default: the library default, 0.2).
+    """
     wd = Path(workdir).resolve()
     g_df, h_df = make_two_banks(rows, overlap, seed=seed)
     data = {BANK_A: wd / "data" / "bank_a.csv", BANK_B: wd / "data" / "bank_b.csv"}
@@ -128,8 +133,11 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
         # the demo compares the joint model with the pooled yardstick on the training rows,
         # so the guest asks for training-row scoring and the host allows it (off by default:
         # it reveals the host's partial score of every training customer to the guest)
-        train = ({"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits,
-                  "score_training_rows": True, "iv_bins": 10} if name == BANK_A else None)
+        train: dict[str, Any] | None = (
+            {"epochs": epochs, "batch_size": batch_size, "key_bits": key_bits,
+             "score_training_rows": True, "iv_bins": 10} if name == BANK_A else None)
+        if train is not None and validation_fraction is not None:
+            train["validation_fraction"] = validation_fraction
         security: dict[str, Any] = {"allow_insecure_key_size": insecure}
         if name == BANK_B:
             security["allow_training_scores"] = True
@@ -259,7 +267,7 @@ def _pooled_baseline(job: DemoJob) -> dict[str, float]:
             if k.startswith("centralized")}
 
 
-def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, epochs: int = 6,
+def run_demo(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.75, epochs: int = 10,
              key_bits: int = 2048, insecure: bool = False, in_process: bool = False,
              progress: ProgressHook | None = None,
              on_psi_done: Any = None, on_tick: Any = None) -> DemoResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from vfl.channel import Channel
 from vfl.data import PartyTable
 from vfl.exceptions import ConfigError, DataError, RemoteProtocolError
 from vfl.lr.config import TrainConfig
+from vfl.lr.driver import run_guest_scoring_with_points, run_host_scoring
 from vfl.lr.estimator import Arbiter, GuestLogisticRegression, HostLogisticRegression
 from vfl.messages import Prepare
 from vfl.metrics import evaluate
@@ -28,6 +30,13 @@ from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
+from vfl.scorecard import (
+    SCORE_BINS_KEY,
+    PointsTable,
+    ScoreBins,
+    Scorecard,
+    part_points_table,
+)
 
 
 @dataclass(frozen=True)
@@ -193,9 +202,10 @@ class GuestOutcome:
     """The guest's result of a training job.
 
     ``proba`` are the joint probabilities of the evaluation rows
-    (``eval_ids``/``eval_y``): every training row when the hosts allowed
-    training-row scoring, else the validation rows at the kept epoch, else
-    none (``evaluated_on`` says which).
+    (``eval_ids``/``eval_y``) when the hosts allowed training-row scoring.
+    Otherwise ``metrics`` are the arbiter's figures of the validation rows at
+    the kept epoch (the guest never sees their per-row joint scores), or
+    empty (``evaluated_on`` says which).
     """
 
     estimator: GuestLogisticRegression
@@ -222,7 +232,13 @@ class GuestOutcome:
         part = est.to_part(self.party, self.aligned.feature_names, training)
         if self.woe is not None:
             part.preprocessing["woe"] = self.woe.to_dict()
+        part.preprocessing[SCORE_BINS_KEY] = self.score_bins.to_dict()
         return part
+
+    @cached_property
+    def score_bins(self) -> ScoreBins:
+        """The guest's scorecard bins of its training rows (saved in its part)."""
+        return _score_bins(self.aligned, self.estimator, self.woe)
 
 
 @dataclass
@@ -241,7 +257,20 @@ class HostOutcome:
                            {"epochs_run": est.n_iter_, "n_intersection": self.aligned.n_rows})
         if self.woe is not None:
             part.preprocessing["woe"] = self.woe.to_dict()
+        part.preprocessing[SCORE_BINS_KEY] = self.score_bins.to_dict()
         return part
+
+    @cached_property
+    def score_bins(self) -> ScoreBins:
+        """This host's scorecard bins of its training rows (saved in its part)."""
+        return _score_bins(self.aligned, self.estimator, self.woe)
+
+
+def _score_bins(aligned: PartyTable,
+                est: GuestLogisticRegression | HostLogisticRegression,
+                woe: WoeEncoder | None) -> ScoreBins:
+    """A party's bins for its points table: its WOE bins, else quantile bins of its raw rows."""
+    return ScoreBins.fit(aligned.feature_names, aligned.X, est.preprocessor_, woe)
 
 
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
@@ -317,18 +346,14 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
                             train_seconds, channel.party, woe, iv_table,
                             "training intersection", list(aligned.ids), aligned.y, leakage)
-    if est.validation_proba_ is not None:
-        vrows = np.asarray(est.validation_rows_, dtype=np.int64)
-        if val_aligned is not None:
-            assert val_aligned.y is not None
-            ids, yv = list(val_aligned.ids), val_aligned.y
-        else:
-            ids, yv = [aligned.ids[int(r)] for r in vrows], aligned.y[vrows]
-        proba = est.validation_proba_
-        return GuestOutcome(est, aligned, proba, evaluate(yv, proba), psi_seconds,
-                            train_seconds, channel.party, woe, iv_table,
-                            f"validation rows at the kept epoch ({len(ids)} rows)", ids, yv,
-                            leakage)
+    if est.best_epoch_ is not None and est.validation_history_:
+        # the arbiter's figures: no per-row validation score reaches the guest
+        best = est.validation_history_[est.best_epoch_]
+        figures = {"auc": best["auc"], "gini": round(2 * best["auc"] - 1, 4), "ks": best["ks"]}
+        return GuestOutcome(est, aligned, None, figures, psi_seconds, train_seconds,
+                            channel.party, woe, iv_table,
+                            f"validation rows at the kept epoch ({len(est.validation_rows_)} "
+                            "rows)", leakage=leakage)
     return GuestOutcome(est, aligned, None, {}, psi_seconds, train_seconds, channel.party, woe,
                         iv_table, "nothing (no validation rows, no training-row scoring)",
                         leakage=leakage)
@@ -407,33 +432,68 @@ def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bo
 
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
-                      hosts: list[str], policy: SecurityPolicy = DEFAULT_POLICY) -> pd.DataFrame:
+                      hosts: list[str], policy: SecurityPolicy = DEFAULT_POLICY,
+                      scorecard: Scorecard | None = None) -> pd.DataFrame:
     """PSI on the scoring tables, then joint scores of the shared customers.
 
     Returns every row of the guest's table, in its order and with its IDs as
     written in the file: ``id``, ``probability`` (empty for a customer some
     host does not have: a joint score needs every bank's part) and
     ``matched`` (whether every host has the customer).
+
+    With ``scorecard`` also ``score``: integer points, the guest's points
+    table score (base row included) plus every host's points from its own
+    table, which each host computes at the scale the guest sends
+    (``pdo / ln 2`` times the calibration slope). The probability stays the
+    model's. A part saved before deployable scorecards is refused before PSI.
     """
+    guest_table = part_points_table(part, scorecard) if scorecard is not None else None
     table = table.select(part.features)
     rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
     est = GuestLogisticRegression.from_part(part)
-    proba = est.predict_proba(_encoded(part, aligned.X), channel=channel, hosts=hosts)[:, 1]
+    cal = est.calibration_
+    proba, host_points = run_guest_scoring_with_points(
+        channel, est.partial_score(_encoded(part, aligned.X)), est.model_id_,
+        hosts=list(hosts or est.hosts_),
+        calibration=None if cal is None else (float(cal["slope"]), float(cal["intercept"])),
+        scale=0.0 if guest_table is None or guest_table.scale is None else guest_table.scale)
     full = np.full(table.n_rows, np.nan)
-    full[np.asarray(rows, dtype=np.int64)] = proba
+    at = np.asarray(rows, dtype=np.int64)
+    full[at] = proba
     ids = table.original_ids if table.original_ids is not None else table.ids
-    return pd.DataFrame({"id": ids, "probability": full, "matched": ~np.isnan(full)})
+    out = pd.DataFrame({"id": ids, "probability": full, "matched": ~np.isnan(full)})
+    if guest_table is not None:
+        score = pd.array([pd.NA] * table.n_rows, dtype="Int64")
+        score[at] = guest_table.score(aligned.X) + host_points
+        out["score"] = score
+    return out
 
 
 def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
-                     guest: str, policy: SecurityPolicy = DEFAULT_POLICY) -> int:
-    """PSI on the scoring tables, then this host's partial scores; returns rows scored."""
+                     guest: str, policy: SecurityPolicy = DEFAULT_POLICY,
+                     on_points_table: Callable[[PointsTable], None] | None = None) -> int:
+    """PSI on the scoring tables, then this host's partial scores; returns rows scored.
+
+    If the guest asks for scorecard points, this host scores its rows with its
+    own points table at the guest's scale (bins from its model part) and
+    passes that table to ``on_points_table``.
+    """
     table = table.select(part.features)
     rows = run_psi_host(channel, table.ids, guest, policy=policy)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
-    HostLogisticRegression.from_part(part).serve_scores(_encoded(part, aligned.X),
-                                                        channel=channel, guest=guest)
+    est = HostLogisticRegression.from_part(part)
+    used: list[PointsTable] = []
+
+    def points(scale: float) -> np.ndarray:
+        tab = part_points_table(part, scale=scale)
+        used.append(tab)
+        return tab.score(aligned.X)
+
+    run_host_scoring(channel, est.partial_score(_encoded(part, aligned.X)), est.model_id_,
+                     guest=guest, points=points)
+    if used and on_points_table is not None:
+        on_points_table(used[-1])
     return aligned.n_rows

@@ -9,6 +9,7 @@ half-written part that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,10 @@ from vfl.exceptions import DataError
 __all__ = ["ModelPart", "save_model_part", "load_model_part", "atomic_write_text"]
 
 FORMAT = "vfl.model-part"
+#: Most features one model part may list.
+MAX_PART_FEATURES = 100_000
+#: Largest model part file read.
+MAX_PART_BYTES = 64 << 20
 VERSION = 1
 
 
@@ -46,6 +51,11 @@ class ModelPart:
         Hyper-parameters and run summary.
     peers : dict
         Names of the other parties (no data about them).
+    calibration : dict or None
+        The guest's Platt scaling of the joint score, ``{"method": "platt",
+        "slope": a, "intercept": c}``: the model's probability is
+        ``sigmoid(a * s + c)`` for the joint score ``s``. None: uncalibrated
+        (no validation rows).
     """
 
     model_id: str
@@ -57,6 +67,7 @@ class ModelPart:
     preprocessing: dict[str, Any]
     training: dict[str, Any] = field(default_factory=dict)
     peers: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
@@ -97,6 +108,9 @@ def load_model_part(path: str | Path) -> ModelPart:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"Model part not found: {p}")
+    if p.stat().st_size > MAX_PART_BYTES:
+        raise DataError(f"{p} is {p.stat().st_size:,} bytes; a model part is at most "
+                        f"{MAX_PART_BYTES:,}.")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -113,4 +127,33 @@ def load_model_part(path: str | Path) -> ModelPart:
         raise DataError(f"{p} has unexpected fields: {exc}") from None
     if len(part.coef) != len(part.features):
         raise DataError(f"{p}: {len(part.coef)} weights for {len(part.features)} features.")
+    check_part(part, p)
     return part
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_part(part: ModelPart, source: str | Path) -> None:
+    """Refuse a part whose values are not what vfl writes (types, finite numbers, sizes)."""
+    where = str(source)
+    if part.role not in ("guest", "host"):
+        raise DataError(f"{where}: role {part.role!r} is not 'guest' or 'host'.")
+    if not isinstance(part.features, list) or not all(isinstance(f, str) for f in part.features):
+        raise DataError(f"{where}: 'features' must be a list of names.")
+    if len(part.features) > MAX_PART_FEATURES:
+        raise DataError(f"{where}: {len(part.features)} features; at most {MAX_PART_FEATURES}.")
+    if not isinstance(part.coef, list) or not all(_finite(c) for c in part.coef):
+        raise DataError(f"{where}: 'coef' must be a list of finite numbers.")
+    if part.intercept is not None and not _finite(part.intercept):
+        raise DataError(f"{where}: 'intercept' must be a finite number or null.")
+    cal = part.calibration
+    if cal is not None:
+        if (not isinstance(cal, dict) or cal.get("method") != "platt"
+                or not _finite(cal.get("slope")) or not _finite(cal.get("intercept"))
+                or set(cal) - {"method", "slope", "intercept", "fitted_on"}):
+            raise DataError(f"{where}: 'calibration' must be {{\"method\": \"platt\", "
+                            "\"slope\": number, \"intercept\": number}} or null.")
+        if part.role != "guest":
+            raise DataError(f"{where}: only the guest's part holds a calibration.")

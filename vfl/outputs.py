@@ -9,7 +9,9 @@ network.
 
 ========================  ====================================================
 ``<party>.json``          guest and hosts: the model part (:class:`vfl.model.ModelPart`)
-``<party>_points.csv``    guest and hosts: scorecard points per feature and bin
+``<party>_points.csv``    guest and hosts: the party's scorecard points table (CSV)
+``<party>_points.json``   guest and hosts: the same table as one JSON document
+                          (format ``vfl.scorecard``) a decision engine can load
 ``report.json``           guest: the job's report; ``model_part`` names the guest's part
 ``train_scores.csv``      guest: id, label, joint probability of the evaluation rows
 ``iv.json``               guest, with WOE binning: the IV table of every party's columns
@@ -19,6 +21,19 @@ network.
 
 Only the guest's report names the guest's files; nothing here writes another
 party's data.
+
+Points tables (:mod:`vfl.scorecard`): integer points per bin of each of the
+party's features (bins ``lower < x <= upper``, open-ended first and last
+bins, one row for a missing value), plus the guest's base-points row; points
+are rounded half away from zero once per bin. A customer's score is the
+guest's table score plus every host's. They are written at fit with the
+default scaling (600 points at odds 50:1, 20 points to double the odds) and
+the guest's calibration: on one machine for every party; over a network a
+host does not learn the calibration at fit, so its table records the
+uncalibrated scale (slope null) until ``vfl predict --score`` sends it the
+scale. ``vfl predict --score`` rewrites a party's tables when the scaling it
+used differs from the saved one, so a party's folder always holds the table
+of the points it last computed.
 
 No silent overwrite: every run first calls :func:`prepare_output_dir` (or
 :func:`prepare_output_file` for a scores file), before any work. A folder
@@ -33,6 +48,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -45,9 +61,20 @@ from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter
 from vfl.model import ModelPart, atomic_write_text, load_model_part, save_model_part
 from vfl.roles import Role
-from vfl.scorecard import points_table
+from vfl.scorecard import (
+    INTERVAL,
+    ROUNDING,
+    TABLE_FORMAT,
+    PointsTable,
+    Scorecard,
+    approximation_gap,
+    continuous_points,
+    part_calibration,
+    part_points_table,
+)
 
 __all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file",
+           "points_json_file", "write_points", "refresh_points", "scorecard_summary",
            "run_file", "guest_report", "host_summary", "arbiter_summary",
            "write_guest_outputs", "write_host_outputs", "write_arbiter_outputs",
            "GuestOutputs", "read_guest_outputs", "existing_outputs", "prepare_output_dir",
@@ -66,6 +93,68 @@ def model_part_file(out_dir: str | Path, party: str) -> Path:
 def points_file(out_dir: str | Path, party: str) -> Path:
     """``<out_dir>/<party>_points.csv``: the party's scorecard points table."""
     return Path(out_dir) / f"{party}_points.csv"
+
+
+def points_json_file(out_dir: str | Path, party: str) -> Path:
+    """``<out_dir>/<party>_points.json``: the same table as one JSON document."""
+    return Path(out_dir) / f"{party}_points.json"
+
+
+def write_points(out_dir: str | Path, party: str, table: PointsTable) -> list[Path]:
+    """Write ``table`` as ``<party>_points.csv`` and ``<party>_points.json``."""
+    csv_path, json_path = points_file(out_dir, party), points_json_file(out_dir, party)
+    atomic_write_text(csv_path, table.to_csv())
+    atomic_write_text(json_path, table.to_json() + "\n")
+    return [csv_path, json_path]
+
+
+def _same_points(a: PointsTable, b: PointsTable) -> bool:
+    return (a.features == b.features and a.base_points == b.base_points
+            and a.scale is not None and b.scale is not None and a.scale == b.scale)
+
+
+def refresh_points(out_dir: str | Path, party: str, table: PointsTable) -> list[Path]:
+    """Rewrite the party's tables if ``table`` gives other points than the saved ones.
+
+    Returns the files written (none when the saved table is the same, so a
+    read-only model folder is not touched by a default-scaling ``--score``).
+    """
+    try:
+        saved = PointsTable.from_json(points_json_file(out_dir, party).read_text(
+            encoding="utf-8"))
+        if _same_points(saved, table):
+            return []
+    except (OSError, ValueError):  # absent or unreadable (ConfigError is a ValueError)
+        pass
+    return write_points(out_dir, party, table)
+
+
+def scorecard_summary(outcome: GuestOutcome, scorecard: Scorecard | None = None
+                      ) -> dict[str, Any]:
+    """The report's ``scorecard`` entry: the guest's scaling and its table's gap to the model.
+
+    ``guest_gap`` compares the guest's integer table score with its continuous
+    model points on its training rows (:func:`vfl.scorecard.approximation_gap`):
+    within ``rounding_bound`` with WOE bins (the table is the model up to
+    rounding); raw columns add the error of binning them.
+    """
+    sc = scorecard or Scorecard()
+    part = outcome.part()
+    try:
+        table = part_points_table(part, sc)
+    except ConfigError as exc:  # e.g. a calibration slope <= 0
+        return {"error": str(exc)}
+    slope, c = part_calibration(part)
+    est = outcome.estimator
+    base = sc.base_value(est.intercept_, slope, c)
+    assert table.scale is not None
+    cont = continuous_points(outcome.aligned.X, est.coef_, est.preprocessor_,
+                             scale=table.scale, woe=outcome.woe, base=base)
+    gap = approximation_gap(table, outcome.aligned.X, cont)
+    return {"pdo": sc.pdo, "base_score": sc.base_score, "base_odds": sc.base_odds,
+            "slope": slope, "scale": table.scale, "base_points": table.base_points,
+            "bins": outcome.score_bins.source, "interval": INTERVAL, "rounding": ROUNDING,
+            "guest_gap": gap.to_dict()}
 
 
 def run_file(out_dir: str | Path, party: str) -> Path:
@@ -109,6 +198,7 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "baseline": dict(baseline or {}),
         "leakage_check": outcome.leakage,
         "validation": validation_summary(outcome),
+        "scorecard": scorecard_summary(outcome),
     }
 
 
@@ -122,8 +212,15 @@ def validation_summary(outcome: GuestOutcome) -> dict[str, Any] | None:
     if est.best_epoch_ is None or not est.validation_history_:
         return None
     best = est.validation_history_[est.best_epoch_]
-    return {"rows": len(est.validation_rows_), "epoch": est.best_epoch_ + 1,
-            "auc": best["auc"], "ks": best["ks"], "log_loss": best["loss"]}
+    out: dict[str, Any] = {"rows": len(est.validation_rows_), "epoch": est.best_epoch_ + 1,
+                           "auc": best["auc"], "ks": best["ks"], "log_loss": best["loss"],
+                           "brier": best.get("brier")}
+    cal = getattr(est, "calibration_", None)
+    if cal is not None:
+        # the calibrated model's figures (out of sample: cross-fitted on the validation rows)
+        out.update(log_loss=cal["after"]["log_loss"], brier=cal["after"]["brier"],
+                   calibration=cal)
+    return out
 
 
 def host_summary(outcome: HostOutcome, *, n_rows: int, traffic: dict[str, Any]
@@ -140,13 +237,21 @@ def arbiter_summary(party: str, arbiter: Arbiter, *, traffic: dict[str, Any]) ->
             "loss_history": arbiter.loss_history_, "traffic": traffic}
 
 
-def _write_part_and_points(out: Path, outcome: GuestOutcome | HostOutcome) -> list[Path]:
-    """A party's model part and scorecard points table (both stay with the party)."""
-    part = save_model_part(outcome.part(), model_part_file(out, outcome.party))
-    points = points_file(out, outcome.party)
-    atomic_write_text(points, points_table(outcome.estimator, outcome.aligned,
-                                           outcome.woe).to_csv(index=False))
-    return [part, points]
+def _write_part_and_points(out: Path, outcome: GuestOutcome | HostOutcome,
+                           slope: float | None = None) -> list[Path]:
+    """A party's model part and scorecard points tables (all stay with the party).
+
+    ``slope``: a host's table at the guest's calibration slope (when this
+    process knows it); see the module docstring.
+    """
+    part = outcome.part()
+    path = save_model_part(part, model_part_file(out, outcome.party))
+    try:
+        table = part_points_table(part, slope=slope)
+    except ConfigError as exc:  # e.g. a calibration slope <= 0: keep the trained model
+        warnings.warn(f"{outcome.party}: no points table written: {exc}", stacklevel=3)
+        return [path]
+    return [path, *write_points(out, outcome.party, table)]
 
 
 def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict[str, Any], *,
@@ -177,10 +282,15 @@ def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict
 
 
 def write_host_outputs(out_dir: str | Path, outcome: HostOutcome,
-                       summary: dict[str, Any]) -> list[Path]:
-    """Write a host's model part, points table and ``<party>_run.json``."""
+                       summary: dict[str, Any], *, slope: float | None = None) -> list[Path]:
+    """Write a host's model part, points tables and ``<party>_run.json``.
+
+    ``slope``: the guest's calibration slope, if known here (one machine);
+    without it the host's table has the uncalibrated scale until a
+    ``vfl predict --score`` sends the scale.
+    """
     out = Path(out_dir)
-    files = _write_part_and_points(out, outcome)
+    files = _write_part_and_points(out, outcome, slope)
     summary = {**summary, "model_part": files[0].name}
     files.append(_json(run_file(out, outcome.party), summary))
     return files
@@ -227,6 +337,14 @@ def read_guest_outputs(model_dir: str | Path) -> GuestOutputs:
                         iv if iv.is_file() else None)
 
 
+def _is_points_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == TABLE_FORMAT
+
+
 def _is_model_part(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -248,6 +366,7 @@ def existing_outputs(folder: str | Path) -> list[Path]:
                 found.append(path)
         elif (name in (REPORT, TRAIN_SCORES, IV_TABLE) or name.endswith(("_points.csv",
                                                                           "_run.json"))
+              or (name.endswith("_points.json") and _is_points_json(path))
               or (name.endswith(".json") and _is_model_part(path))):
             found.append(path)
     return found

@@ -55,6 +55,7 @@ from vfl.outputs import (
     prepare_output_dir,
     prepare_output_file,
     read_guest_outputs,
+    refresh_points,
     write_arbiter_outputs,
     write_guest_outputs,
     write_host_outputs,
@@ -63,7 +64,7 @@ from vfl.policy import DEFAULT_POLICY
 from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.roles import Role
-from vfl.scorecard import Scorecard
+from vfl.scorecard import PointsTable, Scorecard, part_calibration, part_points_table
 from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork
 
@@ -219,9 +220,11 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     files: list[Path] = []
     if out_dir is not None:
         files += write_guest_outputs(out_dir, g, report, html_report=html_report)
+        # one data owner: the hosts' points tables get the guest's calibration slope too
+        slope = part_calibration(g.part())[0]
         for table, outcome in zip(hosts, h, strict=True):
             files += write_host_outputs(out_dir, outcome, host_summary(
-                outcome, n_rows=table.n_rows, traffic=traffic(outcome.party)))
+                outcome, n_rows=table.n_rows, traffic=traffic(outcome.party)), slope=slope)
         files += write_arbiter_outputs(out_dir, ARBITER, arbiter_summary(
             ARBITER, arbiter, traffic=traffic(ARBITER)))
     assert g.proba is not None
@@ -229,13 +232,13 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
                      [o.aligned for o in h], g.proba, files)
 
 
-def _model_parts(model_dir: Path) -> tuple[ModelPart, list[ModelPart]]:
+def _model_parts(model_dir: Path) -> tuple[tuple[ModelPart, Path], list[tuple[ModelPart, Path]]]:
     """The guest's part and its hosts' parts, wherever ``fit``, ``run`` or the demo put them.
 
     ``model_dir`` is the guest's output folder (``report.json`` names its
     part; else ``guest.json``) or the folder above one folder per party (the
     demo's ``out/``). Host parts are ``<host>.json`` beside the guest's, or in
-    ``../<host>/``.
+    ``../<host>/``. Each part comes with the folder it is in.
     """
     if (model_dir / REPORT).is_file():
         g_dir, g_part = model_dir, read_guest_outputs(model_dir).part
@@ -261,32 +264,49 @@ def _model_parts(model_dir: Path) -> tuple[ModelPart, list[ModelPart]]:
         if part.model_id != g_part.model_id:
             raise DataError(f"{path} belongs to another model ({part.model_id}, not "
                             f"{g_part.model_id}).")
-        h_parts.append(part)
-    return g_part, h_parts
+        h_parts.append((part, path.parent))
+    return (g_part, g_dir), h_parts
 
 
-def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTable]
-                  ) -> pd.DataFrame:
+def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTable], *,
+                  scorecard: Scorecard | None = None) -> pd.DataFrame:
     """Score with a saved model, all parties on this machine (see ``guest_predict_job``).
 
     ``model_dir``: what ``vfl fit``, ``vfl run`` (the guest's output folder,
     with the hosts' folders beside it) or the demo wrote; host tables in the
     model's host order.
+
+    With ``scorecard`` the scores get the integer ``score`` column: the sum of
+    every party's points table score. Every part must hold score bins (parts
+    saved before deployable scorecards are refused before PSI). A party's
+    ``<party>_points.csv``/``.json`` beside its part is rewritten when this
+    scaling gives other points than the saved table (a non-default pdo, base
+    score or odds), so the files always reproduce the scores.
     """
-    g_part, h_parts = _model_parts(Path(model_dir))
+    (g_part, g_dir), h_found = _model_parts(Path(model_dir))
+    h_parts = [p for p, _ in h_found]
     names = [p.party for p in h_parts]
     if len(h_parts) != len(hosts):
         raise DataError(
             f"The model in {model_dir} was trained with {len(h_parts)} host(s) "
             f"({', '.join(names)}); {len(hosts)} host table(s) given.")
+    tables: list[tuple[Path, str, PointsTable]] = []
+    if scorecard is not None:  # every part's tables first: an old part fails before PSI
+        slope = part_calibration(g_part)[0]
+        tables = [(g_dir, g_part.party, part_points_table(g_part, scorecard))]
+        tables += [(d, p.party, part_points_table(p, scorecard, slope=slope)) for p, d in h_found]
     guest_name = g_part.party if g_part.party not in names else GUEST
     net = InMemoryNetwork([guest_name, *names])
     targets: dict[str, Callable[[Endpoint], Any]] = {
-        guest_name: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names)}
+        guest_name: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names,
+                                                 scorecard=scorecard)}
     for name, part, table in zip(names, h_parts, hosts, strict=True):
         targets[name] = (lambda p, t: lambda ch: host_predict_job(ch, t, p, guest=guest_name))(
             part, table)
-    return run_threads(net, targets)[guest_name]
+    scores: pd.DataFrame = run_threads(net, targets)[guest_name]
+    for folder, party, points in tables:
+        refresh_points(folder, party, points)
+    return scores
 
 
 def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
@@ -434,16 +454,15 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
         exclude: Sequence[str] = ()) -> pd.DataFrame:
     """``vfl predict`` as one call: score the shared customers, write ``out`` (CSV).
 
-    With ``scorecard`` the scores get a ``score`` column (points). An
+    With ``scorecard`` the scores get a ``score`` column: integer points, the
+    sum of every party's points table score (see :func:`predict_local`). An
     existing ``out`` is refused unless ``force``.
     """
     prepare_output_file(out, force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids, features=features,
                         exclude=exclude)
-    scores = predict_local(model_dir, g, hs)
-    if scorecard is not None:
-        scores = scorecard.add_points(scores)
+    scores = predict_local(model_dir, g, hs, scorecard=scorecard)
     atomic_write_text(out, scores.to_csv(index=False))
     return scores
 

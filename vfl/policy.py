@@ -42,7 +42,8 @@ class SecurityPolicy:
         Largest ID set a peer may announce (and then send) in PSI.
     max_validation_share : float
         Largest share of the aligned rows a host lets the guest hold out for
-        validation (the host sends plaintext partial scores for them each epoch).
+        validation (rows it encrypts scores for each epoch and does not train on;
+        the scores reach only the arbiter, summed and shuffled).
     allow_training_scores : bool
         Host only: answer the guest's request to score every training row after
         training (reveals this host's partial score of every training customer).

@@ -3,33 +3,50 @@
 The runner opens this party's endpoint, runs its job function
 (:mod:`vfl.jobs`, the same ones the one-machine pipeline runs in threads)
 and writes its outputs through :mod:`vfl.outputs`.
+
+The endpoint opens *before* the local checks (output folder, data files), so
+a mistake found there reaches the peers at once as an abort, like any other
+failure, instead of leaving them to wait for the connect timeout; binding the
+listen port first also keeps a second copy of a running party from touching
+the first one's outputs or aborting its job. On any failure the peers are told
+a value-free reason code; the party's own error names the party, the cause and
+the fix (a key below this party's minimum is explained in terms of the TOMLs).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from vfl import jobs, outputs
 from vfl.baselines import guest_only_baseline
 from vfl.certs import check_party_tls
 from vfl.config import PartyConfig
+from vfl.crypto.paillier import MIN_SECURE_KEY_BITS
 from vfl.data import PartyTable, load_table
-from vfl.exceptions import ConfigError
-from vfl.model import atomic_write_text, load_model_part
+from vfl.exceptions import ConfigError, InsecureKeySizeError
+from vfl.jobs import GuestOutcome, HostOutcome
+from vfl.lr.estimator import Arbiter
+from vfl.model import ModelPart, atomic_write_text, load_model_part
 from vfl.progress import ProgressHook
 from vfl.roles import Role
-from vfl.scorecard import Scorecard
+from vfl.scorecard import PointsTable, Scorecard, part_points_table
 from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
 
 __all__ = ["open_endpoint", "run_fit", "run_predict", "part_path"]
 
 T = TypeVar("T")
+
+#: how vfl.crypto.paillier.check_key_size states a refused key's size (the error has no
+#: fields to read it from; if the text changes, _explain keeps the original error)
+_KEY_BITS = re.compile(r"\bA (\d+)-bit Paillier key\b")
 
 
 def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
@@ -79,18 +96,49 @@ def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:
             "sent_by_message_type": dict(ep.stats.sent_by_type)}
 
 
+def _explain(cfg: PartyConfig, exc: BaseException) -> BaseException | None:
+    """A clearer error for ``exc`` in a networked job, naming this party and the TOML fix.
+
+    Handles a Paillier key below this party's minimum (refused when this
+    party's ``[security] allow_insecure_key_size`` is false): from the
+    arbiter's key announcement, the guest's binning key (raised as a
+    protocol error whose context is the key-size error), or the arbiter's
+    own key generation. None if ``exc`` is not such an error.
+    """
+    cause = exc if isinstance(exc, InsecureKeySizeError) else exc.__context__
+    if not isinstance(cause, InsecureKeySizeError) or cfg.policy.allow_insecure_key_size:
+        return None
+    found = _KEY_BITS.search(str(cause))
+    if found is None:  # another key-size rule (e.g. a secret exponent): keep its own text
+        return None
+    guest = cfg.name if cfg.role == Role.GUEST else cfg.guest
+    return InsecureKeySizeError(
+        f"{cfg.name} ({cfg.role.value}) refused the job's Paillier key: key too small "
+        f"(got {found.group(1)} bits, need >= {MIN_SECURE_KEY_BITS}). Fix: set [train] "
+        f"key_bits to at least {MIN_SECURE_KEY_BITS} in the guest's TOML ({guest}); only "
+        "for a test with small keys, set allow_insecure_key_size = true under [security] in "
+        f"every party's TOML ({cfg.name}'s is {cfg.source}).")
+
+
 def _guarded(cfg: PartyConfig, job_id: str | None,
              work: Callable[[GrpcEndpoint], T]) -> tuple[T, dict[str, Any]]:
-    """Run ``work`` on this party's endpoint; on any failure tell the peers, then re-raise.
+    """Run ``work`` on this party's endpoint; on any failure tell the peers, then raise.
 
-    Returns the work's result and this endpoint's traffic.
+    ``work`` starts with this party's local checks (output folder, data):
+    they run once the endpoint listens, so their errors reach the peers at
+    once too. The peers get a value-free reason code; this party raises the
+    error, explained by :func:`_explain` where that applies. Returns the
+    work's result and this endpoint's traffic.
     """
     ep = open_endpoint(cfg, job_id)
     try:
         result = work(ep)
         return result, _traffic(ep)
     except BaseException as exc:
-        ep.abort(abort_code(exc))
+        clearer = _explain(cfg, exc)
+        ep.abort(abort_code(clearer or exc))
+        if clearer is not None:
+            raise clearer from exc
         raise
     finally:
         ep.close()
@@ -105,32 +153,47 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     before any work: an earlier run's outputs there are refused unless
     ``force`` (which removes them first).
     """
-    outputs.prepare_output_dir(cfg.output, force=force)
+    def tables() -> tuple[PartyTable, PartyTable | None]:
+        outputs.prepare_output_dir(cfg.output, force=force)
+        table = _load_data(cfg)
+        assert cfg.data is not None
+        valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
+                 if cfg.data.validation_path else None)
+        return table, valid
+
     if cfg.role == Role.ARBITER:
-        arbiter, traffic = _guarded(cfg, None, lambda ep: jobs.arbiter_fit_job(
-            ep, guest=cfg.guest, progress=progress, policy=cfg.policy))
+        def arbiter_work(ep: GrpcEndpoint) -> Arbiter:
+            outputs.prepare_output_dir(cfg.output, force=force)
+            return jobs.arbiter_fit_job(ep, guest=cfg.guest, progress=progress,
+                                        policy=cfg.policy)
+
+        arbiter, traffic = _guarded(cfg, None, arbiter_work)
         summary = outputs.arbiter_summary(cfg.name, arbiter, traffic=traffic)
         summary["peak_memory_mb"] = _peak_memory_mb()
         outputs.write_arbiter_outputs(cfg.output, cfg.name, summary)
         return summary
 
-    table = _load_data(cfg)
-    assert cfg.data is not None
-    valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
-             if cfg.data.validation_path else None)
     if cfg.role == Role.HOST:
-        host, traffic = _guarded(cfg, None, lambda ep: jobs.host_fit_job(
-            ep, table, guest=cfg.guest, arbiter=cfg.arbiter, progress=progress, valid=valid,
-            policy=cfg.policy))
-        summary = outputs.host_summary(host, n_rows=table.n_rows, traffic=traffic)
+        def host_work(ep: GrpcEndpoint) -> tuple[HostOutcome, int]:
+            table, valid = tables()
+            return jobs.host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
+                                     progress=progress, valid=valid,
+                                     policy=cfg.policy), table.n_rows
+
+        (host, n_rows), traffic = _guarded(cfg, None, host_work)
+        summary = outputs.host_summary(host, n_rows=n_rows, traffic=traffic)
         summary["peak_memory_mb"] = _peak_memory_mb()
         outputs.write_host_outputs(cfg.output, host, summary)
         return summary
 
-    t0 = time.perf_counter()
-    guest, traffic = _guarded(cfg, None, lambda ep: jobs.guest_fit_job(
-        ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter, progress=progress,
-        valid=valid, options=cfg.options, policy=cfg.policy))
+    def guest_work(ep: GrpcEndpoint) -> tuple[GuestOutcome, PartyTable, float]:
+        table, valid = tables()
+        t0 = time.perf_counter()
+        return jobs.guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
+                                  progress=progress, valid=valid, options=cfg.options,
+                                  policy=cfg.policy), table, t0
+
+    (guest, table, t0), traffic = _guarded(cfg, None, guest_work)
     report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                           options=cfg.options, traffic={cfg.name: traffic},
                           baseline=guest_only_baseline(guest.aligned))
@@ -145,29 +208,57 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
                 force: bool = False) -> dict[str, Any]:
     """Run this party's side of a scoring job with its saved model part.
 
-    The guest writes the scores of the shared customers to ``out`` (with
-    ``scorecard``, also their points); each host sends its partial scores.
+    The guest writes the scores of the shared customers to ``out``; with
+    ``scorecard`` also their integer points (``score``: its own points table
+    plus the points every host computes from its table at the scale the guest
+    sends). Each host sends its partial scores (and points when asked). A
+    party whose saved points table gives other points than the ones it just
+    computed rewrites ``<name>_points.csv``/``.json`` in its output folder
+    (a host learns the calibrated scale only here), so the files reproduce
+    the scores.
     """
     if cfg.role == Role.ARBITER:
         raise ConfigError("The arbiter takes no part in scoring.")
-    part = load_model_part(part_path(cfg))
-    table = _load_data(cfg, data, require_label=False)
     job = job_id or f"{cfg.job_id}/predict"
+
+    def inputs() -> tuple[PartyTable, ModelPart]:
+        part = load_model_part(part_path(cfg))
+        return _load_data(cfg, data, require_label=False), part
+
     if cfg.role == Role.HOST:
-        rows, traffic = _guarded(cfg, job, lambda ep: jobs.host_predict_job(
-            ep, table, part, guest=cfg.guest, policy=cfg.policy))
-        return {"party": cfg.name, "rows_scored": rows, "traffic": traffic,
-                "peak_memory_mb": _peak_memory_mb()}
-    if out is None:
-        raise ConfigError("The guest needs --out for the scores file.")
-    outputs.prepare_output_file(out, force=force)
-    scores, traffic = _guarded(cfg, job, lambda ep: jobs.guest_predict_job(
-        ep, table, part, hosts=cfg.hosts, policy=cfg.policy))
-    if scorecard is not None:
-        scores = scorecard.add_points(scores)
+        used: list[PointsTable] = []
+
+        def host_work(ep: GrpcEndpoint) -> int:
+            table, part = inputs()
+            return jobs.host_predict_job(ep, table, part, guest=cfg.guest, policy=cfg.policy,
+                                         on_points_table=used.append)
+
+        rows, traffic = _guarded(cfg, job, host_work)
+        summary: dict[str, Any] = {"party": cfg.name, "rows_scored": rows, "traffic": traffic,
+                                   "peak_memory_mb": _peak_memory_mb()}
+        if used:
+            summary["points_scale"] = used[-1].scale
+            summary["points_files"] = [
+                str(p) for p in outputs.refresh_points(cfg.output, cfg.name, used[-1])]
+        return summary
+
+    def guest_work(ep: GrpcEndpoint) -> tuple[pd.DataFrame, ModelPart]:
+        if out is None:
+            raise ConfigError(f"{cfg.name}: the guest needs --out for the scores file.")
+        outputs.prepare_output_file(out, force=force)
+        table, part = inputs()
+        return jobs.guest_predict_job(ep, table, part, hosts=cfg.hosts, policy=cfg.policy,
+                                      scorecard=scorecard), part
+
+    (scores, part), traffic = _guarded(cfg, job, guest_work)
+    assert out is not None  # guest_work refused a missing --out
     atomic_write_text(out, scores.to_csv(index=False))
     scored = int(scores["matched"].sum())
-    return {"party": cfg.name, "rows_scored": scored, "rows_in_file": len(scores),
-            "scores": str(out),
-            "mean_probability": float(np.nanmean(scores["probability"])) if scored else None,
-            "traffic": traffic, "peak_memory_mb": _peak_memory_mb()}
+    result = {"party": cfg.name, "rows_scored": scored, "rows_in_file": len(scores),
+              "scores": str(out),
+              "mean_probability": float(np.nanmean(scores["probability"])) if scored else None,
+              "traffic": traffic, "peak_memory_mb": _peak_memory_mb()}
+    if scorecard is not None:
+        result["points_files"] = [str(p) for p in outputs.refresh_points(
+            cfg.output, cfg.name, part_points_table(part, scorecard))]
+    return result

@@ -27,7 +27,8 @@ def test_reference_reaches_taylor_optimum_on_default_credit(default_credit):
     taylor_opt = roc_auc_score(y, LinearRegression().fit(X, 2 * y - 1).predict(X))
     exact = roc_auc_score(y, LogisticRegression(max_iter=2000).fit(X, y).decision_function(X))
     guest_only = roc_auc_score(y, LogisticRegression(max_iter=2000).fit(Xg, y).decision_function(Xg))
-    ref = fit_reference(Xg, y, [Xh], TrainConfig(epochs=10))
+    ref = fit_reference(Xg, y, [Xh], TrainConfig(epochs=10, learning_rate=0.05,
+                                                 validation_fraction=0.0))
     auc = roc_auc_score(y, _scores(Xg, [Xh], ref.guest_coef, ref.host_coefs))
     assert abs(auc - taylor_opt) < 0.002
     assert abs(auc - exact) < 0.01
@@ -39,8 +40,9 @@ def test_converges_to_least_squares_weights(breast):
     Xg, y, Xh = breast
     X = np.hstack([Xg, Xh])
     ls = LinearRegression().fit(X, 2 * y - 1)
-    cfg = TrainConfig(epochs=400, batch_size=0, optimizer="adam", learning_rate=0.05, decay=0.0,
-                      tol=0.0, key_bits=512, allow_insecure_key_size=True)
+    cfg = TrainConfig(epochs=400, validation_fraction=0.0, batch_size=0, optimizer="adam",
+                      learning_rate=0.05, decay=0.0, tol=0.0, key_bits=512,
+                      allow_insecure_key_size=True)
     ref = fit_reference(Xg, y, [Xh], cfg)
     # the Taylor gradient (1/4 x (wx) - 1/2 y) vanishes at w = 2 * beta_LS
     pred = _scores(Xg, [Xh], ref.guest_coef, ref.host_coefs)
@@ -52,7 +54,8 @@ def test_converges_to_least_squares_weights(breast):
 def test_encrypted_full_default_credit(default_credit):
     """Encrypted training on all 30,000 rows: equals the reference and beats the guest alone."""
     Xg, y, Xh = default_credit
-    cfg = TrainConfig(epochs=3, key_bits=1024, allow_insecure_key_size=True, tol=0.0)
+    cfg = TrainConfig(epochs=3, key_bits=1024, allow_insecure_key_size=True, tol=0.0,
+                      validation_fraction=0.0)
     run = run_trio(Xg, y, [Xh], cfg)
     ref = run.reference(Xg, y, [Xh], cfg)
     np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=1e-6, rtol=0)

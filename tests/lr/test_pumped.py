@@ -158,22 +158,24 @@ def guest_node(party: GuestParty) -> Node:
         sch.FORWARD: lambda p, m: party.on_forward(p, m, n.epoch, n.batch),
         sch.CROSS: party.on_cross,
         sch.DECRYPTED_GUEST: lambda p, m: party.on_decrypted(m, peer=p),
-        sch.PARTIAL_SCORES: party.on_partial_scores,
+        sch.VALIDATION_SCORES: lambda p, m: party.on_validation_scores(p, m, n.epoch),
+        sch.VALIDATION_METRICS: lambda p, m: party.on_validation_metrics(m, n.epoch, peer=p),
         sch.DECISION_GUEST: decision,
+        sch.CALIBRATION: lambda p, m: party.on_calibration_report(m, peer=p),
     }
     n.sends = {
         sch.SETUP_HOSTS: lambda peers: _all(peers, job["setup"]),
         sch.SETUP_ARBITER: lambda peers: _all(peers, party.arbiter_setup(job["setup"])),
         sch.RESIDUAL: lambda peers: party.residuals(n.epoch, n.batch, n.rows),
         sch.GRADIENT_GUEST: lambda peers: _all(peers, party.masked_gradient()),
-        sch.SCORE_REQUEST: lambda peers: _all(peers, party.score_request()),
+        sch.VALIDATION_BATCH: lambda peers: _all(peers, party.validation_batch(n.epoch)),
         sch.LOSS: lambda peers: _all(peers, party.epoch_loss(n.epoch)),
         sch.RESULT: lambda peers: _all(peers, party.training_result()),
+        sch.CALIBRATE: lambda peers: _all(peers, party.calibration_request()),
     }
     n.after = {
         sch.HELLO: lambda: job.update(setup=party.setup()),
         sch.CROSS: party.close_batch,
-        sch.PARTIAL_SCORES: lambda: party.finish_validation(n.epoch),
     }
     return n
 
@@ -196,6 +198,7 @@ def host_node(name: str, X: np.ndarray) -> Node:
         sch.FORWARD: lambda peers: _all(peers, n.state.forward(n.epoch, n.batch, n.rows)),
         sch.GRADIENT_HOSTS: lambda peers: _all(peers, out["gradient"][0]),
         sch.CROSS: lambda peers: _all(peers, out["gradient"][1]),
+        sch.VALIDATION_SCORES: lambda peers: _all(peers, n.state.validation_scores(n.epoch)),
     }
     n.takes = {
         sch.SETUP_HOSTS: setup,
@@ -203,7 +206,6 @@ def host_node(name: str, X: np.ndarray) -> Node:
                                                           allow_insecure_key_size=True),
         sch.RESIDUAL: lambda p, m: out.update(gradient=n.state.on_residual(m)),
         sch.DECRYPTED_HOSTS: lambda p, m: n.state.on_decrypted(m, peer=p),
-        sch.SCORE_REQUEST: lambda p, m: n.state.on_score_request(m),
         sch.DECISION_HOSTS: decision,
         sch.RESULT: lambda p, m: n.state.on_training_result(m),
     }
@@ -216,6 +218,7 @@ def arbiter_node() -> Node:
     def setup(peer: str, msg: Any) -> None:
         n.state = ArbiterParty(msg, peer, allow_insecure_key_size=True)
         n.hosts = n.state.hosts
+        n.validation = n.state.validation
 
     def loss(peer: str, msg: Any) -> None:
         n.stop = n.state.on_epoch_loss(msg, n.epoch).stop
@@ -225,6 +228,8 @@ def arbiter_node() -> Node:
         sch.GRADIENT_GUEST: lambda p, m: n.state.on_masked_gradient(p, m, n.epoch, n.batch),
         sch.GRADIENT_HOSTS: lambda p, m: n.state.on_masked_gradient(p, m, n.epoch, n.batch),
         sch.LOSS: loss,
+        sch.VALIDATION_BATCH: lambda p, m: n.state.on_validation_batch(m, n.epoch),
+        sch.CALIBRATE: lambda p, m: n.state.on_calibration_request(m),
     }
     n.sends = {
         sch.KEY_GUEST: lambda peers: _all(peers, n.state.announce()),
@@ -291,6 +296,33 @@ def test_pumped_run_equals_reference_and_threaded_run(breast, name):
     for host, ref_coef in zip(hosts, ref.host_coefs, strict=True):
         np.testing.assert_allclose(host.coef, ref_coef, atol=1e-6, rtol=0)
     assert np.abs(ref.guest_coef[:-1]).max() > 0.05  # the weights moved
+    if val:
+        # the arbiter's figures of the kept epoch against sklearn on the plaintext scores
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+        s = Xg @ ref.guest_coef[:-1] + ref.guest_coef[-1] + sum(
+            X @ c for X, c in zip(Xhs, ref.host_coefs, strict=True))
+        sv, yv = s[val], y[val]
+        best = guest.validation_history[guest.best_epoch]
+        p = 1 / (1 + np.exp(-sv))
+        assert abs(best["auc"] - roc_auc_score(yv, sv)) < 2e-4
+        assert abs(best["loss"] - log_loss(yv, p)) < 2e-4
+        assert abs(best["brier"] - brier_score_loss(yv, p)) < 2e-4
+        # Platt's smoothed targets as sample weights of a duplicated set
+        n1, n0 = yv.sum(), len(yv) - yv.sum()
+        t = np.where(yv == 1, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
+        platt = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(
+            np.concatenate([sv, sv])[:, None], np.concatenate([np.ones_like(yv),
+                                                               np.zeros_like(yv)]),
+            sample_weight=np.concatenate([t, 1 - t]))
+        cal = guest.calibration
+        assert cal is not None and cal.best_epoch == guest.best_epoch
+        assert abs(cal.slope - platt.coef_[0, 0]) < 1e-3
+        assert abs(cal.intercept - platt.intercept_[0]) < 1e-3
+        assert cal.band_rows.sum() == len(val) and cal.band_defaults.sum() == yv.sum()
+    else:
+        assert guest.calibration is None
 
 
 def test_pumped_objects_without_the_codec_give_the_same_weights(breast):

@@ -67,7 +67,7 @@ def project_run(name: str, hosts: list[str], validation: bool, plan: list[int]) 
     """A party's whole training run from the table; ``plan``: batches of each epoch run."""
     role = Role.GUEST if name == G else Role.ARBITER if name == A else Role.HOST
     roster = Roster(hosts=tuple(hosts), host_index=hosts.index(name) if role is Role.HOST else -1,
-                    validation=validation and role is not Role.ARBITER)
+                    validation=validation)
     out = project_phase(sch.phase(TRAINING, Phase.SETUP), role, roster)
     for n_batches in plan:
         for _ in range(n_batches):
@@ -76,7 +76,7 @@ def project_run(name: str, hosts: list[str], validation: bool, plan: list[int]) 
     return out + project_phase(sch.phase(TRAINING, Phase.END), role, roster)
 
 
-# ------------------------------------------------- the loops before the table (b3577cd)
+# ------- the per-role loops (b3577cd; validation through the arbiter since issue 10)
 def legacy_guest(hosts: list[str], validation: bool, plan: list[int]) -> list[Event]:
     ev = [("received", h, "HostHello") for h in hosts]
     ev += [("sent", h, "TrainSetup") for h in hosts]
@@ -89,11 +89,12 @@ def legacy_guest(hosts: list[str], validation: bool, plan: list[int]) -> list[Ev
             ev += [("received", h, "CrossTerm") for h in hosts[1:]]
             ev += [("received", A, "DecryptedGradient")]
         if validation:
-            ev += [("sent", h, "ScoreRequest") for h in hosts]
-            ev += [("received", h, "PartialScores") for h in hosts]
+            ev += [("received", h, "ValidationScores") for h in hosts]
+            ev += [("sent", A, "ValidationBatch"), ("received", A, "ValidationMetrics")]
         ev += [("sent", A, "EpochLoss"), ("received", A, "EpochDecision")]
     if validation:
         ev += [("sent", h, "TrainingResult") for h in hosts]
+        ev += [("sent", A, "CalibrationRequest"), ("received", A, "CalibrationReport")]
     return ev
 
 
@@ -108,21 +109,25 @@ def legacy_host(index: int, validation: bool, plan: list[int]) -> list[Event]:
                 ev += [("sent", G, "CrossTerm")]
             ev += [("received", A, "DecryptedGradient")]
         if validation:
-            ev += [("received", G, "ScoreRequest"), ("sent", G, "PartialScores")]
+            ev += [("sent", G, "ValidationScores")]
         ev += [("received", A, "EpochDecision")]
     if validation:
         ev += [("received", G, "TrainingResult")]
     return ev
 
 
-def legacy_arbiter(hosts: list[str], plan: list[int]) -> list[Event]:
+def legacy_arbiter(hosts: list[str], validation: bool, plan: list[int]) -> list[Event]:
     ev = [("received", G, "TrainSetup")] + [("sent", p, "PublicKeyAnnounce") for p in [G, *hosts]]
     for n_batches in plan:
         for _ in range(n_batches):
             for p in [G, *hosts]:
                 ev += [("received", p, "MaskedGradient"), ("sent", p, "DecryptedGradient")]
+        if validation:
+            ev += [("received", G, "ValidationBatch"), ("sent", G, "ValidationMetrics")]
         ev += [("received", G, "EpochLoss"), ("sent", G, "EpochDecision")]
         ev += [("sent", h, "EpochDecision") for h in hosts]
+    if validation:
+        ev += [("received", G, "CalibrationRequest"), ("sent", G, "CalibrationReport")]
     return ev
 
 
@@ -130,7 +135,7 @@ def legacy(name: str, hosts: list[str], validation: bool, plan: list[int]) -> li
     if name == G:
         return legacy_guest(hosts, validation, plan)
     if name == A:
-        return legacy_arbiter(hosts, plan)
+        return legacy_arbiter(hosts, validation, plan)
     return legacy_host(hosts.index(name), validation, plan)
 
 
@@ -195,7 +200,7 @@ def test_no_link_ever_holds_more_than_two_messages(n_hosts, validation):
             if pos[receiver] < held:
                 break  # the receiver cannot get this far: no later state is reachable
             deepest = max(deepest, *(len(q) for (_, b), q in queues.items() if b == receiver))
-    assert deepest == 2
+    assert 1 <= deepest <= 2  # 2 is reached with two or more hosts
 
 
 # --------------------------------------------------------------- a real threaded run
@@ -221,7 +226,6 @@ def test_the_table_is_well_formed():
         for s in table:
             assert s.sender is not s.receiver
             assert (s.hosts is sch.Hosts.NONE) == (Role.HOST not in (s.sender, s.receiver))
-            assert not (s.validation_only and Role.ARBITER in (s.sender, s.receiver))
             if s.answers is not None:
                 q = by_label[s.answers]
                 assert labels.index(q.label) < labels.index(s.label)

@@ -54,7 +54,8 @@ def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=Tru
 
 
 def small_config(**kw) -> TrainConfig:
-    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=3, batch_size=128, tol=0.0)
+    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=3, batch_size=128, tol=0.0,
+                validation_fraction=0.0, patience=0)
     base.update(kw)
     return TrainConfig(**base)
 

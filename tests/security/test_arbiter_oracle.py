@@ -43,7 +43,8 @@ def _data(n=256, kg=4, kh=4, seed=0):
 
 
 def _config(**kw):
-    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=1, batch_size=0, tol=0.0)
+    base = dict(key_bits=512, allow_insecure_key_size=True, epochs=1, batch_size=0, tol=0.0,
+                validation_fraction=0.0)
     base.update(kw)
     return TrainConfig(**base)
 

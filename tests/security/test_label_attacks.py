@@ -29,7 +29,7 @@ BATCH = 64
 
 def _config(batch: int = BATCH, **kw) -> TrainConfig:
     base = dict(key_bits=1024, allow_insecure_key_size=True, epochs=1, batch_size=batch, tol=0.0,
-                score_frac_bits=F, feature_frac_bits=G)
+                score_frac_bits=F, feature_frac_bits=G, validation_fraction=0.0)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -112,9 +112,20 @@ def message_of(cls: type) -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries(fields_).map(lambda drawn: _construct(cls, drawn))
 
 
+def _examples() -> dict[type, Any]:
+    """A valid instance of each self-checking message with array fields (arrays have no zero)."""
+    from vfl.lr.messages import CalibrationReport
+
+    i64, f64 = np.int64, np.float64
+    return {CalibrationReport: CalibrationReport(
+        0, 1.0, 0.0, np.zeros(4, f64), np.zeros(4, f64), np.array([2], i64),
+        np.array([1], i64), np.array([0.5], f64), np.array([0.5], f64))}
+
+
 def _construct(cls: type, drawn: dict[str, Any]) -> Any:
     """``cls(**drawn)``, or with fields reset (to the default, else a zero) until it checks."""
     fix = dict(drawn)
+    example = _examples().get(cls)
     for f in dataclasses.fields(cls):
         try:
             return cls(**fix)
@@ -122,6 +133,7 @@ def _construct(cls: type, drawn: dict[str, Any]) -> Any:
             value = fix[f.name]
             fix[f.name] = (f.default if f.default is not dataclasses.MISSING
                            else type(value)() if isinstance(value, int | float | str | bytes)
+                           else getattr(example, f.name) if example is not None
                            else value)
     return cls(**fix)
 

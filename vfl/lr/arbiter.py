@@ -6,28 +6,48 @@ State and pure step methods, no I/O: :mod:`vfl.lr.driver` runs
 
 from __future__ import annotations
 
+import numpy as np
+
+from vfl.calibration import (
+    calibration_figures,
+    cross_fitted_platt,
+    platt_fit,
+    score_bands,
+    sigmoid,
+)
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
+    MIN_VALIDATION_ROWS,
     TrainConfig,
     epoch_batches,
     mask_budget,
     weight_frac_bits,
 )
 from vfl.lr.messages import (
+    DECILES,
+    METRIC_DIGITS,
+    CalibrationReport,
+    CalibrationRequest,
     DecryptedGradient,
     EpochDecision,
     EpochLoss,
     MaskedGradient,
     PublicKeyAnnounce,
     TrainSetup,
+    ValidationBatch,
+    ValidationMetrics,
 )
+from vfl.metrics import auc, ks
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
-__all__ = ["ArbiterParty"]
+__all__ = ["ArbiterParty", "MAX_VALIDATION_SCORE"]
+
+#: Largest absolute joint score the arbiter accepts from validation rows.
+MAX_VALIDATION_SCORE = 1 << 10
 
 
 class ArbiterParty:
@@ -35,7 +55,10 @@ class ArbiterParty:
 
     What the arbiter learns: the job's shapes (the number of training rows,
     never which rows are held out for validation) and hyper-parameters, and
-    the epoch loss. Every gradient it decrypts carries a fresh secret mask of
+    the epoch loss; with validation rows, their number, their labels and
+    joint scores in an order that the guest draws afresh each epoch, from
+    which it returns only rounded aggregates (AUC, KS, log-loss, Brier; at the
+    end a Platt fit and per-band averages). Every gradient it decrypts carries a fresh secret mask of
     ``ℓ + κ`` bits chosen by the party that sent it, so each decrypted value is
     within statistical distance ``2**(1-κ)`` of one independent of the data.
 
@@ -79,6 +102,15 @@ class ArbiterParty:
         if setup.validation_rows:
             raise RemoteProtocolError(
                 f"TrainSetup from {guest} lists validation rows; the arbiter must not learn them.")
+        if setup.n_validation and not (MIN_VALIDATION_ROWS <= setup.n_validation
+                                       <= policy.max_psi_set_size):
+            raise RemoteProtocolError(
+                f"TrainSetup from {guest} announces {setup.n_validation} validation rows; this "
+                f"arbiter evaluates {MIN_VALIDATION_ROWS} to {policy.max_psi_set_size}.")
+        self.n_validation = setup.n_validation
+        #: (rounded AUC, epoch, joint scores, labels) of the best epoch so far
+        self._best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+        self.validation_history: list[ValidationMetrics] = []
         self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
         self.budget = mask_budget(self.config, setup.n_rows)
         self.loss_history: list[float] = []
@@ -147,6 +179,83 @@ class ArbiterParty:
         )
         self.decision = EpochDecision(epoch, stop, loss)
         return self.decision
+
+    @property
+    def validation(self) -> bool:
+        """Whether the job holds out validation rows (the arbiter knows only how many)."""
+        return self.n_validation > 0
+
+    def on_validation_batch(self, msg: ValidationBatch, epoch: int) -> ValidationMetrics:
+        """Decrypt the shuffled joint scores; rounded AUC, KS, log-loss and Brier score.
+
+        Keeps the scores and labels of the best epoch so far (by rounded AUC,
+        the first of equals, as the guest picks it) for the calibration.
+        """
+        g = self.guest
+        if msg.epoch != epoch:
+            raise RemoteProtocolError(f"ValidationBatch from {g} is for epoch {msg.epoch}; "
+                                      f"expected {epoch}.")
+        n = self.n_validation
+        F = self.config.score_frac_bits
+        enc = decode_ciphertexts(self.public_key, msg.scores, peer=g, what="ValidationBatch",
+                                 expected_len=n, frac_bits=F)
+        if len(msg.labels) != (n + 7) // 8:
+            raise RemoteProtocolError(f"ValidationBatch from {g}: {len(msg.labels)} label bytes "
+                                      f"for {n} rows; expected {(n + 7) // 8}.")
+        bits = np.unpackbits(np.frombuffer(msg.labels, dtype=np.uint8))
+        if bits[n:].any():
+            raise RemoteProtocolError(f"ValidationBatch from {g}: label padding is not zero.")
+        y = bits[:n].astype(np.float64)
+        n_bad = int(y.sum())
+        if n_bad in (0, n):
+            raise RemoteProtocolError(
+                f"ValidationBatch from {g}: {n_bad} defaults among {n} rows; validation "
+                "figures need both classes.")
+        modulus = int(self.public_key.n)
+        limit = MAX_VALIDATION_SCORE << F
+        raw = [int(r) if r <= limit else int(r) - modulus
+               for r in enc.decrypt_residues(self.private_key)]
+        if any(abs(v) > limit for v in raw):
+            raise RemoteProtocolError(
+                f"ValidationBatch from {g} (epoch {epoch}) holds a joint score beyond "
+                f"±{MAX_VALIDATION_SCORE}: refused. Training diverged, or the guest sent "
+                "something else.")
+        s = np.array(raw, dtype=np.float64) / float(1 << F)
+        p = sigmoid(s)
+        figures = calibration_figures(p, y)
+        d = METRIC_DIGITS
+        metrics = ValidationMetrics(epoch, round(auc(y, s), d), round(ks(y, s), d),
+                                    round(float(figures[1]), d), round(float(figures[0]), d))
+        self.validation_history.append(metrics)
+        if self._best is None or metrics.auc > self._best[0]:
+            self._best = (metrics.auc, epoch, s, y)
+        return metrics
+
+    def on_calibration_request(self, msg: CalibrationRequest) -> CalibrationReport:
+        """Platt-scale the kept epoch's joint scores; rounded figures before and after."""
+        if self._best is None:
+            raise RemoteProtocolError(f"CalibrationRequest from {self.guest} before any "
+                                      "ValidationBatch.")
+        _, best_epoch, s, y = self._best
+        if msg.best_epoch != best_epoch:
+            raise RemoteProtocolError(
+                f"CalibrationRequest from {self.guest} names epoch {msg.best_epoch}; the best "
+                f"validation AUC was at epoch {best_epoch}.")
+        slope, intercept = platt_fit(s, y)
+        p_before = sigmoid(s)
+        p_after = cross_fitted_platt(s, y)
+        bands = score_bands(s, DECILES)
+        k = range(min(DECILES, len(s)))
+        d = METRIC_DIGITS
+        self._best = None  # the scores are not needed any more
+        return CalibrationReport(
+            best_epoch, round(slope, 6), round(intercept, 6),
+            np.round(calibration_figures(p_before, y), d),
+            np.round(calibration_figures(p_after, y), d),
+            np.array([int(np.sum(bands == b)) for b in k], dtype=np.int64),
+            np.array([int(y[bands == b].sum()) for b in k], dtype=np.int64),
+            np.round(np.array([p_before[bands == b].mean() for b in k]), d),
+            np.round(np.array([p_after[bands == b].mean() for b in k]), d))
 
     def guest_decision(self) -> EpochDecision:
         """The latest decision as the guest gets it: whether to stop, and the loss."""

@@ -13,7 +13,10 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "epoch_batches", "validation_split", "row_weights", "weight_frac_bits",
            "MaskBudget", "mask_budget", "MASK_KAPPA", "FEATURE_BITS", "RESIDUAL_BITS",
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
-           "ciphertext_width"]
+           "ciphertext_width", "MIN_VALIDATION_ROWS"]
+
+#: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
+MIN_VALIDATION_ROWS = 20
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")
@@ -38,7 +41,12 @@ class TrainConfig:
     Parameters
     ----------
     epochs : int
-        Maximum passes over the intersection.
+        Maximum passes over the intersection (default 30; with the default
+        validation and patience a run stops when the validation AUC has not
+        improved for 5 epochs). Defaults measured in issue 10 on the demo and
+        default_credit: at ``learning_rate`` 0.1 with ``decay`` 1 the
+        validation AUC is within 0.001 of its plateau after 8-12 epochs and
+        stays there; the former 0.05 took over 30 epochs on the demo.
     batch_size : int
         Rows per mini-batch; batches are reshuffled each epoch. ``0`` means
         the whole intersection in one batch.
@@ -52,7 +60,8 @@ class TrainConfig:
         Penalty strength (the intercept is never penalised).
     tol : float
         Stop when the absolute change of the epoch loss is below ``tol``;
-        ``0`` disables early stopping.
+        ``0`` (the default) disables it: the mini-batch loss is noisy, and a
+        ``tol`` of 1e-4 stopped default_credit after 5 epochs, 0.003 AUC short.
     fit_intercept : bool
         Fit an intercept (on the guest).
     seed : int
@@ -65,10 +74,14 @@ class TrainConfig:
         Fixed-point precision of the partial scores and of the feature values.
     validation_fraction : float
         Share of the intersection held out (stratified by label, chosen by the
-        guest) for per-epoch validation AUC/KS/loss; 0 disables.
+        guest) for per-epoch validation AUC/KS/log-loss/Brier, computed by the
+        arbiter on shuffled joint scores (no per-row score reaches the guest),
+        and for the Platt calibration of the kept epoch; 0 disables both.
+        Default 0.2. Ignored when validation tables (or rows) are given.
     patience : int
         With validation: stop after this many epochs without a better
-        validation AUC and restore the best epoch's weights; 0 disables.
+        validation AUC and restore the best epoch's weights; 0 disables
+        (default 5; without validation rows it has no effect).
     class_weight : str
         ``"none"``, ``"balanced"`` (each class weighs ``n / (2 n_c)``) or a
         number: the weight of defaults (label 1) relative to non-defaults.
@@ -84,22 +97,22 @@ class TrainConfig:
     and never reach the arbiter.
     """
 
-    epochs: int = 10
+    epochs: int = 30
     batch_size: int = 2048
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     decay: float = 1.0
     optimizer: str = "adam"
     penalty: str = "none"
     alpha: float = 0.0
-    tol: float = 1e-4
+    tol: float = 0.0
     fit_intercept: bool = True
     seed: int = 0
     key_bits: int = 2048
     allow_insecure_key_size: bool = False
     score_frac_bits: int = 32
     feature_frac_bits: int = 20
-    validation_fraction: float = 0.0
-    patience: int = 0
+    validation_fraction: float = 0.2
+    patience: int = 5
     class_weight: str = "none"
 
     def __post_init__(self) -> None:
@@ -298,14 +311,20 @@ def ciphertext_width(config: TrainConfig) -> int:
     return (2 * config.key_bits + 7) // 8
 
 
+#: Bytes of a ``CalibrationReport`` beyond the envelope (a few floats and 10 bands).
+CALIBRATION_ALLOWANCE = 2048
+
+
 def message_limits(config: TrainConfig, n_rows: int, n_train: int,
-                   columns: list[int]) -> dict[str, int]:
+                   columns: list[int], n_validation: int = 0) -> dict[str, int]:
     """The largest message (encoded bytes) each kind of peer may send in this job.
 
     Keys: ``"host_to_guest"`` (``HostForward``: b+1 ciphertexts; ``PartialScores``:
     8 bytes per aligned row), ``"guest_to_host"`` (``Residual``: 2b ciphertexts),
     ``"party_to_arbiter"`` (``MaskedGradient`` of the widest party, ``EpochLoss``),
-    ``"arbiter_to_party"`` (the public key, ``DecryptedGradient``). Drivers pass
+    ``"arbiter_to_party"`` (the public key, ``DecryptedGradient``, ``CalibrationReport``);
+    with ``n_validation`` rows also ``ValidationScores`` (host → guest) and
+    ``ValidationBatch`` (guest → arbiter): a ciphertext and a label bit per row. Drivers pass
     them to :meth:`vfl.channel.Channel.limit_message_size` once the job is known.
     """
     w = ciphertext_width(config)
@@ -313,10 +332,12 @@ def message_limits(config: TrainConfig, n_rows: int, n_train: int,
     k = max(columns) if columns else 1
     budget = mask_budget(config, n_train)
     return {
-        "host_to_guest": max((b + 1) * w, 8 * n_rows) + ENVELOPE_ALLOWANCE,
+        "host_to_guest": max((b + 1) * w, 8 * n_rows, n_validation * w) + ENVELOPE_ALLOWANCE,
         "guest_to_host": 2 * b * w + ENVELOPE_ALLOWANCE,
-        "party_to_arbiter": (k + 1) * w + ENVELOPE_ALLOWANCE,
-        "arbiter_to_party": k * budget.width + config.key_bits // 8 + ENVELOPE_ALLOWANCE,
+        "party_to_arbiter": max((k + 1) * w, n_validation * w + (n_validation + 7) // 8)
+        + ENVELOPE_ALLOWANCE,
+        "arbiter_to_party": k * budget.width + config.key_bits // 8 + CALIBRATION_ALLOWANCE
+        + ENVELOPE_ALLOWANCE,
     }
 
 

@@ -23,8 +23,10 @@ from vfl.lr import schedule as sch
 from vfl.lr.arbiter import ArbiterParty
 from vfl.lr.config import TrainConfig, message_limits
 from vfl.lr.guest import GuestParty, GuestScoring
-from vfl.lr.host import HostParty, HostScoring, host_hello
+from vfl.lr.host import HostParty, HostScoring, PointsFn, host_hello
 from vfl.lr.messages import (
+    CalibrationReport,
+    CalibrationRequest,
     CrossTerm,
     DecryptedGradient,
     EpochDecision,
@@ -38,18 +40,22 @@ from vfl.lr.messages import (
     ScoreRequest,
     TrainingResult,
     TrainSetup,
+    ValidationBatch,
+    ValidationMetrics,
+    ValidationScores,
 )
 from vfl.lr.schedule import Act, Phase, Step
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.progress import ProgressHook
 from vfl.roles import Role
-from vfl.types import FloatArray
+from vfl.types import FloatArray, IntArray
 
 __all__ = [
     "run_guest_training",
     "run_host_training",
     "run_arbiter",
     "run_guest_scoring",
+    "run_guest_scoring_with_points",
     "run_host_scoring",
 ]
 
@@ -159,7 +165,8 @@ class _TrainingSide(_Side):
 
     @property
     def validation(self) -> bool:
-        return bool(getattr(self.party, "validation_rows", ()))
+        party = self.party  # the arbiter knows only how many rows are held out
+        return bool(getattr(party, "validation_rows", ()) or getattr(party, "n_validation", 0))
 
     @property
     def config(self) -> TrainConfig:
@@ -243,7 +250,8 @@ class _GuestSide(_TrainingSide):
     def _set_up(self) -> None:
         party = self.party
         self._job = party.setup()
-        limits = message_limits(party.config, party.n_rows, party.n_train, self._job.columns)
+        limits = message_limits(party.config, party.n_rows, party.n_train, self._job.columns,
+                                len(party.validation_rows))
         for host in self.hosts:
             self.channel.limit_message_size(host, limits["host_to_guest"])
         self.channel.limit_message_size(self.arbiter, limits["arbiter_to_party"])
@@ -285,17 +293,17 @@ class _GuestSide(_TrainingSide):
     def _decrypted(self, peer: str, msg: DecryptedGradient) -> None:
         self.party.on_decrypted(msg, peer=peer)
 
-    @_sends(sch.SCORE_REQUEST)
-    def _score_request(self, peers: tuple[str, ...]) -> dict[str, object]:
-        return _to(peers, self.party.score_request())
+    @_receives(sch.VALIDATION_SCORES)
+    def _validation_scores(self, peer: str, msg: ValidationScores) -> None:
+        self.party.on_validation_scores(peer, msg, self.epoch)
 
-    @_receives(sch.PARTIAL_SCORES)
-    def _partial_scores(self, peer: str, msg: PartialScores) -> None:
-        self.party.on_partial_scores(peer, msg)
+    @_sends(sch.VALIDATION_BATCH)
+    def _validation_batch(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.validation_batch(self.epoch))
 
-    @_after(sch.PARTIAL_SCORES)
-    def _validate(self) -> None:
-        self.party.finish_validation(self.epoch)
+    @_receives(sch.VALIDATION_METRICS)
+    def _validation_metrics(self, peer: str, msg: ValidationMetrics) -> None:
+        self.party.on_validation_metrics(msg, self.epoch, peer=peer)
 
     @_sends(sch.LOSS)
     def _loss(self, peers: tuple[str, ...]) -> dict[str, object]:
@@ -309,6 +317,14 @@ class _GuestSide(_TrainingSide):
     @_sends(sch.RESULT)
     def _result(self, peers: tuple[str, ...]) -> dict[str, object]:
         return _to(peers, self.party.training_result())
+
+    @_sends(sch.CALIBRATE)
+    def _calibrate(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.calibration_request())
+
+    @_receives(sch.CALIBRATION)
+    def _calibration(self, peer: str, msg: CalibrationReport) -> None:
+        self.party.on_calibration_report(msg, peer=peer)
 
 
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
@@ -377,7 +393,8 @@ class _HostSide(_TrainingSide):
         party = HostParty.from_setup(self.name, self.X, msg, peer, self.workers,
                                      self.exponent_bits, self.policy)
         self._party = party
-        limits = message_limits(party.config, msg.n_rows, party.n_train, list(msg.columns))
+        limits = message_limits(party.config, msg.n_rows, party.n_train, list(msg.columns),
+                                msg.n_validation)
         self.channel.limit_message_size(self.guest, limits["guest_to_host"])
         self.channel.limit_message_size(self.arbiter, limits["arbiter_to_party"])
 
@@ -415,9 +432,9 @@ class _HostSide(_TrainingSide):
         self._out = None
         self.party.on_decrypted(msg, peer=peer)
 
-    @_receives(sch.SCORE_REQUEST)
-    def _score_request(self, peer: str, msg: ScoreRequest) -> PartialScores:
-        return self.party.on_score_request(msg)
+    @_sends(sch.VALIDATION_SCORES)
+    def _validation_scores(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return _to(peers, self.party.validation_scores(self.epoch))
 
     @_receives(sch.DECISION_HOSTS)
     def _decision(self, peer: str, msg: EpochDecision) -> None:
@@ -474,7 +491,8 @@ class _ArbiterSide(_TrainingSide):
         party = ArbiterParty(msg, peer, allow_insecure_key_size=self.policy.allow_insecure_key_size,
                              policy=self.policy)
         self._party = party
-        limits = message_limits(party.config, msg.n_rows, msg.n_rows, list(msg.columns))
+        limits = message_limits(party.config, msg.n_rows, msg.n_rows, list(msg.columns),
+                                msg.n_validation)
         try:
             for p in [peer, *party.hosts]:
                 self.channel.limit_message_size(p, limits["party_to_arbiter"])
@@ -510,6 +528,14 @@ class _ArbiterSide(_TrainingSide):
     @_sends(sch.DECISION_HOSTS)
     def _decision_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
         return _to(peers, self.party.host_decision())
+
+    @_receives(sch.VALIDATION_BATCH)
+    def _validation_batch(self, peer: str, msg: ValidationBatch) -> ValidationMetrics:
+        return self.party.on_validation_batch(msg, self.epoch)
+
+    @_receives(sch.CALIBRATE)
+    def _calibrate(self, peer: str, msg: CalibrationRequest) -> CalibrationReport:
+        return self.party.on_calibration_request(msg)
 
 
 def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
@@ -562,13 +588,32 @@ class _HostScoringSide(_Side):
 
 
 def run_guest_scoring(channel: Channel, own_scores: FloatArray, model_id: str, *,
-                      hosts: list[str]) -> FloatArray:
-    """Collect the hosts' partial scores; return the probabilities of the aligned rows."""
-    scoring = GuestScoring(own_scores, model_id, hosts)
+                      hosts: list[str],
+                      calibration: tuple[float, float] | None = None) -> FloatArray:
+    """Collect the hosts' partial scores; return the (calibrated) probabilities of the rows."""
+    return run_guest_scoring_with_points(channel, own_scores, model_id, hosts=hosts,
+                                         calibration=calibration)[0]
+
+
+def run_guest_scoring_with_points(channel: Channel, own_scores: FloatArray, model_id: str, *,
+                                  hosts: list[str],
+                                  calibration: tuple[float, float] | None = None,
+                                  scale: float = 0.0) -> tuple[FloatArray, IntArray]:
+    """As :func:`run_guest_scoring`, and ask every host for its points at ``scale``.
+
+    Returns the (calibrated) probabilities and the sum of the hosts' integer
+    scorecard points per row (zeros with ``scale`` 0: no points asked).
+    """
+    scoring = GuestScoring(own_scores, model_id, hosts, calibration, scale)
     _walk(channel, _GuestScoringSide(scoring), sch.SCORING)
-    return scoring.probabilities()
+    return scoring.probabilities(), scoring.host_points()
 
 
-def run_host_scoring(channel: Channel, scores: FloatArray, model_id: str, *, guest: str) -> None:
-    """Answer one scoring request with this host's partial scores ``X_h w_h``."""
-    _walk(channel, _HostScoringSide(HostScoring(scores, model_id, guest)), sch.SCORING)
+def run_host_scoring(channel: Channel, scores: FloatArray, model_id: str, *, guest: str,
+                     points: PointsFn | None = None) -> None:
+    """Answer one scoring request with this host's partial scores ``X_h w_h``.
+
+    ``points(scale)``: this host's integer points per row, sent when the
+    guest asks for points (None: a request for points is refused).
+    """
+    _walk(channel, _HostScoringSide(HostScoring(scores, model_id, guest, points)), sch.SCORING)

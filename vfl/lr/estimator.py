@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from vfl.calibration import FIGURES
 from vfl.channel import Channel
 from vfl.exceptions import ConfigError, DataError, NotFittedError
 from vfl.lr.config import TrainConfig
@@ -45,6 +46,7 @@ from vfl.lr.driver import (
     run_host_training,
 )
 from vfl.lr.guest import MIN_START_SPREAD
+from vfl.lr.messages import CalibrationReport
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.preprocess import Standardizer
@@ -73,6 +75,19 @@ def _check_X(X: Any, name: str) -> FloatArray:
     if np.isinf(arr).any():
         raise DataError(f"{name} contains infinite values.")
     return arr
+
+
+def _part_preprocessor(part: ModelPart) -> Standardizer | None:
+    """The part's scaling; None if the model was trained without (``standardize=False``).
+
+    The part's ``preprocessing`` also holds the party's WOE encoding and score
+    bins (``woe``, ``score_bins``): only its ``kind`` says scaling was fitted.
+    """
+    pre = part.preprocessing
+    if not isinstance(pre, dict):
+        raise DataError(f"{part.party}'s model part: 'preprocessing' must be an object.")
+    scaling = set(pre) - {"woe", "score_bins"}
+    return Standardizer.from_dict(pre) if scaling else None
 
 
 def _check_fitted(est: Any) -> None:
@@ -150,19 +165,22 @@ class GuestLogisticRegression(BaseEstimator):
         The secret start this run used (pass them to ``fit`` to replay it).
     validation_rows_ : list of int
         The held-out rows (indices into ``X``, then ``X_val``).
-    validation_proba_ : ndarray or None
-        Joint probabilities of the validation rows at the kept epoch.
+    calibration_ : dict or None
+        Platt scaling of the joint score fitted out of the guest's sight on the
+        validation rows (``slope``, ``intercept``), with the arbiter's figures
+        before and after it; applied by :meth:`predict_proba`. None without
+        validation rows.
     model_id_ : str
     preprocessor_ : Standardizer or None
     """
 
-    def __init__(self, *, epochs: int = 10, batch_size: int = 2048, learning_rate: float = 0.05,
+    def __init__(self, *, epochs: int = 30, batch_size: int = 2048, learning_rate: float = 0.1,
                  decay: float = 1.0, optimizer: str = "adam", penalty: str = "none",
-                 alpha: float = 0.0, tol: float = 1e-4, fit_intercept: bool = True,
+                 alpha: float = 0.0, tol: float = 0.0, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
                  n_jobs: int | None = None, randomizer_bits: int | None = None,
-                 validation_fraction: float = 0.0, patience: int = 0,
+                 validation_fraction: float = 0.2, patience: int = 5,
                  class_weight: str = "none", init_score_std: float = 0.5,
                  score_frac_bits: int = 32, feature_frac_bits: int = 20) -> None:
         self.epochs = epochs
@@ -240,6 +258,8 @@ class GuestLogisticRegression(BaseEstimator):
         self
         """
         config = self._config()
+        if X_val is not None:  # validation tables replace the held-out share
+            config = config.replace(validation_fraction=0.0)
         X = _check_X(X, "X")
         y = np.asarray(y).ravel()
         if y.shape[0] != X.shape[0]:
@@ -287,8 +307,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.coef_init_ = party.initial_coef[:k].copy()
         self.intercept_init_ = float(party.initial_coef[k]) if config.fit_intercept else 0.0
         self.validation_rows_ = list(party.validation_rows)
-        self.validation_proba_ = (None if party.best_epoch is None
-                                  else party.validation_proba[party.best_epoch].copy())
+        self.calibration_ = calibration_dict(party.calibration)
         self.coef_ = party.coef[:k].copy()
         self.intercept_ = float(party.coef[k]) if config.fit_intercept else 0.0
         self.n_features_in_ = k
@@ -308,8 +327,11 @@ class GuestLogisticRegression(BaseEstimator):
     def predict_proba(self, X: Any, *, channel: Channel, hosts: list[str] | None = None
                       ) -> FloatArray:
         """Joint probabilities for PSI-aligned rows; shape ``(n, 2)``."""
+        cal = getattr(self, "calibration_", None)
         p1 = run_guest_scoring(channel, self.partial_score(X), self.model_id_,
-                               hosts=list(hosts or self.hosts_))
+                               hosts=list(hosts or self.hosts_),
+                               calibration=None if cal is None else (cal["slope"],
+                                                                     cal["intercept"]))
         return np.column_stack([1.0 - p1, p1])
 
     def predict(self, X: Any, *, channel: Channel, hosts: list[str] | None = None
@@ -323,7 +345,9 @@ class GuestLogisticRegression(BaseEstimator):
         return ModelPart(self.model_id_, "guest", party, list(features), self.coef_.tolist(),
                          self.intercept_,
                          self.preprocessor_.to_dict() if self.preprocessor_ else {},
-                         training, {"hosts": self.hosts_})
+                         training, {"hosts": self.hosts_},
+                         calibration=None if self.calibration_ is None else {
+                             k: self.calibration_[k] for k in ("method", "slope", "intercept")})
 
     @classmethod
     def from_part(cls, part: ModelPart) -> GuestLogisticRegression:
@@ -335,10 +359,31 @@ class GuestLogisticRegression(BaseEstimator):
         est.classes_ = np.array([0, 1])
         est.model_id_ = part.model_id
         est.hosts_ = list(part.peers.get("hosts", []))
-        est.preprocessor_ = Standardizer.from_dict(part.preprocessing) if part.preprocessing else None
+        est.preprocessor_ = _part_preprocessor(part)
         est.n_iter_ = int(part.training.get("epochs_run", 0))
         est.loss_history_ = list(part.training.get("loss_history", []))
+        est.calibration_ = None if part.calibration is None else dict(part.calibration)
         return est
+
+
+def calibration_dict(report: CalibrationReport | None) -> dict[str, Any] | None:
+    """The arbiter's calibration report as the estimator keeps it (None: uncalibrated)."""
+    if report is None:
+        return None
+    names = FIGURES
+    return {
+        "method": "platt", "slope": report.slope, "intercept": report.intercept,
+        "epoch": report.best_epoch,
+        "before": dict(zip(names, report.before.tolist(), strict=True)),
+        "after": dict(zip(names, report.after.tolist(), strict=True)),
+        "bands": [{"band": i + 1, "rows": int(r), "defaults": int(d),
+                   "observed_rate": round(int(d) / int(r), 4) if r else 0.0,
+                   "mean_pd_before": float(b), "mean_pd_after": float(a)}
+                  for i, (r, d, b, a) in enumerate(zip(
+                      report.band_rows.tolist(), report.band_defaults.tolist(),
+                      report.band_pd_before.tolist(), report.band_pd_after.tolist(),
+                      strict=True))],
+    }
 
 
 class HostLogisticRegression(BaseEstimator):
@@ -425,7 +470,7 @@ class HostLogisticRegression(BaseEstimator):
         est.n_features_in_ = len(part.coef)
         est.model_id_ = part.model_id
         est.guest_ = str(part.peers.get("guest", "guest"))
-        est.preprocessor_ = Standardizer.from_dict(part.preprocessing) if part.preprocessing else None
+        est.preprocessor_ = _part_preprocessor(part)
         est.n_iter_ = int(part.training.get("epochs_run", 0))
         return est
 

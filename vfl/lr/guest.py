@@ -20,6 +20,7 @@ from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     CLASS_WEIGHT_BITS,
+    MIN_VALIDATION_ROWS,
     WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
@@ -30,6 +31,10 @@ from vfl.lr.config import (
     weight_frac_bits,
 )
 from vfl.lr.messages import (
+    MAX_POINTS_SCALE,
+    MAX_ROW_POINTS,
+    CalibrationReport,
+    CalibrationRequest,
     CrossTerm,
     EpochDecision,
     EpochLoss,
@@ -41,11 +46,15 @@ from vfl.lr.messages import (
     ScoreRequest,
     TrainingResult,
     TrainSetup,
+    ValidationBatch,
+    ValidationMetrics,
+    ValidationScores,
     expect_batch,
 )
-from vfl.types import FloatArray
+from vfl.types import FloatArray, IntArray
 
-__all__ = ["GuestParty", "GuestScoring", "check_partial_scores", "initial_guest_coef"]
+__all__ = ["GuestParty", "GuestScoring", "check_partial_scores", "check_host_points",
+           "initial_guest_coef"]
 
 LOG2 = math.log(2.0)
 #: Smallest spread of the secret start accepted (measured: the lattice attack is
@@ -98,14 +107,14 @@ class GuestParty(GradientParty):
         self.y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_rows = X.shape[0]
-        if validation_rows is not None and cfg.validation_fraction:
-            raise ConfigError("Give either validation_fraction or validation rows, not both.")
         self.validation_rows = (sorted(int(r) for r in validation_rows)
                                 if validation_rows is not None
                                 else validation_split(y, cfg.validation_fraction))
-        if cfg.patience and not self.validation_rows:
-            raise ConfigError("patience needs validation data: set validation_fraction or give "
-                              "validation tables.")
+        if self.validation_rows and len(self.validation_rows) < MIN_VALIDATION_ROWS:
+            raise ConfigError(
+                f"{len(self.validation_rows)} validation rows are too few for validation figures "
+                f"(at least {MIN_VALIDATION_ROWS}): raise validation_fraction, give larger "
+                "validation tables, or set validation_fraction 0.")
         self.n_train = self.n_rows - len(self.validation_rows)
         train = np.setdiff1d(np.arange(self.n_rows), np.asarray(self.validation_rows, np.int64))
         self.weights = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
@@ -114,7 +123,7 @@ class GuestParty(GradientParty):
             raise ConfigError(f"Class weights above {2 ** CLASS_WEIGHT_BITS} are not supported.")
         self.budget = mask_budget(cfg, self.n_train)
         self.validation_history: list[dict[str, float]] = []
-        self.validation_proba: list[FloatArray] = []
+        self.calibration: CalibrationReport | None = None
         self.snapshots: list[FloatArray] = []
         self.best_epoch: int | None = None
         if initial_coef is not None:
@@ -131,7 +140,7 @@ class GuestParty(GradientParty):
         self.loss_history: list[float] = []
         self._hellos: dict[str, HostHello] = {}
         self._forwards: dict[str, HostForward] = {}
-        self._validation_scores: dict[str, FloatArray] = {}
+        self._validation_scores: dict[str, EncryptedVector] = {}
         self._rows: list[int] = []
         self._loss_acc: EncryptedVector | None = None
         self._loss_parts: list[EncryptedVector] = []
@@ -182,7 +191,7 @@ class GuestParty(GradientParty):
                 "'Batch-size guardrail'."
             )
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
-                          self.validation_rows)
+                          self.validation_rows, len(self.validation_rows))
 
     def arbiter_setup(self, setup: TrainSetup) -> TrainSetup:
         """The job as the arbiter sees it: the training row count only, no validation rows."""
@@ -323,37 +332,47 @@ class GuestParty(GradientParty):
         return msg
 
     # ------------------------------------------------------------ validation
-    def score_request(self) -> ScoreRequest:
-        """Ask every host for its partial scores of the validation rows."""
-        return ScoreRequest(self.model_id, len(self.validation_rows))
+    def on_validation_scores(self, host: str, msg: ValidationScores, epoch: int) -> None:
+        """Keep a host's encrypted partial scores of the validation rows for ``epoch``."""
+        key, _ = self._require_key()
+        if msg.epoch != epoch:
+            raise RemoteProtocolError(f"ValidationScores from {host} is for epoch {msg.epoch}; "
+                                      f"expected {epoch}.")
+        self._validation_scores[host] = decode_ciphertexts(
+            key, msg.scores, peer=host, what="ValidationScores",
+            expected_len=len(self.validation_rows), frac_bits=self.config.score_frac_bits)
 
-    def on_partial_scores(self, host: str, msg: PartialScores) -> None:
-        """Check and keep a host's partial scores of the validation rows."""
-        self._validation_scores[host] = check_partial_scores(
-            msg, host=host, model_id=self.model_id, n_rows=len(self.validation_rows))
+    def validation_batch(self, epoch: int) -> ValidationBatch:
+        """``[[s_v]] = [[sum_k h_k]] + s_g`` in a fresh secret order, re-randomised, with the labels.
 
-    def finish_validation(self, epoch: int) -> dict[str, float]:
-        """Validation metrics of ``epoch`` from every host's kept partial scores."""
+        The order is a uniformly random permutation drawn with ``secrets``, new
+        every epoch, so the arbiter cannot link a score or label to a row or
+        follow a row across epochs; re-randomisation unlinks the ciphertexts
+        from the hosts' (see ``hetero_lr.md``, "Validation without per-row scores").
+        """
         missing = [h for h in self.hosts if h not in self._validation_scores]
         if missing:
-            raise LocalProtocolError(f"Validation before the PartialScores of {', '.join(missing)}.")
-        scores = [self._validation_scores.pop(h) for h in self.hosts]
-        return self.on_validation(epoch, scores)
-
-    def on_validation(self, epoch: int, host_scores: list[FloatArray]) -> dict[str, float]:
-        """Validation metrics of this epoch's weights from every party's partial scores."""
-        from vfl.metrics import auc, ks
-
+            raise LocalProtocolError(
+                f"Validation before the ValidationScores of {', '.join(missing)}.")
         rows = self.validation_rows
-        s = self.partial_scores(rows) + np.sum(host_scores, axis=0)
-        p = 1.0 / (1.0 + np.exp(-np.clip(s, -700.0, 700.0)))
-        y = (self.y_pm[rows] + 1) / 2
-        eps = 1e-12
-        loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
-        m = {"epoch": epoch, "auc": auc(y, p), "ks": ks(y, p), "loss": loss}
-        self.validation_history.append(m)
-        self.validation_proba.append(p)
+        own = self._quantized_scores(self.partial_scores(rows), epoch, 0, set_by=None)
+        total = EncryptedVector.sum_all([self._validation_scores.pop(h) for h in self.hosts])
+        order = list(range(len(rows)))
+        secrets.SystemRandom().shuffle(order)
+        joint = self._require_engine().rerandomize(total.add_plain(own).take(order))
+        y = (self.y_pm[np.asarray(rows, dtype=np.int64)[order]] > 0).astype(np.uint8)
         self.snapshots.append(self.coef.copy())
+        return ValidationBatch(epoch, encode_ciphertexts(joint), np.packbits(y).tobytes())
+
+    def on_validation_metrics(self, msg: ValidationMetrics, epoch: int, *,
+                              peer: str) -> dict[str, float]:
+        """Keep the arbiter's figures for ``epoch`` (validation history)."""
+        if msg.epoch != epoch:
+            raise RemoteProtocolError(f"ValidationMetrics from {peer} is for epoch {msg.epoch}; "
+                                      f"expected {epoch}.")
+        m = {"epoch": epoch, "auc": msg.auc, "ks": msg.ks, "loss": msg.log_loss,
+             "brier": msg.brier}
+        self.validation_history.append(m)
         return m
 
     def stop_requested(self) -> bool:
@@ -376,6 +395,19 @@ class GuestParty(GradientParty):
         """After the last epoch (with validation): keep the best epoch and tell the hosts."""
         return TrainingResult(self.restore_best())
 
+    def calibration_request(self) -> CalibrationRequest:
+        """Ask the arbiter to calibrate the kept epoch's joint score."""
+        if self.best_epoch is None:
+            raise LocalProtocolError("Calibration before the best epoch is known.")
+        return CalibrationRequest(self.best_epoch)
+
+    def on_calibration_report(self, msg: CalibrationReport, *, peer: str) -> None:
+        """Keep the arbiter's Platt scaling and its figures (stored in the model part)."""
+        if msg.best_epoch != self.best_epoch:
+            raise RemoteProtocolError(f"CalibrationReport from {peer} is for epoch "
+                                      f"{msg.best_epoch}; the kept epoch is {self.best_epoch}.")
+        self.calibration = msg
+
 
 def check_partial_scores(msg: PartialScores, *, host: str, model_id: str,
                          n_rows: int) -> FloatArray:
@@ -394,7 +426,9 @@ class GuestScoring:
     """The guest's side of one scoring request over aligned rows.
 
     What the guest learns: every host's partial score ``X_h w_h`` of each
-    scored row (see ``protocols/specs/hetero_lr.md``, "Scoring").
+    scored row and, when it asks for points, each host's integer points of
+    the row (a rounded function of the same features; see
+    ``protocols/specs/hetero_lr.md``, "Scoring").
 
     Parameters
     ----------
@@ -402,33 +436,81 @@ class GuestScoring:
         The guest's own partial scores (intercept included).
     model_id : str
     hosts : list of str
+    calibration : (slope, intercept) or None
+        Platt scaling applied to the joint score before the logistic function.
+    scale : float
+        Scorecard points per unit of partial logit (``pdo / ln 2 * slope``)
+        the hosts are asked to score their points tables at; 0.0: no points.
     """
 
-    def __init__(self, own_scores: FloatArray, model_id: str, hosts: list[str]) -> None:
+    def __init__(self, own_scores: FloatArray, model_id: str, hosts: list[str],
+                 calibration: tuple[float, float] | None = None, scale: float = 0.0) -> None:
+        scale = float(scale)
+        if not (math.isfinite(scale) and (scale == 0.0 or 0.0 < scale <= MAX_POINTS_SCALE)):
+            raise ConfigError(f"The scorecard scale must be 0 (no points) or in (0, "
+                              f"{MAX_POINTS_SCALE:g}]; got {scale!r}. Check pdo and the "
+                              "calibration slope.")
+        self.calibration = calibration
         self.model_id = model_id
         self.hosts = list(hosts)
+        self.scale = scale
         self.n_rows = int(own_scores.shape[0])
         self.total = np.asarray(own_scores, dtype=np.float64).copy()
+        self.points = np.zeros(self.n_rows, dtype=np.int64)
         self._answered: set[str] = set()
 
     def request(self) -> ScoreRequest:
         """The request every host answers."""
-        return ScoreRequest(self.model_id, self.n_rows)
+        return ScoreRequest(self.model_id, self.n_rows, self.scale)
 
     def on_partial_scores(self, host: str, msg: PartialScores) -> None:
-        """Check a host's answer and add it to the total score."""
+        """Check a host's answer; add it to the total score (and its points to the points)."""
         if host not in self.hosts or host in self._answered:
             raise LocalProtocolError(f"Unexpected PartialScores from {host!r}.")
-        self.total += check_partial_scores(msg, host=host, model_id=self.model_id,
-                                           n_rows=self.n_rows)
+        scores = check_partial_scores(msg, host=host, model_id=self.model_id,
+                                      n_rows=self.n_rows)
+        points = check_host_points(msg, host=host, n_rows=self.n_rows,
+                                   asked=self.scale > 0.0)
+        self.total += scores
+        self.points += points
         self._answered.add(host)
+
+    def _require_all(self) -> None:
+        if self._answered != set(self.hosts):
+            raise LocalProtocolError("Scores requested before every host answered.")
 
     def probabilities(self) -> FloatArray:
         """``P(y = 1)`` of every row, once every host has answered."""
-        if self._answered != set(self.hosts):
-            raise LocalProtocolError("Scores requested before every host answered.")
-        out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(self.total, -700.0, 700.0)))
+        self._require_all()
+        s = self.total
+        if self.calibration is not None:
+            slope, intercept = self.calibration
+            s = slope * s + intercept
+        out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(s, -700.0, 700.0)))
         return out
+
+    def host_points(self) -> IntArray:
+        """The sum of every host's integer points per row (all zero when none were asked)."""
+        self._require_all()
+        return self.points.copy()
+
+
+def check_host_points(msg: PartialScores, *, host: str, n_rows: int, asked: bool) -> IntArray:
+    """A host's points: ``n_rows`` int64 values of at most ``MAX_ROW_POINTS`` if asked, else none."""
+    p = msg.points
+    if not asked:
+        if p.size:
+            raise RemoteProtocolError(f"{host} sent scorecard points that were not asked for.")
+        return np.zeros(n_rows, dtype=np.int64)
+    if p.dtype != np.int64 or p.shape != (n_rows,):
+        raise RemoteProtocolError(
+            f"Scorecard points from {host} are {p.dtype} of shape {p.shape}; expected "
+            f"({n_rows},) int64.")
+    if p.size and (int(p.min()) < -MAX_ROW_POINTS or int(p.max()) > MAX_ROW_POINTS):
+        raise RemoteProtocolError(
+            f"Scorecard points from {host} exceed {MAX_ROW_POINTS:.0e} in magnitude; a points "
+            "table cannot give them.")
+    return np.asarray(p, dtype=np.int64)
 
 
 def initial_intercept(y_pm: FloatArray) -> float:

@@ -7,11 +7,14 @@ the order of :mod:`vfl.lr.schedule`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
-from vfl.exceptions import RemoteProtocolError
+from vfl.exceptions import LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     epoch_batches,
@@ -20,6 +23,7 @@ from vfl.lr.config import (
     weight_frac_bits,
 )
 from vfl.lr.messages import (
+    MAX_POINTS_SCALE,
     CrossTerm,
     EpochDecision,
     HostForward,
@@ -30,12 +34,13 @@ from vfl.lr.messages import (
     ScoreRequest,
     TrainingResult,
     TrainSetup,
+    ValidationScores,
     expect_batch,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
-from vfl.types import FloatArray
+from vfl.types import FloatArray, IntArray
 
-__all__ = ["HostParty", "HostScoring", "host_hello", "answer_score_request"]
+__all__ = ["HostParty", "HostScoring", "host_hello", "answer_score_request", "PointsFn"]
 
 
 def host_hello(X: FloatArray) -> HostHello:
@@ -83,14 +88,18 @@ class HostParty(GradientParty):
         if setup.columns[index + 1] != X.shape[1]:
             raise RemoteProtocolError(f"The guest announced a wrong column count for {name}.")
         val = list(setup.validation_rows)
+        if setup.n_validation != len(val):
+            raise RemoteProtocolError(
+                f"{guest}'s TrainSetup lists {len(val)} validation rows but announces "
+                f"{setup.n_validation}.")
         if len(set(val)) != len(val) or any(not 0 <= r < setup.n_rows for r in val):
             raise RemoteProtocolError(f"The guest's validation rows are not distinct rows of {name}.")
         # the guest's stratified draw rounds each class: allow one row per class over the share
         if len(val) > int(policy.max_validation_share * setup.n_rows) + 2:
             raise RemoteProtocolError(
                 f"{guest} holds out {len(val)} of {setup.n_rows} rows for validation "
-                f"({len(val) / setup.n_rows:.0%}); {name} scores at most "
-                f"{policy.max_validation_share:.0%} of its rows in the clear for validation "
+                f"({len(val) / setup.n_rows:.0%}); {name} accepts at most "
+                f"{policy.max_validation_share:.0%} of its rows for validation "
                 "(its [security] max_validation_share)."
             )
         n_train = setup.n_rows - len(val)
@@ -167,16 +176,20 @@ class HostParty(GradientParty):
         return masked, cross
 
     # ------------------------------------------------------------ epoch end
-    def on_score_request(self, msg: ScoreRequest) -> PartialScores:
-        """Answer the guest's validation request with this epoch's partial scores.
+    def validation_scores(self, epoch: int) -> ValidationScores:
+        """``[[X_v w_h]]`` on the validation rows with this epoch's weights, for the guest.
 
-        Keeps this epoch's weights, in case the guest names the epoch best.
+        Encrypted: the guest adds its own scores and passes the sums to the
+        arbiter in a secret order, so no host score of a validation row
+        reaches the guest in the clear. Keeps this epoch's weights, in case the
+        guest names the epoch best.
         """
+        self._require_key()
         val = self.validation_rows
-        answer = answer_score_request(msg, self.X.values[val] @ self.coef, self.model_id,
-                                      guest=self.guest)
+        H = self._quantized_scores(self.X.values[val] @ self.coef, epoch, 0, set_by=self.guest)
+        enc = self._require_engine().encrypt(H, self.config.score_frac_bits)
         self.snapshots.append(self.coef.copy())
-        return answer
+        return ValidationScores(epoch, encode_ciphertexts(enc))
 
     def on_decision(self, msg: EpochDecision, epoch: int, *, peer: str) -> bool:
         """Check the arbiter's decision for ``epoch``; whether training stops."""
@@ -192,9 +205,19 @@ class HostParty(GradientParty):
         self.coef = self.snapshots[msg.best_epoch].copy()
 
 
+#: A host's points for a scale: its integer points per aligned scoring row (from its points
+#: table; see :mod:`vfl.scorecard`). The caller builds it; the protocol only checks the result.
+PointsFn = Callable[[float], IntArray]
+
+
 def answer_score_request(msg: ScoreRequest, scores: FloatArray, model_id: str, *,
-                         guest: str) -> PartialScores:
-    """This host's partial scores, if the guest asks for this model and these many rows."""
+                         guest: str, points: PointsFn | None = None) -> PartialScores:
+    """This host's partial scores (and points), if the request fits this model and these rows.
+
+    ``points`` gives the host's integer points per row for the requested
+    scale (None: this host serves no points). A request for points at a scale
+    that is not finite, not positive or above ``MAX_POINTS_SCALE`` is refused.
+    """
     if msg.model_id != model_id:
         raise RemoteProtocolError(
             f"{guest} asks for scores of model {msg.model_id!r}; this host holds {model_id!r}."
@@ -203,20 +226,48 @@ def answer_score_request(msg: ScoreRequest, scores: FloatArray, model_id: str, *
         raise RemoteProtocolError(
             f"{guest} expects {msg.n_rows} aligned scoring rows; this host has {scores.shape[0]}."
         )
-    return PartialScores(model_id, np.asarray(scores, dtype=np.float64))
+    scale = msg.scale
+    if not isinstance(scale, float) or not math.isfinite(scale) or not (
+            scale == 0.0 or 0.0 < scale <= MAX_POINTS_SCALE):
+        raise RemoteProtocolError(
+            f"{guest} asks for scorecard points at scale {scale!r}; a host accepts 0 (no "
+            f"points) or a finite scale in (0, {MAX_POINTS_SCALE:g}] (pdo / ln 2 times the "
+            "calibration slope).")
+    if scale == 0.0:
+        return PartialScores(model_id, np.asarray(scores, dtype=np.float64))
+    if points is None:
+        raise RemoteProtocolError(f"{guest} asks for scorecard points; this host serves none.")
+    p = np.asarray(points(scale))
+    if p.dtype != np.int64 or p.shape != scores.shape:
+        raise LocalProtocolError(f"The host's points have dtype {p.dtype} and shape {p.shape}; "
+                                 f"expected int64 of shape {scores.shape}.")
+    return PartialScores(model_id, np.asarray(scores, dtype=np.float64), p)
 
 
 class HostScoring:
     """A host's side of one scoring request: its partial scores ``X_h w_h``.
 
-    What the host learns: that the guest scores this many aligned rows.
+    What the host learns: that the guest scores this many aligned rows, and
+    the scorecard scale when points are asked (``pdo / ln 2`` times the
+    guest's calibration slope).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_rows,)
+    model_id, guest : str
+    points : callable, optional
+        ``points(scale)``: this host's integer points per row from its own
+        points table (None: the host serves no points).
     """
 
-    def __init__(self, scores: FloatArray, model_id: str, guest: str) -> None:
+    def __init__(self, scores: FloatArray, model_id: str, guest: str,
+                 points: PointsFn | None = None) -> None:
         self.scores = np.asarray(scores, dtype=np.float64)
         self.model_id = model_id
         self.guest = guest
+        self.points = points
 
     def on_score_request(self, msg: ScoreRequest) -> PartialScores:
         """Check the guest's request and answer it."""
-        return answer_score_request(msg, self.scores, self.model_id, guest=self.guest)
+        return answer_score_request(msg, self.scores, self.model_id, guest=self.guest,
+                                    points=self.points)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +25,21 @@ __all__ = [
     "ScoreRequest",
     "TrainingResult",
     "PartialScores",
+    "ValidationScores",
+    "ValidationBatch",
+    "ValidationMetrics",
+    "CalibrationRequest",
+    "CalibrationReport",
+    "METRIC_DIGITS",
+    "MAX_POINTS_SCALE",
+    "MAX_ROW_POINTS",
+    "DECILES",
 ]
+
+#: Decimal places of every figure the arbiter returns from validation rows.
+METRIC_DIGITS = 4
+#: Score bands of the calibration report (equal-count bands of the joint score).
+DECILES = 10
 
 
 @message("lr.HostHello/1")
@@ -37,7 +51,7 @@ class HostHello:
     n_features: int
 
 
-@message("lr.TrainSetup/2")
+@message("lr.TrainSetup/3")
 @dataclass(frozen=True, slots=True)
 class TrainSetup:
     """Guest → hosts and arbiter: hyper-parameters and the parties' shapes."""
@@ -48,6 +62,7 @@ class TrainSetup:
     hosts: list[str]
     columns: list[int]  # weight count per party: guest first, then hosts in order
     validation_rows: list[int]  # aligned rows held out for validation (empty: none)
+    n_validation: int  # how many: hosts check it against the rows; the arbiter gets only this
 
 
 @message("lr.PublicKey/1")
@@ -139,22 +154,144 @@ class TrainingResult:
     best_epoch: int
 
 
-@message("lr.ScoreRequest/1")
+#: Largest scorecard scale (points per unit of a partial logit) a host accepts in a
+#: ``ScoreRequest``: pdo / ln 2 times a calibration slope; 10,000 is pdo 6,931 at slope 1,
+#: far beyond any scorecard in use (pdo 20 gives 28.9).
+MAX_POINTS_SCALE = 1e4
+#: Largest magnitude of a host's points for one row (its table's bins are bounded by
+#: 10^9 points each; this keeps the guest's int64 sums exact for any number of hosts).
+MAX_ROW_POINTS = 10**15
+
+
+def _no_points() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+@message("lr.ScoreRequest/2")
 @dataclass(frozen=True, slots=True)
 class ScoreRequest:
-    """Guest → host: ask for partial scores of the aligned scoring rows."""
+    """Guest → host: ask for partial scores (and points) of the aligned scoring rows.
+
+    ``scale``: points per unit of the host's partial logit, ``pdo / ln 2 *
+    calibration slope``, for the host's scorecard points; 0.0 asks for no
+    points. Each host refuses a scale that is not 0 or in ``(0, MAX_POINTS_SCALE]``.
+    """
 
     model_id: str
     n_rows: int
+    scale: float = 0.0
 
 
-@message("lr.PartialScores/1")
+@message("lr.PartialScores/2")
 @dataclass(frozen=True, slots=True)
 class PartialScores:
-    """Host → guest: ``X_h w_h`` for the aligned scoring rows (plaintext; see spec)."""
+    """Host → guest: ``X_h w_h`` for the aligned scoring rows (plaintext; see spec).
+
+    ``points``: the host's integer scorecard points per row (int64, from its
+    own points table at the requested scale); empty when none were asked.
+    """
 
     model_id: str
     scores: np.ndarray
+    points: np.ndarray = field(default_factory=_no_points)
+
+
+@message("lr.ValidationScores/1")
+@dataclass(frozen=True, slots=True)
+class ValidationScores:
+    """Host → guest: ``[[X_v w_h]]`` on the validation rows with this epoch's weights."""
+
+    epoch: int
+    scores: Ciphertexts
+
+
+@message("lr.ValidationBatch/1")
+@dataclass(frozen=True, slots=True)
+class ValidationBatch:
+    """Guest → arbiter: joint scores ``[[s_v]]`` in a fresh secret order, and the labels in that order.
+
+    ``labels`` is one bit per row (``numpy.packbits``, big-endian bit order,
+    zero padding).
+    """
+
+    epoch: int
+    scores: Ciphertexts
+    labels: bytes
+
+
+@message("lr.ValidationMetrics/1")
+@dataclass(frozen=True, slots=True)
+class ValidationMetrics:
+    """Arbiter → guest: this epoch's validation AUC, KS, log-loss and Brier score.
+
+    Each rounded to :data:`METRIC_DIGITS` decimal places.
+    """
+
+    epoch: int
+    auc: float
+    ks: float
+    log_loss: float
+    brier: float
+
+    def __post_init__(self) -> None:
+        for name in ("auc", "ks", "brier"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RemoteProtocolError(f"ValidationMetrics: {name} outside [0, 1].")
+        if not 0.0 <= self.log_loss <= 1e3:
+            raise RemoteProtocolError("ValidationMetrics: log_loss outside [0, 1000].")
+
+
+@message("lr.CalibrationRequest/1")
+@dataclass(frozen=True, slots=True)
+class CalibrationRequest:
+    """Guest → arbiter after the last epoch: calibrate the scores of the kept epoch."""
+
+    best_epoch: int
+
+
+@message("lr.CalibrationReport/1")
+@dataclass(frozen=True, slots=True)
+class CalibrationReport:
+    """Arbiter → guest: Platt scaling of the kept epoch's joint score, and what it does.
+
+    The calibrated probability is ``sigmoid(slope * s + intercept)`` for the
+    joint score ``s``. ``before`` and ``after`` hold, over the validation rows,
+    ``[brier, log_loss, calibration_in_the_large, calibration_slope]`` of the
+    raw and of the calibrated probabilities (``after`` out of sample: each
+    row's calibrated probability comes from a fit on the other half). Per
+    score band (:data:`DECILES` equal-count bands of ``s``, lowest first):
+    rows, defaults, mean predicted PD before and after. Every float rounded to
+    :data:`METRIC_DIGITS` decimal places.
+    """
+
+    best_epoch: int
+    slope: float
+    intercept: float
+    before: np.ndarray
+    after: np.ndarray
+    band_rows: np.ndarray
+    band_defaults: np.ndarray
+    band_pd_before: np.ndarray
+    band_pd_after: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (-1e3 <= self.slope <= 1e3 and -1e3 <= self.intercept <= 1e3):
+            raise RemoteProtocolError("CalibrationReport: slope or intercept outside [-1000, 1000].")
+        for name in ("before", "after"):
+            arr = getattr(self, name)
+            if arr.dtype != np.float64 or arr.shape != (4,):
+                raise RemoteProtocolError(f"CalibrationReport: {name} must hold 4 floats.")
+        bands = [self.band_rows, self.band_defaults, self.band_pd_before, self.band_pd_after]
+        if any(b.ndim != 1 or b.shape[0] > DECILES for b in bands) or len(
+                {b.shape[0] for b in bands}) != 1:
+            raise RemoteProtocolError(
+                f"CalibrationReport: the band arrays must have one equal length <= {DECILES}.")
+        if self.band_rows.dtype != np.int64 or self.band_defaults.dtype != np.int64 or np.any(
+                self.band_defaults < 0) or np.any(self.band_defaults > self.band_rows):
+            raise RemoteProtocolError("CalibrationReport: band counts are not counts.")
+        for b in (self.band_pd_before, self.band_pd_after):
+            if b.dtype != np.float64 or np.any((b < 0) | (b > 1)):
+                raise RemoteProtocolError("CalibrationReport: band PDs outside [0, 1].")
 
 
 def expect_batch(msg: object, epoch: int, batch: int, peer: str) -> None:

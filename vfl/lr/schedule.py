@@ -116,11 +116,14 @@ DECRYPTED_GUEST = Step("4", _B, _A, _G, msg.DecryptedGradient, answers="3",
                        note="masked values, each checked below `2^(ℓ+κ+1)`")
 DECRYPTED_HOSTS = Step("4'", _B, _A, _H, msg.DecryptedGradient, _EACH, answers="3'",
                        note="then every party unmasks and takes its optimiser step")
-SCORE_REQUEST = Step("V1", _E, _G, _H, msg.ScoreRequest, _EACH, validation_only=True,
-                     note="the validation rows")
-PARTIAL_SCORES = Step("V2", _E, _H, _G, msg.PartialScores, _EACH, validation_only=True,
-                      answers="V1",
-                      note="this epoch's weights; then the guest's validation metrics and patience")
+VALIDATION_SCORES = Step("V1", _E, _H, _G, msg.ValidationScores, _EACH, validation_only=True,
+                         note="`[[X_v w_h]]` on the validation rows with this epoch's weights")
+VALIDATION_BATCH = Step("V2", _E, _G, _A, msg.ValidationBatch, validation_only=True,
+                        note="`[[s_v]]` (the guest adds its scores) in a fresh secret order, "
+                             "re-randomised, with the labels in that order")
+VALIDATION_METRICS = Step("V3", _E, _A, _G, msg.ValidationMetrics, validation_only=True,
+                          answers="V2",
+                          note="AUC, KS, log-loss, Brier (4 decimals); then the guest's patience")
 LOSS = Step("E1", _E, _G, _A, msg.EpochLoss,
             note="`[[8·2^(2F)·Σ loss]]`, `n_samples`, `stop_requested`")
 DECISION_GUEST = Step("E2", _E, _A, _G, msg.EpochDecision, note="stop or not, and the loss")
@@ -128,13 +131,18 @@ DECISION_HOSTS = Step("E2'", _E, _A, _H, msg.EpochDecision, _EACH,
                       note="stop or not (`loss` = null); the run ends after an epoch that stops")
 RESULT = Step("V4", _F, _G, _H, msg.TrainingResult, _EACH, validation_only=True,
               note="the best epoch, whose weights every party keeps")
+CALIBRATE = Step("V5", _F, _G, _A, msg.CalibrationRequest, validation_only=True,
+                 note="the same epoch")
+CALIBRATION = Step("V6", _F, _A, _G, msg.CalibrationReport, validation_only=True, answers="V5",
+                   note="Platt `slope`, `intercept` of the kept epoch's joint score; "
+                        "figures before and after, per score band")
 
 #: Every message of a training run, in order.
 TRAINING: tuple[Step, ...] = (
     HELLO, SETUP_HOSTS, SETUP_ARBITER, KEY_GUEST, KEY_HOSTS,
     FORWARD, RESIDUAL, GRADIENT_GUEST, GRADIENT_HOSTS, CROSS, DECRYPTED_GUEST, DECRYPTED_HOSTS,
-    SCORE_REQUEST, PARTIAL_SCORES, LOSS, DECISION_GUEST, DECISION_HOSTS,
-    RESULT,
+    VALIDATION_SCORES, VALIDATION_BATCH, VALIDATION_METRICS, LOSS, DECISION_GUEST,
+    DECISION_HOSTS, RESULT, CALIBRATE, CALIBRATION,
 )
 
 REQUEST = Step("P1", Phase.SCORING, _G, _H, msg.ScoreRequest, _EACH, note="model id, row count")

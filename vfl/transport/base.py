@@ -31,6 +31,7 @@ from vfl.exceptions import (
     DataError,
     LocalProtocolError,
     NotFittedError,
+    OutputExistsError,
     PeerTimeoutError,
     ProtocolError,
     RemoteProtocolError,
@@ -39,8 +40,8 @@ from vfl.exceptions import (
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
-__all__ = ["ABORT_CODES", "Abort", "Endpoint", "Inbox", "MIN_MESSAGE_LIMIT", "TrafficStats",
-           "abort_code", "envelope_limit"]
+__all__ = ["ABORT_CODES", "Abort", "Endpoint", "Inbox", "MIN_MESSAGE_LIMIT", "RELAYED_CODE",
+           "TrafficStats", "abort_code", "envelope_limit", "job_mismatch_text"]
 
 M = TypeVar("M")
 
@@ -48,6 +49,9 @@ M = TypeVar("M")
 #: detailed error stays in the aborting party's own log.
 ABORT_CODES = ("protocol", "crypto", "config", "data", "transport", "timeout", "internal",
                "interrupted")
+
+#: The code of a party that stopped because a peer stopped or a link failed.
+RELAYED_CODE = "transport"
 
 #: A per-peer message limit never goes below this, so control messages
 #: (aborts, announcements) always fit.
@@ -84,6 +88,18 @@ def envelope_limit(payload_bytes: int, items: int = 0) -> int:
     return payload_bytes + 9 * items + _ENVELOPE_HEADER
 
 
+def job_mismatch_text(party: str, job: str, peer: str, peer_job: str) -> str:
+    """The error text when ``peer`` turns out to run job ``peer_job``, not this ``job``.
+
+    The peer's job id is shortened and quoted (``repr``), so a long or odd id
+    cannot flood or forge a log line.
+    """
+    theirs = peer_job if len(peer_job) <= 80 else peer_job[:80] + "..."
+    return (f"{peer} is running job {theirs!r}, {party} runs job {job!r}: the job id does not "
+            f"match, so {party} stopped. Fix: give every party's TOML the same [job] id and "
+            "start each party again.")
+
+
 def abort_code(exc: BaseException) -> str:
     """The value-free :data:`ABORT_CODES` entry that describes ``exc``.
 
@@ -94,7 +110,7 @@ def abort_code(exc: BaseException) -> str:
         (TransportError, "transport"),
         (ProtocolError, "protocol"),
         (CryptoError, "crypto"),
-        (ConfigError, "config"),
+        ((ConfigError, OutputExistsError), "config"),
         (DataError, "data"),
         (NotFittedError, "config"),
         ((KeyboardInterrupt, SystemExit), "interrupted"),
@@ -354,6 +370,9 @@ class Endpoint:
         self._lock = threading.Lock()
         self.transcript: list[tuple[str, str, bytes]] | None = None
         self._aborting = False
+        #: peers that told this party they stopped, with their value-free reason code, in the
+        #: order their aborts arrived (see _reported_cause)
+        self._aborted_by: dict[str, str] = {}
         self._inbox: dict[str, Inbox] = {
             p: Inbox(party, p, policy.max_inbox_messages, policy.max_message_bytes)
             for p in self.peers
@@ -397,10 +416,11 @@ class Endpoint:
             seq = self._send_seq[to]
             self._send_seq[to] = seq + 1
         data = encode_envelope(Envelope(self.job, seq, self.party, to, message))
-        self.stats.sent_bytes[to] = self.stats.sent_bytes.get(to, 0) + len(data)
-        self.stats.sent_messages[to] = self.stats.sent_messages.get(to, 0) + 1
         kind = type_name_of(message)
-        self.stats.sent_by_type[kind] = self.stats.sent_by_type.get(kind, 0) + len(data)
+        with self._lock:  # aborts go to every peer at once (see _broadcast)
+            self.stats.sent_bytes[to] = self.stats.sent_bytes.get(to, 0) + len(data)
+            self.stats.sent_messages[to] = self.stats.sent_messages.get(to, 0) + 1
+            self.stats.sent_by_type[kind] = self.stats.sent_by_type.get(kind, 0) + len(data)
         if self.transcript is not None:
             self.transcript.append(("sent", to, data))
         self._deliver(to, seq, data)
@@ -420,9 +440,7 @@ class Endpoint:
             )
         env = decode_envelope(data, peer=frm)
         if env.job != self.job:
-            raise RemoteProtocolError(
-                f"Message from {frm} belongs to job {env.job!r}, not this job {self.job!r}."
-            )
+            raise RemoteProtocolError(job_mismatch_text(self.party, self.job, frm, env.job))
         if env.sender != frm or env.receiver != self.party:
             raise RemoteProtocolError(
                 f"Message on the link from {frm} claims to be from {env.sender!r} "
@@ -441,14 +459,34 @@ class Endpoint:
                     f"{frm} sent an abort with an unknown reason code; expected one of "
                     f"{', '.join(ABORT_CODES)}."
                 )
+            self._aborted_by.setdefault(frm, env.body.code)
+            first, code = self._reported_cause() or (frm, env.body.code)
+            also = "" if first == frm else f" ({frm} stopped too)"
             raise TransportError(
-                f"{frm} stopped the job ({env.body.code} error); see its log for details."
+                f"{first} stopped the job ({code} error); see its log for details{also}."
             )
         if not isinstance(env.body, expected):
             raise RemoteProtocolError(
                 f"Received {type_name_of(env.body)} from {frm}; expected {type_name_of(expected)}."
             )
         return env.body
+
+    def _stop_cause(self) -> tuple[str, str] | None:
+        """The peer (and its code) whose abort explains why the job stopped, or None.
+
+        A party that stops because a peer stopped (or a link failed) sends
+        ``transport``; so the first abort with another code is the cause, and
+        a ``transport`` abort only if no other arrived.
+        """
+        items = list(self._aborted_by.items())  # a copy: transports may add from other threads
+        for peer, code in items:
+            if code != RELAYED_CODE:
+                return peer, code
+        return items[0] if items else None
+
+    def _reported_cause(self) -> tuple[str, str] | None:
+        """The cause an error reports now (transports may wait briefly for a better one)."""
+        return self._stop_cause()
 
     def abort(self, code: str) -> None:
         """Tell every peer, best effort, that this party stopped; send only ``code``.
@@ -458,12 +496,18 @@ class Endpoint:
         may hold data values) never leaves this party.
         """
         self._aborting = True
-        body = Abort(code if code in ABORT_CODES else "internal")
+        self._broadcast(Abort(code if code in ABORT_CODES else "internal"))
+
+    def _broadcast(self, body: Abort) -> None:
+        """Send ``body`` to every peer, best effort (a transport may do it in parallel)."""
         for peer in self.peers:
-            try:
-                self.send(peer, body)
-            except VFLError:
-                pass
+            self._send_quietly(peer, body)
+
+    def _send_quietly(self, peer: str, body: Abort) -> None:
+        try:
+            self.send(peer, body)
+        except VFLError:
+            pass
 
     # transports implement these two
     def _deliver(self, to: str, seq: int, data: bytes) -> None:

@@ -25,6 +25,17 @@ log of refused callers keeps the latest entries only.
 Liveness: while waiting for a message, the receiver pings the peer every few
 seconds; a peer that stops answering after it was reached once is reported
 as gone (with its name and address) instead of waiting for the full timeout.
+A peer that never came up is reported after the connect timeout, saying
+whether anything listens at its address at all.
+
+Failing fast: a peer's ``Abort`` is noted as it arrives, and the first peer
+that stopped is the cause every later send or receive reports, at once. A
+peer found to run another job id (from its ``Ping`` reply at first contact,
+or from the job of its ``Ping`` or frames, but only once its certificate
+name is verified) stops this party at once, naming both job ids. An abort
+goes to every peer in parallel; a peer never reached yet is given a few
+seconds to come up and receive it, so a party that fails during start-up
+still tells peers that are starting.
 """
 
 from __future__ import annotations
@@ -59,7 +70,13 @@ from vfl.exceptions import (
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.transport._proto import transport_pb2 as pb
 from vfl.transport._proto import transport_pb2_grpc as pb_grpc
-from vfl.transport.base import ABORT_CODES, Abort, Endpoint
+from vfl.transport.base import (
+    ABORT_CODES,
+    RELAYED_CODE,
+    Abort,
+    Endpoint,
+    job_mismatch_text,
+)
 
 __all__ = ["CHUNK", "GrpcEndpoint", "PeerAddress", "TlsFiles", "REJECTED_LOG_SIZE"]
 
@@ -70,6 +87,13 @@ _PING_FAILURES = 3
 #: Refused callers remembered (oldest dropped first).
 REJECTED_LOG_SIZE = 256
 _ABORT_DEADLINE = 3.0
+#: how long an abort waits for a peer never reached yet to come up (it may still be starting)
+_ABORT_WAIT_FOR_PEER = 5.0
+#: how long an error waits for the real cause when only relayed aborts arrived (see
+#: Endpoint._stop_cause)
+_CAUSE_GRACE = 1.0
+#: first and longest pause (ms) between attempts to connect to a peer that is not up
+_RECONNECT_MS = (500, 2000)
 #: how often a send that waits for its peer looks whether that peer has stopped
 _ABORT_POLL = 0.25
 #: messages up to this size are peeked at on arrival for an Abort (an Abort is ~100 bytes)
@@ -169,6 +193,20 @@ def _presented_certificate(address: str, server_name: str, tls: TlsFiles,
         return None
 
 
+def _accepts_connections(address: str, timeout: float = 1.0) -> bool:
+    """Whether anything accepts TCP connections at ``address`` (diagnostics only).
+
+    Tells "nothing listens there" (the peer is not running, or stopped before
+    it listened) from "something listens but TLS fails". Sends no data.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 class _Servicer(pb_grpc.PartyServicer):
     def __init__(self, endpoint: GrpcEndpoint) -> None:
         self.ep = endpoint
@@ -221,11 +259,19 @@ class _Servicer(pb_grpc.PartyServicer):
 
         try:
             for frame in request_iterator:
-                if frame.sender != caller or frame.receiver != ep.party or frame.job != ep.job:
+                if frame.sender != caller or frame.receiver != ep.party:
                     self._refuse(context, caller, grpc.StatusCode.PERMISSION_DENIED,
                                  "frame header does not match the session",
                                  "frame sender/receiver/job does not match the authenticated "
                                  "session")
+                if frame.job != ep.job:
+                    # caller is the verified certificate name of a configured peer, so
+                    # only an authenticated peer can stop this party this way
+                    ep._note_job_mismatch(caller, frame.job)
+                    self._refuse(context, caller, grpc.StatusCode.PERMISSION_DENIED,
+                                 "job id differs",
+                                 f"frame job does not match: {ep.party} runs another job "
+                                 f"than {caller}")
                 if seq is None or total is None:
                     seq, total = frame.seq, frame.total
                     if total < 1:
@@ -274,6 +320,8 @@ class _Servicer(pb_grpc.PartyServicer):
              ) -> pb.PingReply:
         caller = self._caller(context)
         self.ep._contacted.add(caller)
+        if request.job and request.sender == caller and request.job != self.ep.job:
+            self.ep._note_job_mismatch(caller, request.job)  # authenticated: see _caller
         return pb.PingReply(party=self.ep.party, job=self.ep.job)
 
 
@@ -325,9 +373,14 @@ class GrpcEndpoint(Endpoint):
         self.rejected: deque[tuple[str, str]] = deque(maxlen=REJECTED_LOG_SIZE)
         self._contacted: set[str] = set()
         self._ready: set[str] = set()
-        #: peers that told us they stopped (their value-free reason code): a send to one of
-        #: them fails at once with that reason instead of waiting for the timeout
-        self._aborted_by: dict[str, str] = {}
+        #: peers this party waited for in vain (an abort does not wait for them again)
+        self._gave_up: set[str] = set()
+        #: whether an abort waits for peers never reached (only if this party is the first
+        #: to stop: otherwise the party that stopped first tells them, and waits for them)
+        self._abort_waits = True
+        #: a cause that ends the job for this party (a peer of another job): every send
+        #: and receive raises it at once; the first one found wins
+        self._failure: tuple[type[VFLError], str] | None = None
         self._tls = tls
         ca, cert, key = tls.read()
         pins = {p.name: _pinned_leaf(p.name, p.pinned_cert, ca)
@@ -360,7 +413,11 @@ class GrpcEndpoint(Endpoint):
                                                  certificate_chain=cert)
             ch = grpc.secure_channel(p.address, creds, options=options + [
                 ("grpc.ssl_target_name_override", p.name),
-                ("grpc.use_local_subchannel_pool", 1)])
+                ("grpc.use_local_subchannel_pool", 1),
+                # retry a peer that is not up yet every 2 s at most (gRPC's default grows to
+                # 2 min), so a late peer is found soon, and so is one an abort waits for
+                ("grpc.initial_reconnect_backoff_ms", _RECONNECT_MS[0]),
+                ("grpc.max_reconnect_backoff_ms", _RECONNECT_MS[1])])
             self._channels[p.name] = ch
             self._stubs[p.name] = pb_grpc.PartyStub(ch)
         self._closed = threading.Event()
@@ -384,17 +441,72 @@ class GrpcEndpoint(Endpoint):
                 and env.sender == frm and env.receiver == self.party):
             self._aborted_by[frm] = env.body.code
 
-    def _peer_stopped(self, to: str) -> TransportError | None:
-        code = self._aborted_by.get(to)
-        if code is None:
+    def _note_job_mismatch(self, peer: str, peer_job: str) -> None:
+        """``peer`` (authenticated) runs job ``peer_job``: this job cannot go on."""
+        if self._failure is None:  # a TransportError, as every refusal by the transport
+            self._failure = (TransportError,
+                             job_mismatch_text(self.party, self.job, peer, peer_job))
+
+    def _reported_cause(self) -> tuple[str, str] | None:
+        """The cause to report; if only relayed (``transport``) aborts are known, first wait
+        up to :data:`_CAUSE_GRACE` s for the abort of the party that stopped first, which
+        may still be on its way (its connection to this party retried while it started)."""
+        cause = self._stop_cause()
+        end = time.monotonic() + _CAUSE_GRACE
+        while cause is not None and cause[1] == RELAYED_CODE and time.monotonic() < end:
+            time.sleep(0.05)
+            cause = self._stop_cause()
+        return cause
+
+    def _peer_stopped(self, to: str) -> VFLError | None:
+        """Why a send to ``to`` must not wait: this job ended (first cause), or None."""
+        if self._failure is not None:
+            cls, text = self._failure
+            return cls(text)
+        if not self._aborted_by:
             return None
-        return TransportError(f"{to} stopped the job ({code} error) before {self.party} could "
-                              f"deliver its next message; see {to}'s log for the cause.")
+        peer, code = self._reported_cause() or ("?", "internal")
+        other = "" if peer == to else f" to {to}"
+        return TransportError(f"{peer} stopped the job ({code} error) before {self.party} could "
+                              f"deliver its next message{other}; see {peer}'s log for the cause.")
+
+    def _waiting_stopped(self, frm: str) -> VFLError | None:
+        """Why a receive from ``frm`` must not wait any longer, or None.
+
+        ``frm``'s own abort is left to arrive in order, after its queued messages.
+        """
+        if self._failure is not None:
+            cls, text = self._failure
+            return cls(text)
+        if not set(self._aborted_by) - {frm}:
+            return None
+        peer, code = self._reported_cause() or ("?", "internal")
+        if peer == frm:
+            return None
+        return TransportError(f"{peer} stopped the job ({code} error) while {self.party} waited "
+                              f"for a message from {frm}; see {peer}'s log for the cause.")
+
+    def _check_job(self, name: str) -> None:
+        """Ask ``name`` which job it runs (its ``Ping`` reply); note a mismatch.
+
+        The reply comes over the channel whose server certificate was verified
+        for ``name``. No answer proves nothing here; other checks report that.
+        """
+        try:
+            reply = self._stubs[name].Ping(pb.PingRequest(job=self.job, sender=self.party),
+                                           timeout=2.0)
+        except grpc.RpcError:
+            return
+        if reply.job and reply.job != self.job:
+            self._note_job_mismatch(name, reply.job)
 
     def _deliver(self, to: str, seq: int, data: bytes) -> None:
         peer = self.peer_info[to]
         if self._aborting:
-            deadline, ready = _ABORT_DEADLINE, False
+            # a peer never reached may still be starting: give it a moment to take the abort
+            never_reached = not {to} & (self._ready | self._contacted | self._gave_up)
+            deadline, ready = ((_ABORT_WAIT_FOR_PEER, True) if never_reached and self._abort_waits
+                               else (_ABORT_DEADLINE, False))
         else:
             stopped = self._peer_stopped(to)
             if stopped is not None:
@@ -414,6 +526,9 @@ class GrpcEndpoint(Endpoint):
                         call.cancel()
                         raise stopped from None
         except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if not self._aborting and code == grpc.StatusCode.PERMISSION_DENIED:
+                self._check_job(to)  # refused for another job id? say so, with both ids
             stopped = None if self._aborting else self._peer_stopped(to)
             if stopped is not None:
                 raise stopped from None
@@ -450,29 +565,48 @@ class GrpcEndpoint(Endpoint):
                             f"the one {self.party} pinned for {peer.name}; nothing was sent to it."
                         )
                 if left <= 0:
-                    hint = (f"the certificate it presents is not the one pinned for {peer.name}, "
-                            if pinned is not None else "")
-                    raise PeerTimeoutError(
-                        f"{self.party} could not connect to {peer.name} at {peer.address} within "
-                        f"{self.connect_timeout:.0f} s: it is not running or not reachable, or "
-                        f"the TLS handshake failed ({hint}certificate not issued by our CA, "
-                        f"expired, or not for {peer.name!r})."
-                    )
+                    self._gave_up.add(peer.name)
+                    raise PeerTimeoutError(self._unreachable(
+                        peer, f"(for {self.connect_timeout:.0f} s {self.party} tried to connect "
+                              "to deliver a message)"))
         finally:
             if not future.done():
                 future.cancel()
         self._ready.add(peer.name)
+        self._check_job(peer.name)
+        stopped = self._peer_stopped(peer.name)
+        if stopped is not None:
+            raise stopped
+
+    def _unreachable(self, peer: PeerAddress, waited: str) -> str:
+        """Why ``peer`` could not be reached (``waited``: what we did meanwhile) and the fix."""
+        name, addr = peer.name, peer.address
+        if not _accepts_connections(addr):
+            return (f"{name} at {addr} never came up: nothing accepts connections there {waited}. "
+                    f"Check that {name} is running and its log (it may have stopped while "
+                    f"starting), and that {addr} is the [party] listen address in {name}'s TOML.")
+        hint = (f"the certificate it presents is not the one pinned for {name}, "
+                if name in self._pinned_der else "")
+        return (f"{name} at {addr} accepts connections, but no TLS session came up {waited} "
+                f"({hint}certificate not issued by our CA, expired, or not for {name!r}). "
+                f"Check {name}'s [tls] files and its log.")
 
     def _rpc_error(self, exc: grpc.RpcError, peer: PeerAddress, doing: str) -> TransportError:
         code = exc.code() if hasattr(exc, "code") else None
         detail = str((exc.details() if hasattr(exc, "details") else str(exc)) or "")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            pinned = (f", and does it still present the certificate {self.party} pinned for it"
-                      if peer.name in self._pinned_der else "")
+            # the channel was up before this call (_ensure_connected), so TLS worked once
+            if not _accepts_connections(peer.address):
+                why = (f"{peer.name} went away (nothing accepts connections at {peer.address} "
+                       f"any more); see {peer.name}'s log for why it stopped.")
+            else:
+                pinned = (f", or it now presents a certificate other than the one {self.party} "
+                          "pinned for it" if peer.name in self._pinned_der else "")
+                why = (f"{peer.name} is reachable but did not take the message (busy, stuck or "
+                       f"restarting{pinned}); see {peer.name}'s log.")
             return PeerTimeoutError(
                 f"{self.party} could not {doing} {peer.name} at {peer.address}: no answer within "
-                f"the timeout (is {peer.name} running, reachable, and does it trust our "
-                f"certificate{pinned}?)"
+                f"the timeout; {why}"
             )
         detail = detail[:300]
         if code == grpc.StatusCode.PERMISSION_DENIED:
@@ -489,11 +623,14 @@ class GrpcEndpoint(Endpoint):
     # ------------------------------------------------------------------ recv
     def _ping(self, name: str) -> bool:
         try:
-            self._stubs[name].Ping(pb.PingRequest(job=self.job, sender=self.party), timeout=2.0)
-            self._contacted.add(name)
-            return True
+            reply = self._stubs[name].Ping(pb.PingRequest(job=self.job, sender=self.party),
+                                           timeout=2.0)
         except grpc.RpcError:
             return False
+        self._contacted.add(name)
+        if reply.job and reply.job != self.job:
+            self._note_job_mismatch(name, reply.job)  # the server's certificate is verified
+        return True
 
     def _next_bytes(self, frm: str, timeout: float) -> bytes:
         start = time.monotonic()
@@ -501,6 +638,9 @@ class GrpcEndpoint(Endpoint):
         failures = 0
         next_ping = start + _PING_EVERY
         while True:
+            stopped = self._waiting_stopped(frm)
+            if stopped is not None:
+                raise stopped
             remaining = timeout - (time.monotonic() - start)
             if remaining <= 0:
                 peer = self.peer_info[frm]
@@ -524,11 +664,28 @@ class GrpcEndpoint(Endpoint):
             if (reached and failures >= _PING_FAILURES) or (
                     not reached and now - start > self.connect_timeout):
                 peer = self.peer_info[frm]
-                what = "went away" if reached else "never came up"
-                raise TransportError(
-                    f"{frm} at {peer.address} {what}: no answer from it while {self.party} "
-                    "waited for its next message."
-                )
+                self._gave_up.add(frm)
+                if reached:
+                    raise TransportError(
+                        f"{frm} at {peer.address} went away: no answer from it while "
+                        f"{self.party} waited for its next message; see {frm}'s log for why "
+                        "it stopped."
+                    )
+                raise TransportError(self._unreachable(
+                    peer, f"(for {now - start:.0f} s {self.party} waited for its first "
+                          "message)"))
+
+    def _broadcast(self, body: Abort) -> None:
+        """Send the abort to every peer at once (one thread each), so a peer still starting
+        does not delay the others; return when all are done or can no longer succeed."""
+        self._abort_waits = not self._aborted_by
+        threads = [threading.Thread(target=self._send_quietly, args=(p, body), daemon=True,
+                                    name=f"vfl-abort-{p}") for p in self.peers]
+        for t in threads:
+            t.start()
+        end = time.monotonic() + _ABORT_WAIT_FOR_PEER + 1.0
+        for t in threads:
+            t.join(max(0.0, end - time.monotonic()))
 
     def close(self) -> None:
         """Stop serving and close the client channels."""
