@@ -79,3 +79,24 @@ def test_randomizer_exponent_floor(keypair):
         Randomizer(pub, exponent_bits=200)
     short = Randomizer(pub, exponent_bits=256)
     assert EncryptedVector(pub, short.draw_many(3), 0).decrypt(priv) == [0, 0, 0]
+
+
+def test_pack_and_unpack_against_phe_decryption():
+    """Packed slots decrypt (with phe, independently) to the packed sum; unpacking splits it."""
+    import secrets as _secrets
+
+    from vfl.crypto.vector import slots_per_ciphertext, unpack_residue
+
+    pub, priv = generate_keypair(512, allow_insecure_key_size=True)
+    W = 72
+    k = slots_per_ciphertext(pub, W)
+    assert k == (pub.n.bit_length() - 2) // W
+    values = [_secrets.randbelow(1 << W) for _ in range(2 * k + 3)]
+    packed = EncryptedVector.encrypt(pub, values, 0, Randomizer(pub)).pack(W)
+    assert len(packed) == 3
+    phe_priv = priv.to_phe()
+    for i, c in enumerate(packed.ciphertexts):
+        group = values[i * k:(i + 1) * k]
+        plain = phe_priv.raw_decrypt(int(c))
+        assert plain == sum(v << (W * j) for j, v in enumerate(group))
+        assert unpack_residue(plain, W, len(group)) == group

@@ -17,7 +17,7 @@ from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import encode_ciphertexts
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr.arbiter import ArbiterParty
-from vfl.lr.config import TrainConfig
+from vfl.lr.config import VALIDATION_SLOT_BITS, TrainConfig
 from vfl.lr.messages import METRIC_DIGITS, CalibrationRequest, TrainSetup, ValidationBatch
 
 N_VAL = 200
@@ -34,7 +34,9 @@ def arbiter() -> ArbiterParty:
 def _batch(arb: ArbiterParty, scores: list[float], labels: list[int], epoch: int = 0,
            pad: bytes | None = None) -> ValidationBatch:
     pub = arb.public_key
-    enc = EncryptedVector.encrypt(pub, [round(s * 2**F) for s in scores], F, Randomizer(pub))
+    offset = 1 << (VALIDATION_SLOT_BITS - 1)  # packed as the guest packs them
+    enc = EncryptedVector.encrypt(pub, [round(s * 2**F) + offset for s in scores], F,
+                                  Randomizer(pub)).pack(VALIDATION_SLOT_BITS)
     bits = np.packbits(np.asarray(labels, dtype=np.uint8)).tobytes()
     return ValidationBatch(epoch, encode_ciphertexts(enc), bits if pad is None else pad)
 
@@ -60,7 +62,7 @@ def test_a_deviating_guest_learns_a_host_score_only_to_the_rounding(arbiter):
         assert round(v, METRIC_DIGITS) == v
 
 
-@pytest.mark.parametrize("case", ["length", "padding", "one class", "range"])
+@pytest.mark.parametrize("case", ["length", "padding", "one class", "range", "slot overflow"])
 def test_the_arbiter_refuses_what_is_not_a_validation_batch(arbiter, case):
     labels = [i % 2 for i in range(N_VAL)]
     scores = [0.1] * N_VAL
@@ -71,8 +73,10 @@ def test_the_arbiter_refuses_what_is_not_a_validation_batch(arbiter, case):
         msg = _batch(arbiter, scores, labels, pad=bytes(bits) + b"\x01")
     elif case == "one class":
         msg = _batch(arbiter, scores, [1] * N_VAL)
-    else:
+    elif case == "range":
         msg = _batch(arbiter, [0.1] * (N_VAL - 1) + [5000.0], labels)
+    else:  # a value beyond its slot spills into the next one: caught by the range check
+        msg = _batch(arbiter, [0.1] * (N_VAL - 1) + [float(2**40)], labels)
     with pytest.raises(RemoteProtocolError, match="guest"):
         arbiter.on_validation_batch(msg, epoch=0)
 

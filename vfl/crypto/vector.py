@@ -28,7 +28,7 @@ from vfl.crypto.encoding import from_residues, to_residues
 from vfl.crypto.paillier import PaillierPrivateKey, PaillierPublicKey, Randomizer
 from vfl.exceptions import CryptoError, KeyMismatchError
 
-__all__ = ["EncryptedVector", "multiexp", "matvec_t"]
+__all__ = ["EncryptedVector", "multiexp", "matvec_t", "slots_per_ciphertext", "unpack_residue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +188,30 @@ class EncryptedVector:
             raise CryptoError("Cannot concatenate vectors of different scales.")
         return EncryptedVector(self.public_key, self.ciphertexts + other.ciphertexts, self.frac_bits)
 
+    def pack(self, slot_bits: int) -> EncryptedVector:
+        """Pack consecutive elements into slots: ``[[Σ_j a_j · 2^(slot_bits·j)]]``.
+
+        Each output ciphertext holds :func:`slots_per_ciphertext` elements
+        (Horner's rule: ``slot_bits`` squarings and one product per element,
+        far cheaper than a decryption). Every ``a_j`` must lie in
+        ``[0, 2^slot_bits)``, so the sum stays below ``n`` and the slots do not
+        overlap; :func:`unpack_residue` splits a decrypted residue again. The
+        result is a function of this vector's ciphertexts: re-randomise it
+        before it leaves the party.
+        """
+        k = slots_per_ciphertext(self.public_key, slot_bits)
+        n2 = self.public_key.nsquare
+        shift = gmpy2.mpz(1) << slot_bits
+        out = []
+        cts = self.ciphertexts
+        for start in range(0, len(cts), k):
+            group = cts[start:start + k]
+            acc = group[-1]
+            for c in reversed(group[:-1]):
+                acc = gmpy2.powmod(acc, shift, n2) * c % n2
+            out.append(acc)
+        return EncryptedVector(self.public_key, out, self.frac_bits)
+
     def rerandomize(self, randomizer: Randomizer) -> EncryptedVector:
         """Multiply every ciphertext by a fresh random n-th residue.
 
@@ -243,6 +267,24 @@ def _same_key(a: PaillierPublicKey, b: PaillierPublicKey) -> None:
             "Ciphertexts under different Paillier public keys cannot be combined "
             f"(fingerprints {a.fingerprint.hex()} and {b.fingerprint.hex()})."
         )
+
+
+def slots_per_ciphertext(public_key: PaillierPublicKey, slot_bits: int) -> int:
+    """How many ``slot_bits``-bit slots one plaintext holds (their sum stays below ``n``)."""
+    k = (public_key.n.bit_length() - 2) // slot_bits
+    if k < 1:
+        raise CryptoError(f"A {slot_bits}-bit slot does not fit a {public_key.n.bit_length()}-bit key.")
+    return int(k)
+
+
+def unpack_residue(residue: int, slot_bits: int, count: int) -> list[int]:
+    """The ``count`` slots of a decrypted packed residue, lowest slot first."""
+    mask = (1 << slot_bits) - 1
+    r = int(residue)
+    out = [(r >> (slot_bits * j)) & mask for j in range(count)]
+    if r >> (slot_bits * count):
+        raise CryptoError("A packed value has bits above its last slot.")
+    return out
 
 
 def multiexp(bases: Sequence[gmpy2.mpz], exponents: Iterable[int], modulus: gmpy2.mpz) -> gmpy2.mpz:

@@ -16,12 +16,14 @@ from vfl.calibration import (
     sigmoid,
 )
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
+from vfl.crypto.vector import slots_per_ciphertext, unpack_residue
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
     MIN_VALIDATION_ROWS,
+    VALIDATION_SLOT_BITS,
     TrainConfig,
     epoch_batches,
     mask_budget,
@@ -197,8 +199,9 @@ class ArbiterParty:
                                       f"expected {epoch}.")
         n = self.n_validation
         F = self.config.score_frac_bits
+        k = slots_per_ciphertext(self.public_key, VALIDATION_SLOT_BITS)
         enc = decode_ciphertexts(self.public_key, msg.scores, peer=g, what="ValidationBatch",
-                                 expected_len=n, frac_bits=F)
+                                 expected_len=-(-n // k), frac_bits=F)
         if len(msg.labels) != (n + 7) // 8:
             raise RemoteProtocolError(f"ValidationBatch from {g}: {len(msg.labels)} label bytes "
                                       f"for {n} rows; expected {(n + 7) // 8}.")
@@ -211,10 +214,16 @@ class ArbiterParty:
             raise RemoteProtocolError(
                 f"ValidationBatch from {g}: {n_bad} defaults among {n} rows; validation "
                 "figures need both classes.")
-        modulus = int(self.public_key.n)
+        offset = 1 << (VALIDATION_SLOT_BITS - 1)
+        raw: list[int] = []
+        try:
+            for i, r in enumerate(enc.decrypt_residues(self.private_key)):
+                raw += [v - offset for v in unpack_residue(r, VALIDATION_SLOT_BITS,
+                                                           min(k, n - i * k))]
+        except CryptoError:
+            raise RemoteProtocolError(f"ValidationBatch from {g} (epoch {epoch}) is not a packed "
+                                      "score vector: refused.") from None
         limit = MAX_VALIDATION_SCORE << F
-        raw = [int(r) if r <= limit else int(r) - modulus
-               for r in enc.decrypt_residues(self.private_key)]
         if any(abs(v) > limit for v in raw):
             raise RemoteProtocolError(
                 f"ValidationBatch from {g} (epoch {epoch}) holds a joint score beyond "

@@ -13,10 +13,13 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "epoch_batches", "validation_split", "row_weights", "weight_frac_bits",
            "MaskBudget", "mask_budget", "MASK_KAPPA", "FEATURE_BITS", "RESIDUAL_BITS",
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
-           "ciphertext_width", "MIN_VALIDATION_ROWS"]
+           "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20
+#: Bits per slot of a packed validation score (offset by ``2^71``: honest sums of up to
+#: 254 int64 partial scores never leave the slot).
+VALIDATION_SLOT_BITS = 72
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 PENALTIES = ("none", "l1", "l2")

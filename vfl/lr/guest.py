@@ -21,6 +21,7 @@ from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     CLASS_WEIGHT_BITS,
     MIN_VALIDATION_ROWS,
+    VALIDATION_SLOT_BITS,
     WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
@@ -343,7 +344,10 @@ class GuestParty(GradientParty):
             expected_len=len(self.validation_rows), frac_bits=self.config.score_frac_bits)
 
     def validation_batch(self, epoch: int) -> ValidationBatch:
-        """``[[s_v]] = [[sum_k h_k]] + s_g`` in a fresh secret order, re-randomised, with the labels.
+        """``[[s_v]] = [[sum_k h_k]] + s_g`` in a fresh secret order, packed, re-randomised, with the labels.
+
+        Packed: :data:`VALIDATION_SLOT_BITS`-bit slots, ``s_v + 2^71`` each,
+        about 28 per 2048-bit ciphertext, so the arbiter decrypts 1/28 as many.
 
         The order is a uniformly random permutation drawn with ``secrets``, new
         every epoch, so the arbiter cannot link a score or label to a row or
@@ -359,7 +363,10 @@ class GuestParty(GradientParty):
         total = EncryptedVector.sum_all([self._validation_scores.pop(h) for h in self.hosts])
         order = list(range(len(rows)))
         secrets.SystemRandom().shuffle(order)
-        joint = self._require_engine().rerandomize(total.add_plain(own).take(order))
+        offset = 1 << (VALIDATION_SLOT_BITS - 1)  # slots hold non-negative values
+        shifted = total.add_plain([int(v) + offset for v in own.tolist()])
+        packed = shifted.take(order).pack(VALIDATION_SLOT_BITS)
+        joint = self._require_engine().rerandomize(packed)
         y = (self.y_pm[np.asarray(rows, dtype=np.int64)[order]] > 0).astype(np.uint8)
         self.snapshots.append(self.coef.copy())
         return ValidationBatch(epoch, encode_ciphertexts(joint), np.packbits(y).tobytes())
