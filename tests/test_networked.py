@@ -112,7 +112,10 @@ def test_party_dying_mid_training_stops_the_others_cleanly(tmp_path):
     guest_err = procs["bank_a"].stderr.read()
     arbiter_err = procs["arbiter"].stderr.read()
     assert guest_rc == 2 and arbiter_rc == 2
-    assert "bank_b" in guest_err and "went away" in guest_err, guest_err
+    # the guest sees bank_b's link break, or first the arbiter's abort (it lost bank_b too):
+    # either way the line names bank_b (which of the two wins is a race; see issue 13)
+    assert "bank_b" in guest_err and ("went away" in guest_err
+                                      or "stopped the job (transport error)" in guest_err), guest_err
     assert "Traceback" not in guest_err and "Traceback" not in arbiter_err
     assert "bank_a stopped the job" in arbiter_err or "bank_b" in arbiter_err, arbiter_err
     # no model part or report that looks complete
