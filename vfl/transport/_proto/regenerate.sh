@@ -15,7 +15,7 @@
 #   made every party exit. Without the check the module only uses what every runtime since 3.20
 #   has: it adds the serialized FileDescriptorProto to the default pool and builds the classes with
 #   google.protobuf.internal.builder (3.19 lacks builder). Verified on 3.20.3 (pure Python), 4.21,
-#   4.25, 5.26, 5.29, 6.30, 6.33, 7.34 and 7.36; pyproject allows protobuf >= 3.20.3, < 8.
+#   4.25, 5.26, 5.29, 6.30, 6.33, 7.34 and 7.36; pyproject allows protobuf >= 4.21.12 (upb wheels), < 8.
 #   .ci/run runs the transport, networked and codec tests on the lowest version pyproject allows,
 #   and tests/transport/test_protobuf_compat.py checks, on whatever runtime is installed, that the
 #   stubs load (upb and pure-Python backends, and under a runtime that claims to be older than this
