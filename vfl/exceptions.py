@@ -63,7 +63,18 @@ class KeyMismatchError(CryptoError, ValueError):
 
 
 class InsecureKeySizeError(CryptoError, ValueError):
-    """A Paillier key below the secure minimum was requested without opting in."""
+    """A Paillier key below the secure minimum was requested without opting in.
+
+    ``bits`` and ``minimum``: the key's length and the minimum it missed (None
+    when the error is about another size rule), so callers can explain it
+    without reading the message.
+    """
+
+    def __init__(self, message: str, *, bits: int | None = None,
+                 minimum: int | None = None) -> None:
+        super().__init__(message)
+        self.bits = bits
+        self.minimum = minimum
 
 
 class EncodingOverflowError(CryptoError, OverflowError):

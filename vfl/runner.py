@@ -15,7 +15,6 @@ the fix (a key below this party's minimum is explained in terms of the TOMLs).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +45,6 @@ T = TypeVar("T")
 
 #: how vfl.crypto.paillier.check_key_size states a refused key's size (the error has no
 #: fields to read it from; if the text changes, _explain keeps the original error)
-_KEY_BITS = re.compile(r"\bA (\d+)-bit Paillier key\b")
 
 
 def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
@@ -108,16 +106,16 @@ def _explain(cfg: PartyConfig, exc: BaseException) -> BaseException | None:
     cause = exc if isinstance(exc, InsecureKeySizeError) else exc.__context__
     if not isinstance(cause, InsecureKeySizeError) or cfg.policy.allow_insecure_key_size:
         return None
-    found = _KEY_BITS.search(str(cause))
-    if found is None:  # another key-size rule (e.g. a secret exponent): keep its own text
-        return None
+    if cause.bits is None or cause.minimum != MIN_SECURE_KEY_BITS:
+        return None  # another key-size rule (e.g. a secret exponent): keep its own text
     guest = cfg.name if cfg.role == Role.GUEST else cfg.guest
     return InsecureKeySizeError(
         f"{cfg.name} ({cfg.role.value}) refused the job's Paillier key: key too small "
-        f"(got {found.group(1)} bits, need >= {MIN_SECURE_KEY_BITS}). Fix: set [train] "
+        f"(got {cause.bits} bits, need >= {MIN_SECURE_KEY_BITS}). Fix: set [train] "
         f"key_bits to at least {MIN_SECURE_KEY_BITS} in the guest's TOML ({guest}); only "
         "for a test with small keys, set allow_insecure_key_size = true under [security] in "
-        f"every party's TOML ({cfg.name}'s is {cfg.source}).")
+        f"every party's TOML ({cfg.name}'s is {cfg.source}).", bits=cause.bits,
+        minimum=MIN_SECURE_KEY_BITS)
 
 
 def _guarded(cfg: PartyConfig, job_id: str | None,

@@ -100,3 +100,15 @@ def test_pack_and_unpack_against_phe_decryption():
         plain = phe_priv.raw_decrypt(int(c))
         assert plain == sum(v << (W * j) for j, v in enumerate(group))
         assert unpack_residue(plain, W, len(group)) == group
+
+
+def test_key_size_error_carries_its_figures():
+    """Callers explain a too-small key from the error's fields, not by parsing its text."""
+    from vfl.crypto.paillier import MIN_SECURE_KEY_BITS, check_key_size
+
+    with pytest.raises(InsecureKeySizeError) as err:
+        check_key_size(1024, allow_insecure_key_size=False)
+    assert (err.value.bits, err.value.minimum) == (1024, MIN_SECURE_KEY_BITS)
+    with pytest.raises(InsecureKeySizeError) as err:
+        check_key_size(128, allow_insecure_key_size=True)
+    assert (err.value.bits, err.value.minimum) == (128, 256)

@@ -48,10 +48,12 @@ def check_key_size(bits: int, *, allow_insecure_key_size: bool) -> None:
         raise InsecureKeySizeError(
             f"A {bits}-bit Paillier key is below the secure minimum of "
             f"{MIN_SECURE_KEY_BITS} bits. Use at least {MIN_SECURE_KEY_BITS} bits, or pass "
-            "allow_insecure_key_size=True (--insecure-key-size on the CLI) for tests only."
+            "allow_insecure_key_size=True (--insecure-key-size on the CLI) for tests only.",
+            bits=bits, minimum=MIN_SECURE_KEY_BITS,
         )
     if bits < 256:
-        raise InsecureKeySizeError(f"A {bits}-bit Paillier key is too small even for tests.")
+        raise InsecureKeySizeError(f"A {bits}-bit Paillier key is too small even for tests.",
+                                   bits=bits, minimum=256)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
