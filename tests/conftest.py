@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,6 +22,30 @@ def shared_csv(name: str) -> Path:
         pytest.skip(f"{path} not found: the shared FATE data sets live in ../shared/data "
                     "(present in CI; absent in a fresh clone)")
     return path
+
+
+def run_parties(configs: dict[str, Path], fn: Callable[[Any], Any]
+                ) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Run ``fn(load_party_config(path))`` for every party in its own thread (as separate
+    processes would); returns each party's result and each party's error."""
+    from vfl.config import load_party_config
+
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+
+    def go(name: str, cfg: Any) -> None:
+        try:
+            results[name] = fn(cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's assertion
+            errors[name] = exc
+
+    threads = [threading.Thread(target=go, args=(n, load_party_config(p)))
+               for n, p in configs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return results, errors
 
 
 def _join(g: pd.DataFrame, h: pd.DataFrame):

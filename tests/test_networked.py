@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -19,30 +18,14 @@ from vfl.model import load_model_part
 from vfl.pipeline import fit_local
 from vfl.runner import part_path, run_fit, run_predict
 
-
-def _run_all(configs, fn):
-    results, errors = {}, {}
-
-    def go(name, cfg):
-        try:
-            results[name] = fn(cfg)
-        except BaseException as exc:  # noqa: BLE001
-            errors[name] = exc
-
-    threads = [threading.Thread(target=go, args=(n, load_party_config(p)))
-               for n, p in configs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    return results, errors
+from .conftest import run_parties
 
 
 def test_grpc_training_equals_in_memory_training(tmp_path):
     # no validation share: its draw is secret, so the in-memory replay could not repeat it
     job = write_demo_job(tmp_path / "job", rows=1500, key_bits=512, insecure=True, epochs=3,
                          batch_size=256, validation_fraction=0.0)
-    results, errors = _run_all(job.configs, run_fit)
+    results, errors = run_parties(job.configs, run_fit)
     assert not errors, errors
     report = results["bank_a"]
     guest_cfg = load_party_config(job.configs["bank_a"])
@@ -72,7 +55,7 @@ def test_grpc_training_equals_in_memory_training(tmp_path):
         return run_predict(cfg, cfg.data.path, out=scores)
 
     configs = {k: v for k, v in job.configs.items() if k != "arbiter"}
-    results, errors = _run_all(configs, predict)
+    results, errors = run_parties(configs, predict)
     assert not errors, errors
     assert results["bank_a"]["rows_scored"] == results["bank_b"]["rows_scored"] == 1125
     import pandas as pd

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from click.testing import CliRunner
 
 from vfl.cli import main
 from vfl.codec import Envelope, decode_envelope, encode_envelope
-from vfl.config import load_party_config
 from vfl.data import load_table
 from vfl.demo import write_demo_job
 from vfl.exceptions import ConfigError, DataError, RemoteProtocolError
@@ -41,7 +39,8 @@ from vfl.runner import run_fit, run_predict
 from vfl.scorecard import PointsTable, ScoreBins, Scorecard, part_points_table, part_score_bins
 from vfl.transport.memory import InMemoryNetwork
 
-from .conftest import shared_csv
+from .conftest import run_parties, shared_csv
+from .scorecard_lookup import csv_table_score
 
 FAST = dict(key_bits=512, allow_insecure_key_size=True)
 PARTIES = ("guest", "host1")
@@ -52,18 +51,7 @@ PARTIES = ("guest", "host1")
 
 def csv_points(path: Path, rows: pd.DataFrame) -> np.ndarray:
     """One party's points of ``rows`` from its exported CSV (pandas interval lookup)."""
-    t = pd.read_csv(path)
-    total = np.zeros(len(rows), dtype=np.int64)
-    base = t[t["kind"] == "base"]
-    if len(base):
-        total += int(base["points"].iloc[0])
-    for name, g in t[t["kind"] != "base"].groupby("feature", sort=False):
-        bins = g[g["kind"] == "bin"]
-        intervals = pd.IntervalIndex.from_arrays(bins["lower"], bins["upper"], closed="right")
-        pos = intervals.get_indexer(rows[name].to_numpy(dtype=float))
-        missing = int(g.loc[g["kind"] == "missing", "points"].iloc[0])
-        total += np.where(pos >= 0, bins["points"].to_numpy()[pos], missing)
-    return total
+    return csv_table_score(pd.read_csv(path), rows)
 
 
 def json_points(path: Path, rows: pd.DataFrame) -> np.ndarray:
@@ -321,24 +309,6 @@ def test_guest_refuses_to_ask_at_an_insane_scale(scale):
 # ------------------------------------------------------------------ over the network
 
 
-def _run_all(configs, fn):
-    results, errors = {}, {}
-
-    def go(name, cfg):
-        try:
-            results[name] = fn(cfg)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion
-            errors[name] = exc
-
-    threads = [threading.Thread(target=go, args=(n, load_party_config(p)))
-               for n, p in configs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    return results, errors
-
-
 def test_networked_score_and_each_partys_own_tables(tmp_path):
     """gRPC: the host learns the calibrated scale only at --score and rewrites its table then.
 
@@ -347,7 +317,7 @@ def test_networked_score_and_each_partys_own_tables(tmp_path):
     """
     job = write_demo_job(tmp_path / "job", rows=1500, key_bits=512, insecure=True, epochs=2,
                          batch_size=256)
-    results, errors = _run_all(job.configs, run_fit)
+    results, errors = run_parties(job.configs, run_fit)
     assert not errors, errors
     host_dir, guest_dir = job.outputs["bank_b"], job.outputs["bank_a"]
     fit_doc = json.loads((host_dir / "bank_b_points.json").read_text())
@@ -357,7 +327,7 @@ def test_networked_score_and_each_partys_own_tables(tmp_path):
 
     scores = tmp_path / "scores.csv"
     configs = {k: v for k, v in job.configs.items() if k != "arbiter"}
-    results, errors = _run_all(configs, lambda cfg: run_predict(
+    results, errors = run_parties(configs, lambda cfg: run_predict(
         cfg, cfg.data.path, out=scores, scorecard=Scorecard()))
     assert not errors, errors
     assert results["bank_b"]["points_files"]  # rewritten at the calibrated scale

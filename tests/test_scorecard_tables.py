@@ -35,6 +35,8 @@ from vfl.scorecard import (
 )
 from vfl.synthetic import make_two_banks
 
+from .scorecard_lookup import csv_table_score
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GUEST_CSV = DATA / "default_credit_hetero_guest.csv"
 HOST_CSV = DATA / "default_credit_hetero_host.csv"
@@ -45,18 +47,7 @@ HOST_CSV = DATA / "default_credit_hetero_host.csv"
 
 def csv_score(csv_text: str, rows: pd.DataFrame) -> np.ndarray:
     """Score ``rows`` from an exported points CSV alone (independent of vfl's lookup)."""
-    t = pd.read_csv(io.StringIO(csv_text))
-    total = np.zeros(len(rows), dtype=np.int64)
-    base = t[t["kind"] == "base"]
-    if len(base):
-        total += int(base["points"].iloc[0])
-    for name, g in t[t["kind"] != "base"].groupby("feature", sort=False):
-        bins = g[g["kind"] == "bin"]
-        intervals = pd.IntervalIndex.from_arrays(bins["lower"], bins["upper"], closed="right")
-        pos = intervals.get_indexer(rows[name].to_numpy(dtype=float))
-        missing = int(g.loc[g["kind"] == "missing", "points"].iloc[0])
-        total += np.where(pos >= 0, bins["points"].to_numpy()[pos], missing)
-    return total
+    return csv_table_score(pd.read_csv(io.StringIO(csv_text)), rows)
 
 
 def half_away(x: np.ndarray) -> np.ndarray:

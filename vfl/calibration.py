@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from vfl.types import FloatArray
 
-__all__ = ["platt_fit", "sigmoid", "calibration_figures", "cross_fitted_platt", "score_bands",
-           "FIGURES"]
+__all__ = ["platt_fit", "sigmoid", "brier_and_log_loss", "calibration_figures",
+           "cross_fitted_platt", "score_bands", "FIGURES"]
 
 #: Names of :func:`calibration_figures`' values, in order.
 FIGURES = ("brier", "log_loss", "calibration_in_the_large", "calibration_slope")
@@ -73,16 +73,23 @@ def platt_fit(s: npt.ArrayLike, y: npt.ArrayLike, *, max_iter: int = 100,
     return float(beta[0]), float(beta[1])
 
 
+def brier_and_log_loss(p: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, float]:
+    """Brier score and log-loss of probabilities ``p`` (the per-epoch figures; no fit)."""
+    pp = np.asarray(p, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    c = np.clip(pp, _EPS, 1 - _EPS)
+    return (float(np.mean((pp - t) ** 2)),
+            float(-np.mean(t * np.log(c) + (1 - t) * np.log(1 - c))))
+
+
 def calibration_figures(p: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:
     """``[brier, log_loss, calibration_in_the_large, calibration_slope]`` (see the module doc)."""
     pp = np.asarray(p, dtype=np.float64)
     t = np.asarray(y, dtype=np.float64)
+    brier, log_loss = brier_and_log_loss(pp, t)
     c = np.clip(pp, _EPS, 1 - _EPS)
-    brier = float(np.mean((pp - t) ** 2))
-    log_loss = float(-np.mean(t * np.log(c) + (1 - t) * np.log(1 - c)))
-    citl = float(np.mean(pp) - np.mean(t))
     slope, _ = platt_fit(np.log(c / (1 - c)), t)
-    return np.array([brier, log_loss, citl, slope])
+    return np.array([brier, log_loss, float(np.mean(pp) - np.mean(t)), slope])
 
 
 def cross_fitted_platt(s: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vfl.calibration import (
+    brier_and_log_loss,
     calibration_figures,
     cross_fitted_platt,
     platt_fit,
@@ -230,11 +231,10 @@ class ArbiterParty:
                 f"±{MAX_VALIDATION_SCORE}: refused. Training diverged, or the guest sent "
                 "something else.")
         s = np.array(raw, dtype=np.float64) / float(1 << F)
-        p = sigmoid(s)
-        figures = calibration_figures(p, y)
+        brier, log_loss = brier_and_log_loss(sigmoid(s), y)
         d = METRIC_DIGITS
         metrics = ValidationMetrics(epoch, round(auc(y, s), d), round(ks(y, s), d),
-                                    round(float(figures[1]), d), round(float(figures[0]), d))
+                                    round(log_loss, d), round(brier, d))
         self.validation_history.append(metrics)
         if self._best is None or metrics.auc > self._best[0]:
             self._best = (metrics.auc, epoch, s, y)

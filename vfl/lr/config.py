@@ -327,17 +327,21 @@ def message_limits(config: TrainConfig, n_rows: int, n_train: int,
     ``"party_to_arbiter"`` (``MaskedGradient`` of the widest party, ``EpochLoss``),
     ``"arbiter_to_party"`` (the public key, ``DecryptedGradient``, ``CalibrationReport``);
     with ``n_validation`` rows also ``ValidationScores`` (host → guest) and
-    ``ValidationBatch`` (guest → arbiter): a ciphertext and a label bit per row. Drivers pass
+    ``ValidationBatch`` (guest → arbiter): a ciphertext per row, one per packed slot group
+    for the arbiter, and a label bit per row. Drivers pass
     them to :meth:`vfl.channel.Channel.limit_message_size` once the job is known.
     """
     w = ciphertext_width(config)
     b = max_batch_rows(n_train, config.batch_size)
     k = max(columns) if columns else 1
     budget = mask_budget(config, n_train)
+    # the guest packs the validation scores (VALIDATION_SLOT_BITS-bit slots) for the arbiter
+    # (the modulus may have one bit less than key_bits: count the slots of that one)
+    packed = -(-n_validation // max(1, (config.key_bits - 3) // VALIDATION_SLOT_BITS))
     return {
         "host_to_guest": max((b + 1) * w, 8 * n_rows, n_validation * w) + ENVELOPE_ALLOWANCE,
         "guest_to_host": 2 * b * w + ENVELOPE_ALLOWANCE,
-        "party_to_arbiter": max((k + 1) * w, n_validation * w + (n_validation + 7) // 8)
+        "party_to_arbiter": max((k + 1) * w, packed * w + (n_validation + 7) // 8)
         + ENVELOPE_ALLOWANCE,
         "arbiter_to_party": k * budget.width + config.key_bits // 8 + CALIBRATION_ALLOWANCE
         + ENVELOPE_ALLOWANCE,
