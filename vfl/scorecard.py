@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from vfl.binning.core import assign_bins
 from vfl.exceptions import ConfigError, DataError
 from vfl.types import FloatArray, IntArray
 
@@ -367,7 +368,7 @@ class ScoreBins:
             if not present.any():
                 raise DataError(f"Feature {names[j]!r} has no values in the training rows.")
             c = _quantile_edges(x[present], int(max_bins))
-            idx = np.searchsorted(c, x[present], side="left")
+            idx = assign_bins(x[present], c)
             zp, xp = zj[present], x[present]
             means: list[float] = []
             for b in range(len(c) + 1):
@@ -906,12 +907,10 @@ def _raw_matrix(X_raw: Any, names: Sequence[str]) -> FloatArray:
 
 
 def _bin_index(X: FloatArray, edges: Sequence[Sequence[float]]) -> IntArray:
+    """Per column, :func:`vfl.binning.core.assign_bins` (the WOE encoder's own rule)."""
     out = np.empty(X.shape, dtype=np.int64)
     for j, e in enumerate(edges):
-        c = np.asarray(e, dtype=np.float64)
-        idx = np.searchsorted(c, X[:, j], side="left").astype(np.int64)
-        idx[np.isnan(X[:, j])] = len(c) + 1
-        out[:, j] = idx
+        out[:, j] = assign_bins(X[:, j], np.asarray(e, dtype=np.float64))
     return out
 
 
