@@ -47,7 +47,10 @@ from vfl.lr.messages import (
 from vfl.metrics import auc, ks
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 
-__all__ = ["ArbiterParty", "MAX_VALIDATION_SCORE"]
+__all__ = ["ArbiterParty", "MAX_VALIDATION_SCORE", "MAX_CALIBRATION"]
+
+#: Largest Platt slope or |intercept| applied; a fit beyond it (or a slope <= 0) is not.
+MAX_CALIBRATION = 100.0
 
 #: Largest absolute joint score the arbiter accepts from validation rows.
 MAX_VALIDATION_SCORE = 1 << 10
@@ -251,6 +254,10 @@ class ArbiterParty:
                 f"CalibrationRequest from {self.guest} names epoch {msg.best_epoch}; the best "
                 f"validation AUC was at epoch {best_epoch}.")
         slope, intercept = platt_fit(s, y)
+        if not (0 < slope <= MAX_CALIBRATION and abs(intercept) <= MAX_CALIBRATION):
+            # not an increasing map within the report's range (few or odd validation rows):
+            # apply none rather than invert or blow up the model's ranking
+            slope, intercept = 1.0, 0.0
         p_before = sigmoid(s)
         p_after = cross_fitted_platt(s, y)
         bands = score_bands(s, DECILES)
