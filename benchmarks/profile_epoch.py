@@ -29,13 +29,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
     Xg, y, Xh = default_credit(args.data)
-    cfg = TrainConfig(epochs=1, tol=0.0, key_bits=args.key_bits,
+    cfg = TrainConfig(epochs=1, tol=0.0, validation_fraction=0.0, key_bits=args.key_bits,
                       allow_insecure_key_size=args.key_bits < 2048)
     guest = GuestParty("guest", Xg, y, cfg, ["host"], workers=args.workers)
     setup = guest.setup({"host": HostHello(len(y), Xh.shape[1])})
     host = HostParty("host", Xh, setup, 0, workers=args.workers)
     t = time.perf_counter()
-    arbiter = ArbiterParty(setup, "guest", allow_insecure_key_size=args.key_bits < 2048)
+    arbiter = ArbiterParty(guest.arbiter_setup(setup), "guest", allow_insecure_key_size=args.key_bits < 2048)
     keygen = time.perf_counter() - t
     t = time.perf_counter()
     for p in (guest, host):

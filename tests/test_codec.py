@@ -19,7 +19,7 @@ MESSAGES = [
     PsiRequest(b"\x02" * 64),
     PsiResult(np.arange(5, dtype=np.int64)),
     TrainSetup("m1", TrainConfig(epochs=3), 100, ["host1"], [3, 4], [5, 9], 2),
-    HostForward(0, 1, CT, CT),
+    HostForward(0, 1, CT, CT, CT),
     Residual(2, 3, CT, None),
     Residual(2, 3, CT, CT),
     EpochDecision(1, True, None),
@@ -89,7 +89,7 @@ def _envelope_bytes(msg) -> bytes:
 @pytest.mark.parametrize("value, ok", [(0, True), (2**63 - 1, True), (-1, False), (2**63, False),
                                        (True, False)])
 def test_int_fields_are_non_negative_and_below_2_63(value, ok):
-    data = _envelope_bytes(HostForward(value, 0, CT, CT))
+    data = _envelope_bytes(HostForward(value, 0, CT, CT, CT))
     if ok:
         assert decode_envelope(data).body.epoch == value
     else:

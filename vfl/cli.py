@@ -23,7 +23,7 @@ from rich.table import Table
 from vfl import __version__
 from vfl.exceptions import VFLError
 from vfl.jobs import JobOptions
-from vfl.lr.config import OPTIMIZERS, PENALTIES, TrainConfig
+from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, TrainConfig
 from vfl.progress import JsonStatus, RichProgress, progress_bar
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
@@ -112,6 +112,9 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Stop after N epochs without better validation AUC (keeps the best)."),
         click.option("--class-weight", default="none", show_default=True,
                      help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
+        click.option("--mode", default=d.mode, show_default=True, type=click.Choice(MODES),
+                     help="'accurate': logistic loss expanded around the guest's own score "
+                          "(near-exact logistic regression); 'taylor': around 0, as FATE."),
         click.option("--woe-bins", default=0, show_default=True, type=click.IntRange(0, 100),
                      help="WOE-encode every party's columns with N bins before training."),
         click.option("--iv-bins", default=10, show_default=True, type=click.IntRange(0, 100),
@@ -143,7 +146,7 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         alpha=kw["alpha"], tol=kw["tol"], key_bits=kw["key_bits"],
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
         fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
-        patience=kw["patience"], class_weight=kw["class_weight"],
+        patience=kw["patience"], class_weight=kw["class_weight"], mode=kw["mode"],
     )
 
 

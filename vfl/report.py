@@ -88,7 +88,10 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
     loss = report.get("loss_history") or []
     val = report.get("validation_history") or []
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(range(1, len(loss) + 1), loss, marker="o", label="training loss (Taylor)")
+    mode = (report.get("config") or {}).get("mode", "taylor")
+    what = ("second-order expansion around the guest's score" if mode == "accurate"
+            else "Taylor expansion around 0")
+    ax.plot(range(1, len(loss) + 1), loss, marker="o", label=f"training loss ({what})")
     if val:
         ax.plot(range(1, len(val) + 1), [v["loss"] for v in val], marker="s",
                 label="validation log-loss")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["make_two_banks"]
+__all__ = ["make_two_banks", "host_dominant"]
 
 
 def make_two_banks(n_rows: int = 20000, overlap: float = 0.75,
@@ -103,3 +103,20 @@ def make_two_banks(n_rows: int = 20000, overlap: float = 0.75,
     guest.loc[rng.random(len(guest)) < 0.03, "annual_income"] = np.nan
     host.loc[rng.random(len(host)) < 0.02, "savings_balance"] = np.nan
     return guest, host
+
+
+def host_dominant(n_rows: int = 30000, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A plain logistic model where the host's score dominates: ``(X_guest, y, X_host)``.
+
+    Aligned standard-normal blocks (4 guest, 6 host columns); the true logit
+    is ``-1.5 + X_g (0.3, -0.2, 0.1, 0) + X_h (1.2, -0.9, 0.7, 0.5, -0.4, 0)``,
+    so the host's part has about 3.6 times the guest's spread. The case where
+    an expansion around the guest's own score is hardest (issue 11).
+    """
+    rng = np.random.default_rng(seed)
+    Xg = rng.normal(size=(n_rows, 4))
+    Xh = rng.normal(size=(n_rows, 6))
+    logit = (-1.5 + Xg @ np.array([0.3, -0.2, 0.1, 0.0])
+             + Xh @ np.array([1.2, -0.9, 0.7, 0.5, -0.4, 0.0]))
+    y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
+    return Xg, y, Xh

@@ -56,6 +56,7 @@ class Node:
     hosts: list[str] = field(default_factory=list)
     host_index: int = -1
     validation: bool = False
+    taylor: bool = True
     state: Any = None
     epoch: int = 0
     batch: int = 0
@@ -146,7 +147,7 @@ def _all(peers: tuple[str, ...], msg: Any) -> dict[str, Any]:
 
 def guest_node(party: GuestParty) -> Node:
     n = Node(G, Role.GUEST, hosts=party.hosts, validation=bool(party.validation_rows),
-             state=party)
+             taylor=party.config.mode == "taylor", state=party)
     job: dict[str, Any] = {}
 
     def decision(peer: str, msg: Any) -> None:
@@ -189,6 +190,7 @@ def host_node(name: str, X: np.ndarray) -> Node:
         n.state = party = HostParty.from_setup(name, X, msg, peer, workers=1, policy=policy)
         n.hosts, n.host_index = party.hosts, party.index
         n.validation = bool(party.validation_rows)
+        n.taylor = party.config.mode == "taylor"
 
     def decision(peer: str, msg: Any) -> None:
         n.stop = n.state.on_decision(msg, n.epoch, peer=peer)

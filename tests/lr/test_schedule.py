@@ -44,6 +44,7 @@ class Roster:
     hosts: tuple[str, ...] = ()
     host_index: int = -1
     validation: bool = False
+    taylor: bool = True
 
 
 def _names(n_hosts: int) -> list[str]:
@@ -63,11 +64,12 @@ def project_phase(steps, role: Role, roster: Roster) -> list[Event]:
     return out
 
 
-def project_run(name: str, hosts: list[str], validation: bool, plan: list[int]) -> list[Event]:
+def project_run(name: str, hosts: list[str], validation: bool, plan: list[int],
+                taylor: bool = True) -> list[Event]:
     """A party's whole training run from the table; ``plan``: batches of each epoch run."""
     role = Role.GUEST if name == G else Role.ARBITER if name == A else Role.HOST
     roster = Roster(hosts=tuple(hosts), host_index=hosts.index(name) if role is Role.HOST else -1,
-                    validation=validation)
+                    validation=validation, taylor=taylor)
     out = project_phase(sch.phase(TRAINING, Phase.SETUP), role, roster)
     for n_batches in plan:
         for _ in range(n_batches):
@@ -176,10 +178,11 @@ def _simulate(seqs: dict[str, list[Event]], limit: dict[str, int] | None = None)
     return pos, queues, order
 
 
+@pytest.mark.parametrize("taylor", [True, False], ids=["taylor", "accurate"])
 @pytest.mark.parametrize(("n_hosts", "validation", "plan"), CASES)
-def test_the_schedule_runs_to_the_end_without_deadlock(n_hosts, validation, plan):
+def test_the_schedule_runs_to_the_end_without_deadlock(n_hosts, validation, plan, taylor):
     hosts = _names(n_hosts)
-    seqs = {name: project_run(name, hosts, validation, plan) for name in [G, *hosts, A]}
+    seqs = {name: project_run(name, hosts, validation, plan, taylor) for name in [G, *hosts, A]}
     pos, queues, order = _simulate(seqs)
     assert pos == {name: len(seq) for name, seq in seqs.items()}, "deadlock"
     assert not any(queues.values()), "a message is never received"
@@ -214,7 +217,9 @@ def test_a_threaded_run_follows_the_projection(breast, n_hosts, validation):
     plan = [len(epoch_batches(len(y), run.guest.validation_rows, cfg, e)) for e in range(run.epochs)]
     for name, transcript in run.transcripts.items():
         got = [(d, peer, type(decode_envelope(data).body).__name__) for d, peer, data in transcript]
-        assert got == project_run(name, hosts, validation, plan), name
+        assert got == project_run(name, hosts, validation, plan, cfg.mode == "taylor"), name
+        if n_hosts > 1:  # accurate mode (the default) sends no cross terms
+            assert "CrossTerm" not in {kind for _, _, kind in got}
 
 
 # ------------------------------------------------------------------- the table itself

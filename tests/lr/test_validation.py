@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vfl.lr.config import validation_split
 
@@ -17,27 +18,38 @@ def test_split_is_stratified_and_secret():
     assert validation_split(y, 0.25) != v
 
 
-def test_best_epoch_weights_equal_reference_at_that_epoch(breast):
+def _best(cfg, hist):
+    """The epoch the mode keeps: best AUC (Taylor) or best log-loss (accurate), first of equals."""
+    key = "loss" if cfg.mode == "accurate" else "auc"
+    values = [(-h[key] if key == "loss" else h[key]) for h in hist]
+    return int(np.argmax(values))
+
+
+@pytest.mark.parametrize("mode", ["taylor", "accurate"])
+def test_best_epoch_weights_equal_reference_at_that_epoch(breast, mode):
     Xg, y, Xh = breast
     cfg = small_config(epochs=4, batch_size=128, validation_fraction=0.25, learning_rate=0.3,
-                       optimizer="sgd")
+                       optimizer="sgd", mode=mode)
     run = run_trio(Xg, y, [Xh], cfg)
     hist = run.guest.validation_history
     assert len(hist) == 4 and all(0.5 < h["auc"] <= 1 for h in hist)
     best = run.guest.best_epoch
-    assert best == int(np.argmax([h["auc"] for h in hist]))
+    assert best == _best(cfg, hist)
     ref = run.reference(Xg, y, [Xh], cfg.replace(epochs=best + 1))
     np.testing.assert_allclose(run.guest.coef, ref.guest_coef, atol=1e-6, rtol=0)
     np.testing.assert_allclose(run.hosts[0].coef, ref.host_coefs[0], atol=1e-6, rtol=0)
 
 
-def test_patience_stops_early(breast):
+@pytest.mark.parametrize("mode", ["taylor", "accurate"])
+def test_patience_stops_early(breast, mode):
     Xg, y, Xh = breast
+    # Taylor: SGD 0.5 overshoots its AUC; accurate: SGD 2.0 reaches its lowest log-loss
+    # within the 40 epochs (at 0.5 it still improves at epoch 40)
+    lr, decay = (0.5, 1.0) if mode == "taylor" else (2.0, 0.0)
     cfg = small_config(epochs=40, batch_size=128, validation_fraction=0.3, patience=2,
-                       learning_rate=0.5, optimizer="sgd")
+                       learning_rate=lr, decay=decay, optimizer="sgd", mode=mode)
     run = run_trio(Xg, y, [Xh], cfg)
-    hist = [h["auc"] for h in run.guest.validation_history]
-    best = int(np.argmax(hist))
+    best = _best(cfg, run.guest.validation_history)
     assert run.epochs < 40
     assert run.epochs == best + 1 + 2  # stopped exactly when patience ran out
     assert run.guest.best_epoch == best

@@ -27,7 +27,7 @@ from vfl.synthetic import make_two_banks
 
 # the defaults before issue 10 where a scenario does not set them (the recording's)
 BASE = dict(key_bits=512, allow_insecure_key_size=True, batch_size=128, tol=0.0,
-            learning_rate=0.05, validation_fraction=0.0, patience=0)
+            learning_rate=0.05, validation_fraction=0.0, patience=0, mode="taylor")
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "adam_one_host": dict(hosts=1, config=dict(epochs=3, optimizer="adam")),

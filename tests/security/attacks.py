@@ -170,9 +170,13 @@ def host_view_first_batch(X_guest: FloatArray, y: FloatArray, X_host: FloatArray
         host_mod.HostParty.on_decrypted = original  # type: ignore[method-assign]
     if "grad" not in record:
         raise RuntimeError("The host never finished a batch.")
+    from vfl.lr.config import residual_frac_bits
+
     party = record["party"]
     cfg = party.config
-    F, G = cfg.score_frac_bits, cfg.feature_frac_bits
+    # the residual's scale: 2^F (Taylor) or 2^(F+16) (accurate mode, whose first-batch residual
+    # 4(σ(s_g) - y) has the same form, "continuous unknown minus a label step of 4")
+    F, G = residual_frac_bits(cfg), cfg.feature_frac_bits
     val = sorted(int(r) for r in party.validation_rows)
     rows = epoch_batches(party.n_rows, val, cfg, 0)[0]
     values = np.asarray(party.X.values, dtype=np.float64)[rows]

@@ -152,10 +152,10 @@ CONFIG = TrainConfig(key_bits=512, allow_insecure_key_size=True, epochs=2, batch
                      tol=0.0, validation_fraction=0.2)
 
 
-def _fit(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
+def _fit(parties: list[str], config: TrainConfig = CONFIG) -> dict[str, Callable[[Endpoint], Any]]:
     hosts = [p for p in parties if p.startswith("host")]
     targets: dict[str, Callable[[Endpoint], Any]] = {
-        "guest": lambda ch: guest_fit_job(ch, TABLES["guest"], CONFIG, hosts=hosts,
+        "guest": lambda ch: guest_fit_job(ch, TABLES["guest"], config, hosts=hosts,
                                           arbiter="arbiter",
                                           options=JobOptions(score_training_rows=True)),
         "arbiter": lambda ch: arbiter_fit_job(ch, guest="guest", allow_insecure_key_size=True),
@@ -179,6 +179,9 @@ def _binning(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
 
 SCENARIOS: dict[str, tuple[list[str], Callable[[list[str]], dict[str, Callable[[Endpoint], Any]]]]] = {
     "fit": (["guest", "host1", "host2", "arbiter"], _fit),
+    # the Taylor mode's own messages (the cross terms of two hosts)
+    "fit-taylor": (["guest", "host1", "host2", "arbiter"],
+                   lambda parties: _fit(parties, CONFIG.replace(mode="taylor"))),
     "binning": (["guest", "host1"], _binning),
 }
 

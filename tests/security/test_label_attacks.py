@@ -34,26 +34,29 @@ def _config(batch: int = BATCH, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-_VIEWS: dict[tuple[int, int], tuple[attacks.HostView, np.ndarray]] = {}
+_VIEWS: dict[tuple[int, int, str], tuple[attacks.HostView, np.ndarray]] = {}
 VALIDATION = 0.2
 
 
-def _real_view(batch: int, k_host: int) -> tuple[attacks.HostView, np.ndarray]:
+def _real_view(batch: int, k_host: int, mode: str = "taylor"
+               ) -> tuple[attacks.HostView, np.ndarray]:
     """One real training run with validation (cached): the host's view and all true labels."""
-    key = (batch, k_host)
+    key = (batch, k_host, mode)
     if key not in _VIEWS:
         n = int(round(2.2 * batch / (1.0 - VALIDATION)))
         Xg, y, Xh = attacks.synthetic_labels_data(n, 4, k_host, seed=100 + k_host)
-        view = attacks.host_view_first_batch(Xg, y, Xh,
-                                             _config(batch, validation_fraction=VALIDATION))
+        view = attacks.host_view_first_batch(
+            Xg, y, Xh, _config(batch, validation_fraction=VALIDATION, mode=mode))
         _VIEWS[key] = (view, y)
     return _VIEWS[key]
 
 
 # ------------------------------------------------------------------ finding 1: after
-@pytest.mark.parametrize(("batch", "k_host"), [(64, 4), (64, 8), (128, 32)])
-def test_first_batch_lattice_attack_recovers_no_more_than_chance(batch, k_host):
-    view, y = _real_view(batch, k_host)
+@pytest.mark.parametrize(("batch", "k_host", "mode"),
+                         [(64, 4, "taylor"), (64, 8, "taylor"), (128, 32, "taylor"),
+                          (64, 4, "accurate"), (64, 8, "accurate")])
+def test_first_batch_lattice_attack_recovers_no_more_than_chance(batch, k_host, mode):
+    view, y = _real_view(batch, k_host, mode)
     assert view.exact, "the capture must hold the host's exact unmasked integers"
     truth = y[list(view.rows)]
     out = attacks.lattice_attack_detailed(view.Q, view.gradient, view.score_frac_bits,
@@ -108,8 +111,10 @@ def test_control_noisy_cvp_decodes_small_noise():
     assert np.array_equal(out.labels, y)
 
 
-def test_control_attack_end_to_end_on_a_zero_start():
-    """Through the real protocol, a guest starting from zero weights loses the whole batch.
+@pytest.mark.parametrize("mode", ["taylor", "accurate"])
+def test_control_attack_end_to_end_on_a_zero_start(mode):
+    """Through the real protocol, a guest starting from zero weights loses the whole batch
+    (in both modes: the accurate mode's first residual ``4(σ(b0) - y)`` is two-valued too).
 
     With the hardened guest this is its explicit ``initial_coef`` (zeros plus
     ``2 mean(y)``): the run shows the capture and the attack work on real
@@ -119,14 +124,15 @@ def test_control_attack_end_to_end_on_a_zero_start():
     kwargs = {}
     if "initial_coef" in inspect.signature(run_guest_training).parameters:
         kwargs["initial_coef"] = np.append(np.zeros(Xg.shape[1]), 2.0 * np.mean(2.0 * y - 1.0))
-    view = attacks.host_view_first_batch(Xg, y, Xh, _config(), guest_kwargs=kwargs)
+    view = attacks.host_view_first_batch(Xg, y, Xh, _config(mode=mode), guest_kwargs=kwargs)
     assert view.exact
     out = attacks.lattice_attack_detailed(view.Q, view.gradient, view.score_frac_bits,
                                           n_train=view.n_train, own_scores=view.own_scores,
                                           use_bkz=False)
     assert out is not None and out.certain
     assert np.array_equal(out.labels, y[list(view.rows)])
-    assert out.positives == int(y.sum())
+    if mode == "taylor":  # the Taylor constant also gives the positives of the whole set
+        assert out.positives == int(y.sum())
 
 
 def test_control_validation_replay_on_the_seeded_split():

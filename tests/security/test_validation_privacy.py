@@ -81,8 +81,11 @@ def test_the_arbiter_refuses_what_is_not_a_validation_batch(arbiter, case):
         arbiter.on_validation_batch(msg, epoch=0)
 
 
-def test_calibration_only_for_the_epoch_with_the_best_auc():
-    cfg = TrainConfig(key_bits=512, allow_insecure_key_size=True, epochs=5)
+@pytest.mark.parametrize("mode, figure", [("taylor", "AUC"), ("accurate", "log-loss")])
+def test_calibration_only_for_the_epoch_with_the_best_auc(mode, figure):
+    """Only the kept epoch (best AUC in the Taylor mode, best log-loss in the accurate mode,
+    as the guest picks it) is calibrated: no other epoch's scores are fitted."""
+    cfg = TrainConfig(key_bits=512, allow_insecure_key_size=True, epochs=5, mode=mode)
     arb = ArbiterParty(TrainSetup("m", cfg, 1000, ["host"], [3, 3], [], N_VAL), "guest",
                        allow_insecure_key_size=True)
     rng = np.random.default_rng(1)
@@ -91,7 +94,7 @@ def test_calibration_only_for_the_epoch_with_the_best_auc():
     worse = (0.5 * (2.0 * y - 1) + rng.normal(0, 1.5, N_VAL)).tolist()
     arb.on_validation_batch(_batch(arb, worse, y.tolist(), epoch=0), epoch=0)
     arb.on_validation_batch(_batch(arb, good, y.tolist(), epoch=1), epoch=1)
-    with pytest.raises(RemoteProtocolError, match="best validation AUC was at epoch 1"):
+    with pytest.raises(RemoteProtocolError, match=f"best validation {figure} was at epoch 1"):
         arb.on_calibration_request(CalibrationRequest(0))
     report = arb.on_calibration_request(CalibrationRequest(1))
     assert report.slope > 0 and report.band_rows.sum() == N_VAL

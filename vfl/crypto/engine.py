@@ -1,10 +1,10 @@
 """Bulk ciphertext work, in this process or spread over a process pool.
 
-``CipherEngine`` does the three heavy operations of a training batch —
-encrypting a vector, re-randomising a vector, and ``X^T [[d]]`` — in the
-calling process. ``PoolEngine`` splits each of them into contiguous chunks
-handled by worker processes (sized to the machine's cores by default, so
-the same code uses every core of a many-core party). Workers receive and
+``CipherEngine`` does the heavy operations of a training batch —
+encrypting a vector, re-randomising a vector, ``X^T [[d]]`` and the per-row
+short scalar products of the accurate mode — in the calling process.
+``PoolEngine`` splits each of them into contiguous chunks handled by worker
+processes (sized to the machine's cores by default, so the same code uses every core of a many-core party). Workers receive and
 return only fixed-width ciphertext bytes and int64 arrays; each builds its
 own fixed-base randomiser table once and, between batches, stocks fresh
 random n-th residues ahead of time (:meth:`PoolEngine.prefill`), so the
@@ -61,11 +61,42 @@ class CipherEngine:
         total = vec.sum()
         return matvec_t(x_offset, offsets, vec, x_frac_bits, total.ciphertexts[0]), total
 
+    def combine_rows(self, vectors: list[EncryptedVector],
+                     factors: list[npt.NDArray[np.int64]], frac_bits: int) -> EncryptedVector:
+        """``[[sum_j k_j,i a_j,i]]`` per row ``i``, read at scale ``2**frac_bits``.
+
+        ``factors[j]`` are signed integers (short: the accurate mode's
+        quantised ``4σ'(s_g)`` and ``2σ''(s_g)``, 16 bits plus class weights).
+        """
+        _check_combination(vectors, factors)
+        n2 = self.public_key.nsquare
+        cts = [_combine(row, [int(k[i]) for k in factors], n2)
+               for i, row in enumerate(zip(*(v.ciphertexts for v in vectors), strict=True))]
+        return EncryptedVector(self.public_key, cts, frac_bits)
+
     def prefill(self, count: int) -> None:
         """Hint that ``count`` randomisers will be needed soon (no-op in-process)."""
 
     def close(self) -> None:
         """Release resources."""
+
+
+def _check_combination(vectors: list[EncryptedVector],
+                       factors: list[npt.NDArray[np.int64]]) -> None:
+    if not vectors or len(vectors) != len(factors):
+        raise ValueError("combine_rows needs one factor vector per ciphertext vector.")
+    if any(len(v) != len(vectors[0]) or len(k) != len(vectors[0])
+           for v, k in zip(vectors, factors, strict=True)):
+        raise ValueError("combine_rows needs vectors and factors of one length.")
+
+
+def _combine(cts: tuple[gmpy2.mpz, ...], ks: list[int], n2: gmpy2.mpz) -> gmpy2.mpz:
+    """``prod_j c_j^k_j mod n^2`` for signed ``k_j`` (a negative power inverts first)."""
+    out = gmpy2.mpz(1)
+    for c, k in zip(cts, ks, strict=True):
+        if k:
+            out = out * gmpy2.powmod(c, k, n2) % n2  # gmpy2 inverts for k < 0
+    return out
 
 
 # ---------------------------------------------------------------- workers
@@ -107,6 +138,18 @@ def _w_matvec(data: bytes, x: bytes, cols: int) -> bytes:
         total = total * c % n2
     out.append(total)
     return b"".join(c.to_bytes(width, "big") for c in out)
+
+
+def _w_combine(blobs: list[bytes], factors: bytes, count: int) -> bytes:
+    """Per-row ``prod_j c_j^k_j`` over this chunk (``factors``: int64, row-major ``count x j``)."""
+    assert _PUB is not None
+    n2, width = _PUB.nsquare, _PUB.ciphertext_bytes
+    ks = np.frombuffer(factors, dtype=np.int64).reshape(count, len(blobs)).tolist()
+    out = []
+    for i in range(count):
+        row = tuple(gmpy2.mpz.from_bytes(b[i * width:(i + 1) * width], "big") for b in blobs)
+        out.append(_combine(row, ks[i], n2).to_bytes(width, "big"))
+    return b"".join(out)
 
 
 def _w_prefill(count: int) -> int:
@@ -190,6 +233,19 @@ class PoolEngine(CipherEngine):
             out.append(c)
         return (EncryptedVector(self.public_key, out, vec.frac_bits + x_frac_bits),
                 EncryptedVector(self.public_key, [acc[-1]], vec.frac_bits))
+
+    def combine_rows(self, vectors: list[EncryptedVector],
+                     factors: list[npt.NDArray[np.int64]], frac_bits: int) -> EncryptedVector:
+        """``[[sum_j k_j,i a_j,i]]`` per row, rows split over the workers."""
+        _check_combination(vectors, factors)
+        width = self.public_key.ciphertext_bytes
+        data = [v.to_bytes() for v in vectors]
+        ks = np.ascontiguousarray(np.stack([np.asarray(k, dtype=np.int64) for k in factors],
+                                           axis=1))
+        futures = [self._pool.submit(_w_combine, [d[a * width:b * width] for d in data],
+                                     ks[a:b].tobytes(), b - a)
+                   for a, b in self._split(len(vectors[0]))]
+        return self._vector([f.result() for f in futures], frac_bits)
 
     def prefill(self, count: int) -> None:
         """Let idle workers stock about ``count`` randomisers for the next batch."""

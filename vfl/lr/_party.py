@@ -19,7 +19,7 @@ from vfl.exceptions import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, weight_frac_bits
+from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, residual_frac_bits
 from vfl.lr.messages import DecryptedGradient, MaskedGradient, PublicKeyAnnounce, expect_batch
 from vfl.lr.optim import Optimizer
 from vfl.types import FloatArray
@@ -174,8 +174,7 @@ class GradientParty:
                                  expected=len(self._masks))
         unmasked = [v - m - budget.offset for v, m in zip(values, self._masks, strict=True)]
         self._masks = None
-        scale = 2.0 ** (self.config.score_frac_bits + self.config.feature_frac_bits
-                        + weight_frac_bits(self.config))
+        scale = 2.0 ** (residual_frac_bits(self.config) + self.config.feature_frac_bits)
         grad = np.array([float(v) for v in unmasked]) / scale / (4.0 * self._batch_rows)
         self.coef = self.optimizer.step(self.coef, grad, self._epoch)
         return grad

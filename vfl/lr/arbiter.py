@@ -21,6 +21,7 @@ from vfl.crypto.vector import slots_per_ciphertext, unpack_residue
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
 from vfl.exceptions import CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
+    CURVATURE_FRAC_BITS,
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
     MIN_VALIDATION_ROWS,
@@ -28,7 +29,8 @@ from vfl.lr.config import (
     TrainConfig,
     epoch_batches,
     mask_budget,
-    weight_frac_bits,
+    residual_frac_bits,
+    selection_score,
 )
 from vfl.lr.messages import (
     DECILES,
@@ -70,7 +72,8 @@ class ArbiterParty:
 
     It is not a decryption oracle: it returns a decrypted gradient value only
     if it lies in the masked range ``[0, 2**(ℓ+κ+1))`` and the loss only if it
-    lies in the range of a Taylor loss (rounded to ``2**-32``); anything else
+    lies in the range of a loss of the job's mode, mean magnitude below ``2**9``
+    (rounded to ``2**-32``); anything else
     stops the job with an error naming the sender. So one slot carries at most
     ``ℓ + κ + 1`` bits back to a deviating sender, whatever it packed into it.
 
@@ -114,7 +117,7 @@ class ArbiterParty:
                 f"TrainSetup from {guest} announces {setup.n_validation} validation rows; this "
                 f"arbiter evaluates {MIN_VALIDATION_ROWS} to {policy.max_psi_set_size}.")
         self.n_validation = setup.n_validation
-        #: (rounded AUC, epoch, joint scores, labels) of the best epoch so far
+        #: (selection score, epoch, joint scores, labels) of the best epoch so far
         self._best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         self.validation_history: list[ValidationMetrics] = []
         self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
@@ -146,8 +149,7 @@ class ArbiterParty:
         cfg = self.config
         enc = decode_ciphertexts(self.public_key, msg.values, peer=party, what="MaskedGradient",
                                  expected_len=self.widths[party],
-                                 frac_bits=cfg.score_frac_bits + cfg.feature_frac_bits
-                                 + weight_frac_bits(cfg))
+                                 frac_bits=residual_frac_bits(cfg) + cfg.feature_frac_bits)
         residues = enc.decrypt_residues(self.private_key)
         limit = 1 << self.budget.masked_bits
         if any(r >= limit for r in residues):
@@ -164,19 +166,27 @@ class ArbiterParty:
         if msg.epoch != epoch or msg.n_samples != n_train:
             raise RemoteProtocolError(f"EpochLoss from {self.guest} does not match epoch {epoch}.")
         F = self.config.score_frac_bits
+        accurate = self.config.mode == "accurate"
+        # Taylor: [[8 * 2^(2F) * sum of losses]] (non-negative); accurate mode:
+        # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win)
+        scale_bits = F + CURVATURE_FRAC_BITS if accurate else 2 * F
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
-                                 expected_len=1, frac_bits=2 * F)
+                                 expected_len=1, frac_bits=scale_bits)
         total = int(enc.decrypt_residues(self.private_key)[0])
-        denominator = 8 * n_train << (2 * F)  # 8 * 2^(2F) * n
-        if total >= denominator << LOSS_ROW_BITS:
+        denominator = (n_train << scale_bits) * (1 if accurate else 8)
+        if accurate and total > self.public_key.n // 2:
+            total -= int(self.public_key.n)
+        if not (-(denominator << LOSS_ROW_BITS) < total < denominator << LOSS_ROW_BITS) or (
+                total < 0 and not accurate):
             raise RemoteProtocolError(
                 f"EpochLoss from {self.guest} (epoch {epoch}) decrypts outside the range of a "
-                f"Taylor loss (mean below 2^{LOSS_ROW_BITS}): refused. Training diverged, or "
-                "the guest substituted another ciphertext."
+                f"{'' if accurate else 'Taylor '}loss (mean of magnitude below "
+                f"2^{LOSS_ROW_BITS}): refused. Training diverged, or the guest substituted "
+                "another ciphertext."
             )
         # the mean loss, rounded to 2^-LOSS_GRID_BITS: at most LOSS_ROW_BITS + LOSS_GRID_BITS
         # bits go back to the guest per epoch
-        grid = ((total << LOSS_GRID_BITS) + denominator // 2) // denominator
+        grid = ((total << LOSS_GRID_BITS) + denominator // 2) // denominator  # floor: signed ok
         loss = grid / float(1 << LOSS_GRID_BITS)
         prev = self.loss_history[-1] if self.loss_history else None
         self.loss_history.append(loss)
@@ -194,7 +204,8 @@ class ArbiterParty:
     def on_validation_batch(self, msg: ValidationBatch, epoch: int) -> ValidationMetrics:
         """Decrypt the shuffled joint scores; rounded AUC, KS, log-loss and Brier score.
 
-        Keeps the scores and labels of the best epoch so far (by rounded AUC,
+        Keeps the scores and labels of the best epoch so far (by the rounded figure of
+        :func:`~vfl.lr.config.selection_score`,
         the first of equals, as the guest picks it) for the calibration.
         """
         g = self.guest
@@ -239,8 +250,9 @@ class ArbiterParty:
         metrics = ValidationMetrics(epoch, round(auc(y, s), d), round(ks(y, s), d),
                                     round(log_loss, d), round(brier, d))
         self.validation_history.append(metrics)
-        if self._best is None or metrics.auc > self._best[0]:
-            self._best = (metrics.auc, epoch, s, y)
+        score = selection_score(self.config, metrics.auc, metrics.log_loss)
+        if self._best is None or score > self._best[0]:
+            self._best = (score, epoch, s, y)
         return metrics
 
     def on_calibration_request(self, msg: CalibrationRequest) -> CalibrationReport:
@@ -252,7 +264,8 @@ class ArbiterParty:
         if msg.best_epoch != best_epoch:
             raise RemoteProtocolError(
                 f"CalibrationRequest from {self.guest} names epoch {msg.best_epoch}; the best "
-                f"validation AUC was at epoch {best_epoch}.")
+                f"validation {'log-loss' if self.config.mode == 'accurate' else 'AUC'} was at "
+                f"epoch {best_epoch}.")
         slope, intercept = platt_fit(s, y)
         if not (0 < slope <= MAX_CALIBRATION and abs(intercept) <= MAX_CALIBRATION):
             # not an increasing map within the report's range (few or odd validation rows):

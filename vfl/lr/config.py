@@ -13,7 +13,9 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "epoch_batches", "validation_split", "row_weights", "weight_frac_bits",
            "MaskBudget", "mask_budget", "MASK_KAPPA", "FEATURE_BITS", "RESIDUAL_BITS",
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
-           "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS"]
+           "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
+           "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
+           "selection_score"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20
@@ -22,6 +24,13 @@ MIN_VALIDATION_ROWS = 20
 VALIDATION_SLOT_BITS = 72
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+#: Training modes (``protocols/specs/hetero_lr.md``, "Accurate mode").
+MODES = ("accurate", "taylor")
+#: Accurate mode: each host clips its partial score to ``±CURVATURE_CLIP`` before squaring it
+#: for the second-order term (an unclipped square diverged when the host's score dominates).
+CURVATURE_CLIP = 3.0
+#: Accurate mode: fractional bits of the guest's per-row factors ``4σ'(s_g)``, ``2σ''(s_g)``.
+CURVATURE_FRAC_BITS = 16
 PENALTIES = ("none", "l1", "l2")
 
 
@@ -36,7 +45,7 @@ def min_batch_size(max_party_columns: int) -> int:
     return max(64, 4 * max_party_columns)
 
 
-@message("lr.TrainConfig/2")
+@message("lr.TrainConfig/3")
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """Hyper-parameters of hetero logistic regression (set by the guest).
@@ -83,14 +92,28 @@ class TrainConfig:
         Default 0.2. Ignored when validation tables (or rows) are given.
     patience : int
         With validation: stop after this many epochs without a better
-        validation AUC and restore the best epoch's weights; 0 disables
-        (default 5; without validation rows it has no effect).
+        validation figure — log-loss in the accurate mode, AUC in the Taylor
+        mode (:func:`selection_score`) — and restore the best epoch's weights;
+        0 disables (default 5; without validation rows it has no effect).
     class_weight : str
         ``"none"``, ``"balanced"`` (each class weighs ``n / (2 n_c)``) or a
         number: the weight of defaults (label 1) relative to non-defaults.
         Weights are rescaled to mean 1 over the training rows, quantised to
         ``2**-8`` and applied by the guest to the encrypted residuals; hosts
         never see them. The convergence loss stays unweighted.
+    mode : {"accurate", "taylor"}
+        ``"accurate"`` (the default): the logistic loss expanded to second
+        order around the guest's own score ``s_g`` instead of around 0: the
+        guest forms ``4d = 4(σ(s_g) − y) + 4σ'(s_g)·h + 2σ''(s_g)·q`` from
+        the hosts' encrypted scores ``h`` and clipped squares ``q``; on
+        default_credit its AUC is within 0.002 of exact logistic regression.
+        ``"taylor"``: the second-order expansion around 0 that FATE uses (a
+        scaled least-squares fit). See ``hetero_lr.md``, "Accurate mode".
+    curvature_every : int
+        Accurate mode: the hosts send the encrypted squares ``q`` of their
+        scores in epoch 1 and every ``curvature_every`` epochs after it (the
+        guest reuses the last ones in between; at convergence they are
+        current, so the fixed point does not move). Default 4.
 
     Every value is checked when a config is made (:class:`ConfigError`
     naming the first bad one), so a ``TrainConfig`` is valid wherever it
@@ -117,6 +140,8 @@ class TrainConfig:
     validation_fraction: float = 0.2
     patience: int = 5
     class_weight: str = "none"
+    mode: str = "accurate"
+    curvature_every: int = 4
 
     def __post_init__(self) -> None:
         self.validate()
@@ -165,6 +190,11 @@ class TrainConfig:
         if not isinstance(self.validation_fraction, int | float) or not (
                 0 <= self.validation_fraction < 0.9):
             raise bad("validation_fraction", "a float in the range [0, 0.9)")
+        if self.mode not in MODES:
+            raise bad("mode", "one of " + ", ".join(MODES))
+        if (not isinstance(self.curvature_every, int) or isinstance(self.curvature_every, bool)
+                or not 1 <= self.curvature_every <= 1000):
+            raise bad("curvature_every", "an int in [1, 1000]")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise bad("patience", "an int >= 0")
         if self.class_weight not in ("none", "balanced"):
@@ -194,6 +224,37 @@ WEIGHT_BITS = 8
 def weight_frac_bits(config: TrainConfig) -> int:
     """Extra fixed-point bits the class weights add to the residual's scale."""
     return 0 if config.class_weight == "none" else WEIGHT_BITS
+
+
+def squares_due(config: TrainConfig, epoch: int) -> bool:
+    """Whether the hosts send their encrypted clipped squares in ``epoch`` (accurate mode).
+
+    Epoch 0 needs none (every host's weights are still zero, so its squares
+    are zero); then epoch 1 and every ``curvature_every`` epochs after it.
+    """
+    return (config.mode == "accurate" and epoch >= 1
+            and (epoch - 1) % config.curvature_every == 0)
+
+
+def selection_score(config: TrainConfig, auc: float, log_loss: float) -> float:
+    """How the guest picks the kept epoch and counts patience (higher is better).
+
+    Accurate mode: the lowest validation log-loss (the objective it
+    approximates; smoother than the AUC, which dipped for a few epochs after
+    epoch 0 and stopped a run at epoch 0 in issue 11's measurements). Taylor
+    mode: the highest validation AUC (its probabilities are biased, so its
+    log-loss says little). The figures arrive rounded to 4 decimals, so a gain
+    below 5e-5 counts as none. The arbiter applies the same rule to the epoch
+    it calibrates.
+    """
+    return -log_loss if config.mode == "accurate" else auc
+
+
+def residual_frac_bits(config: TrainConfig) -> int:
+    """Fractional bits of ``[[4d]]``: ``F``, plus the curvature factors' bits in accurate
+    mode, plus the class weights' bits with class weights."""
+    extra = CURVATURE_FRAC_BITS if config.mode == "accurate" else 0
+    return config.score_frac_bits + extra + weight_frac_bits(config)
 
 
 def row_weights(y01: object, config: TrainConfig, train_rows: object) -> object:
@@ -322,7 +383,7 @@ def message_limits(config: TrainConfig, n_rows: int, n_train: int,
                    columns: list[int], n_validation: int = 0) -> dict[str, int]:
     """The largest message (encoded bytes) each kind of peer may send in this job.
 
-    Keys: ``"host_to_guest"`` (``HostForward``: b+1 ciphertexts; ``PartialScores``:
+    Keys: ``"host_to_guest"`` (``HostForward``: b+1 ciphertexts, 2b in accurate mode; ``PartialScores``:
     8 bytes per aligned row), ``"guest_to_host"`` (``Residual``: 2b ciphertexts),
     ``"party_to_arbiter"`` (``MaskedGradient`` of the widest party, ``EpochLoss``),
     ``"arbiter_to_party"`` (the public key, ``DecryptedGradient``, ``CalibrationReport``);
@@ -339,7 +400,9 @@ def message_limits(config: TrainConfig, n_rows: int, n_train: int,
     # (the modulus may have one bit less than key_bits: count the slots of that one)
     packed = -(-n_validation // max(1, (config.key_bits - 3) // VALIDATION_SLOT_BITS))
     return {
-        "host_to_guest": max((b + 1) * w, 8 * n_rows, n_validation * w) + ENVELOPE_ALLOWANCE,
+        # accurate mode: b scores and, in some epochs, b squares; Taylor: b scores + 1 sum
+        "host_to_guest": max(((2 * b) if config.mode == "accurate" else (b + 1)) * w,
+                             8 * n_rows, n_validation * w) + ENVELOPE_ALLOWANCE,
         "guest_to_host": 2 * b * w + ENVELOPE_ALLOWANCE,
         "party_to_arbiter": max((k + 1) * w, packed * w + (n_validation + 7) // 8)
         + ENVELOPE_ALLOWANCE,
@@ -352,13 +415,16 @@ def mask_budget(config: TrainConfig, n_train: int) -> MaskBudget:
     """The mask widths every party derives from the job (the same on all of them).
 
     ``ℓ = bits(max batch) + (G + FEATURE_BITS) + (F + RESIDUAL_BITS)
-    (+ weight bits + CLASS_WEIGHT_BITS with class weights)``.
+    (+ weight bits + CLASS_WEIGHT_BITS with class weights)
+    (+ CURVATURE_FRAC_BITS in accurate mode)``.
     """
     b = max(1, max_batch_rows(n_train, config.batch_size))
     ell = (b.bit_length() + config.feature_frac_bits + FEATURE_BITS
            + config.score_frac_bits + RESIDUAL_BITS)
     if weight_frac_bits(config):
         ell += weight_frac_bits(config) + CLASS_WEIGHT_BITS
+    if config.mode == "accurate":
+        ell += CURVATURE_FRAC_BITS  # the factors 4σ' ≤ 1 and |2σ''| < 1 add no integer bits
     return MaskBudget(ell, ell + MASK_KAPPA + 1)
 
 

@@ -121,6 +121,10 @@ class _Side:
     def validation(self) -> bool:
         return False
 
+    @property
+    def taylor(self) -> bool:
+        return False
+
     def _handler(self, kind: str, step: Step) -> Callable[..., Any]:
         fn = self.handlers.get((kind, step))
         if fn is None:
@@ -172,6 +176,10 @@ class _TrainingSide(_Side):
     def config(self) -> TrainConfig:
         config: TrainConfig = self.party.config
         return config
+
+    @property
+    def taylor(self) -> bool:
+        return self.config.mode == "taylor"
 
     def batches(self, epoch: int) -> list[list[int]]:
         plan: list[list[int]] = self.party.batches(epoch)

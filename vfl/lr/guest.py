@@ -11,15 +11,18 @@ import dataclasses
 import math
 import secrets
 import uuid
+from typing import Any
 
 import numpy as np
 
+from vfl.crypto.encoding import quantize
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     CLASS_WEIGHT_BITS,
+    CURVATURE_FRAC_BITS,
     MIN_VALIDATION_ROWS,
     VALIDATION_SLOT_BITS,
     WEIGHT_BITS,
@@ -27,7 +30,10 @@ from vfl.lr.config import (
     epoch_batches,
     mask_budget,
     min_batch_size,
+    residual_frac_bits,
     row_weights,
+    selection_score,
+    squares_due,
     validation_split,
     weight_frac_bits,
 )
@@ -146,6 +152,10 @@ class GuestParty(GradientParty):
         self._loss_acc: EncryptedVector | None = None
         self._loss_parts: list[EncryptedVector] = []
         self._p_float: FloatArray | None = None
+        #: accurate mode: the hosts' latest encrypted clipped squares of each row (summed)
+        self._squares: list[Any] = [None] * self.n_rows
+        self._h_total: EncryptedVector | None = None
+        self._q_batch: EncryptedVector | None = None
 
     # ----------------------------------------------------------------- setup
     def on_hello(self, host: str, msg: HostHello) -> None:
@@ -217,12 +227,20 @@ class GuestParty(GradientParty):
         self._forwards[host] = msg
 
     def residuals(self, epoch: int, batch: int, rows: list[int]) -> dict[str, Residual]:
-        """Form ``[[4d]] = [[sum_k H_k]] + round((g - 2y) 2^F)``, re-randomised, per host."""
+        """Form ``[[4d]]``, re-randomised, for every host.
+
+        Taylor mode: ``[[4d]] = [[sum_k H_k]] + round((g - 2y) 2^F)``. Accurate
+        mode: ``[[4d]] = c1 [[h]] + c2 [[q]] + round(4(σ(g) - y) 2^(F+E))`` with
+        ``c1 = Q_E(4σ'(g))``, ``c2 = Q_E(2σ''(g))`` per row (``hetero_lr.md``,
+        "Accurate mode").
+        """
         key, rnd = self._require_key()
         cfg = self.config
         F = cfg.score_frac_bits
         if set(self._forwards) != set(self.hosts):
             raise LocalProtocolError("Residuals requested before every host's scores arrived.")
+        if cfg.mode == "accurate":
+            return self._accurate_residuals(epoch, batch, rows)
         host_scores = [
             decode_ciphertexts(key, self._forwards[h].scores, peer=h, what="HostForward",
                                expected_len=len(rows), frac_bits=F)
@@ -233,6 +251,9 @@ class GuestParty(GradientParty):
                                expected_len=1, frac_bits=2 * F)
             for h in self.hosts
         ]
+        for h in self.hosts:
+            decode_ciphertexts(key, self._forwards[h].squares, peer=h, what="HostForward squares",
+                               expected_len=0, frac_bits=F)
         g = self.partial_scores(rows)
         p = g - 2.0 * self.y_pm[rows]
         P = self._quantized_scores(p, epoch, batch, set_by=None)
@@ -266,9 +287,76 @@ class GuestParty(GradientParty):
         self._forwards = {}
         return out
 
-    def masked_gradient(self) -> MaskedGradient:
-        """``[[X_b^T 4d]]`` (and intercept) masked for the arbiter; keeps the loss cross term."""
+    def _accurate_residuals(self, epoch: int, batch: int, rows: list[int]) -> dict[str, Residual]:
+        key, _ = self._require_key()
         cfg = self.config
+        F, E = cfg.score_frac_bits, CURVATURE_FRAC_BITS
+        due = squares_due(cfg, epoch)
+        total: EncryptedVector | None = None
+        fresh: EncryptedVector | None = None
+        for h in self.hosts:
+            fwd = self._forwards[h]
+            enc = decode_ciphertexts(key, fwd.scores, peer=h, what="HostForward",
+                                     expected_len=len(rows), frac_bits=F)
+            decode_ciphertexts(key, fwd.square_sum, peer=h, what="HostForward square sum",
+                               expected_len=0, frac_bits=F)
+            sq = decode_ciphertexts(key, fwd.squares, peer=h, what="HostForward squares",
+                                    expected_len=len(rows) if due else 0, frac_bits=F)
+            total = enc if total is None else total.add(enc)
+            if due:
+                fresh = sq if fresh is None else fresh.add(sq)
+        assert total is not None
+        if fresh is not None:
+            for r, c in zip(rows, fresh.ciphertexts, strict=True):
+                self._squares[r] = c
+        q: EncryptedVector | None = None
+        if epoch >= 1:
+            stored = [self._squares[r] for r in rows]
+            if any(c is None for c in stored):
+                raise LocalProtocolError("A training row has no hosts' squares after epoch 0.")
+            q = EncryptedVector(key, stored, F)
+        g = self._guest_scores_checked(rows, epoch, batch)
+        sig = 1.0 / (1.0 + np.exp(-g))
+        y01 = (self.y_pm[rows] + 1.0) / 2.0
+        c1 = quantize(4.0 * sig * (1.0 - sig), E)
+        c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E)
+        plain = quantize(4.0 * (sig - y01), F + E).tolist()
+        if self.weights is not None:
+            w = self.weights[rows]  # type: ignore[index]
+            c1, c2 = c1 * w, c2 * w
+            plain = [int(a) * int(b) for a, b in zip(plain, w.tolist(), strict=True)]
+        engine = self._require_engine()
+        scale = residual_frac_bits(cfg)
+        vectors, factors = [total], [c1]
+        if q is not None:
+            vectors.append(q)
+            factors.append(c2)
+        raw = engine.combine_rows(vectors, factors, scale).add_plain(plain)
+        d4 = engine.rerandomize(raw)
+        self._d4 = d4
+        self._rows = rows
+        self._epoch, self._batch = epoch, batch
+        self._h_total, self._q_batch = total, q
+        # the loss at scale 2^(F+E): sum_i l(g_i) + (σ(g_i) - y_i) h_i + σ'(g_i) q_i / 2
+        self._sig = sig
+        plain_loss = float(np.sum(np.logaddexp(0.0, g) - y01 * g))
+        self._plain_loss = int(round(plain_loss * 2.0 ** (F + E)))
+        self._loss_parts = []
+        wire_d4 = encode_ciphertexts(d4)
+        self._forwards = {}
+        return {host: Residual(epoch, batch, wire_d4, None) for host in self.hosts}
+
+    def _guest_scores_checked(self, rows: list[int], epoch: int, batch: int) -> FloatArray:
+        """The guest's scores of ``rows``, refused (as in Taylor mode) if training diverged."""
+        g = self.partial_scores(rows)
+        self._quantized_scores(g, epoch, batch, set_by=None)
+        return g
+
+    def masked_gradient(self) -> MaskedGradient:
+        """``[[X_b^T 4d]]`` (and intercept) masked for the arbiter; keeps the loss terms."""
+        cfg = self.config
+        if cfg.mode == "accurate":
+            return self._accurate_gradient()
         F, G = cfg.score_frac_bits, cfg.feature_frac_bits
         rows = self._rows
         assert self._p_float is not None
@@ -298,9 +386,34 @@ class GuestParty(GradientParty):
         engine.prefill(len(rows) * len(self.hosts))
         return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
 
+    def _accurate_gradient(self) -> MaskedGradient:
+        cfg = self.config
+        G, E = cfg.feature_frac_bits, CURVATURE_FRAC_BITS
+        rows = self._rows
+        engine = self._require_engine()
+        gradient, d4_sum = engine.matvec_t_and_sum(self.X.shifted[rows], self.X.offsets,
+                                                   self._d4, G)
+        if cfg.fit_intercept:
+            gradient = gradient.concat(d4_sum.mul_scalar(1 << G, G))
+        # loss terms (scale F + E): [[sum (σ - y) h]] and [[sum σ' q / 2]]
+        assert self._h_total is not None
+        y01 = (self.y_pm[rows] + 1.0) / 2.0
+        sig = self._sig
+        a, a_off = shifted_column(sig - y01, E)
+        parts = [engine.matvec_t(a[:, None], np.array([a_off], dtype=np.int64), self._h_total, E)]
+        if self._q_batch is not None:
+            b_, b_off = shifted_column(0.5 * sig * (1.0 - sig), E)
+            parts.append(engine.matvec_t(b_[:, None], np.array([b_off], dtype=np.int64),
+                                         self._q_batch, E))
+        self._loss_parts = parts
+        engine.prefill(len(rows) * (2 if squares_due(cfg, self._epoch) else 1))
+        return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
+
     def on_cross(self, host: str, msg: CrossTerm) -> None:
-        """Add a later host's ``[[sum h_k H_<k]]`` (times 2) to the batch loss."""
+        """Add a later host's ``[[sum h_k H_<k]]`` (times 2) to the batch loss (Taylor mode)."""
         key, _ = self._require_key()
+        if self.config.mode != "taylor":
+            raise RemoteProtocolError(f"CrossTerm from {host}: accurate mode has none.")
         expect_batch(msg, self._epoch, self._batch, host)
         F, G = self.config.score_frac_bits, self.config.feature_frac_bits
         cross = decode_ciphertexts(key, msg.value, peer=host, what="CrossTerm", expected_len=1,
@@ -383,17 +496,22 @@ class GuestParty(GradientParty):
         return m
 
     def stop_requested(self) -> bool:
-        """Patience exhausted: no better validation AUC for ``patience`` epochs."""
+        """Patience exhausted: no better validation figure for ``patience`` epochs."""
         pat = self.config.patience
         hist = self.validation_history
         if not pat or not hist:
             return False
-        best = int(np.argmax([h["auc"] for h in hist]))
-        return len(hist) - 1 - best >= pat
+        return len(hist) - 1 - self._best_index() >= pat
+
+    def _best_index(self) -> int:
+        """The epoch with the best validation figure of the mode (first of equals)."""
+        return int(np.argmax([selection_score(self.config, h["auc"], h["loss"])
+                              for h in self.validation_history]))
 
     def restore_best(self) -> int:
-        """Keep the weights of the epoch with the best validation AUC."""
-        best = int(np.argmax([h["auc"] for h in self.validation_history]))
+        """Keep the weights of the epoch with the best validation figure (log-loss in the
+        accurate mode, AUC in the Taylor mode)."""
+        best = self._best_index()
         self.coef = self.snapshots[best].copy()
         self.best_epoch = best
         return best

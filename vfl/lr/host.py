@@ -17,10 +17,12 @@ from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
+    CURVATURE_CLIP,
     epoch_batches,
     mask_budget,
     min_batch_size,
-    weight_frac_bits,
+    residual_frac_bits,
+    squares_due,
 )
 from vfl.lr.messages import (
     MAX_POINTS_SCALE,
@@ -135,18 +137,30 @@ class HostParty(GradientParty):
         return epoch_batches(self.n_rows, self.validation_rows, self.config, epoch)
 
     def forward(self, epoch: int, batch: int, rows: list[int]) -> HostForward:
-        """Encrypt this host's partial scores ``X_b w_h`` and their square sum."""
+        """Encrypt this host's partial scores ``X_b w_h``, with their square sum (Taylor mode)
+        or, when due, their clipped squares per row (accurate mode)."""
         key, rnd = self._require_key()
         F = self.config.score_frac_bits
         h = self.X.values[rows] @ self.coef
         H = self._quantized_scores(h, epoch, batch, set_by=self.guest)
-        enc = self._require_engine().encrypt(H, F)
-        square_sum = sum(int(v) * int(v) for v in H.tolist())
-        sq = EncryptedVector.encrypt(key, [square_sum], 2 * F, rnd)
+        engine = self._require_engine()
+        enc = engine.encrypt(H, F)
+        none = encode_ciphertexts(EncryptedVector(key, [], F))
+        if self.config.mode == "taylor":
+            square_sum = sum(int(v) * int(v) for v in H.tolist())
+            sq = EncryptedVector.encrypt(key, [square_sum], 2 * F, rnd)
+            forward = HostForward(epoch, batch, encode_ciphertexts(enc), encode_ciphertexts(sq),
+                                  none)
+        elif squares_due(self.config, epoch):
+            q = clipped_squares(self.X.values[rows], self.coef, F)
+            forward = HostForward(epoch, batch, encode_ciphertexts(enc), none,
+                                  encode_ciphertexts(engine.encrypt(q, F)))
+        else:
+            forward = HostForward(epoch, batch, encode_ciphertexts(enc), none, none)
         self._scores = h
         self._batch_idx = rows
         self._epoch, self._batch = epoch, batch
-        return HostForward(epoch, batch, encode_ciphertexts(enc), encode_ciphertexts(sq))
+        return forward
 
     def on_residual(self, msg: Residual) -> tuple[MaskedGradient, CrossTerm | None]:
         """Compute ``[[X_b^T 4d]]``, mask it for the arbiter; cross term for the guest."""
@@ -156,12 +170,16 @@ class HostParty(GradientParty):
         rows = self._batch_idx
         enc = decode_ciphertexts(key, msg.residual, peer=self.guest, what="Residual",
                                  expected_len=len(rows),
-                                 frac_bits=cfg.score_frac_bits + weight_frac_bits(cfg))
+                                 frac_bits=residual_frac_bits(cfg))
         engine = self._require_engine()
         grad = engine.matvec_t(self.X.shifted[rows], self.X.offsets, enc, cfg.feature_frac_bits)
         masked = self._mask_and_send(grad, self._epoch, self._batch, len(rows))
         cross = None
-        if self.index > 0:
+        if cfg.mode == "accurate":
+            if msg.earlier_scores is not None:  # no cross terms in accurate mode
+                raise RemoteProtocolError(f"Residual from {self.guest} carries earlier hosts' "
+                                          "scores, which accurate mode never sends.")
+        elif self.index > 0:
             if msg.earlier_scores is None:
                 raise RemoteProtocolError(f"Residual from {self.guest} lacks the earlier scores.")
             earlier = decode_ciphertexts(key, msg.earlier_scores, peer=self.guest,
@@ -172,7 +190,8 @@ class HostParty(GradientParty):
             ct = engine.matvec_t(col[:, None], np.array([off], dtype=np.int64), earlier,
                                  cfg.feature_frac_bits).rerandomize(rnd)
             cross = CrossTerm(self._epoch, self._batch, encode_ciphertexts(ct))
-        engine.prefill(len(rows))  # randomisers for the next batch, made while we wait
+        # randomisers for the next batch, made while we wait (twice as many in an epoch of squares)
+        engine.prefill(len(rows) * (2 if squares_due(cfg, self._epoch) else 1))
         return masked, cross
 
     # ------------------------------------------------------------ epoch end
@@ -203,6 +222,19 @@ class HostParty(GradientParty):
             raise RemoteProtocolError(f"{self.guest} named epoch {msg.best_epoch} as best; "
                                       f"{len(self.snapshots)} epochs ran.")
         self.coef = self.snapshots[msg.best_epoch].copy()
+
+
+def clipped_squares(X: FloatArray, coef: FloatArray, frac_bits: int) -> IntArray:
+    """``Q_F(clip(X w, ±CURVATURE_CLIP)²)``: a host's second-order term in accurate mode.
+
+    Computed from the quantised scores (``Q_F(X w)``) so that the plaintext
+    reference squares exactly the values the host encrypts as its scores.
+    """
+    from vfl.crypto.encoding import dequantize, quantize
+
+    h = dequantize(quantize(X @ coef, frac_bits), frac_bits)
+    c = np.clip(h, -CURVATURE_CLIP, CURVATURE_CLIP)
+    return quantize(c * c, frac_bits)
 
 
 #: A host's points for a scale: its integer points per aligned scoring row (from its points

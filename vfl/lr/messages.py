@@ -73,15 +73,17 @@ class PublicKeyAnnounce:
     n: bytes
 
 
-@message("lr.HostForward/1")
+@message("lr.HostForward/2")
 @dataclass(frozen=True, slots=True)
 class HostForward:
-    """Host → guest: ``[[X_b w_h]]`` and ``[[sum (X_b w_h)^2]]``."""
+    """Host → guest: ``[[X_b w_h]]``; Taylor mode: ``[[sum (X_b w_h)^2]]``; accurate mode, in
+    the epochs of :func:`~vfl.lr.config.squares_due`: ``[[clip(X_b w_h, ±3)^2]]`` per row."""
 
     epoch: int
     batch: int
     scores: Ciphertexts
-    square_sum: Ciphertexts
+    square_sum: Ciphertexts  # Taylor mode: one ciphertext; accurate mode: none
+    squares: Ciphertexts  # accurate mode, when due: one per row; otherwise none
 
 
 @message("lr.Residual/1")

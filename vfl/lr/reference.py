@@ -1,8 +1,10 @@
 """Plaintext reference run of the exact algorithm the encrypted protocol runs.
 
 Same quantisation of features (``2**-feature_frac_bits``) and partial scores
-(``2**-score_frac_bits``), same batches, same Taylor gradient and loss, same
-optimiser: only the encryption is left out. Encrypted training must match it
+(``2**-score_frac_bits``), same batches, same gradient and loss of the job's
+mode (Taylor, or accurate with the same quantised curvature factors and the
+same refreshed clipped squares), same optimiser: only the encryption is left
+out. Encrypted training must match it
 to floating-point rounding; tests check this. It is also the fast way to
 tune hyper-parameters on data that may be pooled (e.g. synthetic data).
 """
@@ -17,14 +19,18 @@ import numpy as np
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import QuantizedMatrix
 from vfl.lr.config import (
+    CURVATURE_FRAC_BITS,
     LOSS_GRID_BITS,
     WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
     row_weights,
+    squares_due,
     validation_split,
+    weight_frac_bits,
 )
 from vfl.lr.guest import initial_guest_coef as initial_guest_coef_fn
+from vfl.lr.host import clipped_squares
 from vfl.lr.optim import Optimizer
 from vfl.types import FloatArray
 
@@ -76,36 +82,36 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     epochs_run = 0
     n_train = n - len(val)
     W = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
+    accurate = cfg.mode == "accurate"
+    E = CURVATURE_FRAC_BITS
+    squares = np.zeros(n, dtype=np.int64)  # accurate mode: the guest's stored squares
     for epoch in range(cfg.epochs):
         loss8 = 0.0
+        loss_int = 0  # accurate mode: exact total at scale 2^(F+E)
         for rows in epoch_batches(n, val, cfg, epoch):
             b = len(rows)
-            Hk = [quantize(X[rows] @ w, F) for X, w in zip(Xh, wh, strict=True)]
             g = Xg[rows] @ wg[:kg] + (wg[kg] if cfg.fit_intercept else 0.0)
-            p = g - 2.0 * y_pm[rows]
-            P = quantize(p, F)
-            H = np.sum(Hk, axis=0) if Hk else np.zeros(b, np.int64)
-            d4 = dequantize(H + P, F)
-            # loss terms, as the guest assembles them under encryption
-            plain = float(np.sum(8.0 * math.log(2.0) - 4.0 * y_pm[rows] * g + g * g))
-            loss8 += round(plain * 2.0 ** (2 * F)) / 2.0 ** (2 * F)
-            qp = quantize(p, G)
-            loss8 += 2.0 * _idot(qp, H) / 2.0 ** (F + G)
-            earlier = np.zeros(b, np.int64)
-            for k, Hc in enumerate(Hk):
-                loss8 += _idot(Hc, Hc) / 2.0 ** (2 * F)
-                if k > 0:
-                    qh = quantize(Xh[k][rows] @ wh[k], G)
-                    loss8 += 2.0 * _idot(qh, earlier) / 2.0 ** (F + G)
-                earlier = earlier + Hc
-            # gradients (class weights scale each row's residual)
-            dw = d4 if W is None else d4 * W[rows] / float(1 << WEIGHT_BITS)  # type: ignore[index]
+            if accurate:
+                dw, loss_b = _accurate_batch(cfg, rows, g, y_pm, Xh, wh, squares, epoch, W)
+                loss_int += loss_b
+            else:
+                dw, loss_b8 = _taylor_batch(cfg, rows, g, y_pm, Xh, wh, W)
+                loss8 += loss_b8
             grad_g = Xg[rows].T @ dw / (4.0 * b)
             if cfg.fit_intercept:
                 grad_g = np.append(grad_g, np.sum(dw) / (4.0 * b))
             grads_h = [X[rows].T @ dw / (4.0 * b) for X in Xh]
             wg = opt_g.step(wg, grad_g, epoch)
             wh = [o.step(w, gr, epoch) for o, w, gr in zip(opt_h, wh, grads_h, strict=True)]
+        if accurate:
+            den = n_train << (F + E)
+            loss = (((loss_int << LOSS_GRID_BITS) + den // 2) // den) / 2.0**LOSS_GRID_BITS
+            prev = history[-1] if history else None
+            history.append(loss)
+            epochs_run = epoch + 1
+            if cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol:
+                break
+            continue
         # the arbiter reports the mean loss rounded to 2^-LOSS_GRID_BITS
         loss = round(loss8 / (8.0 * n_train) * 2.0**LOSS_GRID_BITS) / 2.0**LOSS_GRID_BITS
         prev = history[-1] if history else None
@@ -114,6 +120,68 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
         if cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol:
             break
     return ReferenceResult(wg, wh, history, epochs_run)
+
+
+def _taylor_batch(cfg: TrainConfig, rows: list[int], g: FloatArray, y_pm: FloatArray,
+                  Xh: list[FloatArray], wh: list[FloatArray],
+                  W: object) -> tuple[FloatArray, float]:
+    """Taylor mode: the residuals ``4d`` (class-weighted) and ``8 x`` the batch's loss."""
+    F, G = cfg.score_frac_bits, cfg.feature_frac_bits
+    b = len(rows)
+    Hk = [quantize(X[rows] @ w, F) for X, w in zip(Xh, wh, strict=True)]
+    p = g - 2.0 * y_pm[rows]
+    P = quantize(p, F)
+    H = np.sum(Hk, axis=0) if Hk else np.zeros(b, np.int64)
+    d4 = dequantize(H + P, F)
+    # loss terms, as the guest assembles them under encryption
+    plain = float(np.sum(8.0 * math.log(2.0) - 4.0 * y_pm[rows] * g + g * g))
+    loss8 = round(plain * 2.0 ** (2 * F)) / 2.0 ** (2 * F)
+    qp = quantize(p, G)
+    loss8 += 2.0 * _idot(qp, H) / 2.0 ** (F + G)
+    earlier = np.zeros(b, np.int64)
+    for k, Hc in enumerate(Hk):
+        loss8 += _idot(Hc, Hc) / 2.0 ** (2 * F)
+        if k > 0:
+            qh = quantize(Xh[k][rows] @ wh[k], G)
+            loss8 += 2.0 * _idot(qh, earlier) / 2.0 ** (F + G)
+        earlier = earlier + Hc
+    # class weights scale each row's residual
+    dw = d4 if W is None else d4 * W[rows] / float(1 << WEIGHT_BITS)  # type: ignore[index]
+    return dw, loss8
+
+
+def _accurate_batch(cfg: TrainConfig, rows: list[int], g: FloatArray, y_pm: FloatArray,
+                    Xh: list[FloatArray], wh: list[FloatArray], squares: np.ndarray,
+                    epoch: int, W: object) -> tuple[FloatArray, int]:
+    """Accurate mode: the residuals ``4d`` and the batch's loss at scale ``2^(F+E)``.
+
+    Integers exactly as the guest forms them under encryption:
+    ``4d = c1 H + c2 Q + P`` with ``c1 = Q_E(4σ'(g))``, ``c2 = Q_E(2σ''(g))``,
+    ``P = Q_(F+E)(4(σ(g) - y))``; ``Q`` the squares stored at the last epoch
+    they were due (none in epoch 0).
+    """
+    F, E = cfg.score_frac_bits, CURVATURE_FRAC_BITS
+    H = [0] * len(rows)
+    for X, wk in zip(Xh, wh, strict=True):
+        H = [a + int(v) for a, v in zip(H, quantize(X[rows] @ wk, F).tolist(), strict=True)]
+    if squares_due(cfg, epoch):
+        squares[rows] = np.sum([clipped_squares(X[rows], wk, F)
+                                for X, wk in zip(Xh, wh, strict=True)], axis=0)
+    Q = squares[rows].tolist() if epoch >= 1 else [0] * len(rows)
+    sig = 1.0 / (1.0 + np.exp(-g))
+    y01 = (y_pm[rows] + 1.0) / 2.0
+    c1 = quantize(4.0 * sig * (1.0 - sig), E).tolist()
+    c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E).tolist()
+    P = quantize(4.0 * (sig - y01), F + E).tolist()
+    w: list[int] = [1] * len(rows) if W is None else W[rows].tolist()  # type: ignore[index]
+    d4 = [wi * (a * h + c * q + p)
+          for wi, a, h, c, q, p in zip(w, c1, H, c2, Q, P, strict=True)]
+    scale = 2.0 ** (F + E + weight_frac_bits(cfg))
+    dw = np.array([float(v) for v in d4]) / scale
+    loss = round(float(np.sum(np.logaddexp(0.0, g) - y01 * g)) * 2.0 ** (F + E))
+    loss += _idot(quantize(sig - y01, E), np.array(H, dtype=object))
+    loss += _idot(quantize(0.5 * sig * (1.0 - sig), E), np.array(Q, dtype=object))
+    return dw, int(loss)
 
 
 def _idot(a: np.ndarray, b: np.ndarray) -> int:

@@ -81,13 +81,15 @@ class Step:
     message: type[Any]
     hosts: Hosts = Hosts.NONE
     validation_only: bool = False
+    taylor_only: bool = False
     answers: str | None = None  # label of the step whose message this one answers
     note: str = ""
 
     @property
     def multiplicity(self) -> str:
         """``each host``, ``hosts after the first``, ``one``, plus ``only with validation``."""
-        return self.hosts.value + (", only with validation" if self.validation_only else "")
+        return (self.hosts.value + (", only with validation" if self.validation_only else "")
+                + (", Taylor mode only" if self.taylor_only else ""))
 
 
 _S, _B, _E, _F = Phase.SETUP, Phase.BATCH, Phase.EPOCH, Phase.END
@@ -103,14 +105,16 @@ SETUP_ARBITER = Step("S2'", _S, _G, _A, msg.TrainSetup,
 KEY_GUEST = Step("S3", _S, _A, _G, msg.PublicKeyAnnounce, note="the session's modulus `n`")
 KEY_HOSTS = Step("S3'", _S, _A, _H, msg.PublicKeyAnnounce, _EACH, note="the same key")
 FORWARD = Step("1", _B, _H, _G, msg.HostForward, _EACH,
-               note="`[[X_b w_h]]` and `[[Σ (X_b w_h)²]]`")
+               note="`[[X_b w_h]]`; Taylor mode also `[[Σ (X_b w_h)²]]`; accurate mode, when "
+                    "due, `[[clip(X_b w_h, ±3)²]]` per row")
 RESIDUAL = Step("2", _B, _G, _H, msg.Residual, _EACH,
-                note="`[[4d]]`; for the hosts after the first also `[[Σ earlier hosts' scores]]`")
+                note="`[[4d]]`; Taylor mode, for the hosts after the first also "
+                     "`[[Σ earlier hosts' scores]]`")
 GRADIENT_GUEST = Step("3", _B, _G, _A, msg.MaskedGradient,
                       note="before the guest takes the later hosts' cross terms")
 GRADIENT_HOSTS = Step("3'", _B, _H, _A, msg.MaskedGradient, _EACH,
                       note="a host sends it before its cross term")
-CROSS = Step("3''", _B, _H, _G, msg.CrossTerm, _LATER,
+CROSS = Step("3''", _B, _H, _G, msg.CrossTerm, _LATER, taylor_only=True,
              note="then the guest folds the batch's loss terms")
 DECRYPTED_GUEST = Step("4", _B, _A, _G, msg.DecryptedGradient, answers="3",
                        note="masked values, each checked below `2^(ℓ+κ+1)`")
@@ -125,7 +129,8 @@ VALIDATION_METRICS = Step("V3", _E, _A, _G, msg.ValidationMetrics, validation_on
                           answers="V2",
                           note="AUC, KS, log-loss, Brier (4 decimals); then the guest's patience")
 LOSS = Step("E1", _E, _G, _A, msg.EpochLoss,
-            note="`[[8·2^(2F)·Σ loss]]`, `n_samples`, `stop_requested`")
+            note="`[[8·2^(2F)·Σ loss]]` (Taylor) or `[[2^(F+16)·Σ loss]]` (accurate), "
+                 "`n_samples`, `stop_requested`")
 DECISION_GUEST = Step("E2", _E, _A, _G, msg.EpochDecision, note="stop or not, and the loss")
 DECISION_HOSTS = Step("E2'", _E, _A, _H, msg.EpochDecision, _EACH,
                       note="stop or not (`loss` = null); the run ends after an epoch that stops")
@@ -203,6 +208,9 @@ class Roster(Protocol):
     @property
     def validation(self) -> bool: ...
 
+    @property
+    def taylor(self) -> bool: ...
+
 
 def _peers(step: Step, me: Role, roster: Roster) -> tuple[str, ...]:
     other = step.receiver if me is step.sender else step.sender
@@ -226,7 +234,9 @@ def walk(steps: Sequence[Step], me: Role, roster: Roster) -> Iterator[Action]:
             continue
         if step.validation_only and not roster.validation:
             continue
-        peers = _peers(step, me, roster)
+        # a Taylor-only step in accurate mode has no peers: nothing is sent or received,
+        # and its receiver still closes it (the guest folds the batch's loss terms there)
+        peers = () if step.taylor_only and not roster.taylor else _peers(step, me, roster)
         if me is step.sender:
             if step.answers is None and peers:
                 yield Action(Act.SEND, step, peers)
