@@ -4,8 +4,9 @@
 encrypting a vector, re-randomising a vector, ``X^T [[d]]`` and the per-row
 short scalar products of the accurate mode — in the calling process.
 ``PoolEngine`` splits each of them into contiguous chunks handled by worker
-processes (sized to the machine's cores by default, so the same code uses every core of a many-core party). Workers receive and
-return only fixed-width ciphertext bytes and int64 arrays; each builds its
+processes (sized to the machine's cores by default, so the same code uses
+every core of a many-core party). Workers receive and return only
+fixed-width ciphertext bytes and int64 arrays; each builds its
 own fixed-base randomiser table once and, between batches, stocks fresh
 random n-th residues ahead of time (:meth:`PoolEngine.prefill`), so the
 expensive part of encryption happens while the party waits for its peers.

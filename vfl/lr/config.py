@@ -110,10 +110,11 @@ class TrainConfig:
         ``"taylor"``: the second-order expansion around 0 that FATE uses (a
         scaled least-squares fit). See ``hetero_lr.md``, "Accurate mode".
     curvature_every : int
-        Accurate mode: the hosts send the encrypted squares ``q`` of their
-        scores in epoch 1 and every ``curvature_every`` epochs after it (the
-        guest reuses the last ones in between; at convergence they are
-        current, so the fixed point does not move). Default 4.
+        Accurate mode: each row's encrypted squares ``q`` are refreshed every
+        ``curvature_every`` epochs, a share ``1/curvature_every`` of the rows
+        in each epoch (:func:`squares_due`; the guest reuses the last ones in
+        between; at convergence they are current, so the fixed point does
+        not move). Default 4.
 
     Every value is checked when a config is made (:class:`ConfigError`
     naming the first bad one), so a ``TrainConfig`` is valid wherever it
@@ -226,14 +227,23 @@ def weight_frac_bits(config: TrainConfig) -> int:
     return 0 if config.class_weight == "none" else WEIGHT_BITS
 
 
-def squares_due(config: TrainConfig, epoch: int) -> bool:
-    """Whether the hosts send their encrypted clipped squares in ``epoch`` (accurate mode).
+def squares_due(config: TrainConfig, epoch: int, rows: object) -> object:
+    """Which of ``rows`` get fresh encrypted clipped squares in ``epoch`` (accurate mode).
 
-    Epoch 0 needs none (every host's weights are still zero, so its squares
-    are zero); then epoch 1 and every ``curvature_every`` epochs after it.
+    A boolean array, one per row. Row ``r`` (its position in the aligned
+    order) gets them in epochs ``1 + (r mod R) + k R`` (``R =
+    curvature_every``): every row every ``R`` epochs, and each epoch a share
+    ``1/R`` of the rows, so every epoch costs the same. Epoch 0 needs none
+    (every host's weights are still zero). The rule is public: both sides
+    compute it; until its first squares a row has none (its second-order
+    term is 0, as in epoch 0).
     """
-    return (config.mode == "accurate" and epoch >= 1
-            and (epoch - 1) % config.curvature_every == 0)
+    import numpy as np
+
+    r = np.asarray(rows, dtype=np.int64)
+    if config.mode != "accurate" or epoch < 1:
+        return np.zeros(r.shape, dtype=bool)
+    return (r - (epoch - 1)) % config.curvature_every == 0
 
 
 def selection_score(config: TrainConfig, auc: float, log_loss: float) -> float:

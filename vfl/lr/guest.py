@@ -291,7 +291,7 @@ class GuestParty(GradientParty):
         key, _ = self._require_key()
         cfg = self.config
         F, E = cfg.score_frac_bits, CURVATURE_FRAC_BITS
-        due = squares_due(cfg, epoch)
+        due = np.flatnonzero(squares_due(cfg, epoch, rows))  # type: ignore[arg-type]
         total: EncryptedVector | None = None
         fresh: EncryptedVector | None = None
         for h in self.hosts:
@@ -301,25 +301,28 @@ class GuestParty(GradientParty):
             decode_ciphertexts(key, fwd.square_sum, peer=h, what="HostForward square sum",
                                expected_len=0, frac_bits=F)
             sq = decode_ciphertexts(key, fwd.squares, peer=h, what="HostForward squares",
-                                    expected_len=len(rows) if due else 0, frac_bits=F)
+                                    expected_len=len(due), frac_bits=F)
             total = enc if total is None else total.add(enc)
-            if due:
+            if len(due):
                 fresh = sq if fresh is None else fresh.add(sq)
         assert total is not None
         if fresh is not None:
-            for r, c in zip(rows, fresh.ciphertexts, strict=True):
-                self._squares[r] = c
+            for i, c in zip(due.tolist(), fresh.ciphertexts, strict=True):
+                self._squares[rows[i]] = c
+        # rows without squares yet (before their first refresh) have no second-order term:
+        # their factor is 0 and their own [[h]] stands in (a power 0 is skipped)
+        have = np.array([self._squares[r] is not None for r in rows], dtype=bool)
         q: EncryptedVector | None = None
-        if epoch >= 1:
-            stored = [self._squares[r] for r in rows]
-            if any(c is None for c in stored):
-                raise LocalProtocolError("A training row has no hosts' squares after epoch 0.")
-            q = EncryptedVector(key, stored, F)
+        if have.any():
+            q = EncryptedVector(key, [self._squares[r] if ok else c for r, ok, c in
+                                      zip(rows, have.tolist(), total.ciphertexts, strict=True)],
+                                F)
+        self._have = have
         g = self._guest_scores_checked(rows, epoch, batch)
         sig = 1.0 / (1.0 + np.exp(-g))
         y01 = (self.y_pm[rows] + 1.0) / 2.0
         c1 = quantize(4.0 * sig * (1.0 - sig), E)
-        c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E)
+        c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E) * have
         plain = quantize(4.0 * (sig - y01), F + E).tolist()
         if self.weights is not None:
             w = self.weights[rows]  # type: ignore[index]
@@ -402,11 +405,11 @@ class GuestParty(GradientParty):
         a, a_off = shifted_column(sig - y01, E)
         parts = [engine.matvec_t(a[:, None], np.array([a_off], dtype=np.int64), self._h_total, E)]
         if self._q_batch is not None:
-            b_, b_off = shifted_column(0.5 * sig * (1.0 - sig), E)
+            b_, b_off = shifted_column(0.5 * sig * (1.0 - sig) * self._have, E)
             parts.append(engine.matvec_t(b_[:, None], np.array([b_off], dtype=np.int64),
                                          self._q_batch, E))
         self._loss_parts = parts
-        engine.prefill(len(rows) * (2 if squares_due(cfg, self._epoch) else 1))
+        engine.prefill(len(rows))
         return self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
 
     def on_cross(self, host: str, msg: CrossTerm) -> None:

@@ -138,7 +138,8 @@ class HostParty(GradientParty):
 
     def forward(self, epoch: int, batch: int, rows: list[int]) -> HostForward:
         """Encrypt this host's partial scores ``X_b w_h``, with their square sum (Taylor mode)
-        or, when due, their clipped squares per row (accurate mode)."""
+        or the clipped squares of the batch rows that are due (accurate mode,
+        :func:`~vfl.lr.config.squares_due`), in batch order."""
         key, rnd = self._require_key()
         F = self.config.score_frac_bits
         h = self.X.values[rows] @ self.coef
@@ -151,12 +152,13 @@ class HostParty(GradientParty):
             sq = EncryptedVector.encrypt(key, [square_sum], 2 * F, rnd)
             forward = HostForward(epoch, batch, encode_ciphertexts(enc), encode_ciphertexts(sq),
                                   none)
-        elif squares_due(self.config, epoch):
-            q = clipped_squares(self.X.values[rows], self.coef, F)
-            forward = HostForward(epoch, batch, encode_ciphertexts(enc), none,
-                                  encode_ciphertexts(engine.encrypt(q, F)))
         else:
-            forward = HostForward(epoch, batch, encode_ciphertexts(enc), none, none)
+            due = np.flatnonzero(squares_due(self.config, epoch, rows))  # type: ignore[arg-type]
+            squares = none
+            if due.size:
+                q = clipped_squares(self.X.values[[rows[i] for i in due]], self.coef, F)
+                squares = encode_ciphertexts(engine.encrypt(q, F))
+            forward = HostForward(epoch, batch, encode_ciphertexts(enc), none, squares)
         self._scores = h
         self._batch_idx = rows
         self._epoch, self._batch = epoch, batch
@@ -190,8 +192,9 @@ class HostParty(GradientParty):
             ct = engine.matvec_t(col[:, None], np.array([off], dtype=np.int64), earlier,
                                  cfg.feature_frac_bits).rerandomize(rnd)
             cross = CrossTerm(self._epoch, self._batch, encode_ciphertexts(ct))
-        # randomisers for the next batch, made while we wait (twice as many in an epoch of squares)
-        engine.prefill(len(rows) * (2 if squares_due(cfg, self._epoch) else 1))
+        # randomisers for the next batch (and its share of squares), made while we wait
+        share = 1.0 + (1.0 / cfg.curvature_every if cfg.mode == "accurate" else 0.0)
+        engine.prefill(int(len(rows) * share))
         return masked, cross
 
     # ------------------------------------------------------------ epoch end

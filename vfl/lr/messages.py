@@ -76,14 +76,14 @@ class PublicKeyAnnounce:
 @message("lr.HostForward/2")
 @dataclass(frozen=True, slots=True)
 class HostForward:
-    """Host → guest: ``[[X_b w_h]]``; Taylor mode: ``[[sum (X_b w_h)^2]]``; accurate mode, in
-    the epochs of :func:`~vfl.lr.config.squares_due`: ``[[clip(X_b w_h, ±3)^2]]`` per row."""
+    """Host → guest: ``[[X_b w_h]]``; Taylor mode: ``[[sum (X_b w_h)^2]]``; accurate mode:
+    ``[[clip(X_b w_h, ±3)^2]]`` of the batch rows due (:func:`~vfl.lr.config.squares_due`)."""
 
     epoch: int
     batch: int
     scores: Ciphertexts
     square_sum: Ciphertexts  # Taylor mode: one ciphertext; accurate mode: none
-    squares: Ciphertexts  # accurate mode, when due: one per row; otherwise none
+    squares: Ciphertexts  # accurate mode: one per batch row due, in batch order
 
 
 @message("lr.Residual/1")

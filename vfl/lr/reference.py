@@ -158,16 +158,18 @@ def _accurate_batch(cfg: TrainConfig, rows: list[int], g: FloatArray, y_pm: Floa
     Integers exactly as the guest forms them under encryption:
     ``4d = c1 H + c2 Q + P`` with ``c1 = Q_E(4σ'(g))``, ``c2 = Q_E(2σ''(g))``,
     ``P = Q_(F+E)(4(σ(g) - y))``; ``Q`` the squares stored at the last epoch
-    they were due (none in epoch 0).
+    were due for it (0 before its first, and in epoch 0).
     """
     F, E = cfg.score_frac_bits, CURVATURE_FRAC_BITS
     H = [0] * len(rows)
     for X, wk in zip(Xh, wh, strict=True):
         H = [a + int(v) for a, v in zip(H, quantize(X[rows] @ wk, F).tolist(), strict=True)]
-    if squares_due(cfg, epoch):
-        squares[rows] = np.sum([clipped_squares(X[rows], wk, F)
-                                for X, wk in zip(Xh, wh, strict=True)], axis=0)
-    Q = squares[rows].tolist() if epoch >= 1 else [0] * len(rows)
+    due = [r for r, ok in zip(rows, squares_due(cfg, epoch, rows), strict=True)  # type: ignore[call-overload]
+           if ok]
+    if due:
+        squares[due] = np.sum([clipped_squares(X[due], wk, F)
+                               for X, wk in zip(Xh, wh, strict=True)], axis=0)
+    Q = squares[rows].tolist()  # 0 for a row before its first squares
     sig = 1.0 / (1.0 + np.exp(-g))
     y01 = (y_pm[rows] + 1.0) / 2.0
     c1 = quantize(4.0 * sig * (1.0 - sig), E).tolist()

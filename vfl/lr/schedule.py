@@ -105,8 +105,8 @@ SETUP_ARBITER = Step("S2'", _S, _G, _A, msg.TrainSetup,
 KEY_GUEST = Step("S3", _S, _A, _G, msg.PublicKeyAnnounce, note="the session's modulus `n`")
 KEY_HOSTS = Step("S3'", _S, _A, _H, msg.PublicKeyAnnounce, _EACH, note="the same key")
 FORWARD = Step("1", _B, _H, _G, msg.HostForward, _EACH,
-               note="`[[X_b w_h]]`; Taylor mode also `[[Σ (X_b w_h)²]]`; accurate mode, when "
-                    "due, `[[clip(X_b w_h, ±3)²]]` per row")
+               note="`[[X_b w_h]]`; Taylor mode also `[[Σ (X_b w_h)²]]`; accurate mode also "
+                    "`[[clip(X_b w_h, ±3)²]]` of the batch rows due")
 RESIDUAL = Step("2", _B, _G, _H, msg.Residual, _EACH,
                 note="`[[4d]]`; Taylor mode, for the hosts after the first also "
                      "`[[Σ earlier hosts' scores]]`")
