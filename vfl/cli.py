@@ -109,7 +109,8 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--validation-fraction", default=d.validation_fraction, show_default=True, type=float,
                      help="Hold out this share (stratified) for per-epoch validation."),
         click.option("--patience", default=d.patience, show_default=True, type=click.IntRange(0),
-                     help="Stop after N epochs without better validation AUC (keeps the best)."),
+                     help="Stop after N epochs without a better validation log-loss (AUC with "
+                          "--mode taylor); keeps the best epoch."),
         click.option("--class-weight", default="none", show_default=True,
                      help="'none', 'balanced', or the weight of defaults (e.g. 3)."),
         click.option("--mode", default=d.mode, show_default=True, type=click.Choice(MODES),

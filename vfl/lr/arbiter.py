@@ -30,7 +30,7 @@ from vfl.lr.config import (
     epoch_batches,
     mask_budget,
     residual_frac_bits,
-    selection_score,
+    selection_key,
 )
 from vfl.lr.messages import (
     DECILES,
@@ -118,7 +118,7 @@ class ArbiterParty:
                 f"arbiter evaluates {MIN_VALIDATION_ROWS} to {policy.max_psi_set_size}.")
         self.n_validation = setup.n_validation
         #: (selection score, epoch, joint scores, labels) of the best epoch so far
-        self._best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+        self._best: tuple[tuple[bool, float], int, np.ndarray, np.ndarray] | None = None
         self.validation_history: list[ValidationMetrics] = []
         self.widths = dict(zip([guest, *setup.hosts], setup.columns, strict=True))
         self.budget = mask_budget(self.config, setup.n_rows)
@@ -205,7 +205,7 @@ class ArbiterParty:
         """Decrypt the shuffled joint scores; rounded AUC, KS, log-loss and Brier score.
 
         Keeps the scores and labels of the best epoch so far (by the rounded figure of
-        :func:`~vfl.lr.config.selection_score`,
+        :func:`~vfl.lr.config.selection_key`,
         the first of equals, as the guest picks it) for the calibration.
         """
         g = self.guest
@@ -250,9 +250,9 @@ class ArbiterParty:
         metrics = ValidationMetrics(epoch, round(auc(y, s), d), round(ks(y, s), d),
                                     round(log_loss, d), round(brier, d))
         self.validation_history.append(metrics)
-        score = selection_score(self.config, metrics.auc, metrics.log_loss)
-        if self._best is None or score > self._best[0]:
-            self._best = (score, epoch, s, y)
+        key = selection_key(self.config, epoch, metrics.auc, metrics.log_loss)
+        if self._best is None or key > self._best[0]:
+            self._best = (key, epoch, s, y)
         return metrics
 
     def on_calibration_request(self, msg: CalibrationRequest) -> CalibrationReport:

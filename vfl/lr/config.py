@@ -15,7 +15,7 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
            "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
            "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
-           "selection_score"]
+           "selection_key"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20
@@ -54,8 +54,8 @@ class TrainConfig:
     ----------
     epochs : int
         Maximum passes over the intersection (default 30; with the default
-        validation and patience a run stops when the validation AUC has not
-        improved for 5 epochs). Defaults measured in issue 10 on the demo and
+        validation and patience a run stops when the validation figure has
+        not improved for 5 epochs). Defaults measured in issue 10 on the demo and
         default_credit: at ``learning_rate`` 0.1 with ``decay`` 1 the
         validation AUC is within 0.001 of its plateau after 8-12 epochs and
         stays there; the former 0.05 took over 30 epochs on the demo.
@@ -92,8 +92,9 @@ class TrainConfig:
         Default 0.2. Ignored when validation tables (or rows) are given.
     patience : int
         With validation: stop after this many epochs without a better
-        validation figure — log-loss in the accurate mode, AUC in the Taylor
-        mode (:func:`selection_score`) — and restore the best epoch's weights;
+        validation figure — log-loss in the accurate mode (from epoch
+        ``curvature_every`` on), AUC in the Taylor mode (:func:`selection_key`)
+        — and restore the best epoch's weights;
         0 disables (default 5; without validation rows it has no effect).
     class_weight : str
         ``"none"``, ``"balanced"`` (each class weighs ``n / (2 n_c)``) or a
@@ -246,18 +247,25 @@ def squares_due(config: TrainConfig, epoch: int, rows: object) -> object:
     return (r - (epoch - 1)) % config.curvature_every == 0
 
 
-def selection_score(config: TrainConfig, auc: float, log_loss: float) -> float:
-    """How the guest picks the kept epoch and counts patience (higher is better).
+def selection_key(config: TrainConfig, epoch: int, auc: float,
+                  log_loss: float) -> tuple[bool, float]:
+    """How the guest picks the kept epoch and counts patience: the largest key wins.
 
-    Accurate mode: the lowest validation log-loss (the objective it
-    approximates; smoother than the AUC, which dipped for a few epochs after
-    epoch 0 and stopped a run at epoch 0 in issue 11's measurements). Taylor
-    mode: the highest validation AUC (its probabilities are biased, so its
-    log-loss says little). The figures arrive rounded to 4 decimals, so a gain
-    below 5e-5 counts as none. The arbiter applies the same rule to the epoch
-    it calibrates.
+    ``(eligible, score)``. The score: accurate mode, the lowest validation
+    log-loss (the objective it approximates; smoother than the AUC, which
+    dipped for a few epochs after epoch 0 and stopped a run at epoch 0 in
+    issue 11's measurements); Taylor mode, the highest validation AUC (its
+    probabilities are biased, so its log-loss says little). The figures arrive
+    rounded to 4 decimals, so a gain below 5e-5 counts as none. Eligible: in
+    the accurate mode only epochs from ``curvature_every`` on, when every row
+    has had its squares (before that the model still lacks part of its
+    second-order term); an earlier epoch is kept only if no later one is
+    eligible (a run shorter than that). The arbiter applies the same rule to
+    the epoch it calibrates.
     """
-    return -log_loss if config.mode == "accurate" else auc
+    if config.mode == "accurate":
+        return epoch >= config.curvature_every, -log_loss
+    return True, auc
 
 
 def residual_frac_bits(config: TrainConfig) -> int:

@@ -139,7 +139,8 @@ class GuestLogisticRegression(BaseEstimator):
         the first batch's residuals from taking two values, which would let a
         host solve its first gradient for the labels.
     patience : int
-        Stop after this many epochs without a better validation AUC (0: never).
+        Stop after this many epochs without a better validation log-loss
+        (AUC in the Taylor mode) (0: never).
     class_weight : str
         ``"none"``, ``"balanced"`` or the weight of defaults as a number.
     mode : {"accurate", "taylor"}

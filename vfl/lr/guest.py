@@ -32,7 +32,7 @@ from vfl.lr.config import (
     min_batch_size,
     residual_frac_bits,
     row_weights,
-    selection_score,
+    selection_key,
     squares_due,
     validation_split,
     weight_frac_bits,
@@ -504,12 +504,19 @@ class GuestParty(GradientParty):
         hist = self.validation_history
         if not pat or not hist:
             return False
+        keys = self._keys()
+        if not keys[-1][0]:  # the accurate mode's warm-up: no epoch may be kept yet
+            return False
         return len(hist) - 1 - self._best_index() >= pat
 
+    def _keys(self) -> list[tuple[bool, float]]:
+        return [selection_key(self.config, int(h["epoch"]), h["auc"], h["loss"])
+                for h in self.validation_history]
+
     def _best_index(self) -> int:
-        """The epoch with the best validation figure of the mode (first of equals)."""
-        return int(np.argmax([selection_score(self.config, h["auc"], h["loss"])
-                              for h in self.validation_history]))
+        """The epoch with the largest :func:`~vfl.lr.config.selection_key` (first of equals)."""
+        keys = self._keys()
+        return max(range(len(keys)), key=lambda i: (keys[i], -i))
 
     def restore_best(self) -> int:
         """Keep the weights of the epoch with the best validation figure (log-loss in the
