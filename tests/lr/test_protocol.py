@@ -90,3 +90,25 @@ def test_class_weights_match_reference_and_shift_the_model(breast, class_weight)
     # up-weighting a class moves the intercept towards it (breast: label 1 is the majority)
     w1_heavier = class_weight == "3.0" or y.mean() < 0.5
     assert (ref.guest_coef[-1] > plain.guest_coef[-1]) == w1_heavier
+
+
+def test_accurate_mode_refuses_score_bits_its_residual_cannot_hold():
+    """4(σ − y) at 2^(F+16) must fit the encoder's 62 bits: F ≤ 43 in the accurate mode."""
+    from vfl.lr import TrainConfig
+
+    assert TrainConfig(mode="accurate", score_frac_bits=43).score_frac_bits == 43
+    assert TrainConfig(mode="taylor", score_frac_bits=48).score_frac_bits == 48
+    with pytest.raises(ConfigError, match="at most 43 in the accurate mode"):
+        TrainConfig(mode="accurate", score_frac_bits=44)
+
+
+@pytest.mark.parametrize("mode, first_stop", [("taylor", 1), ("accurate", 4)])
+def test_tol_stops_nothing_during_the_accurate_warm_up(breast, mode, first_stop):
+    """A tol so large that any two losses are close: Taylor stops after epoch 1, the accurate
+    mode only from epoch curvature_every (4) on, while its squares still arrive; the encrypted
+    run agrees with the reference."""
+    Xg, y, Xh = breast
+    cfg = small_config(epochs=8, batch_size=128, tol=10.0, mode=mode)
+    ref = run_trio(Xg, y, [Xh], cfg)
+    assert ref.epochs == first_stop + 1
+    assert ref.reference(Xg, y, [Xh], cfg).epochs_run == first_stop + 1

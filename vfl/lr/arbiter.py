@@ -31,6 +31,7 @@ from vfl.lr.config import (
     mask_budget,
     residual_frac_bits,
     selection_key,
+    tol_applies,
 )
 from vfl.lr.messages import (
     DECILES,
@@ -192,6 +193,7 @@ class ArbiterParty:
         self.loss_history.append(loss)
         stop = epoch + 1 >= self.config.epochs or msg.stop_requested or (
             self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
+            and tol_applies(self.config, epoch)
         )
         self.decision = EpochDecision(epoch, stop, loss)
         return self.decision

@@ -15,7 +15,7 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
            "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
            "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
-           "selection_key"]
+           "selection_key", "tol_applies", "MAX_ACCURATE_SCORE_FRAC_BITS"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20
@@ -31,6 +31,8 @@ MODES = ("accurate", "taylor")
 CURVATURE_CLIP = 3.0
 #: Accurate mode: fractional bits of the guest's per-row factors ``4σ'(s_g)``, ``2σ''(s_g)``.
 CURVATURE_FRAC_BITS = 16
+#: Accurate mode: ``4(σ(s_g) − y)`` at ``2^(F+16)`` must stay below the encoder's 2^62.
+MAX_ACCURATE_SCORE_FRAC_BITS = 43
 PENALTIES = ("none", "l1", "l2")
 
 
@@ -194,6 +196,11 @@ class TrainConfig:
             raise bad("validation_fraction", "a float in the range [0, 0.9)")
         if self.mode not in MODES:
             raise bad("mode", "one of " + ", ".join(MODES))
+        if self.mode == "accurate" and self.score_frac_bits > MAX_ACCURATE_SCORE_FRAC_BITS:
+            raise ConfigError(
+                f"The 'score_frac_bits' parameter must be at most {MAX_ACCURATE_SCORE_FRAC_BITS} "
+                f"in the accurate mode (its residual carries {CURVATURE_FRAC_BITS} more "
+                f"fractional bits and must fit 62 bits). Got {self.score_frac_bits} instead.")
         if (not isinstance(self.curvature_every, int) or isinstance(self.curvature_every, bool)
                 or not 1 <= self.curvature_every <= 1000):
             raise bad("curvature_every", "an int in [1, 1000]")
@@ -234,10 +241,10 @@ def squares_due(config: TrainConfig, epoch: int, rows: object) -> object:
     A boolean array, one per row. Row ``r`` (its position in the aligned
     order) gets them in epochs ``1 + (r mod R) + k R`` (``R =
     curvature_every``): every row every ``R`` epochs, and each epoch a share
-    ``1/R`` of the rows, so every epoch costs the same. Epoch 0 needs none
-    (every host's weights are still zero). The rule is public: both sides
-    compute it; until its first squares a row has none (its second-order
-    term is 0, as in epoch 0).
+    ``1/R`` of the rows, so every epoch costs the same. Epoch 0 sends none:
+    the hosts' weights start at zero, so it runs on the first-order term
+    alone while they move. The rule is public: both sides compute it; until
+    its first squares a row has none (its second-order term is 0).
     """
     import numpy as np
 
@@ -256,7 +263,8 @@ def selection_key(config: TrainConfig, epoch: int, auc: float,
     dipped for a few epochs after epoch 0 and stopped a run at epoch 0 in
     issue 11's measurements); Taylor mode, the highest validation AUC (its
     probabilities are biased, so its log-loss says little). The figures arrive
-    rounded to 4 decimals, so a gain below 5e-5 counts as none. Eligible: in
+    rounded to 4 decimals; an epoch must beat the best so far after rounding
+    (the first of equals is kept). Eligible: in
     the accurate mode only epochs from ``curvature_every`` on, when every row
     has had its squares (before that the model still lacks part of its
     second-order term); an earlier epoch is kept only if no later one is
@@ -266,6 +274,12 @@ def selection_key(config: TrainConfig, epoch: int, auc: float,
     if config.mode == "accurate":
         return epoch >= config.curvature_every, -log_loss
     return True, auc
+
+
+def tol_applies(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``tol`` may stop the run after ``epoch``: in the accurate mode not before
+    epoch ``curvature_every``, while the squares still arrive and the loss rises."""
+    return config.mode != "accurate" or epoch >= config.curvature_every
 
 
 def residual_frac_bits(config: TrainConfig) -> int:

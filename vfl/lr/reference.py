@@ -26,6 +26,7 @@ from vfl.lr.config import (
     epoch_batches,
     row_weights,
     squares_due,
+    tol_applies,
     validation_split,
     weight_frac_bits,
 )
@@ -109,7 +110,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
             prev = history[-1] if history else None
             history.append(loss)
             epochs_run = epoch + 1
-            if cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol:
+            if (cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol
+                    and tol_applies(cfg, epoch)):
                 break
             continue
         # the arbiter reports the mean loss rounded to 2^-LOSS_GRID_BITS
