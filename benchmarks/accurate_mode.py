@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +40,11 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
-from vfl.lr import TrainConfig, run_arbiter, run_guest_training, run_host_training
+from benchmarks.run import timed_run
+from vfl.lr import TrainConfig
 from vfl.lr.config import validation_split
 from vfl.lr.guest import initial_guest_coef
-from vfl.pipeline import run_threads
 from vfl.synthetic import host_dominant
-from vfl.transport import InMemoryNetwork
 
 ROOT = Path(__file__).resolve().parent
 
@@ -80,31 +78,9 @@ def cases(data: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 def train(Xg, y, Xh, cfg: TrainConfig, start, val) -> dict[str, object]:
     """One encrypted run; its weights (best epoch), epochs and seconds per epoch."""
-    net = InMemoryNetwork(["guest", "host", "arbiter"])
-    marks: list[float] = []
-
-    class Clock:
-        def on_start(self, n_epochs, n_batches):
-            marks.append(time.perf_counter())
-
-        def on_batch(self, *a):
-            pass
-
-        def on_epoch(self, epoch, loss):
-            marks.append(time.perf_counter())
-
-    insecure = cfg.key_bits < 2048
-    res = run_threads(net, {
-        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host"],
-                                               arbiter="arbiter", progress=Clock(),
-                                               initial_coef=start, validation_rows=val),
-        "host": lambda ch: run_host_training(ch, "host", Xh, guest="guest", arbiter="arbiter",
-                                             allow_insecure_key_size=insecure),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=insecure),
-    })
-    guest, epochs = res["guest"]
-    host = res["host"][0]
-    times = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    res, times = timed_run(Xg, y, Xh, cfg, initial_coef=start, validation_rows=val)
+    guest, epochs = res["guest"]  # type: ignore[misc]
+    host = res["host"][0]  # type: ignore[index]
     return {"guest_coef": guest.coef.copy(), "host_coef": host.coef.copy(), "epochs": epochs,
             "best_epoch": guest.best_epoch, "seconds_per_epoch": sum(times) / len(times)}
 

@@ -151,12 +151,20 @@ def _one_epoch(Xg, y, Xh, cfg, key_bits: int, exponent_bits: int | None) -> floa
 
 def _epochs(Xg, y, Xh, cfg, key_bits: int, exponent_bits: int | None) -> list[float]:
     """Seconds of each epoch of one run of ``cfg`` (key generation and worker start excluded)."""
+    return timed_run(Xg, y, Xh, cfg, exponent_bits=exponent_bits)[1]
+
+
+def timed_run(Xg, y, Xh, cfg, *, exponent_bits: int | None = None,
+              **guest_kwargs) -> tuple[dict[str, object], list[float]]:
+    """One run of the three roles (threads, in-memory transport): each role's result, and the
+    seconds of each epoch. ``guest_kwargs`` go to ``run_guest_training`` (e.g. a start)."""
     from vfl.lr import run_arbiter, run_guest_training, run_host_training
     from vfl.pipeline import run_threads
     from vfl.transport import InMemoryNetwork
 
     net = InMemoryNetwork(["guest", "host", "arbiter"])
     marks: list[float] = []
+    insecure = cfg.key_bits < 2048
 
     class Clock:
         def on_start(self, n_epochs, n_batches):
@@ -168,17 +176,16 @@ def _epochs(Xg, y, Xh, cfg, key_bits: int, exponent_bits: int | None) -> list[fl
         def on_epoch(self, epoch, loss):
             marks.append(time.perf_counter())
 
-    run_threads(net, {
+    res = run_threads(net, {
         "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host"],
                                                arbiter="arbiter", progress=Clock(),
-                                               exponent_bits=exponent_bits),
+                                               exponent_bits=exponent_bits, **guest_kwargs),
         "host": lambda ch: run_host_training(ch, "host", Xh, guest="guest", arbiter="arbiter",
-                                             allow_insecure_key_size=key_bits < 2048,
+                                             allow_insecure_key_size=insecure,
                                              exponent_bits=exponent_bits),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest",
-                                          allow_insecure_key_size=key_bits < 2048),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=insecure),
     })
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return res, [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 _EPOCH_SNIPPET = """
