@@ -187,3 +187,158 @@ def test_fit_with_iv_selection(tmp_path):
     assert sorted(g["features"]) == sorted(t["feature"] for t in top if t["party"] == "guest")
     assert len(h["features"]) == sum(t["party"] == "host1" for t in top)
     assert len(g["features"]) + len(h["features"]) == 6
+
+
+# ------------------------------------------------------------------ Parquet tables
+def _two_banks(tmp_path, rows=600):
+    """The synthetic banks as CSV and as Parquet files: {fmt: (guest, host)}."""
+    from vfl.synthetic import make_two_banks
+    from vfl.tableio import write_frame
+
+    g, h = make_two_banks(rows, 0.8, seed=5)
+    return {fmt: (write_frame(g, tmp_path / f"bank_a.{fmt}"),
+                  write_frame(h, tmp_path / f"bank_b.{fmt}")) for fmt in ("csv", "parquet")}
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "psi", "iv"])
+def test_help_says_tables_can_be_parquet(command):
+    r = _run([command, "--help"])
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    from vfl.tableio import SUFFIXES
+
+    assert "Parquet" in text and all(suffix in text for suffix in SUFFIXES)
+    if command == "psi":
+        assert "--format [csv|parquet]" in text
+    if command == "predict":
+        assert "Scores file (guest), written in the format of its name" in text
+
+
+def test_fit_files_same_model_from_csv_and_parquet(tmp_path):
+    """Same data, same start: the same weights to the bit, whichever the file format."""
+    import numpy as np
+
+    from vfl.jobs import JobOptions
+    from vfl.lr.config import TrainConfig
+    from vfl.pipeline import fit_files
+
+    files = _two_banks(tmp_path)
+    config = TrainConfig(key_bits=512, allow_insecure_key_size=True, epochs=2, batch_size=128,
+                         validation_fraction=0.0, tol=0.0)
+    weights = {}
+    for fmt, (guest, host) in files.items():
+        res = fit_files(guest, [host], id_column="customer_id", label="default",
+                        out_dir=tmp_path / f"model_{fmt}", config=config,
+                        options=JobOptions(iv_bins=0), html_report=False,
+                        coef_init=np.linspace(-0.4, 0.6, 7), intercept_init=0.1)
+        weights[fmt] = ([c.hex() for c in res.guest.coef_], res.guest.intercept_.hex(),
+                        [c.hex() for c in res.hosts[0].coef_])
+        assert res.report["n_intersection"] == res.aligned_guest.n_rows > 400
+    assert weights["csv"] == weights["parquet"]
+    parts = {fmt: json.loads((tmp_path / f"model_{fmt}" / "guest.json").read_text())
+             for fmt in files}
+    assert parts["csv"]["coef"] == parts["parquet"]["coef"]
+
+
+def test_fit_and_predict_on_parquet_tables(tmp_path):
+    files = _two_banks(tmp_path)
+    g_pq, h_pq = files["parquet"]
+    model = tmp_path / "model"
+    r = _run(["fit", "--guest", str(g_pq), "--host", str(h_pq), "--id", "customer_id",
+              "--label", "default", "--out", str(model), "--epochs", "2", "--batch-size", "0",
+              "--iv-bins", "0", "--quiet", "--no-report", *FAST])
+    assert r.exit_code == 0, r.output
+    report = json.loads((model / "report.json").read_text())
+    # scores of the same customers, read from CSV into CSV and from Parquet into Parquet
+    out = {}
+    for fmt, (guest, host) in files.items():
+        out[fmt] = tmp_path / f"scores.{fmt}"
+        r = _run(["predict", "--model", str(model), "--guest", str(guest), "--host", str(host),
+                  "--id", "customer_id", "--out", str(out[fmt]), "--quiet"])
+        assert r.exit_code == 0, r.output
+        assert f"written to {out[fmt]}" in " ".join(r.output.split())
+    from vfl.tableio import read_frame
+
+    s_csv = pd.read_csv(out["csv"], dtype={"id": str})
+    s_pq = read_frame(out["parquet"])
+    assert out["parquet"].read_bytes()[:4] == b"PAR1"
+    assert list(s_pq.columns) == list(s_csv.columns) == ["id", "probability", "matched"]
+    assert s_pq["id"].tolist() == s_csv["id"].tolist()
+    assert s_pq["matched"].tolist() == s_csv["matched"].tolist()
+    assert int(s_pq["matched"].sum()) == report["n_intersection"]
+    m = s_csv["matched"].to_numpy()
+    assert s_pq["probability"].isna().tolist() == (~m).tolist()  # empty: not at every bank
+    # the CSV holds the probability as text; both are the same model's numbers
+    assert (abs(s_pq.loc[m, "probability"] - s_csv.loc[m, "probability"]) < 1e-15).all()
+
+
+def test_psi_parquet_matches_csv(tmp_path):
+    files = _two_banks(tmp_path, rows=400)
+    outputs = {}
+    for in_fmt, (guest, host) in files.items():
+        for out_fmt in ("csv", "parquet"):
+            out = tmp_path / f"psi_{in_fmt}_{out_fmt}"
+            r = _run(["psi", "--guest", str(guest), "--host", str(host), "--id", "customer_id",
+                      "--label", "default", "--out", str(out), "--format", out_fmt])
+            assert r.exit_code == 0, r.output
+            assert sorted(p.name for p in out.iterdir()) == [f"guest.{out_fmt}",
+                                                             f"host1.{out_fmt}"]
+            outputs[in_fmt, out_fmt] = out
+    from vfl.tableio import read_frame
+
+    def frames(out, fmt):
+        return [read_frame(out / f"{n}.{fmt}", id_column="customer_id")
+                for n in ("guest", "host1")]
+
+    base = frames(outputs["csv", "csv"], "csv")
+    assert base[0]["customer_id"].tolist() == base[1]["customer_id"].tolist()
+    assert "default" in base[0].columns and "default" not in base[1].columns
+    for (_, out_fmt), out in outputs.items():
+        for got, want in zip(frames(out, out_fmt), base, strict=True):
+            assert list(got.columns) == list(want.columns)
+            assert got["customer_id"].tolist() == want["customer_id"].tolist()
+            pd.testing.assert_frame_equal(got.drop(columns="customer_id"),
+                                          want.drop(columns="customer_id"), check_dtype=False)
+    # no silent overwrite in either format
+    r = _run(["psi", "--guest", str(files["parquet"][0]), "--host", str(files["parquet"][1]),
+              "--id", "customer_id", "--out", str(outputs["csv", "parquet"]),
+              "--format", "parquet"])
+    assert r.exit_code == 2 and "guest.parquet already exists" in r.output
+
+
+@pytest.mark.parametrize("case", ["bad out suffix", "bad input suffix", "corrupt parquet"])
+def test_table_format_errors_are_one_line(tmp_path, case):
+    files = _two_banks(tmp_path, rows=300)
+    guest, host = files["parquet"]
+    out = tmp_path / "scores.parquet"
+    if case == "bad out suffix":
+        out, message = tmp_path / "scores.xlsx", "scores.xlsx: unknown table format"
+    elif case == "bad input suffix":
+        host = host.rename(tmp_path / "bank_b.dat")
+        message = "bank_b.dat: unknown table format"
+    else:
+        host.write_bytes(b"PAR1 truncated")
+        message = "as Parquet"
+    proc = subprocess.run([sys.executable, "-m", "vfl.cli", "predict", "--model", str(tmp_path),
+                           "--guest", str(guest), "--host", str(host), "--id", "customer_id",
+                           "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fit_on_breast_parquet(tmp_path):
+    """FATE's breast data converted to Parquet trains as its CSV does (shared data)."""
+    from vfl.tableio import write_frame
+
+    guest, host = shared_csv("breast_hetero_guest.csv"), shared_csv("breast_hetero_host.csv")
+    g = write_frame(pd.read_csv(guest), tmp_path / "g.parquet")
+    h = write_frame(pd.read_csv(host).iloc[100:], tmp_path / "h.parquet")
+    r = _run(["fit", "--guest", str(g), "--host", str(h), "--id", "id", "--label", "y",
+              "--out", str(tmp_path / "m"), "--epochs", "2", "--batch-size", "0",
+              "--iv-bins", "0", "--quiet", "--no-report", *FAST])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["n_intersection"] == len(pd.read_csv(host)) - 100

@@ -31,6 +31,10 @@ from vfl.scorecard import Scorecard
 console = Console(stderr=True)
 out_console = Console()
 
+#: the file names a table argument accepts (vfl.tableio.SUFFIXES, spelled out so that
+#: --help imports no pyarrow)
+TABLE = "(.csv, .csv.gz, .parquet or .pq)"
+
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one-line errors with exit code 2."""
@@ -76,9 +80,9 @@ def _training_tables(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--guest (with --label) and one or more --host tables."""
     fn = click.option("--label", required=True, help="Label column of the guest table (0/1).")(fn)
     fn = click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
-                      help="Host CSV; repeat for several hosts.")(fn)
+                      help=f"Host CSV or Parquet file {TABLE}; repeat for several hosts.")(fn)
     fn = click.option("--guest", required=True, type=click.Path(dir_okay=False),
-                      help="Guest CSV (with the label).")(fn)
+                      help=f"Guest CSV or Parquet file {TABLE}, with the label.")(fn)
     return fn
 
 
@@ -156,7 +160,8 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
 def main() -> None:
     """vfl: vertical federated logistic regression (guest, hosts, arbiter).
 
-    Start with `vfl demo`.
+    Start with `vfl demo`. Tables are CSV (.csv, .csv.gz) or Parquet (.parquet,
+    .pq), told by the file name; tables written take the format of their name.
     """
 
 
@@ -245,9 +250,10 @@ def _facts(report: dict[str, Any]) -> str:
 @click.option("--force", is_flag=True,
               help="Replace the outputs of an earlier run in --out (they are removed first).")
 @click.option("--guest-valid", type=click.Path(dir_okay=False),
-              help="Guest validation CSV (same columns): per-epoch validation, aligned by PSI.")
+              help="Guest validation CSV or Parquet file (same columns): per-epoch "
+                   "validation, aligned by PSI.")
 @click.option("--host-valid", "hosts_valid", multiple=True, type=click.Path(dir_okay=False),
-              help="Host validation CSV, one per --host, same order.")
+              help="Host validation CSV or Parquet file, one per --host, same order.")
 @click.option("--iv", "iv_path", type=click.Path(dir_okay=False, exists=True),
               help="IV table from vfl iv: with --min-iv/--top-k, each party keeps its best columns.")
 @click.option("--min-iv", type=float, default=None, help="Keep columns with IV at least this.")
@@ -298,9 +304,11 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 @main.command()
 @click.option("--model", type=click.Path(file_okay=False, exists=True),
               help="Folder written by vfl fit (one-machine form).")
-@click.option("--guest", type=click.Path(dir_okay=False), help="Guest scoring CSV (one-machine form).")
+@click.option("--guest", type=click.Path(dir_okay=False),
+              help=f"Guest scoring CSV or Parquet file {TABLE}; one-machine form.")
 @click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
-              help="Host scoring CSV (one-machine form); repeat for several hosts.")
+              help=f"Host scoring CSV or Parquet file {TABLE}; one-machine form; repeat for "
+                   "several hosts.")
 @click.option("--id", "id_column", default=None, help="ID column (one-machine form).")
 @click.option("--lower-ids", is_flag=True, help="Compare IDs case-insensitively.")
 @click.option("--no-strip-ids", is_flag=True, help="Keep leading/trailing spaces in IDs.")
@@ -308,9 +316,10 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="This party's TOML (networked form; each party runs its own command).")
 @click.option("--data", type=click.Path(dir_okay=False),
-              help="This party's scoring CSV (networked form).")
+              help=f"This party's scoring CSV or Parquet file {TABLE}; networked form.")
 @click.option("--job", default=None, help="Job id of the scoring run (networked; default <job>/predict).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Output CSV of scores (guest).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help=f"Scores file (guest), written in the format of its name {TABLE}.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--score", "with_score", is_flag=True,
               help="Add integer scorecard points (column 'score'): the guest's points table "
@@ -339,6 +348,9 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
 
     Networked:    vfl predict --config bank_a.toml --data a_new.csv --out scores.csv  (guest)
                   vfl predict --config bank_b.toml --data b_new.csv                   (each host)
+
+    Input tables may be Parquet (A.parquet); the one-machine form writes Parquet
+    scores for --out scores.parquet.
     """
     scorecard = Scorecard(base_score, base_odds, pdo) if with_score else None
     if config_path:
@@ -346,7 +358,7 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         from vfl.runner import run_predict
 
         if not data:
-            raise click.UsageError("--config needs --data (this party's scoring CSV).")
+            raise click.UsageError("--config needs --data (this party's scoring table).")
         cfg = load_party_config(config_path)
         with _status(f"{cfg.name}: private set intersection and scoring...", quiet):
             summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
@@ -414,19 +426,22 @@ def iv(guest: str, hosts: tuple[str, ...], label: str, out: str, bins: int, mono
 
 @main.command()
 @click.option("--guest", required=True, type=click.Path(dir_okay=False),
-              help="Guest CSV (the bank with the label).")
+              help=f"Guest CSV or Parquet file {TABLE}, the bank with the label.")
 @click.option("--host", "hosts", multiple=True, type=click.Path(dir_okay=False),
-              help="Host CSV; repeat for several hosts.")
+              help=f"Host CSV or Parquet file {TABLE}; repeat for several hosts.")
 @click.option("--label", default=None, help="Label column of the guest table, kept in its output.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the aligned tables (guest.csv, host1.csv, ...).")
+              help="Folder for the aligned tables (guest.csv, host1.csv, ... or .parquet).")
+@click.option("--format", "out_format", default="csv", show_default=True,
+              type=click.Choice(["csv", "parquet"]),
+              help="Format of the aligned tables written.")
 @_id_options
 @_column_options
 @click.option("--force", is_flag=True,
               help="Replace aligned tables already in --out.")
 @friendly_errors
-def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_column: str,
-        lower_ids: bool, no_strip_ids: bool, force: bool,
+def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, out_format: str,
+        id_column: str, lower_ids: bool, no_strip_ids: bool, force: bool,
         features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Private set intersection only: write each party's aligned table."""
     from vfl.pipeline import psi_files
@@ -437,7 +452,8 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, id_colu
     with console.status("private set intersection..."):
         n, _ = psi_files(guest, hosts, id_column=id_column, out_dir=out, label=label,
                          lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force,
-                         features=_columns(features) or None, exclude=_columns(exclude))
+                         features=_columns(features) or None, exclude=_columns(exclude),
+                         out_format="parquet" if out_format == "parquet" else "csv")
     out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s); "
                       f"aligned tables written to {Path(out)}/")
 
@@ -488,7 +504,8 @@ def run(config_path: str, status_json: bool, force: bool) -> None:
 @click.option("--model", required=True, type=click.Path(file_okay=False, exists=True),
               help="Model folder written by vfl fit (or the guest's output folder of vfl run).")
 @click.option("--scores", type=click.Path(dir_okay=False, exists=True),
-              help="Scores written by vfl predict: adds the stability index against training.")
+              help="Scores (CSV or Parquet) written by vfl predict: adds the stability index against "
+                   "training.")
 @click.option("--iv", "iv_path", type=click.Path(dir_okay=False, exists=True),
               help="IV table written by vfl iv (default: MODEL/iv.json if present).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
@@ -506,18 +523,51 @@ def report(model: str, scores: str | None, iv_path: str | None, out: str, base_s
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for ca.pem and one key + certificate per party.")
-@click.option("--parties", required=True, help="Comma-separated party names, e.g. bank_a,bank_b,arbiter.")
+              help="Folder for ca.pem and one key + certificate per party (with --compute: "
+                   "the party's own compute CA and its Dask certificates).")
+@click.option("--parties", default=None,
+              help="Comma-separated party names, e.g. bank_a,bank_b,arbiter.")
+@click.option("--compute", "compute_party", default=None, metavar="PARTY",
+              help="Instead: certificates for PARTY's own Dask cluster (scheduler, worker, "
+                   "client) from a compute CA of its own, kept in --out (reused when present, "
+                   "so more can be issued later). Never use the federation CA for it.")
+@click.option("--names", default=None,
+              help="With --compute: comma-separated certificate names "
+                   "(default scheduler,worker,client).")
+@click.option("--hostnames", default="",
+              help="With --compute: comma-separated DNS names or IPs of the cluster's machines "
+                   "(localhost and 127.0.0.1 are always included).")
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1))
 @friendly_errors
-def certs(out: str, parties: str, days: int) -> None:
-    """Make a small CA and a key + certificate per party (for demos and tests)."""
-    from vfl.certs import write_party_certs
+def certs(out: str, parties: str | None, compute_party: str | None, names: str | None,
+          hostnames: str, days: int) -> None:
+    """Make a small CA and a key + certificate per party (for demos and tests).
 
-    names = [p.strip() for p in parties.split(",") if p.strip()]
-    paths = write_party_certs(out, names, days=days)
-    out_console.print(f"CA and {len(names)} party certificates written to {out}/: "
-                      + ", ".join(p.name for p in paths.values()))
+    With --compute PARTY: the certificates of that party's own Dask cluster
+    (``[compute] engine = "dask"``), from a compute CA that only this party holds.
+    """
+    from vfl.certs import COMPUTE_CERT_NAMES, write_compute_certs, write_party_certs
+
+    def split(text: str) -> list[str]:
+        return [p.strip() for p in text.split(",") if p.strip()]
+
+    if compute_party is not None:
+        if parties:
+            raise click.UsageError("Give either --parties (federation) or --compute PARTY.")
+        wanted = split(names) if names else list(COMPUTE_CERT_NAMES)
+        paths = write_compute_certs(out, compute_party, names=wanted,
+                                    hostnames=split(hostnames), days=days)
+        out_console.print(f"{compute_party}'s compute CA and {len(wanted)} Dask certificates "
+                          f"in {out}/: " + ", ".join(p.name for p in paths.values()))
+        return
+    if not parties:
+        raise click.UsageError("Missing --parties (or --compute PARTY for a Dask cluster).")
+    if names or hostnames:
+        raise click.UsageError("--names and --hostnames go with --compute.")
+    party_names = split(parties)
+    party_paths = write_party_certs(out, party_names, days=days)
+    out_console.print(f"CA and {len(party_names)} party certificates written to {out}/: "
+                      + ", ".join(p.name for p in party_paths.values()))
 
 
 @main.command()

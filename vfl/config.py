@@ -52,6 +52,17 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     # max_inbox_messages = 8       # messages buffered per peer before back-pressure
     # max_key_bits = 8192          # largest Paillier key accepted from a peer
 
+    [compute]                      # guest and hosts: where the ciphertext work runs
+    engine = "local"               # local (default) | dask
+    # workers = 8                  # local: pool processes (default: the cores)
+    # engine = "dask"              # or: this party's own Dask cluster (examples/dask_party/)
+    # scheduler = "tls://10.0.0.5:8786"
+    # ca = "compute/ca.pem"        # the party's OWN compute CA, never [tls] ca
+    # cert = "compute/client.pem"  # this process's client certificate from it
+    # key = "compute/client.key"
+    # connect_timeout_seconds = 10 # fail if the scheduler (or a worker) is not there by then
+    # allow_plain_tcp = false      # tests only: accept a tcp:// scheduler
+
 Relative paths are resolved against the folder of the TOML file. Every error
 names the file and the key.
 """
@@ -66,13 +77,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vfl.crypto.engine import ComputeConfig
 from vfl.exceptions import ConfigError
 from vfl.jobs import JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.policy import SecurityPolicy
 from vfl.roles import Role
 
-__all__ = ["PartyConfig", "PeerConfig", "DataConfig", "load_party_config"]
+__all__ = ["PartyConfig", "PeerConfig", "DataConfig", "ComputeConfig", "load_party_config"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class PartyConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     policy: SecurityPolicy = field(default_factory=SecurityPolicy)
     options: JobOptions = field(default_factory=JobOptions)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def peers_with(self, role: Role) -> list[PeerConfig]:
         """The peers that play ``role``, in file order."""
@@ -152,6 +165,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "peers": ("name", "role", "address", "cert"),
     "data": ("path", "id_column", "label_column", "features", "exclude", "lower_ids",
              "strip_ids", "validation_path"),
+    "compute": ("engine", "workers", "scheduler", "ca", "cert", "key", "allow_plain_tcp",
+                "connect_timeout_seconds"),
 }
 
 
@@ -260,7 +275,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     r = _Reader(source, raw)
-    known = {"job", "party", "tls", "peers", "data", "train", "security"}
+    known = {"job", "party", "tls", "peers", "data", "train", "security", "compute"}
     unknown = sorted(set(raw) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -359,6 +374,9 @@ def load_party_config(path: str | Path) -> PartyConfig:
     except (ConfigError, TypeError) as exc:
         raise r.err("[train]", str(exc)) from None
 
+    tls_ca = r.path(tls, "tls", "ca")
+    compute = _compute(r, r.table("compute", required=False), role, tls_ca)
+
     return PartyConfig(
         source=source,
         job_id=job_id,
@@ -368,7 +386,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         name=name,
         role=role,
         listen=listen,
-        ca=r.path(tls, "tls", "ca"),
+        ca=tls_ca,
         cert=r.path(tls, "tls", "cert"),
         key=r.path(tls, "tls", "key"),
         peers=peers,
@@ -377,4 +395,34 @@ def load_party_config(path: str | Path) -> PartyConfig:
         allow_insecure_key_size=insecure,
         policy=policy,
         options=options,
+        compute=compute,
     )
+
+
+def _compute(r: _Reader, section: dict[str, Any], role: Role, tls_ca: Path) -> ComputeConfig:
+    """The ``[compute]`` section: where this party's ciphertext work runs."""
+    r.only(section, "compute", SECTION_KEYS["compute"])
+    engine = r.get(section, "compute", "engine", str, "local")
+    if role == Role.ARBITER and (engine != "local" or "workers" in section):
+        raise r.err("[compute]", "the arbiter's work (decryption) runs in its own process, "
+                                 "and its private key never leaves it; remove engine/workers "
+                                 "from its [compute] section")
+    paths = {k: r.path(section, "compute", k, default=None) for k in ("ca", "cert", "key")}
+    ca = paths["ca"]
+    if ca is not None and (ca.resolve() == tls_ca.resolve()
+                           or ca.read_bytes().strip() == tls_ca.read_bytes().strip()):
+        raise r.err("compute.ca", f"{ca} is the federation's CA ([tls] ca): a Dask cluster "
+                                  "admits every certificate its CA issued, so every peer could "
+                                  "run code on this party's cluster. Give the cluster a CA of "
+                                  "its own (vfl.certs.write_compute_certs).")
+    try:
+        return ComputeConfig(
+            engine=engine,
+            workers=r.get(section, "compute", "workers", int, None),
+            scheduler=r.get(section, "compute", "scheduler", str, None),
+            allow_plain_tcp=r.get(section, "compute", "allow_plain_tcp", bool, False),
+            connect_timeout=float(r.get(section, "compute", "connect_timeout_seconds",
+                                        (int, float), 10.0)),
+            **paths)
+    except ConfigError as exc:
+        raise r.err("[compute]", str(exc)) from None

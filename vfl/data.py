@@ -1,8 +1,10 @@
 """Loading and checking one party's table.
 
-Every check fails with a :class:`~vfl.exceptions.DataError` that names the
-file, the column and a few offending line numbers, never the IDs or values
-themselves (they are personal data).
+A table is a CSV or a Parquet file (by its suffix; :mod:`vfl.tableio` reads
+both) or a DataFrame. Every check fails with a
+:class:`~vfl.exceptions.DataError` that names the file, the column and a few
+offending line numbers (CSV; 1-based rows for Parquet), never the IDs or
+values themselves (they are personal data).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from vfl.exceptions import DataError
+from vfl.tableio import TableFormat, normalize_ids, read_frame, row_location, table_format
 from vfl.types import FloatArray
 
 __all__ = ["PartyTable", "load_table", "normalize_ids", "MAX_ABS_FEATURE"]
@@ -68,21 +71,15 @@ class PartyTable:
                           else [self.original_ids[i] for i in rows], self.label_column)
 
 
-def _lines(mask: npt.NDArray[np.bool_], limit: int = 5) -> str:
-    rows = np.flatnonzero(mask)[:limit] + 2  # 1-based, after the header line
-    more = int(mask.sum()) - len(rows)
-    text = ", ".join(str(r) for r in rows)
-    return text + (f" and {more} more" if more > 0 else "")
+def _rows(mask: npt.NDArray[np.bool_], fmt: TableFormat | None) -> str:
+    """``line(s) 2, 4 and 3 more`` (CSV, a DataFrame) or ``row(s) 1, 3`` (Parquet)."""
+    return row_location(np.flatnonzero(mask), fmt)
 
 
-def normalize_ids(ids: pd.Series, *, strip: bool = True, lower: bool = False) -> pd.Series:
-    """Apply the ID normalisation the user asked for (both parties must agree)."""
-    out = ids.astype(str)
-    if strip:
-        out = out.str.strip()
-    if lower:
-        out = out.str.lower()
-    return out
+def _not_numbers(col: pd.Series) -> bool:
+    """Dates and durations: pandas would turn them into nanosecond counts."""
+    return bool(pd.api.types.is_datetime64_any_dtype(col)
+                or pd.api.types.is_timedelta64_dtype(col))
 
 
 def load_table(
@@ -96,11 +93,13 @@ def load_table(
     lower_ids: bool = False,
     require_label: bool = False,
 ) -> PartyTable:
-    """Read a CSV (or a DataFrame) into a checked :class:`PartyTable`.
+    """Read a CSV or Parquet file (or a DataFrame) into a checked :class:`PartyTable`.
 
     Parameters
     ----------
     path : path or DataFrame
+        ``.csv``/``.csv.gz`` or ``.parquet``/``.pq`` (:mod:`vfl.tableio`);
+        the same data gives the same table in either format.
     id_column : str
         Column with the customer ID (read as text).
     label_column : str, optional
@@ -111,6 +110,7 @@ def load_table(
     exclude : sequence of str
         Columns to leave out (those the table has; with ``features``, both apply).
     """
+    fmt: TableFormat | None = None
     if isinstance(path, pd.DataFrame):
         df, source = path.copy(), "<DataFrame>"
     else:
@@ -118,13 +118,12 @@ def load_table(
         source = str(p)
         if not p.is_file():
             raise DataError(f"File not found: {p}")
-        try:
-            df = pd.read_csv(p, dtype={id_column: str}, keep_default_na=True)
-        except Exception as exc:  # pandas raises many types
-            raise DataError(f"Cannot read {p} as CSV: {exc}") from None
+        fmt = table_format(p)
+        df = read_frame(p, id_column=id_column)  # DataError naming the file if unreadable
     columns = [str(c) for c in df.columns]
     if len(df) == 0:
-        raise DataError(f"{source}: no data rows (only a header); nothing to train or score.")
+        raise DataError(f"{source}: no data rows{' (only a header)' if fmt != 'parquet' else ''}"
+                        "; nothing to train or score.")
     if id_column not in columns:
         raise DataError(
             f"{source}: ID column {id_column!r} not found; columns are: {', '.join(columns[:20])}"
@@ -133,13 +132,13 @@ def load_table(
     missing_ids = raw_ids.isna().to_numpy() | (raw_ids.astype(str).str.strip() == "").to_numpy()
     if missing_ids.any():
         raise DataError(
-            f"{source}: column {id_column!r} has missing IDs on line(s) {_lines(missing_ids)}."
+            f"{source}: column {id_column!r} has missing IDs on {_rows(missing_ids, fmt)}."
         )
     ids = normalize_ids(raw_ids, strip=strip_ids, lower=lower_ids)
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
         raise DataError(
-            f"{source}: column {id_column!r} has duplicate IDs on line(s) {_lines(dup)}; "
+            f"{source}: column {id_column!r} has duplicate IDs on {_rows(dup, fmt)}; "
             "each customer must appear once."
         )
     y = None
@@ -155,7 +154,7 @@ def load_table(
         if bad.any():
             raise DataError(
                 f"{source}: label column {label_column!r} must be 0 or 1; other values on "
-                f"line(s) {_lines(bad)}."
+                f"{_rows(bad, fmt)}."
             )
         y = lab.to_numpy().astype(np.int64)
         if len(np.unique(y)) < 2:
@@ -175,11 +174,16 @@ def load_table(
     blocks = []
     for name in features:
         col = df[name]
-        num = pd.to_numeric(col, errors="coerce")
+        if isinstance(col.dtype, pd.CategoricalDtype):  # a Parquet dictionary column
+            col = col.astype(object)
+        if _not_numbers(col):  # every value is bad; an all-missing column stays missing
+            num = pd.Series(np.nan, index=col.index)
+        else:
+            num = pd.to_numeric(col, errors="coerce")
         bad = (num.isna() & col.notna()).to_numpy()
         if bad.any():
             raise DataError(
-                f"{source}: feature column {name!r} is not numeric (line(s) {_lines(bad)}); "
+                f"{source}: feature column {name!r} is not numeric ({_rows(bad, fmt)}); "
                 "encode categories as numbers or leave the column out."
             )
         blocks.append(num.to_numpy(dtype=np.float64))
@@ -190,7 +194,7 @@ def load_table(
         j = int(np.flatnonzero(extreme.any(axis=0))[0])
         raise DataError(
             f"{source}: feature column {features[j]!r} has values beyond +-{MAX_ABS_FEATURE:.0e} "
-            f"or infinite (line(s) {_lines(extreme[:, j])}); fix the extract, or rescale the "
+            f"or infinite ({_rows(extreme[:, j], fmt)}); fix the extract, or rescale the "
             "column (e.g. to thousands) before training.")
     return PartyTable(ids.tolist(), X, list(features), y, source, raw_ids.astype(str).tolist(),
                       label_column if has_label else None)

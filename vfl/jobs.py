@@ -19,6 +19,7 @@ import pandas as pd
 from vfl.binning import run_binning_guest, run_binning_host
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
+from vfl.crypto.engine import ComputeConfig
 from vfl.data import PartyTable
 from vfl.exceptions import ConfigError, DataError, RemoteProtocolError
 from vfl.lr.config import TrainConfig
@@ -278,13 +279,15 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   on_psi_done: Callable[[int], None] | None = None,
                   valid: PartyTable | None = None, options: JobOptions = JobOptions(),
                   coef_init: np.ndarray | None = None, intercept_init: float | None = None,
-                  policy: SecurityPolicy = DEFAULT_POLICY) -> GuestOutcome:
+                  policy: SecurityPolicy = DEFAULT_POLICY,
+                  compute: ComputeConfig | None = None) -> GuestOutcome:
     """PSI with the hosts, training, then the joint evaluation for the report.
 
     ``valid``: a separate validation table, aligned by a second PSI.
     ``options``: WOE binning and training-row scoring (:class:`JobOptions`).
     ``coef_init``/``intercept_init``: replay a run's start (default: a fresh
-    secret random start).
+    secret random start). ``compute``: where the guest's ciphertext work
+    runs (its ``[compute]`` section; default the local process pool).
     """
     if table.y is None:
         raise DataError("The guest table needs a label column.")
@@ -330,7 +333,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         leakage = with_host_iv(leakage, iv_table, channel.party)  # own columns: done above
         if not options.allow_suspicious:
             _stop_on_leakage(leakage)
-    est = GuestLogisticRegression.from_config(cfg)
+    est = GuestLogisticRegression.from_config(cfg, compute=compute)
     X_val = None
     if val_aligned is not None:
         X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
@@ -363,11 +366,13 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
                  allow_insecure_key_size: bool = False,
                  progress: ProgressHook | None = None,
                  valid: PartyTable | None = None,
-                 policy: SecurityPolicy | None = None) -> HostOutcome:
+                 policy: SecurityPolicy | None = None,
+                 compute: ComputeConfig | None = None) -> HostOutcome:
     """PSI with the guest, training, then (if this host's policy allows) training-row scoring.
 
     ``policy``: this host's own limits; default the safe defaults with
-    ``allow_insecure_key_size`` as given.
+    ``allow_insecure_key_size`` as given. ``compute``: where this host's
+    ciphertext work runs (its ``[compute]`` section; default the local pool).
     """
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
@@ -413,7 +418,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     X_val = None
     if val_aligned is not None:
         X_val = woe.transform(val_aligned.X) if woe is not None else val_aligned.X
-    est = HostLogisticRegression(allow_insecure_key_size=policy.allow_insecure_key_size)
+    est = HostLogisticRegression(allow_insecure_key_size=policy.allow_insecure_key_size,
+                                 compute=compute)
     est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress,
             X_val=X_val, policy=policy)
     if prepare.score_training_rows:

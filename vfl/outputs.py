@@ -22,6 +22,12 @@ network.
 Only the guest's report names the guest's files; nothing here writes another
 party's data.
 
+Tables are written through :func:`vfl.tableio.write_frame` (atomic, streamed
+to the file). Their names, and so their format, are fixed: ``train_scores.csv``
+is what ``vfl report`` reads, and the points tables are small files a
+decision engine loads; the tables a user names (``vfl psi``'s aligned tables,
+``vfl predict --out``) can be Parquet (:mod:`vfl.pipeline`).
+
 Points tables (:mod:`vfl.scorecard`): integer points per bin of each of the
 party's features (bins ``lower < x <= upper``, open-ended first and last
 bins, one row for a missing value), plus the guest's base-points row; points
@@ -72,6 +78,7 @@ from vfl.scorecard import (
     part_calibration,
     part_points_table,
 )
+from vfl.tableio import write_frame
 
 __all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file",
            "points_json_file", "write_points", "refresh_points", "scorecard_summary",
@@ -266,8 +273,7 @@ def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict
     if outcome.proba is not None and outcome.eval_ids is not None and outcome.eval_y is not None:
         df = pd.DataFrame({"id": outcome.eval_ids, "label": outcome.eval_y,
                            "probability": outcome.proba})
-        files.append(out / TRAIN_SCORES)
-        atomic_write_text(files[-1], df.to_csv(index=False))
+        files.append(write_frame(df, out / TRAIN_SCORES))
     if outcome.iv_table is not None:
         files.append(_json(out / IV_TABLE, outcome.iv_table))
     files.append(_json(out / REPORT, report))

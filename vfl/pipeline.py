@@ -9,9 +9,10 @@ Two levels, so that everything the CLI does is one call:
 
 * tables in memory: :func:`psi_local`, :func:`fit_local`,
   :func:`predict_local`, :func:`iv_local`;
-* CSV files, as ``vfl psi / fit / predict / iv`` take them:
-  :func:`psi_files`, :func:`fit_files`, :func:`predict_files`,
-  :func:`iv_files`.
+* table files (CSV or Parquet, :mod:`vfl.tableio`), as ``vfl psi / fit /
+  predict / iv`` take them: :func:`psi_files`, :func:`fit_files`,
+  :func:`predict_files`, :func:`iv_files`. Tables written (aligned tables,
+  scores) are in the format of their file name's suffix.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from vfl.progress import ProgressHook
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.roles import Role
 from vfl.scorecard import PointsTable, Scorecard, part_calibration, part_points_table
+from vfl.tableio import TableFormat, column_names, table_format, write_frame
 from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork
 
@@ -335,11 +337,11 @@ def iv_local(guest: PartyTable, hosts: list[PartyTable], *, n_bins: int = 10,
     return result
 
 
-# ------------------------------------------------------------------ CSV files
+# ------------------------------------------------------------------ table files
 def _header(path: str | Path) -> list[str]:
     try:
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    except Exception:  # noqa: BLE001 - load_table reports unreadable files with their name
+        return column_names(path)
+    except DataError:  # load_table reports a missing or unreadable file with its name
         return []
 
 
@@ -347,7 +349,7 @@ def load_tables(guest: str | Path, hosts: Sequence[str | Path], *, id_column: st
                 label: str | None, require_label: bool, lower_ids: bool = False,
                 strip_ids: bool = True, features: Sequence[str] | None = None,
                 exclude: Sequence[str] = ()) -> tuple[PartyTable, list[PartyTable]]:
-    """The guest's table (with ``label``) and the hosts' tables, read from CSV.
+    """The guest's table (with ``label``) and the hosts' tables, read from CSV or Parquet.
 
     ``features``: keep only these columns (each table those it has);
     ``exclude``: leave these out wherever they are. Every name must be a
@@ -409,14 +411,18 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               progress: ProgressHook | None = None,
               on_psi_done: Callable[[int], None] | None = None,
               html_report: bool = True, force: bool = False,
-        features: Sequence[str] | None = None,
-        exclude: Sequence[str] = ()) -> FitResult:
-    """``vfl fit`` as one call: read the CSVs, select columns, train, write the outputs.
+              features: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), coef_init: np.ndarray | None = None,
+              intercept_init: float | None = None) -> FitResult:
+    """``vfl fit`` as one call: read the tables, select columns, train, write the outputs.
 
-    ``iv_table`` (written by :func:`iv_files`) with ``min_iv``/``top_k``:
-    each party keeps its best columns first. ``guest_valid``/``hosts_valid``:
-    validation CSVs for every party (same columns), aligned by a second PSI.
-    ``force``: replace the outputs of an earlier run in ``out_dir``.
+    Tables are CSV or Parquet files (by suffix, :mod:`vfl.tableio`); the
+    same data in either format trains the same model. ``iv_table`` (written
+    by :func:`iv_files`) with ``min_iv``/``top_k``: each party keeps its best
+    columns first. ``guest_valid``/``hosts_valid``: validation tables for
+    every party (same columns), aligned by a second PSI. ``force``: replace
+    the outputs of an earlier run in ``out_dir``. ``coef_init``/
+    ``intercept_init``: replay a run's start (see :func:`fit_local`).
     """
     prepare_output_dir(out_dir, force=force)
     if (min_iv is not None or top_k is not None) and iv_table is None:
@@ -441,7 +447,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
         hvs = [v.select(h.feature_names) for v, h in zip(hvs, hs, strict=True)]
     result = fit_local(g, hs, config, options=options, out_dir=out_dir, progress=progress,
                        on_psi_done=on_psi_done, guest_valid=gv, hosts_valid=hvs,
-                       html_report=html_report, force=True)  # checked above, before reading
+                       html_report=html_report, force=True,  # checked above, before reading
+                       coef_init=coef_init, intercept_init=intercept_init)
     result.kept_columns = kept
     return result
 
@@ -450,48 +457,55 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
                   id_column: str, out: str | Path, label: str | None = None,
                   lower_ids: bool = False, strip_ids: bool = True,
                   scorecard: Scorecard | None = None, force: bool = False,
-        features: Sequence[str] | None = None,
-        exclude: Sequence[str] = ()) -> pd.DataFrame:
-    """``vfl predict`` as one call: score the shared customers, write ``out`` (CSV).
+                  features: Sequence[str] | None = None,
+                  exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """``vfl predict`` as one call: score the shared customers, write ``out``.
 
-    With ``scorecard`` the scores get a ``score`` column: integer points, the
-    sum of every party's points table score (see :func:`predict_local`). An
-    existing ``out`` is refused unless ``force``.
+    ``out`` is written in the format of its suffix (``.csv``, ``.csv.gz``,
+    ``.parquet``, ``.pq``). With ``scorecard`` the scores get a ``score``
+    column: integer points, the sum of every party's points table score (see
+    :func:`predict_local`). An existing ``out`` is refused unless ``force``.
     """
+    table_format(out)  # an unknown suffix fails before any work
     prepare_output_file(out, force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids, features=features,
                         exclude=exclude)
     scores = predict_local(model_dir, g, hs, scorecard=scorecard)
-    atomic_write_text(out, scores.to_csv(index=False))
+    write_frame(scores, out)
     return scores
 
 
 def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               out_dir: str | Path, label: str | None = None, lower_ids: bool = False,
               strip_ids: bool = True, force: bool = False,
-        features: Sequence[str] | None = None,
-        exclude: Sequence[str] = ()) -> tuple[int, list[Path]]:
+              features: Sequence[str] | None = None,
+              exclude: Sequence[str] = (),
+              out_format: TableFormat = "csv") -> tuple[int, list[Path]]:
     """``vfl psi`` as one call: write each party's aligned table as ``<party>.csv``.
 
-    Returns the number of shared customers and the files written. Existing
-    aligned tables in ``out_dir`` are refused unless ``force``.
+    ``out_format="parquet"`` writes ``<party>.parquet`` instead (the same
+    columns and values). Returns the number of shared customers and the
+    files written. Existing aligned tables in ``out_dir`` are refused unless
+    ``force``.
     """
-    for name in [GUEST, *host_names(len(hosts))]:
-        prepare_output_file(Path(out_dir) / f"{name}.csv", force=force)
+    if out_format not in ("csv", "parquet"):
+        raise ConfigError(f"out_format must be 'csv' or 'parquet'; got {out_format!r}.")
+    names = [GUEST, *host_names(len(hosts))]
+    targets = [Path(out_dir) / f"{name}.{out_format}" for name in names]
+    for target in targets:
+        prepare_output_file(target, force=force)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids, features=features,
                         exclude=exclude)
     g_al, h_al = psi_local(g, hs)
-    paths = []
-    for name, table in [(GUEST, g_al), *zip(host_names(len(hs)), h_al, strict=True)]:
+    for target, table in zip(targets, [g_al, *h_al], strict=True):
         df = pd.DataFrame(table.X, columns=table.feature_names)
         df.insert(0, id_column, table.ids)
         if table.y is not None and label:
             df.insert(1, label, table.y)
-        paths.append(Path(out_dir) / f"{name}.csv")
-        atomic_write_text(paths[-1], df.to_csv(index=False))
-    return g_al.n_rows, paths
+        write_frame(df, target)
+    return g_al.n_rows, targets
 
 
 def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, label: str,
@@ -499,8 +513,8 @@ def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, 
              allow_insecure_key_size: bool = False, reveal_host_names: bool = False,
              monotonic: bool = False, lower_ids: bool = False,
              strip_ids: bool = True, force: bool = False,
-        features: Sequence[str] | None = None,
-        exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
+             features: Sequence[str] | None = None,
+             exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``vfl iv`` as one call: the IV table of every party's columns, written to ``out``."""
     prepare_output_file(out, force=force)
     check_key_size(key_bits, allow_insecure_key_size=allow_insecure_key_size)

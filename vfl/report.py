@@ -37,6 +37,7 @@ from vfl.metrics import (  # noqa: E402
 from vfl.model import atomic_write_text  # noqa: E402
 from vfl.outputs import TRAIN_SCORES, read_guest_outputs  # noqa: E402
 from vfl.scorecard import Scorecard  # noqa: E402
+from vfl.tableio import read_frame
 
 __all__ = ["write_report"]
 
@@ -202,7 +203,7 @@ def write_report(model_dir: str | Path, out_dir: str | Path, *, scores: str | Pa
 
     stability = None
     if scores and score.size:
-        new = pd.read_csv(scores)
+        new = read_frame(scores)
         if "probability" not in new:
             raise DataError(f"{scores} has no 'probability' column.")
         scored = new["probability"].dropna().to_numpy()  # rows not at every bank: no score

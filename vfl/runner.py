@@ -25,21 +25,22 @@ import pandas as pd
 
 from vfl import jobs, outputs
 from vfl.baselines import guest_only_baseline
-from vfl.certs import check_party_tls
+from vfl.certs import check_compute_tls, check_party_tls
 from vfl.config import PartyConfig
 from vfl.crypto.paillier import MIN_SECURE_KEY_BITS
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import ConfigError, InsecureKeySizeError
 from vfl.jobs import GuestOutcome, HostOutcome
 from vfl.lr.estimator import Arbiter
-from vfl.model import ModelPart, atomic_write_text, load_model_part
+from vfl.model import ModelPart, load_model_part
 from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.scorecard import PointsTable, Scorecard, part_points_table
+from vfl.tableio import table_format, write_frame
 from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
 
-__all__ = ["open_endpoint", "run_fit", "run_predict", "part_path"]
+__all__ = ["open_endpoint", "run_fit", "run_predict", "part_path", "check_compute"]
 
 T = TypeVar("T")
 
@@ -61,6 +62,37 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
                         TlsFiles(cfg.ca, cfg.cert, cfg.key),
                         connect_timeout=cfg.connect_timeout, default_timeout=cfg.timeout,
                         policy=cfg.policy)
+
+
+def check_compute(cfg: PartyConfig) -> None:
+    """Check, before any work, that this party's ``[compute]`` engine can be used.
+
+    For ``engine = "dask"``: the party's compute TLS files
+    (:func:`vfl.certs.check_compute_tls`: key matches certificate, issued by
+    the party's own compute CA, valid now, and that CA is not the
+    federation's ``[tls] ca``), then a connection to the scheduler with at
+    least one worker, so a cluster that is not there stops the job now, not
+    after PSI. Nothing for the local engine.
+
+    Raises
+    ------
+    ConfigError
+        Naming the party, the file or the scheduler address, and the fix.
+    """
+    compute = cfg.compute
+    if not compute.uses_dask:
+        return
+    if compute.ca is not None and compute.cert is not None and compute.key is not None:
+        check_compute_tls(compute.ca, compute.cert, compute.key, cfg.name, federation_ca=cfg.ca)
+    try:
+        from vfl.crypto.dask_engine import open_client
+    except ImportError:
+        raise ConfigError(f"{cfg.name}: [compute] engine = \"dask\" needs the dask extra "
+                          "(pip install 'vfl[dask]').") from None
+    try:
+        open_client(compute).close()
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.name}: {exc}") from None
 
 
 def part_path(cfg: PartyConfig) -> Path:
@@ -153,6 +185,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     """
     def tables() -> tuple[PartyTable, PartyTable | None]:
         outputs.prepare_output_dir(cfg.output, force=force)
+        check_compute(cfg)
         table = _load_data(cfg)
         assert cfg.data is not None
         valid = (_load_data(cfg, cfg.data.validation_path).select(table.feature_names)
@@ -176,7 +209,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
             table, valid = tables()
             return jobs.host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
                                      progress=progress, valid=valid,
-                                     policy=cfg.policy), table.n_rows
+                                     policy=cfg.policy, compute=cfg.compute), table.n_rows
 
         (host, n_rows), traffic = _guarded(cfg, None, host_work)
         summary = outputs.host_summary(host, n_rows=n_rows, traffic=traffic)
@@ -189,7 +222,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
         t0 = time.perf_counter()
         return jobs.guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
                                   progress=progress, valid=valid, options=cfg.options,
-                                  policy=cfg.policy), table, t0
+                                  policy=cfg.policy, compute=cfg.compute), table, t0
 
     (guest, table, t0), traffic = _guarded(cfg, None, guest_work)
     report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
@@ -243,6 +276,7 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
     def guest_work(ep: GrpcEndpoint) -> tuple[pd.DataFrame, ModelPart]:
         if out is None:
             raise ConfigError(f"{cfg.name}: the guest needs --out for the scores file.")
+        table_format(out)  # an unknown suffix is refused before any work
         outputs.prepare_output_file(out, force=force)
         table, part = inputs()
         return jobs.guest_predict_job(ep, table, part, hosts=cfg.hosts, policy=cfg.policy,
@@ -250,7 +284,7 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
 
     (scores, part), traffic = _guarded(cfg, job, guest_work)
     assert out is not None  # guest_work refused a missing --out
-    atomic_write_text(out, scores.to_csv(index=False))
+    write_frame(scores, out)
     scored = int(scores["matched"].sum())
     result = {"party": cfg.name, "rows_scored": scored, "rows_in_file": len(scores),
               "scores": str(out),

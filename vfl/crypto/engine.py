@@ -15,13 +15,24 @@ Residues never leave the worker that made them, and each is used once.
 The pool is local to one party: nothing here crosses a party boundary, and
 no byte received from a peer is handed to the executor (its own IPC carries only what
 this party produced).
+
+``DaskEngine`` (:mod:`vfl.crypto.dask_engine`) runs the same chunk functions
+as tasks on the party's own Dask cluster, so a party can use the cores of
+several of its machines. :class:`ComputeConfig` (a party's ``[compute]``
+TOML section) says which engine a party uses; :func:`make_engine` builds it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import multiprocessing as mp
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import gmpy2
 import numpy as np
@@ -30,8 +41,12 @@ import numpy.typing as npt
 from vfl.crypto.encoding import to_residues
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer
 from vfl.crypto.vector import EncryptedVector, matvec_t, multiexp
+from vfl.exceptions import ConfigError
 
-__all__ = ["CipherEngine", "PoolEngine", "make_engine"]
+__all__ = ["CipherEngine", "PoolEngine", "ComputeConfig", "make_engine", "compute_context",
+           "current_compute"]
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 class CipherEngine:
@@ -100,37 +115,31 @@ def _combine(cts: tuple[gmpy2.mpz, ...], ks: list[int], n2: gmpy2.mpz) -> gmpy2.
     return out
 
 
-# ---------------------------------------------------------------- workers
-_PUB: PaillierPublicKey | None = None
-_RND: Randomizer | None = None
+# ------------------------------------------------------------ chunk functions
+# Each runs in a worker (a pool process or a Dask worker) on one contiguous chunk,
+# given the worker's own copy of the public key and its own randomiser: bytes and
+# int64 arrays in, fixed-width ciphertext bytes out.
+Draw = Callable[[], gmpy2.mpz]
 
 
-def _init_worker(n_bytes: bytes, exponent_bits: int | None) -> None:
-    global _PUB, _RND
-    _PUB = PaillierPublicKey.from_bytes(n_bytes)
-    _RND = Randomizer(_PUB, exponent_bits)
-
-
-def _w_encrypt(values: bytes) -> bytes:
-    assert _PUB is not None and _RND is not None
-    n, n2 = _PUB.n, _PUB.nsquare
-    width = _PUB.ciphertext_bytes
-    draw = _RND.draw
+def encrypt_chunk(pub: PaillierPublicKey, draw: Draw, values: bytes) -> bytes:
+    """``(1 + m n) ρ mod n^2`` for each int64 of ``values`` (ρ from ``draw``)."""
+    n, n2 = pub.n, pub.nsquare
+    width = pub.ciphertext_bytes
     residues = to_residues(np.frombuffer(values, dtype=np.int64), n)
     return b"".join(((1 + m * n) * draw() % n2).to_bytes(width, "big") for m in residues)
 
 
-def _w_rerandomize(data: bytes) -> bytes:
-    assert _PUB is not None and _RND is not None
-    n2, width, draw = _PUB.nsquare, _PUB.ciphertext_bytes, _RND.draw
+def rerandomize_chunk(pub: PaillierPublicKey, draw: Draw, data: bytes) -> bytes:
+    """Each ciphertext of ``data`` times a fresh random n-th residue."""
+    n2, width = pub.nsquare, pub.ciphertext_bytes
     return b"".join((gmpy2.mpz.from_bytes(data[i:i + width], "big") * draw() % n2)
                     .to_bytes(width, "big") for i in range(0, len(data), width))
 
 
-def _w_matvec(data: bytes, x: bytes, cols: int) -> bytes:
+def matvec_chunk(pub: PaillierPublicKey, draw: Draw, data: bytes, x: bytes, cols: int) -> bytes:
     """Per-column products over this chunk, plus the chunk's product of all ciphertexts."""
-    assert _PUB is not None
-    n2, width = _PUB.nsquare, _PUB.ciphertext_bytes
+    n2, width = pub.nsquare, pub.ciphertext_bytes
     cts = [gmpy2.mpz.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
     mat = np.frombuffer(x, dtype=np.int64).reshape(len(cts), cols)
     out = [multiexp(cts, mat[:, j].tolist(), n2) for j in range(cols)]
@@ -141,10 +150,10 @@ def _w_matvec(data: bytes, x: bytes, cols: int) -> bytes:
     return b"".join(c.to_bytes(width, "big") for c in out)
 
 
-def _w_combine(blobs: list[bytes], factors: bytes, count: int) -> bytes:
+def combine_chunk(pub: PaillierPublicKey, draw: Draw, blobs: list[bytes], factors: bytes,
+                  count: int) -> bytes:
     """Per-row ``prod_j c_j^k_j`` over this chunk (``factors``: int64, row-major ``count x j``)."""
-    assert _PUB is not None
-    n2, width = _PUB.nsquare, _PUB.ciphertext_bytes
+    n2, width = pub.nsquare, pub.ciphertext_bytes
     ks = np.frombuffer(factors, dtype=np.int64).reshape(count, len(blobs)).tolist()
     out = []
     for i in range(count):
@@ -153,37 +162,54 @@ def _w_combine(blobs: list[bytes], factors: bytes, count: int) -> bytes:
     return b"".join(out)
 
 
+# ---------------------------------------------------------------- pool workers
+_PUB: PaillierPublicKey | None = None
+_RND: Randomizer | None = None
+
+
+def _init_worker(n_bytes: bytes, exponent_bits: int | None) -> None:
+    global _PUB, _RND
+    _PUB = PaillierPublicKey.from_bytes(n_bytes)
+    _RND = Randomizer(_PUB, exponent_bits)
+
+
+def _in_pool(fn: Callable[..., bytes], *args: Any) -> bytes:
+    """Run chunk function ``fn`` with this pool worker's key and randomiser."""
+    assert _PUB is not None and _RND is not None
+    return fn(_PUB, _RND.draw, *args)
+
+
 def _w_prefill(count: int) -> int:
     assert _RND is not None
     _RND.prefill(count)
     return _RND.stocked
 
 
-class PoolEngine(CipherEngine):
-    """Ciphertext bulk operations spread over ``workers`` processes.
+class _Pending(Protocol[T_co]):
+    """A submitted chunk (``concurrent.futures.Future`` or ``distributed.Future``)."""
 
-    Parameters
-    ----------
-    public_key : PaillierPublicKey
-    workers : int
-        Worker processes (>= 2).
+    def result(self) -> T_co: ...
+
+
+class ChunkedEngine(CipherEngine):
+    """The client side of an engine that hands contiguous chunks to workers.
+
+    Splitting the rows, reassembling the answers and the final
+    exponentiations of ``X^T [[d]]`` are the same whatever runs the chunks;
+    subclasses say how a chunk function is submitted (:meth:`_submit`) and
+    how many workers share the work (:meth:`_parallelism`). Deterministic
+    operations give exactly :class:`CipherEngine`'s ciphertexts (products mod
+    ``n^2`` do not depend on how the rows are grouped).
     """
 
-    def __init__(self, public_key: PaillierPublicKey, workers: int,
-                 exponent_bits: int | None = None) -> None:
-        super().__init__(public_key, Randomizer(public_key, exponent_bits, window_bits=8))
-        self.workers = workers
-        ctx = mp.get_context("spawn")  # safe with the gRPC threads of this process
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                         initializer=_init_worker,
-                                         initargs=(public_key.to_bytes(), exponent_bits))
-        self._prefills: list[Future[int]] = []
-        # start the workers and build their tables now, in parallel
-        for f in [self._pool.submit(_w_prefill, 0) for _ in range(workers)]:
-            f.result()
+    def _submit(self, fn: Callable[..., bytes], *args: Any) -> _Pending[bytes]:
+        raise NotImplementedError
+
+    def _parallelism(self) -> int:
+        raise NotImplementedError
 
     def _split(self, count: int) -> list[tuple[int, int]]:
-        parts = min(self.workers, max(1, count // 64))
+        parts = min(self._parallelism(), max(1, count // 64))
         edges = np.linspace(0, count, parts + 1).astype(int)
         return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
@@ -196,7 +222,7 @@ class PoolEngine(CipherEngine):
     def encrypt(self, values: npt.NDArray[np.int64], frac_bits: int) -> EncryptedVector:
         """Encrypt int64 values in parallel chunks."""
         arr = np.ascontiguousarray(values, dtype=np.int64)
-        futures = [self._pool.submit(_w_encrypt, arr[a:b].tobytes())
+        futures = [self._submit(encrypt_chunk, arr[a:b].tobytes())
                    for a, b in self._split(len(arr))]
         return self._vector([f.result() for f in futures], frac_bits)
 
@@ -204,7 +230,7 @@ class PoolEngine(CipherEngine):
         """Re-randomise in parallel chunks."""
         data = vec.to_bytes()
         width = self.public_key.ciphertext_bytes
-        futures = [self._pool.submit(_w_rerandomize, data[a * width:b * width])
+        futures = [self._submit(rerandomize_chunk, data[a * width:b * width])
                    for a, b in self._split(len(vec))]
         return self._vector([f.result() for f in futures], vec.frac_bits)
 
@@ -216,8 +242,8 @@ class PoolEngine(CipherEngine):
         data = vec.to_bytes()
         width = self.public_key.ciphertext_bytes
         mat = np.ascontiguousarray(x_offset, dtype=np.int64)
-        futures = [self._pool.submit(_w_matvec, data[a * width:b * width], mat[a:b].tobytes(),
-                                     cols) for a, b in self._split(rows)]
+        futures = [self._submit(matvec_chunk, data[a * width:b * width], mat[a:b].tobytes(),
+                                cols) for a, b in self._split(rows)]
         n2 = self.public_key.nsquare
         acc = [gmpy2.mpz(1)] * (cols + 1)
         for f in futures:
@@ -243,10 +269,40 @@ class PoolEngine(CipherEngine):
         data = [v.to_bytes() for v in vectors]
         ks = np.ascontiguousarray(np.stack([np.asarray(k, dtype=np.int64) for k in factors],
                                            axis=1))
-        futures = [self._pool.submit(_w_combine, [d[a * width:b * width] for d in data],
-                                     ks[a:b].tobytes(), b - a)
+        futures = [self._submit(combine_chunk, [d[a * width:b * width] for d in data],
+                                ks[a:b].tobytes(), b - a)
                    for a, b in self._split(len(vectors[0]))]
         return self._vector([f.result() for f in futures], frac_bits)
+
+
+class PoolEngine(ChunkedEngine):
+    """Ciphertext bulk operations spread over ``workers`` processes.
+
+    Parameters
+    ----------
+    public_key : PaillierPublicKey
+    workers : int
+        Worker processes (>= 2).
+    """
+
+    def __init__(self, public_key: PaillierPublicKey, workers: int,
+                 exponent_bits: int | None = None) -> None:
+        super().__init__(public_key, Randomizer(public_key, exponent_bits, window_bits=8))
+        self.workers = workers
+        ctx = mp.get_context("spawn")  # safe with the gRPC threads of this process
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                         initializer=_init_worker,
+                                         initargs=(public_key.to_bytes(), exponent_bits))
+        self._prefills: list[Future[int]] = []
+        # start the workers and build their tables now, in parallel
+        for f in [self._pool.submit(_w_prefill, 0) for _ in range(workers)]:
+            f.result()
+
+    def _submit(self, fn: Callable[..., bytes], *args: Any) -> Future[bytes]:
+        return self._pool.submit(_in_pool, fn, *args)
+
+    def _parallelism(self) -> int:
+        return self.workers
 
     def prefill(self, count: int) -> None:
         """Let idle workers stock about ``count`` randomisers for the next batch."""
@@ -261,14 +317,160 @@ class PoolEngine(CipherEngine):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int,
-                exponent_bits: int | None = None) -> CipherEngine:
-    """The engine for a party: a pool of ``workers`` processes, or in-process.
+# ------------------------------------------------------------ choosing an engine
+_ENGINES = ("local", "dask")
+_SCHEMES = ("tls://", "tcp://")
 
-    ``workers=None`` picks the number of cores when the job is big enough to
-    gain from it (at least 2,000 rows), else in-process; ``workers<=1`` is
-    always in-process.
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where a party's ciphertext work runs (its ``[compute]`` TOML section).
+
+    Checked when made, like :class:`~vfl.lr.TrainConfig`.
+
+    Parameters
+    ----------
+    engine : {"local", "dask"}
+        ``"local"`` (default): this process, or a pool of ``workers``
+        processes on this machine. ``"dask"``: tasks on the party's own Dask
+        cluster at ``scheduler`` (:class:`~vfl.crypto.dask_engine.DaskEngine`).
+    workers : int or None
+        Local engine only: pool processes (None: the machine's cores for jobs
+        of 2,000 rows or more; 1: in this process). A Dask cluster's size is
+        set by the ``dask worker`` processes that join it.
+    scheduler : str or None
+        Dask engine: the scheduler's address, ``"tls://host:port"``.
+    ca, cert, key : Path or None
+        Dask engine: the party's own compute CA and this process's client
+        certificate and key (:func:`vfl.certs.write_compute_certs`); required
+        with ``tls://``.
+    allow_plain_tcp : bool
+        Accept a ``tcp://`` scheduler (no encryption, no authentication:
+        whoever reaches it can run code on the workers). Tests on one
+        machine only.
+    connect_timeout : float
+        Seconds to wait for the scheduler, and for its first worker, before
+        failing with an error naming the address (default 10).
     """
+
+    engine: str = "local"
+    workers: int | None = None
+    scheduler: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    allow_plain_tcp: bool = False
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.engine not in _ENGINES:
+            raise ConfigError(f"engine must be \"local\" or \"dask\", got {self.engine!r}.")
+        w = self.workers
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+            raise ConfigError(f"workers must be a whole number >= 1, got {w!r}.")
+        t = self.connect_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
+            raise ConfigError(f"connect_timeout_seconds must be a number in (0, 3600], got {t!r}.")
+        dask_keys = [k for k in ("scheduler", "ca", "cert", "key") if getattr(self, k) is not None]
+        if self.engine == "local":
+            if dask_keys or self.allow_plain_tcp:
+                used = ", ".join(dask_keys or ["allow_plain_tcp"])
+                raise ConfigError(f"{used} only apply with engine = \"dask\" (the engine is "
+                                  "\"local\"); set engine = \"dask\" or remove them.")
+            return
+        if w is not None:
+            raise ConfigError("workers sizes the local pool; a Dask cluster's size is set by "
+                              "the `dask worker` processes that join it. Remove workers.")
+        if not self.scheduler:
+            raise ConfigError("engine = \"dask\" needs scheduler = \"tls://host:port\", the "
+                              "address of this party's own Dask scheduler.")
+        address = self.scheduler
+        if not address.startswith(_SCHEMES):
+            raise ConfigError(f"scheduler must be tls://host:port, got {address!r}.")
+        host, sep, port = address.split("://", 1)[1].rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"scheduler must be tls://host:port, got {address!r}.")
+        if address.startswith("tcp://"):
+            if not self.allow_plain_tcp:
+                raise ConfigError(
+                    f"scheduler {address} is plain tcp: no encryption and no authentication, "
+                    "so whoever reaches it can run code on this party's workers. Use tls:// "
+                    "with the party's own compute certificates, or set allow_plain_tcp = true "
+                    "(tests on one machine only).")
+            if any(getattr(self, k) is not None for k in ("ca", "cert", "key")):
+                raise ConfigError("ca, cert and key are for a tls:// scheduler; the scheduler "
+                                  f"{address} is tcp://.")
+            return
+        missing = [k for k in ("ca", "cert", "key") if getattr(self, k) is None]
+        if missing:
+            raise ConfigError(f"a tls:// scheduler needs ca, cert and key (the party's own "
+                              f"compute CA and this process's client certificate); missing: "
+                              f"{', '.join(missing)}.")
+
+    @property
+    def uses_dask(self) -> bool:
+        """True for the Dask engine."""
+        return self.engine == "dask"
+
+
+_COMPUTE: contextvars.ContextVar[ComputeConfig | None] = contextvars.ContextVar(
+    "vfl_compute", default=None)
+
+
+@contextlib.contextmanager
+def compute_context(compute: ComputeConfig | None) -> Iterator[None]:
+    """Within this block, :func:`make_engine` (in this thread) uses ``compute``.
+
+    How an estimator's ``compute`` parameter reaches the engine its party
+    makes deep inside the protocol driver, without the pure protocol code
+    carrying deployment settings (as ``joblib.parallel_config`` chooses a
+    backend for scikit-learn's ``n_jobs``). ``None`` leaves the current
+    choice in place.
+    """
+    if compute is None:
+        yield
+        return
+    token = _COMPUTE.set(compute)
+    try:
+        yield
+    finally:
+        _COMPUTE.reset(token)
+
+
+def current_compute() -> ComputeConfig | None:
+    """The :class:`ComputeConfig` set by the innermost :func:`compute_context`, if any."""
+    return _COMPUTE.get()
+
+
+def make_engine(public_key: PaillierPublicKey, workers: int | None, n_rows: int,
+                exponent_bits: int | None = None, *,
+                compute: ComputeConfig | None = None) -> CipherEngine:
+    """The engine for a party: its Dask cluster, a pool of ``workers`` processes, or in-process.
+
+    ``compute`` (default: :func:`current_compute`) with ``engine="dask"``
+    connects to the party's Dask scheduler
+    (:meth:`~vfl.crypto.dask_engine.DaskEngine.connect`); a local one's
+    ``workers``, when set, replaces ``workers``. ``workers=None`` picks the
+    number of cores when the job is big enough to gain from it (at least
+    2,000 rows), else in-process; ``workers<=1`` is always in-process.
+
+    Raises
+    ------
+    ConfigError
+        If the Dask scheduler cannot be reached, or has no worker, within
+        ``compute.connect_timeout`` (the error names the address), or
+        ``distributed`` is not installed.
+    """
+    compute = compute or current_compute()
+    if compute is not None and compute.uses_dask:
+        try:
+            from vfl.crypto.dask_engine import DaskEngine
+        except ImportError:
+            raise ConfigError("[compute] engine = \"dask\" needs the dask extra "
+                              "(pip install 'vfl[dask]').") from None
+        return DaskEngine.connect(public_key, compute, exponent_bits)
+    if compute is not None and compute.workers is not None:
+        workers = compute.workers
     if workers is None:
         workers = (os.cpu_count() or 1) if n_rows >= 2000 else 1
     if workers <= 1:

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.crypto.encoding import dequantize, quantize
-from vfl.crypto.engine import CipherEngine, make_engine
+from vfl.crypto.engine import CipherEngine, ComputeConfig, current_compute, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_residues, encode_ciphertexts
@@ -102,6 +102,9 @@ class GradientParty:
         self.engine: CipherEngine | None = None
         self.workers = workers
         self.exponent_bits = exponent_bits
+        # where the engine will run: set by the estimator's ``compute`` for this run
+        # (vfl.crypto.engine.compute_context); None: the local pool of ``workers``
+        self.compute: ComputeConfig | None = current_compute()
         self._masks: list[int] | None = None
         self.budget: MaskBudget | None = None
         self._batch_rows = 0
@@ -123,10 +126,11 @@ class GradientParty:
             )
         self.public_key = key
         self.randomizer = Randomizer(key, self.exponent_bits, window_bits=8)
-        self.engine = make_engine(key, self.workers, self.n_rows, self.exponent_bits)
+        self.engine = make_engine(key, self.workers, self.n_rows, self.exponent_bits,
+                                  compute=self.compute)
 
     def close(self) -> None:
-        """Stop this party's worker processes, if any."""
+        """Stop this party's worker processes, or leave its Dask cluster, if any."""
         if self.engine is not None:
             self.engine.close()
 

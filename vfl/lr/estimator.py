@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator
 
 from vfl.calibration import FIGURES
 from vfl.channel import Channel
+from vfl.crypto.engine import ComputeConfig, compute_context
 from vfl.exceptions import ConfigError, DataError, NotFittedError
 from vfl.lr.config import TrainConfig
 from vfl.lr.driver import (
@@ -128,6 +129,13 @@ class GuestLogisticRegression(BaseEstimator):
     n_jobs : int or None
         Worker processes for ciphertext work (None: all cores for jobs of at
         least 2,000 rows; 1: in this process).
+    compute : ComputeConfig or None
+        Where the ciphertext work runs (a party's ``[compute]`` TOML
+        section). None: the local pool of ``n_jobs``. ``engine="dask"``:
+        tasks on the party's own Dask cluster (:mod:`vfl.crypto.dask_engine`;
+        ``n_jobs`` is then unused); a local one's ``workers``, when set,
+        replaces ``n_jobs``. Party-local, like ``n_jobs``: the weights are
+        the same whatever runs the work.
     validation_fraction : float
         Hold out this share of the intersection (stratified, drawn secretly
         with ``secrets``) for per-epoch validation AUC/KS/loss; the best
@@ -186,6 +194,7 @@ class GuestLogisticRegression(BaseEstimator):
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
                  n_jobs: int | None = None, randomizer_bits: int | None = None,
+                 compute: ComputeConfig | None = None,
                  validation_fraction: float = 0.2, patience: int = 5,
                  class_weight: str = "none", init_score_std: float = 0.5,
                  score_frac_bits: int = 32, feature_frac_bits: int = 20,
@@ -205,6 +214,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.standardize = standardize
         self.n_jobs = n_jobs
         self.randomizer_bits = randomizer_bits
+        self.compute = compute
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.class_weight = class_weight
@@ -219,7 +229,7 @@ class GuestLogisticRegression(BaseEstimator):
         """An estimator with ``config``'s hyper-parameters and party-local ``params``.
 
         ``params`` are the parameters that are not :class:`TrainConfig`
-        fields (``standardize``, ``n_jobs``, ``randomizer_bits``,
+        fields (``standardize``, ``n_jobs``, ``randomizer_bits``, ``compute``,
         ``init_score_std``).
         """
         clash = sorted(set(params) & set(CONFIG_PARAMS.values()))
@@ -304,14 +314,15 @@ class GuestLogisticRegression(BaseEstimator):
                 )
             if config.fit_intercept:
                 init = np.append(init, 0.0 if intercept_init is None else float(intercept_init))
-        party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float), config,
-                                           hosts=list(hosts), arbiter=arbiter,
-                                           progress=progress, model_id=model_id,
-                                           workers=self.n_jobs,
-                                           exponent_bits=self.randomizer_bits,
-                                           validation_rows=val_rows,
-                                           initial_coef=init,
-                                           init_score_std=float(self.init_score_std))
+        with compute_context(self.compute):
+            party, epochs = run_guest_training(channel, channel.party, Xp, y.astype(float),
+                                               config, hosts=list(hosts), arbiter=arbiter,
+                                               progress=progress, model_id=model_id,
+                                               workers=self.n_jobs,
+                                               exponent_bits=self.randomizer_bits,
+                                               validation_rows=val_rows,
+                                               initial_coef=init,
+                                               init_score_std=float(self.init_score_std))
         k = X.shape[1]
         self.coef_init_ = party.initial_coef[:k].copy()
         self.intercept_init_ = float(party.initial_coef[k]) if config.fit_intercept else 0.0
@@ -410,6 +421,8 @@ class HostLogisticRegression(BaseEstimator):
         Impute and standardise this host's columns locally.
     n_jobs, randomizer_bits : int or None
         As for the guest (party-local choices).
+    compute : ComputeConfig or None
+        As for the guest: where this host's ciphertext work runs.
 
     Attributes
     ----------
@@ -419,11 +432,13 @@ class HostLogisticRegression(BaseEstimator):
     """
 
     def __init__(self, *, allow_insecure_key_size: bool = False, standardize: bool = True,
-                 n_jobs: int | None = None, randomizer_bits: int | None = None) -> None:
+                 n_jobs: int | None = None, randomizer_bits: int | None = None,
+                 compute: ComputeConfig | None = None) -> None:
         self.allow_insecure_key_size = allow_insecure_key_size
         self.standardize = standardize
         self.n_jobs = n_jobs
         self.randomizer_bits = randomizer_bits
+        self.compute = compute
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
             progress: ProgressHook | None = None, X_val: Any = None,
@@ -443,10 +458,11 @@ class HostLogisticRegression(BaseEstimator):
             Xv = _check_X(X_val, "X_val")
             Xp = np.vstack([Xp, self.preprocessor_.transform(Xv) if self.preprocessor_
                             else np.nan_to_num(Xv)])
-        party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
-                                          arbiter=arbiter,
-                                          progress=progress, workers=self.n_jobs,
-                                          exponent_bits=self.randomizer_bits, policy=policy)
+        with compute_context(self.compute):
+            party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
+                                              arbiter=arbiter,
+                                              progress=progress, workers=self.n_jobs,
+                                              exponent_bits=self.randomizer_bits, policy=policy)
         self.coef_ = party.coef.copy()
         self.n_features_in_ = X.shape[1]
         self.n_iter_ = epochs

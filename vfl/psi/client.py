@@ -122,6 +122,12 @@ class PsiClient:
                 matches[self._order[k]] = j
         self._matches[server] = matches
 
+    def pairwise(self, server: str) -> dict[int, int]:
+        """For each of this party's rows that ``server`` holds: its position in the server's list."""
+        if server not in self._matches:
+            raise LocalProtocolError(f"No PSI response yet from {server}.")
+        return dict(self._matches[server])
+
     def server_size(self, server: str) -> int:
         """How many IDs ``server`` announced (and, once it answered, sent)."""
         return self._announced[server]

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from vfl.channel import Channel
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.psi._bounds import checked_set_size
+from vfl.psi.buckets import (
+    BUCKET_ROWS,
+    WINDOW,
+    BucketClient,
+    BucketPlan,
+    BucketServer,
+    bucket_plan,
+    check_plan,
+)
 from vfl.psi.client import PsiClient
-from vfl.psi.ecdh import POINT_BYTES
-from vfl.psi.messages import PsiHello, PsiRequest, PsiResponse, PsiResult
+from vfl.psi.ecdh import POINT_BYTES, BlindingPool
+from vfl.psi.messages import (
+    PsiBucketRequest,
+    PsiBucketResponse,
+    PsiBucketResult,
+    PsiBuckets,
+    PsiHello,
+    PsiRequest,
+    PsiResponse,
+    PsiResult,
+)
 from vfl.psi.server import PsiServer
+from vfl.psi.spill import IdSource, SpilledSet
 
-__all__ = ["run_psi_guest", "run_psi_host", "canonical_order"]
+__all__ = ["run_psi_guest", "run_psi_host", "canonical_order", "PsiProgress"]
+
+#: ``progress(phase, done, total)``: phase "hash" counts IDs hashed into buckets, "buckets"
+#: buckets exchanged (bucketed PSI only; sets of one bucket report nothing)
+PsiProgress = Callable[[str, int, int], None]
 
 #: Room for the envelope (job id, party names, type and field names) around the points.
 ENVELOPE_MARGIN = 1 << 16
@@ -50,46 +76,161 @@ def _unlimit(channel: Channel, peer: str, policy: SecurityPolicy) -> None:
         limit(peer, policy.max_message_bytes)
 
 
-def run_psi_guest(channel: Channel, ids: Sequence[str], hosts: Sequence[str], *,
-                  policy: SecurityPolicy = DEFAULT_POLICY) -> np.ndarray:
+def _source(ids: Sequence[str] | IdSource) -> IdSource:
+    return ids if isinstance(ids, IdSource) else IdSource.from_sequence(ids)
+
+
+def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequence[str], *,
+                  policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
+                  workers: int | None = None, workdir: str | Path | None = None,
+                  progress: PsiProgress | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as the client against every host; returns this party's aligned rows.
 
     Every host's set size is checked against ``policy.max_psi_set_size``
-    before this party blinds or sends any point.
+    before this party blinds or sends any point. Sets larger than
+    ``bucket_rows`` (both parties must use the same value; the default is a
+    protocol constant) run the bucketed protocol: this party's IDs are
+    streamed from ``ids`` (a list, or an :class:`~vfl.psi.spill.IdSource`
+    reading a file in chunks) into bucket files under ``workdir`` and never
+    held in memory at once.
     """
-    client = PsiClient(ids, hosts, policy=policy)
-    hello = client.hello()
+    source = _source(ids)
+    hello = PsiHello(source.count)
     for host in hosts:
         channel.send(host, hello)
+    sizes = {host: checked_set_size(channel.recv(host, PsiHello), peer=host, policy=policy)
+             for host in hosts}
+    pair = {h: bucket_plan(source.count, n, bucket_rows) for h, n in sizes.items()}
+    bucketed = [h for h in hosts if pair[h] is not None]
+    single = [h for h in hosts if pair[h] is None]
+    if not bucketed:
+        return _guest_single(channel, source.to_list(), hosts, sizes, policy)
+    bits = max(p.bits for p in pair.values() if p is not None)
+    plans = {h: bucket_plan(source.count, sizes[h], bucket_rows, bits=bits) for h in bucketed}
+    return _guest_bucketed(channel, source, {h: p for h, p in plans.items() if p is not None},
+                           single, sizes, policy, workers, workdir, progress)
+
+
+def _guest_single(channel: Channel, ids: list[str], hosts: Sequence[str], sizes: dict[str, int],
+                  policy: SecurityPolicy) -> npt.NDArray[np.int64]:
+    client = _single_exchange(channel, ids, hosts, sizes, policy)
+    for host, result in client.finish().items():
+        channel.send(host, result)
+    return canonical_order(ids, client.rows)
+
+
+def _single_exchange(channel: Channel, ids: list[str], hosts: Sequence[str],
+                     sizes: dict[str, int], policy: SecurityPolicy) -> PsiClient:
+    """The single-message exchange with ``hosts`` (hellos already traded), up to the matching."""
+    client = PsiClient(ids, hosts, policy=policy)
     for host in hosts:
-        client.on_hello(host, channel.recv(host, PsiHello))
-    for host in hosts:
+        client.on_hello(host, PsiHello(sizes[host]))
         # The response carries one point per guest ID and one per announced host ID.
-        _limit(channel, host, len(ids) + client.server_size(host), policy)
+        _limit(channel, host, len(ids) + sizes[host], policy)
     request = client.request()
     for host in hosts:
         channel.send(host, request)
     for host in hosts:
         client.on_response(host, channel.recv(host, PsiResponse))
         _unlimit(channel, host, policy)  # the host sends nothing more until it has our result
-    for host, result in client.finish().items():
-        channel.send(host, result)
-    return canonical_order(ids, client.rows)
+    return client
 
 
-def run_psi_host(channel: Channel, ids: Sequence[str], guest: str, *,
-                 policy: SecurityPolicy = DEFAULT_POLICY) -> np.ndarray:
+def _guest_bucketed(channel: Channel, source: IdSource, plans: dict[str, BucketPlan],
+                    single: list[str], sizes: dict[str, int], policy: SecurityPolicy,
+                    workers: int | None, workdir: str | Path | None,
+                    progress: PsiProgress | None) -> npt.NDArray[np.int64]:
+    # Hosts whose pair fits one bucket run the single-message exchange; the guest's set is then
+    # small (at most one bucket), so it holds their matches by row and applies them per bucket.
+    single_matches: dict[str, dict[int, int]] = {}
+    if single:
+        ids = source.to_list()
+        first = _single_exchange(channel, ids, single, sizes, policy)
+        single_matches = {h: first.pairwise(h) for h in single}
+    plan = next(iter(plans.values()))
+    hosts = list(plans)
+    with BlindingPool(workers) as pool:
+        for host in hosts:
+            channel.send(host, plans[host].message())
+        with SpilledSet(source, plan.bits, pool, cap=plan.client_cap, workdir=workdir,
+                        progress=None if progress is None else
+                        (lambda done, total: progress("hash", done, total))) as spilled:
+            for host in hosts:
+                _limit(channel, host, plan.client_cap + plans[host].server_cap, policy)
+            client = BucketClient(spilled, plans, pool)
+            parts: list[npt.NDArray[np.int64]] = []
+            for _ in range(min(WINDOW, plan.buckets)):
+                request = client.request()
+                for host in hosts:
+                    channel.send(host, request)
+            for b in range(plan.buckets):
+                for host in hosts:
+                    client.on_response(host, channel.recv(host, PsiBucketResponse))
+                allowed = None
+                if single_matches:
+                    rows = spilled.load(b)["row"]
+                    allowed = np.array([all(int(r) in m for m in single_matches.values())
+                                        for r in rows], dtype=bool)
+                results, kept = client.finish(allowed)
+                for host, result in results.items():
+                    channel.send(host, result)
+                parts.append(kept)
+                if b + WINDOW < plan.buckets:
+                    request = client.request()
+                    for host in hosts:
+                        channel.send(host, request)
+                if progress is not None:
+                    progress("buckets", b + 1, plan.buckets)
+            for host in hosts:
+                _unlimit(channel, host, policy)
+    aligned = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    for host in single:
+        positions = np.asarray([single_matches[host][int(r)] for r in aligned], dtype=np.int64)
+        channel.send(host, PsiResult(positions))
+    return aligned
+
+
+def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
+                 policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
+                 workers: int | None = None, workdir: str | Path | None = None,
+                 progress: PsiProgress | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as a server for ``guest``; returns this party's aligned rows.
 
     The guest's set size is checked against ``policy.max_psi_set_size``
-    before any of its points is received or blinded.
+    before any of its points is received or blinded; with sets larger than
+    ``bucket_rows``, so is the guest's bucket plan (:func:`~vfl.psi.buckets.check_plan`).
     """
-    server = PsiServer(ids, guest, policy=policy)
+    source = _source(ids)
     announced = channel.recv(guest, PsiHello)
-    hello = server.on_hello(announced)  # refuses a size above this party's limit
-    _limit(channel, guest, announced.set_size, policy)  # before the guest may send its request
-    channel.send(guest, hello)
-    request = channel.recv(guest, PsiRequest)
-    _unlimit(channel, guest, policy)  # the guest sends nothing more until it has our response
-    channel.send(guest, server.on_request(request))
-    return canonical_order(ids, server.on_result(channel.recv(guest, PsiResult)))
+    n_guest = checked_set_size(announced, peer=guest, policy=policy)
+    plan = bucket_plan(n_guest, source.count, bucket_rows)
+    if plan is None:
+        own = source.to_list()
+        server = PsiServer(own, guest, policy=policy)
+        server.on_hello(announced)
+        _limit(channel, guest, n_guest, policy)  # before the guest may send its request
+        channel.send(guest, PsiHello(source.count))
+        request = channel.recv(guest, PsiRequest)
+        _unlimit(channel, guest, policy)  # the guest sends nothing more until it has our response
+        channel.send(guest, server.on_request(request))
+        return canonical_order(own, server.on_result(channel.recv(guest, PsiResult)))
+    channel.send(guest, PsiHello(source.count))
+    plan = check_plan(channel.recv(guest, PsiBuckets), n_guest, source.count, peer=guest,
+                      bucket_rows=bucket_rows)
+    parts: list[npt.NDArray[np.int64]] = []
+    with BlindingPool(workers) as pool, \
+            SpilledSet(source, plan.bits, pool, cap=plan.server_cap, workdir=workdir,
+                       progress=None if progress is None else
+                       (lambda done, total: progress("hash", done, total))) as spilled:
+        _limit(channel, guest, plan.client_cap, policy)
+        role = BucketServer(spilled, plan, pool, guest)
+        for b in range(plan.buckets):
+            channel.send(guest, role.on_request(channel.recv(guest, PsiBucketRequest)))
+            if b >= WINDOW - 1:
+                parts.append(role.on_result(channel.recv(guest, PsiBucketResult)))
+            if progress is not None:
+                progress("buckets", b + 1, plan.buckets)
+        for _ in range(len(parts), plan.buckets):
+            parts.append(role.on_result(channel.recv(guest, PsiBucketResult)))
+        _unlimit(channel, guest, policy)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from vfl.exceptions import RemoteProtocolError
 
-__all__ = ["POINT_BYTES", "hash_to_point", "BlindingKey", "split_points"]
+__all__ = ["POINT_BYTES", "hash_to_point", "order_key", "BlindingKey", "BlindingPool", "split_points"]
 
 POINT_BYTES = 32
 _P = 2**255 - 19
@@ -45,6 +45,14 @@ def hash_to_point(identifier: str) -> bytes:
     data = identifier.encode("utf-8")
     digest = hashlib.sha512(_DST + len(data).to_bytes(4, "big") + data).digest()
     return (int.from_bytes(digest, "little") % _P).to_bytes(POINT_BYTES, "little")
+
+
+_ORDER_DST = b"vfl/psi/v1/order\x00"
+
+
+def order_key(identifier: str) -> bytes:
+    """The public 32-byte key both parties sort the intersection by (and bucket large sets by)."""
+    return hashlib.sha256(_ORDER_DST + identifier.encode("utf-8")).digest()
 
 
 def split_points(data: bytes, *, peer: str, what: str, expected: int | None = None) -> list[bytes]:
@@ -129,3 +137,102 @@ class BlindingKey:
         if self.workers > 1 and len(ids) >= PARALLEL_MIN:
             return self._parallel(_hash_blind_chunk, ids)
         return _blind_with(self._key, (hash_to_point(x) for x in ids), "self", 0)
+
+
+# --------------------------------------------------------------- a persistent pool (large sets)
+_POOL_KEY: X25519PrivateKey | None = None
+
+
+def _pool_init(key_bytes: bytes) -> None:
+    global _POOL_KEY
+    _POOL_KEY = X25519PrivateKey.from_private_bytes(key_bytes)
+
+
+def _hash_ids(ids: Sequence[str]) -> tuple[bytes, bytes]:
+    return (b"".join(order_key(x) for x in ids), b"".join(hash_to_point(x) for x in ids))
+
+
+def _blind_bytes(key: X25519PrivateKey, data: bytes, peer: str, offset: int) -> bytes:
+    load, exchange = X25519PublicKey.from_public_bytes, key.exchange
+    out = []
+    for i in range(0, len(data), POINT_BYTES):
+        try:
+            out.append(exchange(load(data[i:i + POINT_BYTES])))
+        except ValueError:
+            raise RemoteProtocolError(
+                f"Point {offset + i // POINT_BYTES} from {peer} is of small order; refusing to "
+                "blind it.") from None
+    return b"".join(out)
+
+
+def _pool_blind(data: bytes, peer: str, offset: int) -> bytes:
+    assert _POOL_KEY is not None
+    return _blind_bytes(_POOL_KEY, data, peer, offset)
+
+
+class BlindingPool:
+    """A per-run secret X25519 scalar and the worker processes that apply it, kept for a whole run.
+
+    The bucketed PSI blinds one bucket at a time, so the pool is started once
+    (not once per call, as :class:`BlindingKey` does for its single call) and
+    its workers keep the scalar. The scalar comes from the OS CSPRNG and goes
+    only to this party's own worker processes. Points travel as concatenated
+    32-byte strings, not one Python object each.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes (default: one per core); ``1`` works in-process.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._key = X25519PrivateKey.generate()
+        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                initializer=_pool_init, initargs=(self._key.private_bytes_raw(),))
+
+    def _edges(self, count: int) -> list[tuple[int, int]]:
+        parts = 1 if self._pool is None or count < 4096 else self.workers * 2
+        edges = [count * i // parts for i in range(parts + 1)]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+    def hash_ids(self, ids: Sequence[str]) -> tuple[bytes, bytes]:
+        """``(order keys, points)``: 32 bytes per ID each, in the order of ``ids``."""
+        spans = self._edges(len(ids))
+        if self._pool is None or len(spans) == 1:
+            return _hash_ids(ids)
+        parts = [f.result() for f in [self._pool.submit(_hash_ids, list(ids[a:b]))
+                                      for a, b in spans]]
+        return b"".join(k for k, _ in parts), b"".join(p for _, p in parts)
+
+    def blind(self, points: bytes, *, peer: str = "self") -> bytes:
+        """Multiply every 32-byte point of ``points`` by the secret scalar.
+
+        Raises
+        ------
+        RemoteProtocolError
+            If a point is of small order (never the case for hashed IDs).
+        """
+        if len(points) % POINT_BYTES:
+            raise ValueError("points must be a multiple of 32 bytes")
+        spans = self._edges(len(points) // POINT_BYTES)
+        if self._pool is None or len(spans) == 1:
+            return _blind_bytes(self._key, points, peer, 0)
+        futures = [self._pool.submit(_pool_blind, points[a * POINT_BYTES:b * POINT_BYTES], peer, a)
+                   for a, b in spans]
+        return b"".join(f.result() for f in futures)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> BlindingPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

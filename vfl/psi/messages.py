@@ -8,7 +8,8 @@ import numpy as np
 
 from vfl.codec import message
 
-__all__ = ["PsiHello", "PsiRequest", "PsiResponse", "PsiResult"]
+__all__ = ["PsiHello", "PsiRequest", "PsiResponse", "PsiResult", "PsiBuckets", "PsiBucketRequest",
+           "PsiBucketResponse", "PsiBucketResult"]
 
 
 @message("psi.Hello/1")
@@ -45,4 +46,51 @@ class PsiResponse:
 class PsiResult:
     """Client → server: positions in the server's shuffled list, in the common order."""
 
+    positions: np.ndarray
+
+
+# ------------------------------------------------------------------ bucketed PSI (large sets)
+# ``protocols/specs/psi.md``, "Bucketed PSI": used when either set exceeds the bucket size; the
+# IDs are split by the top bits of their public order key and every bucket is padded to a cap.
+
+
+@message("psi.Buckets/1")
+@dataclass(frozen=True, slots=True)
+class PsiBuckets:
+    """Client → server, after both hellos: the bucket plan the client derived from the sizes.
+
+    The server derives the plan itself and refuses one that differs (another
+    version or bucket size), before any point is exchanged.
+    """
+
+    bucket_bits: int
+    client_cap: int
+    server_cap: int
+
+
+@message("psi.BucketRequest/1")
+@dataclass(frozen=True, slots=True)
+class PsiBucketRequest:
+    """Client → server: ``client_cap`` blinded points of bucket ``bucket`` (padded, shuffled)."""
+
+    bucket: int
+    blinded: bytes
+
+
+@message("psi.BucketResponse/1")
+@dataclass(frozen=True, slots=True)
+class PsiBucketResponse:
+    """Server → client: the request's points blinded again, and ``server_cap`` own points."""
+
+    bucket: int
+    double_blinded: bytes
+    blinded: bytes
+
+
+@message("psi.BucketResult/1")
+@dataclass(frozen=True, slots=True)
+class PsiBucketResult:
+    """Client → server: positions, in the server's shuffled bucket list, kept in this bucket."""
+
+    bucket: int
     positions: np.ndarray

@@ -1,0 +1,206 @@
+"""The Dask engine (issue 12, item 3): epoch throughput with 1 vs 2 Dask workers per party.
+
+    python -m benchmarks.dask_engine [--data ../shared/data] [--rows N] [--key-bits 2048]
+                                     [--workers 1,2] [--epochs 1] [--repeats 1]
+                                     [--out benchmarks/dask_engine.json]
+
+One training epoch of default_credit (30,000 rows, 13 + 10 columns; ``--rows``
+takes the first N), with guest, host and arbiter driven step by step in this
+process as ``benchmarks.profile_epoch`` does (no transport), through:
+
+* the **Dask engine**: the guest and the host each get their own
+  ``distributed.LocalCluster`` (worker processes, one thread each, mutual TLS
+  with certificates from that party's own compute CA, as in production), with
+  1 and then 2 workers per party;
+* the **local engine** for comparison: in-process (1) and a pool of 2 processes.
+
+The parties take turns (as in a real epoch, each waits for the other's
+message), so a party's heavy step has its whole cluster to itself; the
+arbiter's decryption runs in this process in every configuration. Prints and
+writes wall time per epoch, rows per second and the ratios (target: 2 Dask
+workers >= 1.7x the throughput of 1, on an idle machine; the load average at
+start and end is recorded so a busy run can be told apart). Table building
+(``setup_s``: worker start, fixed-base tables) happens once per job and is
+reported apart from the epoch.
+
+A smoke run: ``python -m benchmarks.dask_engine --rows 600 --key-bits 512 --out /tmp/d.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._data import DEFAULT_DATA, default_credit
+from vfl.certs import write_compute_certs
+from vfl.crypto.engine import ComputeConfig, compute_context
+from vfl.lr import ArbiterParty, GuestParty, HostParty, TrainConfig, batch_plan
+from vfl.lr.messages import HostHello
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@contextmanager
+def party_cluster(party: str, workers: int, pki_root: Path) -> Iterator[ComputeConfig]:
+    """A TLS LocalCluster of ``workers`` processes for ``party``, with its own compute CA."""
+    from distributed import LocalCluster
+
+    from vfl.crypto.dask_engine import cluster_security
+
+    pki = pki_root / party
+    if not (pki / "ca.pem").exists():
+        write_compute_certs(pki, party)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tls",
+                      security=cluster_security(pki), dashboard_address=":0") as cluster:
+        yield ComputeConfig(engine="dask", scheduler=cluster.scheduler_address,
+                            ca=pki / "ca.pem", cert=pki / "client.pem", key=pki / "client.key")
+
+
+def run_epochs(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, cfg: TrainConfig, epochs: int,
+               guest_compute: ComputeConfig | None, host_compute: ComputeConfig | None,
+               local_workers: int) -> dict[str, Any]:
+    """``epochs`` epochs with each party's engine; wall seconds of setup and of each epoch."""
+    insecure = cfg.key_bits < 2048
+    start = np.append(np.linspace(-0.4, 0.6, Xg.shape[1]), 0.0)  # fixed: same weights every run
+    with compute_context(guest_compute):
+        guest = GuestParty("guest", Xg, y, cfg, ["host"], workers=local_workers,
+                           initial_coef=start)
+    setup = guest.setup({"host": HostHello(len(y), Xh.shape[1])})
+    with compute_context(host_compute):
+        host = HostParty("host", Xh, setup, 0, workers=local_workers)
+    arbiter = ArbiterParty(guest.arbiter_setup(setup), "guest", allow_insecure_key_size=insecure)
+    try:
+        t = time.perf_counter()
+        for p in (guest, host):
+            p.on_public_key(arbiter.announce(), peer="arbiter", allow_insecure_key_size=insecure)
+        setup_s = time.perf_counter() - t
+        times = []
+        for e in range(epochs):
+            t = time.perf_counter()
+            for b, rows in enumerate(batch_plan(len(y), cfg.batch_size, cfg.seed, e)):
+                guest.on_forward("host", host.forward(e, b, rows), e, b)
+                res = guest.residuals(e, b, rows)
+                masked_h, _ = host.on_residual(res["host"])
+                masked_g = guest.masked_gradient()
+                guest.close_batch()
+                dg = arbiter.on_masked_gradient("guest", masked_g, e, b)
+                dh = arbiter.on_masked_gradient("host", masked_h, e, b)
+                guest.on_decrypted(dg, peer="arbiter")
+                host.on_decrypted(dh, peer="arbiter")
+            arbiter.on_epoch_loss(guest.epoch_loss(e), e)
+            times.append(time.perf_counter() - t)
+        return {"setup_s": setup_s, "epoch_s": times,
+                "coef": guest.coef.tolist() + host.coef.tolist()}
+    finally:
+        guest.close()
+        host.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--rows", type=int, default=None, help="first N rows only (default: all)")
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--workers", default="1,2", help="Dask workers per party to compare")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per configuration")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds over all configurations (alternated; the median is reported)")
+    ap.add_argument("--skip-local", action="store_true", help="Dask engine only")
+    ap.add_argument("--out", default=str(ROOT / "dask_engine.json"))
+    args = ap.parse_args()
+    Xg, y, Xh = default_credit(args.data)
+    if args.rows:
+        Xg, y, Xh = Xg[:args.rows], y[:args.rows], Xh[:args.rows]
+    # standardised columns (what the estimators train on)
+    Xg, Xh = [(X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1) for X in (Xg, Xh)]
+    cfg = TrainConfig(epochs=args.epochs, tol=0.0, validation_fraction=0.0, patience=0,
+                      key_bits=args.key_bits, allow_insecure_key_size=args.key_bits < 2048)
+    counts = [int(w) for w in args.workers.split(",")]
+    configs = [("dask", w) for w in counts]
+    if not args.skip_local:
+        configs += [("local", w) for w in counts]
+    load_start = os.getloadavg()
+    print(f"default_credit, {len(y):,} rows, {Xg.shape[1]} + {Xh.shape[1]} columns, "
+          f"{args.key_bits}-bit keys, mode {cfg.mode}, batch {cfg.batch_size}; "
+          f"{_cpu_model()}, {os.cpu_count()} cores; load average {load_start[0]:.2f}")
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for engine, w in (configs if r % 2 == 0 else configs[::-1]):
+                with ExitStack() as stack:
+                    if engine == "dask":
+                        gc = stack.enter_context(party_cluster("guest", w, Path(tmp)))
+                        hc = stack.enter_context(party_cluster("host", w, Path(tmp)))
+                        out = run_epochs(Xg, y, Xh, cfg, args.epochs, gc, hc, 1)
+                    else:
+                        out = run_epochs(Xg, y, Xh, cfg, args.epochs, None, None, w)
+                samples[(engine, w)].append(out)
+                print(f"  {engine:5s} engine, {w} worker(s) per party: setup "
+                      f"{out['setup_s']:5.1f} s, epoch(s) "
+                      + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s", flush=True)
+    load_end = os.getloadavg()
+    coefs = {tuple(s["coef"]) for runs in samples.values() for s in runs}
+    runs = []
+    for (engine, w), outs in samples.items():
+        epoch_s = statistics.median(t for o in outs for t in o["epoch_s"])
+        runs.append({"engine": engine, "workers_per_party": w, "epoch_s": epoch_s,
+                     "rows_per_s": len(y) / epoch_s,
+                     "setup_s": statistics.median(o["setup_s"] for o in outs),
+                     "epochs_s_all": [t for o in outs for t in o["epoch_s"]]})
+    by = {(run["engine"], run["workers_per_party"]): run["epoch_s"] for run in runs}
+    ratios: dict[str, float] = {}
+    lo, hi = min(counts), max(counts)
+    for engine in ("dask", "local"):
+        if (engine, lo) in by and (engine, hi) in by and hi != lo:
+            ratios[f"{engine}_{hi}_vs_{lo}_workers"] = by[(engine, lo)] / by[(engine, hi)]
+    for w in counts:
+        if ("dask", w) in by and ("local", w) in by:
+            ratios[f"dask_vs_local_{w}_workers"] = by[("local", w)] / by[("dask", w)]
+    result = {
+        "machine": {"cpu_model": _cpu_model(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_average_start": load_start, "load_average_end": load_end},
+        "data": "default_credit", "rows": len(y), "columns": [Xg.shape[1], Xh.shape[1]],
+        "key_bits": args.key_bits, "mode": cfg.mode, "batch_size": cfg.batch_size,
+        "epochs_per_config": args.epochs, "repeats": args.repeats,
+        "setup": "one TLS LocalCluster per party (processes, 1 thread each); parties driven in "
+                 "turn in one process; arbiter decrypts in this process",
+        "runs": runs,
+        "throughput_ratios": ratios,
+        "target": "dask 2 vs 1 workers per party >= 1.7x on an idle machine",
+        "same_weights_in_every_run": len(coefs) == 1,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'engine':8s} {'workers':>7s} {'epoch s':>9s} {'rows/s':>9s} {'setup s':>8s}")
+    for run in runs:
+        print(f"{run['engine']:8s} {run['workers_per_party']:7d} {run['epoch_s']:9.2f} "
+              f"{run['rows_per_s']:9.0f} {run['setup_s']:8.1f}")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+    print(f"same weights in every run: {len(coefs) == 1}; load average {load_start[0]:.2f} -> "
+          f"{load_end[0]:.2f}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
