@@ -53,6 +53,7 @@ from vfl.exceptions import DataError, RemoteProtocolError, TransportError
 from vfl.jobs import JobOptions, arbiter_fit_job, guest_fit_job, host_fit_job
 from vfl.lr.config import TrainConfig
 from vfl.policy import DEFAULT_POLICY, MAX_KEY_BITS
+from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.transport.base import Endpoint
 from vfl.transport.memory import InMemoryNetwork
 
@@ -177,12 +178,23 @@ def _binning(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
     }
 
 
+def _psi_bucketed(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
+    # 110 and 116 IDs with buckets of 40: the bucketed protocol with 4 buckets, in-process
+    return {
+        "guest": lambda ch: run_psi_guest(ch, TABLES["guest"].ids, ["host1"], bucket_rows=40,
+                                          workers=1),
+        "host1": lambda ch: run_psi_host(ch, TABLES["host1"].ids, "guest", bucket_rows=40,
+                                         workers=1),
+    }
+
+
 SCENARIOS: dict[str, tuple[list[str], Callable[[list[str]], dict[str, Callable[[Endpoint], Any]]]]] = {
     "fit": (["guest", "host1", "host2", "arbiter"], _fit),
     # the Taylor mode's own messages (the cross terms of two hosts)
     "fit-taylor": (["guest", "host1", "host2", "arbiter"],
                    lambda parties: _fit(parties, CONFIG.replace(mode="taylor"))),
     "binning": (["guest", "host1"], _binning),
+    "psi-bucketed": (["guest", "host1"], _psi_bucketed),
 }
 
 

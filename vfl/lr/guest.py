@@ -11,11 +11,11 @@ import dataclasses
 import math
 import secrets
 import uuid
-from typing import Any
 
 import numpy as np
 
 from vfl.crypto.encoding import quantize
+from vfl.crypto.store import CiphertextStore
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
@@ -152,10 +152,18 @@ class GuestParty(GradientParty):
         self._loss_acc: EncryptedVector | None = None
         self._loss_parts: list[EncryptedVector] = []
         self._p_float: FloatArray | None = None
-        #: accurate mode: the hosts' latest encrypted clipped squares of each row (summed)
-        self._squares: list[Any] = [None] * self.n_rows
+        #: accurate mode: the hosts' latest encrypted clipped squares of each row (summed),
+        #: on local disk (made when the key is known; memory: one flag per row)
+        self._squares: CiphertextStore | None = None
         self._h_total: EncryptedVector | None = None
         self._q_batch: EncryptedVector | None = None
+
+    def close(self) -> None:
+        """Stop the worker processes and delete the stored squares, if any."""
+        if self._squares is not None:
+            self._squares.close()
+            self._squares = None
+        super().close()
 
     # ----------------------------------------------------------------- setup
     def on_hello(self, host: str, msg: HostHello) -> None:
@@ -306,17 +314,18 @@ class GuestParty(GradientParty):
             if len(due):
                 fresh = sq if fresh is None else fresh.add(sq)
         assert total is not None
+        if self._squares is None:
+            self._squares = CiphertextStore(self.n_rows, key.ciphertext_bytes)
         if fresh is not None:
-            for i, c in zip(due.tolist(), fresh.ciphertexts, strict=True):
-                self._squares[rows[i]] = c
+            self._squares.put([rows[i] for i in due.tolist()], fresh.ciphertexts)
         # rows without squares yet (before their first refresh) have no second-order term:
         # their factor is 0 and their own [[h]] stands in (a power 0 is skipped)
-        have = np.array([self._squares[r] is not None for r in rows], dtype=bool)
+        stored = self._squares.get(rows)
+        have = np.array([c is not None for c in stored], dtype=bool)
         q: EncryptedVector | None = None
         if have.any():
-            q = EncryptedVector(key, [self._squares[r] if ok else c for r, ok, c in
-                                      zip(rows, have.tolist(), total.ciphertexts, strict=True)],
-                                F)
+            q = EncryptedVector(key, [s if s is not None else c for s, c in
+                                      zip(stored, total.ciphertexts, strict=True)], F)
         self._have = have
         g = self._guest_scores_checked(rows, epoch, batch)
         sig = 1.0 / (1.0 + np.exp(-g))
