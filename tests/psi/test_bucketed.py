@@ -211,3 +211,18 @@ def test_client_and_server_count_points_before_blinding(tmp_path):
     results, rows = client.finish()
     kept = server.on_result(results["host1"])
     assert len(kept) == len(rows) > 0
+
+
+def test_pool_blinding_equals_openssl_x25519_and_refuses_small_order():
+    """libsodium (the pool) against cryptography's OpenSSL X25519, an independent reference."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    from vfl.psi.ecdh import hash_to_point
+    points = b"".join(hash_to_point(f"id{i}") for i in range(300))
+    with BlindingPool(1) as pool:
+        reference = X25519PrivateKey.from_private_bytes(pool._scalar)
+        want = b"".join(reference.exchange(X25519PublicKey.from_public_bytes(points[i:i + 32]))
+                        for i in range(0, len(points), 32))
+        assert pool.blind(points) == want
+        with pytest.raises(RemoteProtocolError, match="Point 2 from mallory is of small order"):
+            pool.blind(points[:64] + bytes(32), peer="mallory")

