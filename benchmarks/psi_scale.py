@@ -117,6 +117,11 @@ def _party(role: str, path: str, ports: dict[str, int], certs: str, workers: int
                 # its worker processes together
                 "party_peak_mb": round(peak["tree"] / mb), "main_peak_mb": round(peak["main"] / mb),
                 "workers_peak_mb": round(peak["workers"] / mb),
+                "cpu_seconds": round(sum(getattr(resource.getrusage(who), f)
+                                         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                                         for f in ("ru_utime", "ru_stime")), 1),
+                "main_cpu_seconds": round(sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f)
+                                              for f in ("ru_utime", "ru_stime")), 1),
                 # the kernel's own high-water mark of the main process (not sampled)
                 "main_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "first_rows": rows[:3].tolist(), "spill_left": any(Path(workdir).iterdir())})
