@@ -55,7 +55,7 @@ def _write_ids(path: Path, start: int, n: int, fmt: str) -> Path:
 
 
 def _party(role: str, path: str, ports: dict[str, int], certs: str, workers: int,
-           workdir: str, result: mp.Queue) -> None:  # type: ignore[type-arg]
+           workdir: str, bucket_rows: int, result: mp.Queue) -> None:  # type: ignore[type-arg]
     from vfl.psi.driver import run_psi_guest, run_psi_host
     from vfl.psi.spill import IdSource
     from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
@@ -101,10 +101,10 @@ def _party(role: str, path: str, ports: dict[str, int], certs: str, workers: int
     try:
         if role == "guest":
             rows = run_psi_guest(ep, source, ["host"], workers=workers, workdir=workdir,
-                                 progress=progress)
+                                 progress=progress, bucket_rows=bucket_rows)
         else:
             rows = run_psi_host(ep, source, "guest", workers=workers, workdir=workdir,
-                                progress=progress)
+                                progress=progress, bucket_rows=bucket_rows)
     finally:
         ep.close()
     seconds = time.perf_counter() - t0
@@ -127,6 +127,37 @@ def _party(role: str, path: str, ports: dict[str, int], certs: str, workers: int
                 "first_rows": rows[:3].tolist(), "spill_left": any(Path(workdir).iterdir())})
 
 
+def _run(files: dict[str, Path], wd: Path, workers: int, bucket_rows: int, n: int,
+         shared: int) -> dict[str, object]:
+    from vfl.demo import free_ports
+
+    ports = dict(zip(["guest", "host"], free_ports(2), strict=True))
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    load0 = os.getloadavg()[0]
+    t = time.perf_counter()
+    procs = [ctx.Process(target=_party, args=(role, str(files[role]), ports, str(wd / "certs"),
+                                              workers, str(wd / f"spill-{role}"), bucket_rows,
+                                              queue))
+             for role in ("host", "guest")]
+    for p in procs:
+        p.start()
+    out = {}
+    for _ in procs:
+        r = queue.get(timeout=7200)
+        out[r["role"]] = r
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t
+    cores = os.cpu_count() or 1
+    assert out["guest"]["rows"] == out["host"]["rows"] == shared, out
+    return {"wall_seconds": round(wall, 1),
+            # as the README states PSI 1M x 1M: IDs of one party per second of wall time per core
+            "ids_per_second_per_core": round(n / wall / cores),
+            "load_average_before": load0, "load_average_after": os.getloadavg()[0],
+            "parties": out}
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -143,6 +174,8 @@ def main() -> None:
     ap.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     ap.add_argument("--workdir", default="/tmp/vfl-psi-scale")
     ap.add_argument("--out", default=str(Path(__file__).with_name("psi_scale.json")))
+    ap.add_argument("--compare-single", action="store_true",
+                    help="also run the single-message protocol on the same IDs (small n only)")
     args = ap.parse_args()
     wd = Path(args.workdir)
     shutil.rmtree(wd, ignore_errors=True)
@@ -154,37 +187,21 @@ def main() -> None:
              "host": _write_ids(wd / "host", n - shared, n, args.format)}
     print(f"wrote 2 x {n:,} IDs ({args.format}) in {time.perf_counter() - t:.0f} s")
     from vfl.certs import write_party_certs
-    from vfl.demo import free_ports
+    from vfl.psi.buckets import BUCKET_ROWS
 
     write_party_certs(wd / "certs", ["guest", "host"])
-    ports = dict(zip(["guest", "host"], free_ports(2), strict=True))
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    load0 = os.getloadavg()[0]
-    t = time.perf_counter()
-    procs = [ctx.Process(target=_party, args=(role, str(files[role]), ports, str(wd / "certs"),
-                                              args.workers, str(wd / f"spill-{role}"), queue))
-             for role in ("host", "guest")]
-    for p in procs:
-        p.start()
-    out = {}
-    for _ in procs:
-        r = queue.get(timeout=7200)
-        out[r["role"]] = r
-    for p in procs:
-        p.join()
-    wall = time.perf_counter() - t
-    cores = os.cpu_count() or 1
-    assert out["guest"]["rows"] == out["host"]["rows"] == shared, out
-    result = {
-        "cpu": _cpu_model(), "cores": cores, "n_per_party": n, "overlap": args.overlap,
-        "format": args.format, "workers_per_party": args.workers,
-        "wall_seconds": round(wall, 1),
-        # as the README states PSI 1M x 1M: IDs of one party per second of wall time per core
-        "ids_per_second_per_core": round(n / wall / cores),
-        "load_average_before": load0, "load_average_after": os.getloadavg()[0],
-        "parties": out,
-    }
+    result = {"cpu": _cpu_model(), "cores": os.cpu_count() or 1, "n_per_party": n,
+              "overlap": args.overlap, "format": args.format,
+              "workers_per_party": args.workers, "runs": {}}
+    protocols = {"bucketed": BUCKET_ROWS}
+    if args.compare_single:
+        protocols["single-message"] = n + 1  # one bucket: the protocol of psi.md steps 1-10
+    for label, bucket_rows in protocols.items():
+        result["runs"][label] = _run(files, wd, args.workers, bucket_rows, n, shared)
+        r = result["runs"][label]
+        print(f"{label}: {r['wall_seconds']} s, {r['ids_per_second_per_core']:,} IDs/s/core; "
+              f"peak MB guest {r['parties']['guest']['party_peak_mb']}, host "
+              f"{r['parties']['host']['party_peak_mb']}", flush=True)
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(wd, ignore_errors=True)

@@ -7,8 +7,9 @@ identical models for the same data and seed.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -168,6 +169,25 @@ __all__ = [
 ]
 
 
+
+@contextlib.contextmanager
+def psi_compute(compute: ComputeConfig | None,
+                progress: ProgressHook | None = None) -> Iterator[dict[str, Any]]:
+    """Where a PSI's blinding runs: the party's Dask cluster, or ``workers`` local processes.
+
+    Yields the keyword arguments for :func:`~vfl.psi.driver.run_psi_guest` /
+    :func:`~vfl.psi.driver.run_psi_host` (only the bucketed protocol, for sets
+    above one bucket, uses them).
+    """
+    shown = {} if progress is None else {"progress": progress.on_psi}
+    if compute is None or not compute.uses_dask:
+        yield {"workers": None if compute is None else compute.workers, **shown}
+        return
+    from vfl.crypto.dask_engine import DaskBlinder
+
+    with DaskBlinder.connect(compute) as blinder:
+        yield {"blinder": blinder, **shown}
+
 def _encoded(part: ModelPart, X: np.ndarray) -> np.ndarray:
     """Apply the part's WOE encoding, if it was trained on WOE columns."""
     woe = part.preprocessing.get("woe")
@@ -292,7 +312,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if table.y is None:
         raise DataError("The guest table needs a label column.")
     t0 = time.perf_counter()
-    rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
+    with psi_compute(compute, progress) as where:
+        rows = run_psi_guest(channel, table.ids, hosts, policy=policy, **where)
     psi_seconds = time.perf_counter() - t0
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
@@ -311,7 +332,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if valid is not None:
         if valid.y is None:
             raise DataError("The guest's validation table needs the label column.")
-        vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy)
+        with psi_compute(compute, progress) as where:
+            vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy, **where)
         _check_intersection(len(vrows), "the guest's validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
@@ -376,7 +398,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     """
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
-    rows = run_psi_host(channel, table.ids, guest, policy=policy)
+    with psi_compute(compute, progress) as where:
+        rows = run_psi_host(channel, table.ids, guest, policy=policy, **where)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     _check_training_rows(aligned, channel.party)
@@ -400,7 +423,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         )
     val_aligned = None
     if valid is not None:
-        vrows = run_psi_host(channel, valid.ids, guest, policy=policy)
+        with psi_compute(compute, progress) as where:
+            vrows = run_psi_host(channel, valid.ids, guest, policy=policy, **where)
         _check_intersection(len(vrows), f"{channel.party}'s validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None

@@ -31,6 +31,9 @@ class ProgressHook:
     def on_epoch(self, epoch: int, loss: float | None) -> None:
         """An epoch finished (the loss is known on the guest only)."""
 
+    def on_psi(self, phase: str, done: int, total: int) -> None:
+        """Large-set PSI progress: ``phase`` "hash" (IDs hashed into buckets) or "buckets"."""
+
 
 def progress_bar(console: Console, *, quiet: bool = False) -> Progress:
     """A rich progress display with a loss column (for :class:`RichProgress`)."""
@@ -55,6 +58,14 @@ class RichProgress(ProgressHook):
         self.progress = progress
         self.task: Any = None
         self.n_batches = 1
+        self.psi_tasks: dict[str, Any] = {}
+
+    def on_psi(self, phase: str, done: int, total: int) -> None:
+        """One bar per PSI phase: IDs hashed into buckets, then buckets exchanged."""
+        if phase not in self.psi_tasks:
+            label = "PSI: hashing IDs" if phase == "hash" else "PSI: buckets"
+            self.psi_tasks[phase] = self.progress.add_task(label, total=total, loss="")
+        self.progress.update(self.psi_tasks[phase], completed=done, total=total)
 
     def on_start(self, n_epochs: int, n_batches: int) -> None:
         """Create the bar."""
@@ -104,3 +115,7 @@ class JsonStatus(ProgressHook):
     def on_epoch(self, epoch: int, loss: float | None) -> None:
         """An epoch finished."""
         self.emit(stage="epoch", epoch=epoch + 1, epochs=self.n_epochs, loss=loss)
+
+    def on_psi(self, phase: str, done: int, total: int) -> None:
+        """Large-set PSI progress."""
+        self.emit(stage="psi", phase=phase, done=done, total=total)

@@ -386,3 +386,35 @@ def test_the_documented_dask_commands_make_a_cluster_the_engine_uses(keypair, pk
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_bucketed_psi_on_the_cluster_equals_the_local_psi(compute):
+    """Both parties blind on (their own) Dask workers: same rows, same order as in-process."""
+    import threading
+
+    from vfl.crypto.dask_engine import DaskBlinder
+    from vfl.psi import run_psi_guest, run_psi_host
+    from vfl.transport import InMemoryNetwork
+
+    guest = [f"P{i:06d}" for i in range(0, 6000)]
+    host = [f"P{i:06d}" for i in range(2500, 9000)]
+
+    def run(blinders):
+        net = InMemoryNetwork(["guest", "host"], timeout=120)
+        out = {}
+        th = threading.Thread(target=lambda: out.__setitem__("host", run_psi_host(
+            net.endpoint("host"), host, "guest", bucket_rows=1000, workers=1,
+            blinder=blinders["host"])))
+        th.start()
+        out["guest"] = run_psi_guest(net.endpoint("guest"), guest, ["host"], bucket_rows=1000,
+                                     workers=1, blinder=blinders["guest"])
+        th.join()
+        return out
+
+    local = run({"guest": None, "host": None})
+    with DaskBlinder.connect(compute) as g, DaskBlinder.connect(compute) as h:
+        assert g.workers == 2
+        on_dask = run({"guest": g, "host": h})
+    for party in ("guest", "host"):
+        np.testing.assert_array_equal(on_dask[party], local[party])
+    assert len(local["guest"]) == 3500

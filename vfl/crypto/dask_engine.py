@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ from vfl.crypto.engine import ChunkedEngine, ComputeConfig
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, exponent_bits_for
 from vfl.exceptions import ConfigError
 
-__all__ = ["DaskEngine", "RandomizerPlugin", "client_security", "cluster_security",
+__all__ = ["DaskEngine", "DaskBlinder", "RandomizerPlugin", "client_security", "cluster_security",
            "open_client"]
 
 
@@ -302,3 +302,80 @@ class DaskEngine(ChunkedEngine):
         if self._close_client:
             with contextlib.suppress(Exception):
                 self.client.close()
+
+
+# ------------------------------------------------------------------ PSI blinding
+class DaskBlinder:
+    """The bucketed PSI's hashing and blinding as tasks on the party's own Dask cluster.
+
+    Implements :class:`vfl.psi.ecdh.Blinder`. The secret X25519 scalar is
+    drawn here, in the party's process, with ``secrets``, and broadcast once
+    to the party's own workers (``client.scatter``), inside the cluster's
+    mutual TLS; tasks refer to it, so it is not sent again with every chunk.
+    Tasks see this party's IDs (hashing) or points (blinding: its own hashed
+    IDs, or the peer's blinded points, which are opaque group elements), and
+    return concatenated 32-byte points. Small-order points from a peer are
+    refused on the worker and the error reaches the party's process.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of the party's own cluster (:func:`open_client`).
+    close_client : bool
+        Close ``client`` in :meth:`close`.
+    """
+
+    def __init__(self, client: Client, *, close_client: bool = False) -> None:
+        self.client = client
+        self._close_client = close_client
+        self.workers = max(1, int(sum(client.nthreads().values())))
+        self._scalar = client.scatter(secrets.token_bytes(32), broadcast=True, hash=False)
+
+    @classmethod
+    def connect(cls, compute: ComputeConfig) -> DaskBlinder:
+        """Open a client of ``compute.scheduler`` (:func:`open_client`) and a blinder on it."""
+        client = open_client(compute)
+        try:
+            return cls(client, close_client=True)
+        except BaseException:
+            client.close()
+            raise
+
+    def _spans(self, count: int) -> list[tuple[int, int]]:
+        parts = 1 if count < 4096 else self.workers * 2
+        edges = [count * i // parts for i in range(parts + 1)]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+    def hash_ids(self, ids: Sequence[str]) -> tuple[bytes, bytes]:
+        """``(order keys, points)`` of ``ids``, in chunks on the workers."""
+        from vfl.psi.ecdh import hash_id_chunk
+
+        futures = [self.client.submit(hash_id_chunk, list(ids[a:b]), pure=False)
+                   for a, b in self._spans(len(ids))]
+        parts = self.client.gather(futures)
+        return b"".join(k for k, _ in parts), b"".join(p for _, p in parts)
+
+    def blind(self, points: bytes, *, peer: str = "self") -> bytes:
+        """Every 32-byte point of ``points`` times the secret scalar, in chunks on the workers."""
+        from vfl.psi.ecdh import POINT_BYTES, blind_chunk
+
+        if len(points) % POINT_BYTES:
+            raise ValueError("points must be a multiple of 32 bytes")
+        futures = [self.client.submit(blind_chunk, self._scalar,
+                                      points[a * POINT_BYTES:b * POINT_BYTES], peer, a, pure=False)
+                   for a, b in self._spans(len(points) // POINT_BYTES)]
+        return b"".join(self.client.gather(futures))
+
+    def close(self) -> None:
+        """Forget the scalar on the workers; close the client if owned."""
+        with contextlib.suppress(Exception):
+            self.client.cancel([self._scalar], force=True)
+        if self._close_client:
+            with contextlib.suppress(Exception):
+                self.client.close()
+
+    def __enter__(self) -> DaskBlinder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

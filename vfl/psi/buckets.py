@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
-from vfl.psi.ecdh import POINT_BYTES, BlindingPool, hash_to_point, split_points
+from vfl.psi.ecdh import POINT_BYTES, Blinder, hash_to_point, split_points
 from vfl.psi.messages import PsiBucketRequest, PsiBucketResponse, PsiBucketResult, PsiBuckets
 from vfl.psi.spill import SpilledSet
 
@@ -175,12 +175,12 @@ class BucketClient:
         This party's IDs, split with the plans' bucket bits.
     plans : dict
         Each server's :class:`BucketPlan` (all with the same bits and client cap).
-    pool : BlindingPool
+    pool : Blinder
         This party's secret scalar and workers.
     """
 
     def __init__(self, spilled: SpilledSet, plans: dict[str, BucketPlan],
-                 pool: BlindingPool) -> None:
+                 pool: Blinder) -> None:
         if not plans or len({(p.bits, p.client_cap) for p in plans.values()}) != 1:
             raise LocalProtocolError("All servers' bucket plans must share bits and client cap.")
         self._spilled, self._plans, self._pool = spilled, dict(plans), pool
@@ -281,7 +281,7 @@ class BucketServer:
     Requests and results must come in bucket order.
     """
 
-    def __init__(self, spilled: SpilledSet, plan: BucketPlan, pool: BlindingPool,
+    def __init__(self, spilled: SpilledSet, plan: BucketPlan, pool: Blinder,
                  client: str = "guest") -> None:
         if spilled.bits != plan.bits or spilled.cap != plan.server_cap:
             raise LocalProtocolError("The spilled set was split for another plan.")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from vfl.psi.buckets import (
     check_plan,
 )
 from vfl.psi.client import PsiClient
-from vfl.psi.ecdh import POINT_BYTES, BlindingPool
+from vfl.psi.ecdh import POINT_BYTES, Blinder, BlindingPool
 from vfl.psi.messages import (
     PsiBucketRequest,
     PsiBucketResponse,
@@ -76,6 +77,16 @@ def _unlimit(channel: Channel, peer: str, policy: SecurityPolicy) -> None:
         limit(peer, policy.max_message_bytes)
 
 
+@contextlib.contextmanager
+def _blinder(given: Blinder | None, workers: int | None) -> Iterator[Blinder]:
+    """The caller's blinder (left open), or a local pool for this run (closed after it)."""
+    if given is not None:
+        yield given
+        return
+    with BlindingPool(workers) as pool:
+        yield pool
+
+
 def _source(ids: Sequence[str] | IdSource) -> IdSource:
     return ids if isinstance(ids, IdSource) else IdSource.from_sequence(ids)
 
@@ -83,7 +94,8 @@ def _source(ids: Sequence[str] | IdSource) -> IdSource:
 def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequence[str], *,
                   policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
                   workers: int | None = None, workdir: str | Path | None = None,
-                  progress: PsiProgress | None = None) -> npt.NDArray[np.int64]:
+                  progress: PsiProgress | None = None,
+                  blinder: Blinder | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as the client against every host; returns this party's aligned rows.
 
     Every host's set size is checked against ``policy.max_psi_set_size``
@@ -92,7 +104,9 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     protocol constant) run the bucketed protocol: this party's IDs are
     streamed from ``ids`` (a list, or an :class:`~vfl.psi.spill.IdSource`
     reading a file in chunks) into bucket files under ``workdir`` and never
-    held in memory at once.
+    held in memory at once. Its blinding runs on ``blinder`` if given (e.g.
+    the party's Dask cluster, :class:`vfl.crypto.dask_engine.DaskBlinder`; the
+    caller closes it), else on ``workers`` local processes.
     """
     source = _source(ids)
     hello = PsiHello(source.count)
@@ -108,7 +122,7 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     bits = max(p.bits for p in pair.values() if p is not None)
     plans = {h: bucket_plan(source.count, sizes[h], bucket_rows, bits=bits) for h in bucketed}
     return _guest_bucketed(channel, source, {h: p for h, p in plans.items() if p is not None},
-                           single, sizes, policy, workers, workdir, progress)
+                           single, sizes, policy, workers, workdir, progress, blinder)
 
 
 def _guest_single(channel: Channel, ids: list[str], hosts: Sequence[str], sizes: dict[str, int],
@@ -139,7 +153,8 @@ def _single_exchange(channel: Channel, ids: list[str], hosts: Sequence[str],
 def _guest_bucketed(channel: Channel, source: IdSource, plans: dict[str, BucketPlan],
                     single: list[str], sizes: dict[str, int], policy: SecurityPolicy,
                     workers: int | None, workdir: str | Path | None,
-                    progress: PsiProgress | None) -> npt.NDArray[np.int64]:
+                    progress: PsiProgress | None,
+                    blinder: Blinder | None) -> npt.NDArray[np.int64]:
     # Hosts whose pair fits one bucket run the single-message exchange; the guest's set is then
     # small (at most one bucket), so it holds their matches by row and applies them per bucket.
     single_matches: dict[str, dict[int, int]] = {}
@@ -149,7 +164,7 @@ def _guest_bucketed(channel: Channel, source: IdSource, plans: dict[str, BucketP
         single_matches = {h: first.pairwise(h) for h in single}
     plan = next(iter(plans.values()))
     hosts = list(plans)
-    with BlindingPool(workers) as pool:
+    with _blinder(blinder, workers) as pool:
         for host in hosts:
             channel.send(host, plans[host].message())
         with SpilledSet(source, plan.bits, pool, cap=plan.client_cap, workdir=workdir,
@@ -193,7 +208,8 @@ def _guest_bucketed(channel: Channel, source: IdSource, plans: dict[str, BucketP
 def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
                  policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
                  workers: int | None = None, workdir: str | Path | None = None,
-                 progress: PsiProgress | None = None) -> npt.NDArray[np.int64]:
+                 progress: PsiProgress | None = None,
+                 blinder: Blinder | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as a server for ``guest``; returns this party's aligned rows.
 
     The guest's set size is checked against ``policy.max_psi_set_size``
@@ -218,7 +234,7 @@ def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
     plan = check_plan(channel.recv(guest, PsiBuckets), n_guest, source.count, peer=guest,
                       bucket_rows=bucket_rows)
     parts: list[npt.NDArray[np.int64]] = []
-    with BlindingPool(workers) as pool, \
+    with _blinder(blinder, workers) as pool, \
             SpilledSet(source, plan.bits, pool, cap=plan.server_cap, workdir=workdir,
                        progress=None if progress is None else
                        (lambda done, total: progress("hash", done, total))) as spilled:

@@ -28,13 +28,14 @@ import os
 import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vfl.exceptions import RemoteProtocolError
 
-__all__ = ["POINT_BYTES", "hash_to_point", "order_key", "BlindingKey", "BlindingPool", "split_points"]
+__all__ = ["POINT_BYTES", "hash_to_point", "order_key", "BlindingKey", "BlindingPool", "Blinder",
+           "split_points"]
 
 POINT_BYTES = 32
 _P = 2**255 - 19
@@ -174,6 +175,39 @@ def _blind_bytes(scalar: bytes, data: bytes, peer: str, offset: int) -> bytes:
 def _pool_blind(data: bytes, peer: str, offset: int) -> bytes:
     assert _POOL_SCALAR is not None
     return _blind_bytes(_POOL_SCALAR, data, peer, offset)
+
+
+class Blinder(Protocol):
+    """What the bucketed PSI needs from a party's compute: a secret scalar and the hashing.
+
+    :class:`BlindingPool` (this machine's processes) and
+    :class:`vfl.crypto.dask_engine.DaskBlinder` (the party's own Dask cluster)
+    implement it.
+    """
+
+    workers: int
+
+    def hash_ids(self, ids: Sequence[str]) -> tuple[bytes, bytes]:
+        """``(order keys, points)``: 32 bytes per ID each."""
+        ...
+
+    def blind(self, points: bytes, *, peer: str = "self") -> bytes:
+        """Every 32-byte point times the secret scalar (small-order points refused)."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers."""
+        ...
+
+
+def hash_id_chunk(ids: Sequence[str]) -> tuple[bytes, bytes]:
+    """Task: ``(order keys, points)`` of a chunk of IDs (any compute engine runs it)."""
+    return _hash_ids(ids)
+
+
+def blind_chunk(scalar: bytes, data: bytes, peer: str, offset: int) -> bytes:
+    """Task: blind a chunk of concatenated points with ``scalar`` (any compute engine runs it)."""
+    return _blind_bytes(scalar, data, peer, offset)
 
 
 class BlindingPool:

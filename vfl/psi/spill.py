@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.exceptions import DataError
-from vfl.psi.ecdh import POINT_BYTES, BlindingPool
+from vfl.psi.ecdh import POINT_BYTES, Blinder
 
 __all__ = ["IdSource", "SpilledSet", "RECORD", "bucket_of"]
 
@@ -98,7 +98,7 @@ class SpilledSet:
     source : IdSource
     bits : int
         Bucket bits (0-16); bucket ``b`` holds the IDs whose order key starts with ``b``.
-    pool : BlindingPool
+    pool : Blinder
         Hashes the chunks (in this party's worker processes).
     cap : int
         The most IDs a bucket may hold (the padded size both parties agreed on).
@@ -115,7 +115,7 @@ class SpilledSet:
         more than ``cap`` IDs.
     """
 
-    def __init__(self, source: IdSource, bits: int, pool: BlindingPool, *, cap: int,
+    def __init__(self, source: IdSource, bits: int, pool: Blinder, *, cap: int,
                  workdir: str | Path | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
         if not 0 <= bits <= 16:
@@ -133,7 +133,7 @@ class SpilledSet:
     def _path(self, bucket: int) -> Path:
         return self._dir / f"{bucket:05d}.bin"
 
-    def _spill(self, source: IdSource, pool: BlindingPool,
+    def _spill(self, source: IdSource, pool: Blinder,
                progress: Callable[[int, int], None] | None) -> None:
         start = 0
         for chunk in source.chunks():
