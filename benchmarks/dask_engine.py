@@ -5,7 +5,8 @@
                                      [--out benchmarks/dask_engine.json]
 
 One training epoch of default_credit (30,000 rows, 13 + 10 columns; ``--rows``
-takes the first N), with guest, host and arbiter driven step by step in this
+takes the first N), and one party's share of a PSI (``--psi-ids``: hash its IDs,
+blind them, blind as many peer points), with guest, host and arbiter driven step by step in this
 process as ``benchmarks.profile_epoch`` does (no transport), through:
 
 * the **Dask engine**: the guest and the host each get their own
@@ -117,6 +118,20 @@ def run_epochs(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, cfg: TrainConfig, 
         host.close()
 
 
+def psi_work(blinder: Any, n: int) -> float:
+    """Wall seconds of one party's share of a PSI of ``n`` x ``n`` IDs on ``blinder``.
+
+    Hash its ``n`` IDs, blind them, and blind ``n`` peer points (the four
+    X25519 multiplications per shared ID pair split evenly between parties).
+    """
+    ids = [f"CUST{i:012d}" for i in range(n)]
+    t = time.perf_counter()
+    _, points = blinder.hash_ids(ids)
+    mine = blinder.blind(points)
+    blinder.blind(mine, peer="peer")  # stands in for the peer's points (same cost)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -127,6 +142,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds over all configurations (alternated; the median is reported)")
     ap.add_argument("--skip-local", action="store_true", help="Dask engine only")
+    ap.add_argument("--psi-ids", type=int, default=200_000,
+                    help="IDs of one party's PSI work timed per configuration (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "dask_engine.json"))
     args = ap.parse_args()
     Xg, y, Xh = default_credit(args.data)
@@ -153,27 +170,42 @@ def main() -> None:
                         gc = stack.enter_context(party_cluster("guest", w, Path(tmp)))
                         hc = stack.enter_context(party_cluster("host", w, Path(tmp)))
                         out = run_epochs(Xg, y, Xh, cfg, args.epochs, gc, hc, 1)
+                        if args.psi_ids:
+                            from vfl.crypto.dask_engine import DaskBlinder
+                            with DaskBlinder.connect(gc) as blinder:
+                                out["psi_s"] = psi_work(blinder, args.psi_ids)
                     else:
                         out = run_epochs(Xg, y, Xh, cfg, args.epochs, None, None, w)
+                        if args.psi_ids:
+                            from vfl.psi.ecdh import BlindingPool
+                            with BlindingPool(w) as pool:
+                                out["psi_s"] = psi_work(pool, args.psi_ids)
                 samples[(engine, w)].append(out)
                 print(f"  {engine:5s} engine, {w} worker(s) per party: setup "
                       f"{out['setup_s']:5.1f} s, epoch(s) "
-                      + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s", flush=True)
+                      + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s"
+                      + (f"; PSI work {out['psi_s']:.1f} s" if "psi_s" in out else ""), flush=True)
     load_end = os.getloadavg()
     coefs = {tuple(s["coef"]) for runs in samples.values() for s in runs}
     runs = []
     for (engine, w), outs in samples.items():
         epoch_s = statistics.median(t for o in outs for t in o["epoch_s"])
+        psi_s = statistics.median(o["psi_s"] for o in outs) if "psi_s" in outs[0] else None
         runs.append({"engine": engine, "workers_per_party": w, "epoch_s": epoch_s,
                      "rows_per_s": len(y) / epoch_s,
+                     "psi_ids_per_s": args.psi_ids / psi_s if psi_s else None,
                      "setup_s": statistics.median(o["setup_s"] for o in outs),
                      "epochs_s_all": [t for o in outs for t in o["epoch_s"]]})
     by = {(run["engine"], run["workers_per_party"]): run["epoch_s"] for run in runs}
+    psi_by = {(run["engine"], run["workers_per_party"]): run["psi_ids_per_s"] for run in runs}
     ratios: dict[str, float] = {}
     lo, hi = min(counts), max(counts)
     for engine in ("dask", "local"):
         if (engine, lo) in by and (engine, hi) in by and hi != lo:
             ratios[f"{engine}_{hi}_vs_{lo}_workers"] = by[(engine, lo)] / by[(engine, hi)]
+            if psi_by[(engine, lo)] and psi_by[(engine, hi)]:
+                ratios[f"{engine}_psi_{hi}_vs_{lo}_workers"] = (psi_by[(engine, hi)]
+                                                                / psi_by[(engine, lo)])
     for w in counts:
         if ("dask", w) in by and ("local", w) in by:
             ratios[f"dask_vs_local_{w}_workers"] = by[("local", w)] / by[("dask", w)]
@@ -184,6 +216,9 @@ def main() -> None:
         "data": "default_credit", "rows": len(y), "columns": [Xg.shape[1], Xh.shape[1]],
         "key_bits": args.key_bits, "mode": cfg.mode, "batch_size": cfg.batch_size,
         "epochs_per_config": args.epochs, "repeats": args.repeats,
+        "psi_ids": args.psi_ids,
+        "psi_work": "one party's share of a PSI of psi_ids x psi_ids: hash its IDs, blind them, "
+                    "blind as many peer points (bucketed PSI's blinding on the engine)",
         "setup": "one TLS LocalCluster per party (processes, 1 thread each); parties driven in "
                  "turn in one process; arbiter decrypts in this process",
         "runs": runs,
@@ -192,10 +227,11 @@ def main() -> None:
         "same_weights_in_every_run": len(coefs) == 1,
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'engine':8s} {'workers':>7s} {'epoch s':>9s} {'rows/s':>9s} {'setup s':>8s}")
+    print(f"\n{'engine':8s} {'workers':>7s} {'epoch s':>9s} {'rows/s':>9s} {'setup s':>8s} "
+          f"{'PSI IDs/s':>10s}")
     for run in runs:
         print(f"{run['engine']:8s} {run['workers_per_party']:7d} {run['epoch_s']:9.2f} "
-              f"{run['rows_per_s']:9.0f} {run['setup_s']:8.1f}")
+              f"{run['rows_per_s']:9.0f} {run['setup_s']:8.1f} {run['psi_ids_per_s'] or 0:10.0f}")
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
     print(f"same weights in every run: {len(coefs) == 1}; load average {load_start[0]:.2f} -> "

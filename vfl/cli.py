@@ -22,11 +22,9 @@ from rich.table import Table
 
 from vfl import __version__
 from vfl.exceptions import VFLError
-from vfl.jobs import JobOptions
 from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, TrainConfig
 from vfl.progress import JsonStatus, RichProgress, progress_bar
 from vfl.roles import Role
-from vfl.scorecard import Scorecard
 
 console = Console(stderr=True)
 out_console = Console()
@@ -270,6 +268,7 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         id_column: str, lower_ids: bool, no_strip_ids: bool,
         features: tuple[str, ...], exclude: tuple[str, ...], **kw: Any) -> None:
     """Align the tables by PSI and train a joint model (all parties on this machine)."""
+    from vfl.jobs import JobOptions
     from vfl.pipeline import fit_files
 
     config = _config(kw)
@@ -352,6 +351,8 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
     Input tables may be Parquet (A.parquet); the one-machine form writes Parquet
     scores for --out scores.parquet.
     """
+    from vfl.scorecard import Scorecard
+
     scorecard = Scorecard(base_score, base_odds, pdo) if with_score else None
     if config_path:
         from vfl.config import load_party_config
@@ -515,6 +516,7 @@ def report(model: str, scores: str | None, iv_path: str | None, out: str, base_s
            base_odds: float, pdo: float) -> None:
     """Write an HTML report with PNG charts (ROC, KS, scores, loss, lift, calibration, IV)."""
     from vfl.report import write_report
+    from vfl.scorecard import Scorecard
 
     index = write_report(model, out, scores=scores, iv=iv_path,
                          scorecard=Scorecard(base_score, base_odds, pdo))

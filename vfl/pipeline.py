@@ -63,10 +63,11 @@ from vfl.outputs import (
 )
 from vfl.policy import DEFAULT_POLICY
 from vfl.progress import ProgressHook
+from vfl.psi.buckets import BUCKET_ROWS
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.roles import Role
 from vfl.scorecard import PointsTable, Scorecard, part_calibration, part_points_table
-from vfl.tableio import TableFormat, column_names, table_format, write_frame
+from vfl.tableio import TableFormat, column_names, count_rows, table_format, write_frame
 from vfl.transport.base import Endpoint, abort_code
 from vfl.transport.memory import InMemoryNetwork
 
@@ -481,13 +482,17 @@ def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               strip_ids: bool = True, force: bool = False,
               features: Sequence[str] | None = None,
               exclude: Sequence[str] = (),
-              out_format: TableFormat = "csv") -> tuple[int, list[Path]]:
+              out_format: TableFormat = "csv", stream_rows: int = BUCKET_ROWS,
+              progress: ProgressHook | None = None) -> tuple[int, list[Path]]:
     """``vfl psi`` as one call: write each party's aligned table as ``<party>.csv``.
 
     ``out_format="parquet"`` writes ``<party>.parquet`` instead (the same
     columns and values). Returns the number of shared customers and the
     files written. Existing aligned tables in ``out_dir`` are refused unless
     ``force``.
+
+    Tables of more than ``stream_rows`` rows are streamed (:func:`_psi_files_streamed`):
+    no party holds more than one chunk of its raw input at once.
     """
     if out_format not in ("csv", "parquet"):
         raise ConfigError(f"out_format must be 'csv' or 'parquet'; got {out_format!r}.")
@@ -495,6 +500,12 @@ def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     targets = [Path(out_dir) / f"{name}.{out_format}" for name in names]
     for target in targets:
         prepare_output_file(target, force=force)
+    if not hosts:
+        raise ConfigError("Give at least one host table.")
+    if max(count_rows(t) for t in [guest, *hosts]) > stream_rows:
+        return _psi_files_streamed(guest, list(hosts), targets, id_column=id_column, label=label,
+                                   lower_ids=lower_ids, strip_ids=strip_ids, features=features,
+                                   exclude=exclude, progress=progress)
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids, features=features,
                         exclude=exclude)
@@ -506,6 +517,115 @@ def psi_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
             df.insert(1, label, table.y)
         write_frame(df, target)
     return g_al.n_rows, targets
+
+
+def _stream_columns(path: str | Path, id_column: str, label: str | None,
+                    features: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+    """A streamed table's feature columns, chosen as :func:`load_tables` chooses them."""
+    names = column_names(path)
+    if id_column not in names:
+        raise DataError(f"{path}: ID column {id_column!r} not found; columns are: "
+                        f"{', '.join(names[:20])}")
+    left_out = {id_column, *exclude} | ({label} if label else set())
+    cols = [c for c in names if c not in left_out]
+    if features is not None:
+        cols = [f for f in features if f in cols]
+    if not cols:
+        raise ConfigError(f"{path}: no feature column to keep (see --features/--exclude).")
+    return cols
+
+
+def _gather(path: str | Path, rows: np.ndarray, *, id_column: str, label: str | None,
+            features: list[str], strip_ids: bool, lower_ids: bool) -> pd.DataFrame:
+    """The aligned table: ``rows`` of ``path`` in that order, read one chunk at a time.
+
+    Holds one chunk of raw input (65,536 rows), an int64 position per input
+    row, and the aligned columns being filled (8 bytes per cell).
+    """
+    from vfl.data import MAX_ABS_FEATURE
+    from vfl.tableio import iter_batches, normalize_ids, row_location, table_format
+
+    n_in = count_rows(path)
+    where = np.full(n_in, -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows), dtype=np.int64)
+    ids = np.empty(len(rows), dtype=object)
+    X = np.empty((len(rows), len(features)), dtype=np.float64)
+    y = np.empty(len(rows), dtype=np.int64) if label else None
+    fmt = table_format(path)
+    cols = [id_column, *([label] if label else []), *features]
+    for frame in iter_batches(path, cols, id_column=id_column):
+        pos = where[frame.index.to_numpy()]
+        keep = pos >= 0
+        if not keep.any():
+            continue
+        sub, at = frame[keep], pos[keep]
+        ids[at] = normalize_ids(sub[id_column], strip=strip_ids, lower=lower_ids).to_numpy()
+        lines = sub.index.to_numpy()
+        for j, name in enumerate(features):
+            num = pd.to_numeric(sub[name], errors="coerce")
+            bad = (num.isna() & sub[name].notna()).to_numpy()
+            if bad.any():
+                raise DataError(f"{path}: feature column {name!r} is not numeric "
+                                f"({row_location(lines[bad], fmt)}); encode categories as "
+                                "numbers or leave the column out.")
+            values = num.to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                extreme = ~(np.abs(values) <= MAX_ABS_FEATURE) & ~np.isnan(values)
+            if extreme.any():
+                raise DataError(f"{path}: feature column {name!r} has values beyond "
+                                f"+-{MAX_ABS_FEATURE:.0e} or infinite "
+                                f"({row_location(lines[extreme], fmt)}).")
+            X[at, j] = values
+        if y is not None and label:
+            lab = pd.to_numeric(sub[label], errors="coerce")
+            bad = ~lab.isin([0, 1]).to_numpy()
+            if bad.any():
+                raise DataError(f"{path}: label column {label!r} must be 0 or 1; other values "
+                                f"({row_location(lines[bad], fmt)}).")
+            y[at] = lab.to_numpy().astype(np.int64)
+    df = pd.DataFrame(X, columns=features)
+    df.insert(0, id_column, list(ids))
+    if y is not None and label:
+        df.insert(1, label, y)
+    return df
+
+
+def _psi_files_streamed(guest: str | Path, hosts: list[str | Path], targets: list[Path], *,
+                        id_column: str, label: str | None, lower_ids: bool, strip_ids: bool,
+                        features: Sequence[str] | None, exclude: Sequence[str],
+                        progress: ProgressHook | None) -> tuple[int, list[Path]]:
+    """``vfl psi`` for large tables: IDs streamed into the bucketed PSI, outputs gathered in chunks.
+
+    Same files as the in-memory path (same rows, order, columns and values);
+    the checks of the feature and label columns apply to the shared rows.
+    """
+    from vfl.psi.spill import IdSource
+
+    paths = [guest, *hosts]
+    names = [GUEST, *host_names(len(hosts))]
+    g_label = label if label and label in column_names(guest) else None
+    cols = {n: _stream_columns(pth, id_column, g_label if n == GUEST else None, features,
+                               exclude) for n, pth in zip(names, paths, strict=True)}
+    sources = {n: IdSource.from_file(pth, id_column, strip=strip_ids, lower=lower_ids)
+               for n, pth in zip(names, paths, strict=True)}
+    show = None if progress is None else progress.on_psi
+    net = InMemoryNetwork([GUEST, *names[1:]], timeout=24 * 3600)
+    targets_fn: dict[str, Callable[[Endpoint], Any]] = {
+        GUEST: lambda ch: run_psi_guest(ch, sources[GUEST], names[1:], progress=show)}
+    for name in names[1:]:
+        targets_fn[name] = (lambda n: lambda ch: run_psi_host(ch, sources[n], GUEST))(name)
+    rows = run_threads(net, targets_fn)
+    if len(rows[GUEST]) == 0:
+        raise DataError("The intersection is empty: the tables share no customer IDs. Check "
+                        "that all sides use the same ID column and normalisation (--lower-ids).")
+    # every party's table is gathered (and checked) before any file is written
+    frames = [_gather(pth, rows[name], id_column=id_column,
+                      label=g_label if name == GUEST else None, features=cols[name],
+                      strip_ids=strip_ids, lower_ids=lower_ids)
+              for name, pth in zip(names, paths, strict=True)]
+    for df, target in zip(frames, targets, strict=True):
+        write_frame(df, target)
+    return len(rows[GUEST]), targets
 
 
 def iv_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str, label: str,
