@@ -118,6 +118,28 @@ def run_epochs(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, cfg: TrainConfig, 
         host.close()
 
 
+def engine_work(engine: Any, public_key: Any, X: np.ndarray) -> float:
+    """Wall seconds of one batch-sized set of a party's heavy operations on ``engine``, repeated.
+
+    Encrypt a column, re-randomise it, ``X^T [[d]]`` over it and the accurate
+    mode's per-row combination: the operations the engine spreads over its
+    workers, without the other parties' steps (and their idle time) around
+    them, and with no prefill (each party's own throughput, alone).
+    """
+    rng = np.random.default_rng(5)
+    rows = X.shape[0]
+    values = rng.integers(-(2**40), 2**40, size=rows)
+    xq = rng.integers(0, 2**20, size=X.shape).astype(np.int64)
+    offsets = np.zeros(X.shape[1], dtype=np.int64)
+    factors = [rng.integers(-(2**16), 2**16, size=rows), rng.integers(-(2**16), 2**16, size=rows)]
+    t = time.perf_counter()
+    enc = engine.encrypt(values, 20)
+    enc = engine.rerandomize(enc)
+    engine.matvec_t_and_sum(xq, offsets, enc, 20)
+    engine.combine_rows([enc, enc], factors, 40)
+    return time.perf_counter() - t
+
+
 def psi_work(blinder: Any, n: int) -> float:
     """Wall seconds of one party's share of a PSI of ``n`` x ``n`` IDs on ``blinder``.
 
@@ -142,6 +164,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds over all configurations (alternated; the median is reported)")
     ap.add_argument("--skip-local", action="store_true", help="Dask engine only")
+    ap.add_argument("--engine-rows", type=int, default=8192,
+                    help="rows of one party's engine work timed alone per configuration (0: skip)")
     ap.add_argument("--psi-ids", type=int, default=200_000,
                     help="IDs of one party's PSI work timed per configuration (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "dask_engine.json"))
@@ -162,6 +186,8 @@ def main() -> None:
           f"{args.key_bits}-bit keys, mode {cfg.mode}, batch {cfg.batch_size}; "
           f"{_cpu_model()}, {os.cpu_count()} cores; load average {load_start[0]:.2f}")
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
+    from vfl.crypto.paillier import generate_keypair
+    pk, _ = generate_keypair(args.key_bits, allow_insecure_key_size=args.key_bits < 2048)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for engine, w in (configs if r % 2 == 0 else configs[::-1]):
@@ -170,12 +196,26 @@ def main() -> None:
                         gc = stack.enter_context(party_cluster("guest", w, Path(tmp)))
                         hc = stack.enter_context(party_cluster("host", w, Path(tmp)))
                         out = run_epochs(Xg, y, Xh, cfg, args.epochs, gc, hc, 1)
+                        if args.engine_rows:
+                            from vfl.crypto.dask_engine import DaskEngine
+                            eng = DaskEngine.connect(pk, gc)
+                            try:
+                                out["engine_s"] = engine_work(eng, pk, Xg[:args.engine_rows])
+                            finally:
+                                eng.close()
                         if args.psi_ids:
                             from vfl.crypto.dask_engine import DaskBlinder
                             with DaskBlinder.connect(gc) as blinder:
                                 out["psi_s"] = psi_work(blinder, args.psi_ids)
                     else:
                         out = run_epochs(Xg, y, Xh, cfg, args.epochs, None, None, w)
+                        if args.engine_rows:
+                            from vfl.crypto.engine import make_engine
+                            eng = make_engine(pk, w, 10**6)
+                            try:
+                                out["engine_s"] = engine_work(eng, pk, Xg[:args.engine_rows])
+                            finally:
+                                eng.close()
                         if args.psi_ids:
                             from vfl.psi.ecdh import BlindingPool
                             with BlindingPool(w) as pool:
@@ -184,6 +224,7 @@ def main() -> None:
                 print(f"  {engine:5s} engine, {w} worker(s) per party: setup "
                       f"{out['setup_s']:5.1f} s, epoch(s) "
                       + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s"
+                      + (f"; engine work {out['engine_s']:.1f} s" if "engine_s" in out else "")
                       + (f"; PSI work {out['psi_s']:.1f} s" if "psi_s" in out else ""), flush=True)
     load_end = os.getloadavg()
     coefs = {tuple(s["coef"]) for runs in samples.values() for s in runs}
@@ -191,18 +232,25 @@ def main() -> None:
     for (engine, w), outs in samples.items():
         epoch_s = statistics.median(t for o in outs for t in o["epoch_s"])
         psi_s = statistics.median(o["psi_s"] for o in outs) if "psi_s" in outs[0] else None
+        engine_s = (statistics.median(o["engine_s"] for o in outs) if "engine_s" in outs[0]
+                    else None)
         runs.append({"engine": engine, "workers_per_party": w, "epoch_s": epoch_s,
                      "rows_per_s": len(y) / epoch_s,
                      "psi_ids_per_s": args.psi_ids / psi_s if psi_s else None,
+                     "engine_rows_per_s": args.engine_rows / engine_s if engine_s else None,
                      "setup_s": statistics.median(o["setup_s"] for o in outs),
                      "epochs_s_all": [t for o in outs for t in o["epoch_s"]]})
     by = {(run["engine"], run["workers_per_party"]): run["epoch_s"] for run in runs}
     psi_by = {(run["engine"], run["workers_per_party"]): run["psi_ids_per_s"] for run in runs}
+    eng_by = {(run["engine"], run["workers_per_party"]): run["engine_rows_per_s"] for run in runs}
     ratios: dict[str, float] = {}
     lo, hi = min(counts), max(counts)
     for engine in ("dask", "local"):
         if (engine, lo) in by and (engine, hi) in by and hi != lo:
             ratios[f"{engine}_{hi}_vs_{lo}_workers"] = by[(engine, lo)] / by[(engine, hi)]
+            if eng_by[(engine, lo)] and eng_by[(engine, hi)]:
+                ratios[f"{engine}_engine_alone_{hi}_vs_{lo}_workers"] = (eng_by[(engine, hi)]
+                                                                         / eng_by[(engine, lo)])
             if psi_by[(engine, lo)] and psi_by[(engine, hi)]:
                 ratios[f"{engine}_psi_{hi}_vs_{lo}_workers"] = (psi_by[(engine, hi)]
                                                                 / psi_by[(engine, lo)])

@@ -82,8 +82,8 @@ def main() -> None:
         train = t["sent_bytes"] - psi - score - setup
         mem = summary.get("peak_memory_mb", {})
         print(f"{name:8s} {train / epochs / 1e6:20.2f} {psi / 1e6:8.2f} {score / 1e6:12.2f} "
-              f"{t['sent_bytes'] / 1e6:10.2f}   peak memory: process {mem.get('process', 0):.0f} MB,"
-              f" largest worker {mem.get('largest_worker', 0):.0f} MB")
+              f"{t['sent_bytes'] / 1e6:10.2f}   peak memory of the process: "
+              f"{mem.get('process', 0):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_streamed_psi_files_check_the_shared_rows(tmp_path):
     g, h = _tables(tmp_path, "csv")
     df = pd.read_csv(h)
     df["x1"] = df["x1"].astype(object)
-    df.loc[df["id"] == "C01500", "x1"] = "n/a"  # a shared customer
+    df.loc[df["id"] == "C01500", "x1"] = "abc"  # a shared customer
     df.to_csv(h, index=False)
     with pytest.raises(DataError, match=r"feature column 'x1' is not numeric \(line\(s\) \d+\)"):
         psi_files(g, [h], id_column="id", label="y", out_dir=tmp_path / "st", stream_rows=1000)

@@ -28,8 +28,9 @@ class Channel(Protocol):
         """Encode ``message`` with the wire codec and deliver it to ``to``."""
         ...
 
-    def recv(self, frm: str, expected: type[M], timeout: float | None = None) -> M:
-        """Receive the next message from ``frm``; it must be of type ``expected``.
+    def recv(self, frm: str, expected: type[M] | tuple[type[M], ...],
+             timeout: float | None = None) -> M:
+        """Receive the next message from ``frm``; it must be of type ``expected`` (or one of them).
 
         Raises
         ------

@@ -603,7 +603,13 @@ def _psi_files_streamed(guest: str | Path, hosts: list[str | Path], targets: lis
 
     paths = [guest, *hosts]
     names = [GUEST, *host_names(len(hosts))]
-    g_label = label if label and label in column_names(guest) else None
+    headers = [column_names(pth) for pth in paths]
+    for what, wanted in (("--features", features or ()), ("--exclude", exclude)):
+        unknown = [c for c in wanted if not any(c in h for h in headers)]
+        if unknown:
+            raise ConfigError(f"{what}: column(s) {', '.join(map(repr, unknown))} are in no "
+                              "table given.")
+    g_label = label if label and label in headers[0] else None
     cols = {n: _stream_columns(pth, id_column, g_label if n == GUEST else None, features,
                                exclude) for n, pth in zip(names, paths, strict=True)}
     sources = {n: IdSource.from_file(pth, id_column, strip=strip_ids, lower=lower_ids)
@@ -623,6 +629,13 @@ def _psi_files_streamed(guest: str | Path, hosts: list[str | Path], targets: lis
                       label=g_label if name == GUEST else None, features=cols[name],
                       strip_ids=strip_ids, lower_ids=lower_ids)
               for name, pth in zip(names, paths, strict=True)]
+    for pth, df in zip(paths[1:], frames[1:], strict=True):
+        # the files are read twice (PSI, then the rows): refuse one that changed in between
+        if not np.array_equal(df[id_column].to_numpy(), frames[0][id_column].to_numpy()):
+            raise DataError(f"{guest} or {pth} changed while vfl psi read it: the rows gathered "
+                            "after the intersection no longer hold the shared IDs. Run again.")
+    if g_label is not None and frames[0][g_label].nunique() < 2:
+        raise DataError(f"{guest}: the shared customers' label {g_label!r} has one class only.")
     for df, target in zip(frames, targets, strict=True):
         write_frame(df, target)
     return len(rows[GUEST]), targets

@@ -112,12 +112,16 @@ def _load_data(cfg: PartyConfig, path: str | Path | None = None,
 
 
 def _peak_memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest worker, in MB."""
+    """Peak resident memory of this process, in MB (the kernel's high-water mark).
+
+    Worker processes are not included: a spawned worker's own high-water
+    mark starts from a copy of this process's at fork time, so the kernel's
+    figure for them overstates them; ``benchmarks/train_scale.py`` samples a
+    party's whole process tree instead.
+    """
     import resource
 
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"process": self_kb / 1024, "largest_worker": child_kb / 1024}
+    return {"process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:

@@ -79,8 +79,9 @@ def test_bucketed_with_two_hosts_and_with_worker_processes():
     assert len(single["guest"]) == len(set(a) & set(b) & set(c)) > 0
 
 
-def test_a_small_host_beside_a_bucketed_one_runs_the_single_message_exchange():
-    # guest and host1 fit one bucket (single-message pair); host2 needs buckets
+def test_a_small_host_beside_a_bucketed_one_is_bucketed_too():
+    # guest and host1 fit one bucket (a single-message pair alone); host2 needs buckets, so the
+    # guest buckets both hosts with host2's bits (one lockstep run, no host left waiting)
     a = _ids("K", 0, 250)
     small = _ids("K", 100, 300)
     big = _ids("K", 0, 1200)
@@ -144,7 +145,8 @@ def test_padded_cap_overflows_with_negligible_probability(n, other):
 
 def test_duplicate_ids_are_refused_with_their_lines(tmp_path):
     ids = _ids("D", 0, 500) + ["D0000007"]
-    with BlindingPool(1) as pool, pytest.raises(DataError, match=r"duplicate IDs on line\(s\) 9, 502"):
+    with BlindingPool(1) as pool, \
+            pytest.raises(DataError, match=r"duplicate IDs \(line\(s\) 9, 502\)"):
         SpilledSet(IdSource.from_sequence(ids, "bank.csv"), 2, pool, cap=500, workdir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
@@ -158,16 +160,19 @@ def test_permutation_is_a_permutation():
 # ------------------------------------------------------------------------- deviating peers
 def test_server_refuses_a_plan_with_too_few_or_too_many_buckets():
     plan = bucket_plan(5000, 5000, 500)
-    assert check_plan(plan.message(), 5000, 5000, peer="guest", bucket_rows=500) == plan
+    assert check_plan(plan.message(), 5000, 5000, peer="guest", bucket_rows=500,
+                   max_points=10**9) == plan
     fewer = bucket_plan(5000, 5000, 500, bits=plan.bits - 1)
     with pytest.raises(RemoteProtocolError, match="guest proposed 2\\^3 PSI buckets"):
-        check_plan(fewer.message(), 5000, 5000, peer="guest", bucket_rows=500)
+        check_plan(fewer.message(), 5000, 5000, peer="guest", bucket_rows=500,
+                   max_points=10**9)
     many = bucket_plan(5000, 5000, 500, bits=12)
     with pytest.raises(RemoteProtocolError, match="more than triple"):
-        check_plan(many.message(), 5000, 5000, peer="guest", bucket_rows=500)
+        check_plan(many.message(), 5000, 5000, peer="guest", bucket_rows=500,
+                   max_points=10**9)
     with pytest.raises(RemoteProtocolError, match="caps"):
         check_plan(PsiBuckets(plan.bits, plan.client_cap + 50, plan.server_cap), 5000, 5000,
-                   peer="guest", bucket_rows=500)
+                   peer="guest", bucket_rows=500, max_points=10**9)
 
 
 def _pair(tmp_path, guest, host, bucket_rows):
@@ -226,3 +231,63 @@ def test_pool_blinding_equals_openssl_x25519_and_refuses_small_order():
         assert pool.blind(points) == want
         with pytest.raises(RemoteProtocolError, match="Point 2 from mallory is of small order"):
             pool.blind(points[:64] + bytes(32), peer="mallory")
+
+
+def test_padded_slots_count_against_the_servers_set_size_limit():
+    """A deviating client asking for many small buckets fills their padding with guesses.
+
+    1,000 announced IDs against 1M: the honest plan (2^3 buckets) pads to 1,784 points; a plan
+    of 2^14 buckets, within the 3x work rule, would give the client 180,224 membership answers.
+    The server counts the padded total against its max_psi_set_size.
+    """
+    honest = bucket_plan(1000, 1_000_000)
+    assert honest.bits == 3 and honest.buckets * honest.client_cap == 1784
+    assert check_plan(honest.message(), 1000, 1_000_000, peer="guest", max_points=50_000) == honest
+    greedy = bucket_plan(1000, 1_000_000, bits=14)
+    assert greedy.buckets * (greedy.client_cap + greedy.server_cap) <= 3 * 1_001_000 + 64
+    with pytest.raises(RemoteProtocolError, match=r"180,224 points .* limit of 50,000"):
+        check_plan(greedy.message(), 1000, 1_000_000, peer="guest", max_points=50_000)
+
+
+def test_the_client_counts_a_hosts_padded_buckets_against_its_own_limit():
+    from vfl.policy import DEFAULT_POLICY
+    net = InMemoryNetwork(["guest", "host1"], timeout=30)
+    errors = []
+
+    def host():
+        try:
+            run_psi_host(net.endpoint("host1"), _ids("L", 0, 5000), "guest", bucket_rows=300,
+                         workers=1)
+        except Exception as exc:  # noqa: BLE001 - the guest's refusal reaches the host
+            errors.append(exc)
+
+    th = threading.Thread(target=host)
+    th.start()
+    guest_ep = net.endpoint("guest")
+    with pytest.raises(RemoteProtocolError, match=r"host1's PSI buckets would hold 8,480 points"):
+        try:
+            run_psi_guest(guest_ep, _ids("L", 0, 3000), ["host1"], bucket_rows=300, workers=1,
+                          policy=DEFAULT_POLICY.replace(max_psi_set_size=5500))
+        except RemoteProtocolError:
+            guest_ep.abort("protocol")
+            raise
+    th.join()
+    assert errors  # the host stopped too, having blinded nothing
+
+
+def test_a_server_repeating_double_blinded_points_is_refused(tmp_path):
+    """Copying one matching value everywhere would make every client ID 'match' this server."""
+    from vfl.psi import PsiClient, PsiServer
+    from vfl.psi.messages import PsiBucketResponse, PsiResponse
+
+    plan, client, server = _pair(tmp_path, _ids("R", 0, 1000), _ids("R", 0, 1000), 200)
+    resp = server.on_request(client.request())
+    first = resp.double_blinded[:32]
+    with pytest.raises(RemoteProtocolError, match="repeats double-blinded points"):
+        client.on_response("host1", PsiBucketResponse(0, first * plan.client_cap, resp.blinded))
+    # the single-message protocol too
+    c, s = PsiClient(["a", "b", "c"], ["host1"]), PsiServer(["a", "x"])
+    c.on_hello("host1", s.on_hello(c.hello()))
+    r = s.on_request(c.request())
+    with pytest.raises(RemoteProtocolError, match="repeats double-blinded points"):
+        c.on_response("host1", PsiResponse(r.double_blinded[:32] * 3, r.blinded))

@@ -66,7 +66,7 @@ from distributed.security import Security
 
 from vfl.crypto.engine import ChunkedEngine, ComputeConfig
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, exponent_bits_for
-from vfl.exceptions import ConfigError
+from vfl.exceptions import ConfigError, RemoteProtocolError
 
 __all__ = ["DaskEngine", "DaskBlinder", "RandomizerPlugin", "client_security", "cluster_security",
            "open_client"]
@@ -305,6 +305,44 @@ class DaskEngine(ChunkedEngine):
 
 
 # ------------------------------------------------------------------ PSI blinding
+class _HiddenScalar:
+    """The PSI scalar as the cluster holds it: its repr (in any log or dashboard) hides it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret PSI scalar>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_HiddenScalar, (self.value,))
+
+
+def _blind_task(scalar: _HiddenScalar, data: bytes, offset: int) -> bytes | int:
+    """Task: the chunk blinded, or the index of its first small-order point.
+
+    Never raises on a peer's bad point, so no failed-task report (which some
+    Dask versions log with the task's arguments) can carry the scalar.
+    """
+    from vfl.exceptions import RemoteProtocolError as _Bad
+    from vfl.psi.ecdh import POINT_BYTES, blind_chunk
+
+    try:
+        return blind_chunk(scalar.value, data, "peer", offset)
+    except _Bad:
+        from nacl.bindings import crypto_scalarmult
+        from nacl.exceptions import CryptoError
+
+        for i in range(0, len(data), POINT_BYTES):
+            try:
+                crypto_scalarmult(scalar.value, data[i:i + POINT_BYTES])
+            except CryptoError:
+                return offset + i // POINT_BYTES
+        return offset
+
+
 class DaskBlinder:
     """The bucketed PSI's hashing and blinding as tasks on the party's own Dask cluster.
 
@@ -329,7 +367,8 @@ class DaskBlinder:
         self.client = client
         self._close_client = close_client
         self.workers = max(1, int(sum(client.nthreads().values())))
-        self._scalar = client.scatter(secrets.token_bytes(32), broadcast=True, hash=False)
+        self._scalar = client.scatter(_HiddenScalar(secrets.token_bytes(32)), broadcast=True,
+                                      hash=False)
 
     @classmethod
     def connect(cls, compute: ComputeConfig) -> DaskBlinder:
@@ -357,14 +396,19 @@ class DaskBlinder:
 
     def blind(self, points: bytes, *, peer: str = "self") -> bytes:
         """Every 32-byte point of ``points`` times the secret scalar, in chunks on the workers."""
-        from vfl.psi.ecdh import POINT_BYTES, blind_chunk
+        from vfl.psi.ecdh import POINT_BYTES
 
         if len(points) % POINT_BYTES:
             raise ValueError("points must be a multiple of 32 bytes")
-        futures = [self.client.submit(blind_chunk, self._scalar,
-                                      points[a * POINT_BYTES:b * POINT_BYTES], peer, a, pure=False)
+        futures = [self.client.submit(_blind_task, self._scalar,
+                                      points[a * POINT_BYTES:b * POINT_BYTES], a, pure=False)
                    for a, b in self._spans(len(points) // POINT_BYTES)]
-        return b"".join(self.client.gather(futures))
+        out = self.client.gather(futures)
+        bad = [r for r in out if isinstance(r, int)]
+        if bad:
+            raise RemoteProtocolError(
+                f"Point {min(bad)} from {peer} is of small order; refusing to blind it.")
+        return b"".join(out)
 
     def close(self) -> None:
         """Forget the scalar on the workers; close the client if owned."""

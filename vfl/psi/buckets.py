@@ -20,12 +20,12 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
-from vfl.psi.ecdh import POINT_BYTES, Blinder, hash_to_point, split_points
+from vfl.psi.ecdh import POINT_BYTES, Blinder, split_points
 from vfl.psi.messages import PsiBucketRequest, PsiBucketResponse, PsiBucketResult, PsiBuckets
 from vfl.psi.spill import SpilledSet
 
 __all__ = ["BUCKET_ROWS", "MAX_BUCKET_BITS", "WINDOW", "BucketPlan", "bucket_plan", "padded_cap",
-           "secret_permutation", "BucketClient", "BucketServer", "check_plan"]
+           "secret_permutation", "BucketClient", "BucketServer", "check_plan", "check_padded_total"]
 
 #: the most IDs (on average, before padding) a bucket holds: sets up to this size use the
 #: single-message protocol; larger ones are split into 2**bits buckets of at most this mean size
@@ -99,13 +99,16 @@ def bucket_plan(n_client: int, n_server: int, bucket_rows: int = BUCKET_ROWS, *,
 
 
 def check_plan(announced: PsiBuckets, n_client: int, n_server: int, *, peer: str,
-               bucket_rows: int = BUCKET_ROWS) -> BucketPlan:
+               max_points: int, bucket_rows: int = BUCKET_ROWS) -> BucketPlan:
     """The server's check of the client's plan; returns the plan it accepts.
 
     The client may choose more bucket bits than this pair needs (it shares
     buckets with its other servers), but no fewer (each bucket must fit this
     party's memory), and not so many that padding more than triples the work;
-    the caps must be exactly the ones the announced sizes give.
+    the caps must be exactly the ones the announced sizes give. Every padded
+    slot of the client's is a point this party blinds and answers for, i.e. a
+    guess, so the padded total ``buckets x client_cap`` must stay within
+    ``max_points`` (this party's ``max_psi_set_size``), as an announced set does.
 
     Raises
     ------
@@ -129,7 +132,24 @@ def check_plan(announced: PsiBuckets, n_client: int, n_server: int, *, peer: str
         raise RemoteProtocolError(
             f"{peer} proposed 2^{bits} PSI buckets, whose padding would more than triple the "
             "work; refusing.")
+    check_padded_total(plan.buckets * plan.client_cap, max_points, peer=peer)
     return plan
+
+
+def check_padded_total(points: int, max_points: int, *, peer: str) -> None:
+    """Refuse a peer whose padded buckets would hold more points than this party's limit.
+
+    Raises
+    ------
+    RemoteProtocolError
+        If ``points`` (buckets x the peer's cap: every one a membership
+        question this party answers) exceeds ``max_points`` (``max_psi_set_size``).
+    """
+    if points > max_points:
+        raise RemoteProtocolError(
+            f"{peer}'s PSI buckets would hold {points:,} points with their padding, above this "
+            f"party's limit of {max_points:,} (max_psi_set_size); refusing before any point "
+            "is exchanged.")
 
 
 def secret_permutation(n: int) -> npt.NDArray[np.int64]:
@@ -146,13 +166,19 @@ def _padded_points(records: npt.NDArray[np.void], cap: int,
                    perm: npt.NDArray[np.int64]) -> bytes:
     """The bucket's points plus random ones up to ``cap``, in the order of ``perm``.
 
-    Padding points are hashes of fresh random strings: after blinding they
-    look like any blinded ID, and they match nothing.
+    Padding points are uniformly random u-coordinates below ``2^255`` (as
+    ``H`` gives, up to a bias of ``19/2^255``), drawn with ``secrets``: after
+    blinding they look like any blinded ID and match nothing. ``cap`` of them
+    are drawn for every bucket whatever its count, so the work (and time) of
+    a bucket does not depend on how many IDs it holds.
     """
     n = len(records)
-    pad = b"".join(hash_to_point(secrets.token_hex(16)) for _ in range(cap - n))
-    points = np.frombuffer(records["point"].tobytes() + pad, dtype=np.uint8)
-    return points.reshape(cap, POINT_BYTES)[perm].tobytes()
+    pad = np.frombuffer(secrets.token_bytes(POINT_BYTES * cap), dtype=np.uint8)
+    pad = pad.reshape(cap, POINT_BYTES).copy()
+    pad[:, -1] &= 0x7F  # little-endian u: the top bit is ignored by X25519 anyway
+    points = np.concatenate([np.ascontiguousarray(records["point"]).reshape(n, POINT_BYTES),
+                             pad[:cap - n]])
+    return points[perm].tobytes()
 
 
 def _key_order(records: npt.NDArray[np.void], idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -214,12 +240,21 @@ class BucketClient:
         if server not in self._plans:
             raise LocalProtocolError(f"{server!r} is not a PSI server of this run.")
         b = self._next_response[server]
-        if response.bucket != b or b not in self._pending:
+        if b not in self._pending:
+            raise RemoteProtocolError(
+                f"PSI bucket response from {server} for bucket {response.bucket}, which was not "
+                "requested yet.")
+        if response.bucket != b:
             raise RemoteProtocolError(
                 f"PSI bucket response from {server} is for bucket {response.bucket}; expected {b}.")
         plan = self._plans[server]
         double = split_points(response.double_blinded, peer=server, what="PSI bucket response",
                               expected=self._cap)
+        if len(set(double)) != len(double):
+            # distinct points blinded by one scalar stay distinct: repeats mean a server that
+            # would make several of this party's IDs match one of its own
+            raise RemoteProtocolError(
+                f"PSI bucket response from {server} repeats double-blinded points.")
         split_points(response.blinded, peer=server, what="PSI bucket server set",
                      expected=plan.server_cap)
         theirs = self._pool.blind(response.blinded, peer=server)

@@ -109,6 +109,10 @@ class PsiClient:
             raise RemoteProtocolError(f"Second PSI response from {server}.")
         double = split_points(response.double_blinded, peer=server, what="PSI response",
                               expected=len(self._ids))
+        if len(set(double)) != len(double):
+            # distinct points blinded by one scalar stay distinct: repeats mean a server that
+            # would make several of this party's IDs match one of its own
+            raise RemoteProtocolError(f"PSI response from {server} repeats double-blinded points.")
         theirs = split_points(response.blinded, peer=server, what="PSI server set",
                               expected=self._announced[server])
         theirs_double = self._key.blind(theirs, peer=server)
@@ -121,12 +125,6 @@ class PsiClient:
             if j is not None:
                 matches[self._order[k]] = j
         self._matches[server] = matches
-
-    def pairwise(self, server: str) -> dict[int, int]:
-        """For each of this party's rows that ``server`` holds: its position in the server's list."""
-        if server not in self._matches:
-            raise LocalProtocolError(f"No PSI response yet from {server}.")
-        return dict(self._matches[server])
 
     def server_size(self, server: str) -> int:
         """How many IDs ``server`` announced (and, once it answered, sent)."""

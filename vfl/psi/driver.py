@@ -20,6 +20,7 @@ from vfl.psi.buckets import (
     BucketPlan,
     BucketServer,
     bucket_plan,
+    check_padded_total,
     check_plan,
 )
 from vfl.psi.client import PsiClient
@@ -99,9 +100,10 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     """Run PSI as the client against every host; returns this party's aligned rows.
 
     Every host's set size is checked against ``policy.max_psi_set_size``
-    before this party blinds or sends any point. Sets larger than
-    ``bucket_rows`` (both parties must use the same value; the default is a
-    protocol constant) run the bucketed protocol: this party's IDs are
+    before this party blinds or sends any point. When this party's set or a
+    host's is larger than ``bucket_rows`` (both parties must use the same
+    value; the default is a protocol constant), every host runs the bucketed
+    protocol, with the bucket bits of the largest pair: this party's IDs are
     streamed from ``ids`` (a list, or an :class:`~vfl.psi.spill.IdSource`
     reading a file in chunks) into bucket files under ``workdir`` and never
     held in memory at once. Its blinding runs on ``blinder`` if given (e.g.
@@ -114,28 +116,31 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
         channel.send(host, hello)
     sizes = {host: checked_set_size(channel.recv(host, PsiHello), peer=host, policy=policy)
              for host in hosts}
-    pair = {h: bucket_plan(source.count, n, bucket_rows) for h, n in sizes.items()}
-    bucketed = [h for h in hosts if pair[h] is not None]
-    single = [h for h in hosts if pair[h] is None]
-    if not bucketed:
+    pair = [bucket_plan(source.count, n, bucket_rows) for n in sizes.values()]
+    if all(p is None for p in pair):
         return _guest_single(channel, source.to_list(), hosts, sizes, policy)
-    bits = max(p.bits for p in pair.values() if p is not None)
-    plans = {h: bucket_plan(source.count, sizes[h], bucket_rows, bits=bits) for h in bucketed}
-    return _guest_bucketed(channel, source, {h: p for h, p in plans.items() if p is not None},
-                           single, sizes, policy, workers, workdir, progress, blinder)
+    bits = max(p.bits for p in pair if p is not None)
+    plans: dict[str, BucketPlan] = {}
+    for host, n in sizes.items():
+        plan = bucket_plan(source.count, n, bucket_rows, bits=bits)
+        assert plan is not None
+        # each of the host's padded slots is a point this party blinds and answers for
+        check_padded_total(plan.buckets * plan.server_cap, policy.max_psi_set_size, peer=host)
+        plans[host] = plan
+    for host in hosts:
+        # every later message of a host is one bucket's response (or an abort)
+        _limit(channel, host, plans[host].client_cap + plans[host].server_cap, policy)
+        channel.send(host, plans[host].message())
+    try:
+        return _guest_bucketed(channel, source, plans, workers, workdir, progress, blinder)
+    finally:
+        for host in hosts:
+            _unlimit(channel, host, policy)
 
 
 def _guest_single(channel: Channel, ids: list[str], hosts: Sequence[str], sizes: dict[str, int],
                   policy: SecurityPolicy) -> npt.NDArray[np.int64]:
-    client = _single_exchange(channel, ids, hosts, sizes, policy)
-    for host, result in client.finish().items():
-        channel.send(host, result)
-    return canonical_order(ids, client.rows)
-
-
-def _single_exchange(channel: Channel, ids: list[str], hosts: Sequence[str],
-                     sizes: dict[str, int], policy: SecurityPolicy) -> PsiClient:
-    """The single-message exchange with ``hosts`` (hellos already traded), up to the matching."""
+    """The single-message exchange with every host (hellos already traded)."""
     client = PsiClient(ids, hosts, policy=policy)
     for host in hosts:
         client.on_hello(host, PsiHello(sizes[host]))
@@ -147,62 +152,41 @@ def _single_exchange(channel: Channel, ids: list[str], hosts: Sequence[str],
     for host in hosts:
         client.on_response(host, channel.recv(host, PsiResponse))
         _unlimit(channel, host, policy)  # the host sends nothing more until it has our result
-    return client
+    for host, result in client.finish().items():
+        channel.send(host, result)
+    return canonical_order(ids, client.rows)
 
 
 def _guest_bucketed(channel: Channel, source: IdSource, plans: dict[str, BucketPlan],
-                    single: list[str], sizes: dict[str, int], policy: SecurityPolicy,
                     workers: int | None, workdir: str | Path | None,
                     progress: PsiProgress | None,
                     blinder: Blinder | None) -> npt.NDArray[np.int64]:
-    # Hosts whose pair fits one bucket run the single-message exchange; the guest's set is then
-    # small (at most one bucket), so it holds their matches by row and applies them per bucket.
-    single_matches: dict[str, dict[int, int]] = {}
-    if single:
-        ids = source.to_list()
-        first = _single_exchange(channel, ids, single, sizes, policy)
-        single_matches = {h: first.pairwise(h) for h in single}
     plan = next(iter(plans.values()))
     hosts = list(plans)
-    with _blinder(blinder, workers) as pool:
-        for host in hosts:
-            channel.send(host, plans[host].message())
-        with SpilledSet(source, plan.bits, pool, cap=plan.client_cap, workdir=workdir,
-                        progress=None if progress is None else
-                        (lambda done, total: progress("hash", done, total))) as spilled:
+    parts: list[npt.NDArray[np.int64]] = []
+    with _blinder(blinder, workers) as pool, \
+            SpilledSet(source, plan.bits, pool, cap=plan.client_cap, workdir=workdir,
+                       progress=None if progress is None else
+                       (lambda done, total: progress("hash", done, total))) as spilled:
+        client = BucketClient(spilled, plans, pool)
+        for _ in range(min(WINDOW, plan.buckets)):
+            request = client.request()
             for host in hosts:
-                _limit(channel, host, plan.client_cap + plans[host].server_cap, policy)
-            client = BucketClient(spilled, plans, pool)
-            parts: list[npt.NDArray[np.int64]] = []
-            for _ in range(min(WINDOW, plan.buckets)):
+                channel.send(host, request)
+        for b in range(plan.buckets):
+            for host in hosts:
+                client.on_response(host, channel.recv(host, PsiBucketResponse))
+            results, kept = client.finish()
+            for host, result in results.items():
+                channel.send(host, result)
+            parts.append(kept)
+            if b + WINDOW < plan.buckets:
                 request = client.request()
                 for host in hosts:
                     channel.send(host, request)
-            for b in range(plan.buckets):
-                for host in hosts:
-                    client.on_response(host, channel.recv(host, PsiBucketResponse))
-                allowed = None
-                if single_matches:
-                    rows = spilled.load(b)["row"]
-                    allowed = np.array([all(int(r) in m for m in single_matches.values())
-                                        for r in rows], dtype=bool)
-                results, kept = client.finish(allowed)
-                for host, result in results.items():
-                    channel.send(host, result)
-                parts.append(kept)
-                if b + WINDOW < plan.buckets:
-                    request = client.request()
-                    for host in hosts:
-                        channel.send(host, request)
-                if progress is not None:
-                    progress("buckets", b + 1, plan.buckets)
-            for host in hosts:
-                _unlimit(channel, host, policy)
-    aligned = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    for host in single:
-        positions = np.asarray([single_matches[host][int(r)] for r in aligned], dtype=np.int64)
-        channel.send(host, PsiResult(positions))
-    return aligned
+            if progress is not None:
+                progress("buckets", b + 1, plan.buckets)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
@@ -213,40 +197,47 @@ def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
     """Run PSI as a server for ``guest``; returns this party's aligned rows.
 
     The guest's set size is checked against ``policy.max_psi_set_size``
-    before any of its points is received or blinded; with sets larger than
-    ``bucket_rows``, so is the guest's bucket plan (:func:`~vfl.psi.buckets.check_plan`).
+    before any of its points is received or blinded; in the bucketed
+    protocol, so are its bucket plan and padded total
+    (:func:`~vfl.psi.buckets.check_plan`). A host whose own pair fits one
+    bucket accepts either protocol (the guest buckets every host when another
+    pair needs it).
     """
     source = _source(ids)
     announced = channel.recv(guest, PsiHello)
     n_guest = checked_set_size(announced, peer=guest, policy=policy)
-    plan = bucket_plan(n_guest, source.count, bucket_rows)
-    if plan is None:
-        own = source.to_list()
-        server = PsiServer(own, guest, policy=policy)
-        server.on_hello(announced)
-        _limit(channel, guest, n_guest, policy)  # before the guest may send its request
-        channel.send(guest, PsiHello(source.count))
-        request = channel.recv(guest, PsiRequest)
-        _unlimit(channel, guest, policy)  # the guest sends nothing more until it has our response
-        channel.send(guest, server.on_request(request))
-        return canonical_order(own, server.on_result(channel.recv(guest, PsiResult)))
+    own = bucket_plan(n_guest, source.count, bucket_rows)
+    # before the guest may send anything more: a single-message request (only if our pair fits
+    # one bucket) or the small bucket plan
+    _limit(channel, guest, n_guest if own is None else 0, policy)
     channel.send(guest, PsiHello(source.count))
-    plan = check_plan(channel.recv(guest, PsiBuckets), n_guest, source.count, peer=guest,
-                      bucket_rows=bucket_rows)
+    first = channel.recv(guest, (PsiRequest, PsiBuckets) if own is None else PsiBuckets)
+    if isinstance(first, PsiRequest):
+        own_ids = source.to_list()
+        server = PsiServer(own_ids, guest, policy=policy)
+        server.on_hello(announced)
+        _unlimit(channel, guest, policy)  # the guest sends nothing more until it has our response
+        channel.send(guest, server.on_request(first))
+        return canonical_order(own_ids, server.on_result(channel.recv(guest, PsiResult)))
+    assert isinstance(first, PsiBuckets)
+    plan = check_plan(first, n_guest, source.count, peer=guest, bucket_rows=bucket_rows,
+                      max_points=policy.max_psi_set_size)
+    _limit(channel, guest, plan.client_cap, policy)  # every later message: one bucket's worth
     parts: list[npt.NDArray[np.int64]] = []
-    with _blinder(blinder, workers) as pool, \
-            SpilledSet(source, plan.bits, pool, cap=plan.server_cap, workdir=workdir,
-                       progress=None if progress is None else
-                       (lambda done, total: progress("hash", done, total))) as spilled:
-        _limit(channel, guest, plan.client_cap, policy)
-        role = BucketServer(spilled, plan, pool, guest)
-        for b in range(plan.buckets):
-            channel.send(guest, role.on_request(channel.recv(guest, PsiBucketRequest)))
-            if b >= WINDOW - 1:
+    try:
+        with _blinder(blinder, workers) as pool, \
+                SpilledSet(source, plan.bits, pool, cap=plan.server_cap, workdir=workdir,
+                           progress=None if progress is None else
+                           (lambda done, total: progress("hash", done, total))) as spilled:
+            role = BucketServer(spilled, plan, pool, guest)
+            for b in range(plan.buckets):
+                channel.send(guest, role.on_request(channel.recv(guest, PsiBucketRequest)))
+                if b >= WINDOW - 1:
+                    parts.append(role.on_result(channel.recv(guest, PsiBucketResult)))
+                if progress is not None:
+                    progress("buckets", b + 1, plan.buckets)
+            for _ in range(len(parts), plan.buckets):
                 parts.append(role.on_result(channel.recv(guest, PsiBucketResult)))
-            if progress is not None:
-                progress("buckets", b + 1, plan.buckets)
-        for _ in range(len(parts), plan.buckets):
-            parts.append(role.on_result(channel.recv(guest, PsiBucketResult)))
+    finally:
         _unlimit(channel, guest, policy)
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)

@@ -8,8 +8,11 @@ point, row number: 72 bytes) is appended to the file of its bucket, the top
 ``bits`` bits of its order key. A bucket is then read back alone.
 
 The files live in a private temporary directory (mode ``0700``) that is
-removed when the run ends, normally or not; they hold hashes of this party's
-own IDs (no ID in clear) and never leave the machine.
+removed when the run ends, normally or not (a process killed outright leaves
+it: issue 13); they hold unsalted hashes of this party's own IDs, which a
+dictionary reverses for low-entropy IDs such as phone numbers, so they are
+as sensitive as the ID column itself. They never leave the machine. Put them
+on a disk (``workdir``), not on a memory-backed ``/tmp``, for large sets.
 
 Memory: one chunk of raw IDs (``batch_rows``, 65,536 by default) and its
 hashes at a time while spilling; one bucket's records while reading back.
@@ -22,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -84,10 +88,16 @@ def bucket_of(keys: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.int64]:
     return top >> (16 - bits)
 
 
-def _lines(rows: npt.NDArray[np.int64], limit: int = 5) -> str:
-    rows = np.sort(rows)
-    text = ", ".join(str(int(r) + 2) for r in rows[:limit])  # 1-based, after a header line
-    return text + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+def _where(rows: npt.NDArray[np.int64], name: str) -> str:
+    """Rows as a file's lines (CSV, header first) or rows (Parquet, IDs in memory)."""
+    from vfl.tableio import row_location
+
+    fmt: Literal["csv", "parquet"] | None = None  # IDs in memory: lines, as vfl.data says
+    if name.lower().endswith((".parquet", ".pq")):
+        fmt = "parquet"
+    elif name.lower().endswith((".csv", ".csv.gz")):
+        fmt = "csv"
+    return row_location(np.sort(rows), fmt)
 
 
 class SpilledSet:
@@ -163,12 +173,6 @@ class SpilledSet:
                             "it was read?).")
 
     def _check(self) -> None:
-        over = np.flatnonzero(self.counts > self.cap)
-        if over.size:
-            raise DataError(
-                f"{self.name}: bucket {int(over[0])} holds {int(self.counts[over[0]]):,} IDs, above "
-                f"the padded bucket size {self.cap:,}. The bound is chosen so that this happens "
-                "with probability below 1e-12 for distinct IDs; check the ID column.")
         for b in range(self.buckets):
             rec = self.load(b)
             keys = np.ascontiguousarray(rec["key"]).view(np.dtype((np.void, 32))).ravel()
@@ -178,8 +182,15 @@ class SpilledSet:
                 dup = np.zeros(len(rec), dtype=bool)
                 dup[order[1:][same]] = True
                 dup[order[:-1][same]] = True
-                raise DataError(f"{self.name}: the ID column has duplicate IDs on line(s) "
-                                f"{_lines(rec['row'][dup])}; each customer must appear once.")
+                raise DataError(f"{self.name}: the ID column has duplicate IDs "
+                                f"({_where(rec['row'][dup], self.name)}); each customer must "
+                                "appear once.")
+        over = np.flatnonzero(self.counts > self.cap)
+        if over.size:
+            raise DataError(
+                f"{self.name}: bucket {int(over[0])} holds {int(self.counts[over[0]]):,} IDs, above "
+                f"the padded bucket size {self.cap:,}. The bound is chosen so that this happens "
+                "with probability below 1e-12 for distinct IDs; check the ID column.")
 
     def load(self, bucket: int) -> npt.NDArray[np.void]:
         """The records of ``bucket`` (fields ``key``, ``point``, ``row``)."""

@@ -425,8 +425,9 @@ class Endpoint:
             self.transcript.append(("sent", to, data))
         self._deliver(to, seq, data)
 
-    def recv(self, frm: str, expected: type[M], timeout: float | None = None) -> M:
-        """Receive the next message from ``frm``, which must be an ``expected``."""
+    def recv(self, frm: str, expected: type[M] | tuple[type[M], ...],
+             timeout: float | None = None) -> M:
+        """Receive the next message from ``frm``, which must be an ``expected`` (or one of them)."""
         self._check_peer(frm)
         data = self._next_bytes(frm, self.default_timeout if timeout is None else timeout)
         self.stats.recv_bytes[frm] = self.stats.recv_bytes.get(frm, 0) + len(data)
@@ -466,8 +467,10 @@ class Endpoint:
                 f"{first} stopped the job ({code} error); see its log for details{also}."
             )
         if not isinstance(env.body, expected):
+            wanted = (" or ".join(type_name_of(t) for t in expected) if isinstance(expected, tuple)
+                      else type_name_of(expected))
             raise RemoteProtocolError(
-                f"Received {type_name_of(env.body)} from {frm}; expected {type_name_of(expected)}."
+                f"Received {type_name_of(env.body)} from {frm}; expected {wanted}."
             )
         return env.body
 
