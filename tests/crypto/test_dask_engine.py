@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+# real TLS clusters of worker processes (~40 s in all): the full suite and CI's first phase run
+# them; the quick loop (-m "not slow", CI's newest-Python phase) leaves them out
+pytestmark = pytest.mark.slow
 
 from vfl.certs import check_compute_tls, write_compute_certs, write_party_certs  # noqa: E402
 from vfl.crypto import dask_engine as de  # noqa: E402

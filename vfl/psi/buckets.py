@@ -173,8 +173,8 @@ def _padded_points(records: npt.NDArray[np.void], cap: int,
     a bucket does not depend on how many IDs it holds.
     """
     n = len(records)
-    pad = np.frombuffer(secrets.token_bytes(POINT_BYTES * cap), dtype=np.uint8)
-    pad = pad.reshape(cap, POINT_BYTES).copy()
+    drawn = np.frombuffer(secrets.token_bytes(POINT_BYTES * cap), dtype=np.uint8)
+    pad = drawn.reshape(cap, POINT_BYTES).copy()
     pad[:, -1] &= 0x7F  # little-endian u: the top bit is ignored by X25519 anyway
     points = np.concatenate([np.ascontiguousarray(records["point"]).reshape(n, POINT_BYTES),
                              pad[:cap - n]])
