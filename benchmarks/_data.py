@@ -10,6 +10,19 @@ import pandas as pd
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for the record of a benchmark run."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def default_credit(data: str | Path = DEFAULT_DATA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X_guest, y, X_host)`` aligned by id."""
     g = pd.read_csv(Path(data) / "default_credit_hetero_guest.csv")

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._data import DEFAULT_DATA, default_credit
+from benchmarks._data import DEFAULT_DATA, cpu_model, default_credit
 from vfl.certs import write_compute_certs
 from vfl.crypto.engine import ComputeConfig, compute_context
 from vfl.lr import ArbiterParty, GuestParty, HostParty, TrainConfig, batch_plan
@@ -52,14 +52,6 @@ from vfl.lr.messages import HostHello
 ROOT = Path(__file__).resolve().parent
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @contextmanager
@@ -184,7 +176,7 @@ def main() -> None:
     load_start = os.getloadavg()
     print(f"default_credit, {len(y):,} rows, {Xg.shape[1]} + {Xh.shape[1]} columns, "
           f"{args.key_bits}-bit keys, mode {cfg.mode}, batch {cfg.batch_size}; "
-          f"{_cpu_model()}, {os.cpu_count()} cores; load average {load_start[0]:.2f}")
+          f"{cpu_model()}, {os.cpu_count()} cores; load average {load_start[0]:.2f}")
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
     from vfl.crypto.paillier import generate_keypair
     pk, _ = generate_keypair(args.key_bits, allow_insecure_key_size=args.key_bits < 2048)
@@ -258,7 +250,7 @@ def main() -> None:
         if ("dask", w) in by and ("local", w) in by:
             ratios[f"dask_vs_local_{w}_workers"] = by[("local", w)] / by[("dask", w)]
     result = {
-        "machine": {"cpu_model": _cpu_model(), "cpus": os.cpu_count(),
+        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(),
                     "python": platform.python_version(),
                     "load_average_start": load_start, "load_average_end": load_end},
         "data": "default_credit", "rows": len(y), "columns": [Xg.shape[1], Xh.shape[1]],

@@ -158,11 +158,6 @@ def _run(files: dict[str, Path], wd: Path, workers: int, bucket_rows: int, n: in
             "parties": out}
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:
@@ -186,11 +181,12 @@ def main() -> None:
     files = {"guest": _write_ids(wd / "guest", 0, n, args.format),
              "host": _write_ids(wd / "host", n - shared, n, args.format)}
     print(f"wrote 2 x {n:,} IDs ({args.format}) in {time.perf_counter() - t:.0f} s")
+    from benchmarks._data import cpu_model
     from vfl.certs import write_party_certs
     from vfl.psi.buckets import BUCKET_ROWS
 
     write_party_certs(wd / "certs", ["guest", "host"])
-    result = {"cpu": _cpu_model(), "cores": os.cpu_count() or 1, "n_per_party": n,
+    result = {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "n_per_party": n,
               "overlap": args.overlap, "format": args.format,
               "workers_per_party": args.workers, "runs": {}}
     protocols = {"bucketed": BUCKET_ROWS}

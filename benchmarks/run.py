@@ -27,6 +27,7 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
+from benchmarks._data import cpu_model
 from vfl.crypto import EncryptedVector, Randomizer, matvec_t, quantize
 from vfl.crypto.paillier import PaillierPrivateKey
 
@@ -250,14 +251,6 @@ def psi(n: int) -> dict[str, float]:
     return {"n": n, "seconds": dt}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -274,7 +267,7 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "cpu_model": _cpu_model(),
+                    "cpu_model": cpu_model(),
                     "processor": platform.processor() or platform.machine(),
                     "gmpy2": gmpy2.version()},
         "key_bits": args.key_bits,

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._data import cpu_model
+
 
 def _tables(rows: int, wd: Path) -> dict[str, Path]:
     import pyarrow as pa
@@ -64,11 +66,6 @@ def _table_mb(path: Path, label: str | None) -> float:
     return float(out.stdout.strip())
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:
@@ -154,7 +151,7 @@ def main() -> None:
     table_mb = {n: round(_table_mb(data[n], "y" if n == "bank_a" else None))
                 for n in data}
     result = {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "rows": args.rows, "key_bits": args.key_bits,
+        "cpu": cpu_model(), "cores": os.cpu_count(), "rows": args.rows, "key_bits": args.key_bits,
         "features": {"guest": 13, "host": 10}, "mode": report.get("mode", "accurate"),
         "wall_seconds": round(wall, 1), "psi_seconds": report.get("psi_seconds"),
         "train_seconds": report.get("train_seconds"), "training_rows": train_rows,

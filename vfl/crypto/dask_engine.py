@@ -381,9 +381,9 @@ class DaskBlinder:
             raise
 
     def _spans(self, count: int) -> list[tuple[int, int]]:
-        parts = 1 if count < 4096 else self.workers * 2
-        edges = [count * i // parts for i in range(parts + 1)]
-        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+        from vfl.psi.ecdh import chunk_spans
+
+        return chunk_spans(count, self.workers * 2)
 
     def hash_ids(self, ids: Sequence[str]) -> tuple[bytes, bytes]:
         """``(order keys, points)`` of ``ids``, in chunks on the workers."""

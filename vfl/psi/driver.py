@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from vfl.psi.buckets import (
     check_plan,
 )
 from vfl.psi.client import PsiClient
-from vfl.psi.ecdh import POINT_BYTES, Blinder, BlindingPool
+from vfl.psi.ecdh import POINT_BYTES, Blinder, BlindingPool, order_key
 from vfl.psi.messages import (
     PsiBucketRequest,
     PsiBucketResponse,
@@ -56,7 +55,7 @@ def canonical_order(ids: Sequence[str], rows: np.ndarray) -> np.ndarray:
     party's row order) and the same in every run, so training with a fixed
     seed is reproducible across runs and transports.
     """
-    keys = [hashlib.sha256(b"vfl/psi/v1/order\x00" + ids[int(r)].encode()).digest() for r in rows]
+    keys = [order_key(ids[int(r)]) for r in rows]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     return np.asarray(rows, dtype=np.int64)[order]
 

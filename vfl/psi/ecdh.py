@@ -177,6 +177,13 @@ def _pool_blind(data: bytes, peer: str, offset: int) -> bytes:
     return _blind_bytes(_POOL_SCALAR, data, peer, offset)
 
 
+def chunk_spans(count: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(start, end)`` spans of ``range(count)`` (one below 4,096 items)."""
+    parts = 1 if count < 4096 else max(1, parts)
+    edges = [count * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
 class Blinder(Protocol):
     """What the bucketed PSI needs from a party's compute: a secret scalar and the hashing.
 
@@ -235,9 +242,7 @@ class BlindingPool:
                 initializer=_pool_init, initargs=(self._scalar,))
 
     def _edges(self, count: int) -> list[tuple[int, int]]:
-        parts = 1 if self._pool is None or count < 4096 else self.workers * 2
-        edges = [count * i // parts for i in range(parts + 1)]
-        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+        return chunk_spans(count, 1 if self._pool is None else self.workers * 2)
 
     def hash_ids(self, ids: Sequence[str]) -> tuple[bytes, bytes]:
         """``(order keys, points)``: 32 bytes per ID each, in the order of ``ids``."""
