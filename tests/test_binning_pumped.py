@@ -92,10 +92,11 @@ def _clear_encoder(X: np.ndarray, y: np.ndarray, n_bins: int, monotonic: bool) -
     return WoeEncoder(cuts, woes)
 
 
-@pytest.mark.parametrize(("n_hosts", "monotonic", "woe"), [
-    (1, False, False), (1, False, True), (1, True, True), (2, False, True), (2, True, True),
-    (2, True, False)])
-def test_pumped_binning_equals_clear_binning(data, n_hosts, monotonic, woe):
+@pytest.mark.parametrize(("n_hosts", "monotonic", "woe", "workers"), [
+    (1, False, False, 1), (1, False, True, 1), (1, True, True, 1), (2, False, True, 1),
+    (2, True, True, 1), (2, True, False, 1),
+    (2, False, True, 2)])  # proofs, verification and per-bin sums on spawned processes
+def test_pumped_binning_equals_clear_binning(data, n_hosts, monotonic, woe, workers):
     y = data["y"]
     n_bins = 20 if monotonic else 10
     names = ["host1", "host2"][:n_hosts]
@@ -103,9 +104,9 @@ def test_pumped_binning_equals_clear_binning(data, n_hosts, monotonic, woe):
     context = proof_context(JOB, "guest")
 
     guest = BinningGuest(y, key_bits=512, allow_insecure_key_size=True, n_bins=n_bins,
-                         workers=1)
+                         workers=workers)
     hosts = {h: BinningHost(*data[h], party=h, reveal_names=(h == "host1"), policy=TEST_POLICY,
-                            workers=1) for h in names}
+                            workers=workers) for h in names}
 
     # the order of run_binning_guest / run_binning_host, one message at a time
     labels = guest.labels_message(woe, monotonic, context=context)

@@ -343,14 +343,14 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
                                      hosts=hosts, n_bins=options.woe_bins, key_bits=cfg.key_bits,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
-                                     send_woe=True, policy=policy)
+                                     send_woe=True, policy=policy, compute=compute)
         X_train = woe.transform(aligned.X)
     elif options.iv_bins:
         assert aligned.y is not None
         iv_table = run_binning_guest(channel, aligned.X, aligned.feature_names, aligned.y,
                                      hosts=hosts, n_bins=options.iv_bins, key_bits=cfg.key_bits,
                                      allow_insecure_key_size=cfg.allow_insecure_key_size,
-                                     policy=policy)
+                                     policy=policy, compute=compute)
     if iv_table is not None:
         leakage = with_host_iv(leakage, iv_table, channel.party)  # own columns: done above
         if not options.allow_suspicious:
@@ -430,13 +430,13 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     X_train, woe = aligned.X, None
     if prepare.woe_bins:
         woe = run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest,
-                               policy=policy).encoder
+                               policy=policy, compute=compute).encoder
         if woe is None:
             raise DataError(f"{guest} asked for WOE encoding but sent no WOE values.")
         X_train = woe.transform(aligned.X)
     elif prepare.iv_bins:
         if run_binning_host(channel, aligned.X, aligned.feature_names, guest=guest,
-                            policy=policy).encoder is not None:
+                            policy=policy, compute=compute).encoder is not None:
             raise RemoteProtocolError(f"{guest} announced binning for the IV table only but "
                                       "sent WOE values.")
     X_val = None

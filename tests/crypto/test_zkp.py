@@ -257,3 +257,44 @@ def test_uniform_rerandomize_keeps_plaintexts_and_changes_ciphertexts(keys):
     # the Jacobi symbol of r^n is that of r: both signs occur (DJN's h_s^a keeps one sign)
     ones = zkp.uniform_rerandomize(pk, [gmpy2.mpz(1)] * 64)
     assert {gmpy2.jacobi(c % pk.n, pk.n) for c in ones} == {-1, 1}
+
+
+def test_group_products_of_chunks_are_sum_by_group(keys):
+    """The chunk function the binning host farms out: products of chunks = sum_by_group."""
+    import numpy as np
+
+    from vfl.crypto.paillier import Randomizer
+    from vfl.crypto.tasks import split
+    from vfl.crypto.vector import EncryptedVector, group_products
+
+    pk, sk = keys
+    rng = np.random.default_rng(4)
+    values = rng.integers(0, 2, 150)
+    enc = EncryptedVector.encrypt(pk, values.tolist(), 0, Randomizer(pk))
+    data = enc.to_bytes()
+    sizes = (3, 7)
+    groups = np.stack([rng.integers(0, k, 150) for k in sizes], axis=1).astype(np.int32)
+    w, n2 = pk.ciphertext_bytes, pk.nsquare
+    acc = [gmpy2.mpz(1)] * sum(sizes)
+    for a, b in split(150, 4):
+        blob = group_products(pk.to_bytes(), data[a * w:b * w], groups[a:b].tobytes(), sizes)
+        acc = [x * gmpy2.mpz.from_bytes(blob[i * w:(i + 1) * w], "big") % n2
+               for i, x in enumerate(acc)]
+    want = [enc.sum_by_group(groups[:, 0], 3), enc.sum_by_group(groups[:, 1], 7)]
+    assert acc == [*want[0].ciphertexts, *want[1].ciphertexts]
+    assert [int(sk.raw_decrypt(c)) for c in acc[:3]] == [int(values[groups[:, 0] == g].sum())
+                                                        for g in range(3)]
+
+
+def test_proofs_made_and_checked_on_a_pool_verify_and_name_a_forged_row(keys):
+    """The worker path (spawned processes, chunked commit/respond, batch products)."""
+    pk, sk = keys
+    bits = [secrets.randbelow(2) for _ in range(300)]
+    cts, proofs = zkp.prove_bits(pk, bits, context=CTX, workers=2)
+    assert [int(sk.raw_decrypt(c)) for c in _cts(pk, cts)] == bits
+    assert zkp.verify_bits(pk, cts, proofs, context=CTX, workers=1) is None
+    assert zkp.verify_bits(pk, cts, proofs, context=CTX, workers=2) is None
+    pw = zkp.proof_width(pk)
+    forged = bytearray(proofs)
+    forged[211 * pw + pw - 1] ^= 1
+    assert zkp.verify_bits(pk, cts, bytes(forged), context=CTX, workers=2) == 211

@@ -14,6 +14,7 @@ from vfl.binning.guest import BinningGuest
 from vfl.binning.host import BinningHost
 from vfl.binning.messages import EncryptedLabels, HostBinStats, MergePlan, WoeValues, proof_context
 from vfl.channel import Channel
+from vfl.crypto.engine import ComputeConfig
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.types import FloatArray
 
@@ -35,7 +36,8 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
                       allow_insecure_key_size: bool = False,
                       send_woe: bool = False, monotonic: bool = False,
                       policy: SecurityPolicy = DEFAULT_POLICY,
-                      workers: int | None = None) -> list[dict[str, Any]]:
+                      workers: int | None = None,
+                      compute: ComputeConfig | None = None) -> list[dict[str, Any]]:
     """Federated IV table: the guest's own features and every host's.
 
     With ``send_woe`` the guest also returns to each host the WOE of its bins,
@@ -43,10 +45,12 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
     locally if it is larger than ``policy.max_key_bits`` (its hosts would
     refuse it); a key below 2048 bits needs ``allow_insecure_key_size`` or
     ``policy.allow_insecure_key_size``. ``workers`` are the processes that
-    make the 0/1 proofs (``None``: the machine's cores from 2,000 rows on).
+    make the 0/1 proofs (``None``: the machine's cores from 2,000 rows on);
+    ``compute`` with ``engine="dask"`` makes them on the guest's own cluster.
     """
     guest = BinningGuest(y, key_bits=key_bits, n_bins=n_bins, workers=workers,
-                         allow_insecure_key_size=allow_insecure_key_size, policy=policy)
+                         allow_insecure_key_size=allow_insecure_key_size, policy=policy,
+                         compute=compute)
     msg = guest.labels_message(send_woe, monotonic,
                                context=labels_context(channel, channel.party))
     for h in hosts:
@@ -60,16 +64,18 @@ def run_binning_guest(channel: Channel, X: FloatArray, names: list[str], y: npt.
 
 def run_binning_host(channel: Channel, X: FloatArray, names: list[str], *, guest: str,
                      reveal_names: bool = False, policy: SecurityPolicy = DEFAULT_POLICY,
-                     workers: int | None = None) -> BinningHost:
+                     workers: int | None = None,
+                     compute: ComputeConfig | None = None) -> BinningHost:
     """Answer the guest's binning request; returns the host state (with its bin edges).
 
     ``policy`` is this host's own: it bounds the guest's key size. The guest's
-    0/1 proofs are verified (over ``workers`` processes) before anything is
-    summed; a bad proof raises :class:`~vfl.exceptions.RemoteProtocolError`
+    0/1 proofs are verified (over ``workers`` processes, or on the host's own
+    Dask cluster with ``compute``'s ``engine="dask"``, which also runs the
+    per-bin sums) before anything is summed; a bad proof raises :class:`~vfl.exceptions.RemoteProtocolError`
     naming the guest and the first failing row.
     """
     host = BinningHost(X, names, party=channel.party, reveal_names=reveal_names, policy=policy,
-                       workers=workers)
+                       workers=workers, compute=compute)
     limit = getattr(channel, "limit_message_size", None)
     if limit is not None:
         limit(guest, host.labels_size_limit())

@@ -22,6 +22,7 @@ from vfl.binning.core import (
     woe_iv,
 )
 from vfl.binning.messages import EncryptedLabels, HostBinStats, MergePlan, WoeValues
+from vfl.crypto.engine import ComputeConfig
 from vfl.crypto.paillier import check_key_size, generate_keypair
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
@@ -57,11 +58,16 @@ class BinningGuest:
         2,000 rows on).
     policy : SecurityPolicy
         This party's limits.
+    compute : ComputeConfig, optional
+        The guest's ``[compute]``; ``engine="dask"`` makes the proofs on its
+        own cluster (:func:`~vfl.crypto.zkp.prove_bits`). Default: the
+        current :func:`~vfl.crypto.engine.compute_context`.
     """
 
     def __init__(self, y: npt.ArrayLike, *, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, n_bins: int = 10,
-                 workers: int | None = None, policy: SecurityPolicy = DEFAULT_POLICY) -> None:
+                 workers: int | None = None, policy: SecurityPolicy = DEFAULT_POLICY,
+                 compute: ComputeConfig | None = None) -> None:
         if key_bits > policy.max_key_bits:
             raise ConfigError(f"A {key_bits}-bit binning key is larger than the security setting "
                               f"'max_key_bits' ({policy.max_key_bits}); hosts would refuse it.")
@@ -72,6 +78,7 @@ class BinningGuest:
         self.public_key, self._private_key = generate_keypair(
             key_bits, allow_insecure_key_size=insecure)
         self._workers = workers
+        self._compute = compute
         self.woe = False
         self.monotonic = False
         self._table: list[dict[str, Any]] = []
@@ -99,7 +106,7 @@ class BinningGuest:
             raise ConfigError("Federated binning needs labels that are 0 or 1.")
         self.woe, self.monotonic = woe, monotonic
         data, proofs = prove_bits(self.public_key, self.y.tolist(), context=context,
-                                  workers=self._workers)
+                                  workers=self._workers, compute=self._compute)
         enc = EncryptedVector.from_bytes(self.public_key, data, 0, expected_len=len(self.y))
         return EncryptedLabels(self.public_key.to_bytes(), encode_ciphertexts(enc), proofs,
                                self.n_bins, woe, monotonic)

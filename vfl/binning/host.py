@@ -15,10 +15,12 @@ import numpy as np
 from vfl.binning.core import assign_bins, merge_cuts, quantile_bins
 from vfl.binning.messages import EncryptedLabels, HostBinStats, MergePlan, WoeValues
 from vfl.binning.woe import WoeEncoder
+from vfl.crypto.engine import ComputeConfig
 from vfl.crypto.paillier import PaillierPublicKey, check_key_size
+from vfl.crypto.tasks import TaskRunner, sum_by_groups
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
-from vfl.crypto.zkp import check_prover_modulus, uniform_rerandomize, verify_bits
+from vfl.crypto.zkp import check_prover_modulus, prover_tasks, uniform_rerandomize, verify_bits
 from vfl.exceptions import CryptoError, RemoteProtocolError
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.types import FloatArray
@@ -61,19 +63,26 @@ class BinningHost:
         This host's own limits: the guest's key must be at least 2048 bits
         (unless ``allow_insecure_key_size``) and at most ``max_key_bits``.
     workers : int, optional
-        Processes for proof verification (``None``: the machine's cores from
-        8,000 rows on).
+        Processes for proof verification and the per-bin sums (``None``: the
+        machine's cores from 8,000 rows on).
+    compute : ComputeConfig, optional
+        This host's ``[compute]``; ``engine="dask"`` runs the verification's
+        batch products and the per-bin sums on its own cluster (tasks see the
+        guest's encrypted labels and this host's bin indices, never its
+        feature values). Default: the current
+        :func:`~vfl.crypto.engine.compute_context`.
     """
 
     def __init__(self, X: FloatArray, names: list[str], *, party: str,
                  reveal_names: bool = False, policy: SecurityPolicy = DEFAULT_POLICY,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, compute: ComputeConfig | None = None) -> None:
         self.X = np.asarray(X, dtype=np.float64)
         self.names = list(names)
         self.party = party
         self.reveal_names = reveal_names
         self.policy = policy
         self.workers = workers
+        self.compute = compute
         self.cuts: list[FloatArray] = []
         self.encoder: WoeEncoder | None = None
         self.awaits_merge_plan = False  # the guest's request announced a MergePlan
@@ -138,18 +147,18 @@ class BinningHost:
             raise RemoteProtocolError(f"{peer} asked for {msg.n_bins} bins; expected 2..100.")
         enc = decode_ciphertexts(key, msg.labels, peer=peer, what="EncryptedLabels",
                                  expected_len=self.X.shape[0], frac_bits=0)
-        try:
-            bad = verify_bits(key, msg.labels.data, msg.proofs, context=context,
-                              workers=self.workers)
-        except CryptoError:
-            raise RemoteProtocolError(
-                f"EncryptedLabels from {peer}: the 0/1 proofs do not match the labels "
-                "in length; binning aborted.") from None
-        if bad is not None:
-            raise RemoteProtocolError(
-                f"EncryptedLabels from {peer}: the proof that label {bad} is 0 or 1 does not "
-                "verify; binning aborted.")
-        sizes, counts, sums = self._bin_sums(enc, msg.n_bins)
+        with prover_tasks(key, len(enc), workers=self.workers, compute=self.compute) as tasks:
+            try:
+                bad = verify_bits(key, msg.labels.data, msg.proofs, context=context, tasks=tasks)
+            except CryptoError:
+                raise RemoteProtocolError(
+                    f"EncryptedLabels from {peer}: the 0/1 proofs do not match the labels "
+                    "in length; binning aborted.") from None
+            if bad is not None:
+                raise RemoteProtocolError(
+                    f"EncryptedLabels from {peer}: the proof that label {bad} is 0 or 1 does "
+                    "not verify; binning aborted.")
+            sizes, counts, sums = self._bin_sums(enc, msg.labels.data, msg.n_bins, tasks)
         # an empty product is 1 = an unrandomised encryption of 0: re-randomise everything,
         # with r^n for r uniform in Z*_n (the guest chose p and q; DJN's h_s^a would leave
         # it the class of each sum modulo <h_s>, e.g. the Jacobi symbol of a tagged row)
@@ -159,26 +168,27 @@ class BinningHost:
         return HostBinStats(self.aliases(), sizes, np.asarray(counts, dtype=np.int64),
                             encode_ciphertexts(out))
 
-    def _bin_sums(self, enc: EncryptedVector, n_bins: int
+    def _bin_sums(self, enc: EncryptedVector, data: bytes, n_bins: int, tasks: TaskRunner
                   ) -> tuple[list[int], list[int], EncryptedVector]:
         """Equal-frequency bins of every column; ``[[sum of y]]`` per bin (not re-randomised).
 
-        Only called on labels whose proofs verified. Returns the bins per
-        feature, the row count per bin and the sums, feature after feature.
+        Only called on labels whose proofs verified (``data``: their bytes).
+        Rows are split over ``tasks``; each chunk returns its per-bin products
+        for every column, multiplied here (the same ciphertexts as
+        :meth:`~vfl.crypto.vector.EncryptedVector.sum_by_group`). Returns the
+        bins per feature, the row count per bin and the sums, feature after
+        feature.
         """
-        sums = EncryptedVector(enc.public_key, [], enc.frac_bits)
-        counts: list[int] = []
-        sizes: list[int] = []
-        self.cuts = []
-        for j in range(self.X.shape[1]):
-            cuts = quantile_bins(self.X[:, j], n_bins)
-            self.cuts.append(cuts)
-            idx = assign_bins(self.X[:, j], cuts)
-            nb = len(cuts) + 2
-            sums = sums.concat(enc.sum_by_group(idx, nb))
-            counts.extend(np.bincount(idx, minlength=nb).tolist())
-            sizes.append(nb)
-        return sizes, counts, sums
+        pk = enc.public_key
+        rows, cols = self.X.shape
+        self.cuts = [quantile_bins(self.X[:, j], n_bins) for j in range(cols)]
+        sizes = [len(c) + 2 for c in self.cuts]
+        idx = np.empty((rows, cols), dtype=np.int32)
+        for j, cuts in enumerate(self.cuts):
+            idx[:, j] = assign_bins(self.X[:, j], cuts)
+        counts = [int(k) for j in range(cols)
+                  for k in np.bincount(idx[:, j], minlength=sizes[j])]
+        return sizes, counts, sum_by_groups(pk, data, idx, sizes, tasks)
 
     def _check_woe(self, msg: WoeValues, peer: str) -> list[FloatArray]:
         sizes = [len(c) + 2 for c in self.cuts]

@@ -68,8 +68,8 @@ from vfl.crypto.engine import ChunkedEngine, ComputeConfig
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, exponent_bits_for
 from vfl.exceptions import ConfigError, RemoteProtocolError
 
-__all__ = ["DaskEngine", "DaskBlinder", "RandomizerPlugin", "client_security", "cluster_security",
-           "open_client"]
+__all__ = ["DaskEngine", "DaskBlinder", "DaskTasks", "RandomizerPlugin", "client_security",
+           "cluster_security", "open_client"]
 
 
 # ------------------------------------------------------------------ worker side
@@ -423,3 +423,57 @@ class DaskBlinder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------ one-off steps
+#: Per worker process: init function -> the initargs it last ran with.
+_INITS: dict[str, tuple[Any, ...]] = {}
+
+
+def _with_init(init: Callable[..., None], initargs: tuple[Any, ...],
+               fn: Callable[..., Any], *args: Any) -> Any:
+    """Task: ``fn(*args)`` after ``init(*initargs)``, which runs once per worker and state."""
+    _worker_id()  # refuses a worker with more than one thread
+    name = f"{init.__module__}.{init.__qualname__}"
+    if _INITS.get(name) != initargs:
+        init(*initargs)
+        _INITS[name] = initargs
+    return fn(*args)
+
+
+class DaskTasks:
+    """A :class:`~vfl.crypto.tasks.TaskRunner` on the party's own Dask cluster.
+
+    Each task carries ``init``'s arguments (public values: a modulus, a
+    proof base); a worker runs ``init`` the first time it sees them and keeps
+    the state it builds (fixed-base tables) for the following chunks. Secret
+    values a chunk needs (encryption exponents) are drawn on the worker with
+    ``secrets``, inside the chunk function.
+    """
+
+    def __init__(self, client: Client, init: Callable[..., None], initargs: tuple[Any, ...],
+                 *, close_client: bool = False) -> None:
+        self.client = client
+        self._init, self._initargs = init, initargs
+        self._close_client = close_client
+        self.parallelism = max(1, int(sum(client.nthreads().values())))
+
+    @classmethod
+    def connect(cls, compute: ComputeConfig, init: Callable[..., None],
+                initargs: tuple[Any, ...]) -> DaskTasks:
+        """Open a client of ``compute.scheduler`` (:func:`open_client`) and a runner on it."""
+        client = open_client(compute)
+        try:
+            return cls(client, init, initargs, close_client=True)
+        except BaseException:
+            client.close()
+            raise
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self.client.submit(_with_init, self._init, self._initargs, fn, *args, pure=False)
+
+    def close(self) -> None:
+        """Close the client if this runner opened it (workers keep nothing secret)."""
+        if self._close_client:
+            with contextlib.suppress(Exception):
+                self.client.close()

@@ -369,3 +369,28 @@ def matvec_t(
             acc = acc * gmpy2.powmod(total_inv, int(offsets[j]), n2) % n2
         out.append(acc)
     return EncryptedVector(enc.public_key, out, enc.frac_bits + x_frac_bits)
+
+
+def group_products(n_bytes: bytes, data: bytes, groups: bytes,
+                   sizes: tuple[int, ...]) -> bytes:
+    """Chunk function: ``[[sum per group]]`` of fixed-width ciphertexts, for several groupings.
+
+    ``data`` holds ``rows`` ciphertexts of the key with modulus ``n_bytes``;
+    ``groups`` is an int32 ``rows x len(sizes)`` matrix (row-major) whose
+    column ``j`` puts each row in one of ``sizes[j]`` groups. Returns, grouping
+    after grouping, the product mod ``n^2`` of each group's ciphertexts (``1``
+    for an empty group), fixed width. Products of chunks multiply to the
+    products of the whole (:meth:`EncryptedVector.sum_by_group`, bit for bit).
+    """
+    pk = PaillierPublicKey.from_bytes(n_bytes)
+    n2, width = pk.nsquare, pk.ciphertext_bytes
+    frm = gmpy2.mpz.from_bytes
+    cts = [frm(data[i:i + width], "big") for i in range(0, len(data), width)]
+    idx = np.frombuffer(groups, dtype=np.int32).reshape(len(cts), len(sizes))
+    out = bytearray()
+    for j, nb in enumerate(sizes):
+        acc = [gmpy2.mpz(1)] * nb
+        for c, g in zip(cts, idx[:, j].tolist(), strict=True):
+            acc[g] = acc[g] * c % n2
+        out += b"".join(a.to_bytes(width, "big") for a in acc)
+    return bytes(out)

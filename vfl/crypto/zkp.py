@@ -73,23 +73,23 @@ completely needs a proof that ``n`` has no small factor (CGGMP21 Π^mod and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import multiprocessing as mp
-import os
 import secrets
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import gmpy2
 
+from vfl.crypto.engine import ComputeConfig
 from vfl.crypto.paillier import (
     FixedBase,
     PaillierPublicKey,
     draw_djn_base,
     exponent_bits_for,
 )
+from vfl.crypto.tasks import InlineTasks, TaskRunner, open_tasks, split
 from vfl.crypto.vector import multiexp
 from vfl.exceptions import CryptoError
 
@@ -103,6 +103,7 @@ __all__ = [
     "check_prover_modulus",
     "proof_width",
     "prove_bits",
+    "prover_tasks",
     "prove_bits_with_roots",
     "uniform_rerandomize",
     "verify_bits",
@@ -287,6 +288,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(n_bytes: bytes, gamma: bytes | None, exponent_bits: int | None,
                  window_bits: int) -> None:
     pk = PaillierPublicKey.from_bytes(n_bytes)
+    _WORKER.clear()  # a previous prover's tables go
     _WORKER["pk"] = pk
     if gamma is not None:
         _WORKER["prover"] = BitProver(pk, exponent_bits=exponent_bits, window_bits=window_bits,
@@ -316,27 +318,27 @@ def _w_batch(cts: bytes, proofs: bytes, challenges: bytes) -> tuple[bytes, bytes
             f.to_bytes((f.bit_length() + 7) // 8 or 1, "big"))
 
 
-def _pool(public_key: PaillierPublicKey, workers: int, gamma: gmpy2.mpz | None,
-          exponent_bits: int | None = None) -> ProcessPoolExecutor:
+def prover_tasks(public_key: PaillierPublicKey, count: int, gamma: gmpy2.mpz | None = None, *,
+                 exponent_bits: int | None = None, workers: int | None = None,
+                 compute: ComputeConfig | None = None) -> contextlib.AbstractContextManager[
+                     TaskRunner]:
+    """Where the proof's chunks run (:func:`vfl.crypto.tasks.open_tasks`).
+
+    With ``gamma`` the workers build a prover on that base (fixed-base tables,
+    once per worker); without, they only hold the public key (verification,
+    sums). ``workers=None`` uses the machine's cores from
+    :data:`PARALLEL_ROWS` rows on when proving and :data:`PARALLEL_VERIFY_ROWS`
+    when verifying.
+    """
     g = None if gamma is None else int(gamma).to_bytes(_n_bytes(public_key), "big")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker,
-                               initargs=(public_key.to_bytes(), g, exponent_bits, _WINDOW_BITS))
-
-
-def _resolve_workers(workers: int | None, count: int, threshold: int = PARALLEL_ROWS) -> int:
-    if workers is None:
-        workers = (os.cpu_count() or 1) if count >= threshold else 1
-    return max(1, min(workers, count // 64 or 1))
-
-
-def _split(count: int, parts: int) -> list[tuple[int, int]]:
-    edges = [count * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    threshold = PARALLEL_VERIFY_ROWS if gamma is None else PARALLEL_ROWS
+    return open_tasks(_init_worker, (public_key.to_bytes(), g, exponent_bits, _WINDOW_BITS),
+                      count=count, threshold=threshold, workers=workers, compute=compute)
 
 
 def prove_bits(public_key: PaillierPublicKey, bits: Sequence[int], *, context: bytes,
-               workers: int | None = None, exponent_bits: int | None = None) -> tuple[bytes, bytes]:
+               workers: int | None = None, exponent_bits: int | None = None,
+               compute: ComputeConfig | None = None) -> tuple[bytes, bytes]:
     """Encrypt each value of ``bits`` (0 or 1) and prove it; returns ``(ciphertexts, proofs)``.
 
     Both are fixed-width bytes, row after row: ``ciphertext_bytes`` per
@@ -356,6 +358,12 @@ def prove_bits(public_key: PaillierPublicKey, bits: Sequence[int], *, context: b
         :data:`PARALLEL_ROWS` rows on, else this process.
     exponent_bits : int, optional
         See :class:`BitProver`.
+    compute : ComputeConfig, optional
+        The party's ``[compute]`` (default: the current
+        :func:`~vfl.crypto.engine.compute_context`); ``engine="dask"`` makes
+        the proofs on its cluster. Each worker draws the secret exponents of
+        its rows with ``secrets``; they come back to this process (inside the
+        cluster's TLS) only to be handed to the responding chunk.
 
     Raises
     ------
@@ -366,30 +374,27 @@ def prove_bits(public_key: PaillierPublicKey, bits: Sequence[int], *, context: b
     if any(b not in (0, 1) for b in values):
         raise CryptoError("Only the values 0 and 1 can be proven; refusing to encrypt others.")
     count = len(values)
-    n_workers = _resolve_workers(workers, count)
-    if n_workers <= 1:
-        prover = BitProver(public_key, exponent_bits=exponent_bits)
-        cts, coms, state = prover.commit(values)
-        digest = _transcript_hash(public_key, context, count, cts, coms,
-                                  2 * public_key.ciphertext_bytes)
-        responses = prover.respond(state, _challenges(digest, count))
-        return cts, _assemble(public_key, coms, responses)
     gamma = draw_djn_base(public_key)
-    pool = _pool(public_key, n_workers, gamma, exponent_bits)
-    try:
-        parts = _split(count, n_workers)
-        commits = [pool.submit(_w_commit, bytes(values[a:b])) for a, b in parts]
+    with prover_tasks(public_key, count, gamma, exponent_bits=exponent_bits, workers=workers,
+                      compute=compute) as tasks:
+        if isinstance(tasks, InlineTasks):
+            prover = BitProver(public_key, exponent_bits=exponent_bits, _gamma=int(gamma))
+            cts, coms, state = prover.commit(values)
+            digest = _transcript_hash(public_key, context, count, cts, coms,
+                                      2 * public_key.ciphertext_bytes)
+            responses = prover.respond(state, _challenges(digest, count))
+            return cts, _assemble(public_key, coms, responses)
+        parts = split(count, tasks.parallelism)
+        commits = [tasks.submit(_w_commit, bytes(values[a:b])) for a, b in parts]
         results = [f.result() for f in commits]
         cts = b"".join(r[0] for r in results)
         coms = b"".join(r[1] for r in results)
         digest = _transcript_hash(public_key, context, count, cts, coms,
                                   2 * public_key.ciphertext_bytes)
         es = b"".join(e.to_bytes(_E_BYTES, "big") for e in _challenges(digest, count))
-        answers = [pool.submit(_w_respond, r[2], es[a * _E_BYTES:b * _E_BYTES])
+        answers = [tasks.submit(_w_respond, r[2], es[a * _E_BYTES:b * _E_BYTES])
                    for r, (a, b) in zip(results, parts, strict=True)]
         responses = b"".join(f.result() for f in answers)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
     return cts, _assemble(public_key, coms, responses)
 
 
@@ -515,8 +520,24 @@ def _first_bad(pk: PaillierPublicKey, rows: Sequence[_Row | None], es: Sequence[
     return left if left is not None else _first_bad(pk, rows, es, mid, hi)
 
 
+def _batches_hold(pk: PaillierPublicKey, tasks: TaskRunner, rows: Sequence[_Row | None],
+                  ciphertexts: bytes, proofs: bytes, es: Sequence[int], limit: int) -> bool:
+    """The batch check of rows ``[0, limit)``, its products in chunks on ``tasks``."""
+    if isinstance(tasks, InlineTasks):
+        return _batch_holds(pk, [_batch_terms(pk, rows[:limit], es[:limit])])
+    width, pw = pk.ciphertext_bytes, proof_width(pk)
+    futures = [tasks.submit(_w_batch, ciphertexts[a * width:b * width], proofs[a * pw:b * pw],
+                            b"".join(e.to_bytes(_E_BYTES, "big") for e in es[a:b]))
+               for a, b in split(limit, tasks.parallelism)]
+    frm = gmpy2.mpz.from_bytes
+    return _batch_holds(pk, [(frm(z, "big"), frm(r, "big"), int.from_bytes(f, "big"))
+                             for z, r, f in (f.result() for f in futures)])
+
+
 def verify_bits(public_key: PaillierPublicKey, ciphertexts: bytes, proofs: bytes, *,
-                context: bytes, workers: int | None = None) -> int | None:
+                context: bytes, workers: int | None = None,
+                compute: ComputeConfig | None = None,
+                tasks: TaskRunner | None = None) -> int | None:
     """Check that every ciphertext encrypts 0 or 1; ``None``, or the first failing row.
 
     Parameters
@@ -532,6 +553,12 @@ def verify_bits(public_key: PaillierPublicKey, ciphertexts: bytes, proofs: bytes
     workers : int, optional
         Processes for the batch products; ``None`` uses the machine's cores
         from :data:`PARALLEL_VERIFY_ROWS` rows on.
+    compute : ComputeConfig, optional
+        As in :func:`prove_bits`: ``engine="dask"`` computes the batch
+        products on the party's cluster.
+    tasks : TaskRunner, optional
+        A runner already open for this key (:func:`prover_tasks` without
+        ``gamma``); replaces ``workers`` and ``compute``.
 
     Returns
     -------
@@ -570,22 +597,11 @@ def verify_bits(public_key: PaillierPublicKey, ciphertexts: bytes, proofs: bytes
     if limit == 0:
         return first_range
     es = _challenges(_transcript_hash(pk, context, count, ciphertexts, proofs, pw), count)
-    n_workers = _resolve_workers(workers, limit, PARALLEL_VERIFY_ROWS)
-    if n_workers <= 1:
-        ok = _batch_holds(pk, [_batch_terms(pk, rows[:limit], es[:limit])])
+    if tasks is None:
+        with prover_tasks(pk, limit, workers=workers, compute=compute) as runner:
+            ok = _batches_hold(pk, runner, rows, ciphertexts, proofs, es, limit)
     else:
-        pool = _pool(pk, n_workers, None)
-        try:
-            futures = [pool.submit(_w_batch, ciphertexts[a * width:b * width],
-                                   proofs[a * pw:b * pw],
-                                   b"".join(e.to_bytes(_E_BYTES, "big") for e in es[a:b]))
-                       for a, b in _split(limit, n_workers)]
-            blobs = [f.result() for f in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        frm = gmpy2.mpz.from_bytes
-        ok = _batch_holds(pk, [(frm(z, "big"), frm(r, "big"), int.from_bytes(f, "big"))
-                               for z, r, f in blobs])
+        ok = _batches_hold(pk, tasks, rows, ciphertexts, proofs, es, limit)
     if ok:
         return first_range
     bad = _first_bad(pk, rows, es, 0, limit)
