@@ -5,8 +5,10 @@
                                      [--out benchmarks/dask_engine.json]
 
 One training epoch of default_credit (30,000 rows, 13 + 10 columns; ``--rows``
-takes the first N), and one party's share of a PSI (``--psi-ids``: hash its IDs,
-blind them, blind as many peer points), with guest, host and arbiter driven step by step in this
+takes the first N), one party's share of a PSI (``--psi-ids``: hash its IDs,
+blind them, blind as many peer points) and the federated binning's heavy steps
+(``--binning-rows``: the guest's 0/1 proofs, the host's verification and
+per-bin sums), with guest, host and arbiter driven step by step in this
 process as ``benchmarks.profile_epoch`` does (no transport), through:
 
 * the **Dask engine**: the guest and the host each get their own
@@ -23,6 +25,14 @@ workers >= 1.7x the throughput of 1, on an idle machine; the load average at
 start and end is recorded so a busy run can be told apart). Table building
 (``setup_s``: worker start, fixed-base tables) happens once per job and is
 reported apart from the epoch.
+
+On one 2-core machine the two parties' clusters share the same two cores:
+with one worker each, the guest's worker stocks randomisers while the host's
+computes (and the reverse), so the 1-worker epoch already keeps both cores
+busy part of the time. Besides the epoch's wall time the script therefore
+times each party's own steps (``party_steps_s_per_epoch``: the wall time of
+its step calls, which wait for its tasks), the figure that says whether a
+party with more workers finishes its share proportionally faster.
 
 A smoke run: ``python -m benchmarks.dask_engine --rows 600 --key-bits 512 --out /tmp/d.json``.
 """
@@ -89,13 +99,22 @@ def run_epochs(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, cfg: TrainConfig, 
             p.on_public_key(arbiter.announce(), peer="arbiter", allow_insecure_key_size=insecure)
         setup_s = time.perf_counter() - t
         times = []
+        steps = {"guest": 0.0, "host": 0.0}
+
+        def timed(party: str, fn: Any, *a: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*a)
+            steps[party] += time.perf_counter() - t0
+            return out
+
         for e in range(epochs):
             t = time.perf_counter()
             for b, rows in enumerate(batch_plan(len(y), cfg.batch_size, cfg.seed, e)):
-                guest.on_forward("host", host.forward(e, b, rows), e, b)
-                res = guest.residuals(e, b, rows)
-                masked_h, _ = host.on_residual(res["host"])
-                masked_g = guest.masked_gradient()
+                scores = timed("host", host.forward, e, b, rows)
+                timed("guest", guest.on_forward, "host", scores, e, b)
+                res = timed("guest", guest.residuals, e, b, rows)
+                masked_h, _ = timed("host", host.on_residual, res["host"])
+                masked_g = timed("guest", guest.masked_gradient)
                 guest.close_batch()
                 dg = arbiter.on_masked_gradient("guest", masked_g, e, b)
                 dh = arbiter.on_masked_gradient("host", masked_h, e, b)
@@ -104,6 +123,7 @@ def run_epochs(Xg: np.ndarray, y: np.ndarray, Xh: np.ndarray, cfg: TrainConfig, 
             arbiter.on_epoch_loss(guest.epoch_loss(e), e)
             times.append(time.perf_counter() - t)
         return {"setup_s": setup_s, "epoch_s": times,
+                "party_steps_s": {k: v / epochs for k, v in steps.items()},
                 "coef": guest.coef.tolist() + host.coef.tolist()}
     finally:
         guest.close()
@@ -146,6 +166,30 @@ def psi_work(blinder: Any, n: int) -> float:
     return time.perf_counter() - t
 
 
+def binning_work(Xh: np.ndarray, y: np.ndarray, key_bits: int,
+                 guest_where: dict[str, Any], host_where: dict[str, Any]) -> float:
+    """Wall seconds of the federated binning's heavy steps over ``len(y)`` rows.
+
+    The guest encrypts its labels and proves each is 0 or 1 (on
+    ``guest_where``: ``{"compute": ...}`` or ``{"workers": ...}``), then the
+    host verifies the proofs and sums the labels per bin of each of its
+    columns (on ``host_where``). Key generation is left out.
+    """
+    from vfl.binning import BinningGuest, BinningHost, proof_context
+    from vfl.policy import SecurityPolicy
+
+    insecure = key_bits < 2048
+    policy = SecurityPolicy(allow_insecure_key_size=insecure).validate()
+    guest = BinningGuest(y, key_bits=key_bits, allow_insecure_key_size=insecure, n_bins=10,
+                         **guest_where)
+    host = BinningHost(Xh, [f"x{j}" for j in range(Xh.shape[1])], party="host", policy=policy,
+                       **host_where)
+    ctx = proof_context("benchmark", "guest")
+    t = time.perf_counter()
+    host.on_labels(guest.labels_message(context=ctx), peer="guest", context=ctx)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -160,6 +204,8 @@ def main() -> None:
                     help="rows of one party's engine work timed alone per configuration (0: skip)")
     ap.add_argument("--psi-ids", type=int, default=200_000,
                     help="IDs of one party's PSI work timed per configuration (0: skip)")
+    ap.add_argument("--binning-rows", type=int, default=3000,
+                    help="rows of the federated binning timed per configuration (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "dask_engine.json"))
     args = ap.parse_args()
     Xg, y, Xh = default_credit(args.data)
@@ -199,6 +245,10 @@ def main() -> None:
                             from vfl.crypto.dask_engine import DaskBlinder
                             with DaskBlinder.connect(gc) as blinder:
                                 out["psi_s"] = psi_work(blinder, args.psi_ids)
+                        if args.binning_rows:
+                            nb = args.binning_rows
+                            out["binning_s"] = binning_work(Xh[:nb], y[:nb], args.key_bits,
+                                                            {"compute": gc}, {"compute": hc})
                     else:
                         out = run_epochs(Xg, y, Xh, cfg, args.epochs, None, None, w)
                         if args.engine_rows:
@@ -212,12 +262,20 @@ def main() -> None:
                             from vfl.psi.ecdh import BlindingPool
                             with BlindingPool(w) as pool:
                                 out["psi_s"] = psi_work(pool, args.psi_ids)
+                        if args.binning_rows:
+                            nb = args.binning_rows
+                            out["binning_s"] = binning_work(Xh[:nb], y[:nb], args.key_bits,
+                                                            {"workers": w}, {"workers": w})
                 samples[(engine, w)].append(out)
                 print(f"  {engine:5s} engine, {w} worker(s) per party: setup "
                       f"{out['setup_s']:5.1f} s, epoch(s) "
-                      + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s"
+                      + " ".join(f"{t:6.2f}" for t in out["epoch_s"]) + " s (guest steps "
+                      + f"{out['party_steps_s']['guest']:.1f} s, host steps "
+                      + f"{out['party_steps_s']['host']:.1f} s)"
                       + (f"; engine work {out['engine_s']:.1f} s" if "engine_s" in out else "")
-                      + (f"; PSI work {out['psi_s']:.1f} s" if "psi_s" in out else ""), flush=True)
+                      + (f"; PSI work {out['psi_s']:.1f} s" if "psi_s" in out else "")
+                      + (f"; binning {out['binning_s']:.1f} s" if "binning_s" in out else ""),
+                      flush=True)
     load_end = os.getloadavg()
     coefs = {tuple(s["coef"]) for runs in samples.values() for s in runs}
     runs = []
@@ -226,26 +284,41 @@ def main() -> None:
         psi_s = statistics.median(o["psi_s"] for o in outs) if "psi_s" in outs[0] else None
         engine_s = (statistics.median(o["engine_s"] for o in outs) if "engine_s" in outs[0]
                     else None)
+        binning_s = (statistics.median(o["binning_s"] for o in outs) if "binning_s" in outs[0]
+                     else None)
+        steps = {p: statistics.median(o["party_steps_s"][p] for o in outs)
+                 for p in ("guest", "host")}
         runs.append({"engine": engine, "workers_per_party": w, "epoch_s": epoch_s,
+                     "party_steps_s_per_epoch": steps,
                      "rows_per_s": len(y) / epoch_s,
                      "psi_ids_per_s": args.psi_ids / psi_s if psi_s else None,
                      "engine_rows_per_s": args.engine_rows / engine_s if engine_s else None,
+                     "binning_rows_per_s": args.binning_rows / binning_s if binning_s else None,
                      "setup_s": statistics.median(o["setup_s"] for o in outs),
                      "epochs_s_all": [t for o in outs for t in o["epoch_s"]]})
     by = {(run["engine"], run["workers_per_party"]): run["epoch_s"] for run in runs}
     psi_by = {(run["engine"], run["workers_per_party"]): run["psi_ids_per_s"] for run in runs}
     eng_by = {(run["engine"], run["workers_per_party"]): run["engine_rows_per_s"] for run in runs}
+    steps_by = {(run["engine"], run["workers_per_party"]): run["party_steps_s_per_epoch"]
+                for run in runs}
+    bin_by = {(run["engine"], run["workers_per_party"]): run["binning_rows_per_s"] for run in runs}
     ratios: dict[str, float] = {}
     lo, hi = min(counts), max(counts)
     for engine in ("dask", "local"):
         if (engine, lo) in by and (engine, hi) in by and hi != lo:
             ratios[f"{engine}_{hi}_vs_{lo}_workers"] = by[(engine, lo)] / by[(engine, hi)]
+            for p in ("guest", "host"):
+                ratios[f"{engine}_{p}_steps_{hi}_vs_{lo}_workers"] = (
+                    steps_by[(engine, lo)][p] / steps_by[(engine, hi)][p])
             if eng_by[(engine, lo)] and eng_by[(engine, hi)]:
                 ratios[f"{engine}_engine_alone_{hi}_vs_{lo}_workers"] = (eng_by[(engine, hi)]
                                                                          / eng_by[(engine, lo)])
             if psi_by[(engine, lo)] and psi_by[(engine, hi)]:
                 ratios[f"{engine}_psi_{hi}_vs_{lo}_workers"] = (psi_by[(engine, hi)]
                                                                 / psi_by[(engine, lo)])
+            if bin_by[(engine, lo)] and bin_by[(engine, hi)]:
+                ratios[f"{engine}_binning_{hi}_vs_{lo}_workers"] = (bin_by[(engine, hi)]
+                                                                    / bin_by[(engine, lo)])
     for w in counts:
         if ("dask", w) in by and ("local", w) in by:
             ratios[f"dask_vs_local_{w}_workers"] = by[("local", w)] / by[("dask", w)]
@@ -256,7 +329,10 @@ def main() -> None:
         "data": "default_credit", "rows": len(y), "columns": [Xg.shape[1], Xh.shape[1]],
         "key_bits": args.key_bits, "mode": cfg.mode, "batch_size": cfg.batch_size,
         "epochs_per_config": args.epochs, "repeats": args.repeats,
-        "psi_ids": args.psi_ids,
+        "psi_ids": args.psi_ids, "binning_rows": args.binning_rows,
+        "binning_work": "federated binning of binning_rows rows x the host's columns: the guest's "
+                        "label encryption and 0/1 proofs on its engine, the host's verification "
+                        "and per-bin sums on its own",
         "psi_work": "one party's share of a PSI of psi_ids x psi_ids: hash its IDs, blind them, "
                     "blind as many peer points (bucketed PSI's blinding on the engine)",
         "setup": "one TLS LocalCluster per party (processes, 1 thread each); parties driven in "

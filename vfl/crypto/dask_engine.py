@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,9 @@ class _WorkerState:
         self.public_key = PaillierPublicKey.from_bytes(spec.n)
         self.randomizer = Randomizer(self.public_key, spec.exponent_bits)
 
+
+#: Seconds the engine reuses its count of the cluster's worker threads.
+_THREADS_TTL = 5.0
 
 #: Per worker process: (engine tag, worker id) -> state. A worker runs one task at a
 #: time (``--nthreads 1``, checked), so a state is never used by two threads at once.
@@ -251,6 +255,7 @@ class DaskEngine(ChunkedEngine):
         self._spec = KeySpec(f"vfl-randomizer-{public_key.fingerprint.hex()}-{bits}-"
                              f"{secrets.token_hex(6)}", public_key.to_bytes(), exponent_bits)
         self._prefills: list[Future] = []
+        self._threads, self._threads_at = 0, 0.0
         # every worker builds its table now, in parallel (and any worker that joins later)
         client.register_plugin(RandomizerPlugin(self._spec), name=self._spec.tag)
 
@@ -269,15 +274,21 @@ class DaskEngine(ChunkedEngine):
         return self.client.submit(_in_dask, self._spec, fn, *args, pure=False)
 
     def _parallelism(self) -> int:
+        # one scheduler round trip per few seconds, not per operation (workers that join or
+        # leave in between only change how the next chunks are cut; Dask places them)
+        now = time.monotonic()
+        if self._threads and now - self._threads_at < _THREADS_TTL:
+            return self._threads
         threads = int(sum(self.client.nthreads().values()))
-        if threads:
-            return threads
-        try:  # every worker left: wait briefly for one to come back
-            self.client.wait_for_workers(1, timeout=30)
-        except (OSError, TimeoutError):
-            raise ConfigError(f"The Dask cluster at {self.client.scheduler.address} has no "
-                              "worker left; restart its workers.") from None
-        return max(1, int(sum(self.client.nthreads().values())))
+        if not threads:
+            try:  # every worker left: wait briefly for one to come back
+                self.client.wait_for_workers(1, timeout=30)
+            except (OSError, TimeoutError):
+                raise ConfigError(f"The Dask cluster at {self.client.scheduler.address} has no "
+                                  "worker left; restart its workers.") from None
+            threads = max(1, int(sum(self.client.nthreads().values())))
+        self._threads, self._threads_at = threads, now
+        return threads
 
     def prefill(self, count: int) -> None:
         """Let each worker stock about its share of ``count`` randomisers for the next batch."""
