@@ -13,6 +13,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rich.table import Table
 from vfl import __version__
 from vfl.exceptions import VFLError
 from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, TrainConfig
+from vfl.procs import Terminated, stop_on_signals
 from vfl.progress import JsonStatus, RichProgress, progress_bar
 from vfl.roles import Role
 
@@ -35,17 +37,32 @@ TABLE = "(.csv, .csv.gz, .parquet or .pq)"
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one-line errors with exit code 2."""
+    """Turn expected failures into one-line errors with exit code 2.
+
+    SIGTERM and Ctrl-C stop the command like any other failure (peers told,
+    worker pools closed, temporary files removed; :mod:`vfl.procs`) and exit
+    with 143 and 130.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with stop_on_signals():
+                return fn(*args, **kwargs)
         except (VFLError, OSError, ValueError) as exc:
             click.echo(f"error: {' '.join(str(exc).split())}", err=True)
             sys.exit(2)
+        except BrokenExecutor:
+            click.echo("error: a worker process of this party died (killed from outside, or "
+                       "out of memory); the job stopped.", err=True)
+            sys.exit(2)
+        except Terminated as exc:
+            click.echo(f"error: {exc}; stopped (workers stopped, temporary files removed, "
+                       "any peers told)", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            click.echo("error: interrupted (Ctrl-C); stopped (workers stopped, temporary files "
+                       "removed, any peers told)", err=True)
             sys.exit(130)
 
     return wrapper

@@ -192,7 +192,9 @@ def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 18
 
     Returns the processes (with exit codes) and the wall time. If one party
     fails, the others stop on their own (they receive its abort or see it go
-    away); any still running after a grace period are terminated.
+    away); any still running after a grace period are terminated. If the demo
+    itself is stopped (SIGTERM, Ctrl-C), every party gets SIGTERM, and any
+    still running 15 s later SIGKILL, before the stop is re-raised.
     """
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -209,6 +211,43 @@ def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 18
     readers = [threading.Thread(target=p.follow, daemon=True) for p in procs.values()]
     for r in readers:
         r.start()
+    try:
+        _wait_parties(procs, t0, timeout, on_tick)
+    except BaseException as exc:
+        # Ctrl-C in the terminal already reached every party: give them time to stop on
+        # their own before SIGTERM; anything else (SIGTERM to the demo) is passed on now
+        _stop_parties(procs, settle=15.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
+        raise
+    for r in readers:
+        r.join(timeout=5)
+    if on_tick:
+        on_tick(procs)
+    return procs, time.perf_counter() - t0
+
+
+def _stop_parties(procs: dict[str, PartyProcess], grace: float = 15.0,
+                  settle: float = 0.0) -> None:
+    """SIGTERM every running party (each stops cleanly), then SIGKILL what is left.
+
+    ``settle``: seconds to let the parties stop on their own first.
+    """
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline and any(p.proc.poll() is None for p in procs.values()):
+        time.sleep(0.1)
+    for p in procs.values():
+        if p.proc.poll() is None:
+            p.proc.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        try:
+            p.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def _wait_parties(procs: dict[str, PartyProcess], t0: float, timeout: float,
+                  on_tick: Any) -> None:
     failed_at: float | None = None
     while True:
         codes = {n: p.proc.poll() for n, p in procs.items()}
@@ -220,15 +259,9 @@ def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 18
             failed_at = time.perf_counter()
         now = time.perf_counter()
         if (failed_at is not None and now - failed_at > 30) or now - t0 > timeout:
-            for p in procs.values():
-                if p.proc.poll() is None:
-                    p.proc.terminate()
+            _stop_parties(procs)
+            return
         time.sleep(0.2)
-    for r in readers:
-        r.join(timeout=5)
-    if on_tick:
-        on_tick(procs)
-    return procs, time.perf_counter() - t0
 
 
 @dataclass

@@ -21,6 +21,7 @@ __all__ = [
     "EncodingOverflowError",
     "TransportError",
     "PeerTimeoutError",
+    "ComputeError",
     "NotFittedError",
     "ConvergenceWarning",
 ]
@@ -87,6 +88,11 @@ class TransportError(VFLError):
 
 class PeerTimeoutError(TransportError, TimeoutError):
     """A peer did not send the expected message in time."""
+
+
+class ComputeError(VFLError):
+    """This party's own compute (its worker processes or Dask cluster) failed or gave results
+    this process refuses; no peer is blamed."""
 
 
 class NotFittedError(VFLError, ValueError, AttributeError):

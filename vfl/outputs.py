@@ -66,6 +66,7 @@ from vfl.jobs import GuestOutcome, HostOutcome, JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.lr.estimator import Arbiter
 from vfl.model import ModelPart, atomic_write_text, load_model_part, save_model_part
+from vfl.procs import signals_held
 from vfl.roles import Role
 from vfl.scorecard import (
     INTERVAL,
@@ -107,6 +108,7 @@ def points_json_file(out_dir: str | Path, party: str) -> Path:
     return Path(out_dir) / f"{party}_points.json"
 
 
+@signals_held
 def write_points(out_dir: str | Path, party: str, table: PointsTable) -> list[Path]:
     """Write ``table`` as ``<party>_points.csv`` and ``<party>_points.json``."""
     csv_path, json_path = points_file(out_dir, party), points_json_file(out_dir, party)
@@ -261,6 +263,7 @@ def _write_part_and_points(out: Path, outcome: GuestOutcome | HostOutcome,
     return [path, *write_points(out, outcome.party, table)]
 
 
+@signals_held
 def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict[str, Any], *,
                         html_report: bool = False) -> list[Path]:
     """Write the guest's model part, points, report, evaluation scores and IV table.
@@ -287,6 +290,7 @@ def write_guest_outputs(out_dir: str | Path, outcome: GuestOutcome, report: dict
     return files
 
 
+@signals_held
 def write_host_outputs(out_dir: str | Path, outcome: HostOutcome,
                        summary: dict[str, Any], *, slope: float | None = None) -> list[Path]:
     """Write a host's model part, points tables and ``<party>_run.json``.
@@ -302,6 +306,7 @@ def write_host_outputs(out_dir: str | Path, outcome: HostOutcome,
     return files
 
 
+@signals_held
 def write_arbiter_outputs(out_dir: str | Path, party: str, summary: dict[str, Any]) -> list[Path]:
     """Write the arbiter's ``<party>_run.json`` (it holds no model part)."""
     return [_json(run_file(out_dir, party), summary)]

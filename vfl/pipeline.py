@@ -83,12 +83,19 @@ def host_names(count: int) -> list[str]:
     return [f"{Role.HOST.value}{i + 1}" for i in range(count)]
 
 
+#: Seconds the party threads get to clean up after the main thread is stopped.
+STOP_GRACE_SECONDS = 10.0
+
+
 def run_threads(network: InMemoryNetwork,
                 targets: dict[str, Callable[[Endpoint], Any]]) -> dict[str, Any]:
     """Run each party's function in a thread; return their results.
 
     If a party fails, its endpoint is closed so its peers fail fast instead of
-    waiting; the error re-raised is the one that started the failure.
+    waiting; the error re-raised is the one that started the failure. If the
+    main thread is stopped while it waits (SIGTERM, Ctrl-C), every party's
+    endpoint is aborted and the threads get a few seconds to close their
+    pools and temporary files before the stop is re-raised.
     """
     results: dict[str, Any] = {}
     errors: list[tuple[float, str, BaseException]] = []
@@ -106,8 +113,18 @@ def run_threads(network: InMemoryNetwork,
                for n, f in targets.items()]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException as exc:  # a signal in the main thread: stop every party
+        for name in targets:
+            ep = network.endpoint(name)
+            ep.abort(abort_code(exc))
+            ep.close()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        raise
     if errors:
         primary = [e for e in errors if not isinstance(e[2], TransportError)] or errors
         primary.sort(key=lambda e: e[0])

@@ -484,3 +484,25 @@ def test_federated_binning_on_the_cluster_equals_the_local_run(compute, cluster)
         on_dask.on_labels(dataclasses.replace(labels, proofs=bytes(forged)), peer="guest",
                           context=ctx)
 
+
+
+def test_one_cluster_switches_keys_between_proofs(compute):
+    """Prove under key A, verify under key B, prove under A again, on the same workers: each
+    chunk runs with its own key's state (the per-worker cache never serves a stale one)."""
+    from vfl.crypto.paillier import generate_keypair
+    from vfl.crypto.tasks import SecretBytes
+    from vfl.crypto.zkp import prove_bits, verify_bits
+
+    ctx = b"job-switch"
+    (pa, _), (pb, _) = (generate_keypair(512, allow_insecure_key_size=True) for _ in range(2))
+    bits = [i % 3 == 0 for i in range(300)]
+    a1 = prove_bits(pa, bits, context=ctx, compute=compute)
+    b1 = prove_bits(pb, bits, context=ctx, compute=compute)
+    assert verify_bits(pb, *b1, context=ctx, compute=compute) is None
+    a2 = prove_bits(pa, bits, context=ctx, compute=compute)
+    for cts, proofs in (a1, a2):
+        assert verify_bits(pa, cts, proofs, context=ctx, workers=1) is None
+    assert verify_bits(pa, *a2, context=ctx, compute=compute) is None
+    assert verify_bits(pb, *a2, context=ctx, workers=1) is not None  # not B's proofs
+    assert "\\x" not in repr(SecretBytes(bytes(range(40)))) and "40 secret bytes" in repr(
+        SecretBytes(bytes(range(40))))

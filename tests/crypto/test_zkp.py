@@ -298,3 +298,61 @@ def test_proofs_made_and_checked_on_a_pool_verify_and_name_a_forged_row(keys):
     forged = bytearray(proofs)
     forged[211 * pw + pw - 1] ^= 1
     assert zkp.verify_bits(pk, cts, bytes(forged), context=CTX, workers=2) == 211
+
+
+@pytest.mark.parametrize("row", [0, 149, 150, 299])
+def test_a_forged_row_at_a_chunk_edge_is_named_on_a_pool(keys, row):
+    """Rows 149 | 150 straddle the two workers' chunks; 0 and 299 are the ends."""
+    pk, _ = keys
+    cts, proofs = zkp.prove_bits(pk, [secrets.randbelow(2) for _ in range(300)], context=CTX,
+                                 workers=1)
+    pw = zkp.proof_width(pk)
+    forged = bytearray(proofs)
+    forged[row * pw + pw - 1] ^= 1  # a response: outside the transcript, only this row fails
+    assert zkp.verify_bits(pk, cts, bytes(forged), context=CTX, workers=2) == row
+    # a changed ciphertext changes the transcript, so every challenge: the proofs all fail
+    w = pk.ciphertext_bytes
+    other = bytearray(cts)
+    other[row * w + w - 1] ^= 1
+    assert zkp.verify_bits(pk, bytes(other), proofs, context=CTX, workers=2) is not None
+
+
+def test_workers_that_compute_wrong_products_are_not_blamed_on_the_prover(keys):
+    """A runner whose batch products are wrong (a worker with another vfl, broken state):
+    every row verifies in-process, so the verifier refuses to name a row of an honest prover."""
+    from concurrent.futures import Future
+
+    from vfl.crypto.tasks import InlineTasks
+    from vfl.exceptions import ComputeError
+
+    class WrongWorkers:
+        parallelism = 2
+
+        def submit(self, fn, *args):
+            z, r, f = fn(*args)
+            done = Future()
+            done.set_result((z, (int.from_bytes(r, "big") + 1).to_bytes(len(r), "big"), f))
+            return done
+
+        def close(self):
+            pass
+
+    pk, _ = keys
+    cts, proofs = zkp.prove_bits(pk, [1, 0, 1, 1, 0, 0, 1, 0], context=CTX, workers=1)
+    with pytest.raises(ComputeError, match="workers disagree"):
+        zkp.verify_bits(pk, cts, proofs, context=CTX, tasks=WrongWorkers())
+    with zkp.prover_tasks(pk, 8, workers=1) as inline:
+        assert isinstance(inline, InlineTasks)
+        assert zkp.verify_bits(pk, cts, proofs, context=CTX, tasks=inline) is None
+
+
+def test_a_worker_refuses_to_prove_under_a_key_it_was_not_set_up_for(keys):
+    other = PaillierPrivateKey.from_phe(phe_paillier.generate_paillier_keypair(n_length=512)[1])
+    pk, _ = keys
+    zkp._init_worker(pk.to_bytes(), int(zkp.draw_djn_base(pk)).to_bytes(64, "big"), None, 4)
+    try:
+        zkp._w_commit(pk.to_bytes(), bytes([0, 1]))
+        with pytest.raises(RuntimeError, match="no prover for the requested key"):
+            zkp._w_commit(other.public_key.to_bytes(), bytes([0, 1]))
+    finally:
+        zkp._WORKER.clear()

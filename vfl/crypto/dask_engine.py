@@ -26,8 +26,13 @@ What the tasks see
 Only this party's own data, as bytes: the public key's modulus, fixed-width
 ciphertext bytes, and int64 arrays (values to encrypt, the party's quantised
 feature columns, the accurate mode's per-row factors). Results are
-fixed-width ciphertext bytes. Ciphertexts that came from a peer were parsed
-and range-checked by the party's process first
+fixed-width ciphertext bytes. The federated binning's one-off steps
+(:class:`DaskTasks`) also see, on the guest's cluster, its labels (0/1), its
+proof base and the proofs' secret exponents (handed back for the responding
+chunk, wrapped so that no log shows them), and on a host's cluster the
+guest's label ciphertexts and proofs and the host's bin index per row (not
+its feature values); ``protocols/specs/compute.md`` has the table.
+Ciphertexts that came from a peer were parsed and range-checked by the party's process first
 (:meth:`~vfl.crypto.vector.EncryptedVector.from_bytes`) and travel to the
 workers as an opaque ``bytes`` object inside Dask's own messages: Dask's
 serialisation (which can rebuild arbitrary objects, so it is only ever fed by
@@ -49,7 +54,8 @@ each worker's randomiser table once, in parallel on all workers, when the
 engine starts (and on any worker that joins later); tasks find it in a
 per-worker cache keyed by the key's fingerprint, the exponent length and the
 engine, so no task rebuilds it. Closing the engine unregisters the plugin,
-which frees the tables.
+which frees the tables. (:class:`DaskTasks` keeps a proof's tables on a
+worker until another key's chunks replace them.)
 """
 
 from __future__ import annotations
@@ -254,8 +260,10 @@ class DaskEngine(ChunkedEngine):
         self._close_client = close_client
         self._spec = KeySpec(f"vfl-randomizer-{public_key.fingerprint.hex()}-{bits}-"
                              f"{secrets.token_hex(6)}", public_key.to_bytes(), exponent_bits)
-        self._prefills: list[Future] = []
-        self._threads, self._threads_at = 0, 0.0
+        self._prefills: list[tuple[str, Future]] = []
+        self._threads: list[str] = []
+        self._threads_at = 0.0
+        self._turn = -1
         # every worker builds its table now, in parallel (and any worker that joins later)
         client.register_plugin(RandomizerPlugin(self._spec), name=self._spec.tag)
 
@@ -271,42 +279,54 @@ class DaskEngine(ChunkedEngine):
             raise
 
     def _submit(self, fn: Callable[..., bytes], *args: Any) -> Future:
-        return self.client.submit(_in_dask, self._spec, fn, *args, pure=False)
+        # the chunks of one operation go to the workers in turn (a loose restriction: the
+        # scheduler may still move one if its worker is gone); left to itself the scheduler
+        # can queue both chunks of a 2-worker cluster behind the same worker's prefill
+        workers = self._workers()
+        self._turn = (self._turn + 1) % len(workers)
+        return self.client.submit(_in_dask, self._spec, fn, *args, pure=False,
+                                  workers=[workers[self._turn]], allow_other_workers=True)
 
-    def _parallelism(self) -> int:
+    def _workers(self) -> list[str]:
+        """The cluster's worker addresses, one entry per thread (asked at most every 5 s)."""
         # one scheduler round trip per few seconds, not per operation (workers that join or
         # leave in between only change how the next chunks are cut; Dask places them)
         now = time.monotonic()
         if self._threads and now - self._threads_at < _THREADS_TTL:
             return self._threads
-        threads = int(sum(self.client.nthreads().values()))
+        threads = [w for w, k in sorted(self.client.nthreads().items()) for _ in range(int(k))]
         if not threads:
             try:  # every worker left: wait briefly for one to come back
                 self.client.wait_for_workers(1, timeout=30)
             except (OSError, TimeoutError):
                 raise ConfigError(f"The Dask cluster at {self.client.scheduler.address} has no "
                                   "worker left; restart its workers.") from None
-            threads = max(1, int(sum(self.client.nthreads().values())))
+            threads = [w for w, k in sorted(self.client.nthreads().items())
+                       for _ in range(max(1, int(k)))]
         self._threads, self._threads_at = threads, now
         return threads
 
+    def _parallelism(self) -> int:
+        return len(self._workers())
+
     def prefill(self, count: int) -> None:
         """Let each worker stock about its share of ``count`` randomisers for the next batch."""
-        self._prefills = [f for f in self._prefills if not f.done()]
-        if self._prefills:
-            return
-        workers = list(self.client.nthreads())
-        if not workers:
+        workers = set(self.client.nthreads())  # now, not the cached list: one may have left
+        for w, f in self._prefills:
+            if w not in workers:  # pinned to a worker that left: it would never run
+                f.cancel()
+        self._prefills = [(w, f) for w, f in self._prefills if w in workers and not f.done()]
+        if self._prefills or not workers:
             return
         per = max(1, count // len(workers))
-        self._prefills = [self.client.submit(_prefill, self._spec, per, workers=[w],
-                                             allow_other_workers=False, pure=False)
-                          for w in workers]
+        self._prefills = [(w, self.client.submit(_prefill, self._spec, per, workers=[w],
+                                                 allow_other_workers=False, pure=False))
+                          for w in sorted(workers)]
 
     def close(self) -> None:
         """Drop pending prefills, free the workers' tables, close the client if owned."""
         with contextlib.suppress(Exception):  # the cluster may already be gone
-            for f in self._prefills:
+            for _, f in self._prefills:
                 f.cancel()
             self._prefills = []
             self.client.unregister_worker_plugin(self._spec.tag)
@@ -437,29 +457,32 @@ class DaskBlinder:
 
 
 # ------------------------------------------------------------------ one-off steps
-#: Per worker process: init function -> the initargs it last ran with.
-_INITS: dict[str, tuple[Any, ...]] = {}
+#: Per worker process: (init function, worker id) -> the initargs it last ran with.
+_INITS: dict[tuple[str, str], tuple[Any, ...]] = {}
 
 
 def _with_init(init: Callable[..., None], initargs: tuple[Any, ...],
                fn: Callable[..., Any], *args: Any) -> Any:
     """Task: ``fn(*args)`` after ``init(*initargs)``, which runs once per worker and state."""
-    _worker_id()  # refuses a worker with more than one thread
-    name = f"{init.__module__}.{init.__qualname__}"
-    if _INITS.get(name) != initargs:
+    key = (f"{init.__module__}.{init.__qualname__}", _worker_id())  # refuses >1 thread
+    if _INITS.get(key) != initargs:
+        _INITS.pop(key, None)  # an init that fails half-way leaves no stale entry
         init(*initargs)
-        _INITS[name] = initargs
+        _INITS[key] = initargs
     return fn(*args)
 
 
 class DaskTasks:
     """A :class:`~vfl.crypto.tasks.TaskRunner` on the party's own Dask cluster.
 
-    Each task carries ``init``'s arguments (public values: a modulus, a
-    proof base); a worker runs ``init`` the first time it sees them and keeps
-    the state it builds (fixed-base tables) for the following chunks. Secret
-    values a chunk needs (encryption exponents) are drawn on the worker with
-    ``secrets``, inside the chunk function.
+    Each task carries ``init``'s arguments (a modulus; for the guest's 0/1
+    proofs also its proof base ``γ``, secret to the guest and sent only to its
+    own workers); a worker runs ``init`` the first time it sees them and
+    keeps the state it builds (fixed-base tables) for the following chunks,
+    until another key's chunks arrive. Secret values a chunk needs
+    (encryption exponents, batch weights) are drawn on the worker with
+    ``secrets``, inside the chunk function. Chunks go to the workers in
+    turn.
     """
 
     def __init__(self, client: Client, init: Callable[..., None], initargs: tuple[Any, ...],
@@ -467,7 +490,9 @@ class DaskTasks:
         self.client = client
         self._init, self._initargs = init, initargs
         self._close_client = close_client
-        self.parallelism = max(1, int(sum(client.nthreads().values())))
+        self._slots = [w for w, k in sorted(client.nthreads().items()) for _ in range(int(k))]
+        self.parallelism = max(1, len(self._slots))
+        self._turn = -1
 
     @classmethod
     def connect(cls, compute: ComputeConfig, init: Callable[..., None],
@@ -481,10 +506,20 @@ class DaskTasks:
             raise
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        return self.client.submit(_with_init, self._init, self._initargs, fn, *args, pure=False)
+        if not self._slots:
+            return self.client.submit(_with_init, self._init, self._initargs, fn, *args,
+                                      pure=False)
+        self._turn = (self._turn + 1) % len(self._slots)
+        return self.client.submit(_with_init, self._init, self._initargs, fn, *args, pure=False,
+                                  workers=[self._slots[self._turn]], allow_other_workers=True)
 
     def close(self) -> None:
-        """Close the client if this runner opened it (workers keep nothing secret)."""
+        """Close the client if this runner opened it.
+
+        The workers keep the last state ``init`` built (for the proofs: the
+        tables of the guest's base ``γ``) until another key's chunks replace
+        it; the cluster belongs to the party.
+        """
         if self._close_client:
             with contextlib.suppress(Exception):
                 self.client.close()

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -42,6 +41,7 @@ from vfl.crypto.encoding import to_residues
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer
 from vfl.crypto.vector import EncryptedVector, matvec_t, multiexp
 from vfl.exceptions import ConfigError
+from vfl.procs import stop_pool, worker_pool
 
 __all__ = ["CipherEngine", "PoolEngine", "ComputeConfig", "make_engine", "compute_context",
            "current_compute"]
@@ -289,10 +289,8 @@ class PoolEngine(ChunkedEngine):
                  exponent_bits: int | None = None) -> None:
         super().__init__(public_key, Randomizer(public_key, exponent_bits, window_bits=8))
         self.workers = workers
-        ctx = mp.get_context("spawn")  # safe with the gRPC threads of this process
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                         initializer=_init_worker,
-                                         initargs=(public_key.to_bytes(), exponent_bits))
+        # spawned (safe with the gRPC threads of this process); they die with this process
+        self._pool = worker_pool(workers, _init_worker, (public_key.to_bytes(), exponent_bits))
         self._prefills: list[Future[int]] = []
         # start the workers and build their tables now, in parallel
         for f in [self._pool.submit(_w_prefill, 0) for _ in range(workers)]:
@@ -313,8 +311,8 @@ class PoolEngine(ChunkedEngine):
         self._prefills = [self._pool.submit(_w_prefill, per) for _ in range(self.workers)]
 
     def close(self) -> None:
-        """Stop the workers."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers now (a prefill still running is dropped)."""
+        stop_pool(self._pool)
 
 
 # ------------------------------------------------------------ choosing an engine

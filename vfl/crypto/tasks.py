@@ -14,10 +14,9 @@ per-worker cache), so no chunk rebuilds a table.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -29,11 +28,32 @@ from vfl.crypto.engine import ComputeConfig, current_compute
 from vfl.crypto.paillier import PaillierPublicKey
 from vfl.crypto.vector import EncryptedVector, group_products
 from vfl.exceptions import ConfigError
+from vfl.procs import stop_pool, worker_pool
 
-__all__ = ["TaskRunner", "InlineTasks", "PoolTasks", "open_tasks", "split", "sum_by_groups"]
+__all__ = ["TaskRunner", "InlineTasks", "PoolTasks", "SecretBytes", "open_tasks", "split",
+           "sum_by_groups"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+class SecretBytes:
+    """Secret bytes a chunk hands back for a later chunk (a proof's exponents).
+
+    Its repr hides the value, so no task log, failed-task report or
+    dashboard of the party's own cluster shows it.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<{len(self.value)} secret bytes>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SecretBytes, (self.value,))
 
 
 class Pending(Protocol[T_co]):
@@ -79,15 +99,14 @@ class PoolTasks:
     def __init__(self, workers: int, init: Callable[..., None],
                  initargs: tuple[Any, ...]) -> None:
         self.parallelism = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                         initializer=init, initargs=initargs)
+        self._pool = worker_pool(workers, init, initargs)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         return self._pool.submit(fn, *args)
 
     def close(self) -> None:
-        """Stop the workers (pending chunks are dropped)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers now (on a failure, queued and running chunks are dropped)."""
+        stop_pool(self._pool)
 
 
 def split(count: int, parts: int) -> list[tuple[int, int]]:
@@ -102,18 +121,20 @@ def open_tasks(init: Callable[..., None], initargs: tuple[Any, ...], *, count: i
                compute: ComputeConfig | None = None) -> Iterator[TaskRunner]:
     """A runner for one step over ``count`` rows; closed (workers stopped) on exit.
 
-    ``compute`` (default: :func:`~vfl.crypto.engine.current_compute`) with
-    ``engine="dask"`` runs the chunks on the party's cluster whatever
-    ``count``; a local one's ``workers``, when set, replaces ``workers``.
-    ``workers=None`` uses the machine's cores from ``threshold`` rows on, else
-    this process; at most one process per 64 rows.
+    ``compute`` with ``engine="dask"`` runs the chunks on the party's cluster
+    whatever ``count``; a local one's ``workers``, when set, replaces
+    ``workers``. Without ``compute``, the current
+    :func:`~vfl.crypto.engine.compute_context` applies unless ``workers`` is
+    given. ``workers=None`` uses the machine's cores from ``threshold`` rows
+    on, else this process; at most one process per 64 rows.
 
     Raises
     ------
     ConfigError
         If the Dask scheduler cannot be reached or has no worker (naming it).
     """
-    compute = compute or current_compute()
+    if compute is None and workers is None:
+        compute = current_compute()
     runner: TaskRunner
     if compute is not None and compute.uses_dask:
         try:
@@ -151,6 +172,8 @@ def sum_by_groups(public_key: PaillierPublicKey, data: bytes, groups: npt.NDArra
     if len(data) != rows * width or groups.shape[1] != len(sizes):
         raise ValueError("sum_by_groups: data, groups and sizes do not match.")
     idx = np.ascontiguousarray(groups, dtype=np.int32)
+    if rows and (idx.min(initial=0) < 0 or np.any(idx.max(axis=0) >= np.asarray(sizes))):
+        raise ValueError("sum_by_groups: a group index is outside 0 .. sizes[j] - 1.")
     futures = [tasks.submit(group_products, public_key.to_bytes(), data[a * width:b * width],
                             idx[a:b].tobytes(), tuple(sizes))
                for a, b in split(rows, tasks.parallelism)]

@@ -89,9 +89,9 @@ from vfl.crypto.paillier import (
     draw_djn_base,
     exponent_bits_for,
 )
-from vfl.crypto.tasks import InlineTasks, TaskRunner, open_tasks, split
+from vfl.crypto.tasks import InlineTasks, SecretBytes, TaskRunner, open_tasks, split
 from vfl.crypto.vector import multiexp
-from vfl.exceptions import CryptoError
+from vfl.exceptions import ComputeError, CryptoError
 
 __all__ = [
     "BATCH_BITS",
@@ -295,21 +295,32 @@ def _init_worker(n_bytes: bytes, gamma: bytes | None, exponent_bits: int | None,
                                       _gamma=int.from_bytes(gamma, "big"))
 
 
-def _w_commit(bits: bytes) -> tuple[bytes, bytes, bytes]:
-    prover: BitProver = _WORKER["prover"]
+def _worker_prover(n_bytes: bytes) -> BitProver:
+    """This worker's prover, checked to be for the caller's key (never a stale one)."""
+    prover: BitProver | None = _WORKER.get("prover")
+    if prover is None or prover.public_key.to_bytes() != n_bytes:
+        raise RuntimeError("This worker holds no prover for the requested key; its state was "
+                           "not set up for this proof.")
+    return prover
+
+
+def _w_commit(n_bytes: bytes, bits: bytes) -> tuple[bytes, bytes, SecretBytes]:
+    prover = _worker_prover(n_bytes)
     cts, coms, state = prover.commit(list(bits))
-    return cts, coms, _pack_state(prover, state)
+    return cts, coms, SecretBytes(_pack_state(prover, state))
 
 
-def _w_respond(state: bytes, challenges: bytes) -> bytes:
-    prover: BitProver = _WORKER["prover"]
+def _w_respond(n_bytes: bytes, state: SecretBytes, challenges: bytes) -> bytes:
+    prover = _worker_prover(n_bytes)
     es = [int.from_bytes(challenges[i:i + _E_BYTES], "big")
           for i in range(0, len(challenges), _E_BYTES)]
-    return prover.respond(_unpack_state(prover, state), es)
+    return prover.respond(_unpack_state(prover, state.value), es)
 
 
-def _w_batch(cts: bytes, proofs: bytes, challenges: bytes) -> tuple[bytes, bytes, bytes]:
-    pk: PaillierPublicKey = _WORKER["pk"]
+def _w_batch(n_bytes: bytes, cts: bytes, proofs: bytes,
+             challenges: bytes) -> tuple[bytes, bytes, bytes]:
+    # stateless: the key comes with the chunk (the batch weights are drawn here, fresh)
+    pk = PaillierPublicKey.from_bytes(n_bytes)
     rows = _parse_rows(pk, cts, proofs)
     es = [int.from_bytes(challenges[i:i + _E_BYTES], "big")
           for i in range(0, len(challenges), _E_BYTES)]
@@ -385,14 +396,15 @@ def prove_bits(public_key: PaillierPublicKey, bits: Sequence[int], *, context: b
             responses = prover.respond(state, _challenges(digest, count))
             return cts, _assemble(public_key, coms, responses)
         parts = split(count, tasks.parallelism)
-        commits = [tasks.submit(_w_commit, bytes(values[a:b])) for a, b in parts]
+        n_bytes = public_key.to_bytes()
+        commits = [tasks.submit(_w_commit, n_bytes, bytes(values[a:b])) for a, b in parts]
         results = [f.result() for f in commits]
         cts = b"".join(r[0] for r in results)
         coms = b"".join(r[1] for r in results)
         digest = _transcript_hash(public_key, context, count, cts, coms,
                                   2 * public_key.ciphertext_bytes)
         es = b"".join(e.to_bytes(_E_BYTES, "big") for e in _challenges(digest, count))
-        answers = [tasks.submit(_w_respond, r[2], es[a * _E_BYTES:b * _E_BYTES])
+        answers = [tasks.submit(_w_respond, n_bytes, r[2], es[a * _E_BYTES:b * _E_BYTES])
                    for r, (a, b) in zip(results, parts, strict=True)]
         responses = b"".join(f.result() for f in answers)
     return cts, _assemble(public_key, coms, responses)
@@ -526,7 +538,8 @@ def _batches_hold(pk: PaillierPublicKey, tasks: TaskRunner, rows: Sequence[_Row 
     if isinstance(tasks, InlineTasks):
         return _batch_holds(pk, [_batch_terms(pk, rows[:limit], es[:limit])])
     width, pw = pk.ciphertext_bytes, proof_width(pk)
-    futures = [tasks.submit(_w_batch, ciphertexts[a * width:b * width], proofs[a * pw:b * pw],
+    futures = [tasks.submit(_w_batch, pk.to_bytes(), ciphertexts[a * width:b * width],
+                            proofs[a * pw:b * pw],
                             b"".join(e.to_bytes(_E_BYTES, "big") for e in es[a:b]))
                for a, b in split(limit, tasks.parallelism)]
     frm = gmpy2.mpz.from_bytes
@@ -605,7 +618,15 @@ def verify_bits(public_key: PaillierPublicKey, ciphertexts: bytes, proofs: bytes
     if ok:
         return first_range
     bad = _first_bad(pk, rows, es, 0, limit)
-    return bad if bad is not None else 0  # pragma: no cover - a batch failed, no row did (~2^-80)
+    if bad is None:
+        # every row holds when checked here: the workers' batch products were wrong (a
+        # worker with another vfl, or broken state), not the prover's proofs; blaming the
+        # prover's row 0 would accuse an honest peer (or, at ~2^-80, a batch was unlucky)
+        raise ComputeError(
+            "The 0/1 proofs failed the batch check on this party's compute workers but every "
+            "row verifies in this process: the workers disagree with this process (check that "
+            "they run the same vfl version); nothing was blamed on the prover.")
+    return bad
 
 
 # ---------------------------------------------------------------- key owner as adversary

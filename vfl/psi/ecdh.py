@@ -23,7 +23,6 @@ point, ``X25519(a, X25519(b, u)) == X25519(b, X25519(a, u))``.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import os
 import secrets
 from collections.abc import Iterable, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vfl.exceptions import RemoteProtocolError
+from vfl.procs import stop_pool, worker_pool
 
 __all__ = ["POINT_BYTES", "hash_to_point", "order_key", "BlindingKey", "BlindingPool", "Blinder",
            "split_points"]
@@ -110,14 +110,16 @@ class BlindingKey:
         key_bytes = self._key.private_bytes_raw()
         parts = self.workers * 4
         edges = [len(items) * i // parts for i in range(parts + 1)]
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+        pool = worker_pool(self.workers)
+        try:
             futures = [pool.submit(fn, key_bytes, list(items[a:b]), *extra,
                                    *([a] if extra else []))
                        for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
             out: list[bytes] = []
             for f in futures:
                 out.extend(f.result())
+        finally:
+            stop_pool(pool)
         return out
 
     def blind(self, points: Iterable[bytes], *, peer: str = "self") -> list[bytes]:
@@ -237,9 +239,7 @@ class BlindingPool:
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
         if self.workers > 1:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                initializer=_pool_init, initargs=(self._scalar,))
+            self._pool = worker_pool(self.workers, _pool_init, (self._scalar,))
 
     def _edges(self, count: int) -> list[tuple[int, int]]:
         return chunk_spans(count, 1 if self._pool is None else self.workers * 2)
@@ -273,7 +273,7 @@ class BlindingPool:
     def close(self) -> None:
         """Stop the worker processes."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(self._pool)
             self._pool = None
 
     def __enter__(self) -> BlindingPool:

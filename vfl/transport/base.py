@@ -39,6 +39,7 @@ from vfl.exceptions import (
     VFLError,
 )
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.procs import Terminated
 
 __all__ = ["ABORT_CODES", "Abort", "Endpoint", "Inbox", "MIN_MESSAGE_LIMIT", "RELAYED_CODE",
            "TrafficStats", "abort_code", "envelope_limit", "job_mismatch_text"]
@@ -113,7 +114,7 @@ def abort_code(exc: BaseException) -> str:
         ((ConfigError, OutputExistsError), "config"),
         (DataError, "data"),
         (NotFittedError, "config"),
-        ((KeyboardInterrupt, SystemExit), "interrupted"),
+        ((KeyboardInterrupt, SystemExit, Terminated), "interrupted"),
     )
     for cls, code in classes:
         if isinstance(exc, cls):
