@@ -483,12 +483,16 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, out_for
               help="Print progress as JSON lines on stdout (for supervisors such as vfl demo).")
 @click.option("--force", is_flag=True,
               help="Replace an earlier run's outputs in [job] output (they are removed first).")
+@click.option("--resume", is_flag=True,
+              help="Continue a stopped job from the newest epoch every party holds a "
+                   "checkpoint of (start every party with --resume).")
 @friendly_errors
-def run(config_path: str, status_json: bool, force: bool) -> None:
+def run(config_path: str, status_json: bool, force: bool, resume: bool) -> None:
     """Run this party's role of a training job over gRPC with mutual TLS.
 
     Start the same command on every party (guest, hosts, arbiter), in any order,
-    each with its own TOML; each writes its own model part under [job] output.
+    each with its own TOML; each writes its own model part under [job] output,
+    and a checkpoint after every epoch ([checkpoint]; --resume continues from it).
     """
     from vfl.config import load_party_config
     from vfl.runner import run_fit
@@ -497,7 +501,7 @@ def run(config_path: str, status_json: bool, force: bool) -> None:
     if status_json:
         hook = JsonStatus(cfg.name)
         hook.emit(stage="starting", role=cfg.role.value)
-        run_fit(cfg, progress=hook, force=force)
+        run_fit(cfg, progress=hook, force=force, resume=resume)
         hook.emit(stage="done", summary_file=str(
             cfg.output / ("report.json" if cfg.role == Role.GUEST else f"{cfg.name}_run.json")))
         return
@@ -505,7 +509,7 @@ def run(config_path: str, status_json: bool, force: bool) -> None:
                   f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
     with progress_bar(console) as progress:
         hook2 = RichProgress(progress)
-        summary = run_fit(cfg, progress=hook2, force=force)
+        summary = run_fit(cfg, progress=hook2, force=force, resume=resume)
         hook2.finish()
     if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))

@@ -63,6 +63,12 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     # connect_timeout_seconds = 10 # fail if the scheduler (or a worker) is not there by then
     # allow_plain_tcp = false      # tests only: accept a tcp:// scheduler
 
+    [checkpoint]                   # every party: its state after every epoch (vfl run --resume)
+    # enabled = true
+    # dir = "out/bank_a/checkpoints"   # default: <output>/checkpoints
+    # passphrase_file = "ckpt.pass"    # arbiter: seals its key pair (or VFL_CHECKPOINT_PASSPHRASE);
+                                       # owner-only file; without one the arbiter writes none
+
 Relative paths are resolved against the folder of the TOML file. Every error
 names the file and the key.
 """
@@ -111,6 +117,16 @@ class DataConfig:
     exclude: list[str] = field(default_factory=list)
 
 
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """A party's ``[checkpoint]`` section (:mod:`vfl.checkpoint`)."""
+
+    enabled: bool = True
+    folder: Path | None = None  # None: <output>/checkpoints
+    passphrase_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class PartyConfig:
     """One party's validated configuration."""
@@ -134,6 +150,12 @@ class PartyConfig:
     policy: SecurityPolicy = field(default_factory=SecurityPolicy)
     options: JobOptions = field(default_factory=JobOptions)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    @property
+    def checkpoint_folder(self) -> Path:
+        """Where this party's checkpoints go."""
+        return self.checkpoint.folder or self.output / "checkpoints"
 
     def peers_with(self, role: Role) -> list[PeerConfig]:
         """The peers that play ``role``, in file order."""
@@ -167,7 +189,9 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
              "strip_ids", "validation_path"),
     "compute": ("engine", "workers", "scheduler", "ca", "cert", "key", "allow_plain_tcp",
                 "connect_timeout_seconds"),
+    "checkpoint": ("enabled", "dir", "passphrase_file"),
 }
+
 
 
 #: TOML value checks per annotation: (accepts, what to call it); bool is not an int here.
@@ -275,7 +299,8 @@ def load_party_config(path: str | Path) -> PartyConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     r = _Reader(source, raw)
-    known = {"job", "party", "tls", "peers", "data", "train", "security", "compute"}
+    known = {"job", "party", "tls", "peers", "data", "train", "security", "compute",
+             "checkpoint"}
     unknown = sorted(set(raw) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -376,6 +401,12 @@ def load_party_config(path: str | Path) -> PartyConfig:
 
     tls_ca = r.path(tls, "tls", "ca")
     compute = _compute(r, r.table("compute", required=False), role, tls_ca)
+    ckpt = r.table("checkpoint", required=False)
+    r.only(ckpt, "checkpoint", SECTION_KEYS["checkpoint"])
+    checkpoint = CheckpointConfig(
+        enabled=r.get(ckpt, "checkpoint", "enabled", bool, True),
+        folder=r.path(ckpt, "checkpoint", "dir", must_exist=False, default=None),
+        passphrase_file=r.path(ckpt, "checkpoint", "passphrase_file", default=None))
 
     return PartyConfig(
         source=source,
@@ -396,6 +427,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         policy=policy,
         options=options,
         compute=compute,
+        checkpoint=checkpoint,
     )
 
 

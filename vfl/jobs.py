@@ -20,6 +20,7 @@ import pandas as pd
 from vfl.binning import run_binning_guest, run_binning_host
 from vfl.binning.woe import WoeEncoder
 from vfl.channel import Channel
+from vfl.checkpoint import CheckpointStore
 from vfl.crypto.engine import ComputeConfig
 from vfl.data import PartyTable
 from vfl.exceptions import ConfigError, DataError, RemoteProtocolError
@@ -300,7 +301,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   valid: PartyTable | None = None, options: JobOptions = JobOptions(),
                   coef_init: np.ndarray | None = None, intercept_init: float | None = None,
                   policy: SecurityPolicy = DEFAULT_POLICY,
-                  compute: ComputeConfig | None = None) -> GuestOutcome:
+                  compute: ComputeConfig | None = None,
+                  checkpoints: CheckpointStore | None = None) -> GuestOutcome:
     """PSI with the hosts, training, then the joint evaluation for the report.
 
     ``valid``: a separate validation table, aligned by a second PSI.
@@ -363,7 +365,7 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     est.fit(X_train, aligned.y, channel=channel, hosts=hosts, arbiter=arbiter,
             progress=progress, X_val=X_val,
             y_val=None if val_aligned is None else val_aligned.y,
-            coef_init=coef_init, intercept_init=intercept_init)
+            coef_init=coef_init, intercept_init=intercept_init, checkpoints=checkpoints)
     train_seconds = time.perf_counter() - t1
     assert aligned.y is not None
     if options.score_training_rows:
@@ -389,7 +391,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
                  progress: ProgressHook | None = None,
                  valid: PartyTable | None = None,
                  policy: SecurityPolicy | None = None,
-                 compute: ComputeConfig | None = None) -> HostOutcome:
+                 compute: ComputeConfig | None = None,
+                 checkpoints: CheckpointStore | None = None) -> HostOutcome:
     """PSI with the guest, training, then (if this host's policy allows) training-row scoring.
 
     ``policy``: this host's own limits; default the safe defaults with
@@ -445,7 +448,7 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     est = HostLogisticRegression(allow_insecure_key_size=policy.allow_insecure_key_size,
                                  compute=compute)
     est.fit(X_train, channel=channel, guest=guest, arbiter=arbiter, progress=progress,
-            X_val=X_val, policy=policy)
+            X_val=X_val, policy=policy, checkpoints=checkpoints)
     if prepare.score_training_rows:
         est.serve_scores(X_train, channel=channel, guest=guest)
     return HostOutcome(est, aligned, channel.party, woe)
@@ -453,12 +456,15 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
 
 def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
                     progress: ProgressHook | None = None,
-                    policy: SecurityPolicy | None = None) -> Arbiter:
-    """Serve one training job (``policy``: the arbiter's own limits)."""
+                    policy: SecurityPolicy | None = None,
+                    checkpoints: CheckpointStore | None = None) -> Arbiter:
+    """Serve one training job (``policy``: the arbiter's own limits; ``checkpoints``: its
+    checkpoint folder)."""
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     return Arbiter(allow_insecure_key_size=policy.allow_insecure_key_size).run(
-        channel=channel, guest=guest, progress=progress, policy=policy)
+        channel=channel, guest=guest, progress=progress, policy=policy,
+        checkpoints=checkpoints)
 
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,

@@ -16,6 +16,7 @@ the fix (a key below this party's minimum is explained in terms of the TOMLs).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ import pandas as pd
 from vfl import jobs, outputs
 from vfl.baselines import guest_only_baseline
 from vfl.certs import check_compute_tls, check_party_tls
+from vfl.checkpoint import PASSPHRASE_ENV, CheckpointStore, read_passphrase
 from vfl.config import PartyConfig
 from vfl.crypto.paillier import MIN_SECURE_KEY_BITS
 from vfl.data import PartyTable, load_table
@@ -40,7 +42,8 @@ from vfl.tableio import table_format, write_frame
 from vfl.transport.base import abort_code
 from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
 
-__all__ = ["open_endpoint", "run_fit", "run_predict", "part_path", "check_compute"]
+__all__ = ["open_endpoint", "run_fit", "run_predict", "part_path", "check_compute",
+           "open_checkpoints"]
 
 T = TypeVar("T")
 
@@ -93,6 +96,41 @@ def check_compute(cfg: PartyConfig) -> None:
         open_client(compute).close()
     except ConfigError as exc:
         raise ConfigError(f"{cfg.name}: {exc}") from None
+
+
+def open_checkpoints(cfg: PartyConfig, *, resume: bool = False) -> CheckpointStore | None:
+    """This party's checkpoint folder (``[checkpoint]``), or ``None`` when it keeps none.
+
+    The arbiter keeps checkpoints only with a passphrase (``[checkpoint]
+    passphrase_file`` or the ``VFL_CHECKPOINT_PASSPHRASE`` environment
+    variable), which seals its key pair; without one it warns that the job
+    cannot be resumed.
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` with checkpoints disabled, or an arbiter resuming without
+        its passphrase; a passphrase file readable by others.
+    """
+    if not cfg.checkpoint.enabled:
+        if resume:
+            raise ConfigError(f"{cfg.name}: --resume needs checkpoints; [checkpoint] enabled "
+                              f"is false in {cfg.source}.")
+        return None
+    passphrase = None
+    if cfg.role == Role.ARBITER:
+        passphrase = read_passphrase(cfg.checkpoint.passphrase_file)
+        if passphrase is None:
+            if resume:
+                raise ConfigError(f"{cfg.name}: --resume needs the checkpoint passphrase that "
+                                  f"sealed the arbiter's key ({PASSPHRASE_ENV} or [checkpoint] "
+                                  "passphrase_file).")
+            warnings.warn(f"{cfg.name} keeps no checkpoints: no passphrase to seal its key "
+                          f"pair ({PASSPHRASE_ENV} or [checkpoint] passphrase_file), so this "
+                          "job cannot be resumed if it stops.", UserWarning, stacklevel=2)
+            return None
+    return CheckpointStore(cfg.checkpoint_folder, party=cfg.name, role=cfg.role.value,
+                           job=cfg.job_id, passphrase=passphrase, resume=resume)
 
 
 def part_path(cfg: PartyConfig) -> Path:
@@ -179,13 +217,15 @@ def _guarded(cfg: PartyConfig, job_id: str | None,
 
 
 def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
-            force: bool = False) -> dict[str, Any]:
+            force: bool = False, resume: bool = False) -> dict[str, Any]:
     """Run this party's side of a training job; write its outputs; return its summary.
 
     The summary is what the party wrote as ``report.json`` (guest) or
     ``<name>_run.json`` (hosts, arbiter). The output folder is checked
     before any work: an earlier run's outputs there are refused unless
-    ``force`` (which removes them first).
+    ``force`` (which removes them first). Every party writes a checkpoint
+    after each epoch (:func:`open_checkpoints`); ``resume`` continues from
+    the newest epoch every party holds (each party must be started with it).
     """
     def tables() -> tuple[PartyTable, PartyTable | None]:
         outputs.prepare_output_dir(cfg.output, force=force)
@@ -200,7 +240,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
         def arbiter_work(ep: GrpcEndpoint) -> Arbiter:
             outputs.prepare_output_dir(cfg.output, force=force)
             return jobs.arbiter_fit_job(ep, guest=cfg.guest, progress=progress,
-                                        policy=cfg.policy)
+                                        policy=cfg.policy,
+                                        checkpoints=open_checkpoints(cfg, resume=resume))
 
         arbiter, traffic = _guarded(cfg, None, arbiter_work)
         summary = outputs.arbiter_summary(cfg.name, arbiter, traffic=traffic)
@@ -213,7 +254,9 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
             table, valid = tables()
             return jobs.host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
                                      progress=progress, valid=valid,
-                                     policy=cfg.policy, compute=cfg.compute), table.n_rows
+                                     policy=cfg.policy, compute=cfg.compute,
+                                     checkpoints=open_checkpoints(cfg, resume=resume)
+                                     ), table.n_rows
 
         (host, n_rows), traffic = _guarded(cfg, None, host_work)
         summary = outputs.host_summary(host, n_rows=n_rows, traffic=traffic)
@@ -226,7 +269,8 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
         t0 = time.perf_counter()
         return jobs.guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
                                   progress=progress, valid=valid, options=cfg.options,
-                                  policy=cfg.policy, compute=cfg.compute), table, t0
+                                  policy=cfg.policy, compute=cfg.compute,
+                                  checkpoints=open_checkpoints(cfg, resume=resume)), table, t0
 
     (guest, table, t0), traffic = _guarded(cfg, None, guest_work)
     report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,

@@ -121,7 +121,8 @@ def test_powers_of_two_attack_is_refused(host_data, guest_key, forgery):
     # host computed before it checked proofs) recovers every row's bin of every feature
     control = BinningHost(host_data, ["a", "b", "c"], party="host1", policy=INSECURE)
     enc = EncryptedVector(pk, cts, 0)
-    sizes, counts, sums = control._bin_sums(enc, BINS)
+    with zkp.prover_tasks(pk, ROWS, workers=1) as tasks:
+        sizes, counts, sums = control._bin_sums(enc, enc.to_bytes(), BINS, tasks)
     stats = HostBinStats(control.aliases(), sizes, np.asarray(counts),
                          Ciphertexts(pk.fingerprint, 0, EncryptedVector(
                              pk, zkp.uniform_rerandomize(pk, sums.ciphertexts), 0).to_bytes()))
@@ -219,7 +220,9 @@ def test_tagged_randomness_no_longer_marks_a_row():
 
     # positive control: the host's per-bin sums re-randomised as before the fix
     before = BinningHost(X, names, party="host1", policy=INSECURE)
-    sizes, _, sums = before._bin_sums(EncryptedVector(pk, cts, 0), 10)
+    enc = EncryptedVector(pk, cts, 0)
+    with zkp.prover_tasks(pk, len(cts), workers=1) as tasks:
+        sizes, _, sums = before._bin_sums(enc, enc.to_bytes(), 10, tasks)
     djn = sums.rerandomize(Randomizer(pk, window_bits=8)).ciphertexts
     truth = [b[target] for b in _true_bins(X, before)]
     assert _guess_by_jacobi(pk, djn, sizes) == truth  # 12/12 features

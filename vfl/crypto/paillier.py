@@ -196,6 +196,22 @@ class PaillierPrivateKey:
         return phe_paillier.PaillierPrivateKey(self.public_key.to_phe(), int(self.p), int(self.q))
 
     @classmethod
+    def from_primes(cls, p: int, q: int) -> PaillierPrivateKey:
+        """The key pair of modulus ``p*q`` (e.g. restored from a sealed checkpoint).
+
+        Raises
+        ------
+        CryptoError
+            If ``p`` and ``q`` do not make a valid modulus.
+        """
+        if p <= 1 or q <= 1:
+            raise CryptoError("A Paillier key needs two primes.")
+        try:
+            return cls(PaillierPublicKey(gmpy2.mpz(p) * gmpy2.mpz(q)), gmpy2.mpz(p), gmpy2.mpz(q))
+        except (ValueError, ZeroDivisionError):
+            raise CryptoError("The primes do not make a valid Paillier key.") from None
+
+    @classmethod
     def from_phe(cls, key: phe_paillier.PaillierPrivateKey) -> PaillierPrivateKey:
         """Wrap a ``phe`` private key."""
         return cls(PaillierPublicKey.from_phe(key.public_key), gmpy2.mpz(key.p), gmpy2.mpz(key.q))

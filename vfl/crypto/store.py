@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import gmpy2
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["CiphertextStore"]
 
@@ -59,6 +60,35 @@ class CiphertextStore:
         width, fd, present = self.width, self._fd, self.present
         return [gmpy2.mpz.from_bytes(os.pread(fd, width, int(r) * width), "big")
                 if present[r] else None for r in rows]
+
+    def iter_bytes(self, block_rows: int = 4096) -> Iterator[bytes]:
+        """Every row's slot, in row order, ``block_rows`` at a time (zeros where never stored):
+        what a checkpoint copies (:meth:`load` reads it back)."""
+        width, fd = self.width, self._fd
+        for start in range(0, self.n_rows, block_rows):
+            want = (min(start + block_rows, self.n_rows) - start) * width
+            data = os.pread(fd, want, start * width)
+            yield data + bytes(want - len(data))  # rows past the end were never written
+
+    def load(self, path: str | Path, present: npt.NDArray[np.bool_]) -> None:
+        """Replace the store's contents by :meth:`iter_bytes`'s output saved at ``path``.
+
+        Raises
+        ------
+        ValueError
+            If the file does not hold exactly ``n_rows`` slots, or ``present``
+            has another length.
+        """
+        size = os.stat(path).st_size
+        if size != self.n_rows * self.width or present.shape != (self.n_rows,):
+            raise ValueError(f"{path} holds {size} bytes; a store of {self.n_rows} rows of "
+                             f"{self.width} bytes needs {self.n_rows * self.width}.")
+        with open(path, "rb") as src:
+            offset = 0
+            for block in iter(lambda: src.read(1 << 20), b""):
+                os.pwrite(self._fd, block, offset)
+                offset += len(block)
+        self.present = present.astype(bool).copy()
 
     def close(self) -> None:
         """Delete the file."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vfl.checkpoint import CheckpointError, PartyCheckpoint
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.crypto.engine import CipherEngine, ComputeConfig, current_compute, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
@@ -128,6 +130,30 @@ class GradientParty:
         self.randomizer = Randomizer(key, self.exponent_bits, window_bits=8)
         self.engine = make_engine(key, self.workers, self.n_rows, self.exponent_bits,
                                   compute=self.compute)
+
+    # ----------------------------------------------------------- checkpoints
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """Weights, optimiser state and per-epoch weights, for a :class:`PartyCheckpoint`."""
+        opt = self.optimizer
+        snaps: list[FloatArray] = getattr(self, "snapshots", [])
+        return {"coef": self.coef.copy(), "opt_t": int(opt.t), "opt_m": opt.m.copy(),
+                "opt_v": opt.v.copy(),
+                "snapshots": np.asarray(snaps, dtype=np.float64).reshape(len(snaps),
+                                                                         self.n_weights)}
+
+    def restore_fields(self, ckpt: PartyCheckpoint) -> None:
+        """Take back :meth:`checkpoint_fields` (shapes checked against this party's weights)."""
+        k = self.n_weights
+        if (ckpt.coef.shape != (k,) or ckpt.opt_m.shape != (k,) or ckpt.opt_v.shape != (k,)
+                or ckpt.snapshots.ndim != 2 or ckpt.snapshots.shape[1:] != (k,)):
+            raise CheckpointError(f"The checkpoint of {self.name} holds weights of another "
+                                  f"shape than its {k} weights now: refused.")
+        self.coef = ckpt.coef.astype(np.float64).copy()
+        self.optimizer.t = ckpt.opt_t
+        self.optimizer.m = ckpt.opt_m.astype(np.float64).copy()
+        self.optimizer.v = ckpt.opt_v.astype(np.float64).copy()
+        if hasattr(self, "snapshots"):
+            self.snapshots = [row.copy() for row in ckpt.snapshots]
 
     def close(self) -> None:
         """Stop this party's worker processes, or leave its Dask cluster, if any."""

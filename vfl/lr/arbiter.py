@@ -16,6 +16,7 @@ from vfl.calibration import (
     score_bands,
     sigmoid,
 )
+from vfl.checkpoint import ArbiterSecret
 from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
 from vfl.crypto.vector import slots_per_ciphertext, unpack_residue
 from vfl.crypto.wire import decode_ciphertexts, encode_residues
@@ -287,6 +288,31 @@ class ArbiterParty:
             np.array([int(y[bands == b].sum()) for b in k], dtype=np.int64),
             np.round(np.array([p_before[bands == b].mean() for b in k]), d),
             np.round(np.array([p_after[bands == b].mean() for b in k]), d))
+
+    # ----------------------------------------------------------- checkpoints
+    def secret_state(self) -> ArbiterSecret:
+        """Its key pair and what its later decisions depend on (sealed by the driver)."""
+        val = np.array([[m.epoch, m.auc, m.ks, m.log_loss, m.brier]
+                        for m in self.validation_history],
+                       dtype=np.float64).reshape(len(self.validation_history), 5)
+        key, epoch, s, y = self._best if self._best is not None else ((False, 0.0), None,
+                                                                        np.zeros(0), np.zeros(0))
+        nb = (self.public_key.bits + 15) // 16
+        return ArbiterSecret(int(self.private_key.p).to_bytes(nb, "big"),
+                             int(self.private_key.q).to_bytes(nb, "big"),
+                             np.asarray(self.loss_history, dtype=np.float64), val, epoch,
+                             bool(key[0]), float(key[1]), np.asarray(s, dtype=np.float64),
+                             np.asarray(y, dtype=np.float64))
+
+    def restore(self, secret: ArbiterSecret) -> None:
+        """Continue from a checkpoint's sealed state (its key pair was given to the constructor)."""
+        self.loss_history = [float(v) for v in secret.loss_history]
+        self.validation_history = [ValidationMetrics(int(r[0]), float(r[1]), float(r[2]),
+                                                     float(r[3]), float(r[4]))
+                                   for r in secret.validation]
+        self._best = None if secret.best_epoch is None else (
+            (secret.best_ok, secret.best_value), secret.best_epoch, secret.best_scores.copy(),
+            secret.best_labels.copy())
 
     def guest_decision(self) -> EpochDecision:
         """The latest decision as the guest gets it: whether to stop, and the loss."""

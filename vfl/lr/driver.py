@@ -14,11 +14,23 @@ each peer's message-size limit once the job is known, and progress hooks.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
+
 from vfl.channel import Channel
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.checkpoint import (
+    ArbiterSecret,
+    CheckpointError,
+    CheckpointStore,
+    PartyCheckpoint,
+    data_digest,
+    setup_digest,
+)
+from vfl.crypto.paillier import PaillierPrivateKey
+from vfl.exceptions import CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr import schedule as sch
 from vfl.lr.arbiter import ArbiterParty
 from vfl.lr.config import TrainConfig, message_limits
@@ -157,10 +169,52 @@ class _TrainingSide(_Side):
 
     stop = False
     loss: float | None = None
+    #: this party's checkpoint folder (None: no checkpoints)
+    store: CheckpointStore | None = None
+    #: epochs every party resumes from (0: a fresh run), from the guest's TrainSetup
+    resume_epochs = 0
+    setup_digest = b""
+    data_digest = b""
 
     @property
     def party(self) -> Any:
         raise NotImplementedError
+
+    @property
+    def key_fingerprint(self) -> bytes:
+        key = getattr(self.party, "public_key", None)
+        return b"" if key is None else bytes(key.fingerprint)
+
+    def resume(self) -> int:
+        """Load the checkpoint of :attr:`resume_epochs` (if any); the epochs already done."""
+        k = self.resume_epochs
+        if not k:
+            return 0
+        if self.store is None:
+            raise LocalProtocolError(f"The {self.role} was asked to resume but keeps no "
+                                     "checkpoints.")
+        ckpt = self.store.load(k)
+        self.store.check(ckpt, setup=self.setup_digest, key=self.key_fingerprint,
+                         data=self.data_digest)
+        self._restore(ckpt)
+        self.stop = ckpt.stopped
+        return k
+
+    def _restore(self, ckpt: PartyCheckpoint) -> None:
+        self.party.restore(ckpt)
+        if getattr(self.party, "loss_history", None):
+            self.loss = self.party.loss_history[-1]
+
+    def save(self, epochs_done: int) -> None:
+        """Write this party's checkpoint after ``epochs_done`` epochs (guest and hosts)."""
+        if self.store is None:
+            return
+        ckpt = self.party.checkpoint(job=self.store.job, epochs_done=epochs_done,
+                                     stopped=self.stop, setup_digest=self.setup_digest,
+                                     key_fingerprint=self.key_fingerprint,
+                                     data_digest=self.data_digest)
+        squares = getattr(self.party, "squares", None)
+        self.store.save(ckpt, squares.iter_bytes() if squares is not None else None)
 
     @property
     def hosts(self) -> Sequence[str]:
@@ -207,24 +261,32 @@ def _walk(channel: Channel, side: _Side, steps: Sequence[Step]) -> None:
 
 
 def _train(channel: Channel, side: _TrainingSide, progress: ProgressHook) -> int:
-    """Run the schedule's phases over the epochs; returns the epochs run."""
+    """Run the schedule's phases over the epochs; returns the epochs run.
+
+    After the setup steps, every party loads its checkpoint of the epoch the
+    guest's ``TrainSetup`` resumes from (if any) and the epochs continue from
+    there; after each epoch the guest and the hosts write their checkpoint
+    (the arbiter writes its own before it announces the epoch's decision).
+    """
     _walk(channel, side, _SETUP)
     cfg = side.config
-    epochs_run = 0
-    for epoch in range(cfg.epochs):
-        plan = side.batches(epoch)
-        if epoch == 0:
-            progress.on_start(cfg.epochs, len(plan))
-        side.epoch = epoch
-        for b, rows in enumerate(plan):
-            side.batch, side.rows = b, rows
-            _walk(channel, side, _BATCH)
-            progress.on_batch(epoch, b, len(plan))
-        _walk(channel, side, _EPOCH)
-        epochs_run = epoch + 1
-        progress.on_epoch(epoch, side.loss)
-        if side.stop:
-            break
+    epochs_run = start = side.resume()
+    if not (start and side.stop):  # a checkpoint of the epoch that stopped: only the end
+        for epoch in range(start, cfg.epochs):
+            plan = side.batches(epoch)
+            if epoch == start:
+                progress.on_start(cfg.epochs, len(plan))
+            side.epoch = epoch
+            for b, rows in enumerate(plan):
+                side.batch, side.rows = b, rows
+                _walk(channel, side, _BATCH)
+                progress.on_batch(epoch, b, len(plan))
+            _walk(channel, side, _EPOCH)
+            epochs_run = epoch + 1
+            side.save(epochs_run)
+            progress.on_epoch(epoch, side.loss)
+            if side.stop:
+                break
     _walk(channel, side, _END)
     return epochs_run
 
@@ -244,6 +306,14 @@ class _GuestSide(_TrainingSide):
     def party(self) -> GuestParty:
         return self._party
 
+    def _restore(self, ckpt: PartyCheckpoint) -> None:
+        assert self.store is not None
+        stored = ckpt.guest is not None and bool(ckpt.guest.squares_sha256)
+        self.party.restore(ckpt, str(self.store.squares_path(ckpt.epochs_done))
+                           if stored else None)
+        if self.party.loss_history:
+            self.loss = self.party.loss_history[-1]
+
     @property
     def job(self) -> TrainSetup:
         if self._job is None:
@@ -258,6 +328,8 @@ class _GuestSide(_TrainingSide):
     def _set_up(self) -> None:
         party = self.party
         self._job = party.setup()
+        self.resume_epochs = self._job.resume_epochs
+        self.setup_digest = setup_digest(self._job)
         limits = message_limits(party.config, party.n_rows, party.n_train, self._job.columns,
                                 len(party.validation_rows))
         for host in self.hosts:
@@ -343,18 +415,35 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
                        exponent_bits: int | None = None,
                        validation_rows: list[int] | None = None,
                        initial_coef: FloatArray | None = None,
-                       init_score_std: float = 0.5) -> tuple[GuestParty, int]:
+                       init_score_std: float = 0.5,
+                       checkpoints: CheckpointStore | None = None) -> tuple[GuestParty, int]:
     """Run the guest's side of training; returns the party and the epochs run.
 
     ``workers``: processes for ciphertext work (default: the machine's cores
     for jobs of 2,000 rows or more; 1 = in-process). ``exponent_bits``: length
     of the secret randomiser exponents (default |n|/2; at least 448).
+    ``checkpoints``: the guest's checkpoint folder; written after every epoch,
+    and, if it was opened to resume, its newest checkpoint of this data gives
+    the run's model id, secret start and validation split and the epoch the
+    guest offers to resume from.
     """
     progress = progress or ProgressHook()
+    digest = data_digest(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    held = checkpoints.newest(digest) if checkpoints is not None else 0
+    if held:
+        assert checkpoints is not None
+        state = checkpoints.load(held)
+        assert state.guest is not None
+        model_id = state.model_id
+        validation_rows = [int(r) for r in state.guest.validation_rows]
+        initial_coef = state.guest.initial_coef
     party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
                        validation_rows, initial_coef, init_score_std)
+    party.checkpoint_epochs = held
+    side = _GuestSide(channel, party, arbiter)
+    side.store, side.data_digest = checkpoints, digest
     try:
-        return party, _train(channel, _GuestSide(channel, party, arbiter), progress)
+        return party, _train(channel, side, progress)
     finally:
         party.close()
 
@@ -376,6 +465,7 @@ class _HostSide(_TrainingSide):
         self.policy = policy
         self._party: HostParty | None = None
         self._out: tuple[MaskedGradient, CrossTerm | None] | None = None
+        self.offered = 0  # epochs of the checkpoint this host offered in its HostHello
 
     @property
     def party(self) -> HostParty:
@@ -394,13 +484,19 @@ class _HostSide(_TrainingSide):
 
     @_sends(sch.HELLO)
     def _hello(self, peers: tuple[str, ...]) -> dict[str, object]:
-        return _to(peers, host_hello(self.X))
+        self.offered = self.store.newest(self.data_digest) if self.store is not None else 0
+        return _to(peers, dataclasses.replace(host_hello(self.X), checkpoint_epochs=self.offered))
 
     @_receives(sch.SETUP_HOSTS)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
+        if msg.resume_epochs > self.offered:
+            raise RemoteProtocolError(
+                f"TrainSetup from {peer} resumes from epoch {msg.resume_epochs}; {self.name} "
+                f"offered {self.offered} (its newest checkpoint).")
         party = HostParty.from_setup(self.name, self.X, msg, peer, self.workers,
                                      self.exponent_bits, self.policy)
         self._party = party
+        self.resume_epochs, self.setup_digest = msg.resume_epochs, setup_digest(msg)
         limits = message_limits(party.config, msg.n_rows, party.n_train, list(msg.columns),
                                 msg.n_validation)
         self.channel.limit_message_size(self.guest, limits["guest_to_host"])
@@ -458,17 +554,22 @@ def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str,
                       progress: ProgressHook | None = None,
                       workers: int | None = None,
                       exponent_bits: int | None = None,
-                      policy: SecurityPolicy | None = None) -> tuple[HostParty, int]:
+                      policy: SecurityPolicy | None = None,
+                      checkpoints: CheckpointStore | None = None) -> tuple[HostParty, int]:
     """Run the host's side of training; returns the party (with ``coef``) and epochs run.
 
     ``policy``: this host's own limits (default: :data:`~vfl.policy.DEFAULT_POLICY`
-    with ``allow_insecure_key_size`` as given).
+    with ``allow_insecure_key_size`` as given). ``checkpoints``: the host's
+    checkpoint folder (written after every epoch; opened to resume, its
+    newest checkpoint of this data is offered to the guest).
     """
     progress = progress or ProgressHook()
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     side = _HostSide(channel, name, X, guest=guest, arbiter=arbiter, workers=workers,
                      exponent_bits=exponent_bits, policy=policy)
+    side.store = checkpoints
+    side.data_digest = data_digest(np.asarray(X, dtype=np.float64))
     try:
         epochs_run = _train(channel, side, progress)
     finally:
@@ -486,6 +587,7 @@ class _ArbiterSide(_TrainingSide):
         self.arbiter = channel.party
         self.policy = policy
         self._party: ArbiterParty | None = None
+        self._ckpt: PartyCheckpoint | None = None  # the checkpoint resumed from
 
     @property
     def party(self) -> ArbiterParty:
@@ -496,8 +598,24 @@ class _ArbiterSide(_TrainingSide):
 
     @_receives(sch.SETUP_ARBITER)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
+        self.resume_epochs, self.setup_digest = msg.resume_epochs, setup_digest(msg)
+        key, secret = None, None
+        if msg.resume_epochs:  # the key pair (and histories) of the checkpoint resumed from
+            if self.store is None:
+                raise RemoteProtocolError(
+                    f"TrainSetup from {peer} resumes from epoch {msg.resume_epochs}, but this "
+                    "arbiter was not started with --resume (or keeps no checkpoints).")
+            self._ckpt = self.store.load(msg.resume_epochs)
+            if self._ckpt.setup_digest != self.setup_digest:
+                raise CheckpointError(f"The arbiter's checkpoint of epoch {msg.resume_epochs} "
+                                      f"was made for another training setup than {peer}'s "
+                                      "now: refused.")
+            secret = self.store.unseal(self._ckpt.sealed)
+            key = _private_key(secret, self._ckpt.key_fingerprint)
         party = ArbiterParty(msg, peer, allow_insecure_key_size=self.policy.allow_insecure_key_size,
-                             policy=self.policy)
+                             private_key=key, policy=self.policy)
+        if secret is not None:
+            party.restore(secret)
         self._party = party
         limits = message_limits(party.config, msg.n_rows, msg.n_rows, list(msg.columns),
                                 msg.n_validation)
@@ -531,7 +649,32 @@ class _ArbiterSide(_TrainingSide):
 
     @_sends(sch.DECISION_GUEST)
     def _decision_guest(self, peers: tuple[str, ...]) -> dict[str, object]:
-        return _to(peers, self.party.guest_decision())
+        decision = self.party.guest_decision()
+        # written before anyone hears of the decision: the arbiter then always holds the
+        # newest epoch any party holds (the guest and hosts write theirs after it)
+        self._save_now(decision.epoch + 1, decision.stop)
+        return _to(peers, decision)
+
+    def _save_now(self, epochs_done: int, stop: bool) -> None:
+        if self.store is None or not self.store.can_seal:
+            return
+        party = self.party
+        empty = np.zeros(0)
+        self.store.save(PartyCheckpoint(
+            "arbiter", self.arbiter, self.store.job, party.setup.model_id, epochs_done, stop,
+            self.setup_digest, self.key_fingerprint, b"", empty, 0, empty, empty,
+            np.zeros((0, 0)), None, self.store.seal(party.secret_state())))
+
+    def save(self, epochs_done: int) -> None:
+        """Written in :meth:`_decision_guest` already."""
+
+    def resume(self) -> int:
+        k = self.resume_epochs
+        if not k:
+            return 0
+        assert self._ckpt is not None  # loaded with the TrainSetup
+        self.stop = self._ckpt.stopped
+        return k
 
     @_sends(sch.DECISION_HOSTS)
     def _decision_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
@@ -546,14 +689,33 @@ class _ArbiterSide(_TrainingSide):
         return self.party.on_calibration_request(msg)
 
 
+def _private_key(secret: ArbiterSecret, fingerprint: bytes) -> PaillierPrivateKey:
+    """The arbiter's key pair from its checkpoint, checked against the checkpoint's key."""
+    try:
+        key = PaillierPrivateKey.from_primes(int.from_bytes(secret.p, "big"),
+                                             int.from_bytes(secret.q, "big"))
+    except CryptoError:
+        raise CheckpointError("The arbiter's checkpoint holds no valid key pair.") from None
+    if bytes(key.public_key.fingerprint) != fingerprint:
+        raise CheckpointError("The arbiter's checkpoint key does not match its fingerprint.")
+    return key
+
+
 def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool = False,
                 progress: ProgressHook | None = None,
-                policy: SecurityPolicy | None = None) -> ArbiterParty:
-    """Run the arbiter until the guest's job ends (``policy``: its own limits)."""
+                policy: SecurityPolicy | None = None,
+                checkpoints: CheckpointStore | None = None) -> ArbiterParty:
+    """Run the arbiter until the guest's job ends (``policy``: its own limits).
+
+    ``checkpoints``: the arbiter's checkpoint folder; its checkpoints (its key
+    pair among them) are sealed with the store's passphrase, and written only
+    if it has one.
+    """
     progress = progress or ProgressHook()
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     side = _ArbiterSide(channel, guest, policy)
+    side.store = checkpoints
     _train(channel, side, progress)
     return side.party
 

@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator
 
 from vfl.calibration import FIGURES
 from vfl.channel import Channel
+from vfl.checkpoint import CheckpointStore
 from vfl.crypto.engine import ComputeConfig, compute_context
 from vfl.exceptions import ConfigError, DataError, NotFittedError
 from vfl.lr.config import TrainConfig
@@ -260,7 +261,8 @@ class GuestLogisticRegression(BaseEstimator):
             arbiter: str = "arbiter", progress: ProgressHook | None = None,
             model_id: str | None = None, X_val: Any = None,
             y_val: Any = None, coef_init: Any = None,
-            intercept_init: float | None = None) -> GuestLogisticRegression:
+            intercept_init: float | None = None,
+            checkpoints: CheckpointStore | None = None) -> GuestLogisticRegression:
         """Train jointly with ``hosts``; rows must already be PSI-aligned.
 
         ``X_val``/``y_val``: a separate validation table (aligned with the
@@ -270,7 +272,9 @@ class GuestLogisticRegression(BaseEstimator):
         ``coef_init_``/``intercept_init_`` of an earlier run to replay it.
         Default: a fresh secret random start (``init_score_std``), which keeps
         the first batch from leaking labels to the hosts; a fixed start must
-        itself be secret and random.
+        itself be secret and random. ``checkpoints``: the guest's checkpoint
+        folder (:class:`vfl.checkpoint.CheckpointStore`; written after every
+        epoch, and resumed from when opened with ``resume=True``).
 
         Returns
         -------
@@ -322,7 +326,8 @@ class GuestLogisticRegression(BaseEstimator):
                                                exponent_bits=self.randomizer_bits,
                                                validation_rows=val_rows,
                                                initial_coef=init,
-                                               init_score_std=float(self.init_score_std))
+                                               init_score_std=float(self.init_score_std),
+                                               checkpoints=checkpoints)
         k = X.shape[1]
         self.coef_init_ = party.initial_coef[:k].copy()
         self.intercept_init_ = float(party.initial_coef[k]) if config.fit_intercept else 0.0
@@ -442,12 +447,14 @@ class HostLogisticRegression(BaseEstimator):
 
     def fit(self, X: Any, *, channel: Channel, guest: str = "guest", arbiter: str = "arbiter",
             progress: ProgressHook | None = None, X_val: Any = None,
-            policy: SecurityPolicy | None = None) -> HostLogisticRegression:
+            policy: SecurityPolicy | None = None,
+            checkpoints: CheckpointStore | None = None) -> HostLogisticRegression:
         """Train with the guest's job; rows must already be PSI-aligned.
 
         ``X_val``: this host's validation table when the guest uses one.
         ``policy``: this host's own limits (default: the safe defaults, with
-        ``allow_insecure_key_size`` from this estimator).
+        ``allow_insecure_key_size`` from this estimator). ``checkpoints``: this
+        host's checkpoint folder (:class:`vfl.checkpoint.CheckpointStore`).
         """
         if policy is None:
             policy = DEFAULT_POLICY.replace(allow_insecure_key_size=self.allow_insecure_key_size)
@@ -462,7 +469,8 @@ class HostLogisticRegression(BaseEstimator):
             party, epochs = run_host_training(channel, channel.party, Xp, guest=guest,
                                               arbiter=arbiter,
                                               progress=progress, workers=self.n_jobs,
-                                              exponent_bits=self.randomizer_bits, policy=policy)
+                                              exponent_bits=self.randomizer_bits, policy=policy,
+                                              checkpoints=checkpoints)
         self.coef_ = party.coef.copy()
         self.n_features_in_ = X.shape[1]
         self.n_iter_ = epochs
@@ -523,11 +531,13 @@ class Arbiter(BaseEstimator):
 
     def run(self, *, channel: Channel, guest: str = "guest",
             progress: ProgressHook | None = None,
-            policy: SecurityPolicy | None = None) -> Arbiter:
-        """Serve one training job of ``guest`` (``policy``: the arbiter's own limits)."""
+            policy: SecurityPolicy | None = None,
+            checkpoints: CheckpointStore | None = None) -> Arbiter:
+        """Serve one training job of ``guest`` (``policy``: the arbiter's own limits;
+        ``checkpoints``: its checkpoint folder, with the passphrase that seals its key)."""
         party = run_arbiter(channel, guest=guest,
                             allow_insecure_key_size=self.allow_insecure_key_size,
-                            progress=progress, policy=policy)
+                            progress=progress, policy=policy, checkpoints=checkpoints)
         self.loss_history_ = list(party.loss_history)
         self.n_iter_ = len(party.loss_history)
         return self

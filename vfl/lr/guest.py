@@ -14,6 +14,7 @@ import uuid
 
 import numpy as np
 
+from vfl.checkpoint import CheckpointError, GuestState, PartyCheckpoint
 from vfl.crypto.encoding import quantize
 from vfl.crypto.store import CiphertextStore
 from vfl.crypto.vector import EncryptedVector
@@ -157,6 +158,57 @@ class GuestParty(GradientParty):
         self._squares: CiphertextStore | None = None
         self._h_total: EncryptedVector | None = None
         self._q_batch: EncryptedVector | None = None
+        #: resuming: epochs completed in the guest's own newest checkpoint (0: a fresh run)
+        self.checkpoint_epochs = 0
+
+    # ----------------------------------------------------------- checkpoints
+    def checkpoint(self, *, job: str, epochs_done: int, stopped: bool, setup_digest: bytes,
+                   key_fingerprint: bytes, data_digest: bytes) -> PartyCheckpoint:
+        """This guest's state after ``epochs_done`` epochs (the stored squares stay in
+        :attr:`squares`; the driver writes them beside the checkpoint)."""
+        hist = self.validation_history
+        validation = np.array([[h["epoch"], h["auc"], h["ks"], h["loss"], h["brier"]]
+                               for h in hist], dtype=np.float64).reshape(len(hist), 5)
+        present = b"" if self._squares is None else np.packbits(self._squares.present).tobytes()
+        state = GuestState(self.initial_coef.copy(),
+                           np.asarray(self.validation_rows, dtype=np.int64),
+                           np.asarray(self.loss_history, dtype=np.float64), validation,
+                           present, b"")
+        return PartyCheckpoint("guest", self.name, job, self.model_id, epochs_done, stopped,
+                               setup_digest, key_fingerprint, data_digest,
+                               guest=state, sealed=b"", **self.checkpoint_fields())
+
+    @property
+    def squares(self) -> CiphertextStore | None:
+        """The accurate mode's stored squares (``None`` in the Taylor mode or before a key)."""
+        return self._squares
+
+    def restore(self, ckpt: PartyCheckpoint, squares: str | None = None) -> None:
+        """Continue from ``ckpt`` (after the key is known): weights, histories, squares.
+
+        ``squares``: the checkpoint's squares file (accurate mode).
+        """
+        state = ckpt.guest
+        if state is None:
+            raise CheckpointError(f"The checkpoint of {self.name} is not a guest's.")
+        if (list(state.validation_rows.tolist()) != list(self.validation_rows)
+                or not np.array_equal(state.initial_coef, self.initial_coef)):
+            raise CheckpointError(f"The checkpoint of {self.name} was made with another "
+                                  "validation split or start: refused.")
+        self.restore_fields(ckpt)
+        self.loss_history = [float(v) for v in state.loss_history]
+        self.validation_history = [
+            {"epoch": int(r[0]), "auc": float(r[1]), "ks": float(r[2]), "loss": float(r[3]),
+             "brier": float(r[4])} for r in state.validation]
+        if state.squares_present:
+            key, _ = self._require_key()
+            present = np.unpackbits(np.frombuffer(state.squares_present, dtype=np.uint8),
+                                    count=self.n_rows).astype(bool)
+            if squares is None or len(state.squares_present) != (self.n_rows + 7) // 8:
+                raise CheckpointError(f"The checkpoint of {self.name} lacks its stored squares.")
+            if self._squares is None:
+                self._squares = CiphertextStore(self.n_rows, key.ciphertext_bytes)
+            self._squares.load(squares, present)
 
     def close(self) -> None:
         """Stop the worker processes and delete the stored squares, if any."""
@@ -209,8 +261,10 @@ class GuestParty(GradientParty):
                 f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
                 "'Batch-size guardrail'."
             )
+        # resume from the newest epoch every party holds (0 if one holds none)
+        resume = min([self.checkpoint_epochs, *(hellos[h].checkpoint_epochs for h in self.hosts)])
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
-                          self.validation_rows, len(self.validation_rows))
+                          self.validation_rows, len(self.validation_rows), resume)
 
     def arbiter_setup(self, setup: TrainSetup) -> TrainSetup:
         """The job as the arbiter sees it: the training row count only, no validation rows."""

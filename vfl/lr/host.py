@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vfl.checkpoint import CheckpointError, PartyCheckpoint
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import LocalProtocolError, RemoteProtocolError
@@ -212,6 +213,20 @@ class HostParty(GradientParty):
         enc = self._require_engine().encrypt(H, self.config.score_frac_bits)
         self.snapshots.append(self.coef.copy())
         return ValidationScores(epoch, encode_ciphertexts(enc))
+
+    def checkpoint(self, *, job: str, epochs_done: int, stopped: bool, setup_digest: bytes,
+                   key_fingerprint: bytes, data_digest: bytes) -> PartyCheckpoint:
+        """This host's state after ``epochs_done`` epochs."""
+        return PartyCheckpoint("host", self.name, job, self.model_id, epochs_done, stopped,
+                               setup_digest, key_fingerprint, data_digest, guest=None,
+                               sealed=b"", **self.checkpoint_fields())
+
+    def restore(self, ckpt: PartyCheckpoint) -> None:
+        """Continue from ``ckpt``: weights, optimiser state, per-epoch weights."""
+        if ckpt.model_id != self.model_id:
+            raise CheckpointError(f"The checkpoint of {self.name} is of model {ckpt.model_id}; "
+                                  f"the guest resumes model {self.model_id}: refused.")
+        self.restore_fields(ckpt)
 
     def on_decision(self, msg: EpochDecision, epoch: int, *, peer: str) -> bool:
         """Check the arbiter's decision for ``epoch``; whether training stops."""

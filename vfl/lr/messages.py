@@ -42,19 +42,20 @@ METRIC_DIGITS = 4
 DECILES = 10
 
 
-@message("lr.HostHello/1")
+@message("lr.HostHello/2")
 @dataclass(frozen=True, slots=True)
 class HostHello:
-    """Host → guest: aligned row count and number of feature columns."""
+    """Host → guest: aligned row and column counts; epochs its newest checkpoint holds."""
 
     n_rows: int
     n_features: int
+    checkpoint_epochs: int = 0  # resuming: epochs completed in its newest valid checkpoint
 
 
-@message("lr.TrainSetup/3")
+@message("lr.TrainSetup/4")
 @dataclass(frozen=True, slots=True)
 class TrainSetup:
-    """Guest → hosts and arbiter: hyper-parameters and the parties' shapes."""
+    """Guest → hosts and arbiter: hyper-parameters and the parties' shapes; where to resume."""
 
     model_id: str
     config: TrainConfig
@@ -63,6 +64,7 @@ class TrainSetup:
     columns: list[int]  # weight count per party: guest first, then hosts in order
     validation_rows: list[int]  # aligned rows held out for validation (empty: none)
     n_validation: int  # how many: hosts check it against the rows; the arbiter gets only this
+    resume_epochs: int = 0  # > 0: every party continues from its checkpoint of this many epochs
 
 
 @message("lr.PublicKey/1")

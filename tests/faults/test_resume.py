@@ -1,0 +1,208 @@
+"""Issue 13, items 1-2: checkpoints after every epoch, and a resumed run that ends with the
+weights of the run that was never interrupted, bit for bit.
+
+Guest, host and arbiter run the real drivers in threads over the in-memory transport, each
+with its own checkpoint folder (as each would on its own machine). "A party died before it
+wrote epoch k" is made by removing its newest checkpoint file: the parties then agree on the
+epoch every one of them holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vfl.checkpoint import CheckpointError, CheckpointStore
+from vfl.lr import run_arbiter, run_guest_training, run_host_training
+from vfl.pipeline import run_threads
+from vfl.transport import InMemoryNetwork
+
+from ..lr.trio import small_config, standardize
+
+PASS = b"correct horse battery staple"
+JOB = "job-resume"
+
+
+def _stores(root: Path, *, resume: bool, job: str = JOB, passphrase: bytes = PASS
+            ) -> dict[str, CheckpointStore]:
+    return {
+        "guest": CheckpointStore(root / "guest", party="guest", role="guest", job=job,
+                                 resume=resume),
+        "host1": CheckpointStore(root / "host1", party="host1", role="host", job=job,
+                                 resume=resume),
+        "arbiter": CheckpointStore(root / "arbiter", party="arbiter", role="arbiter", job=job,
+                                   passphrase=passphrase, resume=resume),
+    }
+
+
+def _run(Xg, y, Xh, config, stores):
+    net = InMemoryNetwork(["guest", "host1", "arbiter"])
+    out = run_threads(net, {
+        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=["host1"],
+                                               arbiter="arbiter", checkpoints=stores["guest"]),
+        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
+                                              allow_insecure_key_size=True,
+                                              checkpoints=stores["host1"]),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
+                                          checkpoints=stores["arbiter"]),
+    })
+    guest, epochs = out["guest"]
+    host, _ = out["host1"]
+    return {"guest": guest.coef.copy(), "host": host.coef.copy(), "epochs": epochs,
+            "loss": list(guest.loss_history), "best": guest.best_epoch,
+            "validation": list(guest.validation_history), "model_id": guest.model_id,
+            "calibration": guest.calibration, "arbiter_losses": list(out["arbiter"].loss_history),
+            "primes": (int(out["arbiter"].private_key.p), int(out["arbiter"].private_key.q))}
+
+
+def _same_calibration(a, b):
+    """The Platt fit and the figures of the raw scores; the out-of-sample ("after") figures
+    depend on the secret order the guest shuffles the validation scores into, new every run."""
+    if a is None or b is None:
+        assert a is b
+        return
+    assert (a.best_epoch, a.slope, a.intercept) == (b.best_epoch, b.slope, b.intercept)
+    for name in ("before", "band_rows", "band_defaults", "band_pd_before"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.fixture(scope="module")
+def data(breast):
+    Xg, y, Xh = breast
+    return standardize(Xg), y, standardize(Xh)
+
+
+@pytest.mark.parametrize(("mode", "validation"), [("accurate", 0.2), ("taylor", 0.0)])
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tmp_path, data, mode,
+                                                                 validation):
+    Xg, y, Xh = data
+    cfg = small_config(epochs=4, mode=mode, validation_fraction=validation, curvature_every=2)
+    clean = _run(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False))
+    assert clean["epochs"] == 4
+    held = {p: sorted(s.epochs_held()) for p, s in _stores(tmp_path / "clean",
+                                                           resume=True).items()}
+    assert held == {"guest": [3, 4], "host1": [3, 4], "arbiter": [3, 4]}  # the two newest
+    for name in ("guest", "host1", "arbiter"):  # 0600 files in a 0700 folder
+        folder = tmp_path / "clean" / name
+        assert folder.stat().st_mode & 0o077 == 0
+        assert all(f.stat().st_mode & 0o077 == 0 for f in folder.iterdir())
+    # the arbiter's key pair is sealed: its primes appear nowhere in its files in the clear
+    arbiter_bytes = b"".join(f.read_bytes() for f in (tmp_path / "clean/arbiter").iterdir())
+    for prime in clean["primes"]:
+        assert prime.to_bytes((prime.bit_length() + 7) // 8, "big") not in arbiter_bytes
+    assert b"checkpoint.Arbiter/1" not in arbiter_bytes  # the sealed state's type name too
+
+    # the host died before it wrote epoch 4: every party resumes from epoch 3
+    (tmp_path / "clean/host1/host1.e4.ckpt").unlink()
+    resumed = _run(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=True))
+    assert resumed["model_id"] == clean["model_id"]
+    assert np.array_equal(resumed["guest"], clean["guest"])
+    assert np.array_equal(resumed["host"], clean["host"])
+    assert resumed["loss"] == clean["loss"] and resumed["arbiter_losses"] == clean["arbiter_losses"]
+    assert resumed["validation"] == clean["validation"] and resumed["best"] == clean["best"]
+    _same_calibration(resumed["calibration"], clean["calibration"])
+    assert resumed["primes"] == clean["primes"]  # the arbiter restored its key pair
+
+
+def test_a_job_resumed_after_its_last_epoch_only_finishes(tmp_path, data):
+    """Every party holds the epoch that stopped the run: only the end steps run again."""
+    Xg, y, Xh = data
+    cfg = small_config(epochs=2, validation_fraction=0.2)
+    clean = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
+    again = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=True))
+    assert again["epochs"] == 2
+    assert np.array_equal(again["guest"], clean["guest"])
+    assert np.array_equal(again["host"], clean["host"])
+    _same_calibration(again["calibration"], clean["calibration"])
+
+
+def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints(tmp_path, data):
+    Xg, y, Xh = data
+    _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
+    stores = _stores(tmp_path, resume=False)  # a new run: the old epochs must not mix in
+    assert all(s.epochs_held() == [] for s in stores.values())
+
+
+def test_a_checkpoint_of_other_data_is_refused_naming_the_difference(tmp_path, data):
+    Xg, y, Xh = data
+    _run(Xg, y, Xh, small_config(epochs=2), _stores(tmp_path, resume=False))
+    changed = Xh.copy()
+    changed[0, 0] += 1.0
+    with pytest.raises(CheckpointError, match="other training data than host1"):
+        _run(Xg, y, changed, small_config(epochs=2), _stores(tmp_path, resume=True))
+
+
+def test_a_checkpoint_of_another_job_is_refused(tmp_path, data):
+    Xg, y, Xh = data
+    _run(Xg, y, Xh, small_config(epochs=2), _stores(tmp_path, resume=False))
+    with pytest.raises(CheckpointError, match="belongs to job 'job-resume'"):
+        _stores(tmp_path, resume=True, job="another-job")["guest"].newest(b"")
+
+
+def test_the_arbiter_needs_the_passphrase_that_sealed_its_key(tmp_path, data):
+    Xg, y, Xh = data
+    _run(Xg, y, Xh, small_config(epochs=2), _stores(tmp_path, resume=False))
+    (tmp_path / "guest/guest.e2.ckpt").unlink()  # resume from epoch 1: the arbiter unseals
+    with pytest.raises(CheckpointError, match="does not open with this passphrase"):
+        _run(Xg, y, Xh, small_config(epochs=2),
+             _stores(tmp_path, resume=True, passphrase=b"not the passphrase at all"))
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data, monkeypatch):
+    """The write of epoch 2 fails (ENOSPC): the job stops naming it, epoch 1 stays usable."""
+    Xg, y, Xh = data
+    import vfl.checkpoint as ck
+
+    real = ck._write_atomic
+    calls = {"n": 0}
+
+    def full_on_second_host_write(path, chunks):
+        if path.name == "host1.e2.ckpt":
+            calls["n"] += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, chunks)
+
+    monkeypatch.setattr(ck, "_write_atomic", full_on_second_host_write)
+    with pytest.raises(CheckpointError, match="could not write its checkpoint of epoch 2"):
+        _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
+    assert calls["n"] == 1
+    store = _stores(tmp_path, resume=True)["host1"]
+    assert store.epochs_held() == [1]
+    assert store.load(1).epochs_done == 1
+    assert not [p for p in (tmp_path / "host1").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_damaged_checkpoint_file_is_refused_with_a_checkpoint_error(tmp_path, data):
+    """Flipped bytes, cut files, appended bytes: the reader (the message codec, bounded and
+    typed) refuses each with a CheckpointError naming the file, or reads a valid state."""
+    Xg, y, Xh = data
+    _run(Xg, y, Xh, small_config(epochs=1, validation_fraction=0.2),
+         _stores(tmp_path, resume=False))
+    path = tmp_path / "guest" / "guest.e1.ckpt"
+    good = path.read_bytes()
+    store = _stores(tmp_path, resume=True)["guest"]
+    rng = np.random.default_rng(13)  # test mutations only, not key material
+    refused = 0
+    for i in range(150):
+        b = bytearray(good)
+        kind = i % 3
+        if kind == 0:
+            for pos in rng.integers(0, len(b), size=int(rng.integers(1, 4))):
+                b[pos] ^= int(rng.integers(1, 256))
+        elif kind == 1:
+            del b[int(rng.integers(0, len(b))):]
+        else:
+            b += bytes(rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8))
+        path.write_bytes(bytes(b))
+        try:
+            store.load(1)
+        except CheckpointError as exc:
+            refused += 1
+            assert "guest" in str(exc)
+    assert refused >= 100  # most damage is caught; a flip inside a float may still decode
+    path.write_bytes(good)
+    assert store.load(1).epochs_done == 1
