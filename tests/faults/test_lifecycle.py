@@ -104,6 +104,7 @@ def test_pool_workers_exit_when_their_party_is_killed(tmp_path):
         party.wait(timeout=10)
         left, waited = wait_gone(workers, WORKERS_GONE_WITHIN_S)
         assert not left, f"workers {left} outlived their killed party by {waited:.1f} s"
+        print(f"\nSIGKILL of a pool's parent: its workers were gone {waited:.3f} s later")
     finally:
         if party.poll() is None:
             party.kill()
@@ -168,6 +169,8 @@ def test_a_party_stopped_mid_training_takes_its_workers_and_the_job_down(tmp_pat
                 p.kill()
     errs = {name: p.stderr.read() for name, p in procs.items()}  # type: ignore[union-attr]
     assert not left, f"host workers {left} outlived it by {waited:.1f} s"
+    print(f"\n{signal.Signals(sig).name} of the host: it stopped in {stopped_in:.2f} s, its "
+          f"workers were gone {waited:.2f} s later")
     assert guest_rc == 2 and arbiter_rc == 2, errs
     if sig == signal.SIGTERM:
         assert host_rc == 143, errs["bank_b"]
@@ -178,8 +181,11 @@ def test_a_party_stopped_mid_training_takes_its_workers_and_the_job_down(tmp_pat
         assert "bank_b" in errs["bank_a"] and "bank_b" in errs["arbiter"], errs
     else:
         assert host_rc == -signal.SIGKILL
-        assert "bank_b" in errs["bank_a"] and ("went away" in errs["bank_a"] or "stopped the job"
-                                               in errs["bank_a"]), errs["bank_a"]
+        # which of the guest's links notices first is a race: its own link to bank_b (a
+        # receive: "went away", a send: "could not deliver") or the arbiter's abort
+        assert "bank_b" in errs["bank_a"] and any(
+            w in errs["bank_a"] for w in ("went away", "could not deliver", "stopped the job")
+        ), errs["bank_a"]
         # the arbiter hears of it from the guest's abort, or sees bank_b go itself
         assert ("bank_a stopped the job" in errs["arbiter"]
                 or "bank_b" in errs["arbiter"]), errs["arbiter"]
