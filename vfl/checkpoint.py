@@ -325,17 +325,21 @@ class CheckpointStore:
             earlier checkpoints are intact.
         """
         k = ckpt.epochs_done
+        path = self._state_path(k)
+        replaced = False  # the squares file of epoch k was replaced: an older state k is stale
         try:
             if squares is not None:
                 digest = _write_atomic(self.squares_path(k), squares)
+                replaced = True
                 assert ckpt.guest is not None
                 ckpt = replace(ckpt, guest=replace(ckpt.guest,
                                                    squares_sha256=bytes.fromhex(digest)))
             data = encode_envelope(Envelope(self.job, 0, self.party, self.party, ckpt))
-            path = self._state_path(k)
             _write_atomic(path, iter([data]))
         except OSError as exc:
-            self.squares_path(k).unlink(missing_ok=True) if squares is not None else None
+            if replaced:
+                path.unlink(missing_ok=True)
+                self.squares_path(k).unlink(missing_ok=True)
             raise CheckpointError(
                 f"{self.party} could not write its checkpoint of epoch {k} to {self.folder}: "
                 f"{exc.strerror or exc}. The earlier checkpoints are intact; free space (or fix "
@@ -344,6 +348,18 @@ class CheckpointStore:
             self._state_path(old).unlink(missing_ok=True)
             self.squares_path(old).unlink(missing_ok=True)
         return path
+
+    def discard_after(self, k: int) -> None:
+        """Remove this party's checkpoints of more than ``k`` epochs.
+
+        Called once the job's resume epoch ``k`` is agreed: a checkpoint of a
+        later epoch (one this party wrote before the others caught up) belongs
+        to the interrupted run and must not outrank the epochs this run writes.
+        """
+        for old in self.epochs_held():
+            if old > k:
+                self._state_path(old).unlink(missing_ok=True)
+                self.squares_path(old).unlink(missing_ok=True)
 
     def _decode(self, data: bytes, what: str) -> Envelope:
         try:

@@ -9,7 +9,9 @@ exit code 2.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from rich.table import Table
 from vfl import __version__
 from vfl.exceptions import VFLError
 from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, TrainConfig
-from vfl.procs import Terminated, stop_on_signals
+from vfl.procs import Terminated, exit_within, stop_on_signals
 from vfl.progress import JsonStatus, RichProgress, progress_bar
 from vfl.roles import Role
 
@@ -46,24 +48,26 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             with stop_on_signals():
                 return fn(*args, **kwargs)
         except (VFLError, OSError, ValueError) as exc:
             click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(2)
+            exit_within(2)
         except BrokenExecutor:
             click.echo("error: a worker process of this party died (killed from outside, or "
                        "out of memory); the job stopped.", err=True)
-            sys.exit(2)
+            exit_within(2)
         except Terminated as exc:
             click.echo(f"error: {exc}; stopped (workers stopped, temporary files removed, "
                        "any peers told)", err=True)
-            sys.exit(exc.exit_code)
+            exit_within(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted (Ctrl-C); stopped (workers stopped, temporary files "
                        "removed, any peers told)", err=True)
-            sys.exit(130)
+            exit_within(130)
 
     return wrapper
 

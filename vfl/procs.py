@@ -25,6 +25,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +34,12 @@ from typing import Any, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = ["EXIT_PARENT_GONE", "Terminated", "hold_signals", "signals_held", "stop_on_signals",
-           "stop_pool", "watch_parent", "worker_pool"]
+__all__ = ["EXIT_PARENT_GONE", "EXIT_WATCHDOG_SECONDS", "Terminated", "exit_within",
+           "hold_signals", "signals_held", "stop_on_signals", "stop_pool", "watch_parent",
+           "worker_pool"]
+
+#: Longest the interpreter's own shutdown may take after a failed or stopped command.
+EXIT_WATCHDOG_SECONDS = 10.0
 
 #: Exit status of a worker whose party process is gone.
 EXIT_PARENT_GONE = 70
@@ -110,6 +115,11 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
             p.kill()
     for p in processes:
         p.join(timeout=5)
+    # let the pool's manager thread finish closing its pipes now: left running, it races the
+    # interpreter's exit hook, which then writes to a closed pipe ("Bad file descriptor")
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=5)
 
 
 _held = 0  # depth of hold_signals blocks in the main thread
@@ -182,6 +192,21 @@ def hold_signals() -> Iterator[None]:
         if not _held and _pending is not None:
             signum, _pending = _pending, None
             _raise_for(signum)
+
+
+def exit_within(code: int, seconds: float = EXIT_WATCHDOG_SECONDS) -> None:
+    """``sys.exit(code)``, but the process is gone ``seconds`` later whatever blocks its shutdown.
+
+    For a command that failed or was stopped, after its own cleanup ran (peers
+    told, pools stopped, temporary files removed): the interpreter's shutdown
+    then joins every non-daemon thread and executor, and a library thread
+    stuck on a dead peer or a killed worker would otherwise keep the process
+    alive. A daemon timer ends it with ``os._exit(code)``.
+    """
+    timer = threading.Timer(seconds, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()
+    sys.exit(code)
 
 
 def signals_held(fn: _F) -> _F:

@@ -158,7 +158,14 @@ def test_a_party_stopped_mid_training_takes_its_workers_and_the_job_down(tmp_pat
         assert len(workers) >= 2, "the host runs a pool of two workers"
         t0 = time.monotonic()
         procs["bank_b"].send_signal(sig)
-        host_rc = procs["bank_b"].wait(timeout=30)
+        try:
+            host_rc = procs["bank_b"].wait(timeout=30)
+        except subprocess.TimeoutExpired:  # where is it stuck? every thread's stack, then fail
+            procs["bank_b"].send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            procs["bank_b"].kill()
+            raise AssertionError("the host did not stop within 30 s:\n"
+                                 + procs["bank_b"].stderr.read()[-6000:]) from None
         stopped_in = time.monotonic() - t0
         left, waited = wait_gone(workers, WORKERS_GONE_WITHIN_S)
         guest_rc = procs["bank_a"].wait(timeout=60)
@@ -175,8 +182,8 @@ def test_a_party_stopped_mid_training_takes_its_workers_and_the_job_down(tmp_pat
     if sig == signal.SIGTERM:
         assert host_rc == 143, errs["bank_b"]
         assert stopped_in < 15, f"the host took {stopped_in:.1f} s to stop"
-        lines = errs["bank_b"].strip().splitlines()
-        assert lines[-1].startswith("error: stopped by SIGTERM"), errs["bank_b"]
+        # (multiprocessing's own resource tracker may add a warning line after it)
+        assert "error: stopped by SIGTERM" in errs["bank_b"], errs["bank_b"]
         # the peers learn that bank_b stopped the job (its abort), not only a broken link
         assert "bank_b" in errs["bank_a"] and "bank_b" in errs["arbiter"], errs
     else:
@@ -224,7 +231,7 @@ def test_sigterm_stops_a_one_machine_fit_and_its_workers(tmp_path):
             proc.kill()
     err = proc.stderr.read()  # type: ignore[union-attr]
     assert rc == 143, err
-    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM"), err
+    assert "error: stopped by SIGTERM" in err, err
     assert "Traceback" not in err
     assert not left, f"workers {left} outlived vfl fit by {waited:.1f} s"
     assert not out.exists() or not list(out.glob("*.json"))

@@ -206,3 +206,22 @@ def test_a_damaged_checkpoint_file_is_refused_with_a_checkpoint_error(tmp_path, 
     assert refused >= 100  # most damage is caught; a flip inside a float may still decode
     path.write_bytes(good)
     assert store.load(1).epochs_done == 1
+
+
+def test_a_host_without_checkpoints_makes_every_party_start_over(tmp_path, data):
+    """The host lost its folder: the job restarts from epoch 0 (the guest keeps its model id,
+    start and split), ends with the same weights, and the others' old checkpoints are
+    discarded rather than outranking the new run's."""
+    Xg, y, Xh = data
+    cfg = small_config(epochs=3, validation_fraction=0.2)
+    clean = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
+    for f in (tmp_path / "host1").iterdir():
+        f.unlink()
+    stores = _stores(tmp_path, resume=True)
+    assert stores["guest"].epochs_held() == [3, 2] and stores["host1"].epochs_held() == []
+    again = _run(Xg, y, Xh, cfg, stores)
+    assert again["model_id"] == clean["model_id"]
+    assert np.array_equal(again["guest"], clean["guest"])
+    assert np.array_equal(again["host"], clean["host"])
+    assert all(s.epochs_held() == [3, 2] for s in stores.values())
+    assert stores["guest"].load(3).model_id == clean["model_id"]

@@ -188,6 +188,8 @@ class _TrainingSide(_Side):
     def resume(self) -> int:
         """Load the checkpoint of :attr:`resume_epochs` (if any); the epochs already done."""
         k = self.resume_epochs
+        if self.store is not None:
+            self.store.discard_after(k)
         if not k:
             return 0
         if self.store is None:
@@ -670,6 +672,8 @@ class _ArbiterSide(_TrainingSide):
 
     def resume(self) -> int:
         k = self.resume_epochs
+        if self.store is not None:
+            self.store.discard_after(k)
         if not k:
             return 0
         assert self._ckpt is not None  # loaded with the TrainSetup

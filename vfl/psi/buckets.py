@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.psi.ecdh import POINT_BYTES, Blinder, split_points
 from vfl.psi.messages import PsiBucketRequest, PsiBucketResponse, PsiBucketResult, PsiBuckets
 from vfl.psi.spill import SpilledSet
@@ -76,6 +76,19 @@ def _bits_for(largest: int, bucket_rows: int) -> int:
     return bits
 
 
+def check_bucket_count(n_peer: int, bucket_rows: int, *, peer: str) -> int:
+    """``n_peer``, refused if ``peer``'s announced set needs more than 2^MAX_BUCKET_BITS buckets.
+
+    Unreachable with the default bucket size (2^33 IDs), but a party that runs
+    with smaller buckets must refuse such a peer as the peer's fault.
+    """
+    if _bits_for(n_peer, bucket_rows) > MAX_BUCKET_BITS:
+        raise RemoteProtocolError(
+            f"{peer} announced {n_peer:,} IDs: more than 2^{MAX_BUCKET_BITS} buckets of "
+            f"{bucket_rows:,} IDs, this party's bucket size; PSI refused.")
+    return n_peer
+
+
 def bucket_plan(n_client: int, n_server: int, bucket_rows: int = BUCKET_ROWS, *,
                 bits: int | None = None) -> BucketPlan | None:
     """The pair's plan, or ``None`` when both sets fit one bucket (single-message protocol).
@@ -91,7 +104,7 @@ def bucket_plan(n_client: int, n_server: int, bucket_rows: int = BUCKET_ROWS, *,
             return None
         bits = own
     if bits > MAX_BUCKET_BITS:
-        raise LocalProtocolError(
+        raise ConfigError(
             f"A PSI of {max(n_client, n_server):,} IDs needs more than 2^{MAX_BUCKET_BITS} "
             "buckets; raise the bucket size.")
     buckets = 1 << bits

@@ -19,6 +19,7 @@ from vfl.psi.buckets import (
     BucketPlan,
     BucketServer,
     bucket_plan,
+    check_bucket_count,
     check_padded_total,
     check_plan,
 )
@@ -113,7 +114,8 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     hello = PsiHello(source.count)
     for host in hosts:
         channel.send(host, hello)
-    sizes = {host: checked_set_size(channel.recv(host, PsiHello), peer=host, policy=policy)
+    sizes = {host: check_bucket_count(checked_set_size(channel.recv(host, PsiHello), peer=host,
+                                                       policy=policy), bucket_rows, peer=host)
              for host in hosts}
     pair = [bucket_plan(source.count, n, bucket_rows) for n in sizes.values()]
     if all(p is None for p in pair):
@@ -204,7 +206,8 @@ def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
     """
     source = _source(ids)
     announced = channel.recv(guest, PsiHello)
-    n_guest = checked_set_size(announced, peer=guest, policy=policy)
+    n_guest = check_bucket_count(checked_set_size(announced, peer=guest, policy=policy),
+                                 bucket_rows, peer=guest)
     own = bucket_plan(n_guest, source.count, bucket_rows)
     # before the guest may send anything more: a single-message request (only if our pair fits
     # one bucket) or the small bucket plan

@@ -421,6 +421,7 @@ class GrpcEndpoint(Endpoint):
             self._channels[p.name] = ch
             self._stubs[p.name] = pb_grpc.PartyStub(ch)
         self._closed = threading.Event()
+        self._in_flight: set[grpc.Future] = set()  # Deliver calls under way
 
     # ------------------------------------------------------------------ send
     def _frames(self, to: str, seq: int, data: bytes) -> Iterator[pb.Frame]:
@@ -515,6 +516,7 @@ class GrpcEndpoint(Endpoint):
             deadline, ready = 30.0 + len(data) / 2e6, True
         call = self._stubs[to].Deliver.future(self._frames(to, seq, data), timeout=deadline,
                                               wait_for_ready=ready)
+        self._in_flight.add(call)
         try:
             while True:
                 try:
@@ -533,6 +535,11 @@ class GrpcEndpoint(Endpoint):
             if stopped is not None:
                 raise stopped from None
             raise self._rpc_error(exc, peer, "deliver a message to") from None
+        except BaseException:  # SIGTERM or Ctrl-C while it waits: the call must not linger
+            call.cancel()
+            raise
+        finally:
+            self._in_flight.discard(call)
 
     def _ensure_connected(self, peer: PeerAddress) -> None:
         """Wait (once per peer) until the TLS channel to ``peer`` is up.
@@ -692,6 +699,19 @@ class GrpcEndpoint(Endpoint):
         if self._closed.is_set():
             return
         self._closed.set()
-        self._server.stop(grace=1.0)
-        for ch in self._channels.values():
-            ch.close()
+        # wait for the server to be down: a process that exits while gRPC's serving thread still
+        # takes a late peer message (an abort) gets "cannot schedule new futures after
+        # interpreter shutdown" from that thread, printed as a traceback
+        self._server.stop(grace=1.0).wait(timeout=5.0)
+        for call in list(self._in_flight):
+            call.cancel()
+
+        def close_channels() -> None:
+            for ch in self._channels.values():
+                ch.close()
+
+        # gRPC's channel close can wait on a call still streaming to a peer that stopped
+        # reading; the party is leaving either way, so it waits a few seconds at most
+        closer = threading.Thread(target=close_channels, name="vfl-close-channels", daemon=True)
+        closer.start()
+        closer.join(timeout=3.0)
