@@ -64,6 +64,7 @@ MIN_PASSPHRASE_CHARS = 12
 MAX_STATE_BYTES = 1 << 30
 
 _NAME = re.compile(r"^(?P<party>.+)\.e(?P<k>[0-9]{1,9})\.ckpt$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class CheckpointError(VFLError):
@@ -97,6 +98,12 @@ class ArbiterSecret:
     best_value: float
     best_scores: np.ndarray
     best_labels: np.ndarray
+    # the header it belongs to, authenticated with it (a sealed state cannot be moved to
+    # another epoch's file or have its decision flipped unnoticed)
+    job: str = ""
+    epochs_done: int = 0
+    stopped: bool = False
+    setup_digest: bytes = b""
 
 
 @message("checkpoint.Party/1")
@@ -252,26 +259,34 @@ class CheckpointStore:
         The arbiter's (:func:`read_passphrase`); required to save or load an
         arbiter checkpoint.
     resume : bool
-        Whether this run may resume from the folder's checkpoints. A run that
-        does not resume first removes this party's checkpoints from the
-        folder (a new run's epochs must not mix with an old run's).
+        Whether this run may resume from the folder's checkpoints. Whatever
+        it resumes from (0 for a fresh run), this party's checkpoints of
+        later epochs are removed only when the run writes its first
+        checkpoint, so a run that fails before that (a peer refusing, a
+        forgotten ``--resume``) destroys nothing.
     """
 
     def __init__(self, folder: str | Path, *, party: str, role: str, job: str,
                  passphrase: bytes | None = None, resume: bool = False) -> None:
         self.folder = Path(folder)
+        if not _SAFE_NAME.match(party):
+            raise ConfigError(f"Party name {party!r} cannot name checkpoint files (letters, "
+                              "digits, '.', '_' and '-' only).")
         self.party, self.role, self.job, self.resume = party, role, job, resume
+        self.start = 0  # the epoch this run resumes from; later checkpoints go at the first save
+        self._pruned = False
         self._sealer = _Sealer(passphrase) if passphrase is not None else None
         self._salt = os.urandom(_Sealer.SALT_BYTES)
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not resume:
-                for k in self.epochs_held():
-                    self._state_path(k).unlink(missing_ok=True)
-                    self.squares_path(k).unlink(missing_ok=True)
+            st = self.folder.stat()
         except OSError as exc:
             raise ConfigError(f"Cannot prepare the checkpoint folder {self.folder}: "
                               f"{exc.strerror}.") from None
+        if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+            raise ConfigError(f"The checkpoint folder {self.folder} must belong to this user "
+                              f"and be closed to others (chmod 700 {self.folder}): it holds "
+                              "this party's model state.")
 
     # ------------------------------------------------------------------ files
     def _state_path(self, k: int) -> Path:
@@ -324,6 +339,9 @@ class CheckpointStore:
             If the folder cannot take the files (full disk, permissions); the
             earlier checkpoints are intact.
         """
+        if not self._pruned:  # this run's first checkpoint: the old run's later ones go now
+            self.discard_after(self.start)
+            self._pruned = True
         k = ckpt.epochs_done
         path = self._state_path(k)
         replaced = False  # the squares file of epoch k was replaced: an older state k is stale

@@ -120,11 +120,15 @@ def test_a_job_resumed_after_its_last_epoch_only_finishes(tmp_path, data):
     _same_calibration(again["calibration"], clean["calibration"])
 
 
-def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints(tmp_path, data):
+def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints_at_its_first(
+        tmp_path, data):
     Xg, y, Xh = data
     _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
-    stores = _stores(tmp_path, resume=False)  # a new run: the old epochs must not mix in
-    assert all(s.epochs_held() == [] for s in stores.values())
+    stores = _stores(tmp_path, resume=False)
+    assert all(s.epochs_held() == [3, 2] for s in stores.values())  # nothing deleted yet
+    _run(Xg, y, Xh, small_config(epochs=2), stores)
+    # the new run's first checkpoint removed the old run's: its epochs do not mix in
+    assert all(s.epochs_held() == [2, 1] for s in stores.values())
 
 
 def test_a_checkpoint_of_other_data_is_refused_naming_the_difference(tmp_path, data):
@@ -208,20 +212,61 @@ def test_a_damaged_checkpoint_file_is_refused_with_a_checkpoint_error(tmp_path, 
     assert store.load(1).epochs_done == 1
 
 
-def test_a_host_without_checkpoints_makes_every_party_start_over(tmp_path, data):
-    """The host lost its folder: the job restarts from epoch 0 (the guest keeps its model id,
-    start and split), ends with the same weights, and the others' old checkpoints are
-    discarded rather than outranking the new run's."""
+def test_a_host_without_checkpoints_stops_a_resume_and_nothing_is_deleted(tmp_path, data):
+    """The host lost its folder (or was started without --resume): the job would start over,
+    so every party that holds checkpoints refuses, and every checkpoint stays."""
     Xg, y, Xh = data
     cfg = small_config(epochs=3, validation_fraction=0.2)
-    clean = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
+    _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
     for f in (tmp_path / "host1").iterdir():
         f.unlink()
+    with pytest.raises(CheckpointError, match="job starts over"):
+        _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=True))
     stores = _stores(tmp_path, resume=True)
-    assert stores["guest"].epochs_held() == [3, 2] and stores["host1"].epochs_held() == []
-    again = _run(Xg, y, Xh, cfg, stores)
-    assert again["model_id"] == clean["model_id"]
-    assert np.array_equal(again["guest"], clean["guest"])
-    assert np.array_equal(again["host"], clean["host"])
-    assert all(s.epochs_held() == [3, 2] for s in stores.values())
-    assert stores["guest"].load(3).model_id == clean["model_id"]
+    assert stores["guest"].epochs_held() == [3, 2] and stores["arbiter"].epochs_held() == [3, 2]
+
+
+def test_the_guest_refuses_a_resume_offer_it_cannot_serve(data):
+    """A host offering an epoch the guest holds no checkpoint of (a folder restored from
+    elsewhere, or a deviating host): refused before anything is loaded or deleted."""
+    from vfl.exceptions import RemoteProtocolError
+    from vfl.lr.guest import GuestParty
+    from vfl.lr.messages import HostHello
+
+    Xg, y, Xh = data
+    guest = GuestParty("guest", Xg, y, small_config(epochs=6), ["host1"])
+    guest.checkpoint_epochs, guest.checkpoints_held = 5, [5, 4]
+    assert guest.setup({"host1": HostHello(len(y), Xh.shape[1], 4)}).resume_epochs == 4
+    assert guest.setup({"host1": HostHello(len(y), Xh.shape[1], 6)}).resume_epochs == 5
+    with pytest.raises(RemoteProtocolError, match="host1 offers to resume from epoch 2"):
+        guest.setup({"host1": HostHello(len(y), Xh.shape[1], 2)})
+
+
+def test_a_sealed_arbiter_state_moved_to_another_epoch_is_refused(tmp_path, data):
+    """The sealed state carries its epoch and decision: pasting epoch 3's into epoch 4's file
+    (the header alone is not sealed) is caught when the arbiter opens it."""
+    import dataclasses
+
+    from vfl.codec import Envelope, decode_envelope, encode_envelope
+
+    Xg, y, Xh = data
+    cfg = small_config(epochs=4)
+    _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
+    folder = tmp_path / "arbiter"
+    e3 = decode_envelope((folder / "arbiter.e3.ckpt").read_bytes()).body
+    env4 = decode_envelope((folder / "arbiter.e4.ckpt").read_bytes())
+    swapped = dataclasses.replace(env4.body, sealed=e3.sealed)
+    (folder / "arbiter.e4.ckpt").write_bytes(encode_envelope(
+        Envelope(env4.job, env4.seq, env4.sender, env4.receiver, swapped)))
+    with pytest.raises(CheckpointError, match="does not match its sealed state"):
+        _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=True))
+
+
+def test_checkpoint_folders_and_names_are_checked(tmp_path):
+    open_folder = tmp_path / "shared"
+    open_folder.mkdir(mode=0o755)
+    open_folder.chmod(0o755)
+    with pytest.raises(Exception, match="chmod 700"):
+        CheckpointStore(open_folder, party="guest", role="guest", job=JOB)
+    with pytest.raises(Exception, match="cannot name checkpoint files"):
+        CheckpointStore(tmp_path / "x", party="../guest", role="guest", job=JOB)

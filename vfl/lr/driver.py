@@ -186,20 +186,26 @@ class _TrainingSide(_Side):
         return b"" if key is None else bytes(key.fingerprint)
 
     def resume(self) -> int:
-        """Load the checkpoint of :attr:`resume_epochs` (if any); the epochs already done."""
+        """Load the checkpoint of :attr:`resume_epochs` (if any); the epochs already done.
+
+        Nothing is deleted here: the checkpoints of later epochs go when this
+        run writes its first one (:meth:`CheckpointStore.save`).
+        """
         k = self.resume_epochs
-        if self.store is not None:
-            self.store.discard_after(k)
+        store = self.store
+        if store is not None and store.resume and not k and store.epochs_held():
+            raise CheckpointError(_STARTS_OVER.format(party=store.party))
         if not k:
             return 0
-        if self.store is None:
+        if store is None:
             raise LocalProtocolError(f"The {self.role} was asked to resume but keeps no "
                                      "checkpoints.")
-        ckpt = self.store.load(k)
-        self.store.check(ckpt, setup=self.setup_digest, key=self.key_fingerprint,
-                         data=self.data_digest)
+        ckpt = store.load(k)
+        store.check(ckpt, setup=self.setup_digest, key=self.key_fingerprint,
+                    data=self.data_digest)
         self._restore(ckpt)
         self.stop = ckpt.stopped
+        store.start = k
         return k
 
     def _restore(self, ckpt: PartyCheckpoint) -> None:
@@ -260,6 +266,12 @@ def _walk(channel: Channel, side: _Side, steps: Sequence[Step]) -> None:
                 channel.send(peer, answer)
         else:
             side.close_step(act.step)
+
+
+_STARTS_OVER = ("{party} was started with --resume and holds checkpoints, but the job starts "
+                "over (another party holds none, or was started without --resume); nothing was "
+                "deleted. Start every party with --resume, or every party without it to start "
+                "over.")
 
 
 def _train(channel: Channel, side: _TrainingSide, progress: ProgressHook) -> int:
@@ -442,6 +454,7 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
     party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
                        validation_rows, initial_coef, init_score_std)
     party.checkpoint_epochs = held
+    party.checkpoints_held = checkpoints.epochs_held() if held and checkpoints else []
     side = _GuestSide(channel, party, arbiter)
     side.store, side.data_digest = checkpoints, digest
     try:
@@ -491,10 +504,13 @@ class _HostSide(_TrainingSide):
 
     @_receives(sch.SETUP_HOSTS)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
-        if msg.resume_epochs > self.offered:
+        held = self.store.epochs_held() if self.store is not None else []
+        if msg.resume_epochs > self.offered or (msg.resume_epochs
+                                                and msg.resume_epochs not in held):
             raise RemoteProtocolError(
                 f"TrainSetup from {peer} resumes from epoch {msg.resume_epochs}; {self.name} "
-                f"offered {self.offered} (its newest checkpoint).")
+                f"offered {self.offered} and holds checkpoints of epochs "
+                f"{', '.join(map(str, held)) or 'none'}.")
         party = HostParty.from_setup(self.name, self.X, msg, peer, self.workers,
                                      self.exponent_bits, self.policy)
         self._party = party
@@ -613,6 +629,12 @@ class _ArbiterSide(_TrainingSide):
                                       f"was made for another training setup than {peer}'s "
                                       "now: refused.")
             secret = self.store.unseal(self._ckpt.sealed)
+            c = self._ckpt
+            if (secret.job, secret.epochs_done, secret.stopped, secret.setup_digest) != (
+                    c.job, c.epochs_done, c.stopped, c.setup_digest):
+                raise CheckpointError(f"The arbiter's checkpoint of epoch {c.epochs_done} does "
+                                      "not match its sealed state (files swapped or altered): "
+                                      "refused.")
             key = _private_key(secret, self._ckpt.key_fingerprint)
         party = ArbiterParty(msg, peer, allow_insecure_key_size=self.policy.allow_insecure_key_size,
                              private_key=key, policy=self.policy)
@@ -662,22 +684,27 @@ class _ArbiterSide(_TrainingSide):
             return
         party = self.party
         empty = np.zeros(0)
+        secret = dataclasses.replace(party.secret_state(), job=self.store.job,
+                                     epochs_done=epochs_done, stopped=stop,
+                                     setup_digest=self.setup_digest)
         self.store.save(PartyCheckpoint(
             "arbiter", self.arbiter, self.store.job, party.setup.model_id, epochs_done, stop,
             self.setup_digest, self.key_fingerprint, b"", empty, 0, empty, empty,
-            np.zeros((0, 0)), None, self.store.seal(party.secret_state())))
+            np.zeros((0, 0)), None, self.store.seal(secret)))
 
     def save(self, epochs_done: int) -> None:
         """Written in :meth:`_decision_guest` already."""
 
     def resume(self) -> int:
         k = self.resume_epochs
-        if self.store is not None:
-            self.store.discard_after(k)
+        store = self.store
+        if store is not None and store.resume and not k and store.epochs_held():
+            raise CheckpointError(_STARTS_OVER.format(party=store.party))
         if not k:
             return 0
-        assert self._ckpt is not None  # loaded with the TrainSetup
+        assert self._ckpt is not None and self.store is not None  # loaded with the TrainSetup
         self.stop = self._ckpt.stopped
+        self.store.start = k
         return k
 
     @_sends(sch.DECISION_HOSTS)

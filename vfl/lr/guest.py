@@ -158,8 +158,10 @@ class GuestParty(GradientParty):
         self._squares: CiphertextStore | None = None
         self._h_total: EncryptedVector | None = None
         self._q_batch: EncryptedVector | None = None
-        #: resuming: epochs completed in the guest's own newest checkpoint (0: a fresh run)
+        #: resuming: epochs completed in the guest's own newest checkpoint (0: a fresh run),
+        #: and every epoch it holds a checkpoint of
         self.checkpoint_epochs = 0
+        self.checkpoints_held: list[int] = []
 
     # ----------------------------------------------------------- checkpoints
     def checkpoint(self, *, job: str, epochs_done: int, stopped: bool, setup_digest: bytes,
@@ -262,6 +264,14 @@ class GuestParty(GradientParty):
                 "'Batch-size guardrail'."
             )
         # resume from the newest epoch every party holds (0 if one holds none)
+        for h in self.hosts:
+            offer = hellos[h].checkpoint_epochs
+            if self.checkpoint_epochs and offer and offer < self.checkpoint_epochs and (
+                    offer not in self.checkpoints_held):
+                raise RemoteProtocolError(
+                    f"{h} offers to resume from epoch {offer}; {self.name} holds checkpoints of "
+                    f"epochs {', '.join(map(str, self.checkpoints_held))}, so the parties share "
+                    "no epoch to resume from (a checkpoint folder restored from elsewhere?).")
         resume = min([self.checkpoint_epochs, *(hellos[h].checkpoint_epochs for h in self.hosts)])
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
                           self.validation_rows, len(self.validation_rows), resume)
