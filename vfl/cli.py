@@ -9,6 +9,7 @@ exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import functools
 import signal
@@ -49,25 +50,26 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr
-            faulthandler.register(signal.SIGUSR1, all_threads=True)
+            with contextlib.suppress(ValueError, OSError, AttributeError):  # no real stderr
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             with stop_on_signals():
                 return fn(*args, **kwargs)
         except (VFLError, OSError, ValueError) as exc:
             click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            exit_within(2)
+            sys.exit(2)
         except BrokenExecutor:
             click.echo("error: a worker process of this party died (killed from outside, or "
                        "out of memory); the job stopped.", err=True)
-            exit_within(2)
+            sys.exit(2)
         except Terminated as exc:
             click.echo(f"error: {exc}; stopped (workers stopped, temporary files removed, "
                        "any peers told)", err=True)
-            exit_within(exc.exit_code)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted (Ctrl-C); stopped (workers stopped, temporary files "
                        "removed, any peers told)", err=True)
-            exit_within(130)
+            sys.exit(130)
 
     return wrapper
 
@@ -687,5 +689,16 @@ def _networked_demo(workdir: str, *, rows: int, overlap: float, epochs: int, key
     return result
 
 
+def entry() -> None:
+    """The ``vfl`` command (and ``python -m vfl.cli``): :func:`main`, and on a failure or a stop
+    a watchdog that ends the process if its shutdown hangs (:func:`vfl.procs.exit_within`)."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            exit_within(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -25,7 +25,6 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -195,18 +194,19 @@ def hold_signals() -> Iterator[None]:
 
 
 def exit_within(code: int, seconds: float = EXIT_WATCHDOG_SECONDS) -> None:
-    """``sys.exit(code)``, but the process is gone ``seconds`` later whatever blocks its shutdown.
+    """Arm a watchdog: this process is gone ``seconds`` from now, whatever blocks its shutdown.
 
-    For a command that failed or was stopped, after its own cleanup ran (peers
-    told, pools stopped, temporary files removed): the interpreter's shutdown
-    then joins every non-daemon thread and executor, and a library thread
-    stuck on a dead peer or a killed worker would otherwise keep the process
-    alive. A daemon timer ends it with ``os._exit(code)``.
+    Only for a process that is about to exit with ``code`` (the ``vfl``
+    command, :func:`vfl.cli.entry`), after a failure or a stop whose own
+    cleanup ran (peers told, pools stopped, temporary files removed): the
+    interpreter's shutdown joins every non-daemon thread and executor, and a
+    library thread stuck on a dead peer or a killed worker would otherwise
+    keep the process alive. A daemon timer ends it with ``os._exit(code)``.
+    Never from library code: it would end the caller's process.
     """
     timer = threading.Timer(seconds, os._exit, args=(code,))
     timer.daemon = True
     timer.start()
-    sys.exit(code)
 
 
 def signals_held(fn: _F) -> _F:
