@@ -48,6 +48,30 @@ def run_parties(configs: dict[str, Path], fn: Callable[[Any], Any]
     return results, errors
 
 
+def replay_demo_job_in_memory(job: Any) -> tuple[Any, Any, Any]:
+    """A networked demo job's model parts, and the same job trained in memory from the
+    guest's secret start (read from its part): ``(local FitResult, guest part, host part)``.
+
+    The job must have no validation share (its draw is secret, so no replay repeats it)."""
+    import numpy as np
+
+    from vfl.config import load_party_config
+    from vfl.data import load_table
+    from vfl.model import load_model_part
+    from vfl.pipeline import fit_local
+    from vfl.runner import part_path
+
+    guest_cfg = load_party_config(job.configs["bank_a"])
+    g_part = load_model_part(part_path(guest_cfg))
+    h_part = load_model_part(part_path(load_party_config(job.configs["bank_b"])))
+    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
+    h = load_table(job.data["bank_b"], id_column="customer_id")
+    local = fit_local(g, [h], guest_cfg.train, baselines=False,
+                      coef_init=np.asarray(g_part.training["coef_init"]),
+                      intercept_init=g_part.training["intercept_init"])
+    return local, g_part, h_part
+
+
 def _join(g: pd.DataFrame, h: pd.DataFrame):
     g = g.rename(columns={c: f"g_{c}" for c in g.columns if c not in ("id", "y")})
     h = h.rename(columns={c: f"h_{c}" for c in h.columns if c != "id"})

@@ -7,14 +7,10 @@ import sys
 
 import numpy as np
 
-from vfl.config import load_party_config
-from vfl.data import load_table
 from vfl.demo import write_demo_job
-from vfl.model import load_model_part
-from vfl.pipeline import fit_local
-from vfl.runner import part_path, run_fit, run_predict
+from vfl.runner import run_fit, run_predict
 
-from .conftest import run_parties
+from .conftest import replay_demo_job_in_memory, run_parties
 
 
 def test_grpc_training_equals_in_memory_training(tmp_path):
@@ -24,19 +20,10 @@ def test_grpc_training_equals_in_memory_training(tmp_path):
     results, errors = run_parties(job.configs, run_fit)
     assert not errors, errors
     report = results["bank_a"]
-    guest_cfg = load_party_config(job.configs["bank_a"])
-    host_cfg = load_party_config(job.configs["bank_b"])
-    g_part = load_model_part(part_path(guest_cfg))
-    h_part = load_model_part(part_path(host_cfg))
+    # the same job in memory, same seed and the networked guest's secret start (from its part)
+    local, g_part, h_part = replay_demo_job_in_memory(job)
     assert g_part.model_id == h_part.model_id == report["model_id"]
     assert set(g_part.features).isdisjoint(h_part.features)
-
-    # the same job in memory, same seed and the networked guest's secret start (from its part)
-    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
-    h = load_table(job.data["bank_b"], id_column="customer_id")
-    local = fit_local(g, [h], guest_cfg.train, baselines=False,
-                      coef_init=np.asarray(g_part.training["coef_init"]),
-                      intercept_init=g_part.training["intercept_init"])
     assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
     assert local.guest.intercept_ == g_part.intercept
     assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))

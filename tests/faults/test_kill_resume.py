@@ -19,12 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from vfl.checkpoint import PASSPHRASE_ENV
-from vfl.config import load_party_config
-from vfl.data import load_table
 from vfl.demo import write_demo_job
-from vfl.model import load_model_part
-from vfl.pipeline import fit_local
-from vfl.runner import part_path
+
+from ..conftest import replay_demo_job_in_memory
 
 
 def _spawn(config: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
@@ -83,14 +80,7 @@ def test_kill_9_of_the_host_mid_training_then_resume_gives_the_uninterrupted_wei
     assert report["epochs_run"] == 4
 
     # the same job in memory from the networked guest's secret start: the same weights
-    guest_cfg = load_party_config(job.configs["bank_a"])
-    g_part = load_model_part(part_path(guest_cfg))
-    h_part = load_model_part(part_path(load_party_config(job.configs["bank_b"])))
-    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
-    h = load_table(job.data["bank_b"], id_column="customer_id")
-    local = fit_local(g, [h], guest_cfg.train, baselines=False,
-                      coef_init=np.asarray(g_part.training["coef_init"]),
-                      intercept_init=g_part.training["intercept_init"])
+    local, g_part, h_part = replay_demo_job_in_memory(job)
     assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
     assert local.guest.intercept_ == g_part.intercept
     assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))

@@ -66,7 +66,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distributed import Client, Future, WorkerPlugin, get_worker
 from distributed.security import Security
@@ -77,6 +77,9 @@ from vfl.exceptions import ConfigError, RemoteProtocolError
 
 __all__ = ["DaskEngine", "DaskBlinder", "DaskTasks", "RandomizerPlugin", "client_security",
            "cluster_security", "open_client"]
+
+
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ worker side
@@ -230,6 +233,17 @@ def open_client(compute: ComputeConfig) -> Client:
     return client
 
 
+def _on_new_client(compute: ComputeConfig, build: Callable[[Client], T]) -> T:
+    """``build(client)`` on a new client of ``compute``'s scheduler; the client is closed if
+    ``build`` fails (the object built owns it otherwise)."""
+    client = open_client(compute)
+    try:
+        return build(client)
+    except BaseException:
+        client.close()
+        raise
+
+
 class DaskEngine(ChunkedEngine):
     """Ciphertext bulk operations as tasks on the party's own Dask cluster.
 
@@ -271,12 +285,8 @@ class DaskEngine(ChunkedEngine):
     def connect(cls, public_key: PaillierPublicKey, compute: ComputeConfig,
                 exponent_bits: int | None = None) -> DaskEngine:
         """Open a client of ``compute.scheduler`` (:func:`open_client`) and an engine on it."""
-        client = open_client(compute)
-        try:
-            return cls(public_key, client, exponent_bits, close_client=True)
-        except BaseException:
-            client.close()
-            raise
+        return _on_new_client(compute, lambda c: cls(public_key, c, exponent_bits,
+                                                     close_client=True))
 
     def _submit(self, fn: Callable[..., bytes], *args: Any) -> Future:
         # the chunks of one operation go to the workers in turn (a loose restriction: the
@@ -404,12 +414,7 @@ class DaskBlinder:
     @classmethod
     def connect(cls, compute: ComputeConfig) -> DaskBlinder:
         """Open a client of ``compute.scheduler`` (:func:`open_client`) and a blinder on it."""
-        client = open_client(compute)
-        try:
-            return cls(client, close_client=True)
-        except BaseException:
-            client.close()
-            raise
+        return _on_new_client(compute, lambda c: cls(c, close_client=True))
 
     def _spans(self, count: int) -> list[tuple[int, int]]:
         from vfl.psi.ecdh import chunk_spans
@@ -498,12 +503,7 @@ class DaskTasks:
     def connect(cls, compute: ComputeConfig, init: Callable[..., None],
                 initargs: tuple[Any, ...]) -> DaskTasks:
         """Open a client of ``compute.scheduler`` (:func:`open_client`) and a runner on it."""
-        client = open_client(compute)
-        try:
-            return cls(client, init, initargs, close_client=True)
-        except BaseException:
-            client.close()
-            raise
+        return _on_new_client(compute, lambda c: cls(c, init, initargs, close_client=True))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         if not self._slots:

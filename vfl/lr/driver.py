@@ -192,9 +192,7 @@ class _TrainingSide(_Side):
         run writes its first one (:meth:`CheckpointStore.save`).
         """
         k = self.resume_epochs
-        store = self.store
-        if store is not None and store.resume and not k and store.epochs_held():
-            raise CheckpointError(_STARTS_OVER.format(party=store.party))
+        store = self._refuse_a_start_over()
         if not k:
             return 0
         if store is None:
@@ -207,6 +205,14 @@ class _TrainingSide(_Side):
         self.stop = ckpt.stopped
         store.start = k
         return k
+
+    def _refuse_a_start_over(self) -> CheckpointStore | None:
+        """Refuse a job that starts over while this party, started with --resume, holds
+        checkpoints (nothing is deleted); returns the store."""
+        store = self.store
+        if store is not None and store.resume and not self.resume_epochs and store.epochs_held():
+            raise CheckpointError(_STARTS_OVER.format(party=store.party))
+        return store
 
     def _restore(self, ckpt: PartyCheckpoint) -> None:
         self.party.restore(ckpt)
@@ -697,9 +703,7 @@ class _ArbiterSide(_TrainingSide):
 
     def resume(self) -> int:
         k = self.resume_epochs
-        store = self.store
-        if store is not None and store.resume and not k and store.epochs_held():
-            raise CheckpointError(_STARTS_OVER.format(party=store.party))
+        self._refuse_a_start_over()
         if not k:
             return 0
         assert self._ckpt is not None and self.store is not None  # loaded with the TrainSetup
