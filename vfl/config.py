@@ -7,6 +7,7 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     output = "out/bank_a"          # model part (and, on the guest, report.json)
     timeout_seconds = 600          # longest wait for any one message
     connect_timeout_seconds = 60   # how long peers may take to come up
+    link_grace_seconds = 30        # a dropped link is re-dialled this long before the job stops
 
     [party]
     name = "bank_a"                # = the CN of this party's certificate
@@ -89,6 +90,7 @@ from vfl.jobs import JobOptions
 from vfl.lr.config import TrainConfig
 from vfl.policy import SecurityPolicy
 from vfl.roles import Role
+from vfl.transport.base import LINK_GRACE
 
 __all__ = ["PartyConfig", "PeerConfig", "DataConfig", "ComputeConfig", "load_party_config"]
 
@@ -151,6 +153,8 @@ class PartyConfig:
     options: JobOptions = field(default_factory=JobOptions)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    #: seconds a dropped link to a peer is re-dialled before the job stops
+    link_grace: float = LINK_GRACE
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -181,7 +185,7 @@ class PartyConfig:
 #: The keys each section accepts (``[train]`` and ``[security]``: the fields of
 #: TrainConfig, JobOptions and SecurityPolicy).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "job": ("id", "output", "timeout_seconds", "connect_timeout_seconds"),
+    "job": ("id", "output", "timeout_seconds", "connect_timeout_seconds", "link_grace_seconds"),
     "party": ("name", "role", "listen"),
     "tls": ("ca", "cert", "key"),
     "peers": ("name", "role", "address", "cert"),
@@ -412,8 +416,9 @@ def load_party_config(path: str | Path) -> PartyConfig:
         source=source,
         job_id=job_id,
         output=r.path(job, "job", "output", must_exist=False, default=f"out/{name}"),
-        timeout=float(r.get(job, "job", "timeout_seconds", (int, float), 600)),
-        connect_timeout=float(r.get(job, "job", "connect_timeout_seconds", (int, float), 60)),
+        timeout=_seconds(r, job, "timeout_seconds", 600, low=1),
+        connect_timeout=_seconds(r, job, "connect_timeout_seconds", 60, low=1),
+        link_grace=_seconds(r, job, "link_grace_seconds", LINK_GRACE, low=0),
         name=name,
         role=role,
         listen=listen,
@@ -429,6 +434,15 @@ def load_party_config(path: str | Path) -> PartyConfig:
         compute=compute,
         checkpoint=checkpoint,
     )
+
+
+def _seconds(r: _Reader, job: dict[str, Any], key: str, default: float, *, low: float,
+             high: float = 7 * 86400) -> float:
+    """A ``[job]`` duration in seconds, within ``[low, high]``."""
+    value = float(r.get(job, "job", key, (int, float), default))
+    if not low <= value <= high:
+        raise r.err(f"job.{key}", f"must be between {low:g} and {high:g} seconds, got {value:g}")
+    return value
 
 
 def _compute(r: _Reader, section: dict[str, Any], role: Role, tls_ca: Path) -> ComputeConfig:

@@ -101,11 +101,16 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
                    key_bits: int = 2048, insecure: bool = False, epochs: int = 10,
                    batch_size: int = 512, job_id: str | None = None,
                    ports: list[int] | None = None, seed: int = 7,
-                   validation_fraction: float | None = None) -> DemoJob:
+                   validation_fraction: float | None = None,
+                   link_grace: float | None = None,
+                   dial: dict[str, str] | None = None) -> DemoJob:
     """Generate data, certificates and three party configs under ``workdir``.
 
     ``validation_fraction``: written to the guest's ``[train]`` when given
-    (default: the library default, 0.2).
+    (default: the library default, 0.2). ``link_grace``: every party's
+    ``[job] link_grace_seconds`` when given. ``dial``: for a party name, the
+    address its peers dial instead of its listen address (e.g. a
+    :class:`vfl.netfaults.FaultProxy` in front of it).
     """
     wd = Path(workdir).resolve()
     g_df, h_df = make_two_banks(rows, overlap, seed=seed)
@@ -123,7 +128,7 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
         outputs[name] = wd / "out" / name
         # the demo owns its workdir: each demo replaces the previous one's outputs
         prepare_output_dir(outputs[name], force=True)
-        peers = [{"name": p, "role": roles[p], "address": addr[p]}
+        peers = [{"name": p, "role": roles[p], "address": (dial or {}).get(p, addr[p])}
                  for p in (BANK_A, BANK_B, ARBITER) if p != name]
         d = None
         if name == BANK_A:
@@ -142,10 +147,13 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
         if name == BANK_B:
             security["allow_training_scores"] = True
         configs[name] = wd / f"{name}.toml"
+        job_table: dict[str, Any] = {"id": job_id, "output": f"out/{name}",
+                                     "timeout_seconds": 900, "connect_timeout_seconds": 60}
+        if link_grace is not None:
+            job_table["link_grace_seconds"] = link_grace
         write_party_toml(
             configs[name],
-            job={"id": job_id, "output": f"out/{name}", "timeout_seconds": 900,
-                 "connect_timeout_seconds": 60},
+            job=job_table,
             party={"name": name, "role": roles[name], "listen": addr[name]},
             tls={"ca": "certs/ca.pem", "cert": f"certs/{name}.pem", "key": f"certs/{name}.key"},
             peers=peers, data=d, train=train,

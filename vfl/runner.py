@@ -15,6 +15,7 @@ the fix (a key below this party's minimum is explained in terms of the TOMLs).
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from vfl.roles import Role
 from vfl.scorecard import PointsTable, Scorecard, part_points_table
 from vfl.tableio import table_format, write_frame
 from vfl.transport.base import abort_code
-from vfl.transport.grpc import GrpcEndpoint, PeerAddress, TlsFiles
+from vfl.transport.grpc import GrpcEndpoint, LinkEvent, PeerAddress, TlsFiles
 
 __all__ = ["open_endpoint", "run_fit", "run_predict", "part_path", "check_compute",
            "open_checkpoints"]
@@ -61,10 +62,13 @@ def open_endpoint(cfg: PartyConfig, job_id: str | None = None) -> GrpcEndpoint:
     check_party_tls(cfg.ca, cfg.cert, cfg.key, cfg.name)
     peers = [PeerAddress(p.name, p.address, p.cert.read_bytes() if p.cert else None)
              for p in cfg.peers]
+    def tell(event: LinkEvent) -> None:  # on stderr, beside the progress display
+        print(f"warning: {event.text(cfg.name, cfg.link_grace)}", file=sys.stderr, flush=True)
+
     return GrpcEndpoint(cfg.name, cfg.listen, peers, job_id or cfg.job_id,
                         TlsFiles(cfg.ca, cfg.cert, cfg.key),
                         connect_timeout=cfg.connect_timeout, default_timeout=cfg.timeout,
-                        policy=cfg.policy)
+                        policy=cfg.policy, link_grace=cfg.link_grace, on_link_event=tell)
 
 
 def check_compute(cfg: PartyConfig) -> None:
@@ -165,7 +169,7 @@ def _peak_memory_mb() -> dict[str, float]:
 def _traffic(ep: GrpcEndpoint) -> dict[str, Any]:
     return {"sent_bytes": ep.stats.total_sent, "received_bytes": ep.stats.total_received,
             "sent_by_peer": dict(ep.stats.sent_bytes),
-            "sent_by_message_type": dict(ep.stats.sent_by_type)}
+            "sent_by_message_type": dict(ep.stats.sent_by_type), "links": ep.link_summary()}
 
 
 def _explain(cfg: PartyConfig, exc: BaseException) -> BaseException | None:

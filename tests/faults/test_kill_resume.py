@@ -33,7 +33,8 @@ def _spawn(config: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[s
 def test_kill_9_of_the_host_mid_training_then_resume_gives_the_uninterrupted_weights(tmp_path):
     # no validation share: its draw is secret, so the in-memory replay could not repeat it
     job = write_demo_job(tmp_path / "job", rows=1500, key_bits=512, insecure=True, epochs=4,
-                         batch_size=256, validation_fraction=0.0)
+                         batch_size=256, validation_fraction=0.0,
+                         link_grace=5)
     env = {**os.environ, PASSPHRASE_ENV: "a passphrase only this test knows",
            "PYTHONUNBUFFERED": "1"}
     procs = {name: _spawn(cfg, env) for name, cfg in job.configs.items()}

@@ -118,7 +118,7 @@ def _spawn(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
 
 def _job(tmp_path: Path, rows: int = 3000) -> tuple[Any, dict[str, str]]:
     job = write_demo_job(tmp_path / "job", rows=rows, key_bits=1024, insecure=True, epochs=30,
-                         batch_size=256)
+                         batch_size=256, link_grace=5)
     for name in ("bank_a", "bank_b"):  # a pool of two workers per party, whatever the rows
         with open(job.configs[name], "a") as f:
             f.write("\n[compute]\nworkers = 2\n")

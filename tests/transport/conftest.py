@@ -54,13 +54,13 @@ def tls(pki, name, folder=None, ca="ca.pem"):
 
 
 def pair(pki, job="job", a="guest", b="host", tls_a=None, tls_b=None, connect_timeout=10.0,
-         timeout=10.0):
+         timeout=10.0, link_grace=30.0):
     """Two connected endpoints on free loopback ports."""
     pa, pb = free_ports(2)
     ea = GrpcEndpoint(a, f"127.0.0.1:{pa}", [PeerAddress(b, f"127.0.0.1:{pb}")], job,
                       tls_a or tls(pki, a), connect_timeout=connect_timeout,
-                      default_timeout=timeout)
+                      default_timeout=timeout, link_grace=link_grace)
     eb = GrpcEndpoint(b, f"127.0.0.1:{pb}", [PeerAddress(a, f"127.0.0.1:{pa}")], job,
                       tls_b or tls(pki, b), connect_timeout=connect_timeout,
-                      default_timeout=timeout)
+                      default_timeout=timeout, link_grace=link_grace)
     return ea, eb

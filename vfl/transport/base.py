@@ -41,7 +41,7 @@ from vfl.exceptions import (
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.procs import Terminated
 
-__all__ = ["ABORT_CODES", "Abort", "Endpoint", "Inbox", "MIN_MESSAGE_LIMIT", "RELAYED_CODE",
+__all__ = ["ABORT_CODES", "Abort", "Endpoint", "Inbox", "LINK_GRACE", "MIN_MESSAGE_LIMIT", "RELAYED_CODE",
            "TrafficStats", "abort_code", "envelope_limit", "job_mismatch_text"]
 
 M = TypeVar("M")
@@ -50,6 +50,10 @@ M = TypeVar("M")
 #: detailed error stays in the aborting party's own log.
 ABORT_CODES = ("protocol", "crypto", "config", "data", "transport", "timeout", "internal",
                "interrupted")
+
+#: Default seconds a dropped link to a peer is re-dialled before the job stops
+#: (``[job] link_grace_seconds``; see :class:`vfl.transport.grpc.GrpcEndpoint`).
+LINK_GRACE = 30.0
 
 #: The code of a party that stopped because a peer stopped or a link failed.
 RELAYED_CODE = "transport"

@@ -24,9 +24,18 @@ log of refused callers keeps the latest entries only.
 
 Liveness: while waiting for a message, the receiver pings the peer every few
 seconds; a peer that stops answering after it was reached once is reported
-as gone (with its name and address) instead of waiting for the full timeout.
-A peer that never came up is reported after the connect timeout, saying
-whether anything listens at its address at all.
+as gone (with its name and address) once it has been silent for the link
+grace, instead of waiting for the full timeout. A peer that never came up is
+reported after the connect timeout, saying whether anything listens at its
+address at all.
+
+Transient faults: a link to a peer reached before that drops (connection
+reset, refused, stalled past a call's deadline) is re-dialled and the message
+in flight sent again, for up to ``link_grace`` seconds from the failure; only
+a longer outage stops the job. Every message keeps its sequence number, and
+the receiver remembers the digests of the last messages it queued per peer,
+so a message that did arrive but whose reply was lost is acknowledged again
+and not queued twice (``protocols/specs/wire.md``, "Transient faults").
 
 Failing fast: a peer's ``Abort`` is noted as it arrives, and the first peer
 that stopped is the cause every later send or receive reports, at once. A
@@ -41,13 +50,14 @@ still tells peers that are starting.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import queue
 import socket
 import ssl
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,13 +82,15 @@ from vfl.transport._proto import transport_pb2 as pb
 from vfl.transport._proto import transport_pb2_grpc as pb_grpc
 from vfl.transport.base import (
     ABORT_CODES,
+    LINK_GRACE,
     RELAYED_CODE,
     Abort,
     Endpoint,
     job_mismatch_text,
 )
 
-__all__ = ["CHUNK", "GrpcEndpoint", "PeerAddress", "TlsFiles", "REJECTED_LOG_SIZE"]
+__all__ = ["CHUNK", "GrpcEndpoint", "LINK_GRACE", "LinkEvent", "PeerAddress", "TlsFiles",
+           "REJECTED_LOG_SIZE"]
 
 CHUNK = 1 << 20
 _MAX_FRAME = CHUNK + (64 << 10)
@@ -99,6 +111,12 @@ _ABORT_POLL = 0.25
 #: messages up to this size are peeked at on arrival for an Abort (an Abort is ~100 bytes)
 _ABORT_PEEK_BYTES = 512
 _ABORT_TYPE = type_name_of(Abort(ABORT_CODES[0])).encode()
+#: gRPC status codes of a call that failed because the link failed, not because the peer
+#: refused it: such a call is sent again while the link grace lasts
+_LINK_FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+#: per peer, the digests of this many latest queued messages are kept to spot a resent one
+_DELIVERED_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,23 @@ class TlsFiles:
             except OSError as exc:
                 raise TransportError(f"Cannot read the {what} {path}: {exc.strerror}.") from None
         return out[0], out[1], out[2]
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """A link to ``peer`` dropped (``restored`` False) or came back after ``seconds``."""
+
+    peer: str
+    restored: bool
+    seconds: float
+
+    def text(self, party: str, grace: float) -> str:
+        """One line for a log or a terminal."""
+        if self.restored:
+            return (f"{party}: the link to {self.peer} is back after {self.seconds:.1f} s; "
+                    "the job goes on")
+        return (f"{party}: the link to {self.peer} dropped; re-dialling for up to {grace:.0f} s "
+                "([job] link_grace_seconds) before the job stops")
 
 
 @dataclass(frozen=True)
@@ -306,10 +341,10 @@ class _Servicer(pb_grpc.PartyServicer):
                              "incomplete message", "incomplete message")
             data = b"".join(parts)
             parts.clear()
-            inbox.commit(data, reserved)
+            if ep._queue_once(caller, seq, data, reserved):
+                if len(data) <= _ABORT_PEEK_BYTES:
+                    ep._note_abort(caller, data)
             reserved = 0
-            if len(data) <= _ABORT_PEEK_BYTES:
-                ep._note_abort(caller, data)
         finally:
             if reserved:
                 inbox.cancel(reserved)
@@ -348,18 +383,26 @@ class GrpcEndpoint(Endpoint):
     inbox_wait : float
         Longest a peer's stream waits for room in a full inbox (also bounded by
         the stream's deadline) before it is refused.
+    link_grace : float
+        Seconds a dropped or silent link to a peer reached before is re-dialled
+        (the message in flight sent again) before the job stops.
+    on_link_event : callable, optional
+        Called with a :class:`LinkEvent` when a link drops and when it is back.
 
     Attributes
     ----------
     rejected : collections.deque of (str, str)
         The latest :data:`REJECTED_LOG_SIZE` refusals: (caller, reason).
+    link_events : list of LinkEvent
+        Every drop and recovery of a link, in order.
     """
 
     def __init__(self, party: str, listen: str, peers: list[PeerAddress], job: str,
                  tls: TlsFiles, *, connect_timeout: float = 60.0,
                  default_timeout: float = 600.0, policy: SecurityPolicy = DEFAULT_POLICY,
                  max_message_bytes: int | None = None, max_inbox_messages: int | None = None,
-                 inbox_wait: float = 30.0) -> None:
+                 inbox_wait: float = 30.0, link_grace: float = LINK_GRACE,
+                 on_link_event: Callable[[LinkEvent], None] | None = None) -> None:
         overrides = {k: v for k, v in (("max_message_bytes", max_message_bytes),
                                        ("max_inbox_messages", max_inbox_messages))
                      if v is not None}
@@ -370,6 +413,17 @@ class GrpcEndpoint(Endpoint):
         self.peer_info = {p.name: p for p in peers}
         self.connect_timeout = connect_timeout
         self.inbox_wait = inbox_wait
+        if not link_grace >= 0:
+            raise ConfigError(f"link_grace must be >= 0 seconds, not {link_grace!r}.")
+        self.link_grace = float(link_grace)
+        self.link_events: list[LinkEvent] = []
+        self._on_link_event = on_link_event
+        #: per peer: since when (monotonic) its link has failed, while it has
+        self._down_since: dict[str, float] = {}
+        #: per peer: (seq, SHA-256) of the latest messages queued from it (see _queue_once)
+        self._delivered: dict[str, OrderedDict[int, bytes]] = {p.name: OrderedDict()
+                                                               for p in peers}
+        self._delivered_lock = threading.Lock()
         self.rejected: deque[tuple[str, str]] = deque(maxlen=REJECTED_LOG_SIZE)
         self._contacted: set[str] = set()
         self._ready: set[str] = set()
@@ -501,6 +555,103 @@ class GrpcEndpoint(Endpoint):
         if reply.job and reply.job != self.job:
             self._note_job_mismatch(name, reply.job)
 
+    # ------------------------------------------------------------------ links
+    def _queue_once(self, caller: str, seq: int | None, data: bytes, reserved: int) -> bool:
+        """Queue a whole message from ``caller`` unless it is one already queued.
+
+        A sender whose link failed after the message arrived but before the
+        reply did sends it again with the same sequence number; that copy is
+        acknowledged and dropped. Only a byte-identical copy of one of the
+        latest messages counts: anything else is queued, and a replayed or
+        reordered message is then refused by :meth:`Endpoint.recv`.
+        Returns whether ``data`` was queued.
+        """
+        digest = hashlib.sha256(data).digest()
+        inbox = self._inbox[caller]
+        with self._delivered_lock:
+            seen = self._delivered[caller]
+            if seq is not None and seen.get(seq) == digest:
+                inbox.cancel(reserved)
+                return False
+            inbox.commit(data, reserved)
+            if seq is not None:
+                seen[seq] = digest
+                seen.move_to_end(seq)
+                while len(seen) > _DELIVERED_KEPT:
+                    seen.popitem(last=False)
+        return True
+
+    def _link_failed(self, peer: str) -> float:
+        """Note that the link to ``peer`` fails now; return since when it has."""
+        now = time.monotonic()
+        since = self._down_since.setdefault(peer, now)
+        if since == now:
+            self._link_event(LinkEvent(peer, False, 0.0))
+        return since
+
+    def _link_ok(self, peer: str) -> None:
+        """The link to ``peer`` works (a call went through): end its outage, if any."""
+        since = self._down_since.pop(peer, None)
+        if since is not None:
+            self._link_event(LinkEvent(peer, True, time.monotonic() - since))
+
+    def _link_event(self, event: LinkEvent) -> None:
+        self.link_events.append(event)
+        if self._on_link_event is not None:
+            try:
+                self._on_link_event(event)
+            except Exception:  # noqa: BLE001 - a reporting hook must not break the link
+                pass
+
+    def link_summary(self) -> dict[str, dict[str, float]]:
+        """Per peer: outages survived (``reconnects``) and the longest one in seconds."""
+        out: dict[str, dict[str, float]] = {}
+        for e in self.link_events:
+            if e.restored:
+                row = out.setdefault(e.peer, {"reconnects": 0, "longest_outage_seconds": 0.0})
+                row["reconnects"] += 1
+                row["longest_outage_seconds"] = max(row["longest_outage_seconds"],
+                                                    round(e.seconds, 3))
+        return out
+
+    def _await_link(self, peer: PeerAddress, until: float) -> bool:
+        """Wait until the channel to ``peer`` is up again, at most until ``until``."""
+        future = grpc.channel_ready_future(self._channels[peer.name])
+        try:
+            while True:
+                left = until - time.monotonic()
+                try:
+                    future.result(timeout=max(0.0, min(0.5, left)))
+                    return True
+                except grpc.FutureTimeoutError:
+                    pass
+                stopped = self._peer_stopped(peer.name)
+                if stopped is not None:
+                    raise stopped
+                if left <= 0:
+                    return False
+        finally:
+            if not future.done():
+                future.cancel()
+
+    def _silence_text(self, peer: PeerAddress, silent: float, doing: str) -> str:
+        """Why the job stops: ``peer`` has not answered for ``silent`` s, past the grace."""
+        gone = ("nothing accepts connections at its address any more"
+                if not _accepts_connections(peer.address) else
+                "its address accepts connections, but it does not answer (stalled, or the "
+                "network between drops the traffic)")
+        return (f"{peer.name} at {peer.address} went away: no answer from it for {silent:.0f} s "
+                f"(longer than the link grace of {self.link_grace:.0f} s, [job] "
+                f"link_grace_seconds) {doing}; {gone}. See {peer.name}'s log for why it stopped.")
+
+    def _link_lost(self, peer: PeerAddress, since: float, exc: grpc.RpcError) -> VFLError:
+        """The error once a link to ``peer`` has failed for longer than the grace."""
+        err = self._rpc_error(exc, peer, "deliver a message to")
+        return type(err)(f"{err} The link had been down for {time.monotonic() - since:.0f} s, "
+                         f"longer than the link grace ({self.link_grace:.0f} s, [job] "
+                         "link_grace_seconds).")
+
+    # ------------------------------------------------------------------ send
     def _deliver(self, to: str, seq: int, data: bytes) -> None:
         peer = self.peer_info[to]
         if self._aborting:
@@ -508,25 +659,68 @@ class GrpcEndpoint(Endpoint):
             never_reached = not {to} & (self._ready | self._contacted | self._gave_up)
             deadline, ready = ((_ABORT_WAIT_FOR_PEER, True) if never_reached and self._abort_waits
                                else (_ABORT_DEADLINE, False))
-        else:
-            stopped = self._peer_stopped(to)
-            if stopped is not None:
-                raise stopped
-            self._ensure_connected(peer)
-            deadline, ready = 30.0 + len(data) / 2e6, True
+            self._deliver_once(to, peer, seq, data, deadline, ready)
+            return
+        stopped = self._peer_stopped(to)
+        if stopped is not None:
+            raise stopped
+        self._ensure_connected(peer)
+        deadline = 30.0 + len(data) / 2e6
+        while True:
+            try:
+                # the channel has been up (_ensure_connected): a call on a link known to be
+                # down fails at once, and the grace, not the call's deadline, bounds the wait
+                self._deliver_once(to, peer, seq, data, deadline, False)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code not in _LINK_FAILURES:
+                    raise self._rpc_error(exc, peer, "deliver a message to") from None
+                since = self._link_failed(to)
+                until = since + self.link_grace
+                if time.monotonic() >= until or not self._await_link(peer, until):
+                    self._gave_up.add(to)
+                    raise self._link_lost(peer, since, exc) from None
+                continue  # the link is back: the same message, the same sequence number
+            self._link_ok(to)
+            return
+
+    def _deliver_once(self, to: str, peer: PeerAddress, seq: int, data: bytes,
+                      deadline: float, ready: bool) -> None:
+        """One ``Deliver`` call; raises the ``grpc.RpcError`` of a failed link for a retry."""
         call = self._stubs[to].Deliver.future(self._frames(to, seq, data), timeout=deadline,
                                               wait_for_ready=ready)
         self._in_flight.add(call)
+        next_ping, failures = time.monotonic() + _PING_EVERY, 0
         try:
             while True:
                 try:
                     call.result(timeout=_ABORT_POLL)
                     return
                 except grpc.FutureTimeoutError:
-                    stopped = None if self._aborting else self._peer_stopped(to)
-                    if stopped is not None:
-                        call.cancel()
-                        raise stopped from None
+                    pass
+                if self._aborting:
+                    continue
+                stopped = self._peer_stopped(to)
+                if stopped is not None:
+                    call.cancel()
+                    raise stopped from None
+                now = time.monotonic()
+                if now < next_ping:
+                    continue
+                # a long call on a stalled link: the peer's silence, not the call's deadline,
+                # ends it once it outlasts the grace (a short stall is ridden out)
+                next_ping = now + _PING_EVERY
+                if self._ping(to):
+                    failures = 0
+                    self._link_ok(to)
+                    continue
+                failures += 1
+                silent = time.monotonic() - self._link_failed(to)
+                if failures >= _PING_FAILURES and silent >= self.link_grace:
+                    call.cancel()
+                    self._gave_up.add(to)
+                    raise TransportError(self._silence_text(peer, silent, "while it sent a "
+                                                            "message to it"))
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if not self._aborting and code == grpc.StatusCode.PERMISSION_DENIED:
@@ -534,7 +728,9 @@ class GrpcEndpoint(Endpoint):
             stopped = None if self._aborting else self._peer_stopped(to)
             if stopped is not None:
                 raise stopped from None
-            raise self._rpc_error(exc, peer, "deliver a message to") from None
+            if self._aborting:
+                raise self._rpc_error(exc, peer, "deliver a message to") from None
+            raise
         except BaseException:  # SIGTERM or Ctrl-C while it waits: the call must not linger
             call.cancel()
             raise
@@ -665,19 +861,18 @@ class GrpcEndpoint(Endpoint):
             next_ping = now + _PING_EVERY
             if self._ping(frm):
                 failures = 0
+                self._link_ok(frm)
                 continue
             failures += 1
             reached = frm in self._contacted
-            if (reached and failures >= _PING_FAILURES) or (
+            silent = now - self._link_failed(frm) if reached else 0.0
+            if (reached and failures >= _PING_FAILURES and silent >= self.link_grace) or (
                     not reached and now - start > self.connect_timeout):
                 peer = self.peer_info[frm]
                 self._gave_up.add(frm)
                 if reached:
-                    raise TransportError(
-                        f"{frm} at {peer.address} went away: no answer from it while "
-                        f"{self.party} waited for its next message; see {frm}'s log for why "
-                        "it stopped."
-                    )
+                    raise TransportError(self._silence_text(
+                        peer, silent, "while it waited for its next message"))
                 raise TransportError(self._unreachable(
                     peer, f"(for {now - start:.0f} s {self.party} waited for its first "
                           "message)"))
