@@ -49,6 +49,7 @@ still tells peers that are starting.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import queue
@@ -598,10 +599,8 @@ class GrpcEndpoint(Endpoint):
     def _link_event(self, event: LinkEvent) -> None:
         self.link_events.append(event)
         if self._on_link_event is not None:
-            try:
+            with contextlib.suppress(Exception):  # a reporting hook must not break the link
                 self._on_link_event(event)
-            except Exception:  # noqa: BLE001 - a reporting hook must not break the link
-                pass
 
     def link_summary(self) -> dict[str, dict[str, float]]:
         """Per peer: outages survived (``reconnects``) and the longest one in seconds."""
