@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
-from vfl.certs import write_party_certs
-from vfl.demo import DemoJob, free_ports, run_demo_processes, write_party_toml
+from vfl.demo import run_demo_processes
 from vfl.outputs import run_file
 
-PARTIES = {"bank_a": "guest", "bank_b": "host", "arbiter": "arbiter"}
+from ._jobs import PARTIES, write_job
 
 
 def main() -> None:
@@ -31,36 +29,15 @@ def main() -> None:
     args = ap.parse_args()
     wd = Path(args.workdir).resolve()
     shutil.rmtree(wd, ignore_errors=True)
-    write_party_certs(wd / "certs", list(PARTIES))
-    ports = dict(zip(PARTIES, free_ports(3), strict=True))
+    wd.mkdir(parents=True)
     data = {"bank_a": Path(args.data) / "default_credit_hetero_guest.csv",
             "bank_b": Path(args.data) / "default_credit_hetero_host.csv"}
-    configs, outputs = {}, {}
-    for name, role in PARTIES.items():
-        outputs[name] = wd / "out" / name
-        configs[name] = wd / f"{name}.toml"
-        d = None
-        if name in data:
-            d = {"path": str(data[name]), "id_column": "id"}
-            if role == "guest":
-                d["label_column"] = "y"
-        write_party_toml(
-            configs[name],
-            job={"id": f"dc-{int(time.time())}", "output": f"out/{name}",
-                 "timeout_seconds": 1800},
-            party={"name": name, "role": role, "listen": f"127.0.0.1:{ports[name]}"},
-            tls={"ca": "certs/ca.pem", "cert": f"certs/{name}.pem", "key": f"certs/{name}.key"},
-            peers=[{"name": p, "role": r, "address": f"127.0.0.1:{ports[p]}"}
-                   for p, r in PARTIES.items() if p != name],
-            data=d,
-            # public benchmark data: the guest scores the training rows (AUC, scoring
-            # traffic) and the host allows it; both are off by default
-            train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits,
-                   "score_training_rows": True} if role == "guest" else None,
-            security={"allow_insecure_key_size": args.key_bits < 2048,
-                      **({"allow_training_scores": True} if role == "host" else {})},
-        )
-    job = DemoJob(wd, configs, data, outputs)
+    # public benchmark data: the guest scores the training rows (AUC, scoring traffic) and
+    # the host allows it; both are off by default
+    job = write_job(wd, data, prefix="dc", timeout=1800, allow_training_scores=True,
+                    train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits,
+                           "score_training_rows": True})
+    outputs = job.outputs
     procs, wall = run_demo_processes(job)
     for name, p in procs.items():
         if p.proc.returncode != 0:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._data import cpu_model
+from benchmarks._jobs import PARTIES, write_job
 
 
 def _tables(rows: int, wd: Path) -> dict[str, Path]:
@@ -71,8 +72,7 @@ def _table_mb(path: Path, label: str | None) -> float:
 def main() -> None:
     import psutil  # installed with distributed (the test extras)
 
-    from vfl.certs import write_party_certs
-    from vfl.demo import DemoJob, free_ports, run_demo_processes, write_party_toml
+    from vfl.demo import run_demo_processes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -87,31 +87,10 @@ def main() -> None:
     t = time.perf_counter()
     data = _tables(args.rows, wd)
     print(f"wrote {args.rows:,} rows per bank in {time.perf_counter() - t:.0f} s", flush=True)
-    parties = {"bank_a": "guest", "bank_b": "host", "arbiter": "arbiter"}
-    write_party_certs(wd / "certs", list(parties))
-    ports = dict(zip(parties, free_ports(3), strict=True))
-    configs, outputs = {}, {}
-    for name, role in parties.items():
-        outputs[name] = wd / "out" / name
-        configs[name] = wd / f"{name}.toml"
-        d = None
-        if name in data:
-            d = {"path": str(data[name]), "id_column": "id"}
-            if role == "guest":
-                d["label_column"] = "y"
-        write_party_toml(
-            configs[name],
-            job={"id": f"scale-{int(time.time())}", "output": f"out/{name}",
-                 "timeout_seconds": 7200},
-            party={"name": name, "role": role, "listen": f"127.0.0.1:{ports[name]}"},
-            tls={"ca": "certs/ca.pem", "cert": f"certs/{name}.pem", "key": f"certs/{name}.key"},
-            peers=[{"name": p, "role": r, "address": f"127.0.0.1:{ports[p]}"}
-                   for p, r in parties.items() if p != name],
-            data=d,
-            train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits}
-            if role == "guest" else None,
-            security={"allow_insecure_key_size": True} if args.key_bits < 2048 else None,
-        )
+    parties = PARTIES
+    job = write_job(wd, data, prefix="scale", timeout=7200,
+                    train={"epochs": args.epochs, "tol": 0.0, "key_bits": args.key_bits})
+    outputs = job.outputs
     peaks = {n: {"tree": 0, "main": 0, "workers": 0} for n in parties}
     epoch_marks: list[tuple[int, float]] = []
     lock = threading.Lock()
@@ -137,7 +116,6 @@ def main() -> None:
                 epoch_marks.append((-st["epoch"], now))
 
     load0 = os.getloadavg()[0]
-    job = DemoJob(wd, configs, data, outputs)
     procs, wall = run_demo_processes(job, on_tick=on_tick, timeout=7200)
     for name, p in procs.items():
         if p.proc.returncode != 0:

@@ -30,6 +30,7 @@ from vfl.outputs import REPORT, prepare_output_dir, run_file
 from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.synthetic import make_two_banks
+from vfl.transport.base import LINK_GRACE
 
 __all__ = ["DemoJob", "DemoResult", "free_ports", "write_demo_job", "run_demo_processes",
            "run_demo", "DemoPartyError"]
@@ -194,26 +195,30 @@ class PartyProcess:
         return (errors or text or [""])[-1]
 
 
-def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 1800
+def run_demo_processes(job: DemoJob, *, on_tick: Any = None, timeout: float = 1800,
+                       extra_args: tuple[str, ...] = (), logs: str = "logs"
                        ) -> tuple[dict[str, PartyProcess], float]:
     """Start the three parties as separate processes; wait for them all.
 
     Returns the processes (with exit codes) and the wall time. If one party
     fails, the others stop on their own (they receive its abort or see it go
-    away); any still running after a grace period are terminated. If the demo
-    itself is stopped (SIGTERM, Ctrl-C), every party gets SIGTERM, and any
-    still running 15 s later SIGKILL, before the stop is re-raised.
+    away); any still running :data:`SURVIVOR_WAIT` s later are terminated. If
+    the demo itself is stopped (SIGTERM, Ctrl-C), every party gets SIGTERM,
+    and any still running 15 s later SIGKILL, before the stop is re-raised.
+    ``extra_args`` go to every ``vfl run`` (e.g. ``("--resume",)``); each
+    party's stderr goes to ``<workdir>/<logs>/<party>.log``.
     """
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    (job.workdir / "logs").mkdir(parents=True, exist_ok=True)
+    (job.workdir / logs).mkdir(parents=True, exist_ok=True)
     procs: dict[str, PartyProcess] = {}
     t0 = time.perf_counter()
     for name, cfg in job.configs.items():
-        log = job.workdir / "logs" / f"{name}.log"
+        log = job.workdir / logs / f"{name}.log"
         fh = open(log, "w")  # noqa: SIM115 - closed when the process ends
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-            [sys.executable, "-m", "vfl.cli", "run", "--config", str(cfg), "--status-json"],
+            [sys.executable, "-m", "vfl.cli", "run", "--config", str(cfg), "--status-json",
+             *extra_args],
             stdout=subprocess.PIPE, stderr=fh, text=True, env=env, cwd=job.workdir)
         procs[name] = PartyProcess(name, proc, log)
     readers = [threading.Thread(target=p.follow, daemon=True) for p in procs.values()]
@@ -254,6 +259,11 @@ def _stop_parties(procs: dict[str, PartyProcess], grace: float = 15.0,
             p.proc.wait()
 
 
+#: seconds the other parties get to stop on their own once one failed: a peer that vanished
+#: is re-dialled for the link grace (30 s by default) before it is given up on
+SURVIVOR_WAIT = LINK_GRACE + 15.0
+
+
 def _wait_parties(procs: dict[str, PartyProcess], t0: float, timeout: float,
                   on_tick: Any) -> None:
     failed_at: float | None = None
@@ -266,7 +276,7 @@ def _wait_parties(procs: dict[str, PartyProcess], t0: float, timeout: float,
         if any(c not in (None, 0) for c in codes.values()) and failed_at is None:
             failed_at = time.perf_counter()
         now = time.perf_counter()
-        if (failed_at is not None and now - failed_at > 30) or now - t0 > timeout:
+        if (failed_at is not None and now - failed_at > SURVIVOR_WAIT) or now - t0 > timeout:
             _stop_parties(procs)
             return
         time.sleep(0.2)

@@ -645,8 +645,9 @@ class GrpcEndpoint(Endpoint):
 
     def _link_lost(self, peer: PeerAddress, since: float, exc: grpc.RpcError) -> VFLError:
         """The error once a link to ``peer`` has failed for longer than the grace."""
-        err = self._rpc_error(exc, peer, "deliver a message to")
-        return type(err)(f"{err} The link had been down for {time.monotonic() - since:.0f} s, "
+        err = str(self._rpc_error(exc, peer, "deliver a message to")).rstrip()
+        err += "" if err.endswith(".") else "."
+        return TransportError(f"{err} The link had been down for {time.monotonic() - since:.0f} s, "
                          f"longer than the link grace ({self.link_grace:.0f} s, [job] "
                          "link_grace_seconds).")
 
