@@ -122,3 +122,24 @@ def test_prepare_output_helpers(tmp_path):
     assert prepare_output_file(f, force=True) == f
     with pytest.raises(ConfigError, match="is a folder"):
         prepare_output_file(tmp_path / "d")
+
+
+@pytest.mark.parametrize("summary", ["arbiter_run.json", "report.json"])
+def test_resume_replaces_only_what_the_same_job_wrote(tmp_path, summary):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("not an output")
+
+    def earlier(job):
+        (out / summary).write_text(json.dumps({"party": "arbiter", "job": job}))
+
+    earlier("credit-2026-11")
+    prepare_output_dir(out, resume_job="credit-2026-11")  # the same job: superseded
+    assert not (out / summary).exists() and (out / "keep.txt").exists()
+    for other in ("credit-2026-10", 7, None):  # another job, a forged or a missing job id
+        earlier(other)
+        with pytest.raises(OutputExistsError, match="--force"):
+            prepare_output_dir(out, resume_job="credit-2026-11")
+        assert (out / summary).exists()
+    with pytest.raises(OutputExistsError):  # without --resume: refused as before
+        prepare_output_dir(out)

@@ -103,13 +103,14 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
                    batch_size: int = 512, job_id: str | None = None,
                    ports: list[int] | None = None, seed: int = 7,
                    validation_fraction: float | None = None,
-                   link_grace: float | None = None,
+                   link_grace: float | None = None, connect_timeout: float = 60,
                    dial: dict[str, str] | None = None) -> DemoJob:
     """Generate data, certificates and three party configs under ``workdir``.
 
     ``validation_fraction``: written to the guest's ``[train]`` when given
     (default: the library default, 0.2). ``link_grace``: every party's
-    ``[job] link_grace_seconds`` when given. ``dial``: for a party name, the
+    ``[job] link_grace_seconds`` when given; ``connect_timeout`` its
+    ``connect_timeout_seconds``. ``dial``: for a party name, the
     address its peers dial instead of its listen address (e.g. a
     :class:`vfl.netfaults.FaultProxy` in front of it).
     """
@@ -149,7 +150,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             security["allow_training_scores"] = True
         configs[name] = wd / f"{name}.toml"
         job_table: dict[str, Any] = {"id": job_id, "output": f"out/{name}",
-                                     "timeout_seconds": 900, "connect_timeout_seconds": 60}
+                                     "timeout_seconds": 900,
+                                     "connect_timeout_seconds": connect_timeout}
         if link_grace is not None:
             job_table["link_grace_seconds"] = link_grace
         write_party_toml(

@@ -314,6 +314,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if table.y is None:
         raise DataError("The guest table needs a label column.")
     t0 = time.perf_counter()
+    if progress is not None:
+        progress.on_stage("psi")
     with psi_compute(compute, progress) as where:
         rows = run_psi_guest(channel, table.ids, hosts, policy=policy, **where)
     psi_seconds = time.perf_counter() - t0
@@ -369,6 +371,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     train_seconds = time.perf_counter() - t1
     assert aligned.y is not None
     if options.score_training_rows:
+        if progress is not None:
+            progress.on_stage("scoring")
         proba = est.predict_proba(X_train, channel=channel)[:, 1]
         return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
                             train_seconds, channel.party, woe, iv_table,
@@ -401,6 +405,8 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
     """
     if policy is None:
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
+    if progress is not None:
+        progress.on_stage("psi")
     with psi_compute(compute, progress) as where:
         rows = run_psi_host(channel, table.ids, guest, policy=policy, **where)
     _check_intersection(len(rows), channel.party)

@@ -364,6 +364,10 @@ def _is_model_part(path: Path) -> bool:
     return isinstance(data, dict) and "model_id" in data and "coef" in data
 
 
+#: a run summary larger than this is not read to find its job id
+_SUMMARY_MAX_BYTES = 64 << 20
+
+
 def existing_outputs(folder: str | Path) -> list[Path]:
     """The files and folders of an earlier run that ``folder`` holds (what this module writes)."""
     folder = Path(folder)
@@ -405,8 +409,27 @@ def _check_writable(folder: Path) -> None:
                           f"{exc.strerror or exc}. Choose another --out.") from None
 
 
-def prepare_output_dir(folder: str | Path, *, force: bool = False) -> Path:
+def _summary_job(found: list[Path]) -> str | None:
+    """The job id in the run summary among ``found`` (``report.json`` or ``*_run.json``)."""
+    for path in found:
+        if path.name == REPORT or path.name.endswith("_run.json"):
+            try:
+                if path.stat().st_size > _SUMMARY_MAX_BYTES:
+                    return None
+                job = json.loads(path.read_text(encoding="utf-8")).get("job")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return job if isinstance(job, str) else None
+    return None
+
+
+def prepare_output_dir(folder: str | Path, *, force: bool = False,
+                       resume_job: str | None = None) -> Path:
     """Make ``folder`` ready for a run's outputs, before any work starts.
+
+    ``resume_job``: the job a ``--resume`` run continues; outputs that an
+    earlier run of that same job wrote (its run summary names the job) are
+    replaced, as with ``force``: the resumed run supersedes them.
 
     Raises
     ------
@@ -420,6 +443,8 @@ def prepare_output_dir(folder: str | Path, *, force: bool = False) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"The output folder {folder} is a file; choose another --out.")
     found = existing_outputs(folder)
+    if found and resume_job is not None and _summary_job(found) == resume_job:
+        force = True
     if found and not force:
         shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise OutputExistsError(

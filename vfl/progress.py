@@ -34,6 +34,9 @@ class ProgressHook:
     def on_psi(self, phase: str, done: int, total: int) -> None:
         """Large-set PSI progress: ``phase`` "hash" (IDs hashed into buckets) or "buckets"."""
 
+    def on_stage(self, stage: str) -> None:
+        """A step of the job begins: ``"psi"`` or ``"scoring"`` (training has on_start)."""
+
 
 def progress_bar(console: Console, *, quiet: bool = False) -> Progress:
     """A rich progress display with a loss column (for :class:`RichProgress`)."""
@@ -119,3 +122,7 @@ class JsonStatus(ProgressHook):
     def on_psi(self, phase: str, done: int, total: int) -> None:
         """Large-set PSI progress."""
         self.emit(stage="psi", phase=phase, done=done, total=total)
+
+    def on_stage(self, stage: str) -> None:
+        """A step of the job begins."""
+        self.emit(stage=stage)

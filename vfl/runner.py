@@ -231,8 +231,12 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     after each epoch (:func:`open_checkpoints`); ``resume`` continues from
     the newest epoch every party holds (each party must be started with it).
     """
+    # a resumed job replaces what an earlier run of the same job wrote (e.g. the arbiter's
+    # summary, when it finished before a peer failed)
+    resume_job = cfg.job_id if resume else None
+
     def tables() -> tuple[PartyTable, PartyTable | None]:
-        outputs.prepare_output_dir(cfg.output, force=force)
+        outputs.prepare_output_dir(cfg.output, force=force, resume_job=resume_job)
         check_compute(cfg)
         table = _load_data(cfg)
         assert cfg.data is not None
@@ -242,13 +246,14 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
 
     if cfg.role == Role.ARBITER:
         def arbiter_work(ep: GrpcEndpoint) -> Arbiter:
-            outputs.prepare_output_dir(cfg.output, force=force)
+            outputs.prepare_output_dir(cfg.output, force=force, resume_job=resume_job)
             return jobs.arbiter_fit_job(ep, guest=cfg.guest, progress=progress,
                                         policy=cfg.policy,
                                         checkpoints=open_checkpoints(cfg, resume=resume))
 
         arbiter, traffic = _guarded(cfg, None, arbiter_work)
         summary = outputs.arbiter_summary(cfg.name, arbiter, traffic=traffic)
+        summary["job"] = cfg.job_id
         summary["peak_memory_mb"] = _peak_memory_mb()
         outputs.write_arbiter_outputs(cfg.output, cfg.name, summary)
         return summary
@@ -264,6 +269,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
 
         (host, n_rows), traffic = _guarded(cfg, None, host_work)
         summary = outputs.host_summary(host, n_rows=n_rows, traffic=traffic)
+        summary["job"] = cfg.job_id
         summary["peak_memory_mb"] = _peak_memory_mb()
         outputs.write_host_outputs(cfg.output, host, summary)
         return summary
@@ -280,6 +286,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,
                           options=cfg.options, traffic={cfg.name: traffic},
                           baseline=guest_only_baseline(guest.aligned))
+    report["job"] = cfg.job_id
     report["wall_seconds"] = time.perf_counter() - t0
     report["peak_memory_mb"] = _peak_memory_mb()
     outputs.write_guest_outputs(cfg.output, guest, report, html_report=True)
