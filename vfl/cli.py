@@ -280,12 +280,19 @@ def _facts(report: dict[str, Any]) -> str:
 @click.option("--min-iv", type=float, default=None, help="Keep columns with IV at least this.")
 @click.option("--top-k", type=click.IntRange(1), default=None,
               help="Keep the columns among the top K of all parties by IV.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Write every party's checkpoint there after every epoch (needs "
+                   "VFL_CHECKPOINT_PASSPHRASE: it seals the arbiter's key pair).")
+@click.option("--resume", is_flag=True,
+              help="Continue the fit that stopped from its newest checkpoint in "
+                   "--checkpoint-dir (same tables and options): the model is the one the "
+                   "uninterrupted fit would have made.")
 @_id_options
 @_column_options
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
-        force: bool,
+        force: bool, checkpoint_dir: str | None, resume: bool,
         guest_valid: str | None, hosts_valid: tuple[str, ...],
         iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool,
@@ -305,12 +312,15 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         raise click.UsageError("--min-iv/--top-k need --iv (the table written by vfl iv).")
     if (guest_valid or hosts_valid) and (not guest_valid or len(hosts_valid) != len(hosts)):
         raise click.UsageError("Give --guest-valid and one --host-valid per --host.")
+    if resume and not checkpoint_dir:
+        raise click.UsageError("--resume needs the --checkpoint-dir of the fit that stopped.")
     result = _with_progress(quiet, lambda hook, psi_done: fit_files(
         guest, hosts, id_column=id_column, label=label, out_dir=out, config=config,
         options=options, guest_valid=guest_valid, hosts_valid=hosts_valid, iv_table=iv_path,
         min_iv=min_iv, top_k=top_k, lower_ids=lower_ids, strip_ids=not no_strip_ids,
         progress=hook, on_psi_done=psi_done, html_report=not no_report, force=force,
-        features=_columns(features) or None, exclude=_columns(exclude)))
+        features=_columns(features) or None, exclude=_columns(exclude),
+        checkpoints=checkpoint_dir, resume=resume))
     if result.kept_columns is not None:
         console.print("columns kept by IV: " + ", ".join(
             f"{n}: {len(c)}" for n, c in result.kept_columns.items()))

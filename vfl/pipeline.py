@@ -31,6 +31,7 @@ import pandas as pd
 from vfl.baselines import centralized_baselines
 from vfl.binning import run_binning_guest, run_binning_host
 from vfl.binning.select import select_by_iv
+from vfl.checkpoint import PASSPHRASE_ENV, CheckpointStore, read_passphrase
 from vfl.crypto.paillier import check_key_size
 from vfl.data import PartyTable, load_table
 from vfl.exceptions import ConfigError, DataError, TransportError
@@ -171,7 +172,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
               hosts_valid: list[PartyTable] | None = None,
               coef_init: np.ndarray | None = None,
               intercept_init: float | None = None,
-              html_report: bool = False, force: bool = False) -> FitResult:
+              html_report: bool = False, force: bool = False,
+              checkpoints: str | Path | None = None, resume: bool = False) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     All tables are on this machine, so one data owner plays every role: the
@@ -196,6 +198,13 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
         Validation tables for every party (aligned by a second PSI), or none.
     coef_init, intercept_init : optional
         Replay a run's start (default: a fresh secret random start).
+    checkpoints : path, optional
+        Folder where every party writes its checkpoint after every epoch, as
+        over a network (the arbiter's sealed with ``VFL_CHECKPOINT_PASSPHRASE``,
+        which must be set). Default: no checkpoints.
+    resume : bool
+        Continue the fit that stopped from the newest epoch in ``checkpoints``;
+        the model equals the one the uninterrupted fit would have made.
     """
     if guest.y is None:
         raise DataError("The guest table needs a label column.")
@@ -211,18 +220,22 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     insecure = config.allow_insecure_key_size
     host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
                                          allow_training_scores=True)
+    stores = _local_checkpoints(checkpoints, names, resume)
     net = InMemoryNetwork([GUEST, *names, ARBITER])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
                                         progress=progress, on_psi_done=on_psi_done,
                                         valid=guest_valid, options=options,
-                                        coef_init=coef_init, intercept_init=intercept_init),
-        ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure),
+                                        coef_init=coef_init, intercept_init=intercept_init,
+                                        checkpoints=stores.get(GUEST)),
+        ARBITER: lambda ch: arbiter_fit_job(ch, guest=GUEST, allow_insecure_key_size=insecure,
+                                            checkpoints=stores.get(ARBITER)),
     }
     valids: list[PartyTable | None] = list(hosts_valid) if hosts_valid else [None] * len(hosts)
     for name, table, valid in zip(names, hosts, valids, strict=True):
-        targets[name] = (lambda t, v: lambda ch: host_fit_job(
-            ch, t, guest=GUEST, arbiter=ARBITER, valid=v, policy=host_policy))(table, valid)
+        targets[name] = (lambda n, t, v: lambda ch: host_fit_job(
+            ch, t, guest=GUEST, arbiter=ARBITER, valid=v, policy=host_policy,
+            checkpoints=stores.get(n)))(name, table, valid)
     results = run_threads(net, targets)
     g: GuestOutcome = results[GUEST]
     h: list[HostOutcome] = [results[n] for n in names]
@@ -250,6 +263,29 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     assert g.proba is not None
     return FitResult(report, g.estimator, [o.estimator for o in h], g.aligned,
                      [o.aligned for o in h], g.proba, files)
+
+
+#: the job id of a one-machine fit's checkpoints (the data and setup digests tell fits apart)
+LOCAL_FIT_JOB = "vfl-fit"
+
+
+def _local_checkpoints(folder: str | Path | None, hosts: list[str],
+                       resume: bool) -> dict[str, CheckpointStore]:
+    """Every party's checkpoint store in ``folder`` for a one-machine fit (none: {})."""
+    if folder is None:
+        if resume:
+            raise ConfigError("Resuming needs the checkpoint folder of the fit that stopped "
+                              "(--checkpoint-dir).")
+        return {}
+    passphrase = read_passphrase(None)
+    if passphrase is None:
+        raise ConfigError(f"Checkpoints hold the arbiter's key pair, sealed with a passphrase: "
+                          f"set {PASSPHRASE_ENV} (the same when you resume).")
+    roles = {GUEST: Role.GUEST, **dict.fromkeys(hosts, Role.HOST), ARBITER: Role.ARBITER}
+    return {name: CheckpointStore(folder, party=name, role=role.value, job=LOCAL_FIT_JOB,
+                                  passphrase=passphrase if role == Role.ARBITER else None,
+                                  resume=resume)
+            for name, role in roles.items()}
 
 
 def _model_parts(model_dir: Path) -> tuple[tuple[ModelPart, Path], list[tuple[ModelPart, Path]]]:
@@ -431,7 +467,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               html_report: bool = True, force: bool = False,
               features: Sequence[str] | None = None,
               exclude: Sequence[str] = (), coef_init: np.ndarray | None = None,
-              intercept_init: float | None = None) -> FitResult:
+              intercept_init: float | None = None, checkpoints: str | Path | None = None,
+              resume: bool = False) -> FitResult:
     """``vfl fit`` as one call: read the tables, select columns, train, write the outputs.
 
     Tables are CSV or Parquet files (by suffix, :mod:`vfl.tableio`); the
@@ -440,7 +477,9 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     columns first. ``guest_valid``/``hosts_valid``: validation tables for
     every party (same columns), aligned by a second PSI. ``force``: replace
     the outputs of an earlier run in ``out_dir``. ``coef_init``/
-    ``intercept_init``: replay a run's start (see :func:`fit_local`).
+    ``intercept_init``: replay a run's start; ``checkpoints``/``resume``:
+    checkpoints after every epoch, and continuing a fit that stopped (see
+    :func:`fit_local`).
     """
     prepare_output_dir(out_dir, force=force)
     if (min_iv is not None or top_k is not None) and iv_table is None:
@@ -466,7 +505,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     result = fit_local(g, hs, config, options=options, out_dir=out_dir, progress=progress,
                        on_psi_done=on_psi_done, guest_valid=gv, hosts_valid=hvs,
                        html_report=html_report, force=True,  # checked above, before reading
-                       coef_init=coef_init, intercept_init=intercept_init)
+                       coef_init=coef_init, intercept_init=intercept_init,
+                       checkpoints=checkpoints, resume=resume)
     result.kept_columns = kept
     return result
 

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 from vfl.checkpoint import CheckpointError, CheckpointStore
+from vfl.exceptions import ConfigError
 from vfl.lr import run_arbiter, run_guest_training, run_host_training
+from vfl.model import load_model_part
 from vfl.pipeline import run_threads
+from vfl.progress import ProgressHook
 from vfl.transport import InMemoryNetwork
 
 from ..lr.trio import small_config, standardize
@@ -270,3 +273,63 @@ def test_checkpoint_folders_and_names_are_checked(tmp_path):
         CheckpointStore(open_folder, party="guest", role="guest", job=JOB)
     with pytest.raises(Exception, match="cannot name checkpoint files"):
         CheckpointStore(tmp_path / "x", party="../guest", role="guest", job=JOB)
+
+
+class _StopAfter(ProgressHook):
+    """Stops the fit (as a crash would) once ``epochs`` epochs are done."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        if epoch + 1 == self.epochs:
+            raise RuntimeError("the machine went down")
+
+
+def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    from vfl.checkpoint import PASSPHRASE_ENV
+    from vfl.lr.config import TrainConfig
+    from vfl.pipeline import fit_files
+    from vfl.synthetic import make_two_banks
+
+    g, h = make_two_banks(700, 0.8, seed=5)
+    g.to_csv(tmp_path / "a.csv", index=False)
+    h.to_csv(tmp_path / "b.csv", index=False)
+    config = TrainConfig(epochs=4, batch_size=128, key_bits=512, allow_insecure_key_size=True,
+                         validation_fraction=0.0)
+    kw = {"id_column": "customer_id", "label": "default", "config": config,
+          "html_report": False}
+    ck = tmp_path / "ck"
+    with pytest.raises(ConfigError, match=PASSPHRASE_ENV):  # the arbiter's key must be sealed
+        fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m0",
+                  checkpoints=ck, **kw)
+    monkeypatch.setenv(PASSPHRASE_ENV, "a passphrase for this test only")
+    with pytest.raises(Exception, match="the machine went down"):
+        fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m1",
+                  checkpoints=ck, progress=_StopAfter(2), **kw)
+    held = sorted(p.name for p in ck.glob("*.ckpt"))
+    assert held == ["arbiter.e1.ckpt", "arbiter.e2.ckpt", "guest.e1.ckpt", "guest.e2.ckpt",
+                    "host1.e1.ckpt", "host1.e2.ckpt"], held
+    resumed = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m1",
+                        checkpoints=ck, resume=True, **kw)
+    assert resumed.report["epochs_run"] == 4
+    part = load_model_part(tmp_path / "m1" / "guest.json")
+    clean = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m2",
+                      coef_init=np.asarray(part.training["coef_init"]),
+                      intercept_init=part.training["intercept_init"], **kw)
+    assert np.array_equal(resumed.guest.coef_, clean.guest.coef_)
+    assert resumed.guest.intercept_ == clean.guest.intercept_
+    assert np.array_equal(resumed.hosts[0].coef_, clean.hosts[0].coef_)
+
+
+def test_vfl_fit_resume_needs_the_checkpoint_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from vfl.cli import main
+
+    (tmp_path / "a.csv").write_text("id,y,x\n1,0,0.5\n")
+    (tmp_path / "b.csv").write_text("id,z\n1,0.1\n")
+    result = CliRunner().invoke(main, ["fit", "--guest", str(tmp_path / "a.csv"), "--host",
+                                       str(tmp_path / "b.csv"), "--id", "id", "--label", "y",
+                                       "--out", str(tmp_path / "m"), "--resume"])
+    assert result.exit_code == 2 and "--checkpoint-dir" in result.output, result.output
