@@ -330,6 +330,14 @@ class CheckpointStore:
                                   "arbiter's.")
         return env.body
 
+    def _remove_stale_temporaries(self) -> None:
+        """Remove this party's half-written files left by a run killed while it wrote one
+        (``.<party>.e<k>.ckpt.<random>.tmp``); other parties' files are left alone."""
+        stale = re.compile(rf"\.{re.escape(self.party)}\.e\d+\.(ckpt|squares)\.[^/]*\.tmp")
+        for path in self.folder.glob(f".{self.party}.e*.tmp"):
+            if stale.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
     def save(self, ckpt: PartyCheckpoint, squares: Iterator[bytes] | None = None) -> Path:
         """Write ``ckpt`` (and the guest's squares) atomically; keep the :data:`KEEP` newest.
 
@@ -341,6 +349,7 @@ class CheckpointStore:
         """
         if not self._pruned:  # this run's first checkpoint: the old run's later ones go now
             self.discard_after(self.start)
+            self._remove_stale_temporaries()
             self._pruned = True
         k = ckpt.epochs_done
         path = self._state_path(k)

@@ -129,9 +129,15 @@ def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints_at_its_fi
     _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
     stores = _stores(tmp_path, resume=False)
     assert all(s.epochs_held() == [3, 2] for s in stores.values())  # nothing deleted yet
+    # a file half-written when the old run was killed, and one of another party's
+    stale = tmp_path / "guest" / ".guest.e4.ckpt.k3j2_x.tmp"
+    other = tmp_path / "guest" / ".host1.e4.ckpt.k3j2_x.tmp"
+    stale.write_bytes(b"half")
+    other.write_bytes(b"not mine")
     _run(Xg, y, Xh, small_config(epochs=2), stores)
     # the new run's first checkpoint removed the old run's: its epochs do not mix in
     assert all(s.epochs_held() == [2, 1] for s in stores.values())
+    assert not stale.exists() and other.exists()
 
 
 def test_a_checkpoint_of_other_data_is_refused_naming_the_difference(tmp_path, data):
