@@ -134,8 +134,14 @@ def test_resume_replaces_only_what_the_same_job_wrote(tmp_path, summary):
         (out / summary).write_text(json.dumps({"party": "arbiter", "job": job}))
 
     earlier("credit-2026-11")
-    prepare_output_dir(out, resume_job="credit-2026-11")  # the same job: superseded
-    assert not (out / summary).exists() and (out / "keep.txt").exists()
+    # the same job: accepted, and left until the resumed run overwrites it at its end (a
+    # resume refused later, e.g. for changed data, loses nothing)
+    prepare_output_dir(out, resume_job="credit-2026-11")
+    assert (out / summary).exists() and (out / "keep.txt").exists()
+    (out / "arbiter_b_run.json").write_text(json.dumps({"job": "credit-2026-10"}))
+    with pytest.raises(OutputExistsError):  # a second summary of another job: refused
+        prepare_output_dir(out, resume_job="credit-2026-11")
+    (out / "arbiter_b_run.json").unlink()
     for other in ("credit-2026-10", 7, None):  # another job, a forged or a missing job id
         earlier(other)
         with pytest.raises(OutputExistsError, match="--force"):

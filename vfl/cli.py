@@ -699,9 +699,20 @@ def _networked_demo(workdir: str, *, rows: int, overlap: float, epochs: int, key
     return result
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A library warning as one ``warning: …`` line on stderr (no source location)."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    click.echo(f"warning: {kind}{' '.join(str(message).split())}", err=True)
+
+
 def entry() -> None:
-    """The ``vfl`` command (and ``python -m vfl.cli``): :func:`main`, and on a failure or a stop
-    a watchdog that ends the process if its shutdown hangs (:func:`vfl.procs.exit_within`)."""
+    """The ``vfl`` command (and ``python -m vfl.cli``): :func:`main`, with warnings as one
+    ``warning:`` line each, and on a failure or a stop a watchdog that ends the process if its
+    shutdown hangs (:func:`vfl.procs.exit_within`)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         main()
     except SystemExit as exc:

@@ -410,17 +410,24 @@ def _check_writable(folder: Path) -> None:
 
 
 def _summary_job(found: list[Path]) -> str | None:
-    """The job id in the run summary among ``found`` (``report.json`` or ``*_run.json``)."""
+    """The one job id that every run summary among ``found`` names (``report.json``,
+    ``*_run.json``), or None: no summary, a summary without a job id, two jobs, or a file
+    that is not a regular file of at most 64 MiB."""
+    jobs = set()
     for path in found:
-        if path.name == REPORT or path.name.endswith("_run.json"):
-            try:
-                if path.stat().st_size > _SUMMARY_MAX_BYTES:
-                    return None
-                job = json.loads(path.read_text(encoding="utf-8")).get("job")
-            except (OSError, ValueError, AttributeError):
+        if path.name != REPORT and not path.name.endswith("_run.json"):
+            continue
+        try:
+            if not path.is_file() or path.stat().st_size > _SUMMARY_MAX_BYTES:
                 return None
-            return job if isinstance(job, str) else None
-    return None
+            with open(path, "rb") as f:
+                job = json.loads(f.read(_SUMMARY_MAX_BYTES + 1)).get("job")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(job, str):
+            return None
+        jobs.add(job)
+    return jobs.pop() if len(jobs) == 1 else None
 
 
 def prepare_output_dir(folder: str | Path, *, force: bool = False,
@@ -428,8 +435,10 @@ def prepare_output_dir(folder: str | Path, *, force: bool = False,
     """Make ``folder`` ready for a run's outputs, before any work starts.
 
     ``resume_job``: the job a ``--resume`` run continues; outputs that an
-    earlier run of that same job wrote (its run summary names the job) are
-    replaced, as with ``force``: the resumed run supersedes them.
+    earlier run of that same job wrote (every run summary there names the
+    job) are accepted and left in place until the resumed run overwrites
+    them with its own at its end, so a resume refused later (another data
+    set, another key) loses nothing.
 
     Raises
     ------
@@ -443,8 +452,9 @@ def prepare_output_dir(folder: str | Path, *, force: bool = False,
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"The output folder {folder} is a file; choose another --out.")
     found = existing_outputs(folder)
-    if found and resume_job is not None and _summary_job(found) == resume_job:
-        force = True
+    if found and not force and resume_job is not None and _summary_job(found) == resume_job:
+        _check_writable(folder)
+        return folder
     if found and not force:
         shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise OutputExistsError(

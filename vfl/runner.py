@@ -231,12 +231,14 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     after each epoch (:func:`open_checkpoints`); ``resume`` continues from
     the newest epoch every party holds (each party must be started with it).
     """
-    # a resumed job replaces what an earlier run of the same job wrote (e.g. the arbiter's
-    # summary, when it finished before a peer failed)
-    resume_job = cfg.job_id if resume else None
+    def prepare(store: CheckpointStore | None) -> None:
+        # a resumed job replaces what an earlier run of the same job wrote (e.g. the arbiter's
+        # summary, when it finished before a peer failed), once its checkpoints are there
+        resuming = store is not None and store.resume and bool(store.epochs_held())
+        outputs.prepare_output_dir(cfg.output, force=force,
+                                   resume_job=cfg.job_id if resuming else None)
 
     def tables() -> tuple[PartyTable, PartyTable | None]:
-        outputs.prepare_output_dir(cfg.output, force=force, resume_job=resume_job)
         check_compute(cfg)
         table = _load_data(cfg)
         assert cfg.data is not None
@@ -246,10 +248,10 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
 
     if cfg.role == Role.ARBITER:
         def arbiter_work(ep: GrpcEndpoint) -> Arbiter:
-            outputs.prepare_output_dir(cfg.output, force=force, resume_job=resume_job)
+            store = open_checkpoints(cfg, resume=resume)
+            prepare(store)
             return jobs.arbiter_fit_job(ep, guest=cfg.guest, progress=progress,
-                                        policy=cfg.policy,
-                                        checkpoints=open_checkpoints(cfg, resume=resume))
+                                        policy=cfg.policy, checkpoints=store)
 
         arbiter, traffic = _guarded(cfg, None, arbiter_work)
         summary = outputs.arbiter_summary(cfg.name, arbiter, traffic=traffic)
@@ -260,12 +262,13 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
 
     if cfg.role == Role.HOST:
         def host_work(ep: GrpcEndpoint) -> tuple[HostOutcome, int]:
+            store = open_checkpoints(cfg, resume=resume)
+            prepare(store)
             table, valid = tables()
             return jobs.host_fit_job(ep, table, guest=cfg.guest, arbiter=cfg.arbiter,
                                      progress=progress, valid=valid,
                                      policy=cfg.policy, compute=cfg.compute,
-                                     checkpoints=open_checkpoints(cfg, resume=resume)
-                                     ), table.n_rows
+                                     checkpoints=store), table.n_rows
 
         (host, n_rows), traffic = _guarded(cfg, None, host_work)
         summary = outputs.host_summary(host, n_rows=n_rows, traffic=traffic)
@@ -275,12 +278,14 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
         return summary
 
     def guest_work(ep: GrpcEndpoint) -> tuple[GuestOutcome, PartyTable, float]:
+        store = open_checkpoints(cfg, resume=resume)
+        prepare(store)
         table, valid = tables()
         t0 = time.perf_counter()
         return jobs.guest_fit_job(ep, table, cfg.train, hosts=cfg.hosts, arbiter=cfg.arbiter,
                                   progress=progress, valid=valid, options=cfg.options,
                                   policy=cfg.policy, compute=cfg.compute,
-                                  checkpoints=open_checkpoints(cfg, resume=resume)), table, t0
+                                  checkpoints=store), table, t0
 
     (guest, table, t0), traffic = _guarded(cfg, None, guest_work)
     report = outputs.guest_report(guest, n_guest=table.n_rows, hosts=cfg.hosts, config=cfg.train,

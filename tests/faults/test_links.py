@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -210,11 +211,29 @@ def test_a_resent_message_is_queued_once_but_a_new_one_under_an_old_number_is_re
     pair.guest._deliver_once("host", peer, 0, same, 10.0, True)
     assert pair.host.recv("guest", PsiRequest).blinded == b"one"
     assert pair.host._inbox["guest"].queued_messages == 0  # the copy was not queued
-    # a deviating guest reuses seq 0 for other content: queued, and refused as a replay
+    # a deviating guest reuses seq 0 for other content: refused as it arrives, and the
+    # host's next receive names it
     other = encode_envelope(Envelope("job", 0, "guest", "host", PsiRequest(b"two")))
-    pair.guest._deliver_once("host", peer, 0, other, 10.0, True)
-    with pytest.raises(RemoteProtocolError, match="sequence number 0; expected 1"):
+    with pytest.raises(grpc.RpcError) as refused:
+        pair.guest._deliver_once("host", peer, 0, other, 10.0, True)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(RemoteProtocolError, match="already received with other content"):
         pair.host.recv("guest", PsiRequest)
+
+
+def test_a_resent_message_needs_no_room_in_a_full_inbox(linked):
+    pair = linked(grace=5)
+    for i in range(8):  # the host is behind: 8 messages queued, the most it buffers
+        pair.guest.send("host", PsiRequest(bytes([i])))
+    assert pair.host._inbox["guest"].queued_messages == 8
+    # the reply to seq 7 was lost: its copy is acknowledged at once, not held for room
+    same = encode_envelope(Envelope("job", 7, "guest", "host", PsiRequest(bytes([7]))))
+    t0 = time.monotonic()
+    pair.guest._deliver_once("host", pair.guest.peer_info["host"], 7, same, 10.0, True)
+    assert time.monotonic() - t0 < 3
+    assert [pair.host.recv("guest", PsiRequest).blinded for _ in range(8)] == [
+        bytes([i]) for i in range(8)]
+    assert pair.host._inbox["guest"].queued_messages == 0
 
 
 def _spawn(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -255,6 +274,9 @@ def test_the_networked_job_rides_out_repeated_cuts_with_identical_weights(tmp_pa
                   + arb["traffic"]["links"].get("bank_b", {}).get("reconnects", 0))
     assert reconnects >= 1, (links, arb["traffic"]["links"])
     assert "the link to bank_b dropped" in outs["bank_a"][1] + outs["arbiter"][1]
+    # no passphrase: the arbiter says, in one line, that the job could not be resumed
+    assert "warning: arbiter keeps no checkpoints" in outs["arbiter"][1], outs["arbiter"][1]
+    assert "UserWarning" not in outs["arbiter"][1]
     print(f"\n{proxy.cuts} cuts of 1.5 s: {reconnects} reconnects (guest + arbiter), "
           "the job finished")
 

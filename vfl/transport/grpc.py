@@ -118,6 +118,8 @@ _LINK_FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLIN
                             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 #: per peer, the digests of this many latest queued messages are kept to spot a resent one
 _DELIVERED_KEPT = 8
+#: first and longest pause (s) before a message is sent again over a link that came back
+_RETRY_PAUSE, _RETRY_PAUSE_MAX = 0.5, 4.0
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ class _Servicer(pb_grpc.PartyServicer):
         limit = inbox.message_limit
         parts: list[bytes] = []
         size = reserved = 0
+        resend = False  # a copy of a queued message (see GrpcEndpoint._claim_resend)
         seq = total = None
 
         def too_large(what: str) -> NoReturn:
@@ -316,14 +319,19 @@ class _Servicer(pb_grpc.PartyServicer):
                     if (total - 1) * CHUNK + 1 > limit:
                         too_large(f"declaring {total} frames of {CHUNK} bytes")
                     want = min(total * CHUNK, limit)
-                    wait = ep.inbox_wait
-                    remaining = context.time_remaining()
-                    if remaining is not None:
-                        wait = max(0.0, min(wait, remaining - 1.0))
-                    if not inbox.reserve(want, wait, context.is_active):
-                        self._refuse(context, caller, exhausted, "inbox full",
-                                     inbox.full_message(wait))
-                    reserved = want
+                    if ep._claim_resend(caller, seq):
+                        # a copy of a message already queued (its reply was lost): it takes
+                        # no room in the inbox, whose owner may be behind; one at a time
+                        resend = True
+                    else:
+                        wait = ep.inbox_wait
+                        remaining = context.time_remaining()
+                        if remaining is not None:
+                            wait = max(0.0, min(wait, remaining - 1.0))
+                        if not inbox.reserve(want, wait, context.is_active):
+                            self._refuse(context, caller, exhausted, "inbox full",
+                                         inbox.full_message(wait))
+                        reserved = want
                 if frame.seq != seq or frame.total != total or frame.index != len(parts) \
                         or len(parts) >= total:
                     self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT,
@@ -342,13 +350,25 @@ class _Servicer(pb_grpc.PartyServicer):
                              "incomplete message", "incomplete message")
             data = b"".join(parts)
             parts.clear()
-            if ep._queue_once(caller, seq, data, reserved):
-                if len(data) <= _ABORT_PEEK_BYTES:
-                    ep._note_abort(caller, data)
-            reserved = 0
+            if resend and seq is not None:
+                if not ep._same_as_queued(caller, seq, data):
+                    text = (f"{caller} sent a message under sequence number {seq}, which "
+                            f"{ep.party} had already received with other content (a replayed "
+                            "or forged message); refused.")
+                    inbox.fail(RemoteProtocolError, text)
+                    self._refuse(context, caller, grpc.StatusCode.INVALID_ARGUMENT,
+                                 "other content under a used sequence number", text)
+                ep._contacted.add(caller)
+                return pb.DeliverReply(bytes=len(data))
+            queued = ep._queue_once(caller, seq, data, reserved)
+            reserved = 0  # committed or given back by _queue_once
+            if queued and len(data) <= _ABORT_PEEK_BYTES:
+                ep._note_abort(caller, data)
         finally:
             if reserved:
                 inbox.cancel(reserved)
+            if resend and seq is not None:
+                ep._release_resend(caller)
         ep._contacted.add(caller)
         return pb.DeliverReply(bytes=len(data))
 
@@ -414,8 +434,8 @@ class GrpcEndpoint(Endpoint):
         self.peer_info = {p.name: p for p in peers}
         self.connect_timeout = connect_timeout
         self.inbox_wait = inbox_wait
-        if not link_grace >= 0:
-            raise ConfigError(f"link_grace must be >= 0 seconds, not {link_grace!r}.")
+        if not 0 <= link_grace <= 7 * 86400:
+            raise ConfigError(f"link_grace must be 0 to 604800 seconds, not {link_grace!r}.")
         self.link_grace = float(link_grace)
         self.link_events: list[LinkEvent] = []
         self._on_link_event = on_link_event
@@ -425,6 +445,8 @@ class GrpcEndpoint(Endpoint):
         self._delivered: dict[str, OrderedDict[int, bytes]] = {p.name: OrderedDict()
                                                                for p in peers}
         self._delivered_lock = threading.Lock()
+        #: peers with a copy of a queued message streaming now (see _claim_resend)
+        self._resending: set[str] = set()
         self.rejected: deque[tuple[str, str]] = deque(maxlen=REJECTED_LOG_SIZE)
         self._contacted: set[str] = set()
         self._ready: set[str] = set()
@@ -582,6 +604,26 @@ class GrpcEndpoint(Endpoint):
                     seen.popitem(last=False)
         return True
 
+    def _claim_resend(self, caller: str, seq: int) -> bool:
+        """Whether a stream of message ``seq`` from ``caller`` is a copy of one already queued
+        that may stream now without room in the inbox (at most one such stream per peer, so
+        an unreserved copy never holds more than one message's bytes)."""
+        with self._delivered_lock:
+            if seq not in self._delivered[caller] or caller in self._resending:
+                return False
+            self._resending.add(caller)
+            return True
+
+    def _release_resend(self, caller: str) -> None:
+        with self._delivered_lock:
+            self._resending.discard(caller)
+
+    def _same_as_queued(self, caller: str, seq: int, data: bytes) -> bool:
+        """Whether ``data`` is byte for byte message ``seq`` as queued from ``caller``."""
+        digest = hashlib.sha256(data).digest()
+        with self._delivered_lock:
+            return self._delivered[caller].get(seq) == digest
+
     def _link_failed(self, peer: str) -> float:
         """Note that the link to ``peer`` fails now; return since when it has."""
         now = time.monotonic()
@@ -645,9 +687,10 @@ class GrpcEndpoint(Endpoint):
 
     def _link_lost(self, peer: PeerAddress, since: float, exc: grpc.RpcError) -> VFLError:
         """The error once a link to ``peer`` has failed for longer than the grace."""
-        err = str(self._rpc_error(exc, peer, "deliver a message to")).rstrip()
+        first = self._rpc_error(exc, peer, "deliver a message to")
+        err = str(first).rstrip()
         err += "" if err.endswith(".") else "."
-        return TransportError(f"{err} The link had been down for {time.monotonic() - since:.0f} s, "
+        return type(first)(f"{err} The link had been down for {time.monotonic() - since:.0f} s, "
                          f"longer than the link grace ({self.link_grace:.0f} s, [job] "
                          "link_grace_seconds).")
 
@@ -666,6 +709,8 @@ class GrpcEndpoint(Endpoint):
             raise stopped
         self._ensure_connected(peer)
         deadline = 30.0 + len(data) / 2e6
+        first_failure: float | None = None  # of this message: pings do not reset it
+        attempt = 0
         while True:
             try:
                 # the channel has been up (_ensure_connected): a call on a link known to be
@@ -675,12 +720,19 @@ class GrpcEndpoint(Endpoint):
                 code = exc.code() if hasattr(exc, "code") else None
                 if code not in _LINK_FAILURES:
                     raise self._rpc_error(exc, peer, "deliver a message to") from None
-                since = self._link_failed(to)
-                until = since + self.link_grace
-                if time.monotonic() >= until or not self._await_link(peer, until):
+                self._link_failed(to)
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                until = first_failure + self.link_grace
+                if now >= until or not self._await_link(peer, until):
                     self._gave_up.add(to)
-                    raise self._link_lost(peer, since, exc) from None
-                continue  # the link is back: the same message, the same sequence number
+                    raise self._link_lost(peer, first_failure, exc) from None
+                # the same message under the same sequence number, after a pause that grows
+                # (a fault that does not clear is not hammered), never past the grace
+                attempt += 1
+                time.sleep(min(_RETRY_PAUSE * 2 ** (attempt - 1), _RETRY_PAUSE_MAX,
+                               max(0.0, until - time.monotonic())))
+                continue
             self._link_ok(to)
             return
 
@@ -691,6 +743,7 @@ class GrpcEndpoint(Endpoint):
                                               wait_for_ready=ready)
         self._in_flight.add(call)
         next_ping, failures = time.monotonic() + _PING_EVERY, 0
+        answered = False  # the latest ping during this call was answered
         try:
             while True:
                 try:
@@ -711,10 +764,10 @@ class GrpcEndpoint(Endpoint):
                 # ends it once it outlasts the grace (a short stall is ridden out)
                 next_ping = now + _PING_EVERY
                 if self._ping(to):
-                    failures = 0
+                    failures, answered = 0, True
                     self._link_ok(to)
                     continue
-                failures += 1
+                failures, answered = failures + 1, False
                 silent = time.monotonic() - self._link_failed(to)
                 if failures >= _PING_FAILURES and silent >= self.link_grace:
                     call.cancel()
@@ -728,7 +781,9 @@ class GrpcEndpoint(Endpoint):
             stopped = None if self._aborting else self._peer_stopped(to)
             if stopped is not None:
                 raise stopped from None
-            if self._aborting:
+            if self._aborting or (code == grpc.StatusCode.DEADLINE_EXCEEDED and answered):
+                # a peer that answers pings but did not take the message in time is slow or
+                # stuck, not cut off: sending it again would not help
                 raise self._rpc_error(exc, peer, "deliver a message to") from None
             raise
         except BaseException:  # SIGTERM or Ctrl-C while it waits: the call must not linger
