@@ -48,6 +48,20 @@ def run_parties(configs: dict[str, Path], fn: Callable[[Any], Any]
     return results, errors
 
 
+def finish_parties(procs: dict[str, Any], timeout: float = 240) -> dict[str, tuple[str, str]]:
+    """Wait for every party process (``subprocess.Popen`` with text pipes) to end, kill any
+    left after ``timeout`` s, assert each exited 0; return each one's (stdout, stderr)."""
+    try:
+        outs = {n: p.communicate(timeout=timeout) for n, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    for name, p in procs.items():
+        assert p.returncode == 0, (name, outs[name][1][-2000:])
+    return outs
+
+
 def replay_demo_job_in_memory(job: Any) -> tuple[Any, Any, Any]:
     """A networked demo job's model parts, and the same job trained in memory from the
     guest's secret start (read from its part): ``(local FitResult, guest part, host part)``.

@@ -33,7 +33,7 @@ import numpy as np
 from vfl.checkpoint import PASSPHRASE_ENV
 from vfl.demo import write_demo_job
 
-from ..conftest import replay_demo_job_in_memory
+from ..conftest import finish_parties, replay_demo_job_in_memory
 
 EPOCHS = 5
 GRACE = 3
@@ -127,15 +127,7 @@ def test_kill_9_of_each_role_at_four_points_then_resume_gives_the_uninterrupted_
         done=("arbiter",))  # the arbiter's part ends with training
     assert all(h and h[-1] == EPOCHS for h in _held(job).values()), _held(job)
 
-    procs = {name: _spawn(cfg, env, "--resume") for name, cfg in job.configs.items()}
-    try:
-        outs = {n: p.communicate(timeout=240) for n, p in procs.items()}
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-    for name, p in procs.items():
-        assert p.returncode == 0, (name, outs[name][1][-2000:])
+    finish_parties({name: _spawn(cfg, env, "--resume") for name, cfg in job.configs.items()})
     report = json.loads((Path(job.outputs["bank_a"]) / "report.json").read_text())
     assert report["epochs_run"] == EPOCHS
     print("\n" + "\n".join(f"kill -9 of the {what}: the survivors stopped {s:.2f} s later"
