@@ -26,8 +26,9 @@ with MemoryError (an escape) instead of exhausting the machine.
 
 Escapes found so far are listed in ``ESCAPES`` with their fix; each has a
 deterministic test. ``VFL_FUZZ_HANDLER_EXAMPLES`` (default 5, fixed examples)
-and ``VFL_FUZZ_HANDLER_LONG`` (default 60, fresh random examples, ``slow``)
-set the examples per message type.
+and ``VFL_FUZZ_HANDLER_LONG`` (default 40, fresh random examples on every run,
+``slow``; CI runs it every time, so the examples add up) set the examples per
+message type.
 """
 
 from __future__ import annotations
@@ -532,5 +533,5 @@ def test_mutated_message_ends_in_protocol_error(type_name, transcripts):
 @pytest.mark.parametrize("type_name", _fuzz_params())
 def test_mutated_message_ends_in_protocol_error_long(type_name, transcripts):
     """Fresh random examples on every run (VFL_FUZZ_HANDLER_LONG examples per type)."""
-    fuzz_type(type_name, transcripts, int(os.environ.get("VFL_FUZZ_HANDLER_LONG", "60")),
+    fuzz_type(type_name, transcripts, int(os.environ.get("VFL_FUZZ_HANDLER_LONG", "40")),
               derandomize=False)
