@@ -79,6 +79,10 @@ class FaultProxy:
         with self._lock:
             self.cuts += 1
             self._refuse_until = max(self._refuse_until, time.monotonic() + for_seconds)
+        self._reset_all()
+
+    def _reset_all(self) -> None:
+        with self._lock:
             socks = list(self._socks)
             self._socks.clear()
         for s in socks:
@@ -145,7 +149,7 @@ class FaultProxy:
         """Stop listening and reset every connection."""
         self._closed.set()
         self._server.close()
-        self.cut()
+        self._reset_all()  # not counted as a cut
         self._acceptor.join(timeout=2)
 
     def __enter__(self) -> FaultProxy:
