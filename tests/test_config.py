@@ -68,6 +68,13 @@ def _edit(job, party, tmp_path, old, new):
          r"train.score_training_rows: must be true or false"),
         ("bank_b", "allow_training_scores = true", "allow_training_scores = 1",
          r"security.allow_training_scores: must be true or false, got an integer 1"),
+        # issue 13: checkpoints within epochs are the guest's to set, within bounds
+        ("bank_b", "[security]", "[checkpoint]\nevery_batches = 4\n[security]",
+         r"checkpoint.every_batches: is the guest's to set"),
+        ("bank_a", "[security]", "[checkpoint]\nevery_batches = -1\n[security]",
+         r"checkpoint.every_batches: must be 0 to 16777216, got -1"),
+        ("bank_a", "[security]", "[checkpoint]\nevery_batches = 2.5\n[security]",
+         r"checkpoint.every_batches: must be an integer"),
     ],
 )
 def test_bad_configs(job, tmp_path, party, old, new, match):
@@ -187,3 +194,9 @@ def test_the_dask_party_example_config_loads(tmp_path):
     assert cfg.role == Role.HOST and cfg.compute.uses_dask
     assert cfg.compute.scheduler == "tls://127.0.0.1:8786"
     assert cfg.compute.ca == tmp_path / "dask_party" / "compute" / "ca.pem"
+
+
+def test_the_guest_sets_checkpoints_within_epochs(job, tmp_path):
+    path = _edit(job, "bank_a", tmp_path, "[security]", "[checkpoint]\nevery_batches = 50\n[security]")
+    assert load_party_config(path).checkpoint.every_batches == 50
+    assert load_party_config(job.configs["bank_a"]).checkpoint.every_batches == 0

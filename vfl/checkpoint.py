@@ -13,12 +13,19 @@ key pair, its loss and validation history and the best epoch's validation
 scores, **sealed** with a key derived from a passphrase (Argon2id, then
 XSalsa20-Poly1305, libsodium through PyNaCl).
 
-Files (``<folder>/<party>.e<k>.ckpt``, ``k`` = epochs completed, plus the
-guest's ``<party>.e<k>.squares``) are written atomically (temporary file,
-``fsync``, rename) and the two newest are kept: the parties of one job finish
-an epoch at slightly different times, so after a crash their newest
-checkpoints differ by at most one epoch, and the oldest newest one is the
-epoch they resume from. A write that fails (a full disk) stops the job with
+Long epochs can also be checkpointed within: with the guest's
+``every_batches`` = N, the guest and the hosts also write one after every N
+batches of an epoch. A checkpoint's *position* is ``(k, j)``: ``k`` epochs
+completed and ``j`` batches of the next one (``j`` = 0 at an epoch's end).
+The arbiter writes at epoch ends only: nothing it keeps changes within an
+epoch.
+
+Files (``<folder>/<party>.e<k>.ckpt``, or ``<party>.e<k>.b<j>.ckpt`` within
+an epoch, plus the guest's ``.squares`` beside them) are written atomically
+(temporary file, ``fsync``, rename) and the two newest are kept: every batch
+is a round trip through all the parties, so after a crash their newest
+checkpoints differ by at most one position, and the oldest newest one is
+where they resume. A write that fails (a full disk) stops the job with
 an error and leaves the previous checkpoints intact. Files are ``0600`` in a
 ``0700`` folder. They are read back through :mod:`vfl.codec` (type-checked,
 bounded: no code-executing deserialiser), and refused, naming the
@@ -26,11 +33,12 @@ difference, if they belong to another job, party, key or data.
 
 Resume (``vfl run --resume``, ``protocols/specs/hetero_lr.md`` "Resume") is
 negotiated in the messages a run starts with: each host's ``HostHello``
-says how many epochs its newest valid checkpoint holds, the guest takes the
-smallest (its own included) and announces it in ``TrainSetup.resume_epochs``;
-every party then loads that epoch's checkpoint and the epochs continue from
-there. The batches of an epoch are a function of the seed and the epoch, the
-masks cancel exactly, and decrypted values do not depend on the encryption
+gives the position of its newest valid checkpoint, the guest takes the
+smallest (its own included) and announces it in ``TrainSetup.resume_epochs``
+and ``resume_batches``; every party then loads its checkpoint of that
+position (the arbiter: of that epoch) and the batches continue from there.
+The batches of an epoch are a function of the seed and the epoch, the masks
+cancel exactly, and decrypted values do not depend on the encryption
 randomness, so a resumed run ends with the same weights, bit for bit, as one
 that was never interrupted.
 """
@@ -49,10 +57,15 @@ from pathlib import Path
 import numpy as np
 
 from vfl.codec import Envelope, decode_envelope, encode_envelope, message
+from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import ConfigError, VFLError
 
 __all__ = ["ArbiterSecret", "CheckpointError", "CheckpointStore", "GuestState",
-           "PartyCheckpoint", "data_digest", "setup_digest", "KEEP", "PASSPHRASE_ENV"]
+           "PartyCheckpoint", "Position", "data_digest", "setup_digest", "KEEP",
+           "PASSPHRASE_ENV", "MAX_EVERY_BATCHES", "where"]
+
+#: ``(epochs completed, batches completed of the next epoch)``
+Position = tuple[int, int]
 
 #: Checkpoints kept per party (the newest ones).
 KEEP = 2
@@ -62,8 +75,10 @@ PASSPHRASE_ENV = "VFL_CHECKPOINT_PASSPHRASE"  # noqa: S105 - a variable name
 MIN_PASSPHRASE_CHARS = 12
 #: Largest checkpoint state file read back (the squares live in their own file).
 MAX_STATE_BYTES = 1 << 30
+#: Largest checkpoint interval in batches (a TrainSetup with more is refused).
+MAX_EVERY_BATCHES = 1 << 24
 
-_NAME = re.compile(r"^(?P<party>.+)\.e(?P<k>[0-9]{1,9})\.ckpt$")
+_NAME = re.compile(r"^(?P<party>.+)\.e(?P<k>[0-9]{1,9})(?:\.b(?P<j>[0-9]{1,9}))?\.ckpt$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -82,6 +97,8 @@ class GuestState:
     validation: np.ndarray  # float64, (epochs, 5): epoch, auc, ks, log-loss, brier
     squares_present: bytes  # accurate mode: packed bits, one per row (empty: Taylor mode)
     squares_sha256: bytes  # of the .squares file (empty: none)
+    # within an epoch: the epoch's encrypted loss sum so far (None at an epoch's end)
+    loss_sum: Ciphertexts | None = None
 
 
 @message("checkpoint.Arbiter/1")
@@ -127,6 +144,12 @@ class PartyCheckpoint:
     snapshots: np.ndarray  # (epochs with validation, n_weights)
     guest: GuestState | None
     sealed: bytes  # the arbiter's ArbiterSecret, sealed (empty for the others)
+    batches_done: int = 0  # batches completed of epoch ``epochs_done`` (0: its end)
+
+    @property
+    def position(self) -> Position:
+        """``(epochs_done, batches_done)``."""
+        return self.epochs_done, self.batches_done
 
 
 def data_digest(*arrays: np.ndarray) -> bytes:
@@ -140,8 +163,10 @@ def data_digest(*arrays: np.ndarray) -> bytes:
 
 
 def setup_digest(setup: object) -> bytes:
-    """SHA-256 of the guest's ``TrainSetup``, its ``resume_epochs`` left out."""
-    body = replace(setup, resume_epochs=0)  # type: ignore[type-var]
+    """SHA-256 of the guest's ``TrainSetup``, where to resume and how often to checkpoint
+    left out (they may change from one run of a job to the next)."""
+    body = replace(setup, resume_epochs=0, resume_batches=0,  # type: ignore[type-var]
+                   checkpoint_every=0)
     return hashlib.sha256(encode_envelope(Envelope("", 0, "", "", body))).digest()
 
 
@@ -261,19 +286,29 @@ class CheckpointStore:
     resume : bool
         Whether this run may resume from the folder's checkpoints. Whatever
         it resumes from (0 for a fresh run), this party's checkpoints of
-        later epochs are removed only when the run writes its first
+        later positions are removed only when the run writes its first
         checkpoint, so a run that fails before that (a peer refusing, a
         forgotten ``--resume``) destroys nothing.
+    every_batches : int
+        The guest's: also checkpoint after every ``every_batches`` batches
+        within an epoch (0: at epoch ends only). The hosts follow the
+        guest's interval; the arbiter's and the hosts' own are not used.
     """
 
     def __init__(self, folder: str | Path, *, party: str, role: str, job: str,
-                 passphrase: bytes | None = None, resume: bool = False) -> None:
+                 passphrase: bytes | None = None, resume: bool = False,
+                 every_batches: int = 0) -> None:
         self.folder = Path(folder)
         if not _SAFE_NAME.match(party):
             raise ConfigError(f"Party name {party!r} cannot name checkpoint files (letters, "
                               "digits, '.', '_' and '-' only).")
+        if not 0 <= every_batches <= MAX_EVERY_BATCHES:
+            raise ConfigError(f"The checkpoint interval must be 0 to {MAX_EVERY_BATCHES} "
+                              f"batches, not {every_batches}.")
         self.party, self.role, self.job, self.resume = party, role, job, resume
-        self.start = 0  # the epoch this run resumes from; later checkpoints go at the first save
+        self.every_batches = every_batches
+        #: where this run resumes from; later checkpoints go at the first save
+        self.start: Position = (0, 0)
         self._pruned = False
         self._sealer = _Sealer(passphrase) if passphrase is not None else None
         self._salt = os.urandom(_Sealer.SALT_BYTES)
@@ -289,20 +324,24 @@ class CheckpointStore:
                               "this party's model state.")
 
     # ------------------------------------------------------------------ files
-    def _state_path(self, k: int) -> Path:
-        return self.folder / f"{self.party}.e{k}.ckpt"
+    def _stem(self, pos: Position) -> str:
+        k, j = pos
+        return f"{self.party}.e{k}" + (f".b{j}" if j else "")
 
-    def squares_path(self, k: int) -> Path:
-        """Where the guest's stored squares of checkpoint ``k`` live."""
-        return self.folder / f"{self.party}.e{k}.squares"
+    def _state_path(self, pos: Position) -> Path:
+        return self.folder / f"{self._stem(pos)}.ckpt"
 
-    def epochs_held(self) -> list[int]:
-        """The epochs-completed counts of this party's checkpoint files, newest first."""
+    def squares_path(self, pos: Position) -> Path:
+        """Where the guest's stored squares of the checkpoint at ``pos`` live."""
+        return self.folder / f"{self._stem(pos)}.squares"
+
+    def positions_held(self) -> list[Position]:
+        """The positions of this party's checkpoint files, newest first."""
         out = []
         for p in self.folder.iterdir():
             m = _NAME.match(p.name)
             if m and m.group("party") == self.party:
-                out.append(int(m.group("k")))
+                out.append((int(m.group("k")), int(m.group("j") or 0)))
         return sorted(out, reverse=True)
 
     @property
@@ -332,8 +371,9 @@ class CheckpointStore:
 
     def _remove_stale_temporaries(self) -> None:
         """Remove this party's half-written files left by a run killed while it wrote one
-        (``.<party>.e<k>.ckpt.<random>.tmp``); other parties' files are left alone."""
-        stale = re.compile(rf"\.{re.escape(self.party)}\.e\d+\.(ckpt|squares)\.[^/]*\.tmp")
+        (``.<party>.e<k>[.b<j>].ckpt.<random>.tmp``); other parties' files are left alone."""
+        stale = re.compile(
+            rf"\.{re.escape(self.party)}\.e\d+(\.b\d+)?\.(ckpt|squares)\.[^/]*\.tmp")
         for path in self.folder.glob(f".{self.party}.e*.tmp"):
             if stale.fullmatch(path.name):
                 path.unlink(missing_ok=True)
@@ -351,9 +391,9 @@ class CheckpointStore:
             self.discard_after(self.start)
             self._remove_stale_temporaries()
             self._pruned = True
-        k = ckpt.epochs_done
+        k = ckpt.position
         path = self._state_path(k)
-        replaced = False  # the squares file of epoch k was replaced: an older state k is stale
+        replaced = False  # the squares file of k was replaced: an older state k is stale
         try:
             if squares is not None:
                 digest = _write_atomic(self.squares_path(k), squares)
@@ -368,22 +408,22 @@ class CheckpointStore:
                 path.unlink(missing_ok=True)
                 self.squares_path(k).unlink(missing_ok=True)
             raise CheckpointError(
-                f"{self.party} could not write its checkpoint of epoch {k} to {self.folder}: "
+                f"{self.party} could not write its checkpoint of {where(k)} to {self.folder}: "
                 f"{exc.strerror or exc}. The earlier checkpoints are intact; free space (or fix "
                 "the folder) and resume with --resume.") from None
-        for old in self.epochs_held()[KEEP:]:
+        for old in self.positions_held()[KEEP:]:
             self._state_path(old).unlink(missing_ok=True)
             self.squares_path(old).unlink(missing_ok=True)
         return path
 
-    def discard_after(self, k: int) -> None:
-        """Remove this party's checkpoints of more than ``k`` epochs.
+    def discard_after(self, k: Position) -> None:
+        """Remove this party's checkpoints of later positions than ``k``.
 
-        Called once the job's resume epoch ``k`` is agreed: a checkpoint of a
-        later epoch (one this party wrote before the others caught up) belongs
-        to the interrupted run and must not outrank the epochs this run writes.
+        Called once the job's resume position ``k`` is agreed: a checkpoint
+        of a later position (one this party wrote before the others caught up)
+        belongs to the interrupted run and must not outrank what this run writes.
         """
-        for old in self.epochs_held():
+        for old in self.positions_held():
             if old > k:
                 self._state_path(old).unlink(missing_ok=True)
                 self.squares_path(old).unlink(missing_ok=True)
@@ -395,8 +435,8 @@ class CheckpointStore:
             raise CheckpointError(f"{self.party}: {what} is damaged or not a vfl checkpoint: "
                                   f"{exc}") from None
 
-    def load(self, k: int) -> PartyCheckpoint:
-        """Checkpoint ``k`` of this party, checked to be this party's and this job's.
+    def load(self, k: Position) -> PartyCheckpoint:
+        """The checkpoint at ``k``, checked to be this party's and this job's.
 
         Raises
         ------
@@ -411,7 +451,7 @@ class CheckpointStore:
                 raise CheckpointError(f"{path}: {size} bytes, more than a checkpoint holds.")
             data = path.read_bytes()
         except OSError:
-            raise CheckpointError(f"{self.party} holds no checkpoint of epoch {k} in "
+            raise CheckpointError(f"{self.party} holds no checkpoint of {where(k)} in "
                                   f"{self.folder}.") from None
         env = self._decode(data, f"checkpoint file {path}")
         ckpt = env.body
@@ -423,9 +463,9 @@ class CheckpointStore:
         if ckpt.job != self.job:
             raise CheckpointError(f"{path} belongs to job {ckpt.job!r}; this is job "
                                   f"{self.job!r}.")
-        if ckpt.epochs_done != k:
-            raise CheckpointError(f"{path} says it holds epoch {ckpt.epochs_done}, its name "
-                                  f"{k}.")
+        if ckpt.position != k:
+            raise CheckpointError(f"{path} says it holds {where(ckpt.position)}, its name "
+                                  f"{where(k)}.")
         if ckpt.guest is not None and ckpt.guest.squares_sha256:
             h = hashlib.sha256()
             try:
@@ -439,18 +479,18 @@ class CheckpointStore:
                                       "(altered or incomplete).")
         return ckpt
 
-    def newest(self, digest: bytes) -> int:
-        """Epochs completed by the newest checkpoint this run may resume from (0: none).
+    def newest(self, digest: bytes) -> Position:
+        """The position of the newest checkpoint this run may resume from ((0, 0): none).
 
         Only when resuming. A checkpoint of this job and party made from
         other data is refused (:class:`CheckpointError` naming the file),
         not silently skipped.
         """
         if not self.resume:
-            return 0
-        held = self.epochs_held()
+            return 0, 0
+        held = self.positions_held()
         if not held:
-            return 0
+            return 0, 0
         ckpt = self.load(held[0])
         if ckpt.data_digest and digest and ckpt.data_digest != digest:
             raise CheckpointError(
@@ -461,7 +501,7 @@ class CheckpointStore:
 
     def check(self, ckpt: PartyCheckpoint, *, setup: bytes, key: bytes, data: bytes) -> None:
         """Refuse ``ckpt`` unless it was made for this job's setup, key and data."""
-        where = self._state_path(ckpt.epochs_done)
+        where = self._state_path(ckpt.position)
         if ckpt.setup_digest != setup:
             raise CheckpointError(f"{where} was made for another training setup (model id, "
                                   "hyper-parameters, hosts or rows differ): refused.")
@@ -472,3 +512,9 @@ class CheckpointStore:
         if ckpt.data_digest != data:
             raise CheckpointError(f"{where} was made from other training data than "
                                   f"{self.party} has now: refused.")
+
+
+def where(pos: Position) -> str:
+    """``epoch 3`` or ``epoch 3 + 40 batches`` (epochs, then batches completed), for errors."""
+    k, j = pos
+    return f"epoch {k}" if not j else f"epoch {k} + {j} batches"

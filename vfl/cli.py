@@ -287,12 +287,16 @@ def _facts(report: dict[str, Any]) -> str:
               help="Continue the fit that stopped from its newest checkpoint in "
                    "--checkpoint-dir (same tables and options): the model is the one the "
                    "uninterrupted fit would have made.")
+@click.option("--checkpoint-every-batches", type=click.IntRange(0, 1 << 24), default=0,
+              show_default=True,
+              help="Also checkpoint after every N batches within an epoch (long epochs; "
+                   "0: at epoch ends only). Needs --checkpoint-dir.")
 @_id_options
 @_column_options
 @_train_options
 @friendly_errors
 def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, no_report: bool,
-        force: bool, checkpoint_dir: str | None, resume: bool,
+        force: bool, checkpoint_dir: str | None, resume: bool, checkpoint_every_batches: int,
         guest_valid: str | None, hosts_valid: tuple[str, ...],
         iv_path: str | None, min_iv: float | None, top_k: int | None,
         id_column: str, lower_ids: bool, no_strip_ids: bool,
@@ -314,13 +318,15 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
         raise click.UsageError("Give --guest-valid and one --host-valid per --host.")
     if resume and not checkpoint_dir:
         raise click.UsageError("--resume needs the --checkpoint-dir of the fit that stopped.")
+    if checkpoint_every_batches and not checkpoint_dir:
+        raise click.UsageError("--checkpoint-every-batches needs --checkpoint-dir.")
     result = _with_progress(quiet, lambda hook, psi_done: fit_files(
         guest, hosts, id_column=id_column, label=label, out_dir=out, config=config,
         options=options, guest_valid=guest_valid, hosts_valid=hosts_valid, iv_table=iv_path,
         min_iv=min_iv, top_k=top_k, lower_ids=lower_ids, strip_ids=not no_strip_ids,
         progress=hook, on_psi_done=psi_done, html_report=not no_report, force=force,
         features=_columns(features) or None, exclude=_columns(exclude),
-        checkpoints=checkpoint_dir, resume=resume))
+        checkpoints=checkpoint_dir, resume=resume, checkpoint_every=checkpoint_every_batches))
     if result.kept_columns is not None:
         console.print("columns kept by IV: " + ", ".join(
             f"{n}: {len(c)}" for n, c in result.kept_columns.items()))

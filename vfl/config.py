@@ -67,6 +67,8 @@ Example (the guest; see ``examples/two_banks/`` for all three)::
     [checkpoint]                   # every party: its state after every epoch (vfl run --resume)
     # enabled = true
     # dir = "out/bank_a/checkpoints"   # default: <output>/checkpoints
+    # every_batches = 0                # guest: also after every N batches within an epoch, for
+                                       # long epochs (0: at epoch ends only); hosts follow it
     # passphrase_file = "ckpt.pass"    # arbiter: seals its key pair (or VFL_CHECKPOINT_PASSPHRASE);
                                        # owner-only file; without one the arbiter writes none
 
@@ -84,6 +86,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vfl.checkpoint import MAX_EVERY_BATCHES
 from vfl.crypto.engine import ComputeConfig
 from vfl.exceptions import ConfigError
 from vfl.jobs import JobOptions
@@ -127,6 +130,7 @@ class CheckpointConfig:
     enabled: bool = True
     folder: Path | None = None  # None: <output>/checkpoints
     passphrase_file: Path | None = None
+    every_batches: int = 0  # the guest's: also within epochs, every N batches (0: no)
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
              "strip_ids", "validation_path"),
     "compute": ("engine", "workers", "scheduler", "ca", "cert", "key", "allow_plain_tcp",
                 "connect_timeout_seconds"),
-    "checkpoint": ("enabled", "dir", "passphrase_file"),
+    "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
 }
 
 
@@ -410,7 +414,15 @@ def load_party_config(path: str | Path) -> PartyConfig:
     checkpoint = CheckpointConfig(
         enabled=r.get(ckpt, "checkpoint", "enabled", bool, True),
         folder=r.path(ckpt, "checkpoint", "dir", must_exist=False, default=None),
-        passphrase_file=r.path(ckpt, "checkpoint", "passphrase_file", default=None))
+        passphrase_file=r.path(ckpt, "checkpoint", "passphrase_file", default=None),
+        every_batches=r.get(ckpt, "checkpoint", "every_batches", int, 0))
+    if not 0 <= checkpoint.every_batches <= MAX_EVERY_BATCHES:
+        raise r.err("checkpoint.every_batches",
+                    f"must be 0 to {MAX_EVERY_BATCHES}, got {checkpoint.every_batches}")
+    if checkpoint.every_batches and role != Role.GUEST:
+        raise r.err("checkpoint.every_batches",
+                    "is the guest's to set (the hosts follow the guest's interval; the arbiter "
+                    "writes at epoch ends)")
 
     return PartyConfig(
         source=source,

@@ -73,7 +73,8 @@ def _toml_value(v: Any) -> str:
 def write_party_toml(path: Path, *, job: dict[str, Any], party: dict[str, Any],
                      tls: dict[str, Any], peers: list[dict[str, Any]],
                      data: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-                     security: dict[str, Any] | None = None) -> None:
+                     security: dict[str, Any] | None = None,
+                     checkpoint: dict[str, Any] | None = None) -> None:
     """Write one party's TOML."""
     lines: list[str] = []
 
@@ -95,6 +96,8 @@ def write_party_toml(path: Path, *, job: dict[str, Any], party: dict[str, Any],
         section("train", train)
     if security:
         section("security", security)
+    if checkpoint:
+        section("checkpoint", checkpoint)
     atomic_write_text(path, "\n".join(lines))
 
 
@@ -104,7 +107,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
                    ports: list[int] | None = None, seed: int = 7,
                    validation_fraction: float | None = None,
                    link_grace: float | None = None, connect_timeout: float = 60,
-                   dial: dict[str, str] | None = None) -> DemoJob:
+                   dial: dict[str, str] | None = None,
+                   checkpoint_every: int = 0) -> DemoJob:
     """Generate data, certificates and three party configs under ``workdir``.
 
     ``validation_fraction``: written to the guest's ``[train]`` when given
@@ -112,7 +116,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     ``[job] link_grace_seconds`` when given; ``connect_timeout`` its
     ``connect_timeout_seconds``. ``dial``: for a party name, the
     address its peers dial instead of its listen address (e.g. a
-    :class:`vfl.netfaults.FaultProxy` in front of it).
+    :class:`vfl.netfaults.FaultProxy` in front of it). ``checkpoint_every``:
+    the guest's ``[checkpoint] every_batches`` when not 0.
     """
     wd = Path(workdir).resolve()
     g_df, h_df = make_two_banks(rows, overlap, seed=seed)
@@ -161,6 +166,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             tls={"ca": "certs/ca.pem", "cert": f"certs/{name}.pem", "key": f"certs/{name}.key"},
             peers=peers, data=d, train=train,
             security=security,
+            checkpoint={"every_batches": checkpoint_every}
+            if name == BANK_A and checkpoint_every else None,
         )
     return DemoJob(wd, configs, data, outputs)
 

@@ -173,7 +173,8 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
               coef_init: np.ndarray | None = None,
               intercept_init: float | None = None,
               html_report: bool = False, force: bool = False,
-              checkpoints: str | Path | None = None, resume: bool = False) -> FitResult:
+              checkpoints: str | Path | None = None, resume: bool = False,
+              checkpoint_every: int = 0) -> FitResult:
     """PSI, training and evaluation with all parties in this process.
 
     All tables are on this machine, so one data owner plays every role: the
@@ -205,6 +206,9 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     resume : bool
         Continue the fit that stopped from the newest epoch in ``checkpoints``;
         the model equals the one the uninterrupted fit would have made.
+    checkpoint_every : int
+        Also checkpoint after every ``checkpoint_every`` batches within an
+        epoch (0: at epoch ends only).
     """
     if guest.y is None:
         raise DataError("The guest table needs a label column.")
@@ -220,7 +224,7 @@ def fit_local(guest: PartyTable, hosts: list[PartyTable], config: TrainConfig, *
     insecure = config.allow_insecure_key_size
     host_policy = DEFAULT_POLICY.replace(allow_insecure_key_size=insecure,
                                          allow_training_scores=True)
-    stores = _local_checkpoints(checkpoints, names, resume)
+    stores = _local_checkpoints(checkpoints, names, resume, checkpoint_every)
     net = InMemoryNetwork([GUEST, *names, ARBITER])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         GUEST: lambda ch: guest_fit_job(ch, guest, config, hosts=names, arbiter=ARBITER,
@@ -270,12 +274,12 @@ LOCAL_FIT_JOB = "vfl-fit"
 
 
 def _local_checkpoints(folder: str | Path | None, hosts: list[str],
-                       resume: bool) -> dict[str, CheckpointStore]:
+                       resume: bool, every: int = 0) -> dict[str, CheckpointStore]:
     """Every party's checkpoint store in ``folder`` for a one-machine fit (none: {})."""
     if folder is None:
-        if resume:
-            raise ConfigError("Resuming needs the checkpoint folder of the fit that stopped "
-                              "(--checkpoint-dir).")
+        if resume or every:
+            raise ConfigError(f"{'Resuming' if resume else 'A checkpoint interval'} needs a "
+                              "checkpoint folder (--checkpoint-dir).")
         return {}
     passphrase = read_passphrase(None)
     if passphrase is None:
@@ -284,7 +288,7 @@ def _local_checkpoints(folder: str | Path | None, hosts: list[str],
     roles = {GUEST: Role.GUEST, **dict.fromkeys(hosts, Role.HOST), ARBITER: Role.ARBITER}
     return {name: CheckpointStore(folder, party=name, role=role.value, job=LOCAL_FIT_JOB,
                                   passphrase=passphrase if role == Role.ARBITER else None,
-                                  resume=resume)
+                                  resume=resume, every_batches=every if role == Role.GUEST else 0)
             for name, role in roles.items()}
 
 
@@ -468,7 +472,7 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
               features: Sequence[str] | None = None,
               exclude: Sequence[str] = (), coef_init: np.ndarray | None = None,
               intercept_init: float | None = None, checkpoints: str | Path | None = None,
-              resume: bool = False) -> FitResult:
+              resume: bool = False, checkpoint_every: int = 0) -> FitResult:
     """``vfl fit`` as one call: read the tables, select columns, train, write the outputs.
 
     Tables are CSV or Parquet files (by suffix, :mod:`vfl.tableio`); the
@@ -477,9 +481,9 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
     columns first. ``guest_valid``/``hosts_valid``: validation tables for
     every party (same columns), aligned by a second PSI. ``force``: replace
     the outputs of an earlier run in ``out_dir``. ``coef_init``/
-    ``intercept_init``: replay a run's start; ``checkpoints``/``resume``:
-    checkpoints after every epoch, and continuing a fit that stopped (see
-    :func:`fit_local`).
+    ``intercept_init``: replay a run's start; ``checkpoints``/``resume``/
+    ``checkpoint_every``: checkpoints after every epoch (and every N batches),
+    and continuing a fit that stopped (see :func:`fit_local`).
     """
     prepare_output_dir(out_dir, force=force)
     if (min_iv is not None or top_k is not None) and iv_table is None:
@@ -506,7 +510,8 @@ def fit_files(guest: str | Path, hosts: Sequence[str | Path], *, id_column: str,
                        on_psi_done=on_psi_done, guest_valid=gv, hosts_valid=hvs,
                        html_report=html_report, force=True,  # checked above, before reading
                        coef_init=coef_init, intercept_init=intercept_init,
-                       checkpoints=checkpoints, resume=resume)
+                       checkpoints=checkpoints, resume=resume,
+                       checkpoint_every=checkpoint_every)
     result.kept_columns = kept
     return result
 

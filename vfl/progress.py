@@ -37,6 +37,10 @@ class ProgressHook:
     def on_stage(self, stage: str) -> None:
         """A step of the job begins: ``"psi"`` or ``"scoring"`` (training has on_start)."""
 
+    def on_resume(self, epochs_done: int, batches_done: int) -> None:
+        """Training resumes from a checkpoint (after :meth:`on_start`): ``epochs_done``
+        epochs and ``batches_done`` batches of the next one are already done."""
+
 
 def progress_bar(console: Console, *, quiet: bool = False) -> Progress:
     """A rich progress display with a loss column (for :class:`RichProgress`)."""
@@ -74,6 +78,12 @@ class RichProgress(ProgressHook):
         """Create the bar."""
         self.n_batches = n_batches
         self.task = self.progress.add_task("training", total=n_epochs * n_batches, loss="")
+
+    def on_resume(self, epochs_done: int, batches_done: int) -> None:
+        """Start the bar where the checkpoint stands."""
+        if self.task is not None:
+            self.progress.update(self.task, completed=epochs_done * self.n_batches + batches_done,
+                                 description=f"resumed at epoch {epochs_done + 1}")
 
     def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
         """Advance one batch."""
@@ -122,6 +132,10 @@ class JsonStatus(ProgressHook):
     def on_psi(self, phase: str, done: int, total: int) -> None:
         """Large-set PSI progress."""
         self.emit(stage="psi", phase=phase, done=done, total=total)
+
+    def on_resume(self, epochs_done: int, batches_done: int) -> None:
+        """Training resumes from a checkpoint."""
+        self.emit(stage="resumed", epoch=epochs_done, epochs=self.n_epochs, batch=batches_done)
 
     def on_stage(self, stage: str) -> None:
         """A step of the job begins."""

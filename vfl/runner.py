@@ -134,7 +134,8 @@ def open_checkpoints(cfg: PartyConfig, *, resume: bool = False) -> CheckpointSto
                           "job cannot be resumed if it stops.", UserWarning, stacklevel=2)
             return None
     return CheckpointStore(cfg.checkpoint_folder, party=cfg.name, role=cfg.role.value,
-                           job=cfg.job_id, passphrase=passphrase, resume=resume)
+                           job=cfg.job_id, passphrase=passphrase, resume=resume,
+                           every_batches=cfg.checkpoint.every_batches)
 
 
 def part_path(cfg: PartyConfig) -> Path:
@@ -234,7 +235,7 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     def prepare(store: CheckpointStore | None) -> None:
         # a resumed job replaces what an earlier run of the same job wrote (e.g. the arbiter's
         # summary, when it finished before a peer failed), once its checkpoints are there
-        resuming = store is not None and store.resume and bool(store.epochs_held())
+        resuming = store is not None and store.resume and any(map(any, store.positions_held()))
         outputs.prepare_output_dir(cfg.output, force=force,
                                    resume_job=cfg.job_id if resuming else None)
 

@@ -5,7 +5,9 @@ Three ``vfl run`` processes over gRPC + mutual TLS (link grace 3 s). One job, fo
 
 1. the guest is killed as PSI starts: nothing is held yet, so ``--resume`` starts afresh
    (if its peers never reached it, they give up after the connect timeout, 10 s here);
-2. the host is killed during its second epoch;
+2. the host is killed during its second epoch (the guest's ``[checkpoint] every_batches``
+   makes every party but the arbiter checkpoint every 2 batches too, so this resume may start
+   within an epoch);
 3. the arbiter is killed during the fourth epoch;
 4. the guest is killed right after the last epoch, while it scores the training rows;
 
@@ -103,7 +105,7 @@ def test_kill_9_of_each_role_at_four_points_then_resume_gives_the_uninterrupted_
     # no validation share: its draw is secret, so the in-memory replay could not repeat it
     job = write_demo_job(tmp_path / "job", rows=1500, key_bits=512, insecure=True,
                          epochs=EPOCHS, batch_size=256, validation_fraction=0.0,
-                         link_grace=GRACE, connect_timeout=CONNECT_TIMEOUT)
+                         link_grace=GRACE, connect_timeout=CONNECT_TIMEOUT, checkpoint_every=2)
     env = {**os.environ, PASSPHRASE_ENV: "a passphrase only this test knows",
            "PYTHONUNBUFFERED": "1"}
     times = {}
@@ -117,6 +119,8 @@ def test_kill_9_of_each_role_at_four_points_then_resume_gives_the_uninterrupted_
 
     times["host in epoch 2"], _ = _kill_when(job, env, True, "bank_b", "bank_b", training(2))
     assert all(h and h[-1] >= 1 for h in _held(job).values()), _held(job)
+    for name in ("bank_a", "bank_b"):  # checkpoints within epochs: <party>.e<k>.b<j>.ckpt
+        assert list((Path(job.outputs[name]) / "checkpoints").glob(f"{name}.e*.b*.ckpt")), name
 
     times["arbiter in epoch 4"], _ = _kill_when(job, env, True, "arbiter", "bank_a",
                                                 training(4))

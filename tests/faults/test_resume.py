@@ -86,7 +86,7 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tmp_path, data, 
     cfg = small_config(epochs=4, mode=mode, validation_fraction=validation, curvature_every=2)
     clean = _run(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False))
     assert clean["epochs"] == 4
-    held = {p: sorted(s.epochs_held()) for p, s in _stores(tmp_path / "clean",
+    held = {p: sorted(k for k, _ in s.positions_held()) for p, s in _stores(tmp_path / "clean",
                                                            resume=True).items()}
     assert held == {"guest": [3, 4], "host1": [3, 4], "arbiter": [3, 4]}  # the two newest
     for name in ("guest", "host1", "arbiter"):  # 0600 files in a 0700 folder
@@ -128,7 +128,7 @@ def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints_at_its_fi
     Xg, y, Xh = data
     _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
     stores = _stores(tmp_path, resume=False)
-    assert all(s.epochs_held() == [3, 2] for s in stores.values())  # nothing deleted yet
+    assert all(s.positions_held() == [(3, 0), (2, 0)] for s in stores.values())  # nothing deleted yet
     # a file half-written when the old run was killed, and one of another party's
     stale = tmp_path / "guest" / ".guest.e4.ckpt.k3j2_x.tmp"
     other = tmp_path / "guest" / ".host1.e4.ckpt.k3j2_x.tmp"
@@ -136,7 +136,7 @@ def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints_at_its_fi
     other.write_bytes(b"not mine")
     _run(Xg, y, Xh, small_config(epochs=2), stores)
     # the new run's first checkpoint removed the old run's: its epochs do not mix in
-    assert all(s.epochs_held() == [2, 1] for s in stores.values())
+    assert all(s.positions_held() == [(2, 0), (1, 0)] for s in stores.values())
     assert not stale.exists() and other.exists()
 
 
@@ -184,8 +184,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data, monkeypatch):
         _run(Xg, y, Xh, small_config(epochs=3), _stores(tmp_path, resume=False))
     assert calls["n"] == 1
     store = _stores(tmp_path, resume=True)["host1"]
-    assert store.epochs_held() == [1]
-    assert store.load(1).epochs_done == 1
+    assert store.positions_held() == [(1, 0)]
+    assert store.load((1, 0)).epochs_done == 1
     assert not [p for p in (tmp_path / "host1").iterdir() if p.name.endswith(".tmp")]
 
 
@@ -212,13 +212,13 @@ def test_a_damaged_checkpoint_file_is_refused_with_a_checkpoint_error(tmp_path, 
             b += bytes(rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8))
         path.write_bytes(bytes(b))
         try:
-            store.load(1)
+            store.load((1, 0))
         except CheckpointError as exc:
             refused += 1
             assert "guest" in str(exc)
     assert refused >= 100  # most damage is caught; a flip inside a float may still decode
     path.write_bytes(good)
-    assert store.load(1).epochs_done == 1
+    assert store.load((1, 0)).epochs_done == 1
 
 
 def test_a_host_without_checkpoints_stops_a_resume_and_nothing_is_deleted(tmp_path, data):
@@ -232,7 +232,8 @@ def test_a_host_without_checkpoints_stops_a_resume_and_nothing_is_deleted(tmp_pa
     with pytest.raises(CheckpointError, match="job starts over"):
         _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=True))
     stores = _stores(tmp_path, resume=True)
-    assert stores["guest"].epochs_held() == [3, 2] and stores["arbiter"].epochs_held() == [3, 2]
+    assert stores["guest"].positions_held() == stores["arbiter"].positions_held() == [(3, 0),
+                                                                                 (2, 0)]
 
 
 def test_the_guest_refuses_a_resume_offer_it_cannot_serve(data):
@@ -244,7 +245,7 @@ def test_the_guest_refuses_a_resume_offer_it_cannot_serve(data):
 
     Xg, y, Xh = data
     guest = GuestParty("guest", Xg, y, small_config(epochs=6), ["host1"])
-    guest.checkpoint_epochs, guest.checkpoints_held = 5, [5, 4]
+    guest.checkpoint_at, guest.checkpoints_held = (5, 0), [(5, 0), (4, 0)]
     assert guest.setup({"host1": HostHello(len(y), Xh.shape[1], 4)}).resume_epochs == 4
     assert guest.setup({"host1": HostHello(len(y), Xh.shape[1], 6)}).resume_epochs == 5
     with pytest.raises(RemoteProtocolError, match="host1 offers to resume from epoch 2"):
@@ -292,7 +293,8 @@ class _StopAfter(ProgressHook):
             raise RuntimeError("the machine went down")
 
 
-def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("every", [0, 2])
+def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, every):
     from vfl.checkpoint import PASSPHRASE_ENV
     from vfl.lr.config import TrainConfig
     from vfl.pipeline import fit_files
@@ -310,14 +312,23 @@ def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkey
         fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m0",
                   checkpoints=ck, **kw)
     monkeypatch.setenv(PASSPHRASE_ENV, "a passphrase for this test only")
-    with pytest.raises(Exception, match="the machine went down"):
+    with pytest.raises(Exception, match="the machine went down|stopped after"):
         fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m1",
-                  checkpoints=ck, progress=_StopAfter(2), **kw)
+                  checkpoints=ck, progress=_StopAt(2, 1) if every else _StopAfter(2),
+                  checkpoint_every=every, **kw)
     held = sorted(p.name for p in ck.glob("*.ckpt"))
-    assert held == ["arbiter.e1.ckpt", "arbiter.e2.ckpt", "guest.e1.ckpt", "guest.e2.ckpt",
-                    "host1.e1.ckpt", "host1.e2.ckpt"], held
+    if every:  # stopped after batch 2 of epoch 3: the checkpoint after its 2nd batch is there
+        # (the host's too, unless the stop reached it before its answer from the arbiter)
+        assert {"arbiter.e1.ckpt", "arbiter.e2.ckpt", "guest.e2.b2.ckpt", "guest.e2.ckpt",
+                "host1.e2.ckpt"} <= set(held) <= {"arbiter.e1.ckpt", "arbiter.e2.ckpt",
+                                                 "guest.e2.b2.ckpt", "guest.e2.ckpt",
+                                                 "host1.e2.b2.ckpt", "host1.e1.ckpt",
+                                                 "host1.e2.ckpt"}, held
+    else:
+        assert held == ["arbiter.e1.ckpt", "arbiter.e2.ckpt", "guest.e1.ckpt", "guest.e2.ckpt",
+                        "host1.e1.ckpt", "host1.e2.ckpt"], held
     resumed = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m1",
-                        checkpoints=ck, resume=True, **kw)
+                        checkpoints=ck, resume=True, checkpoint_every=every, **kw)
     assert resumed.report["epochs_run"] == 4
     part = load_model_part(tmp_path / "m1" / "guest.json")
     clean = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m2",
@@ -339,3 +350,107 @@ def test_vfl_fit_resume_needs_the_checkpoint_folder(tmp_path):
                                        str(tmp_path / "b.csv"), "--id", "id", "--label", "y",
                                        "--out", str(tmp_path / "m"), "--resume"])
     assert result.exit_code == 2 and "--checkpoint-dir" in result.output, result.output
+    result = CliRunner().invoke(main, ["fit", "--guest", str(tmp_path / "a.csv"), "--host",
+                                       str(tmp_path / "b.csv"), "--id", "id", "--label", "y",
+                                       "--out", str(tmp_path / "m"),
+                                       "--checkpoint-every-batches", "10"])
+    assert result.exit_code == 2 and "needs --checkpoint-dir" in result.output, result.output
+
+
+class _StopAt(ProgressHook):
+    """Fails the party's driver once batch ``batch`` (0-based) of ``epoch`` is done: a crash
+    between two checkpoints within an epoch."""
+
+    def __init__(self, epoch: int = -1, batch: int = -1) -> None:
+        self.at = (epoch, batch)
+        self.seen: list[tuple[int, int]] = []
+
+    def on_resume(self, epochs_done: int, batches_done: int) -> None:
+        self.seen.append((-epochs_done, -batches_done))  # where the run says it resumes
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        self.seen.append((epoch, batch))
+        if (epoch, batch) == self.at:
+            raise RuntimeError(f"stopped after epoch {epoch} batch {batch}")
+
+
+def _run_every(Xg, y, Xh, config, stores, *, every, stop=None, who="host1", start=None):
+    """_run with checkpoints every ``every`` batches; ``stop``: (epoch, batch) at which
+    party ``who`` fails; ``start``: the guest's secret start and validation rows to replay."""
+    init, rows = start if start is not None else (None, None)
+    stores["guest"].every_batches = every
+    hook = {who: _StopAt(*stop)} if stop else {"guest": _StopAt()}
+    net = InMemoryNetwork(["guest", "host1", "arbiter"])
+    out = run_threads(net, {
+        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=["host1"],
+                                               arbiter="arbiter", checkpoints=stores["guest"],
+                                               progress=hook.get("guest"), initial_coef=init,
+                                               validation_rows=rows),
+        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
+                                              allow_insecure_key_size=True,
+                                              checkpoints=stores["host1"],
+                                              progress=hook.get("host1")),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
+                                          checkpoints=stores["arbiter"]),
+    })
+    guest, epochs = out["guest"]
+    host, _ = out["host1"]
+    return {"guest": guest.coef.copy(), "host": host.coef.copy(), "epochs": epochs,
+            "loss": list(guest.loss_history), "validation": list(guest.validation_history),
+            "arbiter_losses": list(out["arbiter"].loss_history),
+            "batches": hook["guest"].seen if "guest" in hook else None}
+
+
+@pytest.mark.parametrize(("mode", "validation", "stop", "who"), [
+    ("accurate", 0.2, (1, 1), "host1"),  # mid-epoch, the accurate mode's squares
+    ("taylor", 0.0, (0, 0), "guest"),  # within the first epoch: the arbiter's key
+])
+def test_a_run_resumed_within_an_epoch_ends_with_the_uninterrupted_weights(
+        tmp_path, data, mode, validation, stop, who):
+    """Checkpoints every batch (TrainSetup.checkpoint_every): a party fails inside an epoch,
+    every party resumes from the last batch all of them hold, and the run ends with the
+    weights, losses and validation figures of the run that was never stopped."""
+    Xg, y, Xh = data
+    cfg = small_config(epochs=3, mode=mode, validation_fraction=validation, curvature_every=2)
+    with pytest.raises(RuntimeError, match="stopped after"):
+        _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "cut", resume=False), every=1, stop=stop,
+                   who=who)
+    stores = _stores(tmp_path / "cut", resume=True)
+    held = {p: s.positions_held() for p, s in stores.items()}
+    state = stores["guest"].load(held["guest"][0]).guest
+    clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=1,
+                       start=(state.initial_coef, state.validation_rows.tolist()))
+    # the clean run kept its two newest positions: the end of the last epoch and the batch
+    # before it
+    positions = _stores(tmp_path / "clean", resume=True)["host1"].positions_held()
+    assert positions[0] == (3, 0) and positions[1][0] == 2 and positions[1][1] > 0
+
+    # the failing party wrote the position after its batch; the other one that or the next
+    at = min(held["guest"][0], held["host1"][0])
+    assert at[0] == stop[0] and at[1] in (stop[1] + 1, stop[1] + 2), held
+    assert at in held["guest"] and at in held["host1"], held
+    assert all(j == 0 and k <= at[0] for k, j in held["arbiter"])  # it writes at epoch ends
+    resumed = _run_every(Xg, y, Xh, cfg, stores, every=1)
+    assert resumed["epochs"] == 3
+    # it says where it resumes, and the first batch run is the one after the checkpoint
+    assert resumed["batches"][:2] == [(-at[0], -at[1]), at]
+    assert np.array_equal(resumed["guest"], clean["guest"])
+    assert np.array_equal(resumed["host"], clean["host"])
+    assert resumed["loss"] == clean["loss"] and resumed["arbiter_losses"] == clean["arbiter_losses"]
+    assert resumed["validation"] == clean["validation"]
+
+
+def test_the_interval_of_checkpoints_may_change_on_resume(tmp_path, data):
+    """checkpoint_every is left out of the setup digest: a job checkpointed every epoch
+    resumes under an interval of batches (and the other way round)."""
+    Xg, y, Xh = data
+    cfg = small_config(epochs=3)
+    with pytest.raises(RuntimeError, match="stopped after"):
+        _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "cut", resume=False), every=0,
+                   stop=(1, 2), who="guest")
+    state = _stores(tmp_path / "cut", resume=True)["guest"].load((1, 0)).guest
+    clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=0,
+                       start=(state.initial_coef, state.validation_rows.tolist()))
+    resumed = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "cut", resume=True), every=2)
+    assert np.array_equal(resumed["guest"], clean["guest"])
+    assert np.array_equal(resumed["host"], clean["host"])

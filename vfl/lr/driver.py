@@ -22,12 +22,15 @@ import numpy as np
 
 from vfl.channel import Channel
 from vfl.checkpoint import (
+    MAX_EVERY_BATCHES,
     ArbiterSecret,
     CheckpointError,
     CheckpointStore,
     PartyCheckpoint,
+    Position,
     data_digest,
     setup_digest,
+    where,
 )
 from vfl.crypto.paillier import PaillierPrivateKey
 from vfl.exceptions import CryptoError, LocalProtocolError, RemoteProtocolError
@@ -171,8 +174,10 @@ class _TrainingSide(_Side):
     loss: float | None = None
     #: this party's checkpoint folder (None: no checkpoints)
     store: CheckpointStore | None = None
-    #: epochs every party resumes from (0: a fresh run), from the guest's TrainSetup
-    resume_epochs = 0
+    #: where every party resumes from ((0, 0): a fresh run), from the guest's TrainSetup
+    resume_at: Position = (0, 0)
+    #: checkpoints within an epoch every this many batches (0: none), from the TrainSetup
+    checkpoint_every = 0
     setup_digest = b""
     data_digest = b""
 
@@ -185,16 +190,16 @@ class _TrainingSide(_Side):
         key = getattr(self.party, "public_key", None)
         return b"" if key is None else bytes(key.fingerprint)
 
-    def resume(self) -> int:
-        """Load the checkpoint of :attr:`resume_epochs` (if any); the epochs already done.
+    def resume(self) -> Position:
+        """Load the checkpoint of :attr:`resume_at` (if any); the position reached.
 
-        Nothing is deleted here: the checkpoints of later epochs go when this
-        run writes its first one (:meth:`CheckpointStore.save`).
+        Nothing is deleted here: the checkpoints of later positions go when
+        this run writes its first one (:meth:`CheckpointStore.save`).
         """
-        k = self.resume_epochs
+        k = self.resume_at
         store = self._refuse_a_start_over()
-        if not k:
-            return 0
+        if not any(k):
+            return k
         if store is None:
             raise LocalProtocolError(f"The {self.role} was asked to resume but keeps no "
                                      "checkpoints.")
@@ -210,7 +215,8 @@ class _TrainingSide(_Side):
         """Refuse a job that starts over while this party, started with --resume, holds
         checkpoints (nothing is deleted); returns the store."""
         store = self.store
-        if store is not None and store.resume and not self.resume_epochs and store.epochs_held():
+        if (store is not None and store.resume and not any(self.resume_at)
+                and any(map(any, store.positions_held()))):  # the arbiter's key alone: no work
             raise CheckpointError(_STARTS_OVER.format(party=store.party))
         return store
 
@@ -219,14 +225,15 @@ class _TrainingSide(_Side):
         if getattr(self.party, "loss_history", None):
             self.loss = self.party.loss_history[-1]
 
-    def save(self, epochs_done: int) -> None:
-        """Write this party's checkpoint after ``epochs_done`` epochs (guest and hosts)."""
+    def save(self, epochs_done: int, batches_done: int = 0) -> None:
+        """Write this party's checkpoint after ``epochs_done`` epochs and ``batches_done``
+        batches of the next (guest and hosts)."""
         if self.store is None:
             return
         ckpt = self.party.checkpoint(job=self.store.job, epochs_done=epochs_done,
                                      stopped=self.stop, setup_digest=self.setup_digest,
                                      key_fingerprint=self.key_fingerprint,
-                                     data_digest=self.data_digest)
+                                     data_digest=self.data_digest, batches_done=batches_done)
         squares = getattr(self.party, "squares", None)
         self.store.save(ckpt, squares.iter_bytes() if squares is not None else None)
 
@@ -283,23 +290,32 @@ _STARTS_OVER = ("{party} was started with --resume and holds checkpoints, but th
 def _train(channel: Channel, side: _TrainingSide, progress: ProgressHook) -> int:
     """Run the schedule's phases over the epochs; returns the epochs run.
 
-    After the setup steps, every party loads its checkpoint of the epoch the
-    guest's ``TrainSetup`` resumes from (if any) and the epochs continue from
-    there; after each epoch the guest and the hosts write their checkpoint
-    (the arbiter writes its own before it announces the epoch's decision).
+    After the setup steps, every party loads its checkpoint of the position
+    the guest's ``TrainSetup`` resumes from (if any) and the batches continue
+    from there; after each epoch the guest and the hosts write their
+    checkpoint (the arbiter writes its own before it announces the epoch's
+    decision), and with ``TrainSetup.checkpoint_every`` = N also after every
+    N batches within an epoch.
     """
     _walk(channel, side, _SETUP)
     cfg = side.config
-    epochs_run = start = side.resume()
-    if not (start and side.stop):  # a checkpoint of the epoch that stopped: only the end
+    start, skip = side.resume()
+    epochs_run = start
+    every = side.checkpoint_every
+    if not (start and not skip and side.stop):  # the epoch that stopped: only the end
         for epoch in range(start, cfg.epochs):
             plan = side.batches(epoch)
             if epoch == start:
                 progress.on_start(cfg.epochs, len(plan))
+                if start or skip:
+                    progress.on_resume(start, skip)
             side.epoch = epoch
-            for b, rows in enumerate(plan):
-                side.batch, side.rows = b, rows
+            first = skip if epoch == start else 0
+            for b in range(first, len(plan)):
+                side.batch, side.rows = b, plan[b]
                 _walk(channel, side, _BATCH)
+                if every and (b + 1) % every == 0 and b + 1 < len(plan):
+                    side.save(epoch, b + 1)
                 progress.on_batch(epoch, b, len(plan))
             _walk(channel, side, _EPOCH)
             epochs_run = epoch + 1
@@ -329,7 +345,7 @@ class _GuestSide(_TrainingSide):
     def _restore(self, ckpt: PartyCheckpoint) -> None:
         assert self.store is not None
         stored = ckpt.guest is not None and bool(ckpt.guest.squares_sha256)
-        self.party.restore(ckpt, str(self.store.squares_path(ckpt.epochs_done))
+        self.party.restore(ckpt, str(self.store.squares_path(ckpt.position))
                            if stored else None)
         if self.party.loss_history:
             self.loss = self.party.loss_history[-1]
@@ -348,7 +364,8 @@ class _GuestSide(_TrainingSide):
     def _set_up(self) -> None:
         party = self.party
         self._job = party.setup()
-        self.resume_epochs = self._job.resume_epochs
+        self.resume_at = (self._job.resume_epochs, self._job.resume_batches)
+        self.checkpoint_every = self._job.checkpoint_every
         self.setup_digest = setup_digest(self._job)
         limits = message_limits(party.config, party.n_rows, party.n_train, self._job.columns,
                                 len(party.validation_rows))
@@ -449,8 +466,8 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
     """
     progress = progress or ProgressHook()
     digest = data_digest(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    held = checkpoints.newest(digest) if checkpoints is not None else 0
-    if held:
+    held = checkpoints.newest(digest) if checkpoints is not None else (0, 0)
+    if any(held):
         assert checkpoints is not None
         state = checkpoints.load(held)
         assert state.guest is not None
@@ -459,8 +476,9 @@ def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray
         initial_coef = state.guest.initial_coef
     party = GuestParty(name, X, y, config, hosts, model_id, workers, exponent_bits,
                        validation_rows, initial_coef, init_score_std)
-    party.checkpoint_epochs = held
-    party.checkpoints_held = checkpoints.epochs_held() if held and checkpoints else []
+    party.checkpoint_at = held
+    party.checkpoints_held = checkpoints.positions_held() if any(held) and checkpoints else []
+    party.checkpoint_every = checkpoints.every_batches if checkpoints is not None else 0
     side = _GuestSide(channel, party, arbiter)
     side.store, side.data_digest = checkpoints, digest
     try:
@@ -486,7 +504,7 @@ class _HostSide(_TrainingSide):
         self.policy = policy
         self._party: HostParty | None = None
         self._out: tuple[MaskedGradient, CrossTerm | None] | None = None
-        self.offered = 0  # epochs of the checkpoint this host offered in its HostHello
+        self.offered: Position = (0, 0)  # the checkpoint this host offered in its HostHello
 
     @property
     def party(self) -> HostParty:
@@ -505,22 +523,29 @@ class _HostSide(_TrainingSide):
 
     @_sends(sch.HELLO)
     def _hello(self, peers: tuple[str, ...]) -> dict[str, object]:
-        self.offered = self.store.newest(self.data_digest) if self.store is not None else 0
-        return _to(peers, dataclasses.replace(host_hello(self.X), checkpoint_epochs=self.offered))
+        self.offered = self.store.newest(self.data_digest) if self.store is not None else (0, 0)
+        return _to(peers, dataclasses.replace(host_hello(self.X),
+                                              checkpoint_epochs=self.offered[0],
+                                              checkpoint_batches=self.offered[1]))
 
     @_receives(sch.SETUP_HOSTS)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
-        held = self.store.epochs_held() if self.store is not None else []
-        if msg.resume_epochs > self.offered or (msg.resume_epochs
-                                                and msg.resume_epochs not in held):
+        held = self.store.positions_held() if self.store is not None else []
+        asked = (msg.resume_epochs, msg.resume_batches)
+        if asked > self.offered or (any(asked) and asked not in held):
             raise RemoteProtocolError(
-                f"TrainSetup from {peer} resumes from epoch {msg.resume_epochs}; {self.name} "
-                f"offered {self.offered} and holds checkpoints of epochs "
-                f"{', '.join(map(str, held)) or 'none'}.")
+                f"TrainSetup from {peer} resumes from {where(asked)}; {self.name} "
+                f"offered {where(self.offered) if any(self.offered) else 'none'} and holds "
+                f"checkpoints of {', '.join(map(where, held)) or 'none'}.")
+        if msg.checkpoint_every > MAX_EVERY_BATCHES:
+            raise RemoteProtocolError(
+                f"TrainSetup from {peer} asks for a checkpoint every {msg.checkpoint_every} "
+                f"batches; at most {MAX_EVERY_BATCHES}.")
         party = HostParty.from_setup(self.name, self.X, msg, peer, self.workers,
                                      self.exponent_bits, self.policy)
         self._party = party
-        self.resume_epochs, self.setup_digest = msg.resume_epochs, setup_digest(msg)
+        self.resume_at, self.setup_digest = asked, setup_digest(msg)
+        self.checkpoint_every = msg.checkpoint_every
         limits = message_limits(party.config, msg.n_rows, party.n_train, list(msg.columns),
                                 msg.n_validation)
         self.channel.limit_message_size(self.guest, limits["guest_to_host"])
@@ -622,14 +647,18 @@ class _ArbiterSide(_TrainingSide):
 
     @_receives(sch.SETUP_ARBITER)
     def _setup(self, peer: str, msg: TrainSetup) -> None:
-        self.resume_epochs, self.setup_digest = msg.resume_epochs, setup_digest(msg)
+        self.resume_at = (msg.resume_epochs, msg.resume_batches)
+        self.setup_digest = setup_digest(msg)
+        self.checkpoint_every = msg.checkpoint_every
         key, secret = None, None
-        if msg.resume_epochs:  # the key pair (and histories) of the checkpoint resumed from
+        if any(self.resume_at):  # the key pair (and histories) of the checkpoint resumed from
             if self.store is None:
                 raise RemoteProtocolError(
-                    f"TrainSetup from {peer} resumes from epoch {msg.resume_epochs}, but this "
+                    f"TrainSetup from {peer} resumes from {where(self.resume_at)}, but this "
                     "arbiter was not started with --resume (or keeps no checkpoints).")
-            self._ckpt = self.store.load(msg.resume_epochs)
+            # it writes at epoch ends (and its key before the first, when checkpoints are
+            # also taken within epochs)
+            self._ckpt = self.store.load((msg.resume_epochs, 0))
             if self._ckpt.setup_digest != self.setup_digest:
                 raise CheckpointError(f"The arbiter's checkpoint of epoch {msg.resume_epochs} "
                                       f"was made for another training setup than {peer}'s "
@@ -698,14 +727,16 @@ class _ArbiterSide(_TrainingSide):
             self.setup_digest, self.key_fingerprint, b"", empty, 0, empty, empty,
             np.zeros((0, 0)), None, self.store.seal(secret)))
 
-    def save(self, epochs_done: int) -> None:
-        """Written in :meth:`_decision_guest` already."""
+    def save(self, epochs_done: int, batches_done: int = 0) -> None:
+        """Written in :meth:`_decision_guest` already (at epoch ends only)."""
 
-    def resume(self) -> int:
-        k = self.resume_epochs
+    def resume(self) -> Position:
+        k = self.resume_at
         self._refuse_a_start_over()
-        if not k:
-            return 0
+        if not any(k):
+            if self.checkpoint_every:  # its key, for a resume within the first epoch
+                self._save_now(0, False)
+            return k
         assert self._ckpt is not None and self.store is not None  # loaded with the TrainSetup
         self.stop = self._ckpt.stopped
         self.store.start = k

@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 
-from vfl.checkpoint import CheckpointError, GuestState, PartyCheckpoint
+from vfl.checkpoint import CheckpointError, GuestState, PartyCheckpoint, Position, where
 from vfl.crypto.encoding import quantize
 from vfl.crypto.store import CiphertextStore
 from vfl.crypto.vector import EncryptedVector
@@ -158,27 +158,36 @@ class GuestParty(GradientParty):
         self._squares: CiphertextStore | None = None
         self._h_total: EncryptedVector | None = None
         self._q_batch: EncryptedVector | None = None
-        #: resuming: epochs completed in the guest's own newest checkpoint (0: a fresh run),
-        #: and every epoch it holds a checkpoint of
-        self.checkpoint_epochs = 0
-        self.checkpoints_held: list[int] = []
+        #: resuming: the position of the guest's own newest checkpoint ((0, 0): a fresh run),
+        #: and every position it holds a checkpoint of
+        self.checkpoint_at: Position = (0, 0)
+        self.checkpoints_held: list[Position] = []
+        #: checkpoints within an epoch: every this many batches (0: at epoch ends only)
+        self.checkpoint_every = 0
 
     # ----------------------------------------------------------- checkpoints
     def checkpoint(self, *, job: str, epochs_done: int, stopped: bool, setup_digest: bytes,
-                   key_fingerprint: bytes, data_digest: bytes) -> PartyCheckpoint:
-        """This guest's state after ``epochs_done`` epochs (the stored squares stay in
-        :attr:`squares`; the driver writes them beside the checkpoint)."""
+                   key_fingerprint: bytes, data_digest: bytes,
+                   batches_done: int = 0) -> PartyCheckpoint:
+        """This guest's state after ``epochs_done`` epochs and ``batches_done`` batches of
+        the next (the stored squares stay in :attr:`squares`; the driver writes them beside
+        the checkpoint)."""
         hist = self.validation_history
         validation = np.array([[h["epoch"], h["auc"], h["ks"], h["loss"], h["brier"]]
                                for h in hist], dtype=np.float64).reshape(len(hist), 5)
         present = b"" if self._squares is None else np.packbits(self._squares.present).tobytes()
+        if batches_done and self._loss_acc is None:
+            raise LocalProtocolError("A checkpoint within an epoch needs the epoch's loss sum.")
+        loss_sum = (encode_ciphertexts(self._loss_acc)
+                    if batches_done and self._loss_acc is not None else None)
         state = GuestState(self.initial_coef.copy(),
                            np.asarray(self.validation_rows, dtype=np.int64),
                            np.asarray(self.loss_history, dtype=np.float64), validation,
-                           present, b"")
+                           present, b"", loss_sum)
         return PartyCheckpoint("guest", self.name, job, self.model_id, epochs_done, stopped,
                                setup_digest, key_fingerprint, data_digest,
-                               guest=state, sealed=b"", **self.checkpoint_fields())
+                               guest=state, sealed=b"", batches_done=batches_done,
+                               **self.checkpoint_fields())
 
     @property
     def squares(self) -> CiphertextStore | None:
@@ -198,6 +207,18 @@ class GuestParty(GradientParty):
             raise CheckpointError(f"The checkpoint of {self.name} was made with another "
                                   "validation split or start: refused.")
         self.restore_fields(ckpt)
+        self._loss_acc = None
+        if ckpt.batches_done:  # within an epoch: the loss sum of its batches so far
+            key, _ = self._require_key()
+            if state.loss_sum is None:
+                raise CheckpointError(f"The checkpoint of {self.name} within epoch "
+                                      f"{ckpt.epochs_done + 1} lacks the epoch's loss sum.")
+            try:
+                self._loss_acc = decode_ciphertexts(
+                    key, state.loss_sum, peer=f"{self.name}'s checkpoint", what="loss sum",
+                    expected_len=1, frac_bits=state.loss_sum.frac_bits)
+            except RemoteProtocolError as exc:
+                raise CheckpointError(str(exc)) from None
         self.loss_history = [float(v) for v in state.loss_history]
         self.validation_history = [
             {"epoch": int(r[0]), "auc": float(r[1]), "ks": float(r[2]), "loss": float(r[3]),
@@ -263,18 +284,25 @@ class GuestParty(GradientParty):
                 f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
                 "'Batch-size guardrail'."
             )
-        # resume from the newest epoch every party holds (0 if one holds none)
-        for h in self.hosts:
-            offer = hellos[h].checkpoint_epochs
-            if self.checkpoint_epochs and offer and offer < self.checkpoint_epochs and (
+        # resume from the newest position every party holds ((0, 0) if one holds none)
+        offers = {h: (hellos[h].checkpoint_epochs, hellos[h].checkpoint_batches)
+                  for h in self.hosts}
+        n_batches = len(self.batches(0))
+        for h, offer in offers.items():
+            if offer[1] >= n_batches:
+                raise RemoteProtocolError(
+                    f"{h} offers to resume from {where(offer)}; an epoch of this job has "
+                    f"{n_batches} batches.")
+            if any(self.checkpoint_at) and any(offer) and offer < self.checkpoint_at and (
                     offer not in self.checkpoints_held):
                 raise RemoteProtocolError(
-                    f"{h} offers to resume from epoch {offer}; {self.name} holds checkpoints of "
-                    f"epochs {', '.join(map(str, self.checkpoints_held))}, so the parties share "
-                    "no epoch to resume from (a checkpoint folder restored from elsewhere?).")
-        resume = min([self.checkpoint_epochs, *(hellos[h].checkpoint_epochs for h in self.hosts)])
+                    f"{h} offers to resume from {where(offer)}; {self.name} holds checkpoints "
+                    f"of {', '.join(map(where, self.checkpoints_held))}, so the parties share "
+                    "no position to resume from (a checkpoint folder restored from elsewhere?).")
+        resume = min([self.checkpoint_at, *offers.values()])  # (0, 0) if one holds none
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
-                          self.validation_rows, len(self.validation_rows), resume)
+                          self.validation_rows, len(self.validation_rows), resume[0],
+                          resume[1], self.checkpoint_every)
 
     def arbiter_setup(self, setup: TrainSetup) -> TrainSetup:
         """The job as the arbiter sees it: the training row count only, no validation rows."""

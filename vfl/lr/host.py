@@ -215,11 +215,14 @@ class HostParty(GradientParty):
         return ValidationScores(epoch, encode_ciphertexts(enc))
 
     def checkpoint(self, *, job: str, epochs_done: int, stopped: bool, setup_digest: bytes,
-                   key_fingerprint: bytes, data_digest: bytes) -> PartyCheckpoint:
-        """This host's state after ``epochs_done`` epochs."""
+                   key_fingerprint: bytes, data_digest: bytes,
+                   batches_done: int = 0) -> PartyCheckpoint:
+        """This host's state after ``epochs_done`` epochs and ``batches_done`` batches of
+        the next."""
         return PartyCheckpoint("host", self.name, job, self.model_id, epochs_done, stopped,
                                setup_digest, key_fingerprint, data_digest, guest=None,
-                               sealed=b"", **self.checkpoint_fields())
+                               sealed=b"", batches_done=batches_done,
+                               **self.checkpoint_fields())
 
     def restore(self, ckpt: PartyCheckpoint) -> None:
         """Continue from ``ckpt``: weights, optimiser state, per-epoch weights."""

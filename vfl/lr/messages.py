@@ -42,17 +42,18 @@ METRIC_DIGITS = 4
 DECILES = 10
 
 
-@message("lr.HostHello/2")
+@message("lr.HostHello/3")
 @dataclass(frozen=True, slots=True)
 class HostHello:
-    """Host → guest: aligned row and column counts; epochs its newest checkpoint holds."""
+    """Host → guest: aligned row and column counts; where its newest checkpoint stands."""
 
     n_rows: int
     n_features: int
     checkpoint_epochs: int = 0  # resuming: epochs completed in its newest valid checkpoint
+    checkpoint_batches: int = 0  # ... and batches of the next epoch (0: at an epoch's end)
 
 
-@message("lr.TrainSetup/4")
+@message("lr.TrainSetup/5")
 @dataclass(frozen=True, slots=True)
 class TrainSetup:
     """Guest → hosts and arbiter: hyper-parameters and the parties' shapes; where to resume."""
@@ -65,6 +66,8 @@ class TrainSetup:
     validation_rows: list[int]  # aligned rows held out for validation (empty: none)
     n_validation: int  # how many: hosts check it against the rows; the arbiter gets only this
     resume_epochs: int = 0  # > 0: every party continues from its checkpoint of this many epochs
+    resume_batches: int = 0  # ... and this many batches of the next epoch
+    checkpoint_every: int = 0  # guest and hosts also checkpoint every this many batches (0: no)
 
 
 @message("lr.PublicKey/1")

@@ -1,0 +1,149 @@
+"""Attacks on resuming (protocols/specs/hetero_lr.md, "Checkpoints and resume").
+
+The resume position travels in two setup messages: each host's ``HostHello`` offers the
+position of its newest checkpoint (``checkpoint_epochs``, ``checkpoint_batches``) and the
+guest's ``TrainSetup`` names the one every party resumes from (``resume_epochs``,
+``resume_batches``) and how often to checkpoint within an epoch (``checkpoint_every``). The
+claims attacked here:
+
+* a deviating guest cannot make a host load, or delete, anything but the checkpoint the host
+  itself offered (or an older one it holds): another position is refused before any file is
+  read or removed;
+* a deviating host cannot make the guest resume from a position the guest holds no
+  checkpoint of, nor from a batch beyond an epoch's end;
+* an absurd checkpoint interval from the guest is refused by the host.
+
+The host is the real driver (``run_host_training``) over the in-memory transport with a real
+checkpoint folder; the test plays the deviating guest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from vfl.checkpoint import MAX_EVERY_BATCHES, CheckpointStore
+from vfl.exceptions import RemoteProtocolError
+from vfl.lr import run_arbiter, run_guest_training, run_host_training
+from vfl.lr.guest import GuestParty
+from vfl.lr.messages import HostHello
+from vfl.pipeline import run_threads
+from vfl.transport import InMemoryNetwork
+
+from ..lr.trio import small_config, standardize
+
+JOB = "job-resume-attack"
+PASS = b"a passphrase for this test only"
+
+
+@pytest.fixture(scope="module")
+def data(breast):
+    Xg, y, Xh = breast
+    return standardize(Xg), y, standardize(Xh)
+
+
+def _stores(root: Path, resume: bool) -> dict[str, CheckpointStore]:
+    return {"guest": CheckpointStore(root / "guest", party="guest", role="guest", job=JOB,
+                                     resume=resume, every_batches=1),
+            "host1": CheckpointStore(root / "host1", party="host1", role="host", job=JOB,
+                                     resume=resume),
+            "arbiter": CheckpointStore(root / "arbiter", party="arbiter", role="arbiter",
+                                       job=JOB, passphrase=PASS, resume=resume)}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data):
+    """A job of 2 epochs checkpointed after every batch: the host holds (2, 0) and (1, 3)."""
+    Xg, y, Xh = data
+    root = tmp_path_factory.mktemp("resume-attack")
+    cfg = small_config(epochs=2)
+    stores = _stores(root, resume=False)
+    run_threads(InMemoryNetwork(["guest", "host1", "arbiter"]), {
+        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host1"],
+                                               arbiter="arbiter", checkpoints=stores["guest"]),
+        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
+                                              allow_insecure_key_size=True,
+                                              checkpoints=stores["host1"]),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
+                                          checkpoints=stores["arbiter"]),
+    })
+    return root, cfg
+
+
+def _host_against(root: Path, Xh, forge) -> tuple[HostHello, BaseException | None, dict]:
+    """Run the real host (resuming) against a guest that answers its HostHello with
+    ``forge(hello)``; return the hello, the host's error and the host's files before/after."""
+    store = CheckpointStore(root / "host1", party="host1", role="host", job=JOB, resume=True)
+    before = {p.name: p.read_bytes() for p in (root / "host1").iterdir()}
+    net = InMemoryNetwork(["guest", "host1", "arbiter"], timeout=20)
+    errors: list[BaseException] = []
+
+    def host() -> None:
+        try:
+            run_host_training(net.endpoint("host1"), "host1", Xh, guest="guest",
+                              arbiter="arbiter", allow_insecure_key_size=True, checkpoints=store)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=host)
+    t.start()
+    guest = net.endpoint("guest")
+    hello = guest.recv("host1", HostHello)
+    guest.send("host1", forge(hello))
+    t.join(timeout=60)
+    assert not t.is_alive()
+    after = {p.name: p.read_bytes() for p in (root / "host1").iterdir()}
+    assert after == before  # nothing read into the job, nothing deleted or rewritten
+    return hello, (errors[0] if errors else None), before
+
+
+def _setup(data, cfg, resume: tuple[int, int], every: int = 0):
+    Xg, y, Xh = data
+    guest = GuestParty("guest", Xg, y, cfg, ["host1"])
+    real = guest.setup({"host1": HostHello(len(y), Xh.shape[1])})
+    return dataclasses.replace(real, resume_epochs=resume[0], resume_batches=resume[1],
+                               checkpoint_every=every)
+
+
+@pytest.mark.parametrize("asked", [(1, 2), (2, 1), (3, 0), (0, 1)])
+def test_a_guest_cannot_make_a_host_resume_from_a_position_it_did_not_offer(
+        finished, data, asked):
+    """The host offered its newest checkpoint, (2, 0); the guest names a later position, or
+    one the host holds no file of: refused, naming the guest, before any file is touched."""
+    root, cfg = finished
+    hello, error, files = _host_against(root, data[2], lambda h: _setup(data, cfg, asked))
+    assert (hello.checkpoint_epochs, hello.checkpoint_batches) == (2, 0)
+    assert {"host1.e2.ckpt", "host1.e1.b3.ckpt"} <= set(files)
+    assert isinstance(error, RemoteProtocolError), error
+    assert "TrainSetup from guest resumes from" in str(error)
+
+
+def test_a_guest_cannot_ask_a_host_for_an_absurd_checkpoint_interval(finished, data):
+    root, cfg = finished
+    _, error, _ = _host_against(root, data[2],
+                                lambda h: _setup(data, cfg, (2, 0), MAX_EVERY_BATCHES + 1))
+    assert isinstance(error, RemoteProtocolError) and "checkpoint every" in str(error)
+
+
+def test_a_host_cannot_make_the_guest_resume_where_the_guest_holds_nothing(data):
+    """The guest holds (5, 0) and (4, 2); a host's offer is taken only if the guest holds it
+    (or the host is ahead); a batch past an epoch's end is refused outright."""
+    Xg, y, Xh = data
+    guest = GuestParty("guest", Xg, y, small_config(epochs=6), ["host1"])
+    guest.checkpoint_at, guest.checkpoints_held = (5, 0), [(5, 0), (4, 2)]
+    n_batches = len(guest.batches(0))
+
+    def offer(k: int, j: int):
+        return guest.setup({"host1": HostHello(len(y), Xh.shape[1], k, j)})
+
+    assert (offer(4, 2).resume_epochs, offer(4, 2).resume_batches) == (4, 2)
+    assert (offer(5, 1).resume_epochs, offer(5, 1).resume_batches) == (5, 0)  # host ahead
+    assert (offer(0, 0).resume_epochs, offer(0, 0).resume_batches) == (0, 0)  # holds none
+    for bad in [(4, 1), (4, 3), (3, 0)]:
+        with pytest.raises(RemoteProtocolError, match="host1 offers to resume from epoch"):
+            offer(*bad)
+    with pytest.raises(RemoteProtocolError, match=f"an epoch of this job has {n_batches}"):
+        offer(5, n_batches)
