@@ -50,15 +50,17 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from vfl.codec import Envelope, decode_envelope, encode_envelope, message
 from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import ConfigError, VFLError
+from vfl.psi.cache import PsiKept, ReuseOffer, ids_digest, intersection_digest
 
 __all__ = ["ArbiterSecret", "CheckpointError", "CheckpointStore", "GuestState",
            "PartyCheckpoint", "Position", "data_digest", "setup_digest", "KEEP",
@@ -427,6 +429,60 @@ class CheckpointStore:
             if old > k:
                 self._state_path(old).unlink(missing_ok=True)
                 self.squares_path(old).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ kept PSI
+    def _psi_path(self, tag: str) -> Path:
+        return self.folder / f"{self.party}.psi-{tag}"
+
+    def keep_psi(self, tag: str, ids: Sequence[str], rows: npt.NDArray[np.int64]) -> None:
+        """Keep this party's result of the job's PSI ``tag`` ("train" or "valid") for a
+        resume: its aligned rows and the digests of its IDs and of the intersection
+        (:mod:`vfl.psi.cache`; no ID is written)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        kept = PsiKept(self.party, self.job, tag, ids_digest(ids), len(ids),
+                       intersection_digest(self.job, ids, rows), rows)
+        try:
+            _write_atomic(self._psi_path(tag),
+                          iter([encode_envelope(Envelope(self.job, 0, self.party, self.party,
+                                                         kept))]))
+        except OSError as exc:
+            raise CheckpointError(f"{self.party} could not keep its PSI result in "
+                                  f"{self.folder}: {exc.strerror or exc}.") from None
+
+    def kept_psi(self, tag: str, ids: Sequence[str]) -> ReuseOffer | None:
+        """The PSI result ``tag`` this party kept, if it resumes this job and its IDs are
+        those it kept it for (else ``None``: PSI runs again, as when nothing was kept).
+
+        Raises
+        ------
+        CheckpointError
+            If the kept file is damaged or not this party's and job's.
+        """
+        path = self._psi_path(tag)
+        if not self.resume or not path.is_file():
+            return None
+        try:
+            size = path.stat().st_size
+            if size > MAX_STATE_BYTES:
+                raise CheckpointError(f"{path}: {size} bytes, more than a kept PSI holds.")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the kept PSI result: "
+                                  f"{exc.strerror}.") from None
+        kept = self._decode(data, f"kept PSI result {path}").body
+        if not isinstance(kept, PsiKept) or (kept.party, kept.job, kept.tag) != (
+                self.party, self.job, tag):
+            raise CheckpointError(f"{path} is not {self.party}'s kept PSI result of job "
+                                  f"{self.job!r}.")
+        if kept.n_ids != len(ids) or kept.ids_sha256 != ids_digest(ids):
+            return None  # the IDs changed: PSI runs again
+        rows = kept.rows
+        if (rows.dtype != np.int64 or rows.ndim != 1
+                or (rows.size and (int(rows.min()) < 0 or int(rows.max()) >= len(ids)))
+                or np.unique(rows).size != rows.size
+                or kept.digest != intersection_digest(self.job, ids, rows)):
+            raise CheckpointError(f"{path} does not match its own digest (altered?): refused.")
+        return ReuseOffer(kept.digest, rows.copy())
 
     def _decode(self, data: bytes, what: str) -> Envelope:
         try:

@@ -32,6 +32,7 @@ from vfl.metrics import evaluate
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.progress import ProgressHook
+from vfl.psi.cache import ReuseOffer
 from vfl.psi.driver import run_psi_guest, run_psi_host
 from vfl.scorecard import (
     SCORE_BINS_KEY,
@@ -244,6 +245,8 @@ class GuestOutcome:
     eval_y: np.ndarray | None = None
     #: :func:`leakage_check` of this job (shown in the report)
     leakage: dict[str, Any] | None = None
+    #: a resumed job took the intersection kept from its interrupted run (no PSI ran)
+    psi_reused: bool = False
 
     def part(self) -> ModelPart:
         """The guest's model part."""
@@ -295,6 +298,24 @@ def _score_bins(aligned: PartyTable,
     return ScoreBins.fit(aligned.feature_names, aligned.X, est.preprocessor_, woe)
 
 
+def _kept_psi(store: CheckpointStore | None, tag: str, ids: list[str]) -> ReuseOffer | None:
+    """The intersection this party kept from the interrupted run of its job (resuming)."""
+    return store.kept_psi(tag, ids) if store is not None else None
+
+
+def _after_psi(store: CheckpointStore | None, tag: str, ids: list[str],
+               rows: np.ndarray, offer: ReuseOffer | None,
+               progress: ProgressHook | None) -> bool:
+    """Keep a fresh PSI result for a resume; whether the kept one was reused."""
+    if offer is not None and offer.used:
+        if progress is not None:
+            progress.on_stage("psi_reused")
+        return True
+    if store is not None:
+        store.keep_psi(tag, ids, rows)
+    return False
+
+
 def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
                   hosts: list[str], arbiter: str, progress: ProgressHook | None = None,
                   on_psi_done: Callable[[int], None] | None = None,
@@ -316,8 +337,10 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     t0 = time.perf_counter()
     if progress is not None:
         progress.on_stage("psi")
+    offer = _kept_psi(checkpoints, "train", table.ids)
     with psi_compute(compute, progress) as where:
-        rows = run_psi_guest(channel, table.ids, hosts, policy=policy, **where)
+        rows = run_psi_guest(channel, table.ids, hosts, policy=policy, reuse=offer, **where)
+    psi_reused = _after_psi(checkpoints, "train", table.ids, rows, offer, progress)
     psi_seconds = time.perf_counter() - t0
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
@@ -336,8 +359,10 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if valid is not None:
         if valid.y is None:
             raise DataError("The guest's validation table needs the label column.")
+        offer = _kept_psi(checkpoints, "valid", valid.ids)
         with psi_compute(compute, progress) as where:
-            vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy, **where)
+            vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy, reuse=offer, **where)
+        _after_psi(checkpoints, "valid", valid.ids, vrows, offer, progress)
         _check_intersection(len(vrows), "the guest's validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
@@ -376,7 +401,8 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         proba = est.predict_proba(X_train, channel=channel)[:, 1]
         return GuestOutcome(est, aligned, proba, evaluate(aligned.y, proba), psi_seconds,
                             train_seconds, channel.party, woe, iv_table,
-                            "training intersection", list(aligned.ids), aligned.y, leakage)
+                            "training intersection", list(aligned.ids), aligned.y, leakage,
+                            psi_reused)
     if est.best_epoch_ is not None and est.validation_history_:
         # the arbiter's figures: no per-row validation score reaches the guest
         best = est.validation_history_[est.best_epoch_]
@@ -384,10 +410,10 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
         return GuestOutcome(est, aligned, None, figures, psi_seconds, train_seconds,
                             channel.party, woe, iv_table,
                             f"validation rows at the kept epoch ({len(est.validation_rows_)} "
-                            "rows)", leakage=leakage)
+                            "rows)", leakage=leakage, psi_reused=psi_reused)
     return GuestOutcome(est, aligned, None, {}, psi_seconds, train_seconds, channel.party, woe,
                         iv_table, "nothing (no validation rows, no training-row scoring)",
-                        leakage=leakage)
+                        leakage=leakage, psi_reused=psi_reused)
 
 
 def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: str,
@@ -407,8 +433,10 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     if progress is not None:
         progress.on_stage("psi")
+    offer = _kept_psi(checkpoints, "train", table.ids)
     with psi_compute(compute, progress) as where:
-        rows = run_psi_host(channel, table.ids, guest, policy=policy, **where)
+        rows = run_psi_host(channel, table.ids, guest, policy=policy, reuse=offer, **where)
+    _after_psi(checkpoints, "train", table.ids, rows, offer, progress)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     _check_training_rows(aligned, channel.party)
@@ -432,8 +460,10 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         )
     val_aligned = None
     if valid is not None:
+        offer = _kept_psi(checkpoints, "valid", valid.ids)
         with psi_compute(compute, progress) as where:
-            vrows = run_psi_host(channel, valid.ids, guest, policy=policy, **where)
+            vrows = run_psi_host(channel, valid.ids, guest, policy=policy, reuse=offer, **where)
+        _after_psi(checkpoints, "valid", valid.ids, vrows, offer, progress)
         _check_intersection(len(vrows), f"{channel.party}'s validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None

@@ -197,6 +197,7 @@ def guest_report(outcome: GuestOutcome, *, n_guest: int, hosts: list[str], confi
         "accuracy": outcome.metrics.get("accuracy"),
         "evaluated_on": outcome.evaluated_on,
         "psi_seconds": outcome.psi_seconds,
+        "psi_reused": outcome.psi_reused,
         "train_seconds": outcome.train_seconds,
         "loss_history": est.loss_history_,
         "validation_history": est.validation_history_,

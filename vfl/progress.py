@@ -35,7 +35,8 @@ class ProgressHook:
         """Large-set PSI progress: ``phase`` "hash" (IDs hashed into buckets) or "buckets"."""
 
     def on_stage(self, stage: str) -> None:
-        """A step of the job begins: ``"psi"`` or ``"scoring"`` (training has on_start)."""
+        """A step of the job begins: ``"psi"`` or ``"scoring"`` (training has on_start);
+        ``"psi_reused"``: a resumed job took the intersection kept from its interrupted run."""
 
     def on_resume(self, epochs_done: int, batches_done: int) -> None:
         """Training resumes from a checkpoint (after :meth:`on_start`): ``epochs_done``

@@ -134,6 +134,7 @@ def test_kill_9_of_each_role_at_four_points_then_resume_gives_the_uninterrupted_
     finish_parties({name: _spawn(cfg, env, "--resume") for name, cfg in job.configs.items()})
     report = json.loads((Path(job.outputs["bank_a"]) / "report.json").read_text())
     assert report["epochs_run"] == EPOCHS
+    assert report["psi_reused"] is True  # resumed runs took the intersection kept by the 2nd
     print("\n" + "\n".join(f"kill -9 of the {what}: the survivors stopped {s:.2f} s later"
                            for what, s in times.items()))
 

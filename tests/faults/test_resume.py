@@ -330,10 +330,12 @@ def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkey
     resumed = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m1",
                         checkpoints=ck, resume=True, checkpoint_every=every, **kw)
     assert resumed.report["epochs_run"] == 4
+    assert resumed.report["psi_reused"] is True  # the kept intersection: no PSI run again
     part = load_model_part(tmp_path / "m1" / "guest.json")
     clean = fit_files(tmp_path / "a.csv", [tmp_path / "b.csv"], out_dir=tmp_path / "m2",
                       coef_init=np.asarray(part.training["coef_init"]),
                       intercept_init=part.training["intercept_init"], **kw)
+    assert clean.report["psi_reused"] is False
     assert np.array_equal(resumed.guest.coef_, clean.guest.coef_)
     assert resumed.guest.intercept_ == clean.guest.intercept_
     assert np.array_equal(resumed.hosts[0].coef_, clean.hosts[0].coef_)

@@ -11,7 +11,11 @@ claims attacked here:
   read or removed;
 * a deviating host cannot make the guest resume from a position the guest holds no
   checkpoint of, nor from a batch beyond an epoch's end;
-* an absurd checkpoint interval from the guest is refused by the host.
+* an absurd checkpoint interval from the guest is refused by the host;
+* reusing a kept intersection (protocols/specs/psi.md): a host hands its kept rows to the job
+  only after echoing the guest's digest of the very intersection it kept, so a guest that
+  guesses, or sends PsiReuse unasked, learns "not this one" and is refused; a host cannot
+  make the guest take its rows by echoing a digest the guest did not offer.
 
 The host is the real driver (``run_host_training``) over the in-memory transport with a real
 checkpoint folder; the test plays the deviating guest.
@@ -23,6 +27,7 @@ import dataclasses
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vfl.checkpoint import MAX_EVERY_BATCHES, CheckpointStore
@@ -147,3 +152,93 @@ def test_a_host_cannot_make_the_guest_resume_where_the_guest_holds_nothing(data)
             offer(*bad)
     with pytest.raises(RemoteProtocolError, match=f"an epoch of this job has {n_batches}"):
         offer(5, n_batches)
+
+
+# ------------------------------------------------------------ reusing the kept intersection
+# protocols/specs/psi.md, "Reusing the intersection": a host hands its kept rows to the job
+# only after it echoed the guest's digest of the very intersection it kept itself; a guest
+# takes its kept rows only if every host echoed its own digest.
+
+def _kept_host(tmp_path: Path, ids: list[str], guest_ids: list[str]):
+    """A host that kept the intersection of ``guest_ids`` and ``ids`` (resuming)."""
+    from vfl.psi.cache import intersection_digest
+
+    store = CheckpointStore(tmp_path / "host1", party="host1", role="host", job=JOB,
+                            resume=True)
+    shared = sorted(set(ids) & set(guest_ids))
+    rows = np.asarray([ids.index(i) for i in shared], dtype=np.int64)
+    store.keep_psi("train", ids, rows)
+    return store, intersection_digest(JOB, ids, rows)
+
+
+def _host_psi(net, ids, offer):
+    from vfl.psi import run_psi_host
+
+    result: dict[str, object] = {}
+
+    def host() -> None:
+        try:
+            result["rows"] = run_psi_host(net.endpoint("host1"), ids, "guest", reuse=offer)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            result["error"] = exc
+
+    t = threading.Thread(target=host)
+    t.start()
+    return t, result
+
+
+IDS = [f"C{i:04d}" for i in range(200)]
+GUEST_IDS = [f"C{i:04d}" for i in range(100, 300)]
+
+
+@pytest.mark.parametrize("digest", ["guessed", "none"])
+def test_a_guest_cannot_make_a_host_hand_over_rows_it_did_not_echo(tmp_path, digest):
+    """The guest offers a digest of another candidate intersection (or none), is not echoed,
+    and sends PsiReuse anyway: the host refuses it; the only answer the guest got was the
+    empty echo ("not the intersection I kept")."""
+    from vfl.psi.cache import intersection_digest
+    from vfl.psi.messages import PsiHello, PsiReuse
+
+    store, real = _kept_host(tmp_path, IDS, GUEST_IDS)
+    offer = store.kept_psi("train", IDS)
+    guess = intersection_digest(JOB, IDS, np.arange(100, 150, dtype=np.int64))
+    sent = guess if digest == "guessed" else b""
+    net = InMemoryNetwork(["guest", "host1"], timeout=10)
+    t, result = _host_psi(net, IDS, offer)
+    guest = net.endpoint("guest")
+    guest.send("host1", PsiHello(len(GUEST_IDS), sent))
+    assert guest.recv("host1", PsiHello).reuse == b""  # no echo: nothing else learned
+    guest.send("host1", PsiReuse(guess if digest == "guessed" else real))
+    t.join(timeout=30)
+    assert "rows" not in result and isinstance(result["error"], RemoteProtocolError)
+    assert "Received psi.Reuse/1 from guest" in str(result["error"])
+    assert offer is not None and not offer.used
+
+
+def test_a_guest_cannot_offer_a_malformed_digest(tmp_path):
+    from vfl.psi.messages import PsiHello
+
+    store, _ = _kept_host(tmp_path, IDS, GUEST_IDS)
+    net = InMemoryNetwork(["guest", "host1"], timeout=10)
+    t, result = _host_psi(net, IDS, store.kept_psi("train", IDS))
+    net.endpoint("guest").send("host1", PsiHello(len(GUEST_IDS), b"\x00" * 5))
+    t.join(timeout=30)
+    assert isinstance(result["error"], RemoteProtocolError)
+    assert "digest of 5 bytes" in str(result["error"])
+
+
+@pytest.mark.parametrize("echo", ["other", "unasked"])
+def test_a_host_cannot_make_the_guest_take_rows_by_echoing(tmp_path, echo):
+    """A host echoing another digest than the guest's, or one the guest never offered: the
+    guest refuses before any point is blinded."""
+    from vfl.psi import run_psi_guest
+    from vfl.psi.cache import ReuseOffer
+    from vfl.psi.messages import PsiHello
+
+    offer = ReuseOffer(b"\x11" * 32, np.arange(10, dtype=np.int64)) if echo == "other" else None
+    net = InMemoryNetwork(["guest", "host1"], timeout=10)
+    host = net.endpoint("host1")
+    host.send("guest", PsiHello(len(IDS), b"\x22" * 32))
+    with pytest.raises(RemoteProtocolError, match="PsiHello from host1 echoes"):
+        run_psi_guest(net.endpoint("guest"), GUEST_IDS, ["host1"], reuse=offer)
+    assert offer is None or not offer.used

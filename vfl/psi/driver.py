@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vfl.channel import Channel
+from vfl.exceptions import RemoteProtocolError
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
 from vfl.psi._bounds import checked_set_size
 from vfl.psi.buckets import (
@@ -23,6 +25,7 @@ from vfl.psi.buckets import (
     check_padded_total,
     check_plan,
 )
+from vfl.psi.cache import DIGEST_BYTES, ReuseOffer
 from vfl.psi.client import PsiClient
 from vfl.psi.ecdh import POINT_BYTES, Blinder, BlindingPool, order_key
 from vfl.psi.messages import (
@@ -34,6 +37,7 @@ from vfl.psi.messages import (
     PsiRequest,
     PsiResponse,
     PsiResult,
+    PsiReuse,
 )
 from vfl.psi.server import PsiServer
 from vfl.psi.spill import IdSource, SpilledSet
@@ -96,8 +100,13 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
                   policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
                   workers: int | None = None, workdir: str | Path | None = None,
                   progress: PsiProgress | None = None,
-                  blinder: Blinder | None = None) -> npt.NDArray[np.int64]:
+                  blinder: Blinder | None = None,
+                  reuse: ReuseOffer | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as the client against every host; returns this party's aligned rows.
+
+    ``reuse``: the intersection this party kept from the interrupted run of
+    this job (:mod:`vfl.psi.cache`); it is offered to every host, and taken
+    (``reuse.used``) only if every host echoes it: then no point is exchanged.
 
     Every host's set size is checked against ``policy.max_psi_set_size``
     before this party blinds or sends any point. When this party's set or a
@@ -111,12 +120,22 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     caller closes it), else on ``workers`` local processes.
     """
     source = _source(ids)
-    hello = PsiHello(source.count)
+    hello = PsiHello(source.count, reuse.digest if reuse is not None else b"")
     for host in hosts:
         channel.send(host, hello)
-    sizes = {host: check_bucket_count(checked_set_size(channel.recv(host, PsiHello), peer=host,
-                                                       policy=policy), bucket_rows, peer=host)
+    hellos = {host: channel.recv(host, PsiHello) for host in hosts}
+    sizes = {host: check_bucket_count(checked_set_size(hellos[host], peer=host, policy=policy),
+                                      bucket_rows, peer=host)
              for host in hosts}
+    if reuse is not None and _every_host_echoes(hellos, reuse.digest):
+        for host in hosts:
+            channel.send(host, PsiReuse(reuse.digest))
+        reuse.used = True
+        return reuse.rows
+    for host, h in hellos.items():
+        if h.reuse and reuse is None:
+            raise RemoteProtocolError(f"PsiHello from {host} echoes an intersection digest the "
+                                      "guest did not offer.")
     pair = [bucket_plan(source.count, n, bucket_rows) for n in sizes.values()]
     if all(p is None for p in pair):
         return _guest_single(channel, source.to_list(), hosts, sizes, policy)
@@ -137,6 +156,15 @@ def run_psi_guest(channel: Channel, ids: Sequence[str] | IdSource, hosts: Sequen
     finally:
         for host in hosts:
             _unlimit(channel, host, policy)
+
+
+def _every_host_echoes(hellos: dict[str, PsiHello], digest: bytes) -> bool:
+    """Whether every host echoed ``digest`` (a host may withhold it; another value is refused)."""
+    for host, h in hellos.items():
+        if h.reuse and not hmac.compare_digest(h.reuse, digest):
+            raise RemoteProtocolError(f"PsiHello from {host} echoes another intersection digest "
+                                      "than the guest offered.")
+    return all(h.reuse for h in hellos.values())
 
 
 def _guest_single(channel: Channel, ids: list[str], hosts: Sequence[str], sizes: dict[str, int],
@@ -194,8 +222,14 @@ def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
                  policy: SecurityPolicy = DEFAULT_POLICY, bucket_rows: int = BUCKET_ROWS,
                  workers: int | None = None, workdir: str | Path | None = None,
                  progress: PsiProgress | None = None,
-                 blinder: Blinder | None = None) -> npt.NDArray[np.int64]:
+                 blinder: Blinder | None = None,
+                 reuse: ReuseOffer | None = None) -> npt.NDArray[np.int64]:
     """Run PSI as a server for ``guest``; returns this party's aligned rows.
+
+    ``reuse``: the intersection this host kept from the interrupted run of
+    this job, its IDs unchanged since (:mod:`vfl.psi.cache`). The host
+    echoes its digest if the guest offers the same one, and then takes it
+    (``reuse.used``) if the guest answers ``PsiReuse``.
 
     The guest's set size is checked against ``policy.max_psi_set_size``
     before any of its points is received or blinded; in the bucketed
@@ -208,12 +242,26 @@ def run_psi_host(channel: Channel, ids: Sequence[str] | IdSource, guest: str, *,
     announced = channel.recv(guest, PsiHello)
     n_guest = check_bucket_count(checked_set_size(announced, peer=guest, policy=policy),
                                  bucket_rows, peer=guest)
+    if len(announced.reuse) not in (0, DIGEST_BYTES):
+        raise RemoteProtocolError(f"PsiHello from {guest} offers an intersection digest of "
+                                  f"{len(announced.reuse)} bytes; expected {DIGEST_BYTES}.")
+    echo = (reuse is not None and bool(announced.reuse)
+            and hmac.compare_digest(announced.reuse, reuse.digest))
     own = bucket_plan(n_guest, source.count, bucket_rows)
     # before the guest may send anything more: a single-message request (only if our pair fits
     # one bucket) or the small bucket plan
     _limit(channel, guest, n_guest if own is None else 0, policy)
-    channel.send(guest, PsiHello(source.count))
-    first = channel.recv(guest, (PsiRequest, PsiBuckets) if own is None else PsiBuckets)
+    channel.send(guest, PsiHello(source.count, announced.reuse if echo else b""))
+    kinds: tuple[type[object], ...] = (PsiRequest, PsiBuckets) if own is None else (PsiBuckets,)
+    first: object = channel.recv(guest, (*kinds, PsiReuse) if echo else kinds)
+    if isinstance(first, PsiReuse):  # only accepted after this host echoed the digest
+        assert reuse is not None
+        if not hmac.compare_digest(first.digest, reuse.digest):
+            raise RemoteProtocolError(f"PsiReuse from {guest} names another intersection than "
+                                      "it offered.")
+        _unlimit(channel, guest, policy)
+        reuse.used = True
+        return reuse.rows
     if isinstance(first, PsiRequest):
         own_ids = source.to_list()
         server = PsiServer(own_ids, guest, policy=policy)

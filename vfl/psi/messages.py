@@ -8,20 +8,36 @@ import numpy as np
 
 from vfl.codec import message
 
-__all__ = ["PsiHello", "PsiRequest", "PsiResponse", "PsiResult", "PsiBuckets", "PsiBucketRequest",
+__all__ = ["PsiHello", "PsiReuse", "PsiRequest", "PsiResponse", "PsiResult", "PsiBuckets", "PsiBucketRequest",
            "PsiBucketResponse", "PsiBucketResult"]
 
 
-@message("psi.Hello/1")
+@message("psi.Hello/2")
 @dataclass(frozen=True, slots=True)
 class PsiHello:
     """Both directions, before any point: how many IDs the sender will blind.
 
     The receiver checks ``set_size`` against its own ``max_psi_set_size`` and
     then refuses any message carrying more points than announced.
+
+    ``reuse`` (a resumed job, ``protocols/specs/psi.md`` "Reusing the
+    intersection"): from the guest, the digest of the intersection it kept
+    from the interrupted run of this job (empty: none); from a host, the same
+    digest echoed if, and only if, the host kept the same intersection and
+    its IDs did not change since (else empty).
     """
 
     set_size: int
+    reuse: bytes = b""
+
+
+@message("psi.Reuse/1")
+@dataclass(frozen=True, slots=True)
+class PsiReuse:
+    """Guest → host, instead of a request: every host echoed the digest; each party takes
+    the intersection it kept, and no point is exchanged."""
+
+    digest: bytes
 
 
 @message("psi.Request/1")

@@ -75,7 +75,7 @@ class PsiServer:
         """
         if self.client_size is None:
             raise RemoteProtocolError(
-                f"PSI request from {self._client} before its set size (psi.Hello/1).")
+                f"PSI request from {self._client} before its set size (psi.Hello/2).")
         if self._responded:
             raise RemoteProtocolError(f"Second PSI request from {self._client}.")
         points = split_points(request.blinded, peer=self._client, what="PSI request",
