@@ -1,6 +1,7 @@
 """Attacks on the transport by an authenticated peer: oversized streams, inbox
-flooding, refused-caller log growth, a substituted server certificate, and
-error text in aborts. Each runs against the real gRPC or in-memory transport.
+flooding, refused-caller log growth, a substituted server certificate, error
+text in aborts, and a message resent under a used sequence number with other
+content (protocols/specs/wire.md, "Transient faults"). Each runs against the real gRPC or in-memory transport.
 
 The victim of the memory attacks runs in its own process, so its memory is
 measured from ``/proc/<pid>/status`` (VmHWM: the peak resident set), not
@@ -20,6 +21,7 @@ import grpc
 import pytest
 
 from vfl.certs import write_party_certs
+from vfl.codec import Envelope, encode_envelope
 from vfl.crypto.encoding import quantize
 from vfl.demo import free_ports
 from vfl.exceptions import (
@@ -429,3 +431,55 @@ def test_only_a_genuine_abort_from_that_peer_makes_sends_to_it_fail_fast():
     assert ep._aborted_by == {}
     note("host1", Envelope("j", 3, "host1", "guest", Abort("data")))
     assert ep._aborted_by == {"host1": "data"}
+
+
+# ------------------------------------------------------------ resends (link faults)
+@pytest.fixture
+def direct_pair(pki):
+    """guest and host over gRPC + mTLS with a link grace, as after a dropped reply."""
+    class Pair:
+        pass
+
+    pg, ph = free_ports(2)
+    pair = Pair()
+    pair.guest = GrpcEndpoint("guest", f"127.0.0.1:{pg}", [PeerAddress("host", f"127.0.0.1:{ph}")],
+                              "job", tls(pki, "guest"), connect_timeout=10, link_grace=5)
+    pair.host = GrpcEndpoint("host", f"127.0.0.1:{ph}", [PeerAddress("guest", f"127.0.0.1:{pg}")],
+                             "job", tls(pki, "host"), connect_timeout=10, link_grace=5)
+    yield pair
+    pair.guest.close()
+    pair.host.close()
+
+
+def test_a_resent_message_is_queued_once_but_a_new_one_under_an_old_number_is_refused(direct_pair):
+    pair = direct_pair
+    pair.guest.send("host", PsiRequest(b"one"))
+    # the reply to seq 0 was "lost": the guest's transport sends the same bytes again
+    same = encode_envelope(Envelope("job", 0, "guest", "host", PsiRequest(b"one")))
+    peer = pair.guest.peer_info["host"]
+    pair.guest._deliver_once("host", peer, 0, same, 10.0, True)
+    assert pair.host.recv("guest", PsiRequest).blinded == b"one"
+    assert pair.host._inbox["guest"].queued_messages == 0  # the copy was not queued
+    # a deviating guest reuses seq 0 for other content: refused as it arrives, and the
+    # host's next receive names it
+    other = encode_envelope(Envelope("job", 0, "guest", "host", PsiRequest(b"two")))
+    with pytest.raises(grpc.RpcError) as refused:
+        pair.guest._deliver_once("host", peer, 0, other, 10.0, True)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(RemoteProtocolError, match="already received with other content"):
+        pair.host.recv("guest", PsiRequest)
+
+
+def test_a_resent_message_needs_no_room_in_a_full_inbox(direct_pair):
+    pair = direct_pair
+    for i in range(8):  # the host is behind: 8 messages queued, the most it buffers
+        pair.guest.send("host", PsiRequest(bytes([i])))
+    assert pair.host._inbox["guest"].queued_messages == 8
+    # the reply to seq 7 was lost: its copy is acknowledged at once, not held for room
+    same = encode_envelope(Envelope("job", 7, "guest", "host", PsiRequest(bytes([7]))))
+    t0 = time.monotonic()
+    pair.guest._deliver_once("host", pair.guest.peer_info["host"], 7, same, 10.0, True)
+    assert time.monotonic() - t0 < 3
+    assert [pair.host.recv("guest", PsiRequest).blinded for _ in range(8)] == [
+        bytes([i]) for i in range(8)]
+    assert pair.host._inbox["guest"].queued_messages == 0
