@@ -73,24 +73,9 @@ def replay_in_memory(job: DemoJob) -> dict[str, Any]:
     """
     import numpy as np
 
-    from vfl.config import load_party_config
-    from vfl.data import load_table
-    from vfl.model import load_model_part
-    from vfl.pipeline import fit_local
-    from vfl.runner import part_path
+    from vfl.demo import replay_in_memory as replay
 
-    cfg = {n: load_party_config(p) for n, p in job.configs.items()}
-    g_part = load_model_part(part_path(cfg["bank_a"]))
-    h_part = load_model_part(part_path(cfg["bank_b"]))
-
-    def table(name: str) -> Any:
-        d = cfg[name].data
-        assert d is not None
-        return load_table(d.path, id_column=d.id_column, label_column=d.label_column)
-
-    local = fit_local(table("bank_a"), [table("bank_b")], cfg["bank_a"].train, baselines=False,
-                      coef_init=np.asarray(g_part.training["coef_init"]),
-                      intercept_init=g_part.training["intercept_init"])
+    local, g_part, h_part = replay(job)
     same = (np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
             and local.guest.intercept_ == g_part.intercept
             and np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef)))

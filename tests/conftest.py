@@ -64,26 +64,11 @@ def finish_parties(procs: dict[str, Any], timeout: float = 240) -> dict[str, tup
 
 def replay_demo_job_in_memory(job: Any) -> tuple[Any, Any, Any]:
     """A networked demo job's model parts, and the same job trained in memory from the
-    guest's secret start (read from its part): ``(local FitResult, guest part, host part)``.
+    guest's secret start: ``(local FitResult, guest part, host part)``
+    (:func:`vfl.demo.replay_in_memory`)."""
+    from vfl.demo import replay_in_memory
 
-    The job must have no validation share (its draw is secret, so no replay repeats it)."""
-    import numpy as np
-
-    from vfl.config import load_party_config
-    from vfl.data import load_table
-    from vfl.model import load_model_part
-    from vfl.pipeline import fit_local
-    from vfl.runner import part_path
-
-    guest_cfg = load_party_config(job.configs["bank_a"])
-    g_part = load_model_part(part_path(guest_cfg))
-    h_part = load_model_part(part_path(load_party_config(job.configs["bank_b"])))
-    g = load_table(job.data["bank_a"], id_column="customer_id", label_column="default")
-    h = load_table(job.data["bank_b"], id_column="customer_id")
-    local = fit_local(g, [h], guest_cfg.train, baselines=False,
-                      coef_init=np.asarray(g_part.training["coef_init"]),
-                      intercept_init=g_part.training["intercept_init"])
-    return local, g_part, h_part
+    return replay_in_memory(job)
 
 
 def _join(g: pd.DataFrame, h: pd.DataFrame):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vfl.certs import write_party_certs
-from vfl.exceptions import VFLError
+from vfl.exceptions import ConfigError, VFLError
 from vfl.model import atomic_write_text
 from vfl.outputs import REPORT, prepare_output_dir, run_file
 from vfl.progress import ProgressHook
@@ -33,7 +33,7 @@ from vfl.synthetic import make_two_banks
 from vfl.transport.base import LINK_GRACE
 
 __all__ = ["DemoJob", "DemoResult", "free_ports", "write_demo_job", "run_demo_processes",
-           "run_demo", "DemoPartyError"]
+           "run_demo", "DemoPartyError", "replay_in_memory"]
 
 #: the demo's party names: bank A is the guest, bank B the host
 BANK_A, BANK_B, ARBITER = "bank_a", "bank_b", "arbiter"
@@ -60,6 +60,39 @@ class DemoJob:
     configs: dict[str, Path]
     data: dict[str, Path]
     outputs: dict[str, Path]
+
+
+def replay_in_memory(job: DemoJob) -> tuple[Any, Any, Any]:
+    """Train a finished networked job once more in this process, from the guest's secret start.
+
+    Reads every party's config, data and model part; returns ``(FitResult,
+    guest part, host part)``: the in-memory fit and the networked parts, to
+    compare weight for weight (the protocol is exact: they are equal bit for
+    bit). The job must hold no validation share (its draw is secret, so no
+    replay repeats it) and one host.
+    """
+    import numpy as np
+
+    from vfl.config import load_party_config
+    from vfl.data import load_table
+    from vfl.model import load_model_part
+    from vfl.pipeline import fit_local
+    from vfl.runner import part_path
+
+    cfg = {n: load_party_config(p) for n, p in job.configs.items()}
+    g_part = load_model_part(part_path(cfg[BANK_A]))
+    h_part = load_model_part(part_path(cfg[BANK_B]))
+
+    def table(name: str) -> Any:
+        d = cfg[name].data
+        if d is None:
+            raise ConfigError(f"{job.configs[name]}: no [data] to replay.")
+        return load_table(d.path, id_column=d.id_column, label_column=d.label_column)
+
+    local = fit_local(table(BANK_A), [table(BANK_B)], cfg[BANK_A].train, baselines=False,
+                      coef_init=np.asarray(g_part.training["coef_init"]),
+                      intercept_init=g_part.training["intercept_init"])
+    return local, g_part, h_part
 
 
 def _toml_value(v: Any) -> str:

@@ -111,19 +111,29 @@ class FaultProxy:
             if time.monotonic() < self._refuse_until:
                 _reset(client)
                 continue
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:
-                _reset(client)
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            with self._lock:
-                self.connections += 1
-                self._socks.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True,
-                                 name="vfl-proxy-pump").start()
+            # dialled in its own thread: a target slow to answer does not hold up other accepts
+            threading.Thread(target=self._connect, args=(client,), daemon=True,
+                             name="vfl-proxy-connect").start()
+
+    def _connect(self, client: socket.socket) -> None:
+        """Dial the target for ``client`` and start the two pumps (or reset ``client``)."""
+        try:
+            upstream = socket.create_connection(self._target, timeout=5)
+        except OSError:
+            _reset(client)
+            return
+        if self._closed.is_set() or time.monotonic() < self._refuse_until:
+            _reset(client)
+            _reset(upstream)
+            return
+        upstream.settimeout(None)
+        client.settimeout(None)
+        with self._lock:
+            self.connections += 1
+            self._socks.update((client, upstream))
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True,
+                             name="vfl-proxy-pump").start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:

@@ -18,13 +18,10 @@ import pytest
 
 from vfl.checkpoint import CheckpointError, CheckpointStore
 from vfl.exceptions import ConfigError
-from vfl.lr import run_arbiter, run_guest_training, run_host_training
 from vfl.model import load_model_part
-from vfl.pipeline import run_threads
 from vfl.progress import ProgressHook
-from vfl.transport import InMemoryNetwork
 
-from ..lr.trio import small_config, standardize
+from ..lr.trio import run_trio, small_config, standardize
 
 PASS = b"correct horse battery staple"
 JOB = "job-resume"
@@ -42,24 +39,15 @@ def _stores(root: Path, *, resume: bool, job: str = JOB, passphrase: bytes = PAS
     }
 
 
-def _run(Xg, y, Xh, config, stores):
-    net = InMemoryNetwork(["guest", "host1", "arbiter"])
-    out = run_threads(net, {
-        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=["host1"],
-                                               arbiter="arbiter", checkpoints=stores["guest"]),
-        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
-                                              allow_insecure_key_size=True,
-                                              checkpoints=stores["host1"]),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
-                                          checkpoints=stores["arbiter"]),
-    })
-    guest, epochs = out["guest"]
-    host, _ = out["host1"]
-    return {"guest": guest.coef.copy(), "host": host.coef.copy(), "epochs": epochs,
+def _run(Xg, y, Xh, config, stores, progress=None, **guest_kwargs):
+    run = run_trio(Xg, y, [Xh], config, checkpoints=stores, progress=progress,
+                   guest_kwargs=guest_kwargs)
+    guest, host, arbiter = run.guest, run.hosts[0], run.arbiter
+    return {"guest": guest.coef.copy(), "host": host.coef.copy(), "epochs": run.epochs,
             "loss": list(guest.loss_history), "best": guest.best_epoch,
             "validation": list(guest.validation_history), "model_id": guest.model_id,
-            "calibration": guest.calibration, "arbiter_losses": list(out["arbiter"].loss_history),
-            "primes": (int(out["arbiter"].private_key.p), int(out["arbiter"].private_key.q))}
+            "calibration": guest.calibration, "arbiter_losses": list(arbiter.loss_history),
+            "primes": (int(arbiter.private_key.p), int(arbiter.private_key.q))}
 
 
 def _same_calibration(a, b):
@@ -382,25 +370,9 @@ def _run_every(Xg, y, Xh, config, stores, *, every, stop=None, who="host1", star
     init, rows = start if start is not None else (None, None)
     stores["guest"].every_batches = every
     hook = {who: _StopAt(*stop)} if stop else {"guest": _StopAt()}
-    net = InMemoryNetwork(["guest", "host1", "arbiter"])
-    out = run_threads(net, {
-        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=["host1"],
-                                               arbiter="arbiter", checkpoints=stores["guest"],
-                                               progress=hook.get("guest"), initial_coef=init,
-                                               validation_rows=rows),
-        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
-                                              allow_insecure_key_size=True,
-                                              checkpoints=stores["host1"],
-                                              progress=hook.get("host1")),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
-                                          checkpoints=stores["arbiter"]),
-    })
-    guest, epochs = out["guest"]
-    host, _ = out["host1"]
-    return {"guest": guest.coef.copy(), "host": host.coef.copy(), "epochs": epochs,
-            "loss": list(guest.loss_history), "validation": list(guest.validation_history),
-            "arbiter_losses": list(out["arbiter"].loss_history),
-            "batches": hook["guest"].seen if "guest" in hook else None}
+    out = _run(Xg, y, Xh, config, stores, hook, initial_coef=init, validation_rows=rows)
+    out["batches"] = hook["guest"].seen if "guest" in hook else None
+    return out
 
 
 @pytest.mark.parametrize(("mode", "validation", "stop", "who"), [

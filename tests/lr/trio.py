@@ -29,22 +29,28 @@ class TrioRun:
 
 
 def run_trio(Xg, y, Xhs, config: TrainConfig, *, record=False, host_insecure=True,
-             guest_kwargs=None) -> TrioRun:
+             guest_kwargs=None, checkpoints=None, progress=None) -> TrioRun:
     """Train over the in-memory transport; ``guest_kwargs`` go to ``run_guest_training``
-    (e.g. ``initial_coef`` and ``validation_rows`` to replay a run)."""
+    (e.g. ``initial_coef`` and ``validation_rows`` to replay a run); ``checkpoints`` and
+    ``progress``: per party name, its checkpoint store and progress hook."""
     names = [f"host{i + 1}" for i in range(len(Xhs))]
     net = InMemoryNetwork(["guest", *names, "arbiter"])
     transcripts = {p: net.endpoint(p).record_transcript() for p in net.parties} if record else {}
-    kwargs = dict(guest_kwargs or {})
+    stores, hooks = dict(checkpoints or {}), dict(progress or {})
+    kwargs = {"checkpoints": stores.get("guest"), "progress": hooks.get("guest"),
+              **(guest_kwargs or {})}
     targets = {
         "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, config, hosts=names,
                                                arbiter="arbiter", **kwargs),
         "arbiter": lambda ch: run_arbiter(ch, guest="guest",
-                                          allow_insecure_key_size=config.allow_insecure_key_size),
+                                          allow_insecure_key_size=config.allow_insecure_key_size,
+                                          checkpoints=stores.get("arbiter")),
     }
     def host_job(name, X):
         return lambda ch: run_host_training(ch, name, X, guest="guest", arbiter="arbiter",
-                                            allow_insecure_key_size=host_insecure)
+                                            allow_insecure_key_size=host_insecure,
+                                            checkpoints=stores.get(name),
+                                            progress=hooks.get(name))
 
     for name, X in zip(names, Xhs, strict=True):
         targets[name] = host_job(name, X)

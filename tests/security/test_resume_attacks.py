@@ -32,13 +32,12 @@ import pytest
 
 from vfl.checkpoint import MAX_EVERY_BATCHES, CheckpointStore
 from vfl.exceptions import RemoteProtocolError
-from vfl.lr import run_arbiter, run_guest_training, run_host_training
+from vfl.lr import run_host_training
 from vfl.lr.guest import GuestParty
 from vfl.lr.messages import HostHello
-from vfl.pipeline import run_threads
 from vfl.transport import InMemoryNetwork
 
-from ..lr.trio import small_config, standardize
+from ..lr.trio import run_trio, small_config, standardize
 
 JOB = "job-resume-attack"
 PASS = b"a passphrase for this test only"
@@ -65,16 +64,7 @@ def finished(tmp_path_factory, data):
     Xg, y, Xh = data
     root = tmp_path_factory.mktemp("resume-attack")
     cfg = small_config(epochs=2)
-    stores = _stores(root, resume=False)
-    run_threads(InMemoryNetwork(["guest", "host1", "arbiter"]), {
-        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host1"],
-                                               arbiter="arbiter", checkpoints=stores["guest"]),
-        "host1": lambda ch: run_host_training(ch, "host1", Xh, guest="guest", arbiter="arbiter",
-                                              allow_insecure_key_size=True,
-                                              checkpoints=stores["host1"]),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=True,
-                                          checkpoints=stores["arbiter"]),
-    })
+    run_trio(Xg, y, [Xh], cfg, checkpoints=_stores(root, resume=False))
     return root, cfg
 
 

@@ -483,3 +483,35 @@ def test_a_resent_message_needs_no_room_in_a_full_inbox(direct_pair):
     assert [pair.host.recv("guest", PsiRequest).blinded for _ in range(8)] == [
         bytes([i]) for i in range(8)]
     assert pair.host._inbox["guest"].queued_messages == 0
+
+
+def test_a_pinned_peer_that_returns_with_another_certificate_is_refused_not_retried(pki):
+    """The link to a pinned host drops; what comes back at its address presents another
+    valid 'host' certificate of the same CA. The guest's resend does not wait out the link
+    grace as if the host were merely down: it refuses at once, saying the certificate is not
+    the pinned one, and nothing reaches the impostor."""
+    pa, pb_ = free_ports(2)
+    guest = GrpcEndpoint("guest", f"127.0.0.1:{pa}",
+                         [PeerAddress("host", f"127.0.0.1:{pb_}", (pki / "host.pem").read_bytes())],
+                         "job", tls(pki, "guest"), connect_timeout=20, link_grace=60)
+    host = GrpcEndpoint("host", f"127.0.0.1:{pb_}", [PeerAddress("guest", f"127.0.0.1:{pa}")],
+                        "job", tls(pki, "host"), connect_timeout=5, link_grace=60)
+    rogue = None
+    try:
+        guest.send("host", PsiRequest(b"first"))
+        assert host.recv("guest", PsiRequest).blinded == b"first"
+        host.close()
+        rogue = GrpcEndpoint("host", f"127.0.0.1:{pb_}", [PeerAddress("guest", f"127.0.0.1:{pa}")],
+                             "job", tls(pki, "host", folder="second"), connect_timeout=5)
+        start = time.monotonic()
+        with pytest.raises(TransportError, match="not the one guest pinned for host"):
+            guest.send("host", PsiRequest(b"second"))
+        assert time.monotonic() - start < 20  # not the 60 s grace
+        with pytest.raises(PeerTimeoutError):
+            rogue.recv("guest", PsiRequest, timeout=0.5)
+        assert not rogue._contacted
+    finally:
+        guest.close()
+        host.close()
+        if rogue is not None:
+            rogue.close()

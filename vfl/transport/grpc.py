@@ -669,18 +669,37 @@ class GrpcEndpoint(Endpoint):
                 stopped = self._peer_stopped(peer.name)
                 if stopped is not None:
                     raise stopped
+                self._refuse_another_pinned_certificate(peer)
                 if left <= 0:
                     return False
         finally:
             if not future.done():
                 future.cancel()
 
+    def _refuse_another_pinned_certificate(self, peer: PeerAddress) -> None:
+        """For a pinned peer whose channel is not up: fail at once, saying so, if the server
+        at its address presents another certificate (the channel would never come up)."""
+        pinned = self._pinned_der.get(peer.name)
+        if pinned is None:
+            return
+        seen = _presented_certificate(peer.address, peer.name, self._tls)
+        if seen is not None and seen != pinned:
+            self._gave_up.add(peer.name)
+            raise TransportError(
+                f"{peer.name} at {peer.address} presents a certificate that is not the one "
+                f"{self.party} pinned for {peer.name}; nothing was sent to it.")
+
     def _silence_text(self, peer: PeerAddress, silent: float, doing: str) -> str:
         """Why the job stops: ``peer`` has not answered for ``silent`` s, past the grace."""
-        gone = ("nothing accepts connections at its address any more"
-                if not _accepts_connections(peer.address) else
-                "its address accepts connections, but it does not answer (stalled, or the "
-                "network between drops the traffic)")
+        if not _accepts_connections(peer.address):
+            gone = "nothing accepts connections at its address any more"
+        elif _presented_certificate(peer.address, peer.name, self._tls) is not None:
+            gone = ("a server at its address completes a TLS handshake, but the secure channel "
+                    "does not come up: it presents a certificate this party does not accept "
+                    f"for {peer.name} (another CA, or another name), or it is stalled")
+        else:
+            gone = ("its address accepts connections, but it does not answer (stalled, or the "
+                    "network between drops the traffic)")
         return (f"{peer.name} at {peer.address} went away: no answer from it for {silent:.0f} s "
                 f"(longer than the link grace of {self.link_grace:.0f} s, [job] "
                 f"link_grace_seconds) {doing}; {gone}. See {peer.name}'s log for why it stopped.")
@@ -803,7 +822,6 @@ class GrpcEndpoint(Endpoint):
             return
         future = grpc.channel_ready_future(self._channels[peer.name])
         end = time.monotonic() + self.connect_timeout
-        pinned = self._pinned_der.get(peer.name)
         try:
             while True:
                 left = end - time.monotonic()
@@ -815,13 +833,7 @@ class GrpcEndpoint(Endpoint):
                 stopped = self._peer_stopped(peer.name)
                 if stopped is not None:
                     raise stopped
-                if pinned is not None:
-                    seen = _presented_certificate(peer.address, peer.name, self._tls)
-                    if seen is not None and seen != pinned:
-                        raise TransportError(
-                            f"{peer.name} at {peer.address} presents a certificate that is not "
-                            f"the one {self.party} pinned for {peer.name}; nothing was sent to it."
-                        )
+                self._refuse_another_pinned_certificate(peer)
                 if left <= 0:
                     self._gave_up.add(peer.name)
                     raise PeerTimeoutError(self._unreachable(
