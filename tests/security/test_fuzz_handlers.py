@@ -192,6 +192,22 @@ def _psi_bucketed(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
     }
 
 
+def _psi_reuse(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
+    # a resumed job: both parties kept the intersection, the guest offers it, the host echoes
+    from vfl.psi.cache import ReuseOffer, intersection_digest
+    from vfl.psi.driver import canonical_order
+
+    def offer(name: str) -> ReuseOffer:
+        ids, other = TABLES[name].ids, set(TABLES["host1" if name == "guest" else "guest"].ids)
+        rows = canonical_order(ids, np.asarray([i for i, x in enumerate(ids) if x in other]))
+        return ReuseOffer(intersection_digest("job", ids, rows), rows)
+
+    return {
+        "guest": lambda ch: run_psi_guest(ch, TABLES["guest"].ids, ["host1"], reuse=offer("guest")),
+        "host1": lambda ch: run_psi_host(ch, TABLES["host1"].ids, "guest", reuse=offer("host1")),
+    }
+
+
 SCENARIOS: dict[str, tuple[list[str], Callable[[list[str]], dict[str, Callable[[Endpoint], Any]]]]] = {
     "fit": (["guest", "host1", "host2", "arbiter"], _fit),
     # the Taylor mode's own messages (the cross terms of two hosts)
@@ -199,6 +215,7 @@ SCENARIOS: dict[str, tuple[list[str], Callable[[list[str]], dict[str, Callable[[
                    lambda parties: _fit(parties, CONFIG.replace(mode="taylor"))),
     "binning": (["guest", "host1"], _binning),
     "psi-bucketed": (["guest", "host1"], _psi_bucketed),
+    "psi-reuse": (["guest", "host1"], _psi_reuse),
 }
 
 

@@ -57,7 +57,7 @@ def intersection_digest(job: str, ids: Sequence[str], rows: npt.NDArray[np.int64
     return h.digest()
 
 
-@message("psi.Kept/1")
+@message("checkpoint.PsiKept/1")
 @dataclass(frozen=True, slots=True)
 class PsiKept:
     """What a party keeps of a PSI run, on its own disk (never sent)."""
