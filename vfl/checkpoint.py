@@ -81,6 +81,7 @@ MAX_STATE_BYTES = 1 << 30
 MAX_EVERY_BATCHES = 1 << 24
 
 _NAME = re.compile(r"^(?P<party>.+)\.e(?P<k>[0-9]{1,9})(?:\.b(?P<j>[0-9]{1,9}))?\.ckpt$")
+_SQUARES = re.compile(r"^(?P<party>.+)\.e(?P<k>[0-9]{1,9})(?:\.b(?P<j>[0-9]{1,9}))?\.squares$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -339,12 +340,23 @@ class CheckpointStore:
 
     def positions_held(self) -> list[Position]:
         """The positions of this party's checkpoint files, newest first."""
+        return self._positions(_NAME)
+
+    def _positions(self, pattern: re.Pattern[str]) -> list[Position]:
         out = []
         for p in self.folder.iterdir():
-            m = _NAME.match(p.name)
+            m = pattern.match(p.name)
             if m and m.group("party") == self.party:
                 out.append((int(m.group("k")), int(m.group("j") or 0)))
         return sorted(out, reverse=True)
+
+    def _remove_orphan_squares(self) -> None:
+        """Remove squares files without their state file (a run killed between the two
+        writes of one checkpoint, or a state file pruned): each holds a ciphertext per row."""
+        held = set(self.positions_held())
+        for pos in self._positions(_SQUARES):
+            if pos not in held:
+                self.squares_path(pos).unlink(missing_ok=True)
 
     @property
     def can_seal(self) -> bool:
@@ -416,6 +428,7 @@ class CheckpointStore:
         for old in self.positions_held()[KEEP:]:
             self._state_path(old).unlink(missing_ok=True)
             self.squares_path(old).unlink(missing_ok=True)
+        self._remove_orphan_squares()
         return path
 
     def discard_after(self, k: Position) -> None:
@@ -434,12 +447,13 @@ class CheckpointStore:
     def _psi_path(self, tag: str) -> Path:
         return self.folder / f"{self.party}.psi-{tag}"
 
-    def keep_psi(self, tag: str, ids: Sequence[str], rows: npt.NDArray[np.int64]) -> None:
-        """Keep this party's result of the job's PSI ``tag`` ("train" or "valid") for a
-        resume: its aligned rows and the digests of its IDs and of the intersection
-        (:mod:`vfl.psi.cache`; no ID is written)."""
+    def keep_psi(self, tag: str, ids: Sequence[str], rows: npt.NDArray[np.int64],
+                 peers: Sequence[str]) -> None:
+        """Keep this party's result of the job's PSI ``tag`` ("train" or "valid") with
+        ``peers`` for a resume: its aligned rows and the digests of its IDs and of the
+        intersection (:mod:`vfl.psi.cache`; no ID is written)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        kept = PsiKept(self.party, self.job, tag, ids_digest(ids), len(ids),
+        kept = PsiKept(self.party, self.job, tag, sorted(peers), ids_digest(ids), len(ids),
                        intersection_digest(self.job, ids, rows), rows)
         try:
             _write_atomic(self._psi_path(tag),
@@ -449,9 +463,10 @@ class CheckpointStore:
             raise CheckpointError(f"{self.party} could not keep its PSI result in "
                                   f"{self.folder}: {exc.strerror or exc}.") from None
 
-    def kept_psi(self, tag: str, ids: Sequence[str]) -> ReuseOffer | None:
-        """The PSI result ``tag`` this party kept, if it resumes this job and its IDs are
-        those it kept it for (else ``None``: PSI runs again, as when nothing was kept).
+    def kept_psi(self, tag: str, ids: Sequence[str], peers: Sequence[str]) -> ReuseOffer | None:
+        """The PSI result ``tag`` this party kept, if it resumes this job and its IDs and
+        peers are those it kept it for (else ``None``: PSI runs again, as when nothing was
+        kept; a guest whose hosts changed must not offer the old intersection of all).
 
         Raises
         ------
@@ -474,8 +489,9 @@ class CheckpointStore:
                 self.party, self.job, tag):
             raise CheckpointError(f"{path} is not {self.party}'s kept PSI result of job "
                                   f"{self.job!r}.")
-        if kept.n_ids != len(ids) or kept.ids_sha256 != ids_digest(ids):
-            return None  # the IDs changed: PSI runs again
+        if (kept.n_ids != len(ids) or kept.ids_sha256 != ids_digest(ids)
+                or list(kept.peers) != sorted(peers)):
+            return None  # the IDs or the peers changed: PSI runs again
         rows = kept.rows
         if (rows.dtype != np.int64 or rows.ndim != 1
                 or (rows.size and (int(rows.min()) < 0 or int(rows.max()) >= len(ids)))

@@ -257,9 +257,8 @@ def _facts(report: dict[str, Any]) -> str:
                         for n, v in report["traffic"].items())
     return (f"{_calibration(report)}"
             f"intersection {report['n_intersection']:,} of {report['n_guest']:,} guest rows; "
-            f"{report['epochs_run']} epochs, PSI "
-            f"{'kept from the interrupted run' if report.get('psi_reused') else ''}"
-            f"{'' if report.get('psi_reused') else format(report['psi_seconds'], '.1f') + ' s'}, "
+            f"{report['epochs_run']} epochs, PSI {report['psi_seconds']:.1f} s"
+            f"{' (intersection kept from the interrupted run)' if report.get('psi_reused') else ''}, "
             f"training {report['train_seconds']:.1f} s "
             f"({report['config']['key_bits']}-bit Paillier)\nsent: {traffic}")
 

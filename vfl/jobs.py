@@ -298,12 +298,13 @@ def _score_bins(aligned: PartyTable,
     return ScoreBins.fit(aligned.feature_names, aligned.X, est.preprocessor_, woe)
 
 
-def _kept_psi(store: CheckpointStore | None, tag: str, ids: list[str]) -> ReuseOffer | None:
+def _kept_psi(store: CheckpointStore | None, tag: str, ids: list[str],
+              peers: list[str]) -> ReuseOffer | None:
     """The intersection this party kept from the interrupted run of its job (resuming)."""
-    return store.kept_psi(tag, ids) if store is not None else None
+    return store.kept_psi(tag, ids, peers) if store is not None else None
 
 
-def _after_psi(store: CheckpointStore | None, tag: str, ids: list[str],
+def _after_psi(store: CheckpointStore | None, tag: str, ids: list[str], peers: list[str],
                rows: np.ndarray, offer: ReuseOffer | None,
                progress: ProgressHook | None) -> bool:
     """Keep a fresh PSI result for a resume; whether the kept one was reused."""
@@ -312,7 +313,7 @@ def _after_psi(store: CheckpointStore | None, tag: str, ids: list[str],
             progress.on_stage("psi_reused")
         return True
     if store is not None:
-        store.keep_psi(tag, ids, rows)
+        store.keep_psi(tag, ids, rows, peers)
     return False
 
 
@@ -337,10 +338,10 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     t0 = time.perf_counter()
     if progress is not None:
         progress.on_stage("psi")
-    offer = _kept_psi(checkpoints, "train", table.ids)
+    offer = _kept_psi(checkpoints, "train", table.ids, hosts)
     with psi_compute(compute, progress) as where:
         rows = run_psi_guest(channel, table.ids, hosts, policy=policy, reuse=offer, **where)
-    psi_reused = _after_psi(checkpoints, "train", table.ids, rows, offer, progress)
+    psi_reused = _after_psi(checkpoints, "train", table.ids, hosts, rows, offer, progress)
     psi_seconds = time.perf_counter() - t0
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
@@ -359,10 +360,10 @@ def guest_fit_job(channel: Channel, table: PartyTable, config: TrainConfig, *,
     if valid is not None:
         if valid.y is None:
             raise DataError("The guest's validation table needs the label column.")
-        offer = _kept_psi(checkpoints, "valid", valid.ids)
+        offer = _kept_psi(checkpoints, "valid", valid.ids, hosts)
         with psi_compute(compute, progress) as where:
             vrows = run_psi_guest(channel, valid.ids, hosts, policy=policy, reuse=offer, **where)
-        _after_psi(checkpoints, "valid", valid.ids, vrows, offer, progress)
+        _after_psi(checkpoints, "valid", valid.ids, hosts, vrows, offer, progress)
         _check_intersection(len(vrows), "the guest's validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe, iv_table = aligned.X, None, None
@@ -433,10 +434,10 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     if progress is not None:
         progress.on_stage("psi")
-    offer = _kept_psi(checkpoints, "train", table.ids)
+    offer = _kept_psi(checkpoints, "train", table.ids, [guest])
     with psi_compute(compute, progress) as where:
         rows = run_psi_host(channel, table.ids, guest, policy=policy, reuse=offer, **where)
-    _after_psi(checkpoints, "train", table.ids, rows, offer, progress)
+    _after_psi(checkpoints, "train", table.ids, [guest], rows, offer, progress)
     _check_intersection(len(rows), channel.party)
     aligned = table.take(rows)
     _check_training_rows(aligned, channel.party)
@@ -460,10 +461,10 @@ def host_fit_job(channel: Channel, table: PartyTable, *, guest: str, arbiter: st
         )
     val_aligned = None
     if valid is not None:
-        offer = _kept_psi(checkpoints, "valid", valid.ids)
+        offer = _kept_psi(checkpoints, "valid", valid.ids, [guest])
         with psi_compute(compute, progress) as where:
             vrows = run_psi_host(channel, valid.ids, guest, policy=policy, reuse=offer, **where)
-        _after_psi(checkpoints, "valid", valid.ids, vrows, offer, progress)
+        _after_psi(checkpoints, "valid", valid.ids, [guest], vrows, offer, progress)
         _check_intersection(len(vrows), f"{channel.party}'s validation table")
         val_aligned = valid.take(vrows).select(aligned.feature_names)
     X_train, woe = aligned.X, None

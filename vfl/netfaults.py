@@ -122,15 +122,17 @@ class FaultProxy:
         except OSError:
             _reset(client)
             return
-        if self._closed.is_set() or time.monotonic() < self._refuse_until:
+        upstream.settimeout(None)
+        client.settimeout(None)
+        with self._lock:  # a cut or close since the accept: this connection is cut too
+            refused = self._closed.is_set() or time.monotonic() < self._refuse_until
+            if not refused:
+                self.connections += 1
+                self._socks.update((client, upstream))
+        if refused:
             _reset(client)
             _reset(upstream)
             return
-        upstream.settimeout(None)
-        client.settimeout(None)
-        with self._lock:
-            self.connections += 1
-            self._socks.update((client, upstream))
         for src, dst in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pump, args=(src, dst), daemon=True,
                              name="vfl-proxy-pump").start()

@@ -122,7 +122,11 @@ def test_a_run_without_resume_starts_afresh_and_clears_old_checkpoints_at_its_fi
     other = tmp_path / "guest" / ".host1.e4.ckpt.k3j2_x.tmp"
     stale.write_bytes(b"half")
     other.write_bytes(b"not mine")
+    # a squares file whose state file was never written (killed between the two writes)
+    orphan = tmp_path / "guest" / "guest.e9.b3.squares"
+    orphan.write_bytes(b"ciphertexts")
     _run(Xg, y, Xh, small_config(epochs=2), stores)
+    assert not orphan.exists()
     # the new run's first checkpoint removed the old run's: its epochs do not mix in
     assert all(s.positions_held() == [(2, 0), (1, 0)] for s in stores.values())
     assert not stale.exists() and other.exists()
@@ -426,5 +430,33 @@ def test_the_interval_of_checkpoints_may_change_on_resume(tmp_path, data):
     clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=0,
                        start=(state.initial_coef, state.validation_rows.tolist()))
     resumed = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "cut", resume=True), every=2)
+    assert np.array_equal(resumed["guest"], clean["guest"])
+    assert np.array_equal(resumed["host"], clean["host"])
+
+
+def test_a_start_over_refused_within_the_first_epoch_keeps_the_arbiters_key(tmp_path, data):
+    """Stopped within epoch 1 (checkpoints every batch); the host is then started without
+    --resume, so the job would start over and the guest refuses. The arbiter writes its key
+    only once every party is past that check, so its key checkpoint survives, and the next
+    run (every party with --resume) resumes within epoch 1 to the uninterrupted weights."""
+    Xg, y, Xh = data
+    cfg = small_config(epochs=2)
+    with pytest.raises(RuntimeError, match="stopped after"):
+        _run_every(Xg, y, Xh, cfg, _stores(tmp_path, resume=False), every=1, stop=(0, 1),
+                   who="guest")
+    key_file = tmp_path / "arbiter" / "arbiter.e0.ckpt"
+    sealed = key_file.read_bytes()
+    forgot = _stores(tmp_path, resume=True)
+    forgot["host1"] = CheckpointStore(tmp_path / "host1", party="host1", role="host", job=JOB)
+    with pytest.raises(CheckpointError, match="job starts over"):
+        _run_every(Xg, y, Xh, cfg, forgot, every=1)
+    assert key_file.read_bytes() == sealed  # not replaced by a new key pair
+    stores = _stores(tmp_path, resume=True)
+    state = stores["guest"].load(stores["guest"].positions_held()[0]).guest
+    resumed = _run_every(Xg, y, Xh, cfg, stores, every=1)
+    marker = resumed["batches"][0]  # on_resume(0, j): within epoch 1, after batch j
+    assert marker[0] == 0 and marker[1] < 0, marker
+    clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=1,
+                       start=(state.initial_coef, state.validation_rows.tolist()))
     assert np.array_equal(resumed["guest"], clean["guest"])
     assert np.array_equal(resumed["host"], clean["host"])

@@ -37,11 +37,12 @@ def _run(root: Path, guest_ids, host_sets, *, resume: bool, bucket_rows: int = 1
 
     def party(name, ids, fn):
         store = _store(root, name, resume, job)
-        offer = store.kept_psi("train", ids)
+        peers = names if name == "guest" else ["guest"]
+        offer = store.kept_psi("train", ids, peers)
         rows = fn(net.endpoint(name), ids, offer)
         used[name] = offer is not None and offer.used
         if not used[name]:
-            store.keep_psi("train", ids, rows)
+            store.keep_psi("train", ids, rows, peers)
         out[name] = rows
 
     threads = [threading.Thread(target=party, args=(n, ids, lambda ch, i, o: run_psi_host(
@@ -100,9 +101,9 @@ def test_one_host_without_a_kept_result_makes_every_party_run_psi(tmp_path):
 def test_a_kept_result_of_another_job_or_without_resume_is_not_offered(tmp_path):
     guest, host = _ids("C", 0, 300), _ids("C", 100, 400)
     _run(tmp_path, guest, [host], resume=False)
-    assert _store(tmp_path, "guest", resume=False).kept_psi("train", guest) is None
+    assert _store(tmp_path, "guest", resume=False).kept_psi("train", guest, ["host1"]) is None
     with pytest.raises(CheckpointError, match="not guest's kept PSI result of job 'other'"):
-        _store(tmp_path, "guest", resume=True, job="other").kept_psi("train", guest)
+        _store(tmp_path, "guest", resume=True, job="other").kept_psi("train", guest, ["host1"])
 
 
 def test_a_kept_result_stores_no_id_and_an_altered_one_is_refused(tmp_path):
@@ -113,7 +114,7 @@ def test_a_kept_result_stores_no_id_and_an_altered_one_is_refused(tmp_path):
     assert b"CUST" not in data  # row indices and digests only
     assert path.stat().st_mode & 0o077 == 0
     store = _store(tmp_path, "guest", resume=True)
-    assert store.kept_psi("train", guest) is not None
+    assert store.kept_psi("train", guest, ["host1"]) is not None
     # the rows swapped for others of the same count: the digest no longer matches
     env = decode_envelope(data, peer="test")
     import dataclasses
@@ -123,7 +124,19 @@ def test_a_kept_result_stores_no_id_and_an_altered_one_is_refused(tmp_path):
     forged = dataclasses.replace(kept, rows=np.arange(len(kept.rows), dtype=np.int64))
     path.write_bytes(encode_envelope(Envelope(env.job, 0, "guest", "guest", forged)))
     with pytest.raises(CheckpointError, match="does not match its own digest"):
-        store.kept_psi("train", guest)
+        store.kept_psi("train", guest, ["host1"])
     path.write_bytes(data[:-5])
     with pytest.raises(CheckpointError, match="damaged"):
-        store.kept_psi("train", guest)
+        store.kept_psi("train", guest, ["host1"])
+
+
+def test_a_guest_whose_hosts_changed_does_not_offer_the_old_intersection(tmp_path):
+    """Hosts A and B ran PSI; the job is resumed with B left out. Host A's IDs did not change,
+    so it would echo the old digest of guest ∩ A ∩ B: the guest must not offer it, and PSI
+    runs again, giving the larger guest ∩ A."""
+    guest, h1, h2 = _ids("C", 0, 900), _ids("C", 300, 1200), _ids("C", 600, 1500)
+    first, _, _ = _run(tmp_path, guest, [h1, h2], resume=False)
+    assert len(first["guest"]) == 300
+    again, used, types = _run(tmp_path, guest, [h1], resume=True)
+    assert not any(used.values()) and "PsiRequest" in types["guest"]
+    assert len(again["guest"]) == 600

@@ -124,8 +124,9 @@ def test_a_guest_cannot_ask_a_host_for_an_absurd_checkpoint_interval(finished, d
 
 
 def test_a_host_cannot_make_the_guest_resume_where_the_guest_holds_nothing(data):
-    """The guest holds (5, 0) and (4, 2); a host's offer is taken only if the guest holds it
-    (or the host is ahead); a batch past an epoch's end is refused outright."""
+    """The guest holds (5, 0) and (4, 2); it resumes from the newest position it holds at or
+    before the host's offer, and refuses an offer before every position it holds; a batch
+    past an epoch's end is refused outright."""
     Xg, y, Xh = data
     guest = GuestParty("guest", Xg, y, small_config(epochs=6), ["host1"])
     guest.checkpoint_at, guest.checkpoints_held = (5, 0), [(5, 0), (4, 2)]
@@ -134,10 +135,17 @@ def test_a_host_cannot_make_the_guest_resume_where_the_guest_holds_nothing(data)
     def offer(k: int, j: int):
         return guest.setup({"host1": HostHello(len(y), Xh.shape[1], k, j)})
 
-    assert (offer(4, 2).resume_epochs, offer(4, 2).resume_batches) == (4, 2)
-    assert (offer(5, 1).resume_epochs, offer(5, 1).resume_batches) == (5, 0)  # host ahead
-    assert (offer(0, 0).resume_epochs, offer(0, 0).resume_batches) == (0, 0)  # holds none
-    for bad in [(4, 1), (4, 3), (3, 0)]:
+    def at(k: int, j: int) -> tuple[int, int]:
+        setup = offer(k, j)
+        return setup.resume_epochs, setup.resume_batches
+
+    assert at(4, 2) == (4, 2)
+    assert at(5, 1) == (5, 0)  # the host is ahead
+    assert at(0, 0) == (0, 0)  # it holds none: a fresh start
+    # the host's newest is (4, 3) (another interval): the newest the guest holds before it,
+    # which the host must then hold itself (it checks)
+    assert at(4, 3) == (4, 2)
+    for bad in [(4, 1), (3, 0)]:
         with pytest.raises(RemoteProtocolError, match="host1 offers to resume from epoch"):
             offer(*bad)
     with pytest.raises(RemoteProtocolError, match=f"an epoch of this job has {n_batches}"):
@@ -157,7 +165,7 @@ def _kept_host(tmp_path: Path, ids: list[str], guest_ids: list[str]):
                             resume=True)
     shared = sorted(set(ids) & set(guest_ids))
     rows = np.asarray([ids.index(i) for i in shared], dtype=np.int64)
-    store.keep_psi("train", ids, rows)
+    store.keep_psi("train", ids, rows, ["guest"])
     return store, intersection_digest(JOB, ids, rows)
 
 
@@ -190,7 +198,7 @@ def test_a_guest_cannot_make_a_host_hand_over_rows_it_did_not_echo(tmp_path, dig
     from vfl.psi.messages import PsiHello, PsiReuse
 
     store, real = _kept_host(tmp_path, IDS, GUEST_IDS)
-    offer = store.kept_psi("train", IDS)
+    offer = store.kept_psi("train", IDS, ["guest"])
     guess = intersection_digest(JOB, IDS, np.arange(100, 150, dtype=np.int64))
     sent = guess if digest == "guessed" else b""
     net = InMemoryNetwork(["guest", "host1"], timeout=10)
@@ -210,7 +218,7 @@ def test_a_guest_cannot_offer_a_malformed_digest(tmp_path):
 
     store, _ = _kept_host(tmp_path, IDS, GUEST_IDS)
     net = InMemoryNetwork(["guest", "host1"], timeout=10)
-    t, result = _host_psi(net, IDS, store.kept_psi("train", IDS))
+    t, result = _host_psi(net, IDS, store.kept_psi("train", IDS, ["guest"]))
     net.endpoint("guest").send("host1", PsiHello(len(GUEST_IDS), b"\x00" * 5))
     t.join(timeout=30)
     assert isinstance(result["error"], RemoteProtocolError)

@@ -637,6 +637,7 @@ class _ArbiterSide(_TrainingSide):
         self.policy = policy
         self._party: ArbiterParty | None = None
         self._ckpt: PartyCheckpoint | None = None  # the checkpoint resumed from
+        self._key_due = False  # write the key-only checkpoint e0 at the first gradient
 
     @property
     def party(self) -> ArbiterParty:
@@ -675,6 +676,16 @@ class _ArbiterSide(_TrainingSide):
                              private_key=key, policy=self.policy)
         if secret is not None:
             party.restore(secret)
+        n_batches = len(party.batches(0))
+        if msg.resume_epochs > party.config.epochs or msg.resume_batches >= max(n_batches, 1) or (
+                msg.resume_batches and msg.resume_epochs >= party.config.epochs):
+            raise RemoteProtocolError(
+                f"TrainSetup from {peer} resumes from {where(self.resume_at)}; the job has "
+                f"{party.config.epochs} epochs of {n_batches} batches.")
+        if msg.checkpoint_every > MAX_EVERY_BATCHES:
+            raise RemoteProtocolError(
+                f"TrainSetup from {peer} asks for a checkpoint every {msg.checkpoint_every} "
+                f"batches; at most {MAX_EVERY_BATCHES}.")
         self._party = party
         limits = message_limits(party.config, msg.n_rows, msg.n_rows, list(msg.columns),
                                 msg.n_validation)
@@ -695,11 +706,23 @@ class _ArbiterSide(_TrainingSide):
 
     @_receives(sch.GRADIENT_GUEST)
     def _gradient_guest(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+        self._save_key_if_due()
         return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
 
     @_receives(sch.GRADIENT_HOSTS)
     def _gradient_host(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+        self._save_key_if_due()
         return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
+
+    def _save_key_if_due(self) -> None:
+        """A fresh job checkpointed within epochs: write the key pair (checkpoint e0) when
+        the first masked gradient arrives. Not earlier: by then every party has passed its
+        own resume checks (a host's gradient follows its forward, the guest's the hosts'
+        forwards), so a start-over that a party refuses destroys no checkpoint of the
+        arbiter's; and not later: no party writes a checkpoint before it is decrypted."""
+        if self._key_due:
+            self._key_due = False
+            self._save_now(0, False)
 
     @_receives(sch.LOSS)
     def _loss(self, peer: str, msg: EpochLoss) -> None:
@@ -734,8 +757,8 @@ class _ArbiterSide(_TrainingSide):
         k = self.resume_at
         self._refuse_a_start_over()
         if not any(k):
-            if self.checkpoint_every:  # its key, for a resume within the first epoch
-                self._save_now(0, False)
+            # its key, for a resume within the first epoch (_save_key_if_due)
+            self._key_due = bool(self.checkpoint_every)
             return k
         assert self._ckpt is not None and self.store is not None  # loaded with the TrainSetup
         self.stop = self._ckpt.stopped

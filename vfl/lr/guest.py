@@ -213,10 +213,12 @@ class GuestParty(GradientParty):
             if state.loss_sum is None:
                 raise CheckpointError(f"The checkpoint of {self.name} within epoch "
                                       f"{ckpt.epochs_done + 1} lacks the epoch's loss sum.")
+            F = self.config.score_frac_bits
+            scale = F + CURVATURE_FRAC_BITS if self.config.mode == "accurate" else 2 * F
             try:
                 self._loss_acc = decode_ciphertexts(
                     key, state.loss_sum, peer=f"{self.name}'s checkpoint", what="loss sum",
-                    expected_len=1, frac_bits=state.loss_sum.frac_bits)
+                    expected_len=1, frac_bits=scale)
             except RemoteProtocolError as exc:
                 raise CheckpointError(str(exc)) from None
         self.loss_history = [float(v) for v in state.loss_history]
@@ -284,7 +286,10 @@ class GuestParty(GradientParty):
                 f"{self.n_train} training rows). See protocols/specs/hetero_lr.md, "
                 "'Batch-size guardrail'."
             )
-        # resume from the newest position every party holds ((0, 0) if one holds none)
+        # resume from the newest position every party holds ((0, 0) if one holds none): the
+        # newest the guest holds at or before every host's offer (a party may still hold a
+        # later position of an earlier run, or of another checkpoint interval); each host
+        # checks that it holds the position chosen
         offers = {h: (hellos[h].checkpoint_epochs, hellos[h].checkpoint_batches)
                   for h in self.hosts}
         n_batches = len(self.batches(0))
@@ -293,13 +298,18 @@ class GuestParty(GradientParty):
                 raise RemoteProtocolError(
                     f"{h} offers to resume from {where(offer)}; an epoch of this job has "
                     f"{n_batches} batches.")
-            if any(self.checkpoint_at) and any(offer) and offer < self.checkpoint_at and (
-                    offer not in self.checkpoints_held):
+        resume: Position = (0, 0)
+        if any(self.checkpoint_at) and all(map(any, offers.values())):
+            lowest = min(offers, key=offers.__getitem__)
+            bound = min(self.checkpoint_at, offers[lowest])
+            shared = [p for p in self.checkpoints_held or [self.checkpoint_at] if p <= bound]
+            if not shared:
                 raise RemoteProtocolError(
-                    f"{h} offers to resume from {where(offer)}; {self.name} holds checkpoints "
-                    f"of {', '.join(map(where, self.checkpoints_held))}, so the parties share "
-                    "no position to resume from (a checkpoint folder restored from elsewhere?).")
-        resume = min([self.checkpoint_at, *offers.values()])  # (0, 0) if one holds none
+                    f"{lowest} offers to resume from {where(offers[lowest])}; {self.name} holds "
+                    f"checkpoints of {', '.join(map(where, self.checkpoints_held))}, so the "
+                    "parties share no position to resume from (a checkpoint folder restored "
+                    "from elsewhere?).")
+            resume = max(shared)
         return TrainSetup(self.model_id, self.config, self.n_rows, self.hosts, columns,
                           self.validation_rows, len(self.validation_rows), resume[0],
                           resume[1], self.checkpoint_every)

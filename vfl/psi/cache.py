@@ -65,6 +65,7 @@ class PsiKept:
     party: str
     job: str
     tag: str  # which PSI of the job: "train" or "valid"
+    peers: list[str]  # whom it ran with (the guest: its hosts; a host: the guest)
     ids_sha256: bytes  # of the party's whole ID column when it ran
     n_ids: int
     digest: bytes  # intersection_digest

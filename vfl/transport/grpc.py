@@ -658,6 +658,7 @@ class GrpcEndpoint(Endpoint):
     def _await_link(self, peer: PeerAddress, until: float) -> bool:
         """Wait until the channel to ``peer`` is up again, at most until ``until``."""
         future = grpc.channel_ready_future(self._channels[peer.name])
+        next_probe = 0.0
         try:
             while True:
                 left = until - time.monotonic()
@@ -669,20 +670,36 @@ class GrpcEndpoint(Endpoint):
                 stopped = self._peer_stopped(peer.name)
                 if stopped is not None:
                     raise stopped
-                self._refuse_another_pinned_certificate(peer)
+                now = time.monotonic()
+                if now >= next_probe and until - now > 0.2:  # a TLS probe every 2 s at most
+                    next_probe = now + 2.0
+                    self._refuse_another_pinned_certificate(peer, min(2.0, until - now))
                 if left <= 0:
                     return False
         finally:
             if not future.done():
                 future.cancel()
 
-    def _refuse_another_pinned_certificate(self, peer: PeerAddress) -> None:
+    def _accepted_for(self, peer: PeerAddress, der: bytes) -> bool:
+        """Whether this party would accept ``der`` as ``peer``'s certificate (diagnostics)."""
+        pinned = self._pinned_der.get(peer.name)
+        if pinned is not None:
+            return der == pinned
+        try:
+            pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+            _pinned_leaf(peer.name, pem, self._tls.ca.read_bytes())
+        except (ConfigError, ValueError, OSError):
+            return False
+        return True
+
+    def _refuse_another_pinned_certificate(self, peer: PeerAddress,
+                                           timeout: float = 2.0) -> None:
         """For a pinned peer whose channel is not up: fail at once, saying so, if the server
         at its address presents another certificate (the channel would never come up)."""
         pinned = self._pinned_der.get(peer.name)
         if pinned is None:
             return
-        seen = _presented_certificate(peer.address, peer.name, self._tls)
+        seen = _presented_certificate(peer.address, peer.name, self._tls, timeout)
         if seen is not None and seen != pinned:
             self._gave_up.add(peer.name)
             raise TransportError(
@@ -693,10 +710,11 @@ class GrpcEndpoint(Endpoint):
         """Why the job stops: ``peer`` has not answered for ``silent`` s, past the grace."""
         if not _accepts_connections(peer.address):
             gone = "nothing accepts connections at its address any more"
-        elif _presented_certificate(peer.address, peer.name, self._tls) is not None:
-            gone = ("a server at its address completes a TLS handshake, but the secure channel "
-                    "does not come up: it presents a certificate this party does not accept "
-                    f"for {peer.name} (another CA, or another name), or it is stalled")
+        elif ((seen := _presented_certificate(peer.address, peer.name, self._tls)) is not None
+              and not self._accepted_for(peer, seen)):
+            gone = ("the server at its address presents a certificate this party does not "
+                    f"accept for {peer.name} (not the pinned one, another CA or name, or "
+                    "expired): another server took its place")
         else:
             gone = ("its address accepts connections, but it does not answer (stalled, or the "
                     "network between drops the traffic)")
