@@ -501,6 +501,27 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, out_for
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="This party's TOML configuration (with a [serve] section).")
+@friendly_errors
+def serve(config_path: str) -> None:
+    """Serve online scoring: a host's partial scores, or the guest's HTTP scoring API.
+
+    A host answers its guest over gRPC with mutual TLS at [serve] listen, from
+    its model part and its [data] table, within its own limits, and logs every
+    request (protocols/specs/serving.md). The guest serves POST /v1/score (and
+    /v1/score:batch, /healthz, /readyz, /metrics; docs at /docs) at [serve]
+    listen, asking each host at its [[peers]] serve_address. SIGHUP reloads the
+    model: hosts first, then the guest (it switches once every host serves it).
+    """
+    from vfl.config import load_party_config
+    from vfl.serving.service import serve_forever
+
+    serve_forever(load_party_config(config_path),
+                  say=lambda line: console.print(line, markup=False, highlight=False))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="This party's TOML configuration.")
 @click.option("--status-json", is_flag=True,
               help="Print progress as JSON lines on stdout (for supervisors such as vfl demo).")

@@ -106,6 +106,27 @@ class PeerConfig:
     role: Role
     address: str
     cert: Path | None = None
+    #: a host's online scoring service (``vfl serve``), for the guest's ``vfl serve``
+    serve_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """A party's ``[serve]`` section (``vfl serve``, :mod:`vfl.serving`)."""
+
+    listen: str | None = None  # host: gRPC scoring service; guest: HTTP API
+    model: Path | None = None  # default: <output>/<name>.json
+    # host: its limits on the guest
+    max_ids_per_request: int = 100
+    requests_per_second: float = 200.0
+    burst: int = 400
+    daily_id_budget: int = 1_000_000
+    audit_log: Path | None = None  # default: <output>/scoring_audit.jsonl
+    # guest: what to do without a host's score, batch size, how long to wait for a host
+    fallback: str = "host_average"
+    max_batch: int = 100
+    host_timeout: float = 2.0
+    ids_per_host_request: int = 100  # at most each host's max_ids_per_request
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,7 @@ class PartyConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     #: seconds a dropped link to a peer is re-dialled before the job stops
     link_grace: float = LINK_GRACE
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -192,12 +214,15 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "job": ("id", "output", "timeout_seconds", "connect_timeout_seconds", "link_grace_seconds"),
     "party": ("name", "role", "listen"),
     "tls": ("ca", "cert", "key"),
-    "peers": ("name", "role", "address", "cert"),
+    "peers": ("name", "role", "address", "cert", "serve_address"),
     "data": ("path", "id_column", "label_column", "features", "exclude", "lower_ids",
              "strip_ids", "validation_path"),
     "compute": ("engine", "workers", "scheduler", "ca", "cert", "key", "allow_plain_tcp",
                 "connect_timeout_seconds"),
     "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
+    "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
+              "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
+              "ids_per_host_request"),
 }
 
 
@@ -308,7 +333,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     r = _Reader(source, raw)
     known = {"job", "party", "tls", "peers", "data", "train", "security", "compute",
-             "checkpoint"}
+             "checkpoint", "serve"}
     unknown = sorted(set(raw) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -350,9 +375,14 @@ def load_party_config(path: str | Path) -> PartyConfig:
         pname = r.get(p, sect, "name", str)
         if pname == name:
             raise r.err(f"{sect}.name", "a peer cannot have this party's own name")
+        serve_address = r.get(p, sect, "serve_address", str, None)
+        if serve_address is not None:
+            if prole != Role.HOST:
+                raise r.err(f"{sect}.serve_address", "only a host runs a scoring service")
+            serve_address = _address(r, serve_address, f"{sect}.serve_address")
         peers.append(PeerConfig(pname, prole, _address(r, r.get(p, sect, "address", str),
                                                        f"{sect}.address"),
-                                r.path(p, sect, "cert", default=None)))
+                                r.path(p, sect, "cert", default=None), serve_address))
     names = [p.name for p in peers]
     if len(set(names)) != len(names):
         raise r.err("[[peers]]", "peer names must be unique")
@@ -424,6 +454,8 @@ def load_party_config(path: str | Path) -> PartyConfig:
                     "is the guest's to set (the hosts follow the guest's interval; the arbiter "
                     "writes at epoch ends)")
 
+    serve = _serve(r, r.table("serve", required=False), role)
+
     return PartyConfig(
         source=source,
         job_id=job_id,
@@ -445,7 +477,59 @@ def load_party_config(path: str | Path) -> PartyConfig:
         options=options,
         compute=compute,
         checkpoint=checkpoint,
+        serve=serve,
     )
+
+
+def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
+    """The ``[serve]`` section: where ``vfl serve`` listens, which part, the host's limits."""
+    r.only(section, "serve", SECTION_KEYS["serve"])
+    if section and role == Role.ARBITER:
+        raise r.err("[serve]", "the arbiter takes no part in online scoring")
+    listen = r.get(section, "serve", "listen", str, None)
+    if listen is not None:
+        listen = _address(r, listen, "serve.listen")
+    host_keys = ("max_ids_per_request", "requests_per_second", "burst", "daily_id_budget",
+                 "audit_log")
+    if role == Role.GUEST:
+        for k in host_keys:
+            if k in section:
+                raise r.err(f"serve.{k}", "is a host's limit on its guest")
+    else:
+        for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request"):
+            if k in section:
+                raise r.err(f"serve.{k}", "is the guest's setting")
+    fallback = r.get(section, "serve", "fallback", str, "host_average")
+    if fallback not in ("host_average", "error"):
+        raise r.err("serve.fallback", f"must be 'host_average' or 'error', got {fallback!r}")
+    max_batch = r.get(section, "serve", "max_batch", int, 100)
+    if not 1 <= max_batch <= 10_000:
+        raise r.err("serve.max_batch", f"must be 1 to 10000, got {max_batch}")
+    host_timeout = float(r.get(section, "serve", "host_timeout_seconds", (int, float), 2.0))
+    per_request = r.get(section, "serve", "ids_per_host_request", int, 100)
+    if not 1 <= per_request <= 10_000:
+        raise r.err("serve.ids_per_host_request", f"must be 1 to 10000, got {per_request}")
+    if not 0.01 <= host_timeout <= 600:
+        raise r.err("serve.host_timeout_seconds", f"must be 0.01 to 600, got {host_timeout:g}")
+    cfg = ServeConfig(
+        listen=listen,
+        model=r.path(section, "serve", "model", must_exist=False, default=None),
+        max_ids_per_request=r.get(section, "serve", "max_ids_per_request", int, 100),
+        requests_per_second=float(r.get(section, "serve", "requests_per_second", (int, float),
+                                        200.0)),
+        burst=r.get(section, "serve", "burst", int, 400),
+        daily_id_budget=r.get(section, "serve", "daily_id_budget", int, 1_000_000),
+        audit_log=r.path(section, "serve", "audit_log", must_exist=False, default=None),
+        fallback=fallback, max_batch=max_batch, host_timeout=host_timeout,
+        ids_per_host_request=per_request)
+    from vfl.serving.host import ServeLimits
+
+    try:
+        ServeLimits(cfg.max_ids_per_request, cfg.requests_per_second, cfg.burst,
+                    cfg.daily_id_budget)
+    except ConfigError as exc:
+        raise r.err("[serve]", str(exc)) from None
+    return cfg
 
 
 def _seconds(r: _Reader, job: dict[str, Any], key: str, default: float, *, low: float,

@@ -161,6 +161,7 @@ def _stop_on_leakage(check: dict[str, Any]) -> None:
 
 __all__ = [
     "JobOptions",
+    "encode_for_part",
     "GuestOutcome",
     "HostOutcome",
     "guest_fit_job",
@@ -190,7 +191,7 @@ def psi_compute(compute: ComputeConfig | None,
     with DaskBlinder.connect(compute) as blinder:
         yield {"blinder": blinder, **shown}
 
-def _encoded(part: ModelPart, X: np.ndarray) -> np.ndarray:
+def encode_for_part(part: ModelPart, X: np.ndarray) -> np.ndarray:
     """Apply the part's WOE encoding, if it was trained on WOE columns."""
     woe = part.preprocessing.get("woe")
     return WoeEncoder.from_dict(woe).transform(X) if woe else X
@@ -528,7 +529,7 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     est = GuestLogisticRegression.from_part(part)
     cal = est.calibration_
     proba, host_points = run_guest_scoring_with_points(
-        channel, est.partial_score(_encoded(part, aligned.X)), est.model_id_,
+        channel, est.partial_score(encode_for_part(part, aligned.X)), est.model_id_,
         hosts=list(hosts or est.hosts_),
         calibration=None if cal is None else (float(cal["slope"]), float(cal["intercept"])),
         scale=0.0 if guest_table is None or guest_table.scale is None else guest_table.scale)
@@ -565,8 +566,8 @@ def host_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
         used.append(tab)
         return tab.score(aligned.X)
 
-    run_host_scoring(channel, est.partial_score(_encoded(part, aligned.X)), est.model_id_,
-                     guest=guest, points=points)
+    run_host_scoring(channel, est.partial_score(encode_for_part(part, aligned.X)),
+                     est.model_id_, guest=guest, points=points)
     if used and on_points_table is not None:
         on_points_table(used[-1])
     return aligned.n_rows

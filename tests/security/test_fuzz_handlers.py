@@ -62,9 +62,11 @@ from .wire_strategies import NESTED_ONLY, Mutation, import_all_messages, mutatio
 
 TYPES = import_all_messages()
 # checkpoint.* types are files a party writes for itself, never sent; their mutations are
-# tested against the reader (tests/faults/test_resume.py, damaged checkpoint files)
+# tested against the reader (tests/faults/test_resume.py, damaged checkpoint files). serve.*
+# types go to a host's scoring service, not through a job's channel: fuzzed against that
+# server (tests/security/test_serving_attacks.py)
 FUZZED = sorted(t for t in TYPES if t not in NESTED_ONLY and not t.startswith("control.Abort/")
-                and not t.startswith("checkpoint."))
+                and not t.startswith(("checkpoint.", "serve.")))
 ALLOWED = (RemoteProtocolError, TransportError)
 RECV_TIMEOUT = 20.0  # a party that waits this long for a message raises PeerTimeoutError
 HANG_LIMIT = 60.0  # a run not finished after this long is a hang

@@ -1,0 +1,193 @@
+"""The host's scoring service (issue 14, item 1): a real gRPC server with mutual TLS and the
+guest's real client, against the batch predictions of the same model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import grpc
+import numpy as np
+import pytest
+
+from vfl.demo import free_ports
+from vfl.jobs import encode_for_part
+from vfl.lr.estimator import GuestLogisticRegression
+from vfl.pipeline import predict_local
+from vfl.serving.grpc import HostClient, HostUnavailable, ScoringServer
+from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits, ServingError
+from vfl.serving.messages import PartialScoreRequest
+
+from ..transport.conftest import tls
+
+
+@pytest.fixture
+def service(trained, pki, tmp_path):
+    """The host's service on a free port; yields (client as guest, server, audit path)."""
+    made = []
+
+    def start(limits=None, caller="guest", **kw):
+        audit = tmp_path / "audit.jsonl"
+        scorer = HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                            limits=limits or ServeLimits(), audit=AuditLog(audit), **kw)
+        (port,) = free_ports(1)
+        server = ScoringServer(scorer, party="host1", listen=f"127.0.0.1:{port}",
+                               tls=tls(pki, "host1"))
+        client = HostClient("host1", f"127.0.0.1:{server.port}", tls(pki, caller),
+                            party=caller, timeout=5)
+        made.append((server, client))
+        return client, server, audit
+
+    yield start
+    for server, client in made:
+        client.close()
+        server.stop()
+
+
+def test_served_scores_give_the_batch_probabilities(trained, service):
+    """Guest partial score + the host's served partial score, calibrated, equals vfl predict's
+    probability of the same customer to 1e-12, for every shared customer."""
+    client, server, audit = service()
+    batch = predict_local(trained.model_dir, trained.guest, [trained.host])
+    batch = batch[batch["matched"]]
+    ids = [str(i) for i in batch["id"]]
+    g = trained.guest.select(trained.guest_part.features)
+    at = {cid: i for i, cid in enumerate(g.ids)}
+    rows = np.asarray([at[i] for i in ids])
+    est = GuestLogisticRegression.from_part(trained.guest_part)
+    own = est.partial_score(encode_for_part(trained.guest_part, g.X[rows]))
+    host = np.concatenate([client.partial_scores(trained.host_part.model_id, ids[i:i + 100]).scores
+                           for i in range(0, len(ids), 100)])
+    cal = trained.guest_part.calibration
+    s = own + host
+    if cal is not None:
+        s = cal["slope"] * s + cal["intercept"]
+    served = 1.0 / (1.0 + np.exp(-s))
+    assert len(ids) > 300
+    assert np.max(np.abs(served - batch["probability"].to_numpy())) <= 1e-12
+    assert server.counts["answered"] == -(-len(ids) // 100)
+    lines = audit.read_text().splitlines()
+    assert len(lines) == server.counts["answered"]
+    first = json.loads(lines[0])
+    assert first["caller"] == "guest" and first["customers"] == ids[:100]
+    assert first["known"] == 100 and first["model_id"] == trained.host_part.model_id
+    assert audit.stat().st_mode & 0o077 == 0
+
+
+def test_an_unknown_customer_is_flagged_not_scored(trained, service):
+    client, _, _ = service()
+    known_id = trained.host.ids[0]
+    reply = client.partial_scores(trained.host_part.model_id, ["no-such-customer", known_id])
+    assert client.known(reply).tolist() == [False, True]
+    assert reply.scores[0] == 0.0 and reply.scores[1] != 0.0
+
+
+def test_points_come_at_the_scale_asked(trained, service):
+    from vfl.scorecard import part_points_table
+
+    client, _, _ = service()
+    ids = trained.host.ids[:5]
+    reply = client.partial_scores(trained.host_part.model_id, ids, scale=28.85)
+    table = part_points_table(trained.host_part, scale=28.85)
+    want = table.score(trained.host.select(trained.host_part.features).X[:5])
+    assert reply.points.tolist() == want.tolist()
+    assert client.partial_scores(trained.host_part.model_id, ids).points.size == 0
+
+
+def test_a_wrong_model_id_is_refused(trained, service):
+    client, server, audit = service()
+    with pytest.raises(ServingError, match="serves model") as info:
+        client.partial_scores("not-the-model", trained.host.ids[:2])
+    assert info.value.code == "unknown_model"
+    assert server.counts["unknown_model"] == 1 and not audit.read_text()
+
+
+def test_a_caller_other_than_the_guest_is_refused(trained, service):
+    """A valid certificate of the federation, but not the host's guest: refused, nothing
+    scored or logged."""
+    client, server, audit = service(caller="outsider")
+    with pytest.raises(ServingError, match="from its guest only") as info:
+        client.partial_scores(trained.host_part.model_id, trained.host.ids[:2])
+    assert info.value.code == "forbidden" and not audit.read_text()
+
+
+def test_a_caller_without_a_valid_certificate_never_reaches_the_scorer(trained, service, pki,
+                                                                      tmp_path):
+    from vfl.certs import write_party_certs
+
+    _, server, audit = service()
+    other = tmp_path / "other-ca"
+    write_party_certs(other, ["guest"])  # a 'guest' certificate of another CA
+    rogue = HostClient("host1", f"127.0.0.1:{server.port}", tls(other, "guest"), party="guest",
+                       timeout=3)
+    try:
+        with pytest.raises(HostUnavailable):
+            rogue.partial_scores(trained.host_part.model_id, trained.host.ids[:2])
+    finally:
+        rogue.close()
+    # and without any client certificate
+    ch = grpc.secure_channel(f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes()),
+        options=[("grpc.ssl_target_name_override", "host1")])
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary("/vfl.v1.Scoring/PartialScore")(b"x", timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        ch.close()
+    assert sum(server.counts.values()) == 0 and not audit.read_text()
+
+
+def test_the_rate_limit_and_the_daily_budget_are_enforced(trained, service):
+    now = [0.0]
+    day = [dt.date(2026, 11, 26)]
+    client, server, _ = service(ServeLimits(max_ids_per_request=5, requests_per_second=1.0,
+                                            burst=2, daily_id_budget=12),
+                                clock=lambda: now[0], today=lambda: day[0])
+    mid, ids = trained.host_part.model_id, trained.host.ids
+    client.partial_scores(mid, ids[:5])
+    client.partial_scores(mid, ids[:5])
+    with pytest.raises(ServingError, match="requests per second") as info:  # burst of 2 used
+        client.partial_scores(mid, ids[:1])
+    assert info.value.code == "rate_limited"
+    now[0] = 1.0  # one token back
+    with pytest.raises(ServingError, match="budget of 12") as info:  # 10 used, 5 more > 12
+        client.partial_scores(mid, ids[:5])
+    assert info.value.code == "budget_exhausted"
+    client.partial_scores(mid, ids[:2])  # 12 of 12
+    day[0] = dt.date(2026, 11, 27)  # a new UTC day: the budget is back
+    now[0] = 5.0
+    client.partial_scores(mid, ids[:5])
+    with pytest.raises(ServingError, match="at most 5") as info:
+        client.partial_scores(mid, ids[:6])
+    assert info.value.code == "invalid"
+    assert server.counts["answered"] == 4
+
+
+def test_malformed_requests_are_refused_with_the_reason(trained, pki, service):
+    from vfl.codec import Envelope, encode_envelope
+
+    _, server, _ = service()
+    ca, cert, key = tls(pki, "guest").read()
+    ch = grpc.secure_channel(f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert),
+        options=[("grpc.ssl_target_name_override", "host1")])
+    call = ch.unary_unary("/vfl.v1.Scoring/PartialScore")
+    try:
+        for data, match in [
+            (b"\x00garbage", "malformed request"),
+            (encode_envelope(Envelope("serve", 0, "guest", "host1",
+                                      PartialScoreRequest("m", ["x" * 257]))), "1 to 256"),
+            (encode_envelope(Envelope("serve", 0, "outsider", "host1",
+                                      PartialScoreRequest("m", ["a"]))), "expected a serve"),
+            (encode_envelope(Envelope("serve", 0, "guest", "host1",
+                                      PartialScoreRequest(trained.host_part.model_id, ["a"],
+                                                          -1.0))), "points scale"),
+        ]:
+            with pytest.raises(grpc.RpcError) as info:
+                call(data, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert match in info.value.details()
+    finally:
+        ch.close()
+    assert server.counts["answered"] == 0

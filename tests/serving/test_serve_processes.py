@@ -1,0 +1,274 @@
+"""``vfl serve`` for real (issue 14): the host's scoring service and the guest's HTTP API as two
+OS processes, mutual TLS between them, and a real HTTP client (urllib, over a socket) in front:
+scores equal ``vfl predict``'s; unknown customers, a host that goes down, a model the host does
+not serve, and malformed requests each get their documented answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vfl.demo import free_ports
+from vfl.pipeline import predict_local
+
+
+def _toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _configs(trained, pki: Path, tmp: Path, *, fallback: str = "host_average",
+             host_model: Path | None = None) -> tuple[Path, Path, str, str]:
+    p_train_g, p_train_h, p_arb, p_serve_h, p_http = free_ports(5)
+    common = f"""
+[job]
+id = "serve-test"
+output = "{tmp}/out"
+
+[tls]
+ca = "{pki}/ca.pem"
+cert = "{pki}/{{name}}.pem"
+key = "{pki}/{{name}}.key"
+"""
+    host = _toml(tmp / "host1.toml", common.replace("{name}", "host1") + f"""
+[party]
+name = "host1"
+role = "host"
+listen = "127.0.0.1:{p_train_h}"
+
+[[peers]]
+name = "guest"
+role = "guest"
+address = "127.0.0.1:{p_train_g}"
+
+[[peers]]
+name = "arbiter"
+role = "arbiter"
+address = "127.0.0.1:{p_arb}"
+
+[data]
+path = "{trained.host_csv}"
+id_column = "customer_id"
+
+[serve]
+listen = "127.0.0.1:{p_serve_h}"
+model = "{host_model or trained.model_dir / 'host1.json'}"
+audit_log = "{tmp}/audit.jsonl"
+""")
+    guest = _toml(tmp / "guest.toml", common.replace("{name}", "guest") + f"""
+[party]
+name = "guest"
+role = "guest"
+listen = "127.0.0.1:{p_train_g}"
+
+[[peers]]
+name = "host1"
+role = "host"
+address = "127.0.0.1:{p_train_h}"
+serve_address = "127.0.0.1:{p_serve_h}"
+
+[[peers]]
+name = "arbiter"
+role = "arbiter"
+address = "127.0.0.1:{p_arb}"
+
+[data]
+path = "{trained.guest_csv}"
+id_column = "customer_id"
+label_column = "default"
+
+[serve]
+listen = "127.0.0.1:{p_http}"
+model = "{trained.model_dir / 'guest.json'}"
+fallback = "{fallback}"
+max_batch = 500
+host_timeout_seconds = 2
+""")
+    return guest, host, f"http://127.0.0.1:{p_http}", f"127.0.0.1:{p_serve_h}"
+
+
+def _spawn(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "vfl.cli", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _http(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read().decode()
+            return resp.status, (json.loads(text) if text.startswith(("{", "[")) else {"text": text})
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read().decode() or "{}")
+
+
+def _wait_ready(url: str, procs: list[subprocess.Popen[str]], timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"vfl serve exited {p.returncode}: {p.stderr.read()}")
+        try:
+            status, _ = _http(url + "/healthz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the scoring API did not come up")
+
+
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _applicant(trained, i: int) -> dict:
+    g = trained.guest.select(trained.guest_part.features)
+    return {"customer_id": g.ids[i],
+            "features": {n: (None if np.isnan(v) else float(v))
+                         for n, v in zip(g.feature_names, g.X[i], strict=True)}}
+
+
+@pytest.fixture(scope="module")
+def running(trained, pki, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    guest_cfg, host_cfg, url, _ = _configs(trained, pki, tmp)
+    host = _spawn(host_cfg)
+    guest = _spawn(guest_cfg)
+    try:
+        _wait_ready(url, [host, guest])
+        yield url, host, guest, tmp
+    finally:
+        _stop(guest, host)
+
+
+def test_served_probabilities_equal_vfl_predict(trained, running):
+    url, _, _, tmp = running
+    status, ready = _http(url + "/readyz")
+    assert status == 200 and ready["hosts"] == {"host1": "ok"}, ready
+    batch = predict_local(trained.model_dir, trained.guest, [trained.host])
+    want = dict(zip(batch["id"].astype(str), batch["probability"], strict=True))
+    shared = set(trained.host.ids)
+    idx = [i for i, c in enumerate(trained.guest.ids) if c in shared][:120]
+    status, one = _http(url + "/v1/score", _applicant(trained, idx[0]))
+    assert status == 200, one
+    assert abs(one["probability"] - want[one["customer_id"]]) <= 1e-12
+    assert one["host_features_available"] and one["fallback"] is None
+    assert one["model_id"] == trained.guest_part.model_id and one["model_version"] == 1
+    assert set(one["points"]) == set(trained.guest_part.features)
+    assert one["score"] == one["base_points"] + sum(one["points"].values()) + one["host_points"]
+    assert len(one["reason_codes"]) <= 4
+    status, many = _http(url + "/v1/score:batch",
+                         {"applicants": [_applicant(trained, i) for i in idx]})
+    assert status == 200, many
+    got = np.asarray([r["probability"] for r in many["results"]])
+    ref = np.asarray([want[r["customer_id"]] for r in many["results"]])
+    assert np.max(np.abs(got - ref)) <= 1e-12
+    audit = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
+    # the batch of 120 reached the host as requests of 100 and 20 (its limit is 100)
+    assert [len(a["customers"]) for a in audit[-2:]] == [100, 20]
+    assert audit[-2]["customers"] + audit[-1]["customers"] == [trained.guest.ids[i] for i in idx]
+    status, metrics = _http(url + "/metrics")
+    assert 'vfl_score_requests_total{endpoint="score_batch",status="200"} 1.0' in metrics["text"]
+
+
+def test_an_unknown_customer_is_scored_without_the_host_and_flagged(trained, running):
+    url, _, _, _ = running
+    body = _applicant(trained, 0)
+    body["customer_id"] = "never-seen-at-the-host"
+    status, out = _http(url + "/v1/score", body)
+    assert status == 200, out
+    assert out["host_features_available"] is False and out["fallback"] == "host_average"
+    assert out["hosts_missing"] == ["host1"] and out["host_points"] == 0
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ("missing", "missing feature"), ("extra", "unknown feature"), ("string", "valid number"),
+    ("nan", "finite number"), ("json", "JSON"), ("no_id", "customer_id"),
+])
+def test_bad_requests_get_422_naming_the_problem(trained, running, change, match):
+    url, _, _, _ = running
+    body: object = _applicant(trained, 0)
+    feats = body["features"]  # type: ignore[index]
+    name = next(iter(feats))
+    if change == "missing":
+        del feats[name]
+    elif change == "extra":
+        feats["shoe_size"] = 42.0
+    elif change == "string":
+        feats[name] = "1.5"
+    elif change == "no_id":
+        del body["customer_id"]  # type: ignore[attr-defined]
+    elif change == "nan":
+        feats[name] = float("nan")  # json.dumps writes the NaN token, which JSON does not have
+    raw = json.dumps(body).encode()
+    if change == "json":
+        raw = b'{"customer_id": "a", "features": {'
+    status, out = _http(url + "/v1/score", raw)
+    assert status == 422, out
+    assert match in json.dumps(out), out
+
+
+def test_a_batch_above_the_limit_is_refused(trained, running):
+    url, _, _, _ = running
+    status, out = _http(url + "/v1/score:batch",
+                        {"applicants": [_applicant(trained, 0)] * 501})
+    assert status == 422 and "500" in json.dumps(out)
+
+
+def test_a_host_serving_another_model_is_refused_and_a_down_host_is_survived(
+        trained, pki, tmp_path):
+    """The host serves a part with another model id: the guest's readiness check says so and
+    a score is refused (503), not computed from mismatched parts. Then the host stops: in the
+    default fallback the guest scores without it and says so; with fallback "error", 503."""
+    from vfl.model import load_model_part, save_model_part
+
+    other = load_model_part(trained.model_dir / "host1.json")
+    other.model_id = "another-model"
+    save_model_part(other, tmp_path / "other_host1.json")
+    guest_cfg, host_cfg, url, _ = _configs(trained, pki, tmp_path,
+                                           host_model=tmp_path / "other_host1.json")
+    host, guest = _spawn(host_cfg), _spawn(guest_cfg)
+    try:
+        _wait_ready(url, [host, guest])
+        status, ready = _http(url + "/readyz")
+        assert status == 503 and "another-model" in ready["hosts"]["host1"], ready
+        status, out = _http(url + "/v1/score", _applicant(trained, 0))
+        assert status == 503 and "serves model" in out["detail"], out
+        _stop(host)
+        status, out = _http(url + "/v1/score", _applicant(trained, 0))
+        assert status == 200 and out["fallback"] == "host_average", out
+        status, metrics = _http(url + "/metrics")
+        assert 'vfl_host_call_failures_total{host="host1"}' in metrics["text"]
+    finally:
+        _stop(guest, host)
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    guest_cfg, _, url, _ = _configs(trained, pki, strict, fallback="error")
+    guest = _spawn(guest_cfg)  # no host at all
+    try:
+        _wait_ready(url, [guest])
+        status, out = _http(url + "/v1/score", _applicant(trained, 0))
+        assert status == 503 and "host1" in out["detail"], out
+    finally:
+        _stop(guest)

@@ -1,0 +1,251 @@
+"""The guest's scoring API: HTTP JSON (FastAPI; OpenAPI documentation at ``/docs``).
+
+Endpoints (``protocols/specs/serving.md``):
+
+* ``POST /v1/score``: one applicant, ``{"customer_id": ..., "features": {...}}``;
+* ``POST /v1/score:batch``: ``{"applicants": [...]}``, at most ``max_batch``;
+* ``GET /healthz``: the process is up; ``GET /readyz``: a model is loaded and every
+  host serves it (checked with an empty request, within the host timeout);
+* ``GET /metrics``: Prometheus text: requests by endpoint and status, latency
+  histograms, applicants scored, host failures and fallbacks.
+
+Validation is strict: every feature of the model must be given (``null`` for a
+missing value, imputed as in training), no other feature, numbers only
+(``"1.5"`` or ``true`` is refused), finite (``NaN``/``Infinity`` are refused:
+send ``null``); a refusal is HTTP 422 naming the field.
+"""
+
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from vfl.exceptions import ConfigError, VFLError
+from vfl.serving.guest import Applicant, Decision, GuestScorer, HostDown, UnknownCustomer
+from vfl.serving.host import ServingError
+
+__all__ = ["ScorerHolder", "make_app"]
+
+
+class ScorerHolder:
+    """The model being served, swapped whole on a hot reload.
+
+    :meth:`reload` checks that every host serves the new model id before the
+    switch (both sides hold the new model before the guest uses it); requests
+    in flight finish with the scorer they started with.
+    """
+
+    def __init__(self, scorer: GuestScorer, version: int = 1) -> None:
+        self.scorer = scorer
+        self.version = version
+        self._lock = threading.Lock()
+
+    def hosts_serving(self, scorer: GuestScorer) -> dict[str, str]:
+        """Per host: ``"ok"`` if it serves ``scorer``'s model, else why not."""
+        out: dict[str, str] = {}
+        for host in scorer.hosts:
+            try:
+                host.partial_scores(scorer.model_id, [])
+                out[host.host] = "ok"
+            except VFLError as exc:
+                out[host.host] = str(exc)
+        return out
+
+    def reload(self, scorer: GuestScorer) -> int:
+        """Serve ``scorer`` from now on, if every host serves its model; the new version.
+
+        Raises
+        ------
+        ConfigError
+            Naming the hosts that do not serve the new model (the old one stays).
+        """
+        status = self.hosts_serving(scorer)
+        bad = {h: s for h, s in status.items() if s != "ok"}
+        if bad:
+            raise ConfigError(f"Model {scorer.model_id} not switched to: "
+                              + "; ".join(f"{h}: {s}" for h, s in bad.items()))
+        with self._lock:
+            self.scorer = scorer
+            self.version += 1
+            return self.version
+
+
+def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
+    """The FastAPI application serving ``holder``'s model."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from pydantic import BaseModel, ConfigDict, Field
+
+    if not 1 <= max_batch <= 10_000:
+        raise ConfigError("max_batch must be 1 to 10000.")
+
+    Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+    class ApplicantIn(BaseModel):
+        """One applicant: the shared customer ID and the guest's features by name."""
+
+        model_config = ConfigDict(extra="forbid")
+        customer_id: Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+        features: dict[str, Number | None]
+
+    class BatchIn(BaseModel):
+        """Several applicants, scored with one request per host."""
+
+        model_config = ConfigDict(extra="forbid")
+        applicants: Annotated[list[ApplicantIn], Field(min_length=1, max_length=max_batch)]
+
+    class ReasonOut(BaseModel):
+        feature: str
+        points_below_best: int
+
+    class DecisionOut(BaseModel):
+        """The decision for one applicant."""
+
+        model_id: str
+        model_version: int
+        customer_id: str
+        probability: float
+        score: int
+        points: dict[str, int]
+        base_points: int
+        host_points: int
+        reason_codes: list[ReasonOut]
+        host_features_available: bool
+        fallback: str | None
+        hosts_missing: list[str]
+
+    class BatchOut(BaseModel):
+        results: list[DecisionOut]
+
+    registry = CollectorRegistry()
+    requests = Counter("vfl_score_requests", "Scoring API requests", ["endpoint", "status"],
+                       registry=registry)
+    latency = Histogram("vfl_score_request_seconds", "Scoring API latency", ["endpoint"],
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                        registry=registry)
+    scored = Counter("vfl_applicants_scored", "Applicants scored", ["host_features"],
+                     registry=registry)
+
+    class _HostFailures:
+        def collect(self) -> Iterator[CounterMetricFamily]:
+            fam = CounterMetricFamily("vfl_host_call_failures", "Host calls that failed",
+                                      labels=["host"])
+            for host, n in holder.scorer.host_failures.items():
+                fam.add_metric([host], n)
+            yield fam
+
+    registry.register(_HostFailures())
+
+    app = FastAPI(title="vfl scoring API", version="1",
+                  description="Credit decisions from the joint model: the guest's features "
+                              "here, each host's partial score fetched live over mutual TLS. "
+                              "See protocols/specs/serving.md.")
+
+    def timed(endpoint: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        status = "200"
+        try:
+            return fn()
+        except HTTPException as exc:
+            status = str(exc.status_code)
+            raise
+        finally:
+            latency.labels(endpoint).observe(time.perf_counter() - t0)
+            requests.labels(endpoint, status).inc()
+
+    def checked(scorer: GuestScorer, items: list[ApplicantIn]) -> list[Applicant]:
+        want = set(scorer.features)
+        errors = []
+        for i, a in enumerate(items):
+            missing = sorted(want - set(a.features))
+            extra = sorted(set(a.features) - want)
+            where = ["body"] if len(items) == 1 else ["body", "applicants", i]
+            if missing:
+                errors.append({"loc": [*where, "features"], "type": "missing",
+                               "msg": f"missing feature(s): {', '.join(missing)} (send null "
+                                      "for a missing value)"})
+            if extra:
+                errors.append({"loc": [*where, "features"], "type": "extra_forbidden",
+                               "msg": f"unknown feature(s): {', '.join(extra[:10])}; the model "
+                                      f"uses {', '.join(scorer.features)}"})
+        if errors:
+            raise HTTPException(422, detail=errors)
+        return [Applicant(a.customer_id, a.features) for a in items]  # type: ignore[arg-type]
+
+    def decide(items: list[ApplicantIn]) -> tuple[list[Decision], GuestScorer, int]:
+        scorer, version = holder.scorer, holder.version
+        applicants = checked(scorer, items)
+        try:
+            decisions = scorer.decide(applicants)
+        except UnknownCustomer as exc:
+            raise HTTPException(404, detail=str(exc)) from None
+        except (HostDown, ServingError) as exc:
+            raise HTTPException(503, detail=str(exc)) from None
+        for d in decisions:
+            scored.labels("yes" if d.host_features_available else "fallback").inc()
+        return decisions, scorer, version
+
+    def out(d: Decision, scorer: GuestScorer, version: int) -> DecisionOut:
+        return DecisionOut(model_id=scorer.model_id, model_version=version,
+                           customer_id=d.customer_id, probability=d.probability, score=d.score,
+                           points=d.points, base_points=d.base_points, host_points=d.host_points,
+                           reason_codes=[ReasonOut(**r) for r in d.reason_codes],
+                           host_features_available=d.host_features_available,
+                           fallback=d.fallback, hosts_missing=d.hosts_missing)
+
+    @app.post("/v1/score", response_model=DecisionOut)
+    def score(applicant: ApplicantIn) -> DecisionOut:
+        """Score one applicant."""
+        def run() -> DecisionOut:
+            decisions, scorer, version = decide([applicant])
+            return out(decisions[0], scorer, version)
+        result: DecisionOut = timed("score", run)
+        return result
+
+    @app.post("/v1/score:batch", response_model=BatchOut)
+    def score_batch(batch: BatchIn) -> BatchOut:
+        """Score up to ``max_batch`` applicants at once."""
+        def run() -> BatchOut:
+            decisions, scorer, version = decide(batch.applicants)
+            return BatchOut(results=[out(d, scorer, version) for d in decisions])
+        result: BatchOut = timed("score_batch", run)
+        return result
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """A model is loaded and every host serves it."""
+        scorer = holder.scorer
+        hosts = holder.hosts_serving(scorer)
+        ready = all(s == "ok" for s in hosts.values())
+        return JSONResponse({"status": "ready" if ready else "not ready",
+                             "model_id": scorer.model_id, "model_version": holder.version,
+                             "hosts": hosts}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        """Prometheus metrics."""
+        return PlainTextResponse(generate_latest(registry).decode(),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the reason and where, never the input itself: it may be personal data, and a
+        # non-finite number cannot even be written back as JSON
+        endpoint = "score_batch" if request.url.path.endswith(":batch") else "score"
+        requests.labels(endpoint, "422").inc()
+        return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                                         "type": e.get("type", "")} for e in exc.errors()]},
+                            status_code=422)
+
+    app.state.holder = holder
+    app.state.registry = registry
+    return app

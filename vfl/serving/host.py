@@ -1,0 +1,259 @@
+"""A host's side of online scoring: partial scores of single customers, by ID.
+
+The host loads its model part(s) and its feature table once, computes every
+customer's partial score ``x_h . w_h`` up front (exactly as ``vfl predict``
+does for the same rows: the part's WOE encoding, imputation and scaling,
+then its weights), and answers a request by looking the IDs up. It answers
+only its configured guest, only for a model it holds, within its own limits:
+
+* at most ``max_ids_per_request`` IDs per request, each at most
+  :data:`MAX_ID_CHARS` characters;
+* ``requests_per_second`` on average, in bursts of at most ``burst``
+  (a token bucket on the monotonic clock);
+* ``daily_id_budget`` IDs per UTC day.
+
+Every request that is answered is appended to the audit log (one JSON line:
+UTC time, caller, model id, the customer IDs asked and how many were known).
+The host learns which of its customers the guest asks about; that is the
+price of online scoring (``protocols/specs/serving.md``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from vfl.data import PartyTable
+from vfl.exceptions import ConfigError, VFLError
+from vfl.jobs import encode_for_part
+from vfl.lr.estimator import HostLogisticRegression
+from vfl.lr.messages import MAX_POINTS_SCALE
+from vfl.model import ModelPart
+from vfl.scorecard import part_points_table
+from vfl.serving.messages import PartialScoreReply, PartialScoreRequest
+from vfl.tableio import normalize_ids
+from vfl.types import FloatArray, IntArray
+
+__all__ = ["ServeLimits", "ServingError", "HostModel", "HostScorer", "AuditLog", "MAX_ID_CHARS"]
+
+#: Longest customer ID accepted in a request.
+MAX_ID_CHARS = 256
+#: Most points tables (one per scale the guest asked for) kept per model.
+_POINTS_CACHE = 4
+
+
+class ServingError(VFLError):
+    """A scoring request refused; ``code`` says why (``invalid``, ``forbidden``,
+    ``unknown_model``, ``rate_limited``, ``budget_exhausted``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """A host's own limits on what its guest may ask (``[serve]`` of its config)."""
+
+    max_ids_per_request: int = 100
+    requests_per_second: float = 200.0
+    burst: int = 400
+    daily_id_budget: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_ids_per_request <= 10_000:
+            raise ConfigError("max_ids_per_request must be 1 to 10000.")
+        if not (math.isfinite(self.requests_per_second) and self.requests_per_second > 0):
+            raise ConfigError("requests_per_second must be a positive number.")
+        if self.burst < 1:
+            raise ConfigError("burst must be at least 1.")
+        if self.daily_id_budget < 1:
+            raise ConfigError("daily_id_budget must be at least 1.")
+
+
+class HostModel:
+    """One served model: its part, and every customer's partial score by ID."""
+
+    def __init__(self, part: ModelPart, table: PartyTable, *, lower_ids: bool = False,
+                 strip_ids: bool = True) -> None:
+        if part.role != "host":
+            raise ConfigError(f"{part.party}'s model part {part.model_id} is a {part.role}'s "
+                              "part; a host serves its own host part.")
+        table = table.select(part.features)
+        est = HostLogisticRegression.from_part(part)
+        self.part = part
+        self.model_id = part.model_id
+        self.lower_ids, self.strip_ids = lower_ids, strip_ids
+        self.X = table.X
+        self.scores: FloatArray = np.asarray(est.partial_score(encode_for_part(part, table.X)),
+                                             dtype=np.float64)
+        self.index = {cid: i for i, cid in enumerate(table.ids)}
+        self._points: dict[float, IntArray] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def n_customers(self) -> int:
+        """Customers this model can score."""
+        return len(self.index)
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """Row of each ID in the table (-1: unknown), after the table's ID normalisation."""
+        norm = normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
+                             lower=self.lower_ids)
+        return np.fromiter((self.index.get(i, -1) for i in norm), dtype=np.int64,
+                           count=len(ids))
+
+    def points(self, scale: float) -> IntArray:
+        """Every customer's integer points at ``scale`` (a few scales kept)."""
+        with self._lock:
+            got = self._points.get(scale)
+            if got is None:
+                got = part_points_table(self.part, scale=scale).score(self.X)
+                if len(self._points) >= _POINTS_CACHE:
+                    self._points.pop(next(iter(self._points)))
+                self._points[scale] = got
+            return got
+
+
+class AuditLog:
+    """Append-only JSON lines: who asked about which customers, when (``0600``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fh: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, object]) -> None:
+        """Append one record and flush it to the operating system."""
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        with self._lock:
+            self._fh.close()
+
+
+class HostScorer:
+    """Answers :class:`PartialScoreRequest` from ``guest``, within ``limits``.
+
+    ``models`` can be replaced while serving (:meth:`serve_models`, a hot
+    reload): requests in flight finish with the models they started with.
+    ``clock`` (monotonic seconds) and ``today`` (the UTC date) are for tests.
+    """
+
+    def __init__(self, models: Sequence[HostModel], *, guest: str,
+                 limits: ServeLimits = ServeLimits(), audit: AuditLog | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 today: Callable[[], dt.date] | None = None) -> None:
+        self.guest = guest
+        self.limits = limits
+        self.audit = audit
+        self._clock = clock
+        self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
+        self._lock = threading.Lock()
+        self._tokens = float(limits.burst)
+        self._refilled = clock()
+        self._day = self._today()
+        self._used_today = 0
+        self._models: dict[str, HostModel] = {}
+        self.serve_models(models)
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The models served now."""
+        return list(self._models)
+
+    @property
+    def models(self) -> list[HostModel]:
+        """The models served now."""
+        return list(self._models.values())
+
+    @property
+    def used_today(self) -> int:
+        """IDs scored today (UTC)."""
+        return self._used_today
+
+    def serve_models(self, models: Sequence[HostModel]) -> None:
+        """Serve exactly ``models`` from now on (a hot reload: add the new model first, then,
+        once the guest has switched, drop the old one)."""
+        if not models:
+            raise ConfigError("A host serves at least one model.")
+        self._models = {m.model_id: m for m in models}
+
+    def _admit(self, n_ids: int) -> None:
+        """Take one request token and ``n_ids`` of today's budget, or refuse."""
+        with self._lock:
+            now = self._clock()
+            rate, burst = self.limits.requests_per_second, self.limits.burst
+            self._tokens = min(float(burst), self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            today = self._today()
+            if today != self._day:
+                self._day, self._used_today = today, 0
+            if self._tokens < 1.0:
+                raise ServingError("rate_limited", f"more than {rate:g} requests per second "
+                                   f"(bursts of {burst}): slow down and retry")
+            if self._used_today + n_ids > self.limits.daily_id_budget:
+                raise ServingError("budget_exhausted",
+                                   f"today's budget of {self.limits.daily_id_budget} customer "
+                                   "IDs is used up (it resets at 00:00 UTC)")
+            self._tokens -= 1.0
+            self._used_today += n_ids
+
+    def score(self, caller: str, req: PartialScoreRequest) -> PartialScoreReply:
+        """The answer to ``caller``'s request (``caller``: the verified certificate's name).
+
+        Raises
+        ------
+        ServingError
+            Another caller than the guest, an unknown model, a request beyond
+            the limits, a malformed request; nothing is scored or logged then
+            (beyond the refusal the server counts).
+        """
+        if caller != self.guest:
+            raise ServingError("forbidden", f"{caller!r} is not this host's guest")
+        ids = req.customer_ids
+        if len(ids) > self.limits.max_ids_per_request:
+            raise ServingError("invalid", f"{len(ids)} customer IDs in one request; at most "
+                               f"{self.limits.max_ids_per_request}")
+        if any(not isinstance(i, str) or not 0 < len(i) <= MAX_ID_CHARS for i in ids):
+            raise ServingError("invalid", f"every customer ID must be 1 to {MAX_ID_CHARS} "
+                               "characters")
+        scale = float(req.scale)
+        if not (math.isfinite(scale) and (scale == 0.0 or 0.0 < scale <= MAX_POINTS_SCALE)):
+            raise ServingError("invalid", f"the points scale must be 0 or in (0, "
+                               f"{MAX_POINTS_SCALE:g}]")
+        model = self._models.get(req.model_id)
+        if model is None:
+            raise ServingError("unknown_model", f"this host serves model(s) "
+                               f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
+        self._admit(len(ids))
+        rows = model.rows(ids)
+        known = rows >= 0
+        scores = np.zeros(len(ids), dtype=np.float64)
+        scores[known] = model.scores[rows[known]]
+        points = np.zeros(0, dtype=np.int64)
+        if scale > 0.0:
+            points = np.zeros(len(ids), dtype=np.int64)
+            points[known] = model.points(scale)[rows[known]]
+        if self.audit is not None and ids:
+            self.audit.write({"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                              "caller": caller, "model_id": model.model_id,
+                              "customers": list(ids), "known": int(known.sum())})
+        return PartialScoreReply(model.model_id, np.packbits(known).tobytes(), scores, points)

@@ -1,0 +1,178 @@
+"""``vfl serve --config party.toml``: a host's scoring service, or the guest's scoring API.
+
+A host (its ``[serve] listen``, ``model``, limits and ``audit_log``) loads its
+model part and its ``[data]`` table and answers its guest over gRPC with
+mutual TLS (:class:`~vfl.serving.grpc.ScoringServer`). The guest loads its
+part and serves the HTTP API (:func:`~vfl.serving.api.make_app`, uvicorn),
+asking each host at the ``serve_address`` of its ``[[peers]]`` entry.
+
+Hot reload (``SIGHUP``, or :meth:`HostService.reload` / :meth:`GuestService.reload`):
+write the new model parts where ``[serve] model`` points, reload every host
+first (a host then serves the new model *and* the one before it), then the
+guest: it checks that every host serves the new model id and only then
+switches; otherwise it keeps the old model and says why.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vfl.config import PartyConfig
+from vfl.exceptions import ConfigError
+from vfl.model import ModelPart, load_model_part
+from vfl.outputs import model_part_file
+from vfl.roles import Role
+from vfl.serving.grpc import HostClient, ScoringServer
+from vfl.serving.guest import GuestScorer
+from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits
+from vfl.transport.grpc import TlsFiles
+
+__all__ = ["HostService", "GuestService", "serve_forever"]
+
+
+def _part(cfg: PartyConfig) -> ModelPart:
+    path = cfg.serve.model or model_part_file(cfg.output, cfg.name)
+    if not Path(path).is_file():
+        raise ConfigError(f"{cfg.source}: no model part at {path} to serve ([serve] model, or "
+                          "the part vfl run wrote under [job] output).")
+    return load_model_part(path)
+
+
+def _listen(cfg: PartyConfig) -> str:
+    if cfg.serve.listen is None:
+        raise ConfigError(f"{cfg.source}: [serve] listen is needed (the address vfl serve "
+                          f"answers on{', over gRPC with mutual TLS' if cfg.role == Role.HOST else ''}).")
+    return cfg.serve.listen
+
+
+def _tls(cfg: PartyConfig) -> TlsFiles:
+    return TlsFiles(cfg.ca, cfg.cert, cfg.key)
+
+
+class HostService:
+    """A host's scoring service from its config; :meth:`reload` on SIGHUP."""
+
+    def __init__(self, cfg: PartyConfig) -> None:
+        if cfg.role != Role.HOST or cfg.data is None:
+            raise ConfigError(f"{cfg.source}: a host's scoring service needs a host's config.")
+        from vfl.runner import _load_data
+
+        self.cfg = cfg
+        self.table = _load_data(cfg, require_label=False)
+        s = cfg.serve
+        self.limits = ServeLimits(s.max_ids_per_request, s.requests_per_second, s.burst,
+                                  s.daily_id_budget)
+        self.audit = AuditLog(s.audit_log or cfg.output / "scoring_audit.jsonl")
+        model = self._model()
+        self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit)
+        guest_peer = next(p for p in cfg.peers if p.name == cfg.guest)
+        pinned = guest_peer.cert.read_bytes() if guest_peer.cert else None
+        self.server = ScoringServer(self.scorer, party=cfg.name, listen=_listen(cfg),
+                                    tls=_tls(cfg), pinned_guest=pinned)
+
+    def _model(self) -> HostModel:
+        d = self.cfg.data
+        assert d is not None
+        return HostModel(_part(self.cfg), self.table, lower_ids=d.lower_ids,
+                         strip_ids=d.strip_ids)
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        m = self.scorer.model_ids
+        return (f"{self.cfg.name}: scoring service for {self.cfg.guest} on "
+                f"{self.cfg.serve.listen} (gRPC, mutual TLS): model(s) {', '.join(m)}, "
+                f"{len(self.table.ids):,} customers; audit log {self.audit.path}")
+
+    def reload(self) -> str:
+        """Load the part at ``[serve] model`` again; serve it and the one served before."""
+        new = self._model()
+        keep = [m for m in self.scorer.models if m.model_id != new.model_id][-1:]
+        self.scorer.serve_models([new, *keep])
+        return f"{self.cfg.name}: now serving model(s) {', '.join(self.scorer.model_ids)}"
+
+    def stop(self) -> None:
+        """Stop answering and close the audit log."""
+        self.server.stop()
+        self.audit.close()
+
+
+class GuestService:
+    """The guest's scoring API from its config; :meth:`reload` on SIGHUP."""
+
+    def __init__(self, cfg: PartyConfig) -> None:
+        if cfg.role != Role.GUEST:
+            raise ConfigError(f"{cfg.source}: the scoring API is the guest's.")
+        from vfl.serving.api import ScorerHolder, make_app
+
+        self.cfg = cfg
+        missing = [p.name for p in cfg.peers_with(Role.HOST) if p.serve_address is None]
+        if missing:
+            raise ConfigError(f"{cfg.source}: [[peers]] {', '.join(missing)} need a "
+                              "serve_address (where that host's vfl serve answers).")
+        self.clients = [HostClient(p.name, p.serve_address or "", _tls(cfg), party=cfg.name,
+                                   timeout=cfg.serve.host_timeout,
+                                   pinned=p.cert.read_bytes() if p.cert else None)
+                        for p in cfg.peers_with(Role.HOST)]
+        self.holder = ScorerHolder(self._scorer())
+        self.app = make_app(self.holder, max_batch=cfg.serve.max_batch)
+
+    def _scorer(self) -> GuestScorer:
+        return GuestScorer(_part(self.cfg), self.clients,
+                           fallback=self.cfg.serve.fallback,  # type: ignore[arg-type]
+                           ids_per_host_request=self.cfg.serve.ids_per_host_request)
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        s = self.holder.scorer
+        hosts = self.holder.hosts_serving(s)
+        state = "; ".join(f"{h}: {v}" for h, v in hosts.items())
+        return (f"{self.cfg.name}: scoring API on http://{self.cfg.serve.listen} (docs at "
+                f"/docs): model {s.model_id} version {self.holder.version}; hosts: {state}")
+
+    def reload(self) -> str:
+        """Switch to the part at ``[serve] model`` once every host serves it."""
+        version = self.holder.reload(self._scorer())
+        return (f"{self.cfg.name}: switched to model {self.holder.scorer.model_id} "
+                f"(version {version})")
+
+    def stop(self) -> None:
+        """Close the host channels."""
+        for c in self.clients:
+            c.close()
+
+
+def serve_forever(cfg: PartyConfig, *, say: Callable[[str], None] = print) -> None:
+    """Run ``vfl serve`` for ``cfg`` until SIGTERM or SIGINT; SIGHUP reloads the model."""
+    service: Any = HostService(cfg) if cfg.role == Role.HOST else GuestService(cfg)
+
+    def on_hup(signum: int, frame: object) -> None:
+        try:
+            say(service.reload())
+        except Exception as exc:  # noqa: BLE001 - reported; the old model keeps serving
+            say(f"warning: reload refused: {exc}")
+
+    signal.signal(signal.SIGHUP, on_hup)
+    if cfg.role == Role.HOST:
+        stop = threading.Event()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, lambda signum, frame: stop.set())
+        say(service.describe())
+        try:
+            stop.wait()
+        finally:
+            service.stop()
+        return
+    import uvicorn
+
+    host, _, port = _listen(cfg).rpartition(":")
+    server = uvicorn.Server(uvicorn.Config(service.app, host=host.strip("[]"), port=int(port),
+                                           log_level="warning", access_log=False))
+    say(service.describe())
+    try:
+        server.run()
+    finally:
+        service.stop()
