@@ -53,10 +53,17 @@ def test_demo_in_process(tmp_path):
 def test_demo_three_processes(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "vfl.cli", "demo", "--rows", "1500",
-                           "--workdir", str(out), "--epochs", "3", "--quiet", *FAST],
+                           "--workdir", str(out), "--epochs", "3", "--quiet", *FAST,
+                           "--serve", "--serve-for", "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "every party exited 0" in proc.stdout
+    # --serve: both banks' vfl serve came up, scored three applicants over HTTP (the last
+    # one unknown to bank B), showed the curl line, and stopped
+    served = [ln for ln in proc.stdout.splitlines() if ": probability " in ln]
+    assert len(served) == 3, proc.stdout
+    assert "bank B does not know this customer" in served[2]
+    assert "curl -s http://127.0.0.1:" in proc.stdout
     report = json.loads((out / "out" / "bank_a" / "report.json").read_text())
     assert report["n_intersection"] == round(1500 * 0.75) and report["epochs_run"] == 3
     assert (out / "out" / "bank_b" / "bank_b.json").is_file()

@@ -651,16 +651,25 @@ def certs(out: str, parties: str | None, compute_party: str | None, names: str |
 @click.option("--in-process", is_flag=True,
               help="Run all parties as threads of this process (no gRPC) instead of three processes.")
 @click.option("--quiet", is_flag=True)
+@click.option("--serve", "serve_after", is_flag=True,
+              help="Then start vfl serve for both banks, score a few applicants over HTTP, and "
+                   "keep serving until Ctrl-C (see --serve-for).")
+@click.option("--serve-for", type=click.FloatRange(0), default=None,
+              help="With --serve: stop serving after this many seconds.")
 @friendly_errors
 def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
-         insecure_key_size: bool, in_process: bool, quiet: bool) -> None:
+         insecure_key_size: bool, in_process: bool, quiet: bool, serve_after: bool,
+         serve_for: float | None) -> None:
     """Two synthetic banks and an arbiter train one joint model, end to end.
 
     By default the three parties run as separate processes on this machine,
     talking gRPC with mutual TLS on loopback, exactly as on three machines.
     """
-    from vfl.demo import DemoPartyError, run_demo
+    from vfl.demo import DemoPartyError, run_demo, serve_demo
 
+    if serve_after and in_process:
+        raise click.UsageError("--serve runs the banks' services as processes with mutual TLS; "
+                               "leave out --in-process.")
     console.print(f"bank A (guest): {rows:,} customers, label + 7 features; "
                   f"bank B (host): {rows:,} customers, 7 features; data in {Path(workdir) / 'data'}/")
     try:
@@ -686,6 +695,12 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
                           f"exited 0; outputs in {result.job.workdir / 'out'}/")
     if result.html_report is not None:
         out_console.print(f"bank A's report: {result.html_report}")
+    if serve_after:
+        out_console.print("online scoring: vfl serve for bank B (gRPC, mutual TLS), then bank A "
+                          "(HTTP):")
+        serve_demo(result.job, seconds=serve_for,
+                   say=lambda line: out_console.print(line, markup=False, highlight=False,
+                                                      soft_wrap=True))
 
 
 def _networked_demo(workdir: str, *, rows: int, overlap: float, epochs: int, key_bits: int,

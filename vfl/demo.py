@@ -33,7 +33,7 @@ from vfl.synthetic import make_two_banks
 from vfl.transport.base import LINK_GRACE
 
 __all__ = ["DemoJob", "DemoResult", "free_ports", "write_demo_job", "run_demo_processes",
-           "run_demo", "DemoPartyError", "replay_in_memory"]
+           "run_demo", "DemoPartyError", "replay_in_memory", "serve_demo"]
 
 #: the demo's party names: bank A is the guest, bank B the host
 BANK_A, BANK_B, ARBITER = "bank_a", "bank_b", "arbiter"
@@ -107,7 +107,8 @@ def write_party_toml(path: Path, *, job: dict[str, Any], party: dict[str, Any],
                      tls: dict[str, Any], peers: list[dict[str, Any]],
                      data: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
                      security: dict[str, Any] | None = None,
-                     checkpoint: dict[str, Any] | None = None) -> None:
+                     checkpoint: dict[str, Any] | None = None,
+                     serve: dict[str, Any] | None = None) -> None:
     """Write one party's TOML."""
     lines: list[str] = []
 
@@ -131,6 +132,8 @@ def write_party_toml(path: Path, *, job: dict[str, Any], party: dict[str, Any],
         section("security", security)
     if checkpoint:
         section("checkpoint", checkpoint)
+    if serve:
+        section("serve", serve)
     atomic_write_text(path, "\n".join(lines))
 
 
@@ -150,7 +153,9 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     ``connect_timeout_seconds``. ``dial``: for a party name, the
     address its peers dial instead of its listen address (e.g. a
     :class:`vfl.netfaults.FaultProxy` in front of it). ``checkpoint_every``:
-    the guest's ``[checkpoint] every_batches`` when not 0.
+    the guest's ``[checkpoint] every_batches`` when not 0. The guest's and the
+    host's configs also get a ``[serve]`` section (free loopback ports), so
+    ``vfl serve`` runs on them once the model is trained (:func:`serve_demo`).
     """
     wd = Path(workdir).resolve()
     g_df, h_df = make_two_banks(rows, overlap, seed=seed)
@@ -162,6 +167,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     addr = {BANK_A: f"127.0.0.1:{ports[0]}", BANK_B: f"127.0.0.1:{ports[1]}",
             ARBITER: f"127.0.0.1:{ports[2]}"}
     roles = {BANK_A: Role.GUEST.value, BANK_B: Role.HOST.value, ARBITER: Role.ARBITER.value}
+    serve_ports = free_ports(2)
+    serve_addr = {BANK_B: f"127.0.0.1:{serve_ports[0]}", BANK_A: f"127.0.0.1:{serve_ports[1]}"}
     job_id = job_id or f"demo-{int(time.time())}"
     configs, outputs = {}, {}
     for name in (BANK_A, BANK_B, ARBITER):
@@ -170,6 +177,8 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
         prepare_output_dir(outputs[name], force=True)
         peers = [{"name": p, "role": roles[p], "address": (dial or {}).get(p, addr[p])}
                  for p in (BANK_A, BANK_B, ARBITER) if p != name]
+        if name == BANK_A:  # where bank B's scoring service answers (vfl serve)
+            peers[0]["serve_address"] = serve_addr[BANK_B]
         d = None
         if name == BANK_A:
             d = {"path": "data/bank_a.csv", "id_column": "customer_id", "label_column": "default"}
@@ -201,8 +210,102 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             security=security,
             checkpoint={"every_batches": checkpoint_every}
             if name == BANK_A and checkpoint_every else None,
+            serve={"listen": serve_addr[name]} if name in serve_addr else None,
         )
     return DemoJob(wd, configs, data, outputs)
+
+
+def serve_demo(job: DemoJob, *, seconds: float | None = None, examples: int = 3,
+               say: Any = print) -> list[dict[str, Any]]:
+    """Start ``vfl serve`` for bank B, then bank A, on a trained demo job; score a few of
+    bank A's applicants over HTTP and show how (curl); serve ``seconds`` more (None: until
+    Ctrl-C); stop both. Returns the decisions shown."""
+    import urllib.error
+    import urllib.request
+
+    import pandas as pd
+
+    from vfl.config import load_party_config
+
+    guest_cfg = load_party_config(job.configs[BANK_A])
+    url = f"http://{guest_cfg.serve.listen}"
+    logs = job.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    out: list[dict[str, Any]] = []
+
+    def call(path: str, body: bytes | None = None) -> tuple[int, Any]:
+        # http:// on loopback, from the demo's own config
+        req = urllib.request.Request(url + path, data=body,  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    try:
+        for name in (BANK_B, BANK_A):
+            with open(logs / f"{name}.serve.log", "wb") as log:
+                procs[name] = subprocess.Popen(  # noqa: S603 - this interpreter, our own CLI
+                    [sys.executable, "-m", "vfl.cli", "serve", "--config", str(job.configs[name])],
+                    stdout=log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 60
+        while True:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise VFLError(f"vfl serve for {name} exited {p.returncode}; see "
+                                   f"{logs / f'{name}.serve.log'}")
+            try:
+                if call("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise VFLError(f"the scoring services did not come up; see {logs}/")
+            time.sleep(0.2)
+        g = pd.read_csv(job.data[BANK_A], dtype={"customer_id": str})
+        shared = set(pd.read_csv(job.data[BANK_B], dtype={"customer_id": str})["customer_id"])
+        feats = [c for c in g.columns if c not in ("customer_id", "default")]
+        pick = [*g.index[g["customer_id"].isin(shared)][:examples - 1],
+                *g.index[~g["customer_id"].isin(shared)][:1]]
+        for i in pick:
+            row = g.loc[i]
+            body = {"customer_id": row["customer_id"],
+                    "features": {f: None if pd.isna(row[f]) else float(row[f]) for f in feats}}
+            status, decision = call("/v1/score", json.dumps(body).encode())
+            if status != 200:
+                raise VFLError(f"the scoring API answered {status}: {decision}")
+            out.append(decision)
+            reasons = ", ".join(r["feature"] for r in decision["reason_codes"]) or "none"
+            say(f"{decision['customer_id']}: probability {decision['probability']:.4f}, score "
+                f"{decision['score']}, reasons: {reasons}"
+                + ("" if decision["host_features_available"] else
+                   " (bank B does not know this customer: scored with its average)"))
+        first = g.loc[pick[0]]
+        example = json.dumps({"customer_id": first["customer_id"],
+                              "features": {f: None if pd.isna(first[f]) else round(float(first[f]), 4)
+                                           for f in feats}})
+        say(f"try it: curl -s {url}/v1/score -H 'content-type: application/json' -d '{example}'")
+        say(f"OpenAPI docs: {url}/docs; metrics: {url}/metrics; logs: {logs}/")
+        if seconds is None:
+            say("serving until Ctrl-C")
+            while all(p.poll() is None for p in procs.values()):
+                time.sleep(0.5)
+        elif seconds > 0:
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return out
 
 
 @dataclass

@@ -28,7 +28,8 @@ def _toml(path: Path, text: str) -> Path:
 
 
 def _configs(trained, pki: Path, tmp: Path, *, fallback: str = "host_average",
-             host_model: Path | None = None) -> tuple[Path, Path, str, str]:
+             host_model: Path | None = None,
+             guest_model: Path | None = None) -> tuple[Path, Path, str, str]:
     p_train_g, p_train_h, p_arb, p_serve_h, p_http = free_ports(5)
     common = f"""
 [job]
@@ -89,7 +90,7 @@ label_column = "default"
 
 [serve]
 listen = "127.0.0.1:{p_http}"
-model = "{trained.model_dir / 'guest.json'}"
+model = "{guest_model or trained.model_dir / 'guest.json'}"
 fallback = "{fallback}"
 max_batch = 500
 host_timeout_seconds = 2
@@ -272,3 +273,65 @@ def test_a_host_serving_another_model_is_refused_and_a_down_host_is_survived(
         assert status == 503 and "host1" in out["detail"], out
     finally:
         _stop(guest)
+
+
+def test_a_new_model_pair_is_hot_reloaded_without_downtime(trained, pki, tmp_path):
+    """New parts (model "model-v2") are written where [serve] model points while a client
+    keeps scoring. SIGHUP to the guest first is refused (the host does not serve v2 yet) and
+    v1 keeps serving; SIGHUP to the host, then to the guest: the guest switches to v2
+    (model_version 2), and no request failed meanwhile."""
+    import shutil
+    import threading
+
+    from vfl.model import load_model_part, save_model_part
+
+    g_path, h_path = tmp_path / "guest.json", tmp_path / "host1.json"
+    shutil.copy(trained.model_dir / "guest.json", g_path)
+    shutil.copy(trained.model_dir / "host1.json", h_path)
+    guest_cfg, host_cfg, url, _ = _configs(trained, pki, tmp_path, host_model=h_path,
+                                           guest_model=g_path)
+    host, guest = _spawn(host_cfg), _spawn(guest_cfg)
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        body = _applicant(trained, 0)
+        while not stop.is_set():
+            status, out = _http(url + "/v1/score", body)
+            seen.append((status, out.get("model_id", "")))
+
+    try:
+        _wait_ready(url, [host, guest])
+        t = threading.Thread(target=client)
+        t.start()
+        for path in (g_path, h_path):
+            part = load_model_part(path)
+            part.model_id = "model-v2"
+            part.coef = [0.5 * c for c in part.coef]
+            save_model_part(part, path)
+        guest.send_signal(signal.SIGHUP)  # too early: the host does not serve v2
+        time.sleep(1.5)
+        assert _http(url + "/readyz")[1]["model_id"] == trained.guest_part.model_id
+        host.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        guest.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 20
+        while _http(url + "/readyz")[1].get("model_version") != 2:
+            assert time.monotonic() < end, "the guest did not switch"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop.set()
+        t.join(timeout=30)
+        status, ready = _http(url + "/readyz")
+        assert status == 200 and ready["model_id"] == "model-v2", ready
+    finally:
+        stop.set()
+        _stop(guest, host)
+    assert seen and all(code == 200 for code, _ in seen), [s for s in seen if s[0] != 200][:3]
+    models = [m for _, m in seen]
+    assert models[0] == trained.guest_part.model_id and models[-1] == "model-v2"
+    # no request mixed the models: once switched, every answer is v2's
+    first_v2 = models.index("model-v2")
+    assert set(models[first_v2:]) == {"model-v2"}
+    err = guest.stderr.read() if guest.stderr else ""
+    assert "reload refused" in err and "model-v2" in err, err
