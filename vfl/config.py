@@ -122,6 +122,8 @@ class ServeConfig:
     burst: int = 400
     daily_id_budget: int = 1_000_000
     audit_log: Path | None = None  # default: <output>/scoring_audit.jsonl
+    store: str = "memory"  # host: "memory", or "duckdb" for tables larger than memory
+    store_path: Path | None = None  # duckdb: default <output>/scoring_store.duckdb
     # guest: what to do without a host's score, batch size, how long to wait for a host
     fallback: str = "host_average"
     max_batch: int = 100
@@ -222,7 +224,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
-              "ids_per_host_request"),
+              "ids_per_host_request", "store", "store_path"),
 }
 
 
@@ -490,7 +492,7 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     if listen is not None:
         listen = _address(r, listen, "serve.listen")
     host_keys = ("max_ids_per_request", "requests_per_second", "burst", "daily_id_budget",
-                 "audit_log")
+                 "audit_log", "store", "store_path")
     if role == Role.GUEST:
         for k in host_keys:
             if k in section:
@@ -507,6 +509,9 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         raise r.err("serve.max_batch", f"must be 1 to 10000, got {max_batch}")
     host_timeout = float(r.get(section, "serve", "host_timeout_seconds", (int, float), 2.0))
     per_request = r.get(section, "serve", "ids_per_host_request", int, 100)
+    store = r.get(section, "serve", "store", str, "memory")
+    if store not in ("memory", "duckdb"):
+        raise r.err("serve.store", f"must be 'memory' or 'duckdb', got {store!r}")
     if not 1 <= per_request <= 10_000:
         raise r.err("serve.ids_per_host_request", f"must be 1 to 10000, got {per_request}")
     if not 0.01 <= host_timeout <= 600:
@@ -521,7 +526,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         daily_id_budget=r.get(section, "serve", "daily_id_budget", int, 1_000_000),
         audit_log=r.path(section, "serve", "audit_log", must_exist=False, default=None),
         fallback=fallback, max_batch=max_batch, host_timeout=host_timeout,
-        ids_per_host_request=per_request)
+        ids_per_host_request=per_request, store=store,
+        store_path=r.path(section, "serve", "store_path", must_exist=False, default=None))
     from vfl.serving.host import ServeLimits
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import grpc
 import numpy as np
@@ -191,3 +192,50 @@ def test_malformed_requests_are_refused_with_the_reason(trained, pki, service):
     finally:
         ch.close()
     assert server.counts["answered"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_duckdb_store_scores_as_the_table_in_memory(trained, tmp_path, fmt):
+    """store = "duckdb" (tables larger than memory): the same partial scores (to 1e-12) and
+    points for known and unknown customers; the store is reused while the source is unchanged
+    and rebuilt when it changes."""
+    import pandas as pd
+
+    from vfl.serving.host import StoredHostModel
+
+    source = trained.host_csv
+    if fmt == "parquet":
+        source = tmp_path / "bank_b.parquet"
+        pd.read_csv(trained.host_csv, dtype={"customer_id": str}).to_parquet(source)
+    store = tmp_path / "store.duckdb"
+    stored = StoredHostModel(trained.host_part, source, store, id_column="customer_id")
+    memory = HostModel(trained.host_part, trained.host)
+    ids = [*trained.host.ids[:40], "nobody", f"  {trained.host.ids[7]} "]
+    for scale in (0.0, 28.85):
+        k1, s1, p1 = stored.lookup(ids, scale)
+        k2, s2, p2 = memory.lookup(ids, scale)
+        assert k1.tolist() == k2.tolist() and k1.sum() == 41  # the padded ID is stripped
+        assert np.max(np.abs(s1 - s2)) <= 1e-12
+        assert p1.tolist() == p2.tolist()
+    assert stored.n_customers == memory.n_customers
+    assert store.stat().st_mode & 0o077 == 0
+    built = store.stat().st_mtime_ns
+    StoredHostModel(trained.host_part, source, store, id_column="customer_id")
+    assert store.stat().st_mtime_ns == built  # reused
+    time.sleep(0.01)
+    source.write_bytes(source.read_bytes())  # touched: rebuilt
+    StoredHostModel(trained.host_part, source, store, id_column="customer_id")
+    assert store.stat().st_mtime_ns != built
+
+
+def test_a_duckdb_store_refuses_duplicate_ids(trained, tmp_path):
+    import pandas as pd
+
+    from vfl.exceptions import ConfigError
+    from vfl.serving.host import StoredHostModel
+
+    df = pd.read_csv(trained.host_csv, dtype={"customer_id": str})
+    pd.concat([df, df.iloc[:2]]).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ConfigError, match="2 duplicate customer IDs"):
+        StoredHostModel(trained.host_part, tmp_path / "dup.csv", tmp_path / "s.duckdb",
+                        id_column="customer_id")

@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from vfl.exceptions import ConfigError, VFLError
-from vfl.serving.guest import Applicant, Decision, GuestScorer, HostDown, UnknownCustomer
+from vfl.serving.guest import (
+    Applicant,
+    Decision,
+    GuestScorer,
+    HostBusy,
+    HostDown,
+    UnknownCustomer,
+)
 from vfl.serving.host import ServingError
 
 __all__ = ["ScorerHolder", "make_app"]
@@ -183,6 +190,8 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
             decisions = scorer.decide(applicants)
         except UnknownCustomer as exc:
             raise HTTPException(404, detail=str(exc)) from None
+        except HostBusy as exc:  # the host's rate limit or daily budget: retry later
+            raise HTTPException(429, detail=str(exc)) from None
         except (HostDown, ServingError) as exc:
             raise HTTPException(503, detail=str(exc)) from None
         for d in decisions:

@@ -35,7 +35,8 @@ from vfl.scorecard import PointsTable, Scorecard, part_calibration, part_points_
 from vfl.serving.host import ServingError
 from vfl.serving.messages import PartialScoreReply
 
-__all__ = ["GuestScorer", "Applicant", "Decision", "HostDown", "UnknownCustomer", "Fallback",
+__all__ = ["GuestScorer", "Applicant", "Decision", "HostDown", "HostBusy", "UnknownCustomer",
+           "Fallback",
            "REASON_CODES"]
 
 #: Reason codes returned per applicant (adverse-action notices usually give up to four).
@@ -57,6 +58,10 @@ class HostLike(Protocol):
 
 class HostDown(VFLError):
     """A host did not answer (and the fallback is ``"error"``)."""
+
+
+class HostBusy(HostDown):
+    """A host refused for its rate limit or daily budget (and the fallback is ``"error"``)."""
 
 
 class UnknownCustomer(VFLError):
@@ -165,7 +170,10 @@ class GuestScorer:
         with self._lock:
             self.host_failures[host.host] += 1
         if self.fallback == "error":
-            raise HostDown(f"{host.host} did not score the applicant(s): {down}") from None
+            busy = isinstance(down, ServingError) and down.code in ("rate_limited",
+                                                                   "budget_exhausted")
+            raise (HostBusy if busy else HostDown)(
+                f"{host.host} did not score the applicant(s): {down}") from None
         n = len(ids)
         return np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
 

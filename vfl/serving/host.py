@@ -40,12 +40,13 @@ from vfl.jobs import encode_for_part
 from vfl.lr.estimator import HostLogisticRegression
 from vfl.lr.messages import MAX_POINTS_SCALE
 from vfl.model import ModelPart
-from vfl.scorecard import part_points_table
+from vfl.scorecard import PointsTable, part_points_table
 from vfl.serving.messages import PartialScoreReply, PartialScoreRequest
 from vfl.tableio import normalize_ids
 from vfl.types import FloatArray, IntArray
 
-__all__ = ["ServeLimits", "ServingError", "HostModel", "HostScorer", "AuditLog", "MAX_ID_CHARS"]
+__all__ = ["ServeLimits", "ServingError", "HostModel", "StoredHostModel", "HostScorer",
+           "AuditLog", "MAX_ID_CHARS"]
 
 #: Longest customer ID accepted in a request.
 MAX_ID_CHARS = 256
@@ -125,6 +126,146 @@ class HostModel:
                 self._points[scale] = got
             return got
 
+    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
+        """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
+        rows = self.rows(ids)
+        known = rows >= 0
+        scores = np.zeros(len(ids), dtype=np.float64)
+        scores[known] = self.scores[rows[known]]
+        points = np.zeros(0, dtype=np.int64)
+        if scale > 0.0:
+            points = np.zeros(len(ids), dtype=np.int64)
+            points[known] = self.points(scale)[rows[known]]
+        return known, scores, points
+
+
+class StoredHostModel:
+    """One served model over a feature table in a DuckDB file (tables larger than memory).
+
+    The table (CSV or Parquet) is copied once into ``store`` with its IDs
+    normalised as :func:`vfl.data.load_table` does and a unique index on them;
+    the copy is reused while the source file is unchanged (path, size,
+    modification time, columns), rebuilt otherwise. A request reads only its
+    customers' rows and computes their partial scores as ``vfl predict`` does.
+    """
+
+    def __init__(self, part: ModelPart, source: str | Path, store: str | Path, *,
+                 id_column: str, lower_ids: bool = False, strip_ids: bool = True) -> None:
+        import duckdb
+
+        if part.role != "host":
+            raise ConfigError(f"{part.party}'s model part {part.model_id} is a {part.role}'s "
+                              "part; a host serves its own host part.")
+        self.part, self.model_id = part, part.model_id
+        self.features = list(part.features)
+        self.estimator = HostLogisticRegression.from_part(part)
+        self.store = Path(store)
+        _build_store(Path(source), self.store, id_column, self.features, lower_ids, strip_ids)
+        self._con = duckdb.connect(str(self.store), read_only=True)
+        self.lower_ids, self.strip_ids = lower_ids, strip_ids
+        row = self._con.execute("SELECT count(*) FROM customers").fetchone()
+        self._n = int(row[0]) if row else 0
+        self._tables: dict[float, PointsTable] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def n_customers(self) -> int:
+        """Customers this model can score."""
+        return self._n
+
+    def _table(self, scale: float) -> PointsTable:
+        with self._lock:
+            if scale not in self._tables:
+                if len(self._tables) >= _POINTS_CACHE:
+                    self._tables.pop(next(iter(self._tables)))
+                self._tables[scale] = part_points_table(self.part, scale=scale)
+            return self._tables[scale]
+
+    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
+        """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
+        norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
+                                  lower=self.lower_ids))
+        cols = ", ".join(f'"f{j}"' for j in range(len(self.features)))
+        found = self._con.cursor().execute(
+            f"SELECT id, {cols} FROM customers WHERE id IN (SELECT unnest(?))",  # noqa: S608
+            [norm]).fetchall() if norm else []
+        at = {r[0]: i for i, r in enumerate(found)}
+        X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
+                       dtype=np.float64).reshape(len(found), len(self.features))
+        own = (np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
+                          dtype=np.float64) if found else np.zeros(0))
+        pts = self._table(scale).score(X) if scale > 0.0 and found else np.zeros(0, np.int64)
+        known = np.asarray([i in at for i in norm], dtype=bool)
+        scores = np.zeros(len(ids), dtype=np.float64)
+        points = np.zeros(len(ids) if scale > 0.0 else 0, dtype=np.int64)
+        for k, cid in enumerate(norm):
+            r = at.get(cid)
+            if r is not None:
+                scores[k] = own[r]
+                if scale > 0.0:
+                    points[k] = pts[r]
+        return known, scores, points
+
+
+def _build_store(source: Path, store: Path, id_column: str, features: list[str],
+                 lower_ids: bool, strip_ids: bool) -> None:
+    """Copy ``source`` into the DuckDB file ``store`` (unless an up-to-date copy is there)."""
+    import duckdb
+
+    from vfl.tableio import table_format
+
+    try:
+        st = source.stat()
+    except OSError:
+        raise ConfigError(f"{source}: the feature table to serve is missing.") from None
+    stamp = json.dumps({"source": str(source.resolve()), "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns, "id": id_column, "features": features,
+                        "lower": lower_ids, "strip": strip_ids, "version": 1})
+    if store.is_file():
+        try:
+            con = duckdb.connect(str(store), read_only=True)
+            try:
+                row = con.execute("SELECT stamp FROM meta").fetchone()
+            finally:
+                con.close()
+            if row and row[0] == stamp:
+                return
+        except duckdb.Error:
+            pass  # damaged or another file: rebuilt below
+    fmt = table_format(source)
+    reader = ("read_parquet(?)" if fmt == "parquet"
+              else "read_csv(?, header = true, all_varchar = true)")
+    ident = '"' + id_column.replace('"', '""') + '"'
+    idexpr = f"CAST({ident} AS VARCHAR)"
+    if strip_ids:
+        idexpr = f"trim({idexpr}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))"
+    if lower_ids:
+        idexpr = f"lower({idexpr})"
+    cols = ", ".join(
+        f'TRY_CAST("{f.replace(chr(34), chr(34) * 2)}" AS DOUBLE) AS "f{j}"'
+        for j, f in enumerate(features))
+    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute(f"CREATE TABLE customers AS SELECT {idexpr} AS id, {cols} "  # noqa: S608
+                    f"FROM {reader}", [str(source)])
+        dup = con.execute("SELECT count(*) - count(DISTINCT id) FROM customers").fetchone()
+        if dup and dup[0]:
+            raise ConfigError(f"{source}: {dup[0]} duplicate customer IDs; a served table "
+                              "needs one row per customer.")
+        con.execute("CREATE UNIQUE INDEX customers_id ON customers (id)")
+        con.execute("CREATE TABLE meta (stamp VARCHAR)")
+        con.execute("INSERT INTO meta VALUES (?)", [stamp])
+    except duckdb.Error as exc:
+        raise ConfigError(f"{source}: cannot load the feature table into {store}: "
+                          f"{exc}") from None
+    finally:
+        con.close()
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, store)
+
 
 class AuditLog:
     """Append-only JSON lines: who asked about which customers, when (``0600``)."""
@@ -157,7 +298,7 @@ class HostScorer:
     ``clock`` (monotonic seconds) and ``today`` (the UTC date) are for tests.
     """
 
-    def __init__(self, models: Sequence[HostModel], *, guest: str,
+    def __init__(self, models: Sequence[HostModel | StoredHostModel], *, guest: str,
                  limits: ServeLimits = ServeLimits(), audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  today: Callable[[], dt.date] | None = None) -> None:
@@ -171,7 +312,7 @@ class HostScorer:
         self._refilled = clock()
         self._day = self._today()
         self._used_today = 0
-        self._models: dict[str, HostModel] = {}
+        self._models: dict[str, HostModel | StoredHostModel] = {}
         self.serve_models(models)
 
     @property
@@ -180,7 +321,7 @@ class HostScorer:
         return list(self._models)
 
     @property
-    def models(self) -> list[HostModel]:
+    def models(self) -> list[HostModel | StoredHostModel]:
         """The models served now."""
         return list(self._models.values())
 
@@ -189,7 +330,7 @@ class HostScorer:
         """IDs scored today (UTC)."""
         return self._used_today
 
-    def serve_models(self, models: Sequence[HostModel]) -> None:
+    def serve_models(self, models: Sequence[HostModel | StoredHostModel]) -> None:
         """Serve exactly ``models`` from now on (a hot reload: add the new model first, then,
         once the guest has switched, drop the old one)."""
         if not models:
@@ -244,14 +385,7 @@ class HostScorer:
             raise ServingError("unknown_model", f"this host serves model(s) "
                                f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
         self._admit(len(ids))
-        rows = model.rows(ids)
-        known = rows >= 0
-        scores = np.zeros(len(ids), dtype=np.float64)
-        scores[known] = model.scores[rows[known]]
-        points = np.zeros(0, dtype=np.int64)
-        if scale > 0.0:
-            points = np.zeros(len(ids), dtype=np.int64)
-            points[known] = model.points(scale)[rows[known]]
+        known, scores, points = model.lookup(ids, scale)
         if self.audit is not None and ids:
             self.audit.write({"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                               "caller": caller, "model_id": model.model_id,

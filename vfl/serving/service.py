@@ -28,7 +28,7 @@ from vfl.outputs import model_part_file
 from vfl.roles import Role
 from vfl.serving.grpc import HostClient, ScoringServer
 from vfl.serving.guest import GuestScorer
-from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits
+from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits, StoredHostModel
 from vfl.transport.grpc import TlsFiles
 
 __all__ = ["HostService", "GuestService", "serve_forever"]
@@ -62,7 +62,8 @@ class HostService:
         from vfl.runner import _load_data
 
         self.cfg = cfg
-        self.table = _load_data(cfg, require_label=False)
+        # the whole table in memory, or (store = "duckdb") a copy on disk read per request
+        self.table = _load_data(cfg, require_label=False) if cfg.serve.store == "memory" else None
         s = cfg.serve
         self.limits = ServeLimits(s.max_ids_per_request, s.requests_per_second, s.burst,
                                   s.daily_id_budget)
@@ -74,9 +75,13 @@ class HostService:
         self.server = ScoringServer(self.scorer, party=cfg.name, listen=_listen(cfg),
                                     tls=_tls(cfg), pinned_guest=pinned)
 
-    def _model(self) -> HostModel:
+    def _model(self) -> HostModel | StoredHostModel:
         d = self.cfg.data
         assert d is not None
+        if self.table is None:
+            store = self.cfg.serve.store_path or self.cfg.output / "scoring_store.duckdb"
+            return StoredHostModel(_part(self.cfg), d.path, store, id_column=d.id_column,
+                                   lower_ids=d.lower_ids, strip_ids=d.strip_ids)
         return HostModel(_part(self.cfg), self.table, lower_ids=d.lower_ids,
                          strip_ids=d.strip_ids)
 
@@ -85,7 +90,9 @@ class HostService:
         m = self.scorer.model_ids
         return (f"{self.cfg.name}: scoring service for {self.cfg.guest} on "
                 f"{self.cfg.serve.listen} (gRPC, mutual TLS): model(s) {', '.join(m)}, "
-                f"{len(self.table.ids):,} customers; audit log {self.audit.path}")
+                f"{self.scorer.models[0].n_customers:,} customers"
+                f"{'' if self.table is not None else ' (DuckDB store)'}; audit log "
+                f"{self.audit.path}")
 
     def reload(self) -> str:
         """Load the part at ``[serve] model`` again; serve it and the one served before."""

@@ -1,0 +1,87 @@
+"""The guest's decision logic (vfl/serving/guest.py) against stand-in hosts: the fallbacks,
+reason codes, and which host refusals no fallback hides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vfl.serving.grpc import HostUnavailable
+from vfl.serving.guest import Applicant, GuestScorer, HostBusy, HostDown, UnknownCustomer
+from vfl.serving.host import HostModel, HostScorer, ServeLimits, ServingError
+from vfl.serving.messages import PartialScoreRequest
+
+
+class LocalHost:
+    """The real host scorer, called directly (no network); ``fail`` raises instead."""
+
+    host = "host1"
+
+    def __init__(self, scorer: HostScorer, fail: Exception | None = None) -> None:
+        self.scorer, self.fail, self.calls = scorer, fail, 0
+
+    def partial_scores(self, model_id, customer_ids, scale=0.0):
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.scorer.score("guest", PartialScoreRequest(model_id, customer_ids, scale))
+
+    def known(self, reply):
+        return np.unpackbits(np.frombuffer(reply.known, dtype=np.uint8),
+                             count=reply.scores.shape[0]).astype(bool)
+
+
+@pytest.fixture
+def host(trained):
+    return HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                      limits=ServeLimits(max_ids_per_request=10))
+
+
+def _applicants(trained, n, unknown=0):
+    g = trained.guest.select(trained.guest_part.features)
+    shared = set(trained.host.ids)
+    rows = [i for i, c in enumerate(g.ids) if c in shared][:n]
+    out = [Applicant(g.ids[i], dict(zip(g.feature_names, g.X[i], strict=True))) for i in rows]
+    return out + [Applicant(f"stranger-{k}", out[0].features) for k in range(unknown)]
+
+
+def test_a_batch_is_asked_in_requests_the_host_accepts(trained, host):
+    h = LocalHost(host)
+    scorer = GuestScorer(trained.guest_part, [h], ids_per_host_request=10)
+    out = scorer.decide(_applicants(trained, 25))
+    assert h.calls == 3 and all(d.host_features_available for d in out)
+
+
+def test_fallbacks(trained, host):
+    apps = _applicants(trained, 3, unknown=1)
+    average = GuestScorer(trained.guest_part, [LocalHost(host)]).decide(apps)
+    assert [d.host_features_available for d in average] == [True, True, True, False]
+    assert average[3].fallback == "host_average" and average[3].hosts_missing == ["host1"]
+    with pytest.raises(UnknownCustomer, match="host1 does not know"):
+        GuestScorer(trained.guest_part, [LocalHost(host)], fallback="error").decide(apps)
+    down = LocalHost(host, HostUnavailable("host1 at 127.0.0.1:1 did not answer"))
+    assert not any(d.host_features_available
+                   for d in GuestScorer(trained.guest_part, [down]).decide(apps[:2]))
+    with pytest.raises(HostDown, match="did not answer"):
+        GuestScorer(trained.guest_part, [down], fallback="error").decide(apps[:2])
+    busy = LocalHost(host, ServingError("rate_limited", "more than 200 requests per second"))
+    with pytest.raises(HostBusy):
+        GuestScorer(trained.guest_part, [busy], fallback="error").decide(apps[:2])
+
+
+@pytest.mark.parametrize("code", ["unknown_model", "forbidden", "invalid"])
+def test_a_configuration_refusal_is_never_hidden_by_the_fallback(trained, host, code):
+    bad = LocalHost(host, ServingError(code, "refused"))
+    with pytest.raises(ServingError):
+        GuestScorer(trained.guest_part, [bad]).decide(_applicants(trained, 1))
+
+
+def test_reason_codes_are_the_features_furthest_below_their_best_points(trained, host):
+    scorer = GuestScorer(trained.guest_part, [LocalHost(host)])
+    d = scorer.decide(_applicants(trained, 1))[0]
+    best = {f.name: max(*f.points, f.missing_points) for f in scorer.table.features}
+    shortfall = {n: best[n] - p for n, p in d.points.items()}
+    want = sorted((n for n in shortfall if shortfall[n] > 0),
+                  key=lambda n: (-shortfall[n], n))[:4]
+    assert [r["feature"] for r in d.reason_codes] == want
+    assert d.score == d.base_points + sum(d.points.values()) + d.host_points
