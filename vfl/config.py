@@ -122,6 +122,7 @@ class ServeConfig:
     burst: int = 400
     daily_id_budget: int = 1_000_000
     audit_log: Path | None = None  # default: <output>/scoring_audit.jsonl
+    share_feature_points: bool = False  # host: also send its points per feature
     store: str = "memory"  # host: "memory", or "duckdb" for tables larger than memory
     store_path: Path | None = None  # duckdb: default <output>/scoring_store.duckdb
     # guest: what to do without a host's score, batch size, how long to wait for a host
@@ -224,7 +225,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
-              "ids_per_host_request", "store", "store_path"),
+              "ids_per_host_request", "store", "store_path", "share_feature_points"),
 }
 
 
@@ -492,7 +493,7 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     if listen is not None:
         listen = _address(r, listen, "serve.listen")
     host_keys = ("max_ids_per_request", "requests_per_second", "burst", "daily_id_budget",
-                 "audit_log", "store", "store_path")
+                 "audit_log", "store", "store_path", "share_feature_points")
     if role == Role.GUEST:
         for k in host_keys:
             if k in section:
@@ -527,6 +528,7 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         audit_log=r.path(section, "serve", "audit_log", must_exist=False, default=None),
         fallback=fallback, max_batch=max_batch, host_timeout=host_timeout,
         ids_per_host_request=per_request, store=store,
+        share_feature_points=r.get(section, "serve", "share_feature_points", bool, False),
         store_path=r.path(section, "serve", "store_path", must_exist=False, default=None))
     from vfl.serving.host import ServeLimits
 

@@ -85,3 +85,43 @@ def test_reason_codes_are_the_features_furthest_below_their_best_points(trained,
                   key=lambda n: (-shortfall[n], n))[:4]
     assert [r["feature"] for r in d.reason_codes] == want
     assert d.score == d.base_points + sum(d.points.values()) + d.host_points
+
+
+def test_a_host_that_shares_its_feature_points_has_them_shown(trained, host):
+    """[serve] share_feature_points on the host: each known applicant's host points come
+    per feature too, adding up to the host's total; by default only the total."""
+    apps = _applicants(trained, 3, unknown=1)
+    plain = GuestScorer(trained.guest_part, [LocalHost(host)]).decide(apps)
+    assert all(d.host_feature_points == {} for d in plain)
+    host.share_feature_points = True
+    shared = GuestScorer(trained.guest_part, [LocalHost(host)]).decide(apps)
+    for d in shared[:3]:
+        fp = d.host_feature_points["host1"]
+        assert list(fp) == list(trained.host_part.features)
+        assert sum(fp.values()) == d.host_points
+    assert shared[3].host_feature_points == {}  # unknown to the host: nothing to show
+
+
+def test_the_guest_refuses_feature_points_that_do_not_add_up(trained, host):
+    """A deviating host's per-feature points must add up to its total points."""
+    import dataclasses
+
+    from vfl.codec import Envelope, encode_envelope
+    from vfl.exceptions import RemoteProtocolError
+    from vfl.serving.grpc import HostClient
+
+    host.share_feature_points = True
+    reply = host.score("guest", PartialScoreRequest(trained.host_part.model_id,
+                                                    trained.host.ids[:2], 28.85))
+    bad = dataclasses.replace(reply, feature_points=reply.feature_points + 1)
+    client = HostClient.__new__(HostClient)
+    client.host, client.party, client.address = "host1", "guest", "x"
+    client._call = lambda data, timeout: encode_envelope(Envelope("serve", 0, "host1", "guest",
+                                                                  bad))
+    client.timeout = 1
+    with pytest.raises(RemoteProtocolError, match="do not match"):
+        client.partial_scores(trained.host_part.model_id, trained.host.ids[:2], 28.85)
+    client._call = lambda data, timeout: encode_envelope(Envelope("serve", 0, "host1", "guest",
+                                                                  reply))
+    assert client.partial_scores(trained.host_part.model_id, trained.host.ids[:2],
+                                 28.85).feature_points.shape == (2, len(reply.feature_names))

@@ -124,6 +124,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
         host_features_available: bool
         fallback: str | None
         hosts_missing: list[str]
+        host_feature_points: dict[str, dict[str, int]]
 
     class BatchOut(BaseModel):
         results: list[DecisionOut]
@@ -204,7 +205,8 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
                            points=d.points, base_points=d.base_points, host_points=d.host_points,
                            reason_codes=[ReasonOut(**r) for r in d.reason_codes],
                            host_features_available=d.host_features_available,
-                           fallback=d.fallback, hosts_missing=d.hosts_missing)
+                           fallback=d.fallback, hosts_missing=d.hosts_missing,
+                           host_feature_points=d.host_feature_points)
 
     @app.post("/v1/score", response_model=DecisionOut)
     def score(applicant: ApplicantIn) -> DecisionOut:

@@ -37,8 +37,10 @@ METHOD = "/vfl.v1.Scoring/PartialScore"
 SERVE_JOB = "serve"
 #: Largest request a host reads (10,000 IDs of 256 characters, with room for the envelope).
 MAX_REQUEST_BYTES = 4 << 20
-#: Largest reply a guest reads.
-MAX_REPLY_BYTES = 1 << 20
+#: Largest reply a guest reads (with per-feature points of 10,000 customers × 100 features).
+MAX_REPLY_BYTES = 16 << 20
+#: Most host features whose points a reply may carry.
+MAX_SHARED_FEATURES = 1000
 
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT,
           "forbidden": grpc.StatusCode.PERMISSION_DENIED,
@@ -226,6 +228,16 @@ class HostClient:
         if (reply.points.dtype != np.int64 or reply.points.shape != want
                 or (reply.points.size and int(np.abs(reply.points).max()) > MAX_ROW_POINTS)):
             raise RemoteProtocolError(f"{self.host}'s points do not match the request.")
+        names, per = reply.feature_names, reply.feature_points
+        if names or per.size:
+            k = len(names)
+            if (scale <= 0 or not 0 < k <= MAX_SHARED_FEATURES or len(set(names)) != k
+                    or any(not 0 < len(f) <= 128 for f in names)
+                    or per.dtype != np.int64 or per.shape != (n, k)
+                    or (per.size and int(np.abs(per).max()) > MAX_ROW_POINTS)
+                    or not np.array_equal(per.sum(axis=1), reply.points)):
+                raise RemoteProtocolError(f"{self.host}'s points per feature do not match the "
+                                          "request or its total points.")
         return reply
 
     def known(self, reply: PartialScoreReply) -> np.ndarray:

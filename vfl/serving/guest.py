@@ -91,6 +91,8 @@ class Decision:
     host_features_available: bool
     fallback: str | None = None
     hosts_missing: list[str] = field(default_factory=list)
+    #: per host that shares them ([serve] share_feature_points): its points per feature
+    host_feature_points: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class GuestScorer:
@@ -152,15 +154,24 @@ class GuestScorer:
                 X[i, j] = math.nan if v is None else float(v)
         return X
 
-    def _ask(self, host: HostLike, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A host's scores, points and known flags for ``ids`` (unknown everywhere if down)."""
+    def _ask(self, host: HostLike, ids: list[str]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, int]]]:
+        """A host's scores, points, known flags and (if shared) points per feature for
+        ``ids`` (unknown everywhere if it is down)."""
         down: VFLError
         try:
             parts = [host.partial_scores(self.model_id, ids[i:i + self.chunk], self.scale)
                      for i in range(0, len(ids), self.chunk)]
+            per_feature: list[dict[str, int]] = []
+            for p in parts:
+                if p.feature_names:
+                    per_feature += [dict(zip(p.feature_names, map(int, row), strict=True))
+                                    for row in p.feature_points]
+                else:
+                    per_feature += [{} for _ in range(p.scores.shape[0])]
             return (np.concatenate([p.scores for p in parts]),
                     np.concatenate([p.points for p in parts]).astype(np.int64),
-                    np.concatenate([host.known(p) for p in parts]))
+                    np.concatenate([host.known(p) for p in parts]), per_feature)
         except ServingError as exc:
             if exc.code in ("invalid", "forbidden", "unknown_model"):
                 raise  # a configuration error: no fallback hides it
@@ -175,7 +186,7 @@ class GuestScorer:
             raise (HostBusy if busy else HostDown)(
                 f"{host.host} did not score the applicant(s): {down}") from None
         n = len(ids)
-        return np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        return np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool), [{}] * n
 
     def decide(self, applicants: Sequence[Applicant]) -> list[Decision]:
         """A decision per applicant, in order (one request per host for the batch)."""
@@ -188,8 +199,12 @@ class GuestScorer:
         total = own.copy()
         host_points = np.zeros(len(ids), dtype=np.int64)
         missing: list[list[str]] = [[] for _ in ids]
+        shared: list[dict[str, dict[str, int]]] = [{} for _ in ids]
         for host in self.hosts:
-            scores, points, known = self._ask(host, ids)
+            scores, points, known, host_fp = self._ask(host, ids)
+            for r, fp in enumerate(host_fp):
+                if fp and known[r]:
+                    shared[r][host.host] = fp
             total += np.where(known, scores, 0.0)
             host_points += np.where(known, points, 0)
             for r in np.flatnonzero(~known).tolist():
@@ -219,5 +234,5 @@ class GuestScorer:
                 base_points=base, host_points=int(host_points[i]), reason_codes=reasons,
                 host_features_available=not missing[i],
                 fallback=None if not missing[i] else "host_average",
-                hosts_missing=missing[i]))
+                hosts_missing=missing[i], host_feature_points=shared[i]))
         return out

@@ -138,6 +138,16 @@ class HostModel:
             points[known] = self.points(scale)[rows[known]]
         return known, scores, points
 
+    def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
+        """This host's feature names and each ID's points per feature (0 where unknown)."""
+        table = part_points_table(self.part, scale=scale)
+        rows = self.rows(ids)
+        out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
+        known = rows >= 0
+        if known.any():
+            out[known] = table.points_per_feature(self.X[rows[known]])
+        return table.names, out
+
 
 class StoredHostModel:
     """One served model over a feature table in a DuckDB file (tables larger than memory).
@@ -205,6 +215,26 @@ class StoredHostModel:
                 if scale > 0.0:
                     points[k] = pts[r]
         return known, scores, points
+
+    def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
+        """As :meth:`HostModel.feature_points`."""
+        table = self._table(scale)
+        norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
+                                  lower=self.lower_ids))
+        cols = ", ".join(f'"f{j}"' for j in range(len(self.features)))
+        found = self._con.cursor().execute(
+            f"SELECT id, {cols} FROM customers WHERE id IN (SELECT unnest(?))",  # noqa: S608
+            [norm]).fetchall() if norm else []
+        at = {r[0]: i for i, r in enumerate(found)}
+        X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
+                       dtype=np.float64).reshape(len(found), len(self.features))
+        per = table.points_per_feature(X) if found else np.zeros((0, len(table.names)), np.int64)
+        out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
+        for k, cid in enumerate(norm):
+            r = at.get(cid)
+            if r is not None:
+                out[k] = per[r]
+        return table.names, out
 
 
 def _build_store(source: Path, store: Path, id_column: str, features: list[str],
@@ -301,8 +331,11 @@ class HostScorer:
     def __init__(self, models: Sequence[HostModel | StoredHostModel], *, guest: str,
                  limits: ServeLimits = ServeLimits(), audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 today: Callable[[], dt.date] | None = None) -> None:
+                 today: Callable[[], dt.date] | None = None,
+                 share_feature_points: bool = False) -> None:
         self.guest = guest
+        #: answer with per-feature points as well as the total ([serve] share_feature_points)
+        self.share_feature_points = share_feature_points
         self.limits = limits
         self.audit = audit
         self._clock = clock
@@ -386,8 +419,13 @@ class HostScorer:
                                f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
         self._admit(len(ids))
         known, scores, points = model.lookup(ids, scale)
+        names: list[str] = []
+        per_feature = np.zeros((0, 0), dtype=np.int64)
+        if self.share_feature_points and scale > 0.0:
+            names, per_feature = model.feature_points(ids, scale)
         if self.audit is not None and ids:
             self.audit.write({"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                               "caller": caller, "model_id": model.model_id,
                               "customers": list(ids), "known": int(known.sum())})
-        return PartialScoreReply(model.model_id, np.packbits(known).tobytes(), scores, points)
+        return PartialScoreReply(model.model_id, np.packbits(known).tobytes(), scores, points,
+                                 names, per_feature)

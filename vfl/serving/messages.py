@@ -30,9 +30,14 @@ class PartialScoreRequest:
 @dataclass(frozen=True, slots=True)
 class PartialScoreReply:
     """Host → guest: per requested customer, whether the host knows it, its partial score
-    ``x_h . w_h`` and (if asked) its integer points; 0 for an unknown customer."""
+    ``x_h . w_h`` and (if asked) its integer points, per feature too if the host allows it;
+    0 for an unknown customer."""
 
     model_id: str
     known: bytes  # one bit per requested customer (numpy packbits, big-endian)
     scores: np.ndarray  # float64
     points: np.ndarray  # int64 (empty when no points were asked)
+    # only if the host shares them ([serve] share_feature_points) and points were asked:
+    # its feature names and each customer's points per feature, int64 (customers, features)
+    feature_names: list[str]
+    feature_points: np.ndarray

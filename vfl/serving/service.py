@@ -69,7 +69,8 @@ class HostService:
                                   s.daily_id_budget)
         self.audit = AuditLog(s.audit_log or cfg.output / "scoring_audit.jsonl")
         model = self._model()
-        self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit)
+        self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit,
+                                 share_feature_points=s.share_feature_points)
         guest_peer = next(p for p in cfg.peers if p.name == cfg.guest)
         pinned = guest_peer.cert.read_bytes() if guest_peer.cert else None
         self.server = ScoringServer(self.scorer, party=cfg.name, listen=_listen(cfg),
