@@ -130,6 +130,10 @@ class ServeConfig:
     max_batch: int = 100
     host_timeout: float = 2.0
     ids_per_host_request: int = 100  # at most each host's max_ids_per_request
+    # guest: the scorecard's scaling (as vfl predict --pdo/--base-score/--base-odds)
+    pdo: float = 20.0
+    base_score: float = 600.0
+    base_odds: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -225,7 +229,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
-              "ids_per_host_request", "store", "store_path", "share_feature_points"),
+              "ids_per_host_request", "store", "store_path", "share_feature_points", "pdo",
+              "base_score", "base_odds"),
 }
 
 
@@ -499,7 +504,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
             if k in section:
                 raise r.err(f"serve.{k}", "is a host's limit on its guest")
     else:
-        for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request"):
+        for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request",
+                  "pdo", "base_score", "base_odds"):
             if k in section:
                 raise r.err(f"serve.{k}", "is the guest's setting")
     fallback = r.get(section, "serve", "fallback", str, "host_average")
@@ -529,12 +535,17 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         fallback=fallback, max_batch=max_batch, host_timeout=host_timeout,
         ids_per_host_request=per_request, store=store,
         share_feature_points=r.get(section, "serve", "share_feature_points", bool, False),
+        pdo=float(r.get(section, "serve", "pdo", (int, float), 20.0)),
+        base_score=float(r.get(section, "serve", "base_score", (int, float), 600.0)),
+        base_odds=float(r.get(section, "serve", "base_odds", (int, float), 50.0)),
         store_path=r.path(section, "serve", "store_path", must_exist=False, default=None))
+    from vfl.scorecard import Scorecard
     from vfl.serving.host import ServeLimits
 
     try:
         ServeLimits(cfg.max_ids_per_request, cfg.requests_per_second, cfg.burst,
                     cfg.daily_id_budget)
+        Scorecard(cfg.base_score, cfg.base_odds, cfg.pdo)
     except ConfigError as exc:
         raise r.err("[serve]", str(exc)) from None
     return cfg

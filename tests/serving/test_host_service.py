@@ -218,14 +218,18 @@ def test_a_duckdb_store_scores_as_the_table_in_memory(trained, tmp_path, fmt):
         assert np.max(np.abs(s1 - s2)) <= 1e-12
         assert p1.tolist() == p2.tolist()
     assert stored.n_customers == memory.n_customers
-    assert store.stat().st_mode & 0o077 == 0
-    built = store.stat().st_mtime_ns
-    StoredHostModel(trained.host_part, source, store, id_column="customer_id")
-    assert store.stat().st_mtime_ns == built  # reused
+    path = stored.store  # named by a digest of the source file and the model's columns
+    assert path.parent == tmp_path and path.stat().st_mode & 0o077 == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".vfl-store-")]
+    built = path.stat().st_mtime_ns
+    again = StoredHostModel(trained.host_part, source, store, id_column="customer_id")
+    assert again.store == path and path.stat().st_mtime_ns == built  # reused
     time.sleep(0.01)
-    source.write_bytes(source.read_bytes())  # touched: rebuilt
-    StoredHostModel(trained.host_part, source, store, id_column="customer_id")
-    assert store.stat().st_mtime_ns != built
+    source.write_bytes(source.read_bytes())  # touched: a new store file
+    fresh = StoredHostModel(trained.host_part, source, store, id_column="customer_id")
+    assert fresh.store != path and fresh.lookup(ids, 0.0)[0].sum() == 41
+    for m in (stored, again, fresh):
+        m.close()
 
 
 def test_a_duckdb_store_refuses_duplicate_ids(trained, tmp_path):
@@ -236,6 +240,28 @@ def test_a_duckdb_store_refuses_duplicate_ids(trained, tmp_path):
 
     df = pd.read_csv(trained.host_csv, dtype={"customer_id": str})
     pd.concat([df, df.iloc[:2]]).to_csv(tmp_path / "dup.csv", index=False)
-    with pytest.raises(ConfigError, match="2 duplicate customer IDs"):
+    with pytest.raises(ConfigError, match="duplicate IDs on line"):
         StoredHostModel(trained.host_part, tmp_path / "dup.csv", tmp_path / "s.duckdb",
                         id_column="customer_id")
+
+
+def test_a_pin_that_is_not_the_guests_valid_certificate_is_refused_at_start(trained, pki):
+    """A pinned guest certificate is checked as training checks pins: an unreadable file or
+    another party's certificate is a configuration error, never "no pin"."""
+    from vfl.exceptions import ConfigError
+
+    scorer = HostScorer([HostModel(trained.host_part, trained.host)], guest="guest")
+    (port,) = free_ports(1)
+    for pem, match in [(b"not a certificate", "not a PEM certificate"),
+                       ((pki / "outsider.pem").read_bytes(), "not issued to 'guest'")]:
+        with pytest.raises(ConfigError, match=match):
+            ScoringServer(scorer, party="host1", listen=f"127.0.0.1:{port}",
+                          tls=tls(pki, "host1"), pinned_guest=pem)
+    server = ScoringServer(scorer, party="host1", listen=f"127.0.0.1:{port}",
+                           tls=tls(pki, "host1"), pinned_guest=(pki / "guest.pem").read_bytes())
+    client = HostClient("host1", f"127.0.0.1:{server.port}", tls(pki, "guest"), party="guest")
+    try:
+        assert client.partial_scores(trained.host_part.model_id, trained.host.ids[:1]).scores[0]
+    finally:
+        client.close()
+        server.stop()

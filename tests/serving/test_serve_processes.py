@@ -116,14 +116,16 @@ def _http(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read().decode() or "{}")
 
 
-def _wait_ready(url: str, procs: list[subprocess.Popen[str]], timeout: float = 60) -> None:
+def _wait_ready(url: str, procs: list[subprocess.Popen[str]], timeout: float = 60,
+                path: str = "/readyz") -> None:
+    """Until ``path`` answers 200 (``/healthz``: the API is up, whatever its hosts say)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         for p in procs:
             if p.poll() is not None:
                 raise AssertionError(f"vfl serve exited {p.returncode}: {p.stderr.read()}")
         try:
-            status, _ = _http(url + "/healthz")
+            status, _ = _http(url + path)
             if status == 200:
                 return
         except OSError:
@@ -167,8 +169,12 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     url, _, _, tmp = running
     status, ready = _http(url + "/readyz")
     assert status == 200 and ready["hosts"] == {"host1": "ok"}, ready
-    batch = predict_local(trained.model_dir, trained.guest, [trained.host])
+    from vfl.scorecard import Scorecard
+
+    batch = predict_local(trained.model_dir, trained.guest, [trained.host],
+                          scorecard=Scorecard())
     want = dict(zip(batch["id"].astype(str), batch["probability"], strict=True))
+    want_score = dict(zip(batch["id"].astype(str), batch["score"], strict=True))
     shared = set(trained.host.ids)
     idx = [i for i, c in enumerate(trained.guest.ids) if c in shared][:120]
     status, one = _http(url + "/v1/score", _applicant(trained, idx[0]))
@@ -185,6 +191,9 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     got = np.asarray([r["probability"] for r in many["results"]])
     ref = np.asarray([want[r["customer_id"]] for r in many["results"]])
     assert np.max(np.abs(got - ref)) <= 1e-12
+    # and the scorecard score is vfl predict --scorecard's, point for point
+    assert [r["score"] for r in many["results"]] == [int(want_score[r["customer_id"]])
+                                                     for r in many["results"]]
     audit = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
     # the batch of 120 reached the host as requests of 100 and 20 (its limit is 100)
     assert [len(a["customers"]) for a in audit[-2:]] == [100, 20]
@@ -251,9 +260,12 @@ def test_a_host_serving_another_model_is_refused_and_a_down_host_is_survived(
                                            host_model=tmp_path / "other_host1.json")
     host, guest = _spawn(host_cfg), _spawn(guest_cfg)
     try:
-        _wait_ready(url, [host, guest])
-        status, ready = _http(url + "/readyz")
-        assert status == 503 and "another-model" in ready["hosts"]["host1"], ready
+        _wait_ready(url, [host, guest], path="/healthz")
+        end = time.monotonic() + 30
+        while "another-model" not in (ready := _http(url + "/readyz")[1])["hosts"]["host1"]:
+            assert time.monotonic() < end, ready  # the host may still be starting
+            time.sleep(0.3)
+        assert ready["status"] == "not ready", ready
         status, out = _http(url + "/v1/score", _applicant(trained, 0))
         assert status == 503 and "serves model" in out["detail"], out
         _stop(host)
@@ -268,7 +280,7 @@ def test_a_host_serving_another_model_is_refused_and_a_down_host_is_survived(
     guest_cfg, _, url, _ = _configs(trained, pki, strict, fallback="error")
     guest = _spawn(guest_cfg)  # no host at all
     try:
-        _wait_ready(url, [guest])
+        _wait_ready(url, [guest], path="/healthz")
         status, out = _http(url + "/v1/score", _applicant(trained, 0))
         assert status == 503 and "host1" in out["detail"], out
     finally:

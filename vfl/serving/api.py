@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from vfl.exceptions import ConfigError, VFLError
+from vfl.exceptions import ConfigError, RemoteProtocolError, VFLError
 from vfl.serving.guest import (
     Applicant,
     Decision,
@@ -44,9 +44,38 @@ class ScorerHolder:
     """
 
     def __init__(self, scorer: GuestScorer, version: int = 1) -> None:
-        self.scorer = scorer
-        self.version = version
+        self._current = (scorer, version)  # swapped whole: a decision never mixes the two
         self._lock = threading.Lock()
+        self._ready: tuple[float, dict[str, str]] | None = None  # (when, hosts' state)
+
+    @property
+    def current(self) -> tuple[GuestScorer, int]:
+        """The scorer and its version, read together."""
+        return self._current
+
+    @property
+    def scorer(self) -> GuestScorer:
+        """The scorer serving now."""
+        return self._current[0]
+
+    @property
+    def version(self) -> int:
+        """The model version serving now (1, then one more per reload)."""
+        return self._current[1]
+
+    def readiness(self, max_age: float = 5.0) -> dict[str, str]:
+        """:meth:`hosts_serving` of the current scorer: a ready state at most ``max_age``
+        seconds old, a not-ready one at most 1 s (a readiness probe must not spend the hosts'
+        rate limits, nor keep a service "not ready" long after its hosts came up)."""
+        now = time.monotonic()
+        cached = self._ready
+        if cached is not None:
+            ok = all(v == "ok" for v in cached[1].values())
+            if now - cached[0] < (max_age if ok else 1.0):
+                return cached[1]
+        state = self.hosts_serving(self.scorer)
+        self._ready = (now, state)
+        return state
 
     def hosts_serving(self, scorer: GuestScorer) -> dict[str, str]:
         """Per host: ``"ok"`` if it serves ``scorer``'s model, else why not."""
@@ -73,9 +102,16 @@ class ScorerHolder:
             raise ConfigError(f"Model {scorer.model_id} not switched to: "
                               + "; ".join(f"{h}: {s}" for h, s in bad.items()))
         with self._lock:
-            self.scorer = scorer
-            self.version += 1
-            return self.version
+            version = self._current[1] + 1
+            self._current = (scorer, version)
+            self._ready = None
+            return version
+
+
+#: Largest request body accepted (bytes); a request without a length is refused.
+MAX_BODY_BYTES = 8 << 20
+#: Most features one applicant may carry (any more is refused before it is looked at).
+MAX_FEATURES = 1000
 
 
 def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
@@ -97,7 +133,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
 
         model_config = ConfigDict(extra="forbid")
         customer_id: Annotated[str, Field(strict=True, min_length=1, max_length=256)]
-        features: dict[str, Number | None]
+        features: Annotated[dict[str, Number | None], Field(max_length=MAX_FEATURES)]
 
     class BatchIn(BaseModel):
         """Several applicants, scored with one request per host."""
@@ -161,6 +197,9 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
         except HTTPException as exc:
             status = str(exc.status_code)
             raise
+        except Exception:
+            status = "500"
+            raise
         finally:
             latency.labels(endpoint).observe(time.perf_counter() - t0)
             requests.labels(endpoint, status).inc()
@@ -185,7 +224,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
         return [Applicant(a.customer_id, a.features) for a in items]  # type: ignore[arg-type]
 
     def decide(items: list[ApplicantIn]) -> tuple[list[Decision], GuestScorer, int]:
-        scorer, version = holder.scorer, holder.version
+        scorer, version = holder.current
         applicants = checked(scorer, items)
         try:
             decisions = scorer.decide(applicants)
@@ -193,7 +232,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
             raise HTTPException(404, detail=str(exc)) from None
         except HostBusy as exc:  # the host's rate limit or daily budget: retry later
             raise HTTPException(429, detail=str(exc)) from None
-        except (HostDown, ServingError) as exc:
+        except (HostDown, ServingError, RemoteProtocolError) as exc:
             raise HTTPException(503, detail=str(exc)) from None
         for d in decisions:
             scored.labels("yes" if d.host_features_available else "fallback").inc()
@@ -234,11 +273,11 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         """A model is loaded and every host serves it."""
-        scorer = holder.scorer
-        hosts = holder.hosts_serving(scorer)
+        scorer, version = holder.current
+        hosts = holder.readiness()
         ready = all(s == "ok" for s in hosts.values())
         return JSONResponse({"status": "ready" if ready else "not ready",
-                             "model_id": scorer.model_id, "model_version": holder.version,
+                             "model_id": scorer.model_id, "model_version": version,
                              "hosts": hosts}, status_code=200 if ready else 503)
 
     @app.get("/metrics")
@@ -246,6 +285,19 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
         """Prometheus metrics."""
         return PlainTextResponse(generate_latest(registry).decode(),
                                  media_type="text/plain; version=0.0.4")
+
+    @app.middleware("http")
+    async def _bounded(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        # a body is read only if it says its length and the length is within bounds
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "a request body needs a Content-Length"},
+                                    status_code=411)
+            if int(length) > MAX_BODY_BYTES:
+                return JSONResponse({"detail": f"request body above {MAX_BODY_BYTES} bytes"},
+                                    status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,7 +27,7 @@ from vfl.exceptions import RemoteProtocolError, TransportError, VFLError
 from vfl.lr.messages import MAX_ROW_POINTS
 from vfl.serving.host import MAX_ID_CHARS, HostScorer, ServingError
 from vfl.serving.messages import PartialScoreReply, PartialScoreRequest
-from vfl.transport.grpc import TlsFiles
+from vfl.transport.grpc import _RECONNECT_MS, TlsFiles, _pinned_leaf
 
 __all__ = ["METHOD", "ScoringServer", "HostClient", "HostUnavailable", "SERVE_JOB"]
 
@@ -39,6 +39,8 @@ SERVE_JOB = "serve"
 MAX_REQUEST_BYTES = 4 << 20
 #: Largest reply a guest reads (with per-feature points of 10,000 customers × 100 features).
 MAX_REPLY_BYTES = 16 << 20
+#: Trailing metadata naming why the host refused (one of the ServingError codes).
+_REFUSAL_KEY = "vfl-refusal"
 #: Most host features whose points a reply may carry.
 MAX_SHARED_FEATURES = 1000
 
@@ -58,6 +60,18 @@ def _der(pem: bytes) -> bytes | None:
         return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     except ValueError:
         return None
+
+
+def _in_range(points: np.ndarray) -> bool:
+    """Every value within +-MAX_ROW_POINTS (no abs(): it overflows at the int64 minimum)."""
+    return not points.size or bool(((points >= -MAX_ROW_POINTS)
+                                    & (points <= MAX_ROW_POINTS)).all())
+
+
+def _pin(peer: str, pem: bytes, ca: bytes) -> bytes:
+    """A pinned certificate, checked as training checks pins (issued to ``peer`` by our CA,
+    valid now); its DER. A pin that fails is a configuration error, never "no pin"."""
+    return _pinned_leaf(peer, pem, ca).public_bytes(serialization.Encoding.DER)
 
 
 class ScoringServer:
@@ -82,8 +96,8 @@ class ScoringServer:
         self.party = party
         self.counts: Counter[str] = Counter()  # "answered" and each refusal code
         self._counts_lock = threading.Lock()
-        self._pinned = _der(pinned_guest) if pinned_guest else None
         ca, cert, key = tls.read()
+        self._pinned = _pin(scorer.guest, pinned_guest, ca) if pinned_guest else None
         creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
                                             require_client_auth=True)
         options = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -109,6 +123,7 @@ class ScoringServer:
 
     def _refuse(self, context: grpc.ServicerContext, code: str, detail: str) -> NoReturn:
         self._count(code)
+        context.set_trailing_metadata(((_REFUSAL_KEY, code),))
         context.abort(_CODES.get(code, grpc.StatusCode.INVALID_ARGUMENT), detail)
         raise AssertionError("unreachable: abort raises")
 
@@ -172,12 +187,17 @@ class HostClient:
                  timeout: float = 2.0, pinned: bytes | None = None) -> None:
         self.host, self.address, self.party, self.timeout = host, address, party, timeout
         ca, cert, key = tls.read()
+        if pinned:
+            _pin(host, pinned, ca)  # refused unless a valid certificate of ``host`` from our CA
         creds = grpc.ssl_channel_credentials(root_certificates=pinned or ca, private_key=key,
                                              certificate_chain=cert)
         self._channel = grpc.secure_channel(address, creds, options=[
             ("grpc.ssl_target_name_override", host),
             ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
-            ("grpc.max_send_message_length", MAX_REQUEST_BYTES)])
+            ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+            # a restarted host is found again within 2 s (gRPC's default backoff grows to 2 min)
+            ("grpc.initial_reconnect_backoff_ms", _RECONNECT_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", _RECONNECT_MS[1])])
         self._call = self._channel.unary_unary(METHOD)
 
     def partial_scores(self, model_id: str, customer_ids: list[str],
@@ -204,9 +224,10 @@ class HostClient:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = exc.details() if hasattr(exc, "details") else str(exc)
-            if code in _FROM_STATUS:
-                budget = "budget" in (detail or "")
-                raise ServingError("budget_exhausted" if budget else _FROM_STATUS[code],
+            said = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+            refusal = said.get(_REFUSAL_KEY)
+            if refusal in _CODES or code in _FROM_STATUS:
+                raise ServingError(str(refusal) if refusal in _CODES else _FROM_STATUS[code],
                                    f"{self.host}: {detail}") from None
             raise HostUnavailable(f"{self.host} at {self.address} did not answer "
                                   f"({code.name if code else 'error'}: {detail})") from None
@@ -226,15 +247,14 @@ class HostClient:
                                       "customers asked (shape, or not finite).")
         want = (n,) if scale > 0 else (0,)
         if (reply.points.dtype != np.int64 or reply.points.shape != want
-                or (reply.points.size and int(np.abs(reply.points).max()) > MAX_ROW_POINTS)):
+                or not _in_range(reply.points)):
             raise RemoteProtocolError(f"{self.host}'s points do not match the request.")
         names, per = reply.feature_names, reply.feature_points
         if names or per.size:
             k = len(names)
             if (scale <= 0 or not 0 < k <= MAX_SHARED_FEATURES or len(set(names)) != k
                     or any(not 0 < len(f) <= 128 for f in names)
-                    or per.dtype != np.int64 or per.shape != (n, k)
-                    or (per.size and int(np.abs(per).max()) > MAX_ROW_POINTS)
+                    or per.dtype != np.int64 or per.shape != (n, k) or not _in_range(per)
                     or not np.array_equal(per.sum(axis=1), reply.points)):
                 raise RemoteProtocolError(f"{self.host}'s points per feature do not match the "
                                           "request or its total points.")

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from vfl.exceptions import ConfigError, VFLError
+from vfl.exceptions import ConfigError, RemoteProtocolError, VFLError
 from vfl.jobs import encode_for_part
 from vfl.lr.estimator import GuestLogisticRegression
 from vfl.model import ModelPart
@@ -114,7 +114,8 @@ class GuestScorer:
 
     def __init__(self, part: ModelPart, hosts: Sequence[HostLike], *,
                  scorecard: Scorecard | None = None, fallback: Fallback = "host_average",
-                 reasons: int = REASON_CODES, ids_per_host_request: int = 100) -> None:
+                 reasons: int = REASON_CODES, ids_per_host_request: int = 100,
+                 failures: dict[str, int] | None = None) -> None:
         if part.role != "guest":
             raise ConfigError(f"The guest serves its own guest part; {part.party}'s part is a "
                               f"{part.role}'s.")
@@ -142,7 +143,10 @@ class GuestScorer:
         self._best = np.asarray([max(*f.points, f.missing_points) for f in self.table.features],
                                 dtype=np.int64)
         self._table_index = [self.features.index(n) for n in self.table.names]
-        self.host_failures: dict[str, int] = dict.fromkeys(names, 0)
+        #: host calls that failed, per host (shared across reloads when given)
+        self.host_failures: dict[str, int] = failures if failures is not None else {}
+        for n in names:
+            self.host_failures.setdefault(n, 0)
         self._lock = threading.Lock()
 
     def matrix(self, applicants: Sequence[Applicant]) -> np.ndarray:
@@ -176,6 +180,8 @@ class GuestScorer:
             if exc.code in ("invalid", "forbidden", "unknown_model"):
                 raise  # a configuration error: no fallback hides it
             down = exc
+        except RemoteProtocolError:
+            raise  # a malformed answer (another model, shape, range): never hidden either
         except VFLError as exc:
             down = exc
         with self._lock:

@@ -21,6 +21,7 @@ price of online scoring (``protocols/specs/serving.md``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -100,13 +101,16 @@ class HostModel:
         self.scores: FloatArray = np.asarray(est.partial_score(encode_for_part(part, table.X)),
                                              dtype=np.float64)
         self.index = {cid: i for i, cid in enumerate(table.ids)}
-        self._points: dict[float, IntArray] = {}
+        self._tables: dict[float, PointsTable] = {}
         self._lock = threading.Lock()
 
     @property
     def n_customers(self) -> int:
         """Customers this model can score."""
         return len(self.index)
+
+    def close(self) -> None:
+        """Nothing to close (the table is in memory)."""
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each ID in the table (-1: unknown), after the table's ID normalisation."""
@@ -115,16 +119,14 @@ class HostModel:
         return np.fromiter((self.index.get(i, -1) for i in norm), dtype=np.int64,
                            count=len(ids))
 
-    def points(self, scale: float) -> IntArray:
-        """Every customer's integer points at ``scale`` (a few scales kept)."""
+    def _table(self, scale: float) -> PointsTable:
+        """The points table at ``scale`` (a few kept; each costs only its bins)."""
         with self._lock:
-            got = self._points.get(scale)
-            if got is None:
-                got = part_points_table(self.part, scale=scale).score(self.X)
-                if len(self._points) >= _POINTS_CACHE:
-                    self._points.pop(next(iter(self._points)))
-                self._points[scale] = got
-            return got
+            if scale not in self._tables:
+                if len(self._tables) >= _POINTS_CACHE:
+                    self._tables.pop(next(iter(self._tables)))
+                self._tables[scale] = part_points_table(self.part, scale=scale)
+            return self._tables[scale]
 
     def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
         """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
@@ -133,14 +135,15 @@ class HostModel:
         scores = np.zeros(len(ids), dtype=np.float64)
         scores[known] = self.scores[rows[known]]
         points = np.zeros(0, dtype=np.int64)
-        if scale > 0.0:
+        if scale > 0.0:  # the requested rows only
             points = np.zeros(len(ids), dtype=np.int64)
-            points[known] = self.points(scale)[rows[known]]
+            if known.any():
+                points[known] = self._table(scale).score(self.X[rows[known]])
         return known, scores, points
 
     def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
         """This host's feature names and each ID's points per feature (0 where unknown)."""
-        table = part_points_table(self.part, scale=scale)
+        table = self._table(scale)
         rows = self.rows(ids)
         out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
         known = rows >= 0
@@ -169,8 +172,10 @@ class StoredHostModel:
         self.part, self.model_id = part, part.model_id
         self.features = list(part.features)
         self.estimator = HostLogisticRegression.from_part(part)
-        self.store = Path(store)
-        _build_store(Path(source), self.store, id_column, self.features, lower_ids, strip_ids)
+        self.store, stamp = store_file(Path(store), Path(source), id_column, self.features,
+                                       lower_ids, strip_ids)
+        _build_store(Path(source), self.store, stamp, id_column, self.features, lower_ids,
+                     strip_ids)
         self._con = duckdb.connect(str(self.store), read_only=True)
         self.lower_ids, self.strip_ids = lower_ids, strip_ids
         row = self._con.execute("SELECT count(*) FROM customers").fetchone()
@@ -182,6 +187,21 @@ class StoredHostModel:
     def n_customers(self) -> int:
         """Customers this model can score."""
         return self._n
+
+    def _fetch(self, norm: list[str]) -> list[tuple[object, ...]]:
+        """The stored rows of these (normalised) IDs: ``(id, f0, f1, ...)``."""
+        if not norm:
+            return []
+        cols = ", ".join(f'"f{j}"' for j in range(len(self.features)))
+        with self._con.cursor() as cur:  # one cursor per call: requests run in threads
+            rows: list[tuple[object, ...]] = cur.execute(
+                f"SELECT id, {cols} FROM customers WHERE id IN (SELECT unnest(?))",  # noqa: S608
+                [norm]).fetchall()
+        return rows
+
+    def close(self) -> None:
+        """Close the store (a model no longer served)."""
+        self._con.close()
 
     def _table(self, scale: float) -> PointsTable:
         with self._lock:
@@ -195,10 +215,7 @@ class StoredHostModel:
         """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
         norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
                                   lower=self.lower_ids))
-        cols = ", ".join(f'"f{j}"' for j in range(len(self.features)))
-        found = self._con.cursor().execute(
-            f"SELECT id, {cols} FROM customers WHERE id IN (SELECT unnest(?))",  # noqa: S608
-            [norm]).fetchall() if norm else []
+        found = self._fetch(norm)
         at = {r[0]: i for i, r in enumerate(found)}
         X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
                        dtype=np.float64).reshape(len(found), len(self.features))
@@ -221,10 +238,7 @@ class StoredHostModel:
         table = self._table(scale)
         norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
                                   lower=self.lower_ids))
-        cols = ", ".join(f'"f{j}"' for j in range(len(self.features)))
-        found = self._con.cursor().execute(
-            f"SELECT id, {cols} FROM customers WHERE id IN (SELECT unnest(?))",  # noqa: S608
-            [norm]).fetchall() if norm else []
+        found = self._fetch(norm)
         at = {r[0]: i for i, r in enumerate(found)}
         X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
                        dtype=np.float64).reshape(len(found), len(self.features))
@@ -237,64 +251,76 @@ class StoredHostModel:
         return table.names, out
 
 
-def _build_store(source: Path, store: Path, id_column: str, features: list[str],
-                 lower_ids: bool, strip_ids: bool) -> None:
-    """Copy ``source`` into the DuckDB file ``store`` (unless an up-to-date copy is there)."""
-    import duckdb
-
-    from vfl.tableio import table_format
-
+def store_file(store: Path, source: Path, id_column: str, features: list[str],
+               lower_ids: bool, strip_ids: bool) -> tuple[Path, str]:
+    """The DuckDB file for this source and model (its name carries a digest of both, so a
+    changed table or model is a new file: DuckDB caches an open database by path), and the
+    stamp recorded in it."""
     try:
         st = source.stat()
     except OSError:
         raise ConfigError(f"{source}: the feature table to serve is missing.") from None
     stamp = json.dumps({"source": str(source.resolve()), "size": st.st_size,
                         "mtime_ns": st.st_mtime_ns, "id": id_column, "features": features,
-                        "lower": lower_ids, "strip": strip_ids, "version": 1})
+                        "lower": lower_ids, "strip": strip_ids, "version": 2})
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    return store.with_name(f"{store.stem}-{digest}{store.suffix or '.duckdb'}"), stamp
+
+
+def _build_store(source: Path, store: Path, stamp: str, id_column: str, features: list[str],
+                 lower_ids: bool, strip_ids: bool) -> None:
+    """Copy ``source`` into the DuckDB file ``store`` through :func:`vfl.data.load_table`'s
+    rules (chunk by chunk: the same ID normalisation, numeric checks and bounds as training
+    and ``vfl predict``), unless it is there already. Built in a private (``0700``) folder
+    and moved into place; nothing is left behind on failure."""
+    import shutil
+    import tempfile
+
+    import duckdb
+
+    from vfl.data import load_table
+    from vfl.exceptions import DataError
+    from vfl.tableio import iter_batches
+
     if store.is_file():
-        try:
-            con = duckdb.connect(str(store), read_only=True)
-            try:
-                row = con.execute("SELECT stamp FROM meta").fetchone()
-            finally:
-                con.close()
-            if row and row[0] == stamp:
-                return
-        except duckdb.Error:
-            pass  # damaged or another file: rebuilt below
-    fmt = table_format(source)
-    reader = ("read_parquet(?)" if fmt == "parquet"
-              else "read_csv(?, header = true, all_varchar = true)")
-    ident = '"' + id_column.replace('"', '""') + '"'
-    idexpr = f"CAST({ident} AS VARCHAR)"
-    if strip_ids:
-        idexpr = f"trim({idexpr}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))"
-    if lower_ids:
-        idexpr = f"lower({idexpr})"
-    cols = ", ".join(
-        f'TRY_CAST("{f.replace(chr(34), chr(34) * 2)}" AS DOUBLE) AS "f{j}"'
-        for j, f in enumerate(features))
-    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+        return
     store.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(tmp))
+    work = Path(tempfile.mkdtemp(prefix=".vfl-store-", dir=store.parent))
+    tmp = work / store.name
     try:
-        con.execute(f"CREATE TABLE customers AS SELECT {idexpr} AS id, {cols} "  # noqa: S608
-                    f"FROM {reader}", [str(source)])
-        dup = con.execute("SELECT count(*) - count(DISTINCT id) FROM customers").fetchone()
-        if dup and dup[0]:
-            raise ConfigError(f"{source}: {dup[0]} duplicate customer IDs; a served table "
-                              "needs one row per customer.")
-        con.execute("CREATE UNIQUE INDEX customers_id ON customers (id)")
-        con.execute("CREATE TABLE meta (stamp VARCHAR)")
-        con.execute("INSERT INTO meta VALUES (?)", [stamp])
-    except duckdb.Error as exc:
-        raise ConfigError(f"{source}: cannot load the feature table into {store}: "
-                          f"{exc}") from None
+        con = duckdb.connect(str(tmp))
+        try:
+            cols = ", ".join(f'"f{j}" DOUBLE' for j in range(len(features)))
+            con.execute(f"CREATE TABLE customers (id VARCHAR NOT NULL, {cols})")
+            for frame in iter_batches(source, [id_column, *features], id_column=id_column):
+                try:
+                    t = load_table(frame, id_column=id_column, features=features,
+                                   lower_ids=lower_ids, strip_ids=strip_ids)
+                except DataError as exc:
+                    first = int(frame.index[0]) + 1
+                    raise ConfigError(f"{source} (rows from {first:,} on): "
+                                      f"{str(exc).replace('<DataFrame>: ', '')}") from None
+                chunk = pd.DataFrame({"id": t.ids, **{f"f{j}": t.X[:, j]
+                                                     for j in range(len(features))}})
+                con.register("chunk", chunk)
+                con.execute("INSERT INTO customers SELECT * FROM chunk")
+                con.unregister("chunk")
+            dup = con.execute("SELECT count(*) - count(DISTINCT id) FROM customers").fetchone()
+            if dup and dup[0]:
+                raise ConfigError(f"{source}: {dup[0]} duplicate customer IDs; a served table "
+                                  "needs one row per customer.")
+            con.execute("CREATE UNIQUE INDEX customers_id ON customers (id)")
+            con.execute("CREATE TABLE meta (stamp VARCHAR)")
+            con.execute("INSERT INTO meta VALUES (?)", [stamp])
+        except duckdb.Error as exc:
+            raise ConfigError(f"{source}: cannot load the feature table into {store}: "
+                              f"{exc}") from None
+        finally:
+            con.close()
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, store)
     finally:
-        con.close()
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, store)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class AuditLog:
@@ -304,6 +330,7 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # an older file too: it names customers
         self._fh: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()
 

@@ -26,6 +26,7 @@ from vfl.exceptions import ConfigError
 from vfl.model import ModelPart, load_model_part
 from vfl.outputs import model_part_file
 from vfl.roles import Role
+from vfl.scorecard import Scorecard
 from vfl.serving.grpc import HostClient, ScoringServer
 from vfl.serving.guest import GuestScorer
 from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits, StoredHostModel
@@ -96,10 +97,23 @@ class HostService:
                 f"{self.audit.path}")
 
     def reload(self) -> str:
-        """Load the part at ``[serve] model`` again; serve it and the one served before."""
+        """Load the part at ``[serve] model`` (and, in memory, the table) again; serve it and
+        the one served before; close what is no longer served."""
+        from vfl.runner import _load_data
+
+        if self.table is not None:
+            self.table = _load_data(self.cfg, require_label=False)
         new = self._model()
-        keep = [m for m in self.scorer.models if m.model_id != new.model_id][-1:]
+        before = self.scorer.models
+        keep = [m for m in before if m.model_id != new.model_id][-1:]
         self.scorer.serve_models([new, *keep])
+        in_use = {getattr(m, "store", None) for m in (new, *keep)}
+        for m in before:
+            if m is not new and m not in keep:
+                m.close()
+                store = getattr(m, "store", None)
+                if store is not None and store not in in_use:
+                    store.unlink(missing_ok=True)
         return f"{self.cfg.name}: now serving model(s) {', '.join(self.scorer.model_ids)}"
 
     def stop(self) -> None:
@@ -125,13 +139,16 @@ class GuestService:
                                    timeout=cfg.serve.host_timeout,
                                    pinned=p.cert.read_bytes() if p.cert else None)
                         for p in cfg.peers_with(Role.HOST)]
+        self.failures: dict[str, int] = {}  # host call failures, kept across reloads
         self.holder = ScorerHolder(self._scorer())
         self.app = make_app(self.holder, max_batch=cfg.serve.max_batch)
 
     def _scorer(self) -> GuestScorer:
+        s = self.cfg.serve
         return GuestScorer(_part(self.cfg), self.clients,
-                           fallback=self.cfg.serve.fallback,  # type: ignore[arg-type]
-                           ids_per_host_request=self.cfg.serve.ids_per_host_request)
+                           scorecard=Scorecard(s.base_score, s.base_odds, s.pdo),
+                           fallback=s.fallback,  # type: ignore[arg-type]
+                           ids_per_host_request=s.ids_per_host_request, failures=self.failures)
 
     def describe(self) -> str:
         """One line for the operator."""
@@ -157,11 +174,16 @@ def serve_forever(cfg: PartyConfig, *, say: Callable[[str], None] = print) -> No
     """Run ``vfl serve`` for ``cfg`` until SIGTERM or SIGINT; SIGHUP reloads the model."""
     service: Any = HostService(cfg) if cfg.role == Role.HOST else GuestService(cfg)
 
-    def on_hup(signum: int, frame: object) -> None:
+    def reload() -> None:
         try:
             say(service.reload())
         except Exception as exc:  # noqa: BLE001 - reported; the old model keeps serving
             say(f"warning: reload refused: {exc}")
+
+    def on_hup(signum: int, frame: object) -> None:
+        # off the signal handler: a reload reads files and asks the hosts (seconds), and the
+        # guest's handler runs on the HTTP event loop's thread
+        threading.Thread(target=reload, name="vfl-serve-reload", daemon=True).start()
 
     signal.signal(signal.SIGHUP, on_hup)
     if cfg.role == Role.HOST:
