@@ -84,7 +84,25 @@ class ServeLimits:
             raise ConfigError("daily_id_budget must be at least 1.")
 
 
-class HostModel:
+class _PointsTables:
+    """A few points tables of a served part, by scale (each costs only its bins)."""
+
+    part: ModelPart
+
+    def __init__(self) -> None:
+        self._tables: dict[float, PointsTable] = {}
+        self._lock = threading.Lock()
+
+    def _table(self, scale: float) -> PointsTable:
+        with self._lock:
+            if scale not in self._tables:
+                if len(self._tables) >= _POINTS_CACHE:
+                    self._tables.pop(next(iter(self._tables)))
+                self._tables[scale] = part_points_table(self.part, scale=scale)
+            return self._tables[scale]
+
+
+class HostModel(_PointsTables):
     """One served model: its part, and every customer's partial score by ID."""
 
     def __init__(self, part: ModelPart, table: PartyTable, *, lower_ids: bool = False,
@@ -101,8 +119,7 @@ class HostModel:
         self.scores: FloatArray = np.asarray(est.partial_score(encode_for_part(part, table.X)),
                                              dtype=np.float64)
         self.index = {cid: i for i, cid in enumerate(table.ids)}
-        self._tables: dict[float, PointsTable] = {}
-        self._lock = threading.Lock()
+        super().__init__()
 
     @property
     def n_customers(self) -> int:
@@ -118,15 +135,6 @@ class HostModel:
                              lower=self.lower_ids)
         return np.fromiter((self.index.get(i, -1) for i in norm), dtype=np.int64,
                            count=len(ids))
-
-    def _table(self, scale: float) -> PointsTable:
-        """The points table at ``scale`` (a few kept; each costs only its bins)."""
-        with self._lock:
-            if scale not in self._tables:
-                if len(self._tables) >= _POINTS_CACHE:
-                    self._tables.pop(next(iter(self._tables)))
-                self._tables[scale] = part_points_table(self.part, scale=scale)
-            return self._tables[scale]
 
     def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
         """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
@@ -152,7 +160,7 @@ class HostModel:
         return table.names, out
 
 
-class StoredHostModel:
+class StoredHostModel(_PointsTables):
     """One served model over a feature table in a DuckDB file (tables larger than memory).
 
     The table (CSV or Parquet) is copied once into ``store`` with its IDs
@@ -180,8 +188,7 @@ class StoredHostModel:
         self.lower_ids, self.strip_ids = lower_ids, strip_ids
         row = self._con.execute("SELECT count(*) FROM customers").fetchone()
         self._n = int(row[0]) if row else 0
-        self._tables: dict[float, PointsTable] = {}
-        self._lock = threading.Lock()
+        super().__init__()
 
     @property
     def n_customers(self) -> int:
@@ -203,51 +210,39 @@ class StoredHostModel:
         """Close the store (a model no longer served)."""
         self._con.close()
 
-    def _table(self, scale: float) -> PointsTable:
-        with self._lock:
-            if scale not in self._tables:
-                if len(self._tables) >= _POINTS_CACHE:
-                    self._tables.pop(next(iter(self._tables)))
-                self._tables[scale] = part_points_table(self.part, scale=scale)
-            return self._tables[scale]
-
-    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
-        """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
+    def _read(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per ID its row in ``X`` (-1: unknown), and the stored rows of the known ones."""
         norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
                                   lower=self.lower_ids))
         found = self._fetch(norm)
         at = {r[0]: i for i, r in enumerate(found)}
         X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
                        dtype=np.float64).reshape(len(found), len(self.features))
+        return np.asarray([at.get(i, -1) for i in norm], dtype=np.int64), X
+
+    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
+        """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
+        where, X = self._read(ids)
+        found = X.shape[0]
         own = (np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
                           dtype=np.float64) if found else np.zeros(0))
         pts = self._table(scale).score(X) if scale > 0.0 and found else np.zeros(0, np.int64)
-        known = np.asarray([i in at for i in norm], dtype=bool)
+        known = where >= 0
         scores = np.zeros(len(ids), dtype=np.float64)
+        scores[known] = own[where[known]]
         points = np.zeros(len(ids) if scale > 0.0 else 0, dtype=np.int64)
-        for k, cid in enumerate(norm):
-            r = at.get(cid)
-            if r is not None:
-                scores[k] = own[r]
-                if scale > 0.0:
-                    points[k] = pts[r]
+        if scale > 0.0:
+            points[known] = pts[where[known]]
         return known, scores, points
 
     def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
         """As :meth:`HostModel.feature_points`."""
         table = self._table(scale)
-        norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
-                                  lower=self.lower_ids))
-        found = self._fetch(norm)
-        at = {r[0]: i for i, r in enumerate(found)}
-        X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
-                       dtype=np.float64).reshape(len(found), len(self.features))
-        per = table.points_per_feature(X) if found else np.zeros((0, len(table.names)), np.int64)
+        where, X = self._read(ids)
         out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
-        for k, cid in enumerate(norm):
-            r = at.get(cid)
-            if r is not None:
-                out[k] = per[r]
+        known = where >= 0
+        if known.any():
+            out[known] = table.points_per_feature(X)[where[known]]
         return table.names, out
 
 
