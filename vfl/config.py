@@ -548,6 +548,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         Scorecard(cfg.base_score, cfg.base_odds, cfg.pdo)
     except ConfigError as exc:
         raise r.err("[serve]", str(exc)) from None
+    if not 0 < cfg.pdo <= 1000:  # the points scale (pdo / ln 2 x slope) stays within 10^4
+        raise r.err("serve.pdo", f"must be in (0, 1000], got {cfg.pdo:g}")
     return cfg
 
 

@@ -347,3 +347,34 @@ def test_a_new_model_pair_is_hot_reloaded_without_downtime(trained, pki, tmp_pat
     assert set(models[first_v2:]) == {"model-v2"}
     err = guest.stderr.read() if guest.stderr else ""
     assert "reload refused" in err and "model-v2" in err, err
+
+
+def test_a_host_keeps_the_model_just_before_the_new_one_across_reloads(trained, pki, tmp_path):
+    """Reloads M1 -> M2 -> M3: the host serves [M2, M1], then [M3, M2] (the model the guest
+    may still be on), never M1 and M3 alone; a retired DuckDB store is deleted only after
+    requests in flight had their time."""
+    import shutil
+
+    from vfl.config import load_party_config
+    from vfl.model import load_model_part, save_model_part
+    from vfl.serving import service as svc
+
+    h_path = tmp_path / "host1.json"
+    shutil.copy(trained.model_dir / "host1.json", h_path)
+    _, host_cfg, _, _ = _configs(trained, pki, tmp_path, host_model=h_path)
+    host_cfg.write_text(host_cfg.read_text().replace('audit_log =', 'store = "duckdb"\naudit_log ='))
+    service = svc.HostService(load_party_config(host_cfg))
+    retired: list[tuple[object, bool]] = []
+    service._retire = lambda m, delete: retired.append((m, delete))  # type: ignore[method-assign]
+    try:
+        first = service.scorer.model_ids
+        for name in ("m2", "m3"):
+            part = load_model_part(h_path)
+            part.model_id = name
+            save_model_part(part, h_path)
+            service.reload()
+        assert service.scorer.model_ids == ["m3", "m2"]
+        assert [m.model_id for m, _ in retired] == first  # M1 only, and its store kept: the
+        assert retired[0][1] is False                       # table (and its store) is shared
+    finally:
+        service.stop()

@@ -290,11 +290,14 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
     async def _bounded(request: Request, call_next: Callable[[Request], Any]) -> Any:
         # a body is read only if it says its length and the length is within bounds
         if request.method == "POST":
+            endpoint = "score_batch" if request.url.path.endswith(":batch") else "score"
             length = request.headers.get("content-length")
             if length is None or not length.isdigit():
+                requests.labels(endpoint, "411").inc()
                 return JSONResponse({"detail": "a request body needs a Content-Length"},
                                     status_code=411)
             if int(length) > MAX_BODY_BYTES:
+                requests.labels(endpoint, "413").inc()
                 return JSONResponse({"detail": f"request body above {MAX_BODY_BYTES} bytes"},
                                     status_code=413)
         return await call_next(request)

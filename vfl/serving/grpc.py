@@ -29,30 +29,28 @@ from vfl.serving.host import MAX_ID_CHARS, HostScorer, ServingError
 from vfl.serving.messages import PartialScoreReply, PartialScoreRequest
 from vfl.transport.grpc import _RECONNECT_MS, TlsFiles, _pinned_leaf
 
-__all__ = ["METHOD", "ScoringServer", "HostClient", "HostUnavailable", "SERVE_JOB"]
+__all__ = ["METHOD", "ScoringServer", "HostClient", "HostUnavailable", "SERVE_JOB",
+           "MAX_SHARED_FEATURES"]
 
 #: The gRPC method (service ``vfl.v1.Scoring``).
 METHOD = "/vfl.v1.Scoring/PartialScore"
 #: The envelope's job field for serving (a served model is named in the message itself).
 SERVE_JOB = "serve"
-#: Largest request a host reads (10,000 IDs of 256 characters, with room for the envelope).
-MAX_REQUEST_BYTES = 4 << 20
-#: Largest reply a guest reads (with per-feature points of 10,000 customers × 100 features).
+#: Largest request a host reads (10,000 IDs of 256 characters of up to 4 bytes in UTF-8, with
+#: room for the envelope).
+MAX_REQUEST_BYTES = 12 << 20
+#: Largest reply a guest reads (per-feature points of 10,000 customers × 100 features: 8 MB).
 MAX_REPLY_BYTES = 16 << 20
 #: Trailing metadata naming why the host refused (one of the ServingError codes).
 _REFUSAL_KEY = "vfl-refusal"
 #: Most host features whose points a reply may carry.
-MAX_SHARED_FEATURES = 1000
+MAX_SHARED_FEATURES = 100
 
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT,
           "forbidden": grpc.StatusCode.PERMISSION_DENIED,
           "unknown_model": grpc.StatusCode.NOT_FOUND,
           "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
           "budget_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
-_FROM_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: "invalid",
-                grpc.StatusCode.PERMISSION_DENIED: "forbidden",
-                grpc.StatusCode.NOT_FOUND: "unknown_model",
-                grpc.StatusCode.RESOURCE_EXHAUSTED: "rate_limited"}
 
 
 def _der(pem: bytes) -> bytes | None:
@@ -187,9 +185,11 @@ class HostClient:
                  timeout: float = 2.0, pinned: bytes | None = None) -> None:
         self.host, self.address, self.party, self.timeout = host, address, party, timeout
         ca, cert, key = tls.read()
-        if pinned:
-            _pin(host, pinned, ca)  # refused unless a valid certificate of ``host`` from our CA
-        creds = grpc.ssl_channel_credentials(root_certificates=pinned or ca, private_key=key,
+        roots = ca
+        if pinned:  # the checked leaf alone is the trust anchor (not a chain the file may hold)
+            leaf = _pinned_leaf(host, pinned, ca)
+            roots = leaf.public_bytes(serialization.Encoding.PEM)
+        creds = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
                                              certificate_chain=cert)
         self._channel = grpc.secure_channel(address, creds, options=[
             ("grpc.ssl_target_name_override", host),
@@ -226,9 +226,8 @@ class HostClient:
             detail = exc.details() if hasattr(exc, "details") else str(exc)
             said = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
             refusal = said.get(_REFUSAL_KEY)
-            if refusal in _CODES or code in _FROM_STATUS:
-                raise ServingError(str(refusal) if refusal in _CODES else _FROM_STATUS[code],
-                                   f"{self.host}: {detail}") from None
+            if refusal in _CODES:  # the host's own refusal; any other status is gRPC's
+                raise ServingError(str(refusal), f"{self.host}: {detail}") from None
             raise HostUnavailable(f"{self.host} at {self.address} did not answer "
                                   f"({code.name if code else 'error'}: {detail})") from None
         env = decode_envelope(raw, peer=self.host, max_bytes=MAX_REPLY_BYTES)

@@ -181,6 +181,8 @@ class GuestScorer:
                 raise  # a configuration error: no fallback hides it
             down = exc
         except RemoteProtocolError:
+            with self._lock:
+                self.host_failures[host.host] += 1
             raise  # a malformed answer (another model, shape, range): never hidden either
         except VFLError as exc:
             down = exc

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,7 @@ from vfl.tableio import normalize_ids
 from vfl.types import FloatArray, IntArray
 
 __all__ = ["ServeLimits", "ServingError", "HostModel", "StoredHostModel", "HostScorer",
-           "AuditLog", "MAX_ID_CHARS"]
+           "AuditLog", "MAX_ID_CHARS", "remove_stale_stores"]
 
 #: Longest customer ID accepted in a request.
 MAX_ID_CHARS = 256
@@ -260,6 +261,20 @@ def store_file(store: Path, source: Path, id_column: str, features: list[str],
                         "lower": lower_ids, "strip": strip_ids, "version": 2})
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     return store.with_name(f"{store.stem}-{digest}{store.suffix or '.duckdb'}"), stamp
+
+
+def remove_stale_stores(current: Path) -> None:
+    """Remove the other stores of this name (older digests: full copies of a table) and
+    half-built store folders left by a killed build, beside ``current``."""
+    import shutil
+
+    stem = current.stem.rsplit("-", 1)[0]
+    for p in current.parent.glob(f"{stem}-*{current.suffix}"):
+        if p != current and re.fullmatch(rf"{re.escape(stem)}-[0-9a-f]{{16}}", p.stem):
+            p.unlink(missing_ok=True)
+    for d in current.parent.glob(".vfl-store-*"):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _build_store(source: Path, store: Path, stamp: str, id_column: str, features: list[str],

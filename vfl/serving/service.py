@@ -27,12 +27,22 @@ from vfl.model import ModelPart, load_model_part
 from vfl.outputs import model_part_file
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
-from vfl.serving.grpc import HostClient, ScoringServer
+from vfl.serving.grpc import MAX_SHARED_FEATURES, HostClient, ScoringServer
 from vfl.serving.guest import GuestScorer
-from vfl.serving.host import AuditLog, HostModel, HostScorer, ServeLimits, StoredHostModel
+from vfl.serving.host import (
+    AuditLog,
+    HostModel,
+    HostScorer,
+    ServeLimits,
+    StoredHostModel,
+    remove_stale_stores,
+)
 from vfl.transport.grpc import TlsFiles
 
-__all__ = ["HostService", "GuestService", "serve_forever"]
+__all__ = ["HostService", "GuestService", "serve_forever", "RETIRE_AFTER"]
+
+#: Seconds a model no longer served stays open after a reload (requests in flight finish).
+RETIRE_AFTER = 60.0
 
 
 def _part(cfg: PartyConfig) -> ModelPart:
@@ -69,7 +79,14 @@ class HostService:
         self.limits = ServeLimits(s.max_ids_per_request, s.requests_per_second, s.burst,
                                   s.daily_id_budget)
         self.audit = AuditLog(s.audit_log or cfg.output / "scoring_audit.jsonl")
+        self._reload_lock = threading.Lock()
         model = self._model()
+        if isinstance(model, StoredHostModel):
+            remove_stale_stores(model.store)
+        if s.share_feature_points and len(model.part.features) > MAX_SHARED_FEATURES:
+            raise ConfigError(f"{cfg.source}: [serve] share_feature_points: at most "
+                              f"{MAX_SHARED_FEATURES} features' points are sent per customer; "
+                              f"this model has {len(model.part.features)}.")
         self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit,
                                  share_feature_points=s.share_feature_points)
         guest_peer = next(p for p in cfg.peers if p.name == cfg.guest)
@@ -98,23 +115,33 @@ class HostService:
 
     def reload(self) -> str:
         """Load the part at ``[serve] model`` (and, in memory, the table) again; serve it and
-        the one served before; close what is no longer served."""
+        the one served just before it; retire the rest (closed, and their stores deleted,
+        only after :data:`RETIRE_AFTER` seconds: requests in flight finish with them)."""
         from vfl.runner import _load_data
 
-        if self.table is not None:
-            self.table = _load_data(self.cfg, require_label=False)
-        new = self._model()
-        before = self.scorer.models
-        keep = [m for m in before if m.model_id != new.model_id][-1:]
-        self.scorer.serve_models([new, *keep])
-        in_use = {getattr(m, "store", None) for m in (new, *keep)}
-        for m in before:
-            if m is not new and m not in keep:
-                m.close()
-                store = getattr(m, "store", None)
-                if store is not None and store not in in_use:
-                    store.unlink(missing_ok=True)
-        return f"{self.cfg.name}: now serving model(s) {', '.join(self.scorer.model_ids)}"
+        with self._reload_lock:  # two quick SIGHUPs: one reload after the other
+            if self.table is not None:
+                self.table = _load_data(self.cfg, require_label=False)
+            new = self._model()
+            before = self.scorer.models  # newest first
+            keep = [m for m in before if m.model_id != new.model_id][:1]
+            self.scorer.serve_models([new, *keep])
+            in_use = {getattr(m, "store", None) for m in (new, *keep)}
+            for m in before:
+                if m is not new and m not in keep:
+                    self._retire(m, getattr(m, "store", None) not in in_use)
+            return f"{self.cfg.name}: now serving model(s) {', '.join(self.scorer.model_ids)}"
+
+    def _retire(self, model: HostModel | StoredHostModel, delete_store: bool) -> None:
+        def later() -> None:
+            model.close()
+            store = getattr(model, "store", None)
+            if delete_store and store is not None:
+                store.unlink(missing_ok=True)
+
+        timer = threading.Timer(RETIRE_AFTER, later)
+        timer.daemon = True
+        timer.start()
 
     def stop(self) -> None:
         """Stop answering and close the audit log."""
