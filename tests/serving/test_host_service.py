@@ -265,3 +265,30 @@ def test_a_pin_that_is_not_the_guests_valid_certificate_is_refused_at_start(trai
     finally:
         client.close()
         server.stop()
+
+
+def test_the_daily_budget_survives_a_restart_of_the_host(trained, tmp_path):
+    """Today's count is kept beside the audit log: a restarted host does not give the guest
+    a fresh budget; a new UTC day does."""
+    day = [dt.date(2026, 11, 26)]
+    state = tmp_path / "audit.jsonl.budget.json"
+
+    def scorer():
+        return HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                          limits=ServeLimits(daily_id_budget=10), today=lambda: day[0],
+                          budget_file=state)
+
+    first = scorer()
+    first.score("guest", PartialScoreRequest(trained.host_part.model_id, trained.host.ids[:7]))
+    first.save_budget(force=True)
+    again = scorer()  # the host restarted
+    assert again.used_today == 7
+    with pytest.raises(ServingError, match="budget of 10"):
+        again.score("guest", PartialScoreRequest(trained.host_part.model_id,
+                                                 trained.host.ids[:4]))
+    day[0] = dt.date(2026, 11, 27)
+    assert scorer().used_today == 0
+    state.write_text("not json")
+    from vfl.exceptions import ConfigError
+    with pytest.raises(ConfigError, match="daily-budget state"):
+        scorer()

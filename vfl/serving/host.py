@@ -102,6 +102,37 @@ class _PointsTables:
                 self._tables[scale] = part_points_table(self.part, scale=scale)
             return self._tables[scale]
 
+    def _gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, FloatArray]:
+        """Per ID a row of ``X`` (-1: unknown), ``X``, and the partial scores of ``X``'s
+        rows (at least those the IDs name)."""
+        raise NotImplementedError
+
+    def answer(self, ids: Sequence[str], scale: float, per_feature: bool = False
+               ) -> tuple[np.ndarray, FloatArray, IntArray, list[str], IntArray]:
+        """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0), and
+        with ``per_feature`` the feature names and points per feature (0 where unknown).
+        The customers' rows are read once."""
+        where, X, own = self._gather(ids)
+        known = where >= 0
+        sel = where[known]
+        scores = np.zeros(len(ids), dtype=np.float64)
+        scores[known] = own[sel]
+        points = np.zeros(0, dtype=np.int64)
+        names: list[str] = []
+        per = np.zeros((0, 0), dtype=np.int64)
+        if scale > 0.0:
+            table = self._table(scale)
+            points = np.zeros(len(ids), dtype=np.int64)
+            if per_feature:
+                names = table.names
+                per = np.zeros((len(ids), len(names)), dtype=np.int64)
+            if sel.size:
+                rows = X[sel]
+                if per_feature:
+                    per[known] = table.points_per_feature(rows)
+                points[known] = table.score(rows)
+        return known, scores, points, names, per
+
 
 class HostModel(_PointsTables):
     """One served model: its part, and every customer's partial score by ID."""
@@ -137,28 +168,12 @@ class HostModel(_PointsTables):
         return np.fromiter((self.index.get(i, -1) for i in norm), dtype=np.int64,
                            count=len(ids))
 
+    def _gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, FloatArray]:
+        return self.rows(ids), self.X, self.scores
+
     def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
         """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
-        rows = self.rows(ids)
-        known = rows >= 0
-        scores = np.zeros(len(ids), dtype=np.float64)
-        scores[known] = self.scores[rows[known]]
-        points = np.zeros(0, dtype=np.int64)
-        if scale > 0.0:  # the requested rows only
-            points = np.zeros(len(ids), dtype=np.int64)
-            if known.any():
-                points[known] = self._table(scale).score(self.X[rows[known]])
-        return known, scores, points
-
-    def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
-        """This host's feature names and each ID's points per feature (0 where unknown)."""
-        table = self._table(scale)
-        rows = self.rows(ids)
-        out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
-        known = rows >= 0
-        if known.any():
-            out[known] = table.points_per_feature(self.X[rows[known]])
-        return table.names, out
+        return self.answer(ids, scale)[:3]
 
 
 class StoredHostModel(_PointsTables):
@@ -221,30 +236,15 @@ class StoredHostModel(_PointsTables):
                        dtype=np.float64).reshape(len(found), len(self.features))
         return np.asarray([at.get(i, -1) for i in norm], dtype=np.int64), X
 
+    def _gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, FloatArray]:
+        where, X = self._read(ids)
+        own = (np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
+                          dtype=np.float64) if X.shape[0] else np.zeros(0))
+        return where, X, own
+
     def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
         """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
-        where, X = self._read(ids)
-        found = X.shape[0]
-        own = (np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
-                          dtype=np.float64) if found else np.zeros(0))
-        pts = self._table(scale).score(X) if scale > 0.0 and found else np.zeros(0, np.int64)
-        known = where >= 0
-        scores = np.zeros(len(ids), dtype=np.float64)
-        scores[known] = own[where[known]]
-        points = np.zeros(len(ids) if scale > 0.0 else 0, dtype=np.int64)
-        if scale > 0.0:
-            points[known] = pts[where[known]]
-        return known, scores, points
-
-    def feature_points(self, ids: Sequence[str], scale: float) -> tuple[list[str], IntArray]:
-        """As :meth:`HostModel.feature_points`."""
-        table = self._table(scale)
-        where, X = self._read(ids)
-        out = np.zeros((len(ids), len(table.names)), dtype=np.int64)
-        known = where >= 0
-        if known.any():
-            out[known] = table.points_per_feature(X)[where[known]]
-        return table.names, out
+        return self.answer(ids, scale)[:3]
 
 
 def store_file(store: Path, source: Path, id_column: str, features: list[str],
@@ -369,7 +369,8 @@ class HostScorer:
                  limits: ServeLimits = ServeLimits(), audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  today: Callable[[], dt.date] | None = None,
-                 share_feature_points: bool = False) -> None:
+                 share_feature_points: bool = False,
+                 budget_file: str | Path | None = None) -> None:
         self.guest = guest
         #: answer with per-feature points as well as the total ([serve] share_feature_points)
         self.share_feature_points = share_feature_points
@@ -382,6 +383,11 @@ class HostScorer:
         self._refilled = clock()
         self._day = self._today()
         self._used_today = 0
+        #: today's use of the budget, kept across restarts (written at most once a second)
+        self.budget_file = Path(budget_file) if budget_file is not None else None
+        self._saved_at = -math.inf
+        self._save_lock = threading.Lock()
+        self._load_budget()
         self._models: dict[str, HostModel | StoredHostModel] = {}
         self.serve_models(models)
 
@@ -406,6 +412,36 @@ class HostScorer:
         if not models:
             raise ConfigError("A host serves at least one model.")
         self._models = {m.model_id: m for m in models}
+
+    def _load_budget(self) -> None:
+        if self.budget_file is None or not self.budget_file.is_file():
+            return
+        try:
+            state = json.loads(self.budget_file.read_text()[:4096])
+            day, used = dt.date.fromisoformat(state["day"]), int(state["used"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{self.budget_file}: not a daily-budget state file (delete it "
+                              "to start the day's count at 0).") from None
+        if day == self._day and used >= 0:
+            self._used_today = used
+
+    def save_budget(self, force: bool = False) -> None:
+        """Write today's use of the budget (atomically; at most once a second unless
+        ``force``)."""
+        if self.budget_file is None:
+            return
+        now = self._clock()
+        with self._lock:
+            if not force and now - self._saved_at < 1.0:
+                return
+            self._saved_at = now
+            state = json.dumps({"day": self._day.isoformat(), "used": self._used_today})
+        with self._save_lock:  # one writer of the temporary file at a time
+            tmp = self.budget_file.with_name(f".{self.budget_file.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(state)
+            os.replace(tmp, self.budget_file)
 
     def _admit(self, n_ids: int) -> None:
         """Take one request token and ``n_ids`` of today's budget, or refuse."""
@@ -455,11 +491,10 @@ class HostScorer:
             raise ServingError("unknown_model", f"this host serves model(s) "
                                f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
         self._admit(len(ids))
-        known, scores, points = model.lookup(ids, scale)
-        names: list[str] = []
-        per_feature = np.zeros((0, 0), dtype=np.int64)
-        if self.share_feature_points and scale > 0.0:
-            names, per_feature = model.feature_points(ids, scale)
+        if ids:
+            self.save_budget()
+        known, scores, points, names, per_feature = model.answer(
+            ids, scale, per_feature=self.share_feature_points)
         if self.audit is not None and ids:
             self.audit.write({"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                               "caller": caller, "model_id": model.model_id,

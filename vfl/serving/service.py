@@ -88,7 +88,9 @@ class HostService:
                               f"{MAX_SHARED_FEATURES} features' points are sent per customer; "
                               f"this model has {len(model.part.features)}.")
         self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit,
-                                 share_feature_points=s.share_feature_points)
+                                 share_feature_points=s.share_feature_points,
+                                 budget_file=self.audit.path.with_name(
+                                     self.audit.path.name + ".budget.json"))
         guest_peer = next(p for p in cfg.peers if p.name == cfg.guest)
         pinned = guest_peer.cert.read_bytes() if guest_peer.cert else None
         self.server = ScoringServer(self.scorer, party=cfg.name, listen=_listen(cfg),
@@ -144,8 +146,9 @@ class HostService:
         timer.start()
 
     def stop(self) -> None:
-        """Stop answering and close the audit log."""
+        """Stop answering, keep today's budget count, and close the audit log."""
         self.server.stop()
+        self.scorer.save_budget(force=True)
         self.audit.close()
 
 
