@@ -378,3 +378,31 @@ def test_a_host_keeps_the_model_just_before_the_new_one_across_reloads(trained, 
         assert retired[0][1] is False                       # table (and its store) is shared
     finally:
         service.stop()
+
+
+def test_a_body_without_a_length_or_too_long_is_refused_before_it_is_read(running):
+    """411 for a chunked POST (no Content-Length), 413 for one that says more than 8 MiB;
+    both counted in the metrics."""
+    import http.client
+
+    url, _, _, _ = running
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", "/v1/score")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    conn.send(b"2\r\n{}\r\n0\r\n\r\n")
+    assert conn.getresponse().status == 411
+    conn.close()
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", "/v1/score:batch")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(1 << 30))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and b"8388608" in resp.read()
+    conn.close()
+    _, metrics = _http(url + "/metrics")
+    assert 'vfl_score_requests_total{endpoint="score",status="411"} 1.0' in metrics["text"]
+    assert 'vfl_score_requests_total{endpoint="score_batch",status="413"} 1.0' in metrics["text"]
