@@ -61,67 +61,30 @@ def _train(wd: Path) -> tuple[Path, Path, Path, str, str]:
 def _configs(wd: Path, model: Path, g_csv: Path, h_csv: Path, id_col: str, label: str,
              ports: list[int]) -> tuple[Path, Path]:
     from vfl.certs import write_party_certs
+    from vfl.demo import write_party_toml
 
     write_party_certs(wd / "certs", ["guest", "host1", "arbiter"])
     p_g, p_h, p_a, p_serve, p_http = ports
-    common = (f'[job]\nid = "bench"\noutput = "{wd}/out"\n\n[tls]\nca = "{wd}/certs/ca.pem"\n'
-              f'cert = "{wd}/certs/{{n}}.pem"\nkey = "{wd}/certs/{{n}}.key"\n\n')
-    host = wd / "host1.toml"
-    host.write_text(common.replace("{n}", "host1") + f"""[party]
-name = "host1"
-role = "host"
-listen = "127.0.0.1:{p_h}"
-
-[[peers]]
-name = "guest"
-role = "guest"
-address = "127.0.0.1:{p_g}"
-
-[[peers]]
-name = "arbiter"
-role = "arbiter"
-address = "127.0.0.1:{p_a}"
-
-[data]
-path = "{h_csv}"
-id_column = "{id_col}"
-
-[serve]
-listen = "127.0.0.1:{p_serve}"
-model = "{model}/host1.json"
-max_ids_per_request = 1000
-requests_per_second = 100000
-burst = 100000
-daily_id_budget = 100000000
-""")
-    guest = wd / "guest.toml"
-    guest.write_text(common.replace("{n}", "guest") + f"""[party]
-name = "guest"
-role = "guest"
-listen = "127.0.0.1:{p_g}"
-
-[[peers]]
-name = "host1"
-role = "host"
-address = "127.0.0.1:{p_h}"
-serve_address = "127.0.0.1:{p_serve}"
-
-[[peers]]
-name = "arbiter"
-role = "arbiter"
-address = "127.0.0.1:{p_a}"
-
-[data]
-path = "{g_csv}"
-id_column = "{id_col}"
-label_column = "{label}"
-
-[serve]
-listen = "127.0.0.1:{p_http}"
-model = "{model}/guest.json"
-max_batch = 1000
-""")
-    return guest, host
+    addr = {"guest": f"127.0.0.1:{p_g}", "host1": f"127.0.0.1:{p_h}",
+            "arbiter": f"127.0.0.1:{p_a}"}
+    roles = {"guest": "guest", "host1": "host", "arbiter": "arbiter"}
+    data = {"guest": {"path": str(g_csv), "id_column": id_col, "label_column": label},
+            "host1": {"path": str(h_csv), "id_column": id_col}}
+    serve = {"host1": {"listen": f"127.0.0.1:{p_serve}", "model": f"{model}/host1.json",
+                       "max_ids_per_request": 1000, "requests_per_second": 100000,
+                       "burst": 100000, "daily_id_budget": 100000000},
+             "guest": {"listen": f"127.0.0.1:{p_http}", "model": f"{model}/guest.json",
+                       "max_batch": 1000}}
+    for name in ("host1", "guest"):
+        peers = [{"name": p, "role": roles[p], "address": addr[p]} for p in addr if p != name]
+        if name == "guest":
+            peers[0]["serve_address"] = f"127.0.0.1:{p_serve}"
+        write_party_toml(wd / f"{name}.toml", job={"id": "bench", "output": f"{wd}/out"},
+                         party={"name": name, "role": roles[name], "listen": addr[name]},
+                         tls={"ca": f"{wd}/certs/ca.pem", "cert": f"{wd}/certs/{name}.pem",
+                              "key": f"{wd}/certs/{name}.key"},
+                         peers=peers, data=data[name], serve=serve[name])
+    return wd / "guest.toml", wd / "host1.toml"
 
 
 def _applicants(model: Path, g_csv: Path, id_col: str, label: str, n: int) -> list[dict[str, Any]]:

@@ -18,84 +18,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vfl.demo import free_ports
+from vfl.demo import free_ports, write_party_toml
 from vfl.pipeline import predict_local
-
-
-def _toml(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
 
 def _configs(trained, pki: Path, tmp: Path, *, fallback: str = "host_average",
              host_model: Path | None = None,
              guest_model: Path | None = None) -> tuple[Path, Path, str, str]:
+    """The guest's and host1's TOMLs (vfl.demo.write_party_toml), with [serve] sections."""
     p_train_g, p_train_h, p_arb, p_serve_h, p_http = free_ports(5)
-    common = f"""
-[job]
-id = "serve-test"
-output = "{tmp}/out"
-
-[tls]
-ca = "{pki}/ca.pem"
-cert = "{pki}/{{name}}.pem"
-key = "{pki}/{{name}}.key"
-"""
-    host = _toml(tmp / "host1.toml", common.replace("{name}", "host1") + f"""
-[party]
-name = "host1"
-role = "host"
-listen = "127.0.0.1:{p_train_h}"
-
-[[peers]]
-name = "guest"
-role = "guest"
-address = "127.0.0.1:{p_train_g}"
-
-[[peers]]
-name = "arbiter"
-role = "arbiter"
-address = "127.0.0.1:{p_arb}"
-
-[data]
-path = "{trained.host_csv}"
-id_column = "customer_id"
-
-[serve]
-listen = "127.0.0.1:{p_serve_h}"
-model = "{host_model or trained.model_dir / 'host1.json'}"
-audit_log = "{tmp}/audit.jsonl"
-""")
-    guest = _toml(tmp / "guest.toml", common.replace("{name}", "guest") + f"""
-[party]
-name = "guest"
-role = "guest"
-listen = "127.0.0.1:{p_train_g}"
-
-[[peers]]
-name = "host1"
-role = "host"
-address = "127.0.0.1:{p_train_h}"
-serve_address = "127.0.0.1:{p_serve_h}"
-
-[[peers]]
-name = "arbiter"
-role = "arbiter"
-address = "127.0.0.1:{p_arb}"
-
-[data]
-path = "{trained.guest_csv}"
-id_column = "customer_id"
-label_column = "default"
-
-[serve]
-listen = "127.0.0.1:{p_http}"
-model = "{guest_model or trained.model_dir / 'guest.json'}"
-fallback = "{fallback}"
-max_batch = 500
-host_timeout_seconds = 2
-""")
-    return guest, host, f"http://127.0.0.1:{p_http}", f"127.0.0.1:{p_serve_h}"
+    addr = {"guest": f"127.0.0.1:{p_train_g}", "host1": f"127.0.0.1:{p_train_h}",
+            "arbiter": f"127.0.0.1:{p_arb}"}
+    roles = {"guest": "guest", "host1": "host", "arbiter": "arbiter"}
+    data = {"guest": {"path": str(trained.guest_csv), "id_column": "customer_id",
+                      "label_column": "default"},
+            "host1": {"path": str(trained.host_csv), "id_column": "customer_id"}}
+    serve = {"host1": {"listen": f"127.0.0.1:{p_serve_h}",
+                       "model": str(host_model or trained.model_dir / "host1.json"),
+                       "audit_log": f"{tmp}/audit.jsonl"},
+             "guest": {"listen": f"127.0.0.1:{p_http}",
+                       "model": str(guest_model or trained.model_dir / "guest.json"),
+                       "fallback": fallback, "max_batch": 500, "host_timeout_seconds": 2}}
+    paths = {}
+    for name in ("host1", "guest"):
+        peers = [{"name": p, "role": roles[p], "address": addr[p]} for p in addr if p != name]
+        if name == "guest":
+            peers[0]["serve_address"] = f"127.0.0.1:{p_serve_h}"
+        paths[name] = tmp / f"{name}.toml"
+        write_party_toml(paths[name], job={"id": "serve-test", "output": f"{tmp}/out"},
+                         party={"name": name, "role": roles[name], "listen": addr[name]},
+                         tls={"ca": f"{pki}/ca.pem", "cert": f"{pki}/{name}.pem",
+                              "key": f"{pki}/{name}.key"},
+                         peers=peers, data=data[name], serve=serve[name])
+    return paths["guest"], paths["host1"], f"http://127.0.0.1:{p_http}", f"127.0.0.1:{p_serve_h}"
 
 
 def _spawn(config: Path) -> subprocess.Popen[str]:

@@ -19,7 +19,6 @@ from typing import NoReturn
 
 import grpc
 import numpy as np
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from vfl.codec import Envelope, decode_envelope, encode_envelope
@@ -27,7 +26,7 @@ from vfl.exceptions import RemoteProtocolError, TransportError, VFLError
 from vfl.lr.messages import MAX_ROW_POINTS
 from vfl.serving.host import MAX_ID_CHARS, HostScorer, ServingError
 from vfl.serving.messages import PartialScoreReply, PartialScoreRequest
-from vfl.transport.grpc import _RECONNECT_MS, TlsFiles, _pinned_leaf
+from vfl.transport.grpc import _RECONNECT_MS, TlsFiles, _der, _pinned_leaf
 
 __all__ = ["METHOD", "ScoringServer", "HostClient", "HostUnavailable", "SERVE_JOB",
            "MAX_SHARED_FEATURES"]
@@ -51,13 +50,6 @@ _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT,
           "unknown_model": grpc.StatusCode.NOT_FOUND,
           "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
           "budget_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-def _der(pem: bytes) -> bytes | None:
-    try:
-        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    except ValueError:
-        return None
 
 
 def _in_range(points: np.ndarray) -> bool:

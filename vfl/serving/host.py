@@ -133,6 +133,19 @@ class _PointsTables:
                 points[known] = table.score(rows)
         return known, scores, points, names, per
 
+    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
+        """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
+        known, scores, points, _, _ = self.answer(ids, scale)
+        return known, scores, points
+
+    lower_ids: bool
+    strip_ids: bool
+
+    def _normalized(self, ids: Sequence[str]) -> list[str]:
+        """``ids`` as the table's IDs were normalised (strip, lower case) when loaded."""
+        return list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
+                                  lower=self.lower_ids))
+
 
 class HostModel(_PointsTables):
     """One served model: its part, and every customer's partial score by ID."""
@@ -163,17 +176,11 @@ class HostModel(_PointsTables):
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each ID in the table (-1: unknown), after the table's ID normalisation."""
-        norm = normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
-                             lower=self.lower_ids)
-        return np.fromiter((self.index.get(i, -1) for i in norm), dtype=np.int64,
-                           count=len(ids))
+        return np.fromiter((self.index.get(i, -1) for i in self._normalized(ids)),
+                           dtype=np.int64, count=len(ids))
 
     def _gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, FloatArray]:
         return self.rows(ids), self.X, self.scores
-
-    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
-        """Per ID: known, partial score (0 if unknown), points at ``scale`` (none if 0)."""
-        return self.answer(ids, scale)[:3]
 
 
 class StoredHostModel(_PointsTables):
@@ -228,8 +235,7 @@ class StoredHostModel(_PointsTables):
 
     def _read(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per ID its row in ``X`` (-1: unknown), and the stored rows of the known ones."""
-        norm = list(normalize_ids(pd.Series(list(ids), dtype=object), strip=self.strip_ids,
-                                  lower=self.lower_ids))
+        norm = self._normalized(ids)
         found = self._fetch(norm)
         at = {r[0]: i for i, r in enumerate(found)}
         X = np.asarray([[np.nan if v is None else v for v in r[1:]] for r in found],
@@ -241,10 +247,6 @@ class StoredHostModel(_PointsTables):
         own = (np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
                           dtype=np.float64) if X.shape[0] else np.zeros(0))
         return where, X, own
-
-    def lookup(self, ids: Sequence[str], scale: float) -> tuple[np.ndarray, FloatArray, IntArray]:
-        """As :meth:`HostModel.lookup`, reading the customers' rows from the store."""
-        return self.answer(ids, scale)[:3]
 
 
 def store_file(store: Path, source: Path, id_column: str, features: list[str],
