@@ -45,6 +45,7 @@ class Roster:
     host_index: int = -1
     validation: bool = False
     taylor: bool = True
+    shared: bool = False
 
 
 def _names(n_hosts: int) -> list[str]:
@@ -54,22 +55,23 @@ def _names(n_hosts: int) -> list[str]:
 def project_phase(steps, role: Role, roster: Roster) -> list[Event]:
     """What ``role`` sends and receives in ``steps``, in order (as ``driver._walk`` does it)."""
     out: list[Event] = []
+    sh = roster.shared
     for act in walk(steps, role, roster):
         if act.kind is Act.SEND:
-            out += [("sent", p, act.step.message.__name__) for p in act.peers]
+            out += [("sent", p, act.step.message_for(sh).__name__) for p in act.peers]
         elif act.kind is Act.RECV:
-            out.append(("received", act.peers[0], act.step.message.__name__))
+            out.append(("received", act.peers[0], act.step.message_for(sh).__name__))
             if act.answer is not None:
-                out.append(("sent", act.peers[0], act.answer.message.__name__))
+                out.append(("sent", act.peers[0], act.answer.message_for(sh).__name__))
     return out
 
 
 def project_run(name: str, hosts: list[str], validation: bool, plan: list[int],
-                taylor: bool = True) -> list[Event]:
+                taylor: bool = True, shared: bool = False) -> list[Event]:
     """A party's whole training run from the table; ``plan``: batches of each epoch run."""
     role = Role.GUEST if name == G else Role.ARBITER if name == A else Role.HOST
     roster = Roster(hosts=tuple(hosts), host_index=hosts.index(name) if role is Role.HOST else -1,
-                    validation=validation, taylor=taylor)
+                    validation=validation, taylor=taylor, shared=shared)
     out = project_phase(sch.phase(TRAINING, Phase.SETUP), role, roster)
     for n_batches in plan:
         for _ in range(n_batches):
@@ -141,6 +143,17 @@ def legacy(name: str, hosts: list[str], validation: bool, plan: list[int]) -> li
     return legacy_host(hosts.index(name), validation, plan)
 
 
+def shared_order(name: str, hosts: list[str], validation: bool, plan: list[int]) -> list[Event]:
+    """Protocol shared (issue 24): the former loops with ``ShareUpdate`` in place of
+    ``DecryptedGradient``, no cross terms, and the arbiter's ``FinalShare`` to every party
+    after everything else."""
+    ev = [(d, p, "ShareUpdate" if k == "DecryptedGradient" else k)
+          for d, p, k in legacy(name, hosts, validation, plan) if k != "CrossTerm"]
+    if name == A:
+        return ev + [("sent", p, "FinalShare") for p in [G, *hosts]]
+    return ev + [("received", A, "FinalShare")]
+
+
 CASES = [(n, v, plan) for n in (1, 2, 3) for v in (False, True) for plan in ([1], [3, 2])]
 
 
@@ -149,6 +162,9 @@ def test_every_projection_is_the_order_of_the_former_loops(n_hosts, validation, 
     hosts = _names(n_hosts)
     for name in [G, *hosts, A]:
         assert project_run(name, hosts, validation, plan) == legacy(name, hosts, validation, plan), name
+        for taylor in (True, False):
+            assert project_run(name, hosts, validation, plan, taylor, shared=True) == (
+                shared_order(name, hosts, validation, plan)), name
 
 
 # ---------------------------------------------------------------- deadlock freedom
@@ -178,11 +194,13 @@ def _simulate(seqs: dict[str, list[Event]], limit: dict[str, int] | None = None)
     return pos, queues, order
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["reveal", "shared"])
 @pytest.mark.parametrize("taylor", [True, False], ids=["taylor", "accurate"])
 @pytest.mark.parametrize(("n_hosts", "validation", "plan"), CASES)
-def test_the_schedule_runs_to_the_end_without_deadlock(n_hosts, validation, plan, taylor):
+def test_the_schedule_runs_to_the_end_without_deadlock(n_hosts, validation, plan, taylor, shared):
     hosts = _names(n_hosts)
-    seqs = {name: project_run(name, hosts, validation, plan, taylor) for name in [G, *hosts, A]}
+    seqs = {name: project_run(name, hosts, validation, plan, taylor, shared)
+            for name in [G, *hosts, A]}
     pos, queues, order = _simulate(seqs)
     assert pos == {name: len(seq) for name, seq in seqs.items()}, "deadlock"
     assert not any(queues.values()), "a message is never received"
@@ -207,17 +225,23 @@ def test_no_link_ever_holds_more_than_two_messages(n_hosts, validation):
 
 
 # --------------------------------------------------------------- a real threaded run
-@pytest.mark.parametrize(("n_hosts", "validation"), [(1, True), (2, False), (3, True)])
-def test_a_threaded_run_follows_the_projection(breast, n_hosts, validation):
+@pytest.mark.parametrize(("n_hosts", "validation", "protocol"),
+                         [(1, True, "reveal-gradients"), (2, False, "reveal-gradients"),
+                          (3, True, "reveal-gradients"), (1, True, "shared"),
+                          (2, False, "shared")])
+def test_a_threaded_run_follows_the_projection(breast, n_hosts, validation, protocol):
     Xg, y, Xh = breast
-    cfg = small_config(epochs=2, batch_size=150, validation_fraction=0.2 if validation else 0.0)
+    opt = {"optimizer": "adam" if protocol == "reveal-gradients" else "momentum"}
+    cfg = small_config(epochs=2, batch_size=150, validation_fraction=0.2 if validation else 0.0,
+                       protocol=protocol, **opt)
     blocks = np.array_split(np.arange(Xh.shape[1]), n_hosts)
     run = run_trio(Xg, y, [Xh[:, b] for b in blocks], cfg, record=True)
     hosts = _names(n_hosts)
     plan = [len(epoch_batches(len(y), run.guest.validation_rows, cfg, e)) for e in range(run.epochs)]
     for name, transcript in run.transcripts.items():
         got = [(d, peer, type(decode_envelope(data).body).__name__) for d, peer, data in transcript]
-        assert got == project_run(name, hosts, validation, plan, cfg.mode == "taylor"), name
+        assert got == project_run(name, hosts, validation, plan, cfg.mode == "taylor",
+                                  protocol == "shared"), name
         if n_hosts > 1:  # accurate mode (the default) sends no cross terms
             assert "CrossTerm" not in {kind for _, _, kind in got}
 

@@ -25,7 +25,7 @@ from vfl.codec import MAX_ARRAY_DIMS, MAX_WIRE_INT, REGISTRY
 from vfl.exceptions import VFLError
 
 #: Registered types that are never sent on their own (only nested in another message).
-NESTED_ONLY = {"lr.TrainConfig/3"}
+NESTED_ONLY = {"lr.TrainConfig/4"}
 
 
 def import_all_messages() -> dict[str, type]:

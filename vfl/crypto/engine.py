@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from vfl.crypto.encoding import to_residues
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer
-from vfl.crypto.vector import EncryptedVector, matvec_t, multiexp
+from vfl.crypto.vector import EncryptedVector, matvec_t, multiexp, row_multiexps
 from vfl.exceptions import ConfigError
 from vfl.procs import stop_pool, worker_pool
 
@@ -77,6 +77,20 @@ class CipherEngine:
         total = vec.sum()
         return matvec_t(x_offset, offsets, vec, x_frac_bits, total.ciphertexts[0]), total
 
+    def project(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
+        """``[[X v]]``: per row ``i``, ``[[sum_j (x_offset[i, j] - offsets[j]) v_j]]``.
+
+        ``x_offset`` (rows x k, non-negative) are the quantised features shifted by
+        their column offsets; ``vec`` holds ``k`` ciphertexts (an encrypted weight
+        share). The result is a deterministic function of ``vec``: add fresh
+        randomness before it leaves the party.
+        """
+        bases, corr = _projection_parts(x_offset, offsets, vec)
+        n2 = self.public_key.nsquare
+        cts = [c * corr % n2 for c in row_multiexps(bases, x_offset.tolist(), n2)]
+        return EncryptedVector(self.public_key, cts, vec.frac_bits + x_frac_bits)
+
     def combine_rows(self, vectors: list[EncryptedVector],
                      factors: list[npt.NDArray[np.int64]], frac_bits: int) -> EncryptedVector:
         """``[[sum_j k_j,i a_j,i]]`` per row ``i``, read at scale ``2**frac_bits``.
@@ -95,6 +109,29 @@ class CipherEngine:
 
     def close(self) -> None:
         """Release resources."""
+
+
+def _projection_parts(x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                      vec: EncryptedVector) -> tuple[list[gmpy2.mpz], gmpy2.mpz]:
+    """The bases of ``[[X v]]`` and the correction ``prod_j v_j^(-offsets_j)``."""
+    if x_offset.ndim != 2 or x_offset.shape[1] != len(vec) or len(offsets) != len(vec):
+        raise ValueError("project needs one column and one offset per ciphertext.")
+    n2 = vec.public_key.nsquare
+    bases = list(vec.ciphertexts)
+    corr = gmpy2.mpz(1)
+    if np.any(offsets):
+        corr = gmpy2.invert(multiexp(bases, [int(o) for o in offsets], n2), n2)
+    return bases, corr
+
+
+def project_chunk(pub: PaillierPublicKey, draw: Draw, bases: bytes, x: bytes, cols: int,
+                  corr: bytes) -> bytes:
+    """``[[X v]]`` for this chunk of rows (see :meth:`CipherEngine.project`)."""
+    n2, width = pub.nsquare, pub.ciphertext_bytes
+    bs = [gmpy2.mpz.from_bytes(bases[i:i + width], "big") for i in range(0, len(bases), width)]
+    c = gmpy2.mpz.from_bytes(corr, "big")
+    mat = np.frombuffer(x, dtype=np.int64).reshape(-1, cols).tolist()
+    return b"".join((m * c % n2).to_bytes(width, "big") for m in row_multiexps(bs, mat, n2))
 
 
 def _check_combination(vectors: list[EncryptedVector],
@@ -260,6 +297,17 @@ class ChunkedEngine(CipherEngine):
             out.append(c)
         return (EncryptedVector(self.public_key, out, vec.frac_bits + x_frac_bits),
                 EncryptedVector(self.public_key, [acc[-1]], vec.frac_bits))
+
+    def project(self, x_offset: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                vec: EncryptedVector, x_frac_bits: int) -> EncryptedVector:
+        """``[[X v]]``, rows split over the workers."""
+        _, corr = _projection_parts(x_offset, offsets, vec)
+        width = self.public_key.ciphertext_bytes
+        mat = np.ascontiguousarray(x_offset, dtype=np.int64)
+        bases, cbytes = vec.to_bytes(), int(corr).to_bytes(width, "big")
+        futures = [self._submit(project_chunk, bases, mat[a:b].tobytes(), mat.shape[1], cbytes)
+                   for a, b in self._split(mat.shape[0])]
+        return self._vector([f.result() for f in futures], vec.frac_bits + x_frac_bits)
 
     def combine_rows(self, vectors: list[EncryptedVector],
                      factors: list[npt.NDArray[np.int64]], frac_bits: int) -> EncryptedVector:

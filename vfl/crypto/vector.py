@@ -130,6 +130,16 @@ class EncryptedVector:
             out.append(gmpy2.powmod(c, k, n2) if k >= 0 else gmpy2.powmod(gmpy2.invert(c, n2), -k, n2))
         return EncryptedVector(self.public_key, out, self.frac_bits)
 
+    def add_multiple(self, other: EncryptedVector, ks: Sequence[int]) -> EncryptedVector:
+        """Element-wise ``[[a_i + k_i b_i]]`` for signed integers ``k_i`` of any size."""
+        _same_key(self.public_key, other.public_key)
+        if len(other) != len(self) or len(ks) != len(self):
+            raise CryptoError("add_multiple needs vectors and factors of one length.")
+        n2 = self.public_key.nsquare
+        cts = [a * gmpy2.powmod(b, int(k), n2) % n2  # gmpy2 inverts for k < 0
+               for a, b, k in zip(self.ciphertexts, other.ciphertexts, ks, strict=True)]
+        return EncryptedVector(self.public_key, cts, self.frac_bits)
+
     def sum(self) -> EncryptedVector:
         """A one-element vector ``[[sum_i a_i]]``."""
         n2 = self.public_key.nsquare
@@ -329,6 +339,45 @@ def multiexp(bases: Sequence[gmpy2.mpz], exponents: Iterable[int], modulus: gmpy
                 acc = acc * running % modulus
         result = result * acc % modulus
     return result
+
+
+def row_multiexps(bases: Sequence[gmpy2.mpz], rows: Sequence[Sequence[int]],
+                  modulus: gmpy2.mpz, window: int = 4) -> list[gmpy2.mpz]:
+    """``prod_j bases[j] ** rows[i][j] mod modulus`` for every row ``i`` (non-negative
+    exponents): the same few bases for many short exponent vectors, ``X [[v]]``.
+
+    Each base gets a table of its ``2^window`` powers once; each row then takes
+    one pass over its exponents' windows from the top (``bits`` squarings and
+    one product per base and window), so ``k`` bases and ``bits``-bit exponents
+    cost about ``bits + k * bits / window`` products per row.
+    """
+    k = len(bases)
+    if any(len(r) != k for r in rows):
+        raise ValueError("every exponent row needs one exponent per base")
+    mask = (1 << window) - 1
+    tables = []
+    for base in bases:
+        t = [gmpy2.mpz(1), base]
+        for _ in range(2, mask + 1):
+            t.append(t[-1] * base % modulus)
+        tables.append(t)
+    out = []
+    for row in rows:
+        exps = [int(e) for e in row]
+        if any(e < 0 for e in exps):
+            raise ValueError("row_multiexps needs non-negative exponents")
+        top = max((e.bit_length() for e in exps), default=0)
+        acc = gmpy2.mpz(1)
+        for w in range(-(-top // window) - 1, -1, -1):
+            if acc != 1:
+                acc = gmpy2.powmod(acc, 1 << window, modulus)
+            shift = w * window
+            for t, e in zip(tables, exps, strict=True):
+                d = (e >> shift) & mask
+                if d:
+                    acc = acc * t[d] % modulus
+        out.append(acc)
+    return out
 
 
 def matvec_t(

@@ -13,7 +13,7 @@ from vfl.crypto.encoding import dequantize, quantize
 from vfl.crypto.engine import CipherEngine, ComputeConfig, current_compute, make_engine
 from vfl.crypto.paillier import PaillierPublicKey, Randomizer, check_key_size
 from vfl.crypto.vector import EncryptedVector
-from vfl.crypto.wire import decode_residues, encode_ciphertexts
+from vfl.crypto.wire import decode_ciphertexts, decode_residues, encode_ciphertexts
 from vfl.exceptions import (
     ConfigError,
     CryptoError,
@@ -22,11 +22,31 @@ from vfl.exceptions import (
     RemoteProtocolError,
 )
 from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, residual_frac_bits
-from vfl.lr.messages import DecryptedGradient, MaskedGradient, PublicKeyAnnounce, expect_batch
+from vfl.lr._shared import ShareState, int_matvec
+from vfl.lr.messages import (
+    DecryptedGradient,
+    MaskedGradient,
+    PublicKeyAnnounce,
+    FinalShare,
+    ShareUpdate,
+    expect_batch,
+)
 from vfl.lr.optim import Optimizer
 from vfl.types import FloatArray
 
-__all__ = ["QuantizedMatrix", "GradientParty"]
+__all__ = ["QuantizedMatrix", "GradientParty", "decode_signed", "MAX_WEIGHT_BITS"]
+
+#: Largest magnitude of a weight a party accepts from the shares: ``|w| < 2^MAX_WEIGHT_BITS``.
+MAX_WEIGHT_BITS = 24
+
+
+def decode_signed(data: bytes, key: PaillierPublicKey, count: int, *, peer: str,
+                  what: str) -> list[int]:
+    """``count`` values mod ``n`` at the key's width, read as signed (``v > n/2``: ``v - n``)."""
+    n = int(key.n)
+    vals = decode_residues(data, (n.bit_length() + 7) // 8, n, peer=peer, expected=count,
+                           what=what)
+    return [v - n if v > n // 2 else v for v in vals]
 
 @dataclass(frozen=True)
 class QuantizedMatrix:
@@ -112,6 +132,12 @@ class GradientParty:
         self._batch_rows = 0
         self._epoch = 0
         self._batch = 0
+        #: protocol ``shared``: this party's share of its weights (the arbiter holds the
+        #: other), and the arbiter's share as it last sent it, encrypted under its key
+        self.shared = config.protocol == "shared"
+        penalized = [i != unpenalized for i in range(n_weights)]
+        self.share = ShareState.zeros(n_weights, penalized)
+        self._v_enc: EncryptedVector | None = None
 
     def on_public_key(self, msg: PublicKeyAnnounce, *, peer: str,
                       allow_insecure_key_size: bool) -> None:
@@ -190,6 +216,70 @@ class GradientParty:
         if self.budget is None:
             raise LocalProtocolError(f"{self.name} has no mask budget yet; the job is not set up.")
         return self.budget
+
+    # ------------------------------------------------------- shared weights
+    def _start_share(self, coef: FloatArray) -> None:
+        """Protocol ``shared``: this party's share starts as ``coef`` (the arbiter's at 0)."""
+        penalized = self.share.penalized
+        self.share = ShareState.of_weights(coef, self.config.score_frac_bits, penalized)
+
+    def _shared_scores(self, shifted: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                       quantized: npt.NDArray[np.int64], *, fresh: bool) -> EncryptedVector:
+        """``[[X w]]`` at ``2^F_s`` from the two shares: ``X U`` in the clear plus ``X [[V]]``.
+
+        ``shifted``/``offsets``: the rows' quantised features made non-negative (with a
+        column of ``2^G`` for the guest's intercept); ``quantized``: the same features
+        signed, without that column. ``fresh``: add new randomness (the result leaves
+        the party as it is); else the caller re-randomises what it derives from it.
+        """
+        key, rnd = self._require_key()
+        G = self.config.feature_frac_bits
+        frac = self.config.score_frac_bits + G
+        plain = int_matvec(quantized, self.share.weights, G)
+        if self._v_enc is None:  # the arbiter's share is still 0
+            return EncryptedVector.encrypt(key, plain, frac, rnd)
+        enc = self._require_engine().project(shifted, offsets, self._v_enc, G).add_plain(plain)
+        return self._require_engine().rerandomize(enc) if fresh else enc
+
+    def on_share_update(self, msg: ShareUpdate, *, peer: str) -> None:
+        """Protocol ``shared``: take the arbiter's new encrypted share; step this party's own.
+
+        The party's share of the batch's ``X^T 4d`` is ``-(2^ℓ + r)``: minus the
+        masks it added, which the arbiter's decrypted value carries.
+        """
+        key, _ = self._require_key()
+        budget = self._require_budget()
+        if self._masks is None:
+            raise RemoteProtocolError(
+                f"Received ShareUpdate from {peer} but no masked gradient is outstanding.")
+        expect_batch(msg, self._epoch, self._batch, peer)
+        self._v_enc = decode_ciphertexts(key, msg.share, peer=peer, what="ShareUpdate",
+                                         expected_len=self.n_weights,
+                                         frac_bits=self.config.score_frac_bits)
+        z = [-(budget.offset + m) for m in self._masks]
+        self._masks = None
+        self.share.step(z, self.config, self._epoch, self._batch_rows)
+
+    def on_final_share(self, msg: FinalShare, *, peer: str, epoch: int) -> FloatArray:
+        """Protocol ``shared``: add the arbiter's share of the kept epoch (``epoch``: the
+        best validation epoch, or the last) to this party's own; the weights, in the clear
+        to this party alone."""
+        key, _ = self._require_key()
+        if msg.epoch != epoch:
+            raise RemoteProtocolError(f"FinalShare from {peer} is for epoch {msg.epoch}; this "
+                                      f"party keeps epoch {epoch}.")
+        theirs = decode_signed(msg.share, key, self.n_weights, peer=peer, what="FinalShare")
+        snaps = self.share.snapshots
+        own = snaps[epoch] if epoch < len(snaps) else self.share.weights
+        F = self.config.score_frac_bits
+        total = [a + b for a, b in zip(own, theirs, strict=True)]
+        if any(abs(t) >= 1 << (F + MAX_WEIGHT_BITS) for t in total):
+            raise RemoteProtocolError(
+                f"FinalShare from {peer} gives {self.name} a weight beyond "
+                f"±2^{MAX_WEIGHT_BITS}: refused (training diverged, or the share is not the "
+                "arbiter's).")
+        self.coef = np.array([t / 2.0**F for t in total], dtype=np.float64)
+        return self.coef
 
     def on_decrypted(self, msg: DecryptedGradient, *, peer: str) -> FloatArray:
         """Unmask the arbiter's answer, take an optimiser step; returns the gradient."""

@@ -17,10 +17,22 @@ from vfl.calibration import (
     sigmoid,
 )
 from vfl.checkpoint import ArbiterSecret
-from vfl.crypto.paillier import PaillierPrivateKey, check_key_size, generate_keypair
-from vfl.crypto.vector import slots_per_ciphertext, unpack_residue
-from vfl.crypto.wire import decode_ciphertexts, encode_residues
-from vfl.exceptions import CryptoError, LocalProtocolError, RemoteProtocolError
+from vfl.crypto.paillier import (
+    PaillierPrivateKey,
+    Randomizer,
+    check_key_size,
+    generate_keypair,
+)
+from vfl.crypto.vector import EncryptedVector, slots_per_ciphertext, unpack_residue
+from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts, encode_residues
+from vfl.lr._shared import (
+    ShareState,
+    check_guest_equations,
+    guest_reveals,
+    square_slot_bits,
+    square_slot_limit,
+)
+from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
     CURVATURE_FRAC_BITS,
     LOSS_GRID_BITS,
@@ -31,6 +43,7 @@ from vfl.lr.config import (
     epoch_batches,
     mask_budget,
     residual_frac_bits,
+    score_scale_bits,
     selection_key,
     tol_applies,
 )
@@ -42,8 +55,10 @@ from vfl.lr.messages import (
     DecryptedGradient,
     EpochDecision,
     EpochLoss,
+    FinalShare,
     MaskedGradient,
     PublicKeyAnnounce,
+    ShareUpdate,
     TrainSetup,
     ValidationBatch,
     ValidationMetrics,
@@ -126,6 +141,23 @@ class ArbiterParty:
         self.budget = mask_budget(self.config, setup.n_rows)
         self.loss_history: list[float] = []
         self.decision: EpochDecision | None = None
+        #: protocol shared: the arbiter's share of every party's weights
+        self.shared = self.config.protocol == "shared"
+        self.shares: dict[str, ShareState] = {}
+        self.reveals: list[int] = []
+        self.kept_epoch: int | None = None
+        if self.shared:
+            n_g = self.widths[guest]
+            fi = self.config.fit_intercept
+            self.shares = {p: ShareState.zeros(k, [not (fi and p == guest and i == k - 1)
+                                                   for i in range(k)])
+                           for p, k in self.widths.items()}
+            try:
+                check_guest_equations(self.config, n_g, setup.n_rows)
+            except ConfigError as exc:
+                raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
+            self.reveals = guest_reveals(self.config, n_g, setup.n_rows)
+            self._randomizer = Randomizer(self.public_key)
 
     @property
     def hosts(self) -> list[str]:
@@ -141,8 +173,14 @@ class ArbiterParty:
         return PublicKeyAnnounce(self.public_key.to_bytes())
 
     def on_masked_gradient(self, party: str, msg: MaskedGradient, epoch: int,
-                           batch: int) -> DecryptedGradient:
-        """Decrypt a masked gradient to residues mod n (uniform, thanks to the mask)."""
+                           batch: int) -> DecryptedGradient | ShareUpdate:
+        """Decrypt a masked gradient to residues mod n (uniform, thanks to the mask).
+
+        Protocol ``shared``: nothing decrypted goes back. The value is the arbiter's
+        share of the batch's gradient: it steps its share of ``party``'s weights and
+        answers with that share, encrypted afresh (:class:`ShareUpdate`); for the
+        guest's packed masked values it answers with fresh encryptions of their squares.
+        """
         if (msg.epoch, msg.batch) != (epoch, batch):
             raise RemoteProtocolError(
                 f"MaskedGradient from {party} is for epoch/batch {(msg.epoch, msg.batch)}; "
@@ -160,7 +198,60 @@ class ArbiterParty:
                 f"the masked range [0, 2^{self.budget.masked_bits}): refused. The sender packed "
                 "extra data into it, or its gradient overflowed the protocol's bit budget."
             )
-        return DecryptedGradient(epoch, batch, encode_residues(residues, self.budget.width))
+        if not self.shared:
+            if msg.squares is not None:
+                raise RemoteProtocolError(f"MaskedGradient from {party} carries squares, "
+                                          "which this job never asks for.")
+            return DecryptedGradient(epoch, batch, encode_residues(residues, self.budget.width))
+        rows = len(self.batches(epoch)[batch])
+        self.shares[party].step([int(r) for r in residues], cfg, epoch, rows)
+        share = EncryptedVector.encrypt(self.public_key, self.shares[party].weights,
+                                        cfg.score_frac_bits, self._randomizer)
+        squares = None
+        if msg.squares is not None:
+            if party != self.guest:
+                raise RemoteProtocolError(f"MaskedGradient from {party} carries squares; only "
+                                          "the guest asks for them.")
+            squares = encode_ciphertexts(self._squares(msg, epoch, rows))
+        return ShareUpdate(epoch, batch, encode_ciphertexts(share), squares)
+
+    def _squares(self, msg: MaskedGradient, epoch: int, rows: int) -> EncryptedVector:
+        """Fresh ``[[y^2]]`` of every packed value ``y`` of the guest (each checked below
+        ``2^(ℓq+κ+1)``: a masked value, not a packed secret)."""
+        g, cfg = self.guest, self.config
+        n_sq = msg.n_squares
+        if not 1 <= n_sq <= rows:
+            raise RemoteProtocolError(f"MaskedGradient from {g} asks for {n_sq} squares in a "
+                                      f"batch of {rows} rows.")
+        bits = square_slot_bits(cfg)
+        k = slots_per_ciphertext(self.public_key, bits)
+        assert msg.squares is not None
+        enc = decode_ciphertexts(self.public_key, msg.squares, peer=g, what="Squares request",
+                                 expected_len=-(-n_sq // k), frac_bits=score_scale_bits(cfg))
+        values: list[int] = []
+        try:
+            for i, r in enumerate(enc.decrypt_residues(self.private_key)):
+                values += unpack_residue(int(r), bits, min(k, n_sq - i * k))
+        except CryptoError:
+            raise RemoteProtocolError(f"The squares request from {g} (epoch {epoch}) is not a "
+                                      "packed vector: refused.") from None
+        limit = square_slot_limit(cfg)
+        if any(not 0 < v < limit for v in values):
+            raise RemoteProtocolError(f"The squares request from {g} (epoch {epoch}) holds a "
+                                      "value outside the masked range: refused.")
+        return EncryptedVector.encrypt(self.public_key, [v * v for v in values],
+                                       2 * score_scale_bits(cfg), self._randomizer)
+
+    def final_share(self, party: str) -> FinalShare:
+        """Protocol ``shared``, after the last epoch: the arbiter's share of ``party``'s
+        weights of the kept epoch, in the clear, to that party alone."""
+        if self.decision is None:
+            raise LocalProtocolError("No epoch has ended yet.")
+        epoch = self.kept_epoch if self.kept_epoch is not None else self.decision.epoch
+        state = self.shares[party]
+        values = state.snapshots[epoch] if epoch < len(state.snapshots) else state.weights
+        n = int(self.public_key.n)
+        return FinalShare(epoch, encode_residues([v % n for v in values], (n.bit_length() + 7) // 8))
 
     def on_epoch_loss(self, msg: EpochLoss, epoch: int) -> EpochDecision:
         """Decrypt the epoch loss and decide whether to stop."""
@@ -170,16 +261,22 @@ class ArbiterParty:
         F = self.config.score_frac_bits
         accurate = self.config.mode == "accurate"
         # Taylor: [[8 * 2^(2F) * sum of losses]] (non-negative); accurate mode:
-        # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win)
-        scale_bits = F + CURVATURE_FRAC_BITS if accurate else 2 * F
+        # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win);
+        # protocol shared: F_s = F + G for F, and 2 F_s + E in the accurate mode
+        if self.shared:
+            fs = score_scale_bits(self.config)
+            scale_bits = 2 * fs + (CURVATURE_FRAC_BITS if accurate else 0)
+        else:
+            scale_bits = F + CURVATURE_FRAC_BITS if accurate else 2 * F
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
                                  expected_len=1, frac_bits=scale_bits)
         total = int(enc.decrypt_residues(self.private_key)[0])
         denominator = (n_train << scale_bits) * (1 if accurate else 8)
-        if accurate and total > self.public_key.n // 2:
+        signed = accurate or self.shared  # shared Taylor: no square term before the squares
+        if signed and total > self.public_key.n // 2:
             total -= int(self.public_key.n)
         if not (-(denominator << LOSS_ROW_BITS) < total < denominator << LOSS_ROW_BITS) or (
-                total < 0 and not accurate):
+                total < 0 and not signed):
             raise RemoteProtocolError(
                 f"EpochLoss from {self.guest} (epoch {epoch}) decrypts outside the range of a "
                 f"{'' if accurate else 'Taylor '}loss (mean of magnitude below "
@@ -196,7 +293,15 @@ class ArbiterParty:
             self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
             and tol_applies(self.config, epoch)
         )
-        self.decision = EpochDecision(epoch, stop, loss)
+        guest_share = b""
+        if self.shared:
+            for state in self.shares.values():
+                state.snapshot()
+            if epoch in self.reveals and not stop:
+                n = int(self.public_key.n)
+                guest_share = encode_residues([v % n for v in self.shares[self.guest].weights],
+                                              (n.bit_length() + 7) // 8)
+        self.decision = EpochDecision(epoch, stop, loss, guest_share)
         return self.decision
 
     @property
@@ -216,7 +321,7 @@ class ArbiterParty:
             raise RemoteProtocolError(f"ValidationBatch from {g} is for epoch {msg.epoch}; "
                                       f"expected {epoch}.")
         n = self.n_validation
-        F = self.config.score_frac_bits
+        F = score_scale_bits(self.config)
         k = slots_per_ciphertext(self.public_key, VALIDATION_SLOT_BITS)
         enc = decode_ciphertexts(self.public_key, msg.scores, peer=g, what="ValidationBatch",
                                  expected_len=-(-n // k), frac_bits=F)
@@ -269,6 +374,7 @@ class ArbiterParty:
                 f"CalibrationRequest from {self.guest} names epoch {msg.best_epoch}; the best "
                 f"validation {'log-loss' if self.config.mode == 'accurate' else 'AUC'} was at "
                 f"epoch {best_epoch}.")
+        self.kept_epoch = best_epoch
         slope, intercept = platt_fit(s, y)
         if not (0 < slope <= MAX_CALIBRATION and abs(intercept) <= MAX_CALIBRATION):
             # not an increasing map within the report's range (few or odd validation rows):
@@ -323,4 +429,4 @@ class ArbiterParty:
     def host_decision(self) -> EpochDecision:
         """The latest decision as the hosts get it: whether to stop, without the loss."""
         decision = self.guest_decision()
-        return EpochDecision(decision.epoch, decision.stop, None)
+        return EpochDecision(decision.epoch, decision.stop, None)  # no guest share

@@ -15,7 +15,9 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "CLASS_WEIGHT_BITS", "LOSS_ROW_BITS", "LOSS_GRID_BITS", "message_limits",
            "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
            "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
-           "selection_key", "tol_applies", "MAX_ACCURATE_SCORE_FRAC_BITS"]
+           "selection_key", "tol_applies", "MAX_ACCURATE_SCORE_FRAC_BITS", "PROTOCOLS",
+           "SHARED_OPTIMIZERS", "score_scale_bits", "shared_squares_due", "square_slot_bits", "SQUARE_VALUE_BITS",
+           "MOMENTUM"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20
@@ -24,6 +26,18 @@ MIN_VALIDATION_ROWS = 20
 VALIDATION_SLOT_BITS = 72
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+#: Training protocols (``protocols/specs/hetero_lr.md``): ``shared`` keeps every party's
+#: weights as two additive shares (its own and the arbiter's) until the end, so no party
+#: sees a gradient; ``reveal-gradients`` is the protocol of versions 1-4, in which every
+#: party takes its plaintext gradient after every batch (a whole run of them tells a
+#: curious host the labels and a curious guest the hosts' scores: issue 24).
+PROTOCOLS = ("shared", "reveal-gradients")
+#: Optimisers whose update is linear in the gradient: they run on shares.
+SHARED_OPTIMIZERS = ("sgd", "momentum")
+#: Momentum factor of the ``momentum`` optimiser, as the fraction the shares use exactly.
+MOMENTUM = (9, 10)
+#: Secure squares (shared protocol): bound on ``|x| * 2^-F_s``, the value squared.
+SQUARE_VALUE_BITS = 16
 #: Training modes (``protocols/specs/hetero_lr.md``, "Accurate mode").
 MODES = ("accurate", "taylor")
 #: Accurate mode: each host clips its partial score to ``±CURVATURE_CLIP`` before squaring it
@@ -47,7 +61,7 @@ def min_batch_size(max_party_columns: int) -> int:
     return max(64, 4 * max_party_columns)
 
 
-@message("lr.TrainConfig/3")
+@message("lr.TrainConfig/4")
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """Hyper-parameters of hetero logistic regression (set by the guest).
@@ -146,6 +160,7 @@ class TrainConfig:
     class_weight: str = "none"
     mode: str = "accurate"
     curvature_every: int = 4
+    protocol: str = "reveal-gradients"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -204,6 +219,16 @@ class TrainConfig:
         if (not isinstance(self.curvature_every, int) or isinstance(self.curvature_every, bool)
                 or not 1 <= self.curvature_every <= 1000):
             raise bad("curvature_every", "an int in [1, 1000]")
+        if self.protocol not in PROTOCOLS:
+            raise bad("protocol", "one of " + ", ".join(PROTOCOLS))
+        if self.protocol == "shared" and self.optimizer not in SHARED_OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer {self.optimizer!r} squares or normalises the gradient, which no "
+                "party sees under protocol 'shared'; use 'momentum' (the default) or 'sgd', or "
+                "protocol 'reveal-gradients', which shows every party its gradients.")
+        if self.protocol == "shared" and self.penalty == "l1":
+            raise ConfigError("penalty 'l1' needs the sign of each weight, which no party "
+                              "knows during training under protocol 'shared'; use 'l2'.")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise bad("patience", "an int >= 0")
         if self.class_weight not in ("none", "balanced"):
@@ -254,6 +279,18 @@ def squares_due(config: TrainConfig, epoch: int, rows: object) -> object:
     return (r - (epoch - 1)) % config.curvature_every == 0
 
 
+def shared_squares_due(config: TrainConfig, epoch: int, rows: object) -> object:
+    """Protocol ``shared``: which of ``rows`` the guest has squared with the arbiter in
+    ``epoch`` (both modes; the Taylor mode uses them for its loss only): the accurate
+    mode's rule of :func:`squares_due`, every ``curvature_every`` epochs from epoch 1."""
+    import numpy as np
+
+    r = np.asarray(rows, dtype=np.int64)
+    if epoch < 1:
+        return np.zeros(r.shape, dtype=bool)
+    return (r - (epoch - 1)) % config.curvature_every == 0
+
+
 def selection_key(config: TrainConfig, epoch: int, auc: float,
                   log_loss: float) -> tuple[bool, float]:
     """How the guest picks the kept epoch and counts patience: the largest key wins.
@@ -282,10 +319,28 @@ def tol_applies(config: TrainConfig, epoch: int) -> bool:
     return config.mode != "accurate" or epoch >= config.curvature_every
 
 
+def score_scale_bits(config: TrainConfig) -> int:
+    """Fractional bits of the encrypted partial scores: ``F``; under protocol ``shared``
+    ``F + G`` (``F_s``: quantised features times weight shares at ``2^F``)."""
+    if config.protocol == "shared":
+        return config.score_frac_bits + config.feature_frac_bits
+    return config.score_frac_bits
+
+
+def square_slot_bits(config: TrainConfig) -> int:
+    """Bits per packed slot of a secure-squares request: ``x + 2^ℓq + r`` with
+    ``ℓq = F_s + SQUARE_VALUE_BITS`` and ``r < 2^(ℓq+κ)``, one bit of headroom."""
+    return score_scale_bits(config) + SQUARE_VALUE_BITS + MASK_KAPPA + 2
+
+
 def residual_frac_bits(config: TrainConfig) -> int:
     """Fractional bits of ``[[4d]]``: ``F``, plus the curvature factors' bits in accurate
-    mode, plus the class weights' bits with class weights."""
+    mode, plus the class weights' bits with class weights. Under protocol ``shared`` the
+    scores are at ``2^F_s`` and, in the accurate mode, the squares at ``2^(2 F_s)``."""
     extra = CURVATURE_FRAC_BITS if config.mode == "accurate" else 0
+    if config.protocol == "shared":
+        fs = score_scale_bits(config)
+        return (2 * fs if config.mode == "accurate" else fs) + extra + weight_frac_bits(config)
     return config.score_frac_bits + extra + weight_frac_bits(config)
 
 
@@ -451,12 +506,12 @@ def mask_budget(config: TrainConfig, n_train: int) -> MaskBudget:
     (+ CURVATURE_FRAC_BITS in accurate mode)``.
     """
     b = max(1, max_batch_rows(n_train, config.batch_size))
+    # the residual's fractional bits: F (+ 16 accurate) (+ 8 class weights); shared: F_s or
+    # 2 F_s (+ the same); the factors 4σ' ≤ 1 and |2σ''| < 1 add no integer bits
     ell = (b.bit_length() + config.feature_frac_bits + FEATURE_BITS
-           + config.score_frac_bits + RESIDUAL_BITS)
+           + residual_frac_bits(config) + RESIDUAL_BITS)
     if weight_frac_bits(config):
-        ell += weight_frac_bits(config) + CLASS_WEIGHT_BITS
-    if config.mode == "accurate":
-        ell += CURVATURE_FRAC_BITS  # the factors 4σ' ≤ 1 and |2σ''| < 1 add no integer bits
+        ell += CLASS_WEIGHT_BITS
     return MaskBudget(ell, ell + MASK_KAPPA + 1)
 
 

@@ -46,6 +46,7 @@ from vfl.lr.messages import (
     DecryptedGradient,
     EpochDecision,
     EpochLoss,
+    FinalShare,
     HostForward,
     HostHello,
     MaskedGradient,
@@ -53,6 +54,7 @@ from vfl.lr.messages import (
     PublicKeyAnnounce,
     Residual,
     ScoreRequest,
+    ShareUpdate,
     TrainingResult,
     TrainSetup,
     ValidationBatch,
@@ -138,6 +140,10 @@ class _Side:
 
     @property
     def taylor(self) -> bool:
+        return False
+
+    @property
+    def shared(self) -> bool:
         return False
 
     def _handler(self, kind: str, step: Step) -> Callable[..., Any]:
@@ -256,6 +262,10 @@ class _TrainingSide(_Side):
     def taylor(self) -> bool:
         return self.config.mode == "taylor"
 
+    @property
+    def shared(self) -> bool:
+        return self.config.protocol == "shared"
+
     def batches(self, epoch: int) -> list[list[int]]:
         plan: list[list[int]] = self.party.batches(epoch)
         return plan
@@ -270,12 +280,17 @@ def _walk(channel: Channel, side: _Side, steps: Sequence[Step]) -> None:
                 channel.send(peer, out[peer])
         elif act.kind is Act.RECV:
             (peer,) = act.peers
-            answer = side.consume(act.step, peer, channel.recv(peer, act.step.message))
+            # a step whose message depends on the protocol comes after the job is known
+            shared = act.step.shared_message is not None and side.shared
+            answer = side.consume(act.step, peer,
+                                  channel.recv(peer, act.step.message_for(shared)))
             if act.answer is not None:
-                if not isinstance(answer, act.answer.message):
+                want = act.answer.message_for(act.answer.shared_message is not None
+                                              and side.shared)
+                if not isinstance(answer, want):
                     raise LocalProtocolError(
-                        f"The {side.role} has no {act.answer.message.__name__} to answer "
-                        f"{act.step.message.__name__} from {peer}.")
+                        f"The {side.role} has no {want.__name__} to answer "
+                        f"{act.step.message_for(shared).__name__} from {peer}.")
                 channel.send(peer, answer)
         else:
             side.close_step(act.step)
@@ -407,8 +422,11 @@ class _GuestSide(_TrainingSide):
         self.party.close_batch()
 
     @_receives(sch.DECRYPTED_GUEST)
-    def _decrypted(self, peer: str, msg: DecryptedGradient) -> None:
-        self.party.on_decrypted(msg, peer=peer)
+    def _decrypted(self, peer: str, msg: DecryptedGradient | ShareUpdate) -> None:
+        if isinstance(msg, ShareUpdate):
+            self.party.on_share_update(msg, peer=peer)
+        else:
+            self.party.on_decrypted(msg, peer=peer)
 
     @_receives(sch.VALIDATION_SCORES)
     def _validation_scores(self, peer: str, msg: ValidationScores) -> None:
@@ -442,6 +460,11 @@ class _GuestSide(_TrainingSide):
     @_receives(sch.CALIBRATION)
     def _calibration(self, peer: str, msg: CalibrationReport) -> None:
         self.party.on_calibration_report(msg, peer=peer)
+
+    @_receives(sch.FINAL_GUEST)
+    def _final(self, peer: str, msg: FinalShare) -> None:
+        best = self.party.best_epoch
+        self.party.on_final_share(msg, peer=peer, epoch=self.epoch if best is None else best)
 
 
 def run_guest_training(channel: Channel, name: str, X: FloatArray, y: FloatArray,
@@ -581,9 +604,12 @@ class _HostSide(_TrainingSide):
         return _to(peers, cross)
 
     @_receives(sch.DECRYPTED_HOSTS)
-    def _decrypted(self, peer: str, msg: DecryptedGradient) -> None:
+    def _decrypted(self, peer: str, msg: DecryptedGradient | ShareUpdate) -> None:
         self._out = None
-        self.party.on_decrypted(msg, peer=peer)
+        if isinstance(msg, ShareUpdate):
+            self.party.on_share_update(msg, peer=peer)
+        else:
+            self.party.on_decrypted(msg, peer=peer)
 
     @_sends(sch.VALIDATION_SCORES)
     def _validation_scores(self, peers: tuple[str, ...]) -> dict[str, object]:
@@ -596,6 +622,11 @@ class _HostSide(_TrainingSide):
     @_receives(sch.RESULT)
     def _result(self, peer: str, msg: TrainingResult) -> None:
         self.party.on_training_result(msg)
+
+    @_receives(sch.FINAL_HOSTS)
+    def _final(self, peer: str, msg: FinalShare) -> None:
+        best = self.party.best_epoch
+        self.party.on_final_share(msg, peer=peer, epoch=self.epoch if best is None else best)
 
 
 def run_host_training(channel: Channel, name: str, X: FloatArray, *, guest: str, arbiter: str,
@@ -705,12 +736,12 @@ class _ArbiterSide(_TrainingSide):
         return _to(peers, self.party.announce())
 
     @_receives(sch.GRADIENT_GUEST)
-    def _gradient_guest(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+    def _gradient_guest(self, peer: str, msg: MaskedGradient) -> DecryptedGradient | ShareUpdate:
         self._save_key_if_due()
         return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
 
     @_receives(sch.GRADIENT_HOSTS)
-    def _gradient_host(self, peer: str, msg: MaskedGradient) -> DecryptedGradient:
+    def _gradient_host(self, peer: str, msg: MaskedGradient) -> DecryptedGradient | ShareUpdate:
         self._save_key_if_due()
         return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
 
@@ -768,6 +799,14 @@ class _ArbiterSide(_TrainingSide):
     @_sends(sch.DECISION_HOSTS)
     def _decision_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
         return _to(peers, self.party.host_decision())
+
+    @_sends(sch.FINAL_GUEST)
+    def _final_guest(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return {p: self.party.final_share(p) for p in peers}
+
+    @_sends(sch.FINAL_HOSTS)
+    def _final_hosts(self, peers: tuple[str, ...]) -> dict[str, object]:
+        return {p: self.party.final_share(p) for p in peers}
 
     @_receives(sch.VALIDATION_BATCH)
     def _validation_batch(self, peer: str, msg: ValidationBatch) -> ValidationMetrics:

@@ -157,6 +157,15 @@ class GuestLogisticRegression(BaseEstimator):
         around the guest's own score, within 0.002 AUC of exact logistic
         regression on default_credit; ``"taylor"``: the expansion around 0
         that FATE uses. See ``protocols/specs/hetero_lr.md``, "Accurate mode".
+    protocol : {"shared", "reveal-gradients"}
+        ``"shared"``: every party's weights exist during training only as two
+        additive shares, its own and the arbiter's, so no party sees a
+        gradient; each party learns its own final weights (and the guest, in
+        the accurate mode, its weights at some epoch ends: ``hetero_lr.md``,
+        "Secret-shared training"). ``"reveal-gradients"``: the protocol of
+        versions 1-4, in which every party sees its plaintext gradient after
+        every batch; a whole run of them tells a curious host the labels and a
+        curious guest the hosts' scores.
     randomizer_bits : int or None
         Length of this party's secret encryption exponents (None: half the
         key length, the conservative default; at least 448; see
@@ -199,7 +208,8 @@ class GuestLogisticRegression(BaseEstimator):
                  validation_fraction: float = 0.2, patience: int = 5,
                  class_weight: str = "none", init_score_std: float = 0.5,
                  score_frac_bits: int = 32, feature_frac_bits: int = 20,
-                 mode: str = "accurate", curvature_every: int = 4) -> None:
+                 mode: str = "accurate", curvature_every: int = 4,
+                 protocol: str = "reveal-gradients") -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -224,6 +234,7 @@ class GuestLogisticRegression(BaseEstimator):
         self.feature_frac_bits = feature_frac_bits
         self.mode = mode
         self.curvature_every = curvature_every
+        self.protocol = protocol
 
     @classmethod
     def from_config(cls, config: TrainConfig, **params: Any) -> GuestLogisticRegression:

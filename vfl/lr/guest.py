@@ -20,7 +20,14 @@ from vfl.crypto.store import CiphertextStore
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
-from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
+from vfl.lr._party import GradientParty, QuantizedMatrix, decode_signed, shifted_column
+from vfl.lr._shared import (
+    check_guest_equations,
+    draw_square_masks,
+    guest_reveals,
+    int_matvec,
+    square_slot_bits,
+)
 from vfl.lr.config import (
     CLASS_WEIGHT_BITS,
     CURVATURE_FRAC_BITS,
@@ -33,6 +40,8 @@ from vfl.lr.config import (
     min_batch_size,
     residual_frac_bits,
     row_weights,
+    score_scale_bits,
+    shared_squares_due,
     selection_key,
     squares_due,
     validation_split,
@@ -52,6 +61,7 @@ from vfl.lr.messages import (
     PartialScores,
     Residual,
     ScoreRequest,
+    ShareUpdate,
     TrainingResult,
     TrainSetup,
     ValidationBatch,
@@ -145,6 +155,22 @@ class GuestParty(GradientParty):
         self.coef = init.copy()
         #: the secret random start (kept by the guest only; lets a run be replayed)
         self.initial_coef = init.copy()
+        if self.shared:
+            # protocol shared: the start is the guest's own share (the arbiter's is 0); the
+            # projection matrix carries a column of 2^G for the intercept
+            self._start_share(init)
+            G = cfg.feature_frac_bits
+            Xs, off = self.X.shifted, self.X.offsets
+            self._signed = Xs - off
+            if cfg.fit_intercept:
+                Xs = np.hstack([Xs, np.full((Xs.shape[0], 1), 1 << G, dtype=np.int64)])
+                off = np.append(off, 0).astype(np.int64)
+            self._xi_shifted, self._xi_offsets = Xs, off
+            #: accurate mode: the weights the guest expands around (learnt at epoch ends)
+            self._expansion = list(self.share.weights)
+            self.reveals = guest_reveals(cfg, k, self.n_train)
+            check_guest_equations(cfg, k, self.n_train)
+        self._sq: tuple[list[int], list[int], EncryptedVector] | None = None
         self.loss_history: list[float] = []
         self._hellos: dict[str, HostHello] = {}
         self._forwards: dict[str, HostForward] = {}
@@ -349,6 +375,8 @@ class GuestParty(GradientParty):
         F = cfg.score_frac_bits
         if set(self._forwards) != set(self.hosts):
             raise LocalProtocolError("Residuals requested before every host's scores arrived.")
+        if self.shared:
+            return self._shared_residuals(epoch, batch, rows)
         if cfg.mode == "accurate":
             return self._accurate_residuals(epoch, batch, rows)
         host_scores = [
@@ -460,6 +488,163 @@ class GuestParty(GradientParty):
         self._forwards = {}
         return {host: Residual(epoch, batch, wire_d4, None) for host in self.hosts}
 
+    # ------------------------------------------------------- protocol shared
+    def _shared_residuals(self, epoch: int, batch: int, rows: list[int]) -> dict[str, Residual]:
+        """Protocol ``shared``: ``[[4d]]`` from the joint score ``[[s]]``, which no one sees.
+
+        ``[[s]] = sum_k [[h_k]] + X_b U_g + X_b [[V_g]]`` (the guest's own share in the
+        clear, the arbiter's encrypted). Taylor mode: ``[[4d]] = [[s]] - 2y``. Accurate
+        mode, around the guest's score ``g~`` with the weights it learnt at the last
+        epoch end it was told them (its start before): ``[[4d]] = c1 [[x]] + c2 [[q]] +
+        4(σ(g~) - y)`` with ``x = s - g~`` and ``q`` the row's stored square of ``x``.
+        The rows due for new squares go to the arbiter masked, with the gradient.
+        """
+        key, _ = self._require_key()
+        cfg = self.config
+        F, G, E = cfg.score_frac_bits, cfg.feature_frac_bits, CURVATURE_FRAC_BITS
+        Fs = F + G
+        b = len(rows)
+        total: EncryptedVector | None = None
+        for h in self.hosts:
+            fwd = self._forwards[h]
+            enc = decode_ciphertexts(key, fwd.scores, peer=h, what="HostForward",
+                                     expected_len=b, frac_bits=Fs)
+            for part, what in ((fwd.square_sum, "square sum"), (fwd.squares, "squares")):
+                decode_ciphertexts(key, part, peer=h, what=f"HostForward {what}",
+                                   expected_len=0, frac_bits=0)
+            total = enc if total is None else total.add(enc)
+        assert total is not None
+        self._forwards = {}
+        own = self._shared_scores(self._xi_shifted[rows], self._xi_offsets,
+                                  self._signed[rows], fresh=False)
+        s_enc = total.add(own)
+        engine = self._require_engine()
+        if self._squares is None:
+            self._squares = CiphertextStore(self.n_rows, key.ciphertext_bytes)
+        stored = self._squares.get(rows)
+        have = np.array([c is not None for c in stored], dtype=bool)
+        q: EncryptedVector | None = None
+        if have.any():
+            q = EncryptedVector(key, [c if c is not None else s_enc.ciphertexts[i]
+                                      for i, c in enumerate(stored)], 2 * Fs)
+        y01 = (self.y_pm[rows] + 1.0) / 2.0
+        w = None if self.weights is None else self.weights[rows]  # type: ignore[index]
+        if cfg.mode == "taylor":
+            raw = s_enc.add_plain([-(int(v) << (Fs + 1)) for v in self.y_pm[rows].tolist()])
+            if w is not None:
+                raw = raw.mul_elementwise(w.tolist()).at_scale(Fs + weight_frac_bits(cfg))
+            x = s_enc
+            plain = 8.0 * LOG2 * b
+        else:
+            gt_int = int_matvec(self._signed[rows], self._expansion, G)
+            gt = np.array([float(v) for v in gt_int]) / 2.0**Fs
+            x = s_enc.add_plain([-v for v in gt_int])
+            sig = 1.0 / (1.0 + np.exp(-gt))
+            c1 = quantize(4.0 * sig * (1.0 - sig), E)
+            c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E) * have
+            P = [int(np.ldexp(v, 2 * Fs + E)) for v in (4.0 * (sig - y01)).tolist()]
+            if w is not None:
+                c1, c2 = c1 * w, c2 * w
+                P = [p * int(k) for p, k in zip(P, w.tolist(), strict=True)]
+            x_hi = engine.combine_rows([x], [np.full(b, 1 << Fs, dtype=np.int64)], 2 * Fs)
+            vectors, factors = [x_hi], [c1]
+            if q is not None:
+                vectors.append(q)
+                factors.append(c2)
+            raw = engine.combine_rows(vectors, factors, residual_frac_bits(cfg)).add_plain(P)
+            self._sig, self._gt = sig, gt
+            plain = float(np.sum(np.logaddexp(0.0, gt) - y01 * gt))
+        d4 = engine.rerandomize(raw)
+        self._d4 = d4
+        self._rows = rows
+        self._epoch, self._batch = epoch, batch
+        self._x_enc, self._q_batch, self._have = x, q, have
+        loss_bits = 2 * Fs + (E if cfg.mode == "accurate" else 0)
+        self._plain_loss = int(np.ldexp(plain, loss_bits))
+        self._loss_parts = []
+        # squares of the rows due: x + c masked for the arbiter, who squares them
+        due = np.flatnonzero(np.asarray(shared_squares_due(cfg, epoch, rows), dtype=bool))
+        self._sq = None
+        if due.size:
+            c = draw_square_masks(cfg, int(due.size))
+            xd = x.take(due.tolist())
+            self._sq = ([rows[i] for i in due.tolist()], c, xd)
+        wire_d4 = encode_ciphertexts(d4)
+        return {host: Residual(epoch, batch, wire_d4, None) for host in self.hosts}
+
+    def _shared_gradient(self) -> MaskedGradient:
+        """Protocol ``shared``: ``[[X^T 4d]]`` masked, the batch's loss terms, and the rows
+        due for squares packed and masked (``x + 2^ℓq + r``) for the arbiter."""
+        key, _ = self._require_key()
+        cfg = self.config
+        G, E = cfg.feature_frac_bits, CURVATURE_FRAC_BITS
+        Fs = cfg.score_frac_bits + G
+        rows = self._rows
+        engine = self._require_engine()
+        gradient, d4_sum = engine.matvec_t_and_sum(self.X.shifted[rows], self.X.offsets,
+                                                   self._d4, G)
+        if cfg.fit_intercept:
+            gradient = gradient.concat(d4_sum.mul_scalar(1 << G, G))
+        y_pm = self.y_pm[rows]
+        parts: list[EncryptedVector] = []
+        if cfg.mode == "taylor":
+            # 8 * loss at 2^(2 F_s): 8 log 2 - 4 y s + q
+            col, off = shifted_column(y_pm, 0)
+            ys = engine.matvec_t(col[:, None], np.array([off], dtype=np.int64), self._x_enc, 0)
+            parts.append(ys.mul_scalar(-(4 << Fs), Fs))
+            qe = 1
+        else:
+            # loss at 2^(2 F_s + E): l(g~) + (σ - y) x + σ' q / 2
+            y01 = (y_pm + 1.0) / 2.0
+            a, a_off = shifted_column(self._sig - y01, E)
+            ax = engine.matvec_t(a[:, None], np.array([a_off], dtype=np.int64), self._x_enc, E)
+            parts.append(ax.mul_scalar(1 << Fs, Fs))
+            qe = 0
+        if self._q_batch is not None:
+            if cfg.mode == "taylor":
+                coef = self._have.astype(np.float64)
+                bcol, b_off = shifted_column(coef, 0)
+                parts.append(engine.matvec_t(bcol[:, None], np.array([b_off], dtype=np.int64),
+                                             self._q_batch, 0))
+            else:
+                bcol, b_off = shifted_column(0.5 * self._sig * (1.0 - self._sig) * self._have,
+                                             E)
+                parts.append(engine.matvec_t(bcol[:, None], np.array([b_off], dtype=np.int64),
+                                             self._q_batch, E))
+        del qe
+        self._loss_parts = parts
+        squares = None
+        if self._sq is not None:
+            _, c, xd = self._sq
+            packed = xd.add_plain(c).pack(square_slot_bits(cfg))
+            squares = encode_ciphertexts(engine.rerandomize(packed))
+        engine.prefill(len(rows) * len(self.hosts))
+        masked = self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
+        n_sq = 0 if self._sq is None else len(self._sq[0])
+        return dataclasses.replace(masked, squares=squares, n_squares=n_sq)
+
+    def on_share_update(self, msg: ShareUpdate, *, peer: str) -> None:
+        """The arbiter's new share (:meth:`GradientParty.on_share_update`); and for the rows
+        due, ``[[x^2]] = [[y^2]] - 2c [[x]] - c^2`` from the arbiter's ``[[y^2]]``, stored."""
+        key, _ = self._require_key()
+        pending, self._sq = self._sq, None
+        super().on_share_update(msg, peer=peer)
+        Fs = self.config.score_frac_bits + self.config.feature_frac_bits
+        if pending is None:
+            if msg.squares is not None:
+                raise RemoteProtocolError(f"ShareUpdate from {peer} carries squares that were "
+                                          "not asked for.")
+            return
+        if msg.squares is None:
+            raise RemoteProtocolError(f"ShareUpdate from {peer} lacks the squares asked for.")
+        due_rows, c, xd = pending
+        ysq = decode_ciphertexts(key, msg.squares, peer=peer, what="ShareUpdate squares",
+                                 expected_len=len(due_rows), frac_bits=2 * Fs)
+        q = ysq.add_multiple(xd.at_scale(2 * Fs), [-2 * ci for ci in c]).add_plain(
+            [-ci * ci for ci in c])
+        assert self._squares is not None
+        self._squares.put(due_rows, q.ciphertexts)
+
     def _guest_scores_checked(self, rows: list[int], epoch: int, batch: int) -> FloatArray:
         """The guest's scores of ``rows``, refused (as in Taylor mode) if training diverged."""
         g = self.partial_scores(rows)
@@ -469,6 +654,8 @@ class GuestParty(GradientParty):
     def masked_gradient(self) -> MaskedGradient:
         """``[[X_b^T 4d]]`` (and intercept) masked for the arbiter; keeps the loss terms."""
         cfg = self.config
+        if self.shared:
+            return self._shared_gradient()
         if cfg.mode == "accurate":
             return self._accurate_gradient()
         F, G = cfg.score_frac_bits, cfg.feature_frac_bits
@@ -556,6 +743,14 @@ class GuestParty(GradientParty):
         """Check the arbiter's decision for ``epoch`` and keep the loss it reports."""
         if msg.epoch != epoch or msg.loss is None:
             raise RemoteProtocolError(f"Malformed EpochDecision from {peer}.")
+        if self.shared and (epoch in self.reveals and not msg.stop):
+            key, _ = self._require_key()
+            theirs = decode_signed(msg.guest_share, key, self.n_weights, peer=peer,
+                                   what="EpochDecision guest share")
+            self._expansion = [a + b for a, b in zip(self.share.weights, theirs, strict=True)]
+        elif msg.guest_share:
+            raise RemoteProtocolError(f"EpochDecision from {peer} (epoch {epoch}) carries the "
+                                      "guest's weights, which this job does not send then.")
         self.loss_history.append(msg.loss)
         return msg
 
@@ -568,7 +763,7 @@ class GuestParty(GradientParty):
                                       f"expected {epoch}.")
         self._validation_scores[host] = decode_ciphertexts(
             key, msg.scores, peer=host, what="ValidationScores",
-            expected_len=len(self.validation_rows), frac_bits=self.config.score_frac_bits)
+            expected_len=len(self.validation_rows), frac_bits=score_scale_bits(self.config))
 
     def validation_batch(self, epoch: int) -> ValidationBatch:
         """``[[s_v]] = [[sum_k h_k]] + s_g`` in a fresh secret order, packed, re-randomised, with the labels.
@@ -586,16 +781,23 @@ class GuestParty(GradientParty):
             raise LocalProtocolError(
                 f"Validation before the ValidationScores of {', '.join(missing)}.")
         rows = self.validation_rows
-        own = self._quantized_scores(self.partial_scores(rows), epoch, 0, set_by=None)
         total = EncryptedVector.sum_all([self._validation_scores.pop(h) for h in self.hosts])
         order = list(range(len(rows)))
         secrets.SystemRandom().shuffle(order)
         offset = 1 << (VALIDATION_SLOT_BITS - 1)  # slots hold non-negative values
-        shifted = total.add_plain([int(v) + offset for v in own.tolist()])
+        if self.shared:  # the guest's own scores from its two shares, encrypted
+            own_enc = self._shared_scores(self._xi_shifted[rows], self._xi_offsets,
+                                          self._signed[rows], fresh=False)
+            shifted = total.add(own_enc).add_plain([offset] * len(rows))
+            self.share.snapshot()
+        else:
+            own = self._quantized_scores(self.partial_scores(rows), epoch, 0, set_by=None)
+            shifted = total.add_plain([int(v) + offset for v in own.tolist()])
         packed = shifted.take(order).pack(VALIDATION_SLOT_BITS)
         joint = self._require_engine().rerandomize(packed)
         y = (self.y_pm[np.asarray(rows, dtype=np.int64)[order]] > 0).astype(np.uint8)
-        self.snapshots.append(self.coef.copy())
+        if not self.shared:
+            self.snapshots.append(self.coef.copy())
         return ValidationBatch(epoch, encode_ciphertexts(joint), np.packbits(y).tobytes())
 
     def on_validation_metrics(self, msg: ValidationMetrics, epoch: int, *,
@@ -633,7 +835,8 @@ class GuestParty(GradientParty):
         """Keep the weights of the epoch with the best validation figure (log-loss in the
         accurate mode, AUC in the Taylor mode)."""
         best = self._best_index()
-        self.coef = self.snapshots[best].copy()
+        if not self.shared:  # shared: the weights come with the arbiter's FinalShare
+            self.coef = self.snapshots[best].copy()
         self.best_epoch = best
         return best
 

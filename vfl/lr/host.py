@@ -15,7 +15,8 @@ import numpy as np
 from vfl.checkpoint import CheckpointError, PartyCheckpoint
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
-from vfl.exceptions import LocalProtocolError, RemoteProtocolError
+from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
+from vfl.lr._shared import check_guest_equations
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
 from vfl.lr.config import (
     CURVATURE_CLIP,
@@ -114,12 +115,18 @@ class HostParty(GradientParty):
                 f"a batch needs at least {min_batch_size(widest)} rows so no party can solve for "
                 "the residuals from its gradient."
             )
+        if cfg.protocol == "shared":
+            try:
+                check_guest_equations(cfg, setup.columns[0], n_train)
+            except ConfigError as exc:
+                raise RemoteProtocolError(f"{name} refuses the job of {guest}: {exc}") from None
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)
         self.n_train = n_train
         self.budget = mask_budget(cfg, n_train)
         self.validation_rows = val
         self.hosts = list(setup.hosts)
         self.snapshots: list[FloatArray] = []
+        self.best_epoch: int | None = None
         self._scores: FloatArray | None = None
         self._batch_idx: list[int] = []
 
@@ -140,8 +147,20 @@ class HostParty(GradientParty):
     def forward(self, epoch: int, batch: int, rows: list[int]) -> HostForward:
         """Encrypt this host's partial scores ``X_b w_h``, with their square sum (Taylor mode)
         or the clipped squares of the batch rows that are due (accurate mode,
-        :func:`~vfl.lr.config.squares_due`), in batch order."""
+        :func:`~vfl.lr.config.squares_due`), in batch order.
+
+        Protocol ``shared``: ``[[X_b U + X_b [[V]]]]`` from its own weight share ``U`` and
+        the arbiter's encrypted one, fresh randomness added; nothing else (the guest
+        squares joint values with the arbiter)."""
         key, rnd = self._require_key()
+        if self.shared:
+            none = encode_ciphertexts(EncryptedVector(key, [], 0))
+            X = self.X
+            enc = self._shared_scores(X.shifted[rows], X.offsets,
+                                      X.shifted[rows] - X.offsets, fresh=True)
+            self._batch_idx = rows
+            self._epoch, self._batch = epoch, batch
+            return HostForward(epoch, batch, encode_ciphertexts(enc), none, none)
         F = self.config.score_frac_bits
         h = self.X.values[rows] @ self.coef
         H = self._quantized_scores(h, epoch, batch, set_by=self.guest)
@@ -178,10 +197,10 @@ class HostParty(GradientParty):
         grad = engine.matvec_t(self.X.shifted[rows], self.X.offsets, enc, cfg.feature_frac_bits)
         masked = self._mask_and_send(grad, self._epoch, self._batch, len(rows))
         cross = None
-        if cfg.mode == "accurate":
+        if cfg.mode == "accurate" or self.shared:
             if msg.earlier_scores is not None:  # no cross terms in accurate mode
                 raise RemoteProtocolError(f"Residual from {self.guest} carries earlier hosts' "
-                                          "scores, which accurate mode never sends.")
+                                          "scores, which this job never sends.")
         elif self.index > 0:
             if msg.earlier_scores is None:
                 raise RemoteProtocolError(f"Residual from {self.guest} lacks the earlier scores.")
@@ -194,7 +213,8 @@ class HostParty(GradientParty):
                                  cfg.feature_frac_bits).rerandomize(rnd)
             cross = CrossTerm(self._epoch, self._batch, encode_ciphertexts(ct))
         # randomisers for the next batch (and its share of squares), made while we wait
-        share = 1.0 + (1.0 / cfg.curvature_every if cfg.mode == "accurate" else 0.0)
+        share = 1.0 + (1.0 / cfg.curvature_every
+                       if cfg.mode == "accurate" and not self.shared else 0.0)
         engine.prefill(int(len(rows) * share))
         return masked, cross
 
@@ -209,6 +229,12 @@ class HostParty(GradientParty):
         """
         self._require_key()
         val = self.validation_rows
+        if self.shared:
+            X = self.X
+            enc = self._shared_scores(X.shifted[val], X.offsets, X.shifted[val] - X.offsets,
+                                      fresh=True)
+            self.share.snapshot()
+            return ValidationScores(epoch, encode_ciphertexts(enc))
         H = self._quantized_scores(self.X.values[val] @ self.coef, epoch, 0, set_by=self.guest)
         enc = self._require_engine().encrypt(H, self.config.score_frac_bits)
         self.snapshots.append(self.coef.copy())
@@ -238,11 +264,15 @@ class HostParty(GradientParty):
         return msg.stop
 
     def on_training_result(self, msg: TrainingResult) -> None:
-        """Keep the weights of the epoch the guest names best."""
-        if not 0 <= msg.best_epoch < len(self.snapshots):
+        """Keep the weights of the epoch the guest names best (protocol ``shared``: this
+        host's share of them, until the arbiter's :class:`FinalShare`)."""
+        ran = len(self.share.snapshots) if self.shared else len(self.snapshots)
+        if not 0 <= msg.best_epoch < ran:
             raise RemoteProtocolError(f"{self.guest} named epoch {msg.best_epoch} as best; "
-                                      f"{len(self.snapshots)} epochs ran.")
-        self.coef = self.snapshots[msg.best_epoch].copy()
+                                      f"{ran} epochs ran.")
+        self.best_epoch = msg.best_epoch
+        if not self.shared:
+            self.coef = self.snapshots[msg.best_epoch].copy()
 
 
 def clipped_squares(X: FloatArray, coef: FloatArray, frac_bits: int) -> IntArray:

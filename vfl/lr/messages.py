@@ -20,6 +20,8 @@ __all__ = [
     "CrossTerm",
     "MaskedGradient",
     "DecryptedGradient",
+    "ShareUpdate",
+    "FinalShare",
     "EpochLoss",
     "EpochDecision",
     "ScoreRequest",
@@ -112,14 +114,45 @@ class CrossTerm:
     value: Ciphertexts
 
 
-@message("lr.MaskedGradient/2")
+@message("lr.MaskedGradient/3")
 @dataclass(frozen=True, slots=True)
 class MaskedGradient:
-    """Party → arbiter: ``[[X_b^T 4d + 2^ℓ + r]]`` with a secret mask ``r < 2^(ℓ+κ)``."""
+    """Party → arbiter: ``[[X_b^T 4d + 2^ℓ + r]]`` with a secret mask ``r < 2^(ℓ+κ)``.
+
+    Protocol ``shared``, the guest only: ``squares`` packs ``[[x_i + 2^ℓq + r_i]]`` of
+    the batch rows due for new squares (``x = s - g~``, or ``s`` in the Taylor mode),
+    each ``r_i < 2^(ℓq+κ)`` secret; empty otherwise.
+    """
 
     epoch: int
     batch: int
     values: Ciphertexts
+    squares: Ciphertexts | None = None
+    n_squares: int = 0
+
+
+@message("lr.ShareUpdate/1")
+@dataclass(frozen=True, slots=True)
+class ShareUpdate:
+    """Arbiter → party (protocol ``shared``): the arbiter's new share of the party's
+    weights, encrypted under its own key, ``[[V]]`` at ``2^F``; for the guest also
+    ``[[y_i^2]]`` of each packed square value it sent (fresh encryptions)."""
+
+    epoch: int
+    batch: int
+    share: Ciphertexts
+    squares: Ciphertexts | None = None
+
+
+@message("lr.FinalShare/1")
+@dataclass(frozen=True, slots=True)
+class FinalShare:
+    """Arbiter → party after the last epoch (protocol ``shared``): the arbiter's share of
+    the party's weights of the kept epoch, in the clear (``2^F``; each value mod ``n``
+    at the key's width, read as signed)."""
+
+    epoch: int
+    share: bytes  # signed values mod n, fixed width (vfl.crypto.wire.encode_residues)
 
 
 @message("lr.DecryptedGradient/2")
@@ -143,14 +176,20 @@ class EpochLoss:
     stop_requested: bool  # the guest's validation-based early stop
 
 
-@message("lr.EpochDecision/1")
+@message("lr.EpochDecision/2")
 @dataclass(frozen=True, slots=True)
 class EpochDecision:
-    """Arbiter → guest and hosts: continue or stop (the loss goes to the guest only)."""
+    """Arbiter → guest and hosts: continue or stop (the loss goes to the guest only).
+
+    Protocol ``shared``, accurate mode, to the guest only: ``guest_share`` is the
+    arbiter's share of the guest's weights after this epoch (at ``2^F``), so that the
+    guest can expand around its own score in the next epoch; empty otherwise.
+    """
 
     epoch: int
     stop: bool
     loss: float | None
+    guest_share: bytes = b""  # signed values mod n, fixed width
 
 
 @message("lr.TrainingResult/1")

@@ -60,6 +60,9 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     ``validation_rows``.
     """
     cfg = config
+    if cfg.protocol == "shared":
+        return _fit_shared(X_guest, y, X_hosts, cfg, initial_guest_coef=initial_guest_coef,
+                           validation_rows=validation_rows)
     F, G = cfg.score_frac_bits, cfg.feature_frac_bits
     Xg = QuantizedMatrix.build(X_guest, G).values
     Xh = [QuantizedMatrix.build(X, G).values for X in X_hosts]
@@ -191,3 +194,105 @@ def _accurate_batch(cfg: TrainConfig, rows: list[int], g: FloatArray, y_pm: Floa
 def _idot(a: np.ndarray, b: np.ndarray) -> int:
     """Exact integer dot product of two int64 vectors."""
     return sum(int(x) * int(y) for x, y in zip(a.tolist(), b.tolist(), strict=True))
+
+
+def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
+                cfg: TrainConfig, *, initial_guest_coef: FloatArray | None,
+                validation_rows: list[int] | None) -> ReferenceResult:
+    """Protocol ``shared`` in the clear (``hetero_lr.md``, "Secret-shared training").
+
+    The weights are what the two shares add up to; the encrypted run rounds
+    each share separately (``2^-F`` per share and step), far below the 1e-6
+    the tests allow. Per batch, Taylor mode: ``4d = s - 2y``; accurate mode:
+    ``4d = 4(σ(g~) - y) + c1 (s - g~) + c2 q`` around the guest's score ``g~``
+    with its weights at the start of the epoch, ``c1 = Q_16(4σ'(g~))``,
+    ``c2 = Q_16(2σ''(g~))``, ``q`` the row's stored square of ``s - g~`` (0 until
+    its first; new squares of the rows due are taken after the batch's
+    residual and serve from the row's next batch on). Taylor mode stores
+    squares of ``s`` for its loss only. The optimiser is linear in the
+    gradient (``sgd``, ``momentum`` with factor 9/10), plus the L2 term.
+    """
+    from vfl.lr.config import MOMENTUM, shared_squares_due
+
+    F, G, E = cfg.score_frac_bits, cfg.feature_frac_bits, CURVATURE_FRAC_BITS
+    Xg = QuantizedMatrix.build(X_guest, G).values
+    Xh = [QuantizedMatrix.build(X, G).values for X in X_hosts]
+    y_pm = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    y01 = (y_pm + 1.0) / 2.0
+    n, kg = Xg.shape
+    val = (sorted(int(r) for r in validation_rows) if validation_rows is not None
+           else validation_split(y, cfg.validation_fraction))
+    train = np.setdiff1d(np.arange(n), np.asarray(val, dtype=np.int64))
+    if initial_guest_coef is not None:
+        wg = np.asarray(initial_guest_coef, dtype=np.float64).copy()
+    else:
+        wg = initial_guest_coef_fn(Xg[train], y_pm[train], fit_intercept=cfg.fit_intercept)
+    # the guest's start is its own share: quantised at 2^-F like every share
+    wg = np.round(wg * 2.0**F) / 2.0**F
+    wh = [np.zeros(X.shape[1]) for X in Xh]
+    fi = cfg.fit_intercept
+    mg, mh = np.zeros_like(wg), [np.zeros_like(w) for w in wh]
+    mask_g = np.ones_like(wg)
+    if fi:
+        mask_g[kg] = 0.0
+    beta = MOMENTUM[0] / MOMENTUM[1] if cfg.optimizer == "momentum" else 0.0
+    accurate = cfg.mode == "accurate"
+    W = row_weights((np.asarray(y) > 0.5).astype(np.int64), cfg, train)
+    q = np.zeros(n)
+    have = np.zeros(n, dtype=bool)
+    n_train = n - len(val)
+    history: list[float] = []
+    epochs_run = 0
+
+    def guest_score(w: FloatArray, rows: object) -> FloatArray:
+        out: FloatArray = Xg[rows] @ w[:kg] + (w[kg] if fi else 0.0)
+        return out
+
+    for epoch in range(cfg.epochs):
+        w_start = wg.copy()  # accurate mode: the guest learns these, its expansion point
+        lr = cfg.learning_rate / (1.0 + cfg.decay * epoch)
+        loss = 0.0
+        for rows in epoch_batches(n, val, cfg, epoch):
+            r = np.asarray(rows, dtype=np.int64)
+            b = len(rows)
+            s = guest_score(wg, r) + sum((X[r] @ w for X, w in zip(Xh, wh, strict=True)),
+                                         np.zeros(b))
+            if accurate:
+                gt = guest_score(w_start, r)
+                sig = 1.0 / (1.0 + np.exp(-gt))
+                x = s - gt
+                c1 = quantize(4.0 * sig * (1.0 - sig), E) / 2.0**E
+                c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E) / 2.0**E
+                d4 = 4.0 * (sig - y01[r]) + c1 * x + c2 * q[r] * have[r]
+                # the linear and square terms with the guest's quantised factors
+                loss += float(np.sum(np.logaddexp(0.0, gt) - y01[r] * gt
+                                     + quantize(sig - y01[r], E) / 2.0**E * x
+                                     + quantize(0.5 * sig * (1.0 - sig) * have[r], E) / 2.0**E
+                                     * q[r]))
+                fresh = x
+            else:
+                d4 = s - 2.0 * y_pm[r]
+                loss += float(np.sum(math.log(2.0) - 0.5 * y_pm[r] * s + q[r] * have[r] / 8.0))
+                fresh = s
+            due = np.asarray(shared_squares_due(cfg, epoch, rows), dtype=bool)
+            q[r[due]] = fresh[due] ** 2
+            have[r[due]] = True
+            if W is not None:
+                d4 = d4 * W[r] / float(1 << WEIGHT_BITS)  # type: ignore[index]
+            grad_g = Xg[r].T @ d4 / (4.0 * b)
+            if fi:
+                grad_g = np.append(grad_g, np.sum(d4) / (4.0 * b))
+            grads_h = [X[r].T @ d4 / (4.0 * b) for X in Xh]
+            l2 = cfg.alpha if cfg.penalty == "l2" else 0.0
+            mg = beta * mg + grad_g + l2 * wg * mask_g
+            mh = [beta * m + gr + l2 * w for m, gr, w in zip(mh, grads_h, wh, strict=True)]
+            wg = wg - lr * mg
+            wh = [w - lr * m for w, m in zip(wh, mh, strict=True)]
+        mean = round(loss / n_train * 2.0**LOSS_GRID_BITS) / 2.0**LOSS_GRID_BITS
+        prev = history[-1] if history else None
+        history.append(mean)
+        epochs_run = epoch + 1
+        if (cfg.tol > 0 and prev is not None and abs(prev - mean) < cfg.tol
+                and tol_applies(cfg, epoch)):
+            break
+    return ReferenceResult(wg, wh, history, epochs_run)

@@ -84,12 +84,23 @@ class Step:
     taylor_only: bool = False
     answers: str | None = None  # label of the step whose message this one answers
     note: str = ""
+    #: protocol ``shared``: the message this step carries instead (None: the same)
+    shared_message: type[Any] | None = None
+    #: the step exists only under protocol ``shared`` (or only under the other one)
+    shared_only: bool = False
+    reveal_only: bool = False
+
+    def message_for(self, shared: bool) -> type[Any]:
+        """The step's message type under the job's protocol."""
+        return self.shared_message if shared and self.shared_message is not None else self.message
 
     @property
     def multiplicity(self) -> str:
         """``each host``, ``hosts after the first``, ``one``, plus ``only with validation``."""
         return (self.hosts.value + (", only with validation" if self.validation_only else "")
-                + (", Taylor mode only" if self.taylor_only else ""))
+                + (", Taylor mode only" if self.taylor_only else "")
+                + (", protocol shared only" if self.shared_only else "")
+                + (", protocol reveal-gradients only" if self.reveal_only else ""))
 
 
 _S, _B, _E, _F = Phase.SETUP, Phase.BATCH, Phase.EPOCH, Phase.END
@@ -114,12 +125,18 @@ GRADIENT_GUEST = Step("3", _B, _G, _A, msg.MaskedGradient,
                       note="before the guest takes the later hosts' cross terms")
 GRADIENT_HOSTS = Step("3'", _B, _H, _A, msg.MaskedGradient, _EACH,
                       note="a host sends it before its cross term")
-CROSS = Step("3''", _B, _H, _G, msg.CrossTerm, _LATER, taylor_only=True,
+CROSS = Step("3''", _B, _H, _G, msg.CrossTerm, _LATER, taylor_only=True, reveal_only=True,
              note="then the guest folds the batch's loss terms")
 DECRYPTED_GUEST = Step("4", _B, _A, _G, msg.DecryptedGradient, answers="3",
-                       note="masked values, each checked below `2^(ℓ+κ+1)`")
+                       shared_message=msg.ShareUpdate,
+                       note="masked values, each checked below `2^(ℓ+κ+1)`; protocol shared: "
+                            "`lr.ShareUpdate/1`, the arbiter's new share `[[V_g]]` (and "
+                            "`[[y²]]` of the squares asked for), nothing decrypted")
 DECRYPTED_HOSTS = Step("4'", _B, _A, _H, msg.DecryptedGradient, _EACH, answers="3'",
-                       note="then every party unmasks and takes its optimiser step")
+                       shared_message=msg.ShareUpdate,
+                       note="then every party unmasks and takes its optimiser step; protocol "
+                            "shared: `lr.ShareUpdate/1` `[[V_h]]`, and each side steps its "
+                            "own share")
 VALIDATION_SCORES = Step("V1", _E, _H, _G, msg.ValidationScores, _EACH, validation_only=True,
                          note="`[[X_v w_h]]` on the validation rows with this epoch's weights")
 VALIDATION_BATCH = Step("V2", _E, _G, _A, msg.ValidationBatch, validation_only=True,
@@ -141,13 +158,18 @@ CALIBRATE = Step("V5", _F, _G, _A, msg.CalibrationRequest, validation_only=True,
 CALIBRATION = Step("V6", _F, _A, _G, msg.CalibrationReport, validation_only=True, answers="V5",
                    note="Platt `slope`, `intercept` of the kept epoch's joint score; "
                         "figures before and after, per score band")
+FINAL_GUEST = Step("F1", _F, _A, _G, msg.FinalShare, shared_only=True,
+                   note="the arbiter's share of the guest's weights of the kept epoch, in the "
+                        "clear")
+FINAL_HOSTS = Step("F1'", _F, _A, _H, msg.FinalShare, _EACH, shared_only=True,
+                   note="the same for each host, of its own weights only")
 
 #: Every message of a training run, in order.
 TRAINING: tuple[Step, ...] = (
     HELLO, SETUP_HOSTS, SETUP_ARBITER, KEY_GUEST, KEY_HOSTS,
     FORWARD, RESIDUAL, GRADIENT_GUEST, GRADIENT_HOSTS, CROSS, DECRYPTED_GUEST, DECRYPTED_HOSTS,
     VALIDATION_SCORES, VALIDATION_BATCH, VALIDATION_METRICS, LOSS, DECISION_GUEST,
-    DECISION_HOSTS, RESULT, CALIBRATE, CALIBRATION,
+    DECISION_HOSTS, RESULT, CALIBRATE, CALIBRATION, FINAL_GUEST, FINAL_HOSTS,
 )
 
 REQUEST = Step("P1", Phase.SCORING, _G, _H, msg.ScoreRequest, _EACH, note="model id, row count")
@@ -211,6 +233,9 @@ class Roster(Protocol):
     @property
     def taylor(self) -> bool: ...
 
+    @property
+    def shared(self) -> bool: ...
+
 
 def _peers(step: Step, me: Role, roster: Roster) -> tuple[str, ...]:
     other = step.receiver if me is step.sender else step.sender
@@ -234,9 +259,13 @@ def walk(steps: Sequence[Step], me: Role, roster: Roster) -> Iterator[Action]:
             continue
         if step.validation_only and not roster.validation:
             continue
-        # a Taylor-only step in accurate mode has no peers: nothing is sent or received,
-        # and its receiver still closes it (the guest folds the batch's loss terms there)
-        peers = () if step.taylor_only and not roster.taylor else _peers(step, me, roster)
+        if step.shared_only and not roster.shared:
+            continue
+        # a Taylor-only step in accurate mode (or a reveal-only one under protocol shared)
+        # has no peers: nothing is sent or received, and its receiver still closes it (the
+        # guest folds the batch's loss terms there)
+        idle = (step.taylor_only and not roster.taylor) or (step.reveal_only and roster.shared)
+        peers = () if idle else _peers(step, me, roster)
         if me is step.sender:
             if step.answers is None and peers:
                 yield Action(Act.SEND, step, peers)

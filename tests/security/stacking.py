@@ -1,0 +1,749 @@
+"""Multi-epoch "stacking" attacks of a curious party (issue 24), against the real parties.
+
+Everything an attack computes comes from a :class:`PartyView`: what the
+attacking party legitimately holds during and after a run (its own features,
+for the guest its labels, the public batch plan, the plaintext values the
+protocol hands it per batch, and its own final weights). The ground truth
+lives in :class:`Truth` and is used only by the scoring helpers. The capture
+(:func:`capture_run`) runs the real protocol (``vfl.lr`` over
+:class:`~vfl.transport.memory.InMemoryNetwork`) and records each party's view
+without changing a message.
+
+The two attacks
+---------------
+
+Notation: ``b`` rows in a batch, ``X_b`` a party's batch features, ``s = g + h``
+the joint score (``g`` the guest's partial score with intercept, ``h`` the
+hosts' sum), ``y`` in {0, 1}, ``y± = 2y - 1``. Under the ``reveal-gradients``
+protocol (today's) every party unmasks its own gradient ``X_b^T d_b / b`` after
+every batch, with the per-row residual
+
+* Taylor mode: ``4d = s - 2y±``;
+* accurate mode: ``4d = 4(σ(g) - y) + 4σ'(g) h + 2σ''(g) q`` (``q`` the clipped
+  square ``clip(h, ±3)²`` of the row's last refresh; ``σ''`` applies only once
+  the row has squares), i.e. ``d ≈ σ(s) - y``.
+
+1. **Curious host → labels** (:func:`host_label_attack`). Each batch gives the
+   host ``k_h`` linear equations ``X_b^T d_b = b γ_b`` in the residuals of its
+   rows. Batches are reshuffled every epoch, so over a run each row meets many
+   different partners and the stacked system over all batches has ``E k_h b``
+   equations... per ``n`` unknowns: ``E k_h / b`` equations per row after ``E``
+   epochs, over-determined once ``E > b / k_h``. The residual drifts between
+   epochs, but its **sign** does not: in the accurate mode ``d ≈ σ(s) - y``
+   lies in ``(-1, 0)`` for ``y = 1`` and in ``(0, 1)`` for ``y = 0`` in every
+   epoch; in the Taylor mode ``4d = s - 2y±`` has the sign of ``-y±`` while
+   ``|s| < 2``. So the attack models ``d_i`` as one constant per row over the
+   whole run (least squares then estimates a weighted average of the row's
+   residuals, whose sign is the label), solves the stacked system by LSQR
+   (minimum-norm when under-determined), and labels ``y_i = 1`` iff
+   ``d_i < 0``: the threshold is the residual's own zero, not a split tuned on
+   the truth. The ranking score ``-d_i`` gives the AUC. A window of the last
+   ``W`` epochs is an option (``window``); over the whole run was better in
+   every setting measured (``benchmarks/stacking_attacks.py --windows``):
+   the sign is stable across epochs while each dropped epoch drops equations.
+2. **Curious guest → host scores** (:func:`guest_score_attack`). The guest
+   knows every term of its residual except the hosts' scores: per batch it
+   gets ``k_g + 1`` equations (its columns and the intercept)
+
+   * Taylor: ``X̃_b^T h_b = 4 b γ_b - X̃_b^T (g_b - 2y±_b)``, exact and linear;
+   * accurate: ``X̃_b^T (c1 h + c2 clip(h, ±3)²) = 4 b γ_b - X̃_b^T 4(σ(g_b) - y_b)``
+     with ``c1 = 4σ'(g)``, ``c2 = 2σ''(g)`` (zero before the row's first
+     squares, from the public refresh rule), solved by Gauss-Newton: each
+     step is the linear stacked system with ``c1 + c2 ∂clip²/∂h`` as the
+     row weights.
+
+   ``X̃ = [X_g, 1]``. The host scores drift as the host's weights move (they
+   start at zero), so the guest models ``h_i`` as constant over the last
+   ``window`` epochs (default: the last half of the run, at least ``b / k_g + 1``
+   epochs so that the window is over-determined), where the decayed learning
+   rate keeps the drift small. The estimate is scored against the host's
+   **final** scores ``X_h w_h`` (the weights the host keeps, i.e. the best
+   epoch's with validation), which is what ``allow_training_scores = false``
+   protects.
+
+Baselines: an attacker holding only the final weights
+------------------------------------------------------
+
+* Host: its own final partial score ``X_h w_h`` is its legitimate label
+  predictor (:func:`host_final_weights_baseline`); label accuracy is also held
+  against :func:`tests.security.attacks.chance_bound`.
+* Guest: from its own data and final weights it can form ``y - σ(g)`` (what
+  its own final score leaves unexplained: large where the hosts' score must
+  be high) and ``g`` itself; :func:`guest_final_weights_baseline` returns the
+  former and the scoring takes the larger ``|Spearman|`` of the two.
+
+A view without per-batch gradients (the ``shared`` protocol of issue 24,
+where no decrypted value reaches the party that sent it) makes both attacks
+return exactly these baselines: the attacker has nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.security.attacks import chance_bound, label_accuracy
+
+__all__ = [
+    "BatchRecord",
+    "PartyView",
+    "Truth",
+    "RunCapture",
+    "LabelEstimate",
+    "ScoreEstimate",
+    "LabelScore",
+    "ScoreScore",
+    "stacking_data",
+    "capture_run",
+    "protocol_field_exists",
+    "train_config",
+    "host_label_attack",
+    "host_final_weights_baseline",
+    "guest_score_attack",
+    "guest_final_weights_baseline",
+    "score_labels",
+    "score_host_scores",
+    "guest_baseline_spearman",
+    "clear_success_accuracy",
+    "auc_margin",
+    "spearman_margin",
+    "REVEAL_GRADIENTS",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: The protocol name under which today's per-batch plaintext gradients are revealed (issue 24).
+REVEAL_GRADIENTS = "reveal-gradients"
+#: Accurate mode: the hosts clip their scores to ±this before squaring (``vfl.lr.config``).
+CURVATURE_CLIP = 3.0
+
+
+# ====================================================================== views
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch as the attacking party saw it.
+
+    Attributes
+    ----------
+    epoch, batch : int
+        The batch's position (from the arbiter's answer, checked by the party).
+    rows : int64 array
+        The batch's aligned row indices (from the public batch plan).
+    gradient : float array
+        The plaintext gradient the party unmasked: ``X_b^T d_b / b`` over its
+        own columns (the guest's with the intercept last).
+    coef : float array
+        The party's own weights while the batch ran (before its step): the
+        guest needs them to know its own scores ``g`` of the batch.
+    have_squares : bool array or None
+        Guest, accurate mode: which batch rows had the second-order term
+        (a public rule, :func:`vfl.lr.config.squares_due`); ``None`` otherwise.
+    """
+
+    epoch: int
+    batch: int
+    rows: IntArray
+    gradient: FloatArray
+    coef: FloatArray
+    have_squares: BoolArray | None = None
+
+
+@dataclass(frozen=True)
+class PartyView:
+    """What one party legitimately holds over and after a run.
+
+    ``X`` is the party's own features as the protocol quantised them (all
+    aligned rows), ``y`` the labels (guest only), ``train_rows`` the rows not
+    held out for validation (the host knows them from the guest's
+    ``TrainSetup``), ``batches`` every per-batch plaintext gradient it received
+    (empty when the protocol reveals none), ``final_coef`` its final weights.
+    """
+
+    role: str
+    X: FloatArray
+    train_rows: IntArray
+    batches: tuple[BatchRecord, ...]
+    final_coef: FloatArray
+    mode: str
+    fit_intercept: bool
+    y: FloatArray | None = None
+
+    @property
+    def has_gradients(self) -> bool:
+        """Whether the protocol gave this party any per-batch plaintext gradient."""
+        return bool(self.batches)
+
+    @property
+    def epochs_seen(self) -> int:
+        """Epochs with at least one recorded gradient."""
+        return len({r.epoch for r in self.batches})
+
+    def design(self, rows: npt.ArrayLike) -> FloatArray:
+        """The party's gradient design matrix on ``rows``: ``X`` (host) or ``[X, 1]`` (guest
+        with an intercept), matching the gradient's entries."""
+        Xr = self.X[np.asarray(rows, dtype=np.int64)]
+        if self.role == "guest" and self.fit_intercept:
+            return np.hstack([Xr, np.ones((Xr.shape[0], 1))])
+        return Xr
+
+    def own_final_scores(self) -> FloatArray:
+        """The party's partial scores of every aligned row with its final weights."""
+        k = self.X.shape[1]
+        s: FloatArray = self.X @ self.final_coef[:k]
+        if self.role == "guest" and self.fit_intercept:
+            s = s + self.final_coef[k]
+        return s
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth of a run, for scoring only (never an input of an attack)."""
+
+    y: FloatArray
+    host_final_scores: FloatArray
+    host_epoch_scores: tuple[FloatArray, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunCapture:
+    """A real run: the host's and the guest's views, the truth, and how it went."""
+
+    host: PartyView
+    guest: PartyView
+    truth: Truth
+    protocol: str
+    epochs_run: int
+    seconds: float
+    config: Any = None
+
+
+# ====================================================================== data
+def stacking_data(n: int, k_guest: int, k_host: int, *, host_signal: float, seed: int
+                  ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Standard-normal columns and a label logistic in them: ``(X_guest, y, X_host)``.
+
+    ``logit = X_g β_g + host_signal · X_h β_h / ||β_h|| - 0.6`` with ``β_g`` of
+    norm ~1.6: ``host_signal = 0`` makes the host's columns carry no label
+    signal at all (any label accuracy a host gets beyond chance comes from the
+    protocol); ``host_signal > 0`` gives the hosts' scores something to be (for
+    the guest's attack).
+    """
+    rng = np.random.default_rng(seed)  # test data, not a secret
+    Xg = rng.normal(size=(n, k_guest))
+    Xh = rng.normal(size=(n, k_host))
+    bg = rng.normal(size=k_guest)
+    bg *= 1.6 / max(float(np.linalg.norm(bg)), 1e-12)
+    bh = rng.normal(size=k_host)
+    bh *= host_signal / max(float(np.linalg.norm(bh)), 1e-12)
+    logit = Xg @ bg + Xh @ bh - 0.6
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
+    return Xg, y, Xh
+
+
+# ====================================================================== configs
+def protocol_field_exists() -> bool:
+    """Whether ``TrainConfig`` has the ``protocol`` field of issue 24 (the shared protocol)."""
+    from vfl.lr.config import TrainConfig
+
+    return "protocol" in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def train_config(*, protocol: str | None = None, **kw: Any) -> Any:
+    """A ``TrainConfig`` with 512-bit keys (explicitly insecure) and ``kw``.
+
+    ``protocol`` is passed through when the field exists; ``None`` or
+    ``"reveal-gradients"`` without the field runs today's protocol (which is
+    the one revealing gradients); any other value without the field is an
+    error, so a run never silently attacks another protocol than it names.
+    """
+    from vfl.lr.config import TrainConfig
+
+    base: dict[str, Any] = dict(key_bits=512, allow_insecure_key_size=True, tol=0.0)
+    base.update(kw)
+    if protocol is not None:
+        if protocol_field_exists():
+            base["protocol"] = protocol
+        elif protocol != REVEAL_GRADIENTS:
+            raise ValueError(f"TrainConfig has no 'protocol' field: only {REVEAL_GRADIENTS!r} "
+                             f"(today's protocol) can run, not {protocol!r}.")
+    return TrainConfig(**base)
+
+
+def config_protocol(config: Any) -> str:
+    """The protocol a config runs (today's code: ``reveal-gradients``)."""
+    return str(getattr(config, "protocol", REVEAL_GRADIENTS))
+
+
+# ====================================================================== capture
+def _have_squares(config: Any, epoch: int, rows: IntArray) -> BoolArray | None:
+    """Guest, accurate mode: rows with stored squares in ``epoch`` (the public refresh rule:
+    row ``r`` first gets squares in epoch ``1 + r mod curvature_every``)."""
+    if getattr(config, "mode", "taylor") != "accurate":
+        return None
+    every = int(getattr(config, "curvature_every", 1))
+    out: BoolArray = epoch >= 1 + (rows % every)
+    return out
+
+
+def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
+            config: Any) -> Callable[[], None]:
+    """Wrap ``cls.on_decrypted`` (if the class has one) to record what it returns; returns
+    the function that puts the original back.
+
+    Recorded: the party's plaintext gradient (the method's return value, when
+    it is one value per weight), the batch's rows from the party's public
+    batch plan, and the party's weights before its step. A protocol in which
+    the party never unmasks a gradient leaves ``sink`` empty.
+    """
+    original = getattr(cls, "on_decrypted", None)
+    if original is None:
+        return lambda: None
+    own = "on_decrypted" in cls.__dict__
+
+    def spy(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        coef = np.array(getattr(self, "coef", ()), dtype=np.float64, copy=True)
+        out = original(self, msg, *args, **kwargs)
+        if out is None or not hasattr(msg, "epoch") or not hasattr(msg, "batch"):
+            return out
+        grad = np.asarray(out, dtype=np.float64)
+        if grad.shape != coef.shape or not grad.size:
+            return out  # not a per-weight gradient: nothing this attack reads
+        rows = np.asarray(self.batches(int(msg.epoch))[int(msg.batch)], dtype=np.int64)
+        have = _have_squares(config, int(msg.epoch), rows) if role == "guest" else None
+        with lock:
+            sink.append(BatchRecord(int(msg.epoch), int(msg.batch), rows, grad.copy(), coef,
+                                    have))
+        return out
+
+    cls.on_decrypted = spy  # type: ignore[attr-defined]
+
+    def restore() -> None:
+        if own:
+            cls.on_decrypted = original  # type: ignore[attr-defined]
+        else:
+            delattr(cls, "on_decrypted")
+
+    return restore
+
+
+def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: Any, *,
+                guest_kwargs: dict[str, Any] | None = None, workers: int | None = 1
+                ) -> RunCapture:
+    """Train with the real protocol in memory; return the host's and the guest's views.
+
+    The guest, one host (``host1``) and the arbiter run in threads over an
+    :class:`~vfl.transport.memory.InMemoryNetwork`. ``HostParty.on_decrypted``
+    and ``GuestParty.on_decrypted`` are wrapped to record each party's own
+    per-batch plaintext gradient (see :func:`_spy_on`); nothing sent changes.
+    Final weights are each party's ``coef`` when its training function returns.
+    ``workers=1`` keeps the ciphertext work in-process (the machine's cores are
+    better spent on one run at a time).
+    """
+    from vfl.lr import guest as guest_mod
+    from vfl.lr import host as host_mod
+    from vfl.lr.driver import run_arbiter, run_guest_training, run_host_training
+    from vfl.pipeline import run_threads
+    from vfl.transport.memory import InMemoryNetwork
+
+    if getattr(config, "class_weight", "none") != "none":
+        raise ValueError("The capture assumes class_weight='none' (the guest's known part of "
+                         "the residual would carry its class weights).")
+    lock = threading.Lock()
+    host_log: list[BatchRecord] = []
+    guest_log: list[BatchRecord] = []
+    kwargs = dict(guest_kwargs or {})
+    insecure = bool(config.allow_insecure_key_size)
+    targets: dict[str, Callable[[Any], Any]] = {
+        "guest": lambda ch: run_guest_training(ch, "guest", X_guest, y, config, hosts=["host1"],
+                                               arbiter="arbiter", workers=workers, **kwargs),
+        "host1": lambda ch: run_host_training(ch, "host1", X_host, guest="guest",
+                                              arbiter="arbiter", workers=workers,
+                                              allow_insecure_key_size=insecure),
+        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=insecure),
+    }
+    undo = [_spy_on(host_mod.HostParty, "host", host_log, lock, config),
+            _spy_on(guest_mod.GuestParty, "guest", guest_log, lock, config)]
+    t0 = time.perf_counter()
+    try:
+        results = run_threads(InMemoryNetwork(["guest", "host1", "arbiter"]), targets)
+    finally:
+        for fn in reversed(undo):
+            fn()
+    seconds = time.perf_counter() - t0
+    guest_party, epochs_run = results["guest"]
+    host_party, _ = results["host1"]
+    Xh = np.asarray(host_party.X.values, dtype=np.float64)
+    Xg = np.asarray(guest_party.X.values, dtype=np.float64)
+    val = np.asarray(sorted(int(r) for r in guest_party.validation_rows), dtype=np.int64)
+    train = np.setdiff1d(np.arange(Xg.shape[0]), val)
+    fit_intercept = bool(config.fit_intercept)
+    host_view = PartyView("host", Xh, train, tuple(sorted(host_log, key=_order)),
+                          np.array(host_party.coef, dtype=np.float64), config.mode, False)
+    guest_view = PartyView("guest", Xg, train, tuple(sorted(guest_log, key=_order)),
+                           np.array(guest_party.coef, dtype=np.float64), config.mode,
+                           fit_intercept, np.asarray(y, dtype=np.float64))
+    snaps = tuple(Xh @ np.asarray(w, dtype=np.float64)
+                  for w in getattr(host_party, "snapshots", []))
+    truth = Truth(np.asarray(y, dtype=np.float64), Xh @ host_view.final_coef, snaps)
+    return RunCapture(host_view, guest_view, truth, config_protocol(config), int(epochs_run),
+                      seconds, config)
+
+
+def _order(r: BatchRecord) -> tuple[int, int]:
+    return r.epoch, r.batch
+
+
+# ====================================================================== solver
+@dataclass(frozen=True)
+class _Block:
+    """One batch's equations ``M^T u[idx] = c`` (``M``: the batch's weighted design)."""
+
+    idx: IntArray
+    M: FloatArray
+    c: FloatArray
+
+
+def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, damp: float = 0.0,
+                   dense_limit: int = 24_000_000, quick_iterations: int = 500,
+                   max_iterations: int = 20_000, iterative_first: bool = True) -> FloatArray:
+    """``argmin_u Σ_t ||M_t^T u[idx_t] - c_t||² + damp² ||u||²``, minimum-norm if not unique.
+
+    The stacked matrix has one row per batch and gradient entry and one column
+    per unknown. LSQR runs first, on products computed batch by batch (two
+    passes over the recorded batches per iteration, nothing formed; from a zero
+    start it converges to the minimum-norm solution): the host's systems
+    converge in a few dozen iterations. If it has not converged after
+    ``quick_iterations`` (the guest's accurate-mode systems are ill-conditioned)
+    and the stacked matrix has at most ``dense_limit`` entries, it is formed
+    and solved by SVD (``numpy.linalg.lstsq``); a larger one gets LSQR's
+    ``max_iterations``. ``iterative_first=False`` goes straight to the SVD when
+    the matrix fits.
+    """
+    sizes = [blk.M.shape[1] for blk in blocks]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    m = int(offsets[-1])
+    rhs = np.concatenate([blk.c for blk in blocks]) if blocks else np.zeros(0)
+    if iterative_first or m * n > dense_limit:
+        sol, converged = _lsqr(blocks, offsets, m, n, rhs, damp, quick_iterations)
+        if converged:
+            return sol
+    if m * n > dense_limit:
+        return _lsqr(blocks, offsets, m, n, rhs, damp, max_iterations)[0]
+    A = np.zeros((m + (n if damp else 0), n))
+    for blk, o in zip(blocks, offsets[:-1], strict=False):
+        A[o:o + blk.M.shape[1], blk.idx] = blk.M.T
+    if damp:
+        A[m:, :] = damp * np.eye(n)
+        rhs = np.concatenate([rhs, np.zeros(n)])
+    return np.asarray(np.linalg.lstsq(A, rhs, rcond=None)[0], dtype=np.float64)
+
+
+def _lsqr(blocks: Sequence[_Block], offsets: IntArray, m: int, n: int, rhs: FloatArray,
+          damp: float, iterations: int) -> tuple[FloatArray, bool]:
+    """LSQR on the stacked system, products batch by batch; the solution and whether it
+    converged within ``iterations``."""
+    from scipy.sparse.linalg import LinearOperator, lsqr
+
+    def matvec(u: FloatArray) -> FloatArray:
+        u = np.ravel(u)
+        out = np.empty(m)
+        for blk, o in zip(blocks, offsets[:-1], strict=False):
+            out[o:o + blk.M.shape[1]] = blk.M.T @ u[blk.idx]
+        return out
+
+    def rmatvec(v: FloatArray) -> FloatArray:
+        v = np.ravel(v)
+        out = np.zeros(n)
+        for blk, o in zip(blocks, offsets[:-1], strict=False):
+            out[blk.idx] += blk.M @ v[o:o + blk.M.shape[1]]  # a batch's rows are distinct
+        return out
+
+    op = LinearOperator((m, n), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
+    sol = lsqr(op, rhs, damp=damp, atol=1e-10, btol=1e-10, iter_lim=iterations)
+    return np.asarray(sol[0], dtype=np.float64), int(sol[1]) != 7  # 7: the iteration limit
+
+
+def _select(view: PartyView, window: int | None) -> tuple[list[BatchRecord], IntArray]:
+    """The recorded batches of the last ``window`` epochs (all: ``None``) and their rows."""
+    recs = list(view.batches)
+    if window is not None and recs:
+        last = max(r.epoch for r in recs)
+        recs = [r for r in recs if r.epoch > last - window]
+    rows = (np.unique(np.concatenate([r.rows for r in recs])) if recs
+            else np.zeros(0, dtype=np.int64))
+    return recs, rows
+
+
+# ====================================================================== estimates
+@dataclass(frozen=True)
+class LabelEstimate:
+    """A host's label estimate: a ranking score (higher: label 1 more likely) and hard labels.
+
+    ``rows`` are the aligned rows estimated (training rows that were in a
+    batch; the baseline estimates every training row).
+    """
+
+    rows: IntArray
+    score: FloatArray
+    labels: npt.NDArray[np.int8]
+    method: str
+    equations: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreEstimate:
+    """The guest's estimate of the hosts' scores of ``rows``."""
+
+    rows: IntArray
+    values: FloatArray
+    method: str
+    equations: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def host_final_weights_baseline(view: PartyView) -> LabelEstimate:
+    """The host's legitimate label predictor: its own final partial score ``X_h w_h``.
+
+    ``h`` is the host's contribution to the logit of label 1, so label 1 is
+    predicted where it is positive.
+    """
+    rows = view.train_rows
+    h = view.own_final_scores()[rows]
+    return LabelEstimate(rows, h, (h > 0).astype(np.int8), "final weights only")
+
+
+def host_label_attack(view: PartyView, *, window: int | None = None,
+                      damp: float = 0.0) -> LabelEstimate:
+    """The curious host's stacked least squares for the residuals, hence the labels.
+
+    Solves ``X_{B_t}^T d_{B_t} = b_t γ_t`` for every recorded batch ``t`` (of
+    the last ``window`` epochs; all by default) with one unknown ``d_i`` per
+    row over the run (module docstring: the residual's sign is the label in
+    every epoch), and labels ``y_i = 1`` iff ``d_i < 0``. Without recorded
+    gradients it returns :func:`host_final_weights_baseline`.
+    """
+    if view.role != "host":
+        raise ValueError("host_label_attack needs the host's view.")
+    recs, rows = _select(view, window)
+    if not recs:
+        return host_final_weights_baseline(view)
+    pos = {int(r): i for i, r in enumerate(rows.tolist())}
+    blocks = []
+    for r in recs:
+        idx = np.fromiter((pos[int(i)] for i in r.rows), dtype=np.int64, count=len(r.rows))
+        b = len(r.rows)
+        # scaled by 1/b: X_b^T d / b = γ (every batch weighs alike)
+        blocks.append(_Block(idx, view.design(r.rows) / b, r.gradient))
+    d = _stacked_lstsq(blocks, len(rows), damp=damp)
+    score = -d
+    return LabelEstimate(rows, score, (d < 0).astype(np.int8),
+                         f"stacked LSQR, {len(recs)} batches"
+                         f"{'' if window is None else f', last {window} epochs'}",
+                         sum(len(r.gradient) for r in recs))
+
+
+def _guest_scores(view: PartyView, rec: BatchRecord) -> FloatArray:
+    """The guest's own scores ``g`` (intercept included) of a batch, with its weights then."""
+    k = view.X.shape[1]
+    g: FloatArray = view.X[rec.rows] @ rec.coef[:k]
+    if view.fit_intercept:
+        g = g + rec.coef[k]
+    return g
+
+
+def guest_final_weights_baseline(view: PartyView) -> ScoreEstimate:
+    """What the guest can say about the hosts' scores from its final model and data alone.
+
+    ``y - σ(g)``: the part of the label the guest's own final score does not
+    explain; since the joint model fits ``σ(g + h) ≈ P(y)``, rows where it is
+    large tend to have large ``h``. (:func:`guest_baseline_spearman` also
+    tries ``g`` itself and keeps the better.)
+    """
+    if view.y is None:
+        raise ValueError("The guest's view holds its labels.")
+    rows = view.train_rows
+    g = view.own_final_scores()[rows]
+    est = view.y[rows] - 1.0 / (1.0 + np.exp(-g))
+    return ScoreEstimate(rows, np.asarray(est, dtype=np.float64), "final weights only")
+
+
+def _default_guest_window(view: PartyView) -> int:
+    """The last half of the epochs seen, at least enough for an over-determined window:
+    ``n_train / (batches per epoch · (k_g + 1)) + 1`` epochs."""
+    seen = view.epochs_seen
+    per_epoch = max(1, len(view.batches) // max(seen, 1))
+    eqs = per_epoch * (view.X.shape[1] + (1 if view.fit_intercept else 0))
+    need = math.ceil(len(view.train_rows) / max(eqs, 1)) + 1
+    return max(1, min(seen, max(seen // 2, need)))
+
+
+def guest_score_attack(view: PartyView, *, window: int | None | str = "auto",
+                       gauss_newton: int = 6, damp: float = 0.0) -> ScoreEstimate:
+    """The curious guest's stacked solve for the hosts' scores ``h`` of its training rows.
+
+    Per recorded batch (module docstring), with ``a`` the guest's known part of
+    ``4d`` and ``X̃`` its design with the intercept:
+
+    * Taylor: ``X̃^T h = 4bγ - X̃^T (g - 2y±)``: one linear solve;
+    * accurate: ``X̃^T (c1 h + c2 φ(h)) = 4bγ - X̃^T 4(σ(g) - y)``, ``φ(h) =
+      clip(h, ±3)²``: Gauss-Newton from ``h = 0``, each step solving
+      ``X̃^T ((c1 + c2 φ'(h0)) h) = rhs - X̃^T c2 (φ(h0) - φ'(h0) h0)``.
+
+    ``h_i`` is one constant per row over the last ``window`` epochs
+    (``"auto"``: :func:`_default_guest_window`; ``None``: the whole run).
+    Without recorded gradients it returns :func:`guest_final_weights_baseline`.
+    """
+    if view.role != "guest" or view.y is None:
+        raise ValueError("guest_score_attack needs the guest's view (with its labels).")
+    if not view.batches:
+        return guest_final_weights_baseline(view)
+    w = _default_guest_window(view) if window == "auto" else window
+    assert w is None or isinstance(w, int)
+    recs, rows = _select(view, w)
+    pos = {int(r): i for i, r in enumerate(rows.tolist())}
+    y01 = view.y
+    parts = []
+    for r in recs:
+        idx = np.fromiter((pos[int(i)] for i in r.rows), dtype=np.int64, count=len(r.rows))
+        b = len(r.rows)
+        A = view.design(r.rows) / b
+        g = _guest_scores(view, r)
+        if view.mode == "taylor":
+            known = g - 2.0 * (2.0 * y01[r.rows] - 1.0)
+            c1, c2 = np.ones(b), np.zeros(b)
+        else:
+            sig = 1.0 / (1.0 + np.exp(-g))
+            known = 4.0 * (sig - y01[r.rows])
+            c1 = 4.0 * sig * (1.0 - sig)
+            have = r.have_squares if r.have_squares is not None else np.zeros(b, dtype=bool)
+            c2 = 2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig) * have
+        rhs = 4.0 * r.gradient - A.T @ known
+        parts.append((idx, A, c1, c2, rhs))
+    h = np.zeros(len(rows))
+    steps = 1 if view.mode == "taylor" else max(1, gauss_newton)
+    for _ in range(steps):
+        blocks = []
+        for idx, A, c1, c2, rhs in parts:
+            h0 = h[idx]
+            hc = np.clip(h0, -CURVATURE_CLIP, CURVATURE_CLIP)
+            phi, dphi = hc * hc, 2.0 * hc * (np.abs(h0) < CURVATURE_CLIP)
+            weight = c1 + c2 * dphi
+            blocks.append(_Block(idx, A * weight[:, None], rhs - A.T @ (c2 * (phi - dphi * h0))))
+        h = _stacked_lstsq(blocks, len(rows), damp=damp, iterative_first=False)
+    return ScoreEstimate(rows, h, f"stacked LSQR over {len(recs)} batches"
+                         f"{'' if w is None else f' (last {w} epochs)'}",
+                         sum(len(r.gradient) for r in recs), {"window": float(w or 0)})
+
+
+# ====================================================================== scoring
+@dataclass(frozen=True)
+class LabelScore:
+    """How a label estimate fares against the truth of its rows."""
+
+    n: int
+    correct: int
+    accuracy: float
+    auc: float
+    chance: float
+
+
+@dataclass(frozen=True)
+class ScoreScore:
+    """How a host-score estimate fares: ``r2`` (as it stands, ``1 - SSE/SST``),
+    ``r2_affine`` (after the best affine rescaling, i.e. squared Pearson: an upper bound
+    for an estimate on another scale), ``spearman``."""
+
+    n: int
+    r2: float
+    r2_affine: float
+    spearman: float
+
+
+def _auc(y: FloatArray, score: FloatArray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def score_labels(est: LabelEstimate, truth: Truth) -> LabelScore:
+    """Accuracy (the better of the labels and their complement, as
+    :func:`~tests.security.attacks.label_accuracy`), count correct, AUC of the ranking
+    score (not flipped: the attack's sign is part of the attack), chance bound."""
+    t = truth.y[est.rows]
+    acc = label_accuracy(est.labels, t)
+    return LabelScore(len(t), int(round(acc * len(t))), acc, _auc(t, est.score),
+                      chance_bound(t))
+
+
+def _spearman(a: FloatArray, b: FloatArray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def score_host_scores(est: ScoreEstimate, truth: Truth) -> ScoreScore:
+    """R² (raw and affine) and Spearman of the estimate against the host's final scores."""
+    t = truth.host_final_scores[est.rows]
+    v = est.values
+    sst = float(np.sum((t - t.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((v - t) ** 2)) / sst if sst > 0 else float("nan")
+    corr = float(np.corrcoef(v, t)[0, 1]) if np.std(v) > 0 and np.std(t) > 0 else 0.0
+    return ScoreScore(len(t), r2, corr * corr, _spearman(v, t))
+
+
+def guest_baseline_spearman(view: PartyView, truth: Truth) -> tuple[float, float]:
+    """The final-weights guest's best ``|Spearman|`` with the host scores, and its affine R²:
+    the larger of its own final score ``g`` and ``y - σ(g)`` (taking the better of a few
+    candidates favours the baseline, so an attack held below it is held below the best)."""
+    base = guest_final_weights_baseline(view)
+    rows = base.rows
+    t = truth.host_final_scores[rows]
+    best_rho, best_r2 = 0.0, 0.0
+    for cand in (base.values, view.own_final_scores()[rows]):
+        rho = abs(_spearman(cand, t))
+        corr = float(np.corrcoef(cand, t)[0, 1]) if np.std(cand) > 0 and np.std(t) > 0 else 0.0
+        if rho > best_rho:
+            best_rho, best_r2 = rho, corr * corr
+    return best_rho, best_r2
+
+
+# ====================================================================== thresholds
+def clear_success_accuracy(truth_labels: npt.ArrayLike) -> float:
+    """The positive controls' bar: half-way from the chance bound to every label.
+
+    ``chance_bound`` (majority rate + 3 binomial standard errors) is what an
+    attacker who learns nothing stays below; an attack that "clearly succeeds"
+    must close at least half the gap between that and perfect recovery.
+    """
+    c = chance_bound(truth_labels)
+    return c + 0.5 * (1.0 - c)
+
+
+def auc_margin(truth_labels: npt.ArrayLike, z: float = 3.0) -> float:
+    """``z`` standard errors of an AUC of a score unrelated to the labels (Mann-Whitney:
+    ``sqrt((n0 + n1 + 1) / (12 n0 n1))``)."""
+    t = np.asarray(truth_labels).astype(np.int64)
+    n1 = int(t.sum())
+    n0 = len(t) - n1
+    if not n0 or not n1:
+        return 1.0
+    return z * math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
+
+
+def spearman_margin(n: int, z: float = 3.0) -> float:
+    """``z`` standard errors of a rank correlation between unrelated variables (``1/sqrt(n-1)``)."""
+    return z / math.sqrt(max(n - 1, 1))

@@ -1,0 +1,184 @@
+"""Secret-shared weights (protocol ``shared``): the arithmetic both sides of a share run.
+
+During training a party's weights ``w`` exist only as two integers per weight
+at scale ``2^F``: the party's own share ``U`` and the arbiter's share ``V``,
+``w = (U + V) / 2^F``. Each batch the arbiter decrypts the party's masked
+gradient ``z = G + 2^ℓ + r``; the party's share of the gradient is
+``-(2^ℓ + r)`` (it knows its masks), the arbiter's is ``z``, and both take the
+same linear optimiser step on their own share (:func:`step`), so that the two
+new shares again add up to the weights after the step. Nothing decrypted
+ever goes back to the party that sent it. See ``protocols/specs/hetero_lr.md``,
+"Secret-shared training".
+
+Pure integer arithmetic, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vfl.exceptions import ConfigError
+from vfl.lr.config import (
+    MASK_KAPPA,
+    MOMENTUM,
+    SQUARE_VALUE_BITS,
+    TrainConfig,
+    residual_frac_bits,
+    score_scale_bits,
+    square_slot_bits,
+)
+
+__all__ = ["ShareState", "step_factor", "guest_reveals", "GUEST_EQUATION_SHARE",
+           "guest_equations", "check_guest_equations", "draw_square_masks", "int_matvec"]
+
+#: Bits of the fixed-point learning rate and L2 factor applied to the integer shares.
+RATE_BITS = 32
+#: The guest may hold at most this share of the training rows as equations about the
+#: hosts' scores over a whole run (``hetero_lr.md``, "What the guest learns").
+GUEST_EQUATION_SHARE = 0.1
+
+
+def _fixed(value: float) -> int:
+    return int(round(value * (1 << RATE_BITS)))
+
+
+def step_factor(config: TrainConfig, epoch: int) -> int:
+    """The epoch's learning rate ``lr / (1 + decay * epoch)`` at ``2^RATE_BITS``."""
+    return _fixed(config.learning_rate / (1.0 + config.decay * epoch))
+
+
+@dataclass
+class ShareState:
+    """One side's share of one party's weights and momentum.
+
+    ``weights``: integers at ``2^F``. ``momentum``: integers at ``2^(F + 32)``, in
+    the units of the weights. ``penalized``: which weights the L2 term acts
+    on (not the intercept).
+    """
+
+    weights: list[int]
+    momentum: list[int]
+    penalized: list[bool]
+    snapshots: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def zeros(cls, count: int, penalized: list[bool] | None = None) -> ShareState:
+        return cls([0] * count, [0] * count, penalized or [True] * count)
+
+    @classmethod
+    def of_weights(cls, coef: np.ndarray, frac_bits: int,
+                   penalized: list[bool] | None = None) -> ShareState:
+        """A share holding whole weights (the guest's start), quantised at ``2^F``."""
+        w = [int(round(float(v) * (1 << frac_bits))) for v in np.asarray(coef).ravel()]
+        return cls(w, [0] * len(w), penalized or [True] * len(w))
+
+    def step(self, z: list[int], config: TrainConfig, epoch: int, rows: int) -> None:
+        """Take this side's optimiser step with its share ``z`` of the batch's ``X^T 4d``.
+
+        ``z`` (at the gradient's scale ``2^(R + G)``) becomes this side's share of the
+        gradient ``X^T 4d / 4b (+ alpha w)`` at ``2^(F + 32)``; then ``m <- floor(9 m / 10)
+        + g`` (``sgd``: ``m <- g``) and ``w <- w - floor(lr m)`` at ``2^F``. Each floor
+        loses less than one unit of its scale per step and side.
+        """
+        if len(z) != len(self.weights):
+            raise ValueError("a gradient share needs one value per weight")
+        F, G = config.score_frac_bits, config.feature_frac_bits
+        shift = residual_frac_bits(config) + G - F  # gradient scale over weight scale
+        per_row = (4 * rows) << shift
+        g = [(v << RATE_BITS) // per_row for v in z]
+        if config.penalty == "l2":
+            alpha = _fixed(config.alpha)
+            g = [v + (w * alpha if p else 0)
+                 for v, w, p in zip(g, self.weights, self.penalized, strict=True)]
+        if config.optimizer == "momentum":
+            num, den = MOMENTUM
+            self.momentum = [(num * m) // den + v for m, v in zip(self.momentum, g, strict=True)]
+        else:
+            self.momentum = g
+        rate = step_factor(config, epoch)
+        self.weights = [w - ((m * rate) >> (2 * RATE_BITS))
+                        for w, m in zip(self.weights, self.momentum, strict=True)]
+
+    def snapshot(self) -> None:
+        """Keep the weights share of the epoch just ended (for the kept epoch)."""
+        self.snapshots.append(list(self.weights))
+
+
+def int_matvec(X: np.ndarray, w: list[int], frac_bits: int = 0) -> list[int]:
+    """``X w`` exactly, ``X`` int64 (rows x k) and ``w`` Python integers of any size;
+    the intercept column, when ``len(w) == k + 1``, is ``2^frac_bits`` (a one)."""
+    k = X.shape[1]
+    cols = np.asarray(w[:k], dtype=object)
+    out = (X.astype(object) @ cols) if k else np.zeros(X.shape[0], dtype=object)
+    if len(w) == k + 1:
+        out = out + (int(w[k]) << frac_bits)
+    return [int(v) for v in out]
+
+
+def guest_equations(config: TrainConfig, n_weights: int) -> int:
+    """Linear equations about the hosts' training scores the guest holds after a run.
+
+    One per epoch from the loss (linear in the joint scores and stored squares
+    once the guest knows its expansion point), and in the accurate mode one per
+    guest weight for every epoch end at which it learns its weights
+    (:func:`guest_reveals`).
+    """
+    return config.epochs + len(guest_reveals(config, n_weights, None)) * n_weights
+
+
+def guest_reveals(config: TrainConfig, n_weights: int, n_train: int | None) -> list[int]:
+    """Epochs after which the arbiter tells the guest its weights (accurate mode).
+
+    The guest expands the logistic loss around its own score; it learns its
+    weights at the end of epoch ``e`` to expand around them in epoch ``e + 1``.
+    Every epoch if the run's equations stay within ``GUEST_EQUATION_SHARE`` of
+    the training rows; else evenly spaced, as many as fit (none: the guest
+    expands around its start for the whole run). ``n_train`` None: the count
+    the run makes at most, for :func:`guest_equations`.
+    """
+    if config.protocol != "shared" or config.mode != "accurate" or config.epochs < 2:
+        return []
+    candidates = config.epochs - 1  # an epoch end followed by another epoch
+    if n_train is None:
+        n_train = 1 << 62
+    budget = math.floor(GUEST_EQUATION_SHARE * n_train) - config.epochs
+    fit = max(0, budget // max(1, n_weights))
+    if fit >= candidates:
+        return list(range(candidates))
+    if fit == 0:
+        return []
+    every = -(-candidates // fit)
+    return [e for e in range(candidates) if (e + 1) % every == 0][:fit]
+
+
+def check_guest_equations(config: TrainConfig, n_weights: int, n_train: int) -> None:
+    """Refuse a job in which the guest would hold equations about the hosts' scores for
+    ``GUEST_EQUATION_SHARE`` of the training rows or more."""
+    if config.protocol != "shared":
+        return
+    used = config.epochs + len(guest_reveals(config, n_weights, n_train)) * n_weights
+    if used > GUEST_EQUATION_SHARE * n_train:
+        raise ConfigError(
+            f"With {config.epochs} epochs the guest would hold {used} equations about the "
+            f"hosts' scores of {n_train} training rows, more than "
+            f"{GUEST_EQUATION_SHARE:.0%} of them (one epoch loss per epoch): lower 'epochs' "
+            f"to at most {int(GUEST_EQUATION_SHARE * n_train)}, or train on more rows. See "
+            "protocols/specs/hetero_lr.md, 'What the guest learns'.")
+
+
+def draw_square_masks(config: TrainConfig, count: int) -> list[int]:
+    """Secret offsets ``c = 2^ℓq + r`` (``r < 2^(ℓq+κ)``) that hide values to be squared."""
+    lq = score_scale_bits(config) + SQUARE_VALUE_BITS
+    return [(1 << lq) + secrets.randbits(lq + MASK_KAPPA) for _ in range(count)]
+
+
+def square_slot_limit(config: TrainConfig) -> int:
+    """A packed slot the arbiter squares must lie below ``2^(ℓq+κ+1)``."""
+    return 1 << (score_scale_bits(config) + SQUARE_VALUE_BITS + MASK_KAPPA + 1)
+
+
+__all__ += ["square_slot_limit", "square_slot_bits"]
