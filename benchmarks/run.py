@@ -120,14 +120,27 @@ def epoch(data: Path, key_bits: int, quick: bool, short_exponent: int | None = 4
 
     Xg, y, Xh = default_credit(data)
     n_epochs = 2 if quick else 5
-    cfg = TrainConfig(epochs=n_epochs, tol=0.0, key_bits=key_bits, patience=0,
-                      allow_insecure_key_size=key_bits < 2048)
+    shared = TrainConfig(epochs=n_epochs, tol=0.0, key_bits=key_bits, patience=0,
+                         allow_insecure_key_size=key_bits < 2048)
+    # issue 24: the former default (protocol reveal-gradients with Adam) beside the new one
+    cfg = shared.replace(protocol="reveal-gradients", optimizer="adam", learning_rate=0.1,
+                         decay=1.0)
     result: dict[str, object] = {"rows": len(y), "curvature_every": cfg.curvature_every}
     result["taylor_epochs_seconds"] = _epochs(Xg, y, Xh, cfg.replace(mode="taylor"), key_bits,
                                               None)
     result["accurate_epochs_seconds"] = _epochs(Xg, y, Xh, cfg, key_bits, None)
+    split: dict[str, float] = {}
+    traffic: dict[str, int] = {}
+    result["shared_epochs_seconds"] = timed_run(Xg, y, Xh, shared, split=split,
+                                                traffic=traffic)[1]
+    result["shared_cost_split_seconds"] = {k: v / n_epochs for k, v in split.items()}
+    result["shared_traffic_bytes_per_epoch"] = {k: v // n_epochs for k, v in traffic.items()}
+    before: dict[str, int] = {}
+    timed_run(Xg, y, Xh, cfg.replace(epochs=2), traffic=before)
+    result["accurate_traffic_bytes_per_epoch"] = {k: v // 2 for k, v in before.items()}
     taylor = sorted(result["taylor_epochs_seconds"])  # type: ignore[arg-type]
     acc: list[float] = result["accurate_epochs_seconds"]  # type: ignore[assignment]
+    sh: list[float] = result["shared_epochs_seconds"]  # type: ignore[assignment]
     result["vfl_epoch_seconds"] = taylor[len(taylor) // 2]  # Taylor median, as before issue 11
     if not quick:
         # epoch 0 has no squares (host weights are zero); from epoch 1 on every epoch refreshes
@@ -135,6 +148,9 @@ def epoch(data: Path, key_bits: int, quick: bool, short_exponent: int | None = 4
         result["accurate_epoch_seconds"] = sum(acc[1:]) / len(acc[1:])
         result["accurate_to_taylor_ratio"] = result["accurate_epoch_seconds"] / \
             result["vfl_epoch_seconds"]
+        result["shared_epoch_seconds"] = sum(sh[1:]) / len(sh[1:])
+        result["shared_to_accurate_ratio"] = result["shared_epoch_seconds"] / \
+            result["accurate_epoch_seconds"]
     if short_exponent:
         result["vfl_epoch_seconds_short_exponent"] = _epochs(
             Xg, y, Xh, cfg.replace(epochs=1, mode="taylor"), key_bits, short_exponent)[0]
@@ -156,14 +172,51 @@ def _epochs(Xg, y, Xh, cfg, key_bits: int, exponent_bits: int | None) -> list[fl
 
 
 def timed_run(Xg, y, Xh, cfg, *, exponent_bits: int | None = None,
+              split: dict[str, float] | None = None, traffic: dict[str, int] | None = None,
               **guest_kwargs) -> tuple[dict[str, object], list[float]]:
     """One run of the three roles (threads, in-memory transport): each role's result, and the
-    seconds of each epoch. ``guest_kwargs`` go to ``run_guest_training`` (e.g. a start)."""
+    seconds of each epoch. ``guest_kwargs`` go to ``run_guest_training`` (e.g. a start).
+
+    ``split``: filled with the seconds spent in the shared protocol's own work (the
+    parties' ``X [[V]]`` multi-exponentiations, the arbiter's answers to masked gradients:
+    decryption, share step, share and square encryptions; the guest's unmasking of the
+    squares). ``traffic``: filled with the bytes each party sent."""
+    import contextlib
+
+    from vfl.crypto.engine import ChunkedEngine, CipherEngine
     from vfl.lr import run_arbiter, run_guest_training, run_host_training
+    from vfl.lr.arbiter import ArbiterParty
+    from vfl.lr.guest import GuestParty
     from vfl.pipeline import run_threads
     from vfl.transport import InMemoryNetwork
 
     net = InMemoryNetwork(["guest", "host", "arbiter"])
+    if traffic is not None:
+        logs = {p: net.endpoint(p).record_transcript() for p in net.parties}
+    patches = contextlib.ExitStack()
+    if split is not None:
+        from unittest import mock
+
+        lock = threading.Lock()
+
+        def timer(owner: type, name: str, label: str) -> None:
+            orig = getattr(owner, name)
+
+            def wrapped(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return orig(*a, **k)
+                finally:
+                    with lock:
+                        split[label] = split.get(label, 0.0) + time.perf_counter() - t
+            patches.enter_context(mock.patch.object(owner, name, wrapped))
+
+        timer(CipherEngine, "project", "X [[V]] multi-exponentiations (guest and host)")
+        timer(ChunkedEngine, "project", "X [[V]] multi-exponentiations (guest and host)")
+        timer(ArbiterParty, "on_masked_gradient",
+              "arbiter: masked gradients (decrypt, step, encrypt shares and squares)")
+        timer(ArbiterParty, "_squares", "  of which the squares (decrypt, encrypt)")
+        timer(GuestParty, "on_share_update", "guest: new share and unmasking the squares")
     marks: list[float] = []
     insecure = cfg.key_bits < 2048
 
@@ -177,15 +230,21 @@ def timed_run(Xg, y, Xh, cfg, *, exponent_bits: int | None = None,
         def on_epoch(self, epoch, loss):
             marks.append(time.perf_counter())
 
-    res = run_threads(net, {
-        "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host"],
-                                               arbiter="arbiter", progress=Clock(),
-                                               exponent_bits=exponent_bits, **guest_kwargs),
-        "host": lambda ch: run_host_training(ch, "host", Xh, guest="guest", arbiter="arbiter",
-                                             allow_insecure_key_size=insecure,
-                                             exponent_bits=exponent_bits),
-        "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=insecure),
-    })
+    with patches:
+        res = run_threads(net, {
+            "guest": lambda ch: run_guest_training(ch, "guest", Xg, y, cfg, hosts=["host"],
+                                                   arbiter="arbiter", progress=Clock(),
+                                                   exponent_bits=exponent_bits, **guest_kwargs),
+            "host": lambda ch: run_host_training(ch, "host", Xh, guest="guest",
+                                                 arbiter="arbiter",
+                                                 allow_insecure_key_size=insecure,
+                                                 exponent_bits=exponent_bits),
+            "arbiter": lambda ch: run_arbiter(ch, guest="guest",
+                                              allow_insecure_key_size=insecure),
+        })
+    if traffic is not None:
+        for p, log in logs.items():
+            traffic[p] = traffic.get(p, 0) + sum(len(b) for d, _, b in log if d == "sent")
     return res, [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
@@ -292,6 +351,19 @@ def main() -> None:
               f"({phe_s / ep['vfl_epoch_seconds']:.0f}x)")
         print("  per epoch, Taylor:   " + " ".join(f"{t:5.1f}" for t in ep["taylor_epochs_seconds"]))
         print("  per epoch, accurate: " + " ".join(f"{t:5.1f}" for t in ep["accurate_epochs_seconds"]))
+        print("  per epoch, shared (new default): "
+              + " ".join(f"{t:5.1f}" for t in ep["shared_epochs_seconds"]))
+        if "shared_to_accurate_ratio" in ep:
+            print(f"  protocol shared, accurate mode (the new default), epochs 2-"
+                  f"{len(ep['shared_epochs_seconds'])}: mean {ep['shared_epoch_seconds']:.1f} s "
+                  f"= {ep['shared_to_accurate_ratio']:.2f}x the former default's (reveal-"
+                  "gradients, accurate, Adam)")
+        for k, v in ep["shared_cost_split_seconds"].items():
+            print(f"    {k}: {v:.1f} s per epoch")
+        for label, key in (("former default", "accurate_traffic_bytes_per_epoch"),
+                           ("shared", "shared_traffic_bytes_per_epoch")):
+            print(f"  traffic per epoch, {label}: " + ", ".join(
+                f"{p} {b / 1e6:.1f} MB" for p, b in ep[key].items()))
         if "accurate_to_taylor_ratio" in ep:
             print(f"  accurate mode (default), epochs 2-{len(ep['accurate_epochs_seconds'])} "
                   f"(each refreshes 1/{ep['curvature_every']} of the rows' squares): mean "

@@ -51,7 +51,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import ConfigError, VFLError
 from vfl.psi.cache import PsiKept, ReuseOffer, ids_digest, intersection_digest
 
-__all__ = ["ArbiterSecret", "CheckpointError", "CheckpointStore", "GuestState",
+__all__ = ["ArbiterSecret", "CheckpointError", "CheckpointStore", "GuestState", "ShareRecord",
            "PartyCheckpoint", "Position", "data_digest", "setup_digest", "KEEP",
            "PASSPHRASE_ENV", "MAX_EVERY_BATCHES", "where"]
 
@@ -89,6 +89,23 @@ class CheckpointError(VFLError):
     """A checkpoint cannot be written, read, or used for this job (the message says why)."""
 
 
+@message("checkpoint.Share/1")
+@dataclass(frozen=True, slots=True)
+class ShareRecord:
+    """One side's share of one party's weights (protocol ``shared``): signed integers,
+    ``width`` bytes each, big-endian two's complement."""
+
+    width: int
+    weights: bytes
+    momentum: bytes
+    snapshots: bytes  # n_snapshots x len(weights) values, one epoch after another
+    n_snapshots: int
+    # a party's own checkpoint: the arbiter's share as it last received it
+    encrypted: Ciphertexts | None = None
+    # the guest, accurate mode: the weights it expands around
+    expansion: bytes = b""
+
+
 @message("checkpoint.Guest/1")
 @dataclass(frozen=True, slots=True)
 class GuestState:
@@ -104,7 +121,7 @@ class GuestState:
     loss_sum: Ciphertexts | None = None
 
 
-@message("checkpoint.Arbiter/1")
+@message("checkpoint.Arbiter/2")
 @dataclass(frozen=True, slots=True)
 class ArbiterSecret:
     """The arbiter's sealed state: its key pair and what its later decisions depend on."""
@@ -118,6 +135,9 @@ class ArbiterSecret:
     best_value: float
     best_scores: np.ndarray
     best_labels: np.ndarray
+    # protocol shared: the arbiter's share of each party's weights (guest, then hosts)
+    shares: list[ShareRecord] = field(default_factory=list)
+    kept_epoch: int | None = None
     # the header it belongs to, authenticated with it (a sealed state cannot be moved to
     # another epoch's file or have its decision flipped unnoticed)
     job: str = ""
@@ -126,7 +146,7 @@ class ArbiterSecret:
     setup_digest: bytes = b""
 
 
-@message("checkpoint.Party/1")
+@message("checkpoint.Party/2")
 @dataclass(frozen=True, slots=True)
 class PartyCheckpoint:
     """One party's state after ``epochs_done`` epochs of job ``job``."""
@@ -148,6 +168,7 @@ class PartyCheckpoint:
     guest: GuestState | None
     sealed: bytes  # the arbiter's ArbiterSecret, sealed (empty for the others)
     batches_done: int = 0  # batches completed of epoch ``epochs_done`` (0: its end)
+    share: ShareRecord | None = None  # protocol shared: this party's share of its weights
 
     @property
     def position(self) -> Position:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from vfl import __version__
 from vfl.exceptions import VFLError
-from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, TrainConfig
+from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, PROTOCOLS, TrainConfig
 from vfl.procs import Terminated, exit_within, stop_on_signals
 from vfl.progress import JsonStatus, RichProgress, progress_bar
 from vfl.roles import Role
@@ -141,6 +141,12 @@ def _train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--mode", default=d.mode, show_default=True, type=click.Choice(MODES),
                      help="'accurate': logistic loss expanded around the guest's own score "
                           "(near-exact logistic regression); 'taylor': around 0, as FATE."),
+        click.option("--protocol", default=d.protocol, show_default=True,
+                     type=click.Choice(PROTOCOLS),
+                     help="'shared': weights kept as secret shares with the arbiter, so no "
+                          "party sees a gradient; 'reveal-gradients': every party sees its "
+                          "gradient after every batch (a run's worth reveals labels and "
+                          "scores; needed for --optimizer adam or rmsprop)."),
         click.option("--woe-bins", default=0, show_default=True, type=click.IntRange(0, 100),
                      help="WOE-encode every party's columns with N bins before training."),
         click.option("--iv-bins", default=10, show_default=True, type=click.IntRange(0, 100),
@@ -173,6 +179,7 @@ def _config(kw: dict[str, Any]) -> TrainConfig:
         allow_insecure_key_size=kw["insecure_key_size"], seed=kw["seed"],
         fit_intercept=not kw["no_intercept"], validation_fraction=kw["validation_fraction"],
         patience=kw["patience"], class_weight=kw["class_weight"], mode=kw["mode"],
+        protocol=kw["protocol"],
     )
 
 

@@ -24,42 +24,53 @@ every batch, with the per-row residual
   the row has squares), i.e. ``d ≈ σ(s) - y``.
 
 1. **Curious host → labels** (:func:`host_label_attack`). Each batch gives the
-   host ``k_h`` linear equations ``X_b^T d_b = b γ_b`` in the residuals of its
-   rows. Batches are reshuffled every epoch, so over a run each row meets many
-   different partners and the stacked system over all batches has ``E k_h b``
-   equations... per ``n`` unknowns: ``E k_h / b`` equations per row after ``E``
-   epochs, over-determined once ``E > b / k_h``. The residual drifts between
-   epochs, but its **sign** does not: in the accurate mode ``d ≈ σ(s) - y``
-   lies in ``(-1, 0)`` for ``y = 1`` and in ``(0, 1)`` for ``y = 0`` in every
-   epoch; in the Taylor mode ``4d = s - 2y±`` has the sign of ``-y±`` while
-   ``|s| < 2``. So the attack models ``d_i`` as one constant per row over the
-   whole run (least squares then estimates a weighted average of the row's
-   residuals, whose sign is the label), solves the stacked system by LSQR
-   (minimum-norm when under-determined), and labels ``y_i = 1`` iff
-   ``d_i < 0``: the threshold is the residual's own zero, not a split tuned on
-   the truth. The ranking score ``-d_i`` gives the AUC. A window of the last
-   ``W`` epochs is an option (``window``); over the whole run was better in
-   every setting measured (``benchmarks/stacking_attacks.py --windows``):
-   the sign is stable across epochs while each dropped epoch drops equations.
+   host ``k_h`` linear equations ``X_b^T d_b / b = γ_b`` in the residuals of
+   its rows. Batches are reshuffled every epoch, so over ``E`` epochs the
+   stacked system has ``E k_h / b`` equations per row, over-determined once
+   ``E > b / k_h``, whatever the batch-size guardrail does for one batch. The
+   residual drifts between epochs, but its **sign** does not: in the accurate
+   mode ``d ≈ σ(s) - y`` lies in ``(-1, 0)`` for ``y = 1`` and in ``(0, 1)``
+   for ``y = 0`` in every epoch; in the Taylor mode ``4d = s - 2y±`` has the
+   sign of ``-y±`` while ``|s| < 2``. So the attack models ``d_i`` as one
+   constant per row (least squares then estimates a weighted average of the
+   row's residuals, whose sign is the label) and labels ``y_i = 1`` iff
+   ``d_i < 0``: the threshold is the residual's own zero, not a split tuned
+   on the truth (centring would move it by the class imbalance). The ranking
+   score ``-d_i`` gives the AUC.
 2. **Curious guest → host scores** (:func:`guest_score_attack`). The guest
    knows every term of its residual except the hosts' scores: per batch it
-   gets ``k_g + 1`` equations (its columns and the intercept)
+   gets ``k_g + 1`` equations (its columns and the intercept), ``X̃ = [X_g, 1]``:
 
-   * Taylor: ``X̃_b^T h_b = 4 b γ_b - X̃_b^T (g_b - 2y±_b)``, exact and linear;
-   * accurate: ``X̃_b^T (c1 h + c2 clip(h, ±3)²) = 4 b γ_b - X̃_b^T 4(σ(g_b) - y_b)``
+   * Taylor: ``X̃_b^T h_b / b = 4 γ_b - X̃_b^T (g_b - 2y±_b) / b``, exact and linear;
+   * accurate: ``X̃_b^T (c1 h + c2 clip(h, ±3)²) / b = 4 γ_b - X̃_b^T 4(σ(g_b) - y_b) / b``
      with ``c1 = 4σ'(g)``, ``c2 = 2σ''(g)`` (zero before the row's first
-     squares, from the public refresh rule), solved by Gauss-Newton: each
-     step is the linear stacked system with ``c1 + c2 ∂clip²/∂h`` as the
-     row weights.
+     squares, from the public refresh rule), solved by Gauss-Newton.
 
-   ``X̃ = [X_g, 1]``. The host scores drift as the host's weights move (they
-   start at zero), so the guest models ``h_i`` as constant over the last
-   ``window`` epochs (default: the last half of the run, at least ``b / k_g + 1``
-   epochs so that the window is over-determined), where the decayed learning
-   rate keeps the drift small. The estimate is scored against the host's
-   **final** scores ``X_h w_h`` (the weights the host keeps, i.e. the best
-   epoch's with validation), which is what ``allow_training_scores = false``
-   protects.
+   ``h_i`` is one constant per row. The estimate is scored against the host's
+   **final** scores ``X_h w_h`` (the weights the host keeps, the best epoch's
+   with validation): what ``allow_training_scores = false`` protects.
+
+Drift: one constant per row, after a burn-in chosen on held-out equations.
+Per-epoch windows would need ``b / k`` epochs each to be determined (16 at
+batch 2,048 and 128 columns), so the run cannot be cut into several; a
+constant over the run is the model. What hurts it is the start: Adam's first
+steps move every weight by about the learning rate (the host's 128 weights
+jump to norm 1.1 after one step at batch 2,048), so the first epochs' residuals
+and host scores are far from their later values, and a least-squares fit
+spreads that error over every row. Measured on the issue's settings (host,
+labels of 1,024 / 1,024 / 4,096 rows): keeping every epoch gave 1012 / 916 /
+2718 (AUC 0.736 at batch 2,048 x 128 columns), dropping the first 2 gave
+1019 / 919 / 3604 (AUC 0.962); keeping only the last third lost equations
+(1023 / 889 / 3053). So the attacker drops the first ``s`` epochs, ``s`` chosen
+without the truth (:func:`_choose_burn_in`): each candidate is fitted on the
+epochs before the last and scored by how well it predicts the last epoch's
+gradients (the closest to the final state). ``burn_in`` fixes ``s`` instead.
+
+Solver: the normal equations ``Σ_t P_t M_t M_t^T P_t^T u = Σ_t P_t M_t c_t``,
+accumulated batch by batch and solved by Cholesky (LSQR beyond
+:data:`NORMAL_LIMIT` unknowns); their sums over epochs are reused across the
+candidate burn-ins. With fewer equations than unknowns the attack keeps every
+epoch and returns the (near) minimum-norm solution.
 
 Baselines: an attacker holding only the final weights
 ------------------------------------------------------
@@ -116,6 +127,8 @@ __all__ = [
     "auc_margin",
     "spearman_margin",
     "REVEAL_GRADIENTS",
+    "V4_DEFAULTS",
+    "burn_in_candidates",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -258,17 +271,28 @@ def protocol_field_exists() -> bool:
     return "protocol" in {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+#: The hyper-parameter defaults of versions 1-4 (today's protocol, the one the issue measured:
+#: Adam, learning rate 0.1, decay 1). Runs of ``reveal-gradients`` pin them, so that the
+#: positive controls reproduce the issue's setting whatever the defaults become (the shared
+#: protocol's defaults are momentum, 0.4, 0.5; Adam cannot run on shares).
+V4_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "learning_rate": 0.1, "decay": 1.0}
+
+
 def train_config(*, protocol: str | None = None, **kw: Any) -> Any:
     """A ``TrainConfig`` with 512-bit keys (explicitly insecure) and ``kw``.
 
-    ``protocol`` is passed through when the field exists; ``None`` or
-    ``"reveal-gradients"`` without the field runs today's protocol (which is
-    the one revealing gradients); any other value without the field is an
-    error, so a run never silently attacks another protocol than it names.
+    ``protocol`` is passed through when the field exists; ``None`` runs the
+    code's default protocol, ``"reveal-gradients"`` without the field runs
+    today's protocol (which is the one revealing gradients); any other value
+    without the field is an error, so a run never silently attacks another
+    protocol than it names. ``reveal-gradients`` runs with :data:`V4_DEFAULTS`
+    unless ``kw`` sets them.
     """
     from vfl.lr.config import TrainConfig
 
     base: dict[str, Any] = dict(key_bits=512, allow_insecure_key_size=True, tol=0.0)
+    if protocol == REVEAL_GRADIENTS:
+        base.update(V4_DEFAULTS)
     base.update(kw)
     if protocol is not None:
         if protocol_field_exists():
@@ -406,53 +430,81 @@ def _order(r: BatchRecord) -> tuple[int, int]:
 # ====================================================================== solver
 @dataclass(frozen=True)
 class _Block:
-    """One batch's equations ``M^T u[idx] = c`` (``M``: the batch's weighted design)."""
+    """One batch's linear equations ``M^T u[idx] = c``."""
 
     idx: IntArray
     M: FloatArray
     c: FloatArray
 
 
-def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, damp: float = 0.0,
-                   dense_limit: int = 24_000_000, quick_iterations: int = 500,
-                   max_iterations: int = 20_000, iterative_first: bool = True) -> FloatArray:
-    """``argmin_u Σ_t ||M_t^T u[idx_t] - c_t||² + damp² ||u||²``, minimum-norm if not unique.
+#: Unknowns up to which the normal equations are formed (an n x n matrix; 4,096 rows: 134 MB).
+NORMAL_LIMIT = 12_000
+#: Ridge added to the normal equations, relative to their mean diagonal: keeps the solve
+#: defined for rows no equation touches and approximates the minimum-norm solution.
+RELATIVE_RIDGE = 1e-10
+
+
+class _Normal:
+    """The normal equations ``N u = r`` of a set of blocks, accumulated block by block.
+
+    ``N = Σ_t P_t M_t M_t^T P_t^T`` and ``r = Σ_t P_t M_t c_t`` (``P_t`` places the
+    batch's rows among the unknowns): one ``b x b`` product per batch, however
+    many columns, so a batch of 2,048 rows costs the same as its share of any
+    other formulation, and sums over epochs can be reused when only the first
+    epoch kept changes (:func:`_choose_burn_in`).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.N = np.zeros((n, n))
+        self.r = np.zeros(n)
+
+    def add(self, blocks: Sequence[_Block]) -> None:
+        for blk in blocks:
+            self.N[np.ix_(blk.idx, blk.idx)] += blk.M @ blk.M.T
+            self.r[blk.idx] += blk.M @ blk.c
+
+    def solve(self, damp: float = 0.0) -> FloatArray:
+        """``(N + λ I)^-1 r`` with ``λ = damp² + RELATIVE_RIDGE · mean diag N`` (Cholesky;
+        an eigen-decomposition if that fails)."""
+        from scipy.linalg import cho_factor, cho_solve, eigh  # type: ignore[import-untyped]
+
+        n = len(self.r)
+        if not n:
+            return np.zeros(0)
+        diag = float(np.mean(np.diag(self.N))) or 1.0
+        A = self.N + (damp * damp + RELATIVE_RIDGE * diag) * np.eye(n)
+        try:
+            return np.asarray(cho_solve(cho_factor(A, check_finite=False), self.r),
+                              dtype=np.float64)
+        except np.linalg.LinAlgError:
+            w, V = eigh(A, check_finite=False)
+            keep = w > 1e-12 * max(float(w.max()), 1e-300)
+            return np.asarray(V[:, keep] @ ((V[:, keep].T @ self.r) / w[keep]), dtype=np.float64)
+
+
+def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, damp: float = 0.0) -> FloatArray:
+    """``argmin_u Σ_t ||M_t^T u[idx_t] - c_t||² + damp² ||u||²`` (near minimum-norm if not unique).
 
     The stacked matrix has one row per batch and gradient entry and one column
-    per unknown. LSQR runs first, on products computed batch by batch (two
-    passes over the recorded batches per iteration, nothing formed; from a zero
-    start it converges to the minimum-norm solution): the host's systems
-    converge in a few dozen iterations. If it has not converged after
-    ``quick_iterations`` (the guest's accurate-mode systems are ill-conditioned)
-    and the stacked matrix has at most ``dense_limit`` entries, it is formed
-    and solved by SVD (``numpy.linalg.lstsq``); a larger one gets LSQR's
-    ``max_iterations``. ``iterative_first=False`` goes straight to the SVD when
-    the matrix fits.
+    per unknown. Up to :data:`NORMAL_LIMIT` unknowns the normal equations are
+    formed and solved by Cholesky (:class:`_Normal`); beyond, LSQR runs on
+    products computed batch by batch, never forming anything.
     """
+    if n <= NORMAL_LIMIT:
+        ne = _Normal(n)
+        ne.add(blocks)
+        return ne.solve(damp)
+    return _lsqr(blocks, n, damp, 20_000)
+
+
+def _lsqr(blocks: Sequence[_Block], n: int, damp: float, iterations: int) -> FloatArray:
+    """LSQR on the stacked system, products batch by batch (minimum-norm from a zero start)."""
+    from scipy.sparse.linalg import LinearOperator, lsqr  # type: ignore[import-untyped]
+
     sizes = [blk.M.shape[1] for blk in blocks]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     m = int(offsets[-1])
     rhs = np.concatenate([blk.c for blk in blocks]) if blocks else np.zeros(0)
-    if iterative_first or m * n > dense_limit:
-        sol, converged = _lsqr(blocks, offsets, m, n, rhs, damp, quick_iterations)
-        if converged:
-            return sol
-    if m * n > dense_limit:
-        return _lsqr(blocks, offsets, m, n, rhs, damp, max_iterations)[0]
-    A = np.zeros((m + (n if damp else 0), n))
-    for blk, o in zip(blocks, offsets[:-1], strict=False):
-        A[o:o + blk.M.shape[1], blk.idx] = blk.M.T
-    if damp:
-        A[m:, :] = damp * np.eye(n)
-        rhs = np.concatenate([rhs, np.zeros(n)])
-    return np.asarray(np.linalg.lstsq(A, rhs, rcond=None)[0], dtype=np.float64)
-
-
-def _lsqr(blocks: Sequence[_Block], offsets: IntArray, m: int, n: int, rhs: FloatArray,
-          damp: float, iterations: int) -> tuple[FloatArray, bool]:
-    """LSQR on the stacked system, products batch by batch; the solution and whether it
-    converged within ``iterations``."""
-    from scipy.sparse.linalg import LinearOperator, lsqr
 
     def matvec(u: FloatArray) -> FloatArray:
         u = np.ravel(u)
@@ -470,18 +522,150 @@ def _lsqr(blocks: Sequence[_Block], offsets: IntArray, m: int, n: int, rhs: Floa
 
     op = LinearOperator((m, n), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
     sol = lsqr(op, rhs, damp=damp, atol=1e-10, btol=1e-10, iter_lim=iterations)
-    return np.asarray(sol[0], dtype=np.float64), int(sol[1]) != 7  # 7: the iteration limit
+    return np.asarray(sol[0], dtype=np.float64)
 
 
-def _select(view: PartyView, window: int | None) -> tuple[list[BatchRecord], IntArray]:
-    """The recorded batches of the last ``window`` epochs (all: ``None``) and their rows."""
-    recs = list(view.batches)
-    if window is not None and recs:
-        last = max(r.epoch for r in recs)
-        recs = [r for r in recs if r.epoch > last - window]
-    rows = (np.unique(np.concatenate([r.rows for r in recs])) if recs
-            else np.zeros(0, dtype=np.int64))
-    return recs, rows
+@dataclass(frozen=True)
+class _Equations:
+    """One batch's equations ``A^T (c1 u + c2 φ(u)) = rhs`` in the unknowns ``u[idx]``.
+
+    ``A`` is the party's design of the batch rows divided by ``b`` (so every
+    batch weighs alike), ``φ(u) = clip(u, ±3)²`` (the accurate mode's squares;
+    ``c2 = 0`` makes the equations linear).
+    """
+
+    epoch: int
+    idx: IntArray
+    A: FloatArray
+    c1: FloatArray
+    c2: FloatArray
+    rhs: FloatArray
+
+    @property
+    def linear(self) -> bool:
+        return not bool(np.any(self.c2))
+
+    def residual(self, u: FloatArray) -> FloatArray:
+        """``A^T (c1 u + c2 φ(u)) - rhs`` at ``u``."""
+        v = u[self.idx]
+        hc = np.clip(v, -CURVATURE_CLIP, CURVATURE_CLIP)
+        out: FloatArray = self.A.T @ (self.c1 * v + self.c2 * hc * hc) - self.rhs
+        return out
+
+    def linearised(self, u: FloatArray) -> _Block:
+        """The block of the equations linearised at ``u`` (exact when linear):
+        ``A^T ((c1 + c2 φ'(u0)) u) = rhs - A^T c2 (φ(u0) - φ'(u0) u0)``."""
+        if self.linear:
+            return _Block(self.idx, self.A * self.c1[:, None], self.rhs)
+        u0 = u[self.idx]
+        hc = np.clip(u0, -CURVATURE_CLIP, CURVATURE_CLIP)
+        phi, dphi = hc * hc, 2.0 * hc * (np.abs(u0) < CURVATURE_CLIP)
+        weight = self.c1 + self.c2 * dphi
+        return _Block(self.idx, self.A * weight[:, None],
+                      self.rhs - self.A.T @ (self.c2 * (phi - dphi * u0)))
+
+
+def _objective(eqs: Sequence[_Equations], u: FloatArray) -> float:
+    return sum(float(np.sum(e.residual(u) ** 2)) for e in eqs)
+
+
+def _solve(eqs: Sequence[_Equations], n: int, *, steps: int, damp: float = 0.0
+           ) -> FloatArray:
+    """Least squares over ``eqs``: one linear solve, or Gauss-Newton from ``u = 0`` when
+    some ``c2 ≠ 0`` (each step solves the equations linearised at the current
+    iterate, :meth:`_Equations.linearised`). The clip makes ``φ`` kinked and
+    undamped steps can overshoot, so the iterate with the smallest sum of
+    squared residuals is kept (the attacker's own objective; no truth involved).
+    """
+    u = np.zeros(n)
+    if all(e.linear for e in eqs):
+        return _stacked_lstsq([e.linearised(u) for e in eqs], n, damp=damp)
+    best, best_obj = u, math.inf
+    for _ in range(max(1, steps)):
+        u = _stacked_lstsq([e.linearised(u) for e in eqs], n, damp=damp)
+        obj = _objective(eqs, u)
+        if obj < best_obj:
+            best, best_obj = u, obj
+    return best
+
+
+def burn_in_candidates(last_epoch: int) -> list[int]:
+    """Burn-ins the attacker tries: ``0, 1, 2, 4, 8`` and half and two thirds of the run,
+    each leaving at least one epoch before the held-out last one."""
+    cands = {0, 1, 2, 4, 8, last_epoch // 2, (2 * last_epoch) // 3}
+    return sorted(c for c in cands if c < last_epoch)
+
+
+def _choose_burn_in(eqs: Sequence[_Equations], n: int, *, steps: int
+                    ) -> tuple[int, dict[int, float]]:
+    """The burn-in whose fit best predicts the last epoch's gradients (held out).
+
+    The residuals (host) and host scores (guest) drift most while the weights
+    move most: in the first epochs (Adam's first steps move every weight by
+    about the learning rate, which then decays as ``1/(1 + t)``). Equations of
+    those epochs are inconsistent with a per-row constant, and when the system
+    is only mildly over-determined a least-squares fit spreads their error
+    over every row. How many epochs to drop is chosen without the truth: each
+    candidate burn-in is fitted on the epochs between it and the last one, and
+    the last epoch's equations, the closest to the final state, score it by
+    their relative residual ``Σ||A^T(c1 u + c2 φ(u)) - rhs||² / Σ||rhs||²``.
+    Linear equations reuse one accumulation of the normal equations, from the
+    last epochs back.
+    """
+    last = max(e.epoch for e in eqs)
+    held = [e for e in eqs if e.epoch == last]
+    scale = sum(float(np.sum(e.rhs ** 2)) for e in held) or 1.0
+    cands = burn_in_candidates(last)
+    errors: dict[int, float] = {}
+    if all(e.linear for e in eqs) and n <= NORMAL_LIMIT and cands:
+        ne = _Normal(n)
+        zero = np.zeros(n)
+        for epoch in range(last - 1, min(cands) - 1, -1):
+            ne.add([e.linearised(zero) for e in eqs if e.epoch == epoch])
+            if epoch in cands:
+                errors[epoch] = _objective(held, ne.solve()) / scale
+    else:
+        for s in cands:
+            u = _solve([e for e in eqs if s <= e.epoch < last], n, steps=steps)
+            errors[s] = _objective(held, u) / scale
+    if not errors:
+        return 0, errors
+    return min(errors, key=lambda s: (errors[s], s)), errors
+
+
+BurnIn = int | str | None
+
+
+def _fit(eqs: Sequence[_Equations], n: int, burn_in: BurnIn, *, steps: int
+         ) -> tuple[FloatArray, int, dict[int, float]]:
+    """Solve with the given burn-in (``"auto"``: :func:`_choose_burn_in`; ``None``: 0).
+
+    With ``"auto"``, a run whose equations are fewer than the unknowns keeps
+    every epoch (each equation counts) and takes one linear step: the
+    minimum-norm solution, which the clip's curvature would only scatter.
+    """
+    errors: dict[int, float] = {}
+    if burn_in == "auto" and sum(len(e.rhs) for e in eqs) < n:
+        skip, steps = 0, 1
+    elif burn_in == "auto":
+        skip, errors = _choose_burn_in(eqs, n, steps=steps)
+    elif burn_in is None:
+        skip = 0
+    elif isinstance(burn_in, int):
+        skip = burn_in
+    else:
+        raise ValueError(f"burn_in must be an int, None or 'auto', not {burn_in!r}")
+    kept = [e for e in eqs if e.epoch >= skip]
+    return _solve(kept, n, steps=steps), skip, errors
+
+
+def _row_positions(view: PartyView) -> tuple[IntArray, dict[int, int]]:
+    rows = np.unique(np.concatenate([r.rows for r in view.batches]))
+    return rows, {int(r): i for i, r in enumerate(rows.tolist())}
+
+
+def _positions(pos: dict[int, int], rows: IntArray) -> IntArray:
+    return np.fromiter((pos[int(i)] for i in rows), dtype=np.int64, count=len(rows))
 
 
 # ====================================================================== estimates
@@ -490,7 +674,9 @@ class LabelEstimate:
     """A host's label estimate: a ranking score (higher: label 1 more likely) and hard labels.
 
     ``rows`` are the aligned rows estimated (training rows that were in a
-    batch; the baseline estimates every training row).
+    batch; the baseline estimates every training row). ``burn_in``: the
+    leading epochs left out; ``errors``: each candidate burn-in's held-out
+    error when it was chosen automatically.
     """
 
     rows: IntArray
@@ -498,17 +684,20 @@ class LabelEstimate:
     labels: npt.NDArray[np.int8]
     method: str
     equations: int = 0
+    burn_in: int = 0
+    errors: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ScoreEstimate:
-    """The guest's estimate of the hosts' scores of ``rows``."""
+    """The guest's estimate of the hosts' scores of ``rows`` (fields as :class:`LabelEstimate`)."""
 
     rows: IntArray
     values: FloatArray
     method: str
     equations: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    burn_in: int = 0
+    errors: dict[int, float] = field(default_factory=dict)
 
 
 def host_final_weights_baseline(view: PartyView) -> LabelEstimate:
@@ -522,34 +711,31 @@ def host_final_weights_baseline(view: PartyView) -> LabelEstimate:
     return LabelEstimate(rows, h, (h > 0).astype(np.int8), "final weights only")
 
 
-def host_label_attack(view: PartyView, *, window: int | None = None,
-                      damp: float = 0.0) -> LabelEstimate:
+def host_label_attack(view: PartyView, *, burn_in: BurnIn = "auto") -> LabelEstimate:
     """The curious host's stacked least squares for the residuals, hence the labels.
 
-    Solves ``X_{B_t}^T d_{B_t} = b_t γ_t`` for every recorded batch ``t`` (of
-    the last ``window`` epochs; all by default) with one unknown ``d_i`` per
-    row over the run (module docstring: the residual's sign is the label in
-    every epoch), and labels ``y_i = 1`` iff ``d_i < 0``. Without recorded
-    gradients it returns :func:`host_final_weights_baseline`.
+    Solves ``X_{B_t}^T d_{B_t} / b_t = γ_t`` for every recorded batch ``t`` from
+    epoch ``burn_in`` on (``"auto"``: chosen on held-out equations,
+    :func:`_choose_burn_in`) with one unknown ``d_i`` per row (module
+    docstring: the residual's sign is the label in every epoch), and labels
+    ``y_i = 1`` iff ``d_i < 0``. Without recorded gradients it returns
+    :func:`host_final_weights_baseline`.
     """
     if view.role != "host":
         raise ValueError("host_label_attack needs the host's view.")
-    recs, rows = _select(view, window)
-    if not recs:
+    if not view.batches:
         return host_final_weights_baseline(view)
-    pos = {int(r): i for i, r in enumerate(rows.tolist())}
-    blocks = []
-    for r in recs:
-        idx = np.fromiter((pos[int(i)] for i in r.rows), dtype=np.int64, count=len(r.rows))
+    rows, pos = _row_positions(view)
+    eqs = []
+    for r in view.batches:
         b = len(r.rows)
-        # scaled by 1/b: X_b^T d / b = γ (every batch weighs alike)
-        blocks.append(_Block(idx, view.design(r.rows) / b, r.gradient))
-    d = _stacked_lstsq(blocks, len(rows), damp=damp)
-    score = -d
-    return LabelEstimate(rows, score, (d < 0).astype(np.int8),
-                         f"stacked LSQR, {len(recs)} batches"
-                         f"{'' if window is None else f', last {window} epochs'}",
-                         sum(len(r.gradient) for r in recs))
+        eqs.append(_Equations(r.epoch, _positions(pos, r.rows), view.design(r.rows) / b,
+                              np.ones(b), np.zeros(b), r.gradient))
+    d, skip, errors = _fit(eqs, len(rows), burn_in, steps=1)
+    kept = [r for r in view.batches if r.epoch >= skip]
+    return LabelEstimate(rows, -d, (d < 0).astype(np.int8),
+                         f"stacked least squares, {len(kept)} batches from epoch {skip}",
+                         sum(len(r.gradient) for r in kept), skip, errors)
 
 
 def _guest_scores(view: PartyView, rec: BatchRecord) -> FloatArray:
@@ -577,44 +763,15 @@ def guest_final_weights_baseline(view: PartyView) -> ScoreEstimate:
     return ScoreEstimate(rows, np.asarray(est, dtype=np.float64), "final weights only")
 
 
-def _default_guest_window(view: PartyView) -> int:
-    """The last half of the epochs seen, at least enough for an over-determined window:
-    ``n_train / (batches per epoch · (k_g + 1)) + 1`` epochs."""
-    seen = view.epochs_seen
-    per_epoch = max(1, len(view.batches) // max(seen, 1))
-    eqs = per_epoch * (view.X.shape[1] + (1 if view.fit_intercept else 0))
-    need = math.ceil(len(view.train_rows) / max(eqs, 1)) + 1
-    return max(1, min(seen, max(seen // 2, need)))
-
-
-def guest_score_attack(view: PartyView, *, window: int | None | str = "auto",
-                       gauss_newton: int = 6, damp: float = 0.0) -> ScoreEstimate:
-    """The curious guest's stacked solve for the hosts' scores ``h`` of its training rows.
-
-    Per recorded batch (module docstring), with ``a`` the guest's known part of
-    ``4d`` and ``X̃`` its design with the intercept:
-
-    * Taylor: ``X̃^T h = 4bγ - X̃^T (g - 2y±)``: one linear solve;
-    * accurate: ``X̃^T (c1 h + c2 φ(h)) = 4bγ - X̃^T 4(σ(g) - y)``, ``φ(h) =
-      clip(h, ±3)²``: Gauss-Newton from ``h = 0``, each step solving
-      ``X̃^T ((c1 + c2 φ'(h0)) h) = rhs - X̃^T c2 (φ(h0) - φ'(h0) h0)``.
-
-    ``h_i`` is one constant per row over the last ``window`` epochs
-    (``"auto"``: :func:`_default_guest_window`; ``None``: the whole run).
-    Without recorded gradients it returns :func:`guest_final_weights_baseline`.
-    """
-    if view.role != "guest" or view.y is None:
-        raise ValueError("guest_score_attack needs the guest's view (with its labels).")
-    if not view.batches:
-        return guest_final_weights_baseline(view)
-    w = _default_guest_window(view) if window == "auto" else window
-    assert w is None or isinstance(w, int)
-    recs, rows = _select(view, w)
-    pos = {int(r): i for i, r in enumerate(rows.tolist())}
+def guest_equations(view: PartyView) -> tuple[list[_Equations], IntArray]:
+    """The guest's equations in the hosts' scores, one block per recorded batch (module
+    docstring), and the rows they are about."""
+    if view.y is None:
+        raise ValueError("The guest's view holds its labels.")
+    rows, pos = _row_positions(view)
     y01 = view.y
-    parts = []
-    for r in recs:
-        idx = np.fromiter((pos[int(i)] for i in r.rows), dtype=np.int64, count=len(r.rows))
+    eqs = []
+    for r in view.batches:
         b = len(r.rows)
         A = view.design(r.rows) / b
         g = _guest_scores(view, r)
@@ -627,22 +784,36 @@ def guest_score_attack(view: PartyView, *, window: int | None | str = "auto",
             c1 = 4.0 * sig * (1.0 - sig)
             have = r.have_squares if r.have_squares is not None else np.zeros(b, dtype=bool)
             c2 = 2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig) * have
-        rhs = 4.0 * r.gradient - A.T @ known
-        parts.append((idx, A, c1, c2, rhs))
-    h = np.zeros(len(rows))
-    steps = 1 if view.mode == "taylor" else max(1, gauss_newton)
-    for _ in range(steps):
-        blocks = []
-        for idx, A, c1, c2, rhs in parts:
-            h0 = h[idx]
-            hc = np.clip(h0, -CURVATURE_CLIP, CURVATURE_CLIP)
-            phi, dphi = hc * hc, 2.0 * hc * (np.abs(h0) < CURVATURE_CLIP)
-            weight = c1 + c2 * dphi
-            blocks.append(_Block(idx, A * weight[:, None], rhs - A.T @ (c2 * (phi - dphi * h0))))
-        h = _stacked_lstsq(blocks, len(rows), damp=damp, iterative_first=False)
-    return ScoreEstimate(rows, h, f"stacked LSQR over {len(recs)} batches"
-                         f"{'' if w is None else f' (last {w} epochs)'}",
-                         sum(len(r.gradient) for r in recs), {"window": float(w or 0)})
+        eqs.append(_Equations(r.epoch, _positions(pos, r.rows), A, c1, c2,
+                              4.0 * r.gradient - A.T @ known))
+    return eqs, rows
+
+
+def guest_score_attack(view: PartyView, *, burn_in: BurnIn = "auto",
+                       gauss_newton: int = 4) -> ScoreEstimate:
+    """The curious guest's stacked solve for the hosts' scores ``h`` of its training rows.
+
+    Per recorded batch (module docstring), with ``X̃`` its design with the
+    intercept and ``g`` its own scores at the time:
+
+    * Taylor: ``X̃^T h = 4bγ - X̃^T (g - 2y±)``: one linear solve;
+    * accurate: ``X̃^T (c1 h + c2 φ(h)) = 4bγ - X̃^T 4(σ(g) - y)``, ``φ(h) =
+      clip(h, ±3)²``: ``gauss_newton`` Gauss-Newton steps from ``h = 0``.
+
+    ``h_i`` is one constant per row from epoch ``burn_in`` on (``"auto"``:
+    chosen on held-out equations, :func:`_choose_burn_in`: the hosts' weights
+    start at zero, so their scores drift most early). Without recorded
+    gradients it returns :func:`guest_final_weights_baseline`.
+    """
+    if view.role != "guest" or view.y is None:
+        raise ValueError("guest_score_attack needs the guest's view (with its labels).")
+    if not view.batches:
+        return guest_final_weights_baseline(view)
+    eqs, rows = guest_equations(view)
+    h, skip, errors = _fit(eqs, len(rows), burn_in, steps=gauss_newton)
+    kept = [r for r in view.batches if r.epoch >= skip]
+    return ScoreEstimate(rows, h, f"stacked least squares, {len(kept)} batches from epoch {skip}",
+                         sum(len(r.gradient) for r in kept), skip, errors)
 
 
 # ====================================================================== scoring
@@ -688,7 +859,7 @@ def score_labels(est: LabelEstimate, truth: Truth) -> LabelScore:
 
 
 def _spearman(a: FloatArray, b: FloatArray) -> float:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # type: ignore[import-untyped]
 
     if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
         return 0.0

@@ -22,7 +22,7 @@ from vfl.exceptions import (
     RemoteProtocolError,
 )
 from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, residual_frac_bits
-from vfl.lr._shared import ShareState, int_matvec
+from vfl.lr._shared import ShareState, expansion_of, int_matvec
 from vfl.lr.messages import (
     DecryptedGradient,
     MaskedGradient,
@@ -162,10 +162,15 @@ class GradientParty:
         """Weights, optimiser state and per-epoch weights, for a :class:`PartyCheckpoint`."""
         opt = self.optimizer
         snaps: list[FloatArray] = getattr(self, "snapshots", [])
+        share = None
+        if self.shared:
+            enc = None if self._v_enc is None else encode_ciphertexts(self._v_enc)
+            share = self.share.to_record(enc, getattr(self, "_expansion", None))
         return {"coef": self.coef.copy(), "opt_t": int(opt.t), "opt_m": opt.m.copy(),
                 "opt_v": opt.v.copy(),
                 "snapshots": np.asarray(snaps, dtype=np.float64).reshape(len(snaps),
-                                                                         self.n_weights)}
+                                                                         self.n_weights),
+                "share": share}
 
     def restore_fields(self, ckpt: PartyCheckpoint) -> None:
         """Take back :meth:`checkpoint_fields` (shapes checked against this party's weights)."""
@@ -180,6 +185,26 @@ class GradientParty:
         self.optimizer.v = ckpt.opt_v.astype(np.float64).copy()
         if hasattr(self, "snapshots"):
             self.snapshots = [row.copy() for row in ckpt.snapshots]
+        if self.shared:
+            rec = ckpt.share
+            if rec is None:
+                raise CheckpointError(f"The checkpoint of {self.name} holds no weight share; "
+                                      "this job keeps its weights shared: refused.")
+            self.share = ShareState.from_record(rec, k, self.share.penalized, self.name)
+            self._v_enc = None
+            if rec.encrypted is not None:
+                key, _ = self._require_key()
+                try:
+                    self._v_enc = decode_ciphertexts(
+                        key, rec.encrypted, peer=f"{self.name}'s checkpoint",
+                        what="the arbiter's share", expected_len=k,
+                        frac_bits=self.config.score_frac_bits)
+                except RemoteProtocolError as exc:
+                    raise CheckpointError(str(exc)) from None
+            if hasattr(self, "_expansion"):
+                point = expansion_of(rec, k, self.name)
+                if point is not None:
+                    self._expansion = point
 
     def close(self) -> None:
         """Stop this party's worker processes, or leave its Dask cluster, if any."""

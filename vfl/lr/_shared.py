@@ -21,25 +21,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vfl.checkpoint import CheckpointError, ShareRecord
+from vfl.crypto.wire import Ciphertexts
 from vfl.exceptions import ConfigError
 from vfl.lr.config import (
-    MASK_KAPPA,
+    CURVATURE_CLIP,
     MOMENTUM,
-    SQUARE_VALUE_BITS,
     TrainConfig,
     residual_frac_bits,
-    score_scale_bits,
     square_slot_bits,
 )
 
 __all__ = ["ShareState", "step_factor", "guest_reveals", "GUEST_EQUATION_SHARE",
-           "guest_equations", "check_guest_equations", "draw_square_masks", "int_matvec"]
+           "guest_equations", "check_guest_equations", "int_matvec"]
 
 #: Bits of the fixed-point learning rate and L2 factor applied to the integer shares.
 RATE_BITS = 32
 #: The guest may hold at most this share of the training rows as equations about the
 #: hosts' scores over a whole run (``hetero_lr.md``, "What the guest learns").
-GUEST_EQUATION_SHARE = 0.1
+GUEST_EQUATION_SHARE = 0.25
 
 
 def _fixed(value: float) -> int:
@@ -107,6 +107,53 @@ class ShareState:
         """Keep the weights share of the epoch just ended (for the kept epoch)."""
         self.snapshots.append(list(self.weights))
 
+    def to_record(self, encrypted: Ciphertexts | None = None,
+                  expansion: list[int] | None = None) -> ShareRecord:
+        """This share for a checkpoint (signed integers at one fixed width)."""
+        values = [*self.weights, *self.momentum, *(v for s in self.snapshots for v in s),
+                  *(expansion or [])]
+        width = max((v.bit_length() for v in values), default=0) // 8 + 1
+        return ShareRecord(width, _pack(self.weights, width), _pack(self.momentum, width),
+                           _pack([v for s in self.snapshots for v in s], width),
+                           len(self.snapshots), encrypted,
+                           _pack(expansion, width) if expansion is not None else b"")
+
+    @classmethod
+    def from_record(cls, rec: ShareRecord, count: int, penalized: list[bool],
+                    owner: str) -> ShareState:
+        """A share back from a checkpoint, its sizes checked against ``count`` weights."""
+        w = rec.width
+        if not 1 <= w <= MAX_SHARE_BYTES or len(rec.weights) != count * w or len(
+                rec.momentum) != count * w or len(rec.snapshots) != rec.n_snapshots * count * w:
+            raise CheckpointError(f"The checkpoint of {owner} holds a weight share of another "
+                                  f"shape than its {count} weights now: refused.")
+        snaps = _unpack(rec.snapshots, w)
+        return cls(_unpack(rec.weights, w), _unpack(rec.momentum, w), list(penalized),
+                   [snaps[i * count:(i + 1) * count] for i in range(rec.n_snapshots)])
+
+
+#: Largest width of a stored share value (bytes); shares stay near ``2^(ℓ + κ + F)``.
+MAX_SHARE_BYTES = 256
+
+
+def _pack(values: list[int], width: int) -> bytes:
+    return b"".join(int(v).to_bytes(width, "big", signed=True) for v in values)
+
+
+def _unpack(data: bytes, width: int) -> list[int]:
+    return [int.from_bytes(data[i:i + width], "big", signed=True)
+            for i in range(0, len(data), width)]
+
+
+def expansion_of(rec: ShareRecord, count: int, owner: str) -> list[int] | None:
+    """The guest's expansion point kept in ``rec`` (None: none kept)."""
+    if not rec.expansion:
+        return None
+    if len(rec.expansion) != count * rec.width:
+        raise CheckpointError(f"The checkpoint of {owner} holds an expansion point of another "
+                              "shape: refused.")
+    return _unpack(rec.expansion, rec.width)
+
 
 def int_matvec(X: np.ndarray, w: list[int], frac_bits: int = 0) -> list[int]:
     """``X w`` exactly, ``X`` int64 (rows x k) and ``w`` Python integers of any size;
@@ -151,8 +198,8 @@ def guest_reveals(config: TrainConfig, n_weights: int, n_train: int | None) -> l
         return list(range(candidates))
     if fit == 0:
         return []
-    every = -(-candidates // fit)
-    return [e for e in range(candidates) if (e + 1) % every == 0][:fit]
+    # ``fit`` epoch ends spread evenly over the run (distinct: fit < candidates)
+    return sorted({(i + 1) * candidates // (fit + 1) for i in range(fit)})
 
 
 def check_guest_equations(config: TrainConfig, n_weights: int, n_train: int) -> None:
@@ -170,15 +217,18 @@ def check_guest_equations(config: TrainConfig, n_weights: int, n_train: int) -> 
             "protocols/specs/hetero_lr.md, 'What the guest learns'.")
 
 
-def draw_square_masks(config: TrainConfig, count: int) -> list[int]:
-    """Secret offsets ``c = 2^ℓq + r`` (``r < 2^(ℓq+κ)``) that hide values to be squared."""
-    lq = score_scale_bits(config) + SQUARE_VALUE_BITS
-    return [(1 << lq) + secrets.randbits(lq + MASK_KAPPA) for _ in range(count)]
+def clipped_square(value: int, frac_bits: int) -> int:
+    """``Q_F(clip(x, ±CURVATURE_CLIP)^2)`` of ``x = value / 2^F`` in integers (floor)."""
+    bound = int(CURVATURE_CLIP) << frac_bits
+    v = max(-bound, min(bound, value))
+    return (v * v) >> frac_bits
 
 
-def square_slot_limit(config: TrainConfig) -> int:
-    """A packed slot the arbiter squares must lie below ``2^(ℓq+κ+1)``."""
-    return 1 << (score_scale_bits(config) + SQUARE_VALUE_BITS + MASK_KAPPA + 1)
+def secret_order(count: int) -> list[int]:
+    """A uniformly random permutation of ``range(count)`` drawn with ``secrets``."""
+    order = list(range(count))
+    secrets.SystemRandom().shuffle(order)
+    return order
 
 
-__all__ += ["square_slot_limit", "square_slot_bits"]
+__all__ += ["clipped_square", "secret_order", "square_slot_bits"]

@@ -16,7 +16,7 @@ from vfl.calibration import (
     score_bands,
     sigmoid,
 )
-from vfl.checkpoint import ArbiterSecret
+from vfl.checkpoint import ArbiterSecret, CheckpointError
 from vfl.crypto.paillier import (
     PaillierPrivateKey,
     Randomizer,
@@ -28,13 +28,14 @@ from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts, encode_resid
 from vfl.lr._shared import (
     ShareState,
     check_guest_equations,
+    clipped_square,
     guest_reveals,
     square_slot_bits,
-    square_slot_limit,
 )
 from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
     CURVATURE_FRAC_BITS,
+    SQUARE_VALUE_BITS,
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
     MIN_VALIDATION_ROWS,
@@ -216,31 +217,36 @@ class ArbiterParty:
         return ShareUpdate(epoch, batch, encode_ciphertexts(share), squares)
 
     def _squares(self, msg: MaskedGradient, epoch: int, rows: int) -> EncryptedVector:
-        """Fresh ``[[y^2]]`` of every packed value ``y`` of the guest (each checked below
-        ``2^(ℓq+κ+1)``: a masked value, not a packed secret)."""
+        """Fresh ``[[Q(clip(x, ±3)^2)]]`` of every packed value ``x`` of the guest, in the order
+        received (the guest's secret order: the arbiter learns the values, not their rows);
+        each value refused unless ``|x| < 2^SQUARE_VALUE_BITS``."""
         g, cfg = self.guest, self.config
         n_sq = msg.n_squares
         if not 1 <= n_sq <= rows:
             raise RemoteProtocolError(f"MaskedGradient from {g} asks for {n_sq} squares in a "
                                       f"batch of {rows} rows.")
+        fs = score_scale_bits(cfg)
         bits = square_slot_bits(cfg)
         k = slots_per_ciphertext(self.public_key, bits)
         assert msg.squares is not None
         enc = decode_ciphertexts(self.public_key, msg.squares, peer=g, what="Squares request",
-                                 expected_len=-(-n_sq // k), frac_bits=score_scale_bits(cfg))
+                                 expected_len=-(-n_sq // k), frac_bits=fs)
+        offset = 1 << (bits - 1)
         values: list[int] = []
         try:
             for i, r in enumerate(enc.decrypt_residues(self.private_key)):
-                values += unpack_residue(int(r), bits, min(k, n_sq - i * k))
+                values += [v - offset for v in unpack_residue(int(r), bits, min(k, n_sq - i * k))]
         except CryptoError:
             raise RemoteProtocolError(f"The squares request from {g} (epoch {epoch}) is not a "
                                       "packed vector: refused.") from None
-        limit = square_slot_limit(cfg)
-        if any(not 0 < v < limit for v in values):
-            raise RemoteProtocolError(f"The squares request from {g} (epoch {epoch}) holds a "
-                                      "value outside the masked range: refused.")
-        return EncryptedVector.encrypt(self.public_key, [v * v for v in values],
-                                       2 * score_scale_bits(cfg), self._randomizer)
+        limit = 1 << (fs + SQUARE_VALUE_BITS)
+        if any(abs(v) >= limit for v in values):
+            raise RemoteProtocolError(
+                f"The squares request from {g} (epoch {epoch}) holds a value beyond "
+                f"±2^{SQUARE_VALUE_BITS}: refused. Training diverged, or the guest sent "
+                "something else.")
+        return EncryptedVector.encrypt(self.public_key, [clipped_square(v, fs) for v in values],
+                                       fs, self._randomizer)
 
     def final_share(self, party: str) -> FinalShare:
         """Protocol ``shared``, after the last epoch: the arbiter's share of ``party``'s
@@ -262,10 +268,10 @@ class ArbiterParty:
         accurate = self.config.mode == "accurate"
         # Taylor: [[8 * 2^(2F) * sum of losses]] (non-negative); accurate mode:
         # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win);
-        # protocol shared: F_s = F + G for F, and 2 F_s + E in the accurate mode
+        # protocol shared: F_s = F + G for F (the Taylor loss at 2^F_s, the squares' scale)
         if self.shared:
             fs = score_scale_bits(self.config)
-            scale_bits = 2 * fs + (CURVATURE_FRAC_BITS if accurate else 0)
+            scale_bits = fs + (CURVATURE_FRAC_BITS if accurate else 0)
         else:
             scale_bits = F + CURVATURE_FRAC_BITS if accurate else 2 * F
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
@@ -408,7 +414,9 @@ class ArbiterParty:
                              int(self.private_key.q).to_bytes(nb, "big"),
                              np.asarray(self.loss_history, dtype=np.float64), val, epoch,
                              bool(key[0]), float(key[1]), np.asarray(s, dtype=np.float64),
-                             np.asarray(y, dtype=np.float64))
+                             np.asarray(y, dtype=np.float64),
+                             [self.shares[p].to_record() for p in self.widths]
+                             if self.shared else [], self.kept_epoch)
 
     def restore(self, secret: ArbiterSecret) -> None:
         """Continue from a checkpoint's sealed state (its key pair was given to the constructor)."""
@@ -419,6 +427,15 @@ class ArbiterParty:
         self._best = None if secret.best_epoch is None else (
             (secret.best_ok, secret.best_value), secret.best_epoch, secret.best_scores.copy(),
             secret.best_labels.copy())
+        if self.shared:
+            if len(secret.shares) != len(self.widths):
+                raise CheckpointError("The arbiter's checkpoint holds the weight shares of "
+                                      f"{len(secret.shares)} parties; this job has "
+                                      f"{len(self.widths)}: refused.")
+            self.shares = {p: ShareState.from_record(rec, k, self.shares[p].penalized, p)
+                           for (p, k), rec in zip(self.widths.items(), secret.shares,
+                                                  strict=True)}
+            self.kept_epoch = secret.kept_epoch
 
     def guest_decision(self) -> EpochDecision:
         """The latest decision as the guest gets it: whether to stop, and the loss."""

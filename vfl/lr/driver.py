@@ -690,7 +690,9 @@ class _ArbiterSide(_TrainingSide):
                     "arbiter was not started with --resume (or keeps no checkpoints).")
             # it writes at epoch ends (and its key before the first, when checkpoints are
             # also taken within epochs)
-            self._ckpt = self.store.load((msg.resume_epochs, 0))
+            # (protocol shared: its shares move every batch, so it writes at the interval too)
+            within = msg.resume_batches if msg.config.protocol == "shared" else 0
+            self._ckpt = self.store.load((msg.resume_epochs, within))
             if self._ckpt.setup_digest != self.setup_digest:
                 raise CheckpointError(f"The arbiter's checkpoint of epoch {msg.resume_epochs} "
                                       f"was made for another training setup than {peer}'s "
@@ -743,7 +745,15 @@ class _ArbiterSide(_TrainingSide):
     @_receives(sch.GRADIENT_HOSTS)
     def _gradient_host(self, peer: str, msg: MaskedGradient) -> DecryptedGradient | ShareUpdate:
         self._save_key_if_due()
-        return self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
+        answer = self.party.on_masked_gradient(peer, msg, self.epoch, self.batch)
+        every, done = self.checkpoint_every, self.batch + 1
+        if (self.shared and every and done % every == 0 and peer == self.party.hosts[-1]
+                and done < len(self.batches(self.epoch))):
+            # protocol shared: the arbiter's shares move every batch; it writes them at the
+            # guest's interval before the last host hears of the batch, so every position a
+            # host holds is one the arbiter holds (the guest resumes at or before the hosts')
+            self._save_now(self.epoch, False, done)
+        return answer
 
     def _save_key_if_due(self) -> None:
         """A fresh job checkpointed within epochs: write the key pair (checkpoint e0) when
@@ -768,7 +778,7 @@ class _ArbiterSide(_TrainingSide):
         self._save_now(decision.epoch + 1, decision.stop)
         return _to(peers, decision)
 
-    def _save_now(self, epochs_done: int, stop: bool) -> None:
+    def _save_now(self, epochs_done: int, stop: bool, batches_done: int = 0) -> None:
         if self.store is None or not self.store.can_seal:
             return
         party = self.party
@@ -779,7 +789,7 @@ class _ArbiterSide(_TrainingSide):
         self.store.save(PartyCheckpoint(
             "arbiter", self.arbiter, self.store.job, party.setup.model_id, epochs_done, stop,
             self.setup_digest, self.key_fingerprint, b"", empty, 0, empty, empty,
-            np.zeros((0, 0)), None, self.store.seal(secret)))
+            np.zeros((0, 0)), None, self.store.seal(secret), batches_done))
 
     def save(self, epochs_done: int, batches_done: int = 0) -> None:
         """Written in :meth:`_decision_guest` already (at epoch ends only)."""

@@ -198,8 +198,8 @@ class GuestLogisticRegression(BaseEstimator):
     preprocessor_ : Standardizer or None
     """
 
-    def __init__(self, *, epochs: int = 30, batch_size: int = 2048, learning_rate: float = 0.1,
-                 decay: float = 1.0, optimizer: str = "adam", penalty: str = "none",
+    def __init__(self, *, epochs: int = 30, batch_size: int = 2048, learning_rate: float = 0.4,
+                 decay: float = 0.5, optimizer: str = "momentum", penalty: str = "none",
                  alpha: float = 0.0, tol: float = 0.0, fit_intercept: bool = True,
                  random_state: int = 0, key_bits: int = 2048,
                  allow_insecure_key_size: bool = False, standardize: bool = True,
@@ -209,7 +209,7 @@ class GuestLogisticRegression(BaseEstimator):
                  class_weight: str = "none", init_score_std: float = 0.5,
                  score_frac_bits: int = 32, feature_frac_bits: int = 20,
                  mode: str = "accurate", curvature_every: int = 4,
-                 protocol: str = "reveal-gradients") -> None:
+                 protocol: str = "shared") -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate

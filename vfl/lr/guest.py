@@ -23,9 +23,9 @@ from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import GradientParty, QuantizedMatrix, decode_signed, shifted_column
 from vfl.lr._shared import (
     check_guest_equations,
-    draw_square_masks,
     guest_reveals,
     int_matvec,
+    secret_order,
     square_slot_bits,
 )
 from vfl.lr.config import (
@@ -526,7 +526,7 @@ class GuestParty(GradientParty):
         q: EncryptedVector | None = None
         if have.any():
             q = EncryptedVector(key, [c if c is not None else s_enc.ciphertexts[i]
-                                      for i, c in enumerate(stored)], 2 * Fs)
+                                      for i, c in enumerate(stored)], Fs)
         y01 = (self.y_pm[rows] + 1.0) / 2.0
         w = None if self.weights is None else self.weights[rows]  # type: ignore[index]
         if cfg.mode == "taylor":
@@ -542,12 +542,11 @@ class GuestParty(GradientParty):
             sig = 1.0 / (1.0 + np.exp(-gt))
             c1 = quantize(4.0 * sig * (1.0 - sig), E)
             c2 = quantize(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig), E) * have
-            P = [int(np.ldexp(v, 2 * Fs + E)) for v in (4.0 * (sig - y01)).tolist()]
+            P = [int(np.ldexp(v, Fs + E)) for v in (4.0 * (sig - y01)).tolist()]
             if w is not None:
                 c1, c2 = c1 * w, c2 * w
                 P = [p * int(k) for p, k in zip(P, w.tolist(), strict=True)]
-            x_hi = engine.combine_rows([x], [np.full(b, 1 << Fs, dtype=np.int64)], 2 * Fs)
-            vectors, factors = [x_hi], [c1]
+            vectors, factors = [x], [c1]
             if q is not None:
                 vectors.append(q)
                 factors.append(c2)
@@ -559,16 +558,16 @@ class GuestParty(GradientParty):
         self._rows = rows
         self._epoch, self._batch = epoch, batch
         self._x_enc, self._q_batch, self._have = x, q, have
-        loss_bits = 2 * Fs + (E if cfg.mode == "accurate" else 0)
+        loss_bits = Fs + (E if cfg.mode == "accurate" else 0)
         self._plain_loss = int(np.ldexp(plain, loss_bits))
         self._loss_parts = []
-        # squares of the rows due: x + c masked for the arbiter, who squares them
+        # the rows due for new squares: x in a fresh secret order, for the arbiter to square
         due = np.flatnonzero(np.asarray(shared_squares_due(cfg, epoch, rows), dtype=bool))
         self._sq = None
         if due.size:
-            c = draw_square_masks(cfg, int(due.size))
-            xd = x.take(due.tolist())
-            self._sq = ([rows[i] for i in due.tolist()], c, xd)
+            order = secret_order(int(due.size))
+            picked = [int(due[i]) for i in order]
+            self._sq = ([rows[i] for i in picked], [], x.take(picked))
         wire_d4 = encode_ciphertexts(d4)
         return {host: Residual(epoch, batch, wire_d4, None) for host in self.hosts}
 
@@ -588,18 +587,16 @@ class GuestParty(GradientParty):
         y_pm = self.y_pm[rows]
         parts: list[EncryptedVector] = []
         if cfg.mode == "taylor":
-            # 8 * loss at 2^(2 F_s): 8 log 2 - 4 y s + q
+            # 8 * loss at 2^F_s: 8 log 2 - 4 y s + q
             col, off = shifted_column(y_pm, 0)
             ys = engine.matvec_t(col[:, None], np.array([off], dtype=np.int64), self._x_enc, 0)
-            parts.append(ys.mul_scalar(-(4 << Fs), Fs))
-            qe = 1
+            parts.append(ys.mul_scalar(-4))
         else:
-            # loss at 2^(2 F_s + E): l(g~) + (σ - y) x + σ' q / 2
+            # loss at 2^(F_s + E): l(g~) + (σ - y) x + σ' q / 2
             y01 = (y_pm + 1.0) / 2.0
             a, a_off = shifted_column(self._sig - y01, E)
-            ax = engine.matvec_t(a[:, None], np.array([a_off], dtype=np.int64), self._x_enc, E)
-            parts.append(ax.mul_scalar(1 << Fs, Fs))
-            qe = 0
+            parts.append(engine.matvec_t(a[:, None], np.array([a_off], dtype=np.int64),
+                                         self._x_enc, E))
         if self._q_batch is not None:
             if cfg.mode == "taylor":
                 coef = self._have.astype(np.float64)
@@ -611,12 +608,12 @@ class GuestParty(GradientParty):
                                              E)
                 parts.append(engine.matvec_t(bcol[:, None], np.array([b_off], dtype=np.int64),
                                              self._q_batch, E))
-        del qe
         self._loss_parts = parts
         squares = None
         if self._sq is not None:
-            _, c, xd = self._sq
-            packed = xd.add_plain(c).pack(square_slot_bits(cfg))
+            _, _, xd = self._sq
+            bits = square_slot_bits(cfg)
+            packed = xd.add_plain([1 << (bits - 1)] * len(xd)).pack(bits)
             squares = encode_ciphertexts(engine.rerandomize(packed))
         engine.prefill(len(rows) * len(self.hosts))
         masked = self._mask_and_send(gradient, self._epoch, self._batch, len(rows))
@@ -625,7 +622,8 @@ class GuestParty(GradientParty):
 
     def on_share_update(self, msg: ShareUpdate, *, peer: str) -> None:
         """The arbiter's new share (:meth:`GradientParty.on_share_update`); and for the rows
-        due, ``[[x^2]] = [[y^2]] - 2c [[x]] - c^2`` from the arbiter's ``[[y^2]]``, stored."""
+        due, the arbiter's fresh ``[[Q(clip(x, ±3)^2)]]``, in the secret order they were sent,
+        stored per row."""
         key, _ = self._require_key()
         pending, self._sq = self._sq, None
         super().on_share_update(msg, peer=peer)
@@ -637,11 +635,9 @@ class GuestParty(GradientParty):
             return
         if msg.squares is None:
             raise RemoteProtocolError(f"ShareUpdate from {peer} lacks the squares asked for.")
-        due_rows, c, xd = pending
-        ysq = decode_ciphertexts(key, msg.squares, peer=peer, what="ShareUpdate squares",
-                                 expected_len=len(due_rows), frac_bits=2 * Fs)
-        q = ysq.add_multiple(xd.at_scale(2 * Fs), [-2 * ci for ci in c]).add_plain(
-            [-ci * ci for ci in c])
+        due_rows, _, _ = pending
+        q = decode_ciphertexts(key, msg.squares, peer=peer, what="ShareUpdate squares",
+                               expected_len=len(due_rows), frac_bits=Fs)
         assert self._squares is not None
         self._squares.put(due_rows, q.ciphertexts)
 

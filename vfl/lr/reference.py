@@ -12,6 +12,7 @@ tune hyper-parameters on data that may be pooled (e.g. synthetic data).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from vfl.crypto.encoding import dequantize, quantize
 from vfl.lr._party import QuantizedMatrix
 from vfl.lr.config import (
+    CURVATURE_CLIP,
     CURVATURE_FRAC_BITS,
     LOSS_GRID_BITS,
     WEIGHT_BITS,
@@ -48,9 +50,15 @@ class ReferenceResult:
     epochs_run: int
 
 
+#: ``on_epoch(epoch, guest_coef, host_coefs)`` after each epoch; True stops the run (e.g.
+#: validation-based early stopping done by the caller).
+EpochHook = Callable[[int, FloatArray, list[FloatArray]], bool]
+
+
 def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                   config: TrainConfig, *, initial_guest_coef: FloatArray | None = None,
-                  validation_rows: list[int] | None = None) -> ReferenceResult:
+                  validation_rows: list[int] | None = None,
+                  on_epoch: EpochHook | None = None) -> ReferenceResult:
     """Train hetero LR in the clear on already-aligned, preprocessed blocks.
 
     ``initial_guest_coef``: the guest's start (intercept last); default a fresh
@@ -62,7 +70,7 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     cfg = config
     if cfg.protocol == "shared":
         return _fit_shared(X_guest, y, X_hosts, cfg, initial_guest_coef=initial_guest_coef,
-                           validation_rows=validation_rows)
+                           validation_rows=validation_rows, on_epoch=on_epoch)
     F, G = cfg.score_frac_bits, cfg.feature_frac_bits
     Xg = QuantizedMatrix.build(X_guest, G).values
     Xh = [QuantizedMatrix.build(X, G).values for X in X_hosts]
@@ -116,6 +124,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
             if (cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol
                     and tol_applies(cfg, epoch)):
                 break
+            if on_epoch is not None and on_epoch(epoch, wg, wh):
+                break
             continue
         # the arbiter reports the mean loss rounded to 2^-LOSS_GRID_BITS
         loss = round(loss8 / (8.0 * n_train) * 2.0**LOSS_GRID_BITS) / 2.0**LOSS_GRID_BITS
@@ -123,6 +133,8 @@ def fit_reference(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
         history.append(loss)
         epochs_run = epoch + 1
         if cfg.tol > 0 and prev is not None and abs(prev - loss) < cfg.tol:
+            break
+        if on_epoch is not None and on_epoch(epoch, wg, wh):
             break
     return ReferenceResult(wg, wh, history, epochs_run)
 
@@ -198,7 +210,8 @@ def _idot(a: np.ndarray, b: np.ndarray) -> int:
 
 def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                 cfg: TrainConfig, *, initial_guest_coef: FloatArray | None,
-                validation_rows: list[int] | None) -> ReferenceResult:
+                validation_rows: list[int] | None,
+                on_epoch: EpochHook | None = None) -> ReferenceResult:
     """Protocol ``shared`` in the clear (``hetero_lr.md``, "Secret-shared training").
 
     The weights are what the two shares add up to; the encrypted run rounds
@@ -206,12 +219,13 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     the tests allow. Per batch, Taylor mode: ``4d = s - 2y``; accurate mode:
     ``4d = 4(σ(g~) - y) + c1 (s - g~) + c2 q`` around the guest's score ``g~``
     with its weights at the start of the epoch, ``c1 = Q_16(4σ'(g~))``,
-    ``c2 = Q_16(2σ''(g~))``, ``q`` the row's stored square of ``s - g~`` (0 until
+    ``c2 = Q_16(2σ''(g~))``, ``q`` the row's stored ``clip(s - g~, ±3)^2`` (0 until
     its first; new squares of the rows due are taken after the batch's
     residual and serve from the row's next batch on). Taylor mode stores
-    squares of ``s`` for its loss only. The optimiser is linear in the
+    ``clip(s, ±3)^2`` for its loss only. The optimiser is linear in the
     gradient (``sgd``, ``momentum`` with factor 9/10), plus the L2 term.
     """
+    from vfl.lr._shared import guest_reveals
     from vfl.lr.config import MOMENTUM, shared_squares_due
 
     F, G, E = cfg.score_frac_bits, cfg.feature_frac_bits, CURVATURE_FRAC_BITS
@@ -248,8 +262,12 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
         out: FloatArray = Xg[rows] @ w[:kg] + (w[kg] if fi else 0.0)
         return out
 
+    # accurate mode: the guest expands around the weights it learns at these epoch ends
+    reveals = set(guest_reveals(cfg, len(wg), n - len(val)))
+    w_start = wg.copy()
     for epoch in range(cfg.epochs):
-        w_start = wg.copy()  # accurate mode: the guest learns these, its expansion point
+        if epoch - 1 in reveals:
+            w_start = wg.copy()
         lr = cfg.learning_rate / (1.0 + cfg.decay * epoch)
         loss = 0.0
         for rows in epoch_batches(n, val, cfg, epoch):
@@ -275,7 +293,7 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
                 loss += float(np.sum(math.log(2.0) - 0.5 * y_pm[r] * s + q[r] * have[r] / 8.0))
                 fresh = s
             due = np.asarray(shared_squares_due(cfg, epoch, rows), dtype=bool)
-            q[r[due]] = fresh[due] ** 2
+            q[r[due]] = np.clip(fresh[due], -CURVATURE_CLIP, CURVATURE_CLIP) ** 2
             have[r[due]] = True
             if W is not None:
                 d4 = d4 * W[r] / float(1 << WEIGHT_BITS)  # type: ignore[index]
@@ -294,5 +312,7 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
         epochs_run = epoch + 1
         if (cfg.tol > 0 and prev is not None and abs(prev - mean) < cfg.tol
                 and tol_applies(cfg, epoch)):
+            break
+        if on_epoch is not None and on_epoch(epoch, wg, wh):
             break
     return ReferenceResult(wg, wh, history, epochs_run)
