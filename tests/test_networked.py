@@ -24,10 +24,12 @@ def test_grpc_training_equals_in_memory_training(tmp_path):
     local, g_part, h_part = replay_demo_job_in_memory(job)
     assert g_part.model_id == h_part.model_id == report["model_id"]
     assert set(g_part.features).isdisjoint(h_part.features)
-    assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
-    assert local.guest.intercept_ == g_part.intercept
-    assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))
-    assert local.report["auc"] == report["auc"]
+    # equal to the rounding of each weight share (protocol shared: ~2^-32 a step, the split
+    # depending on each run's secret masks)
+    np.testing.assert_allclose(local.guest.coef_, np.asarray(g_part.coef), atol=1e-8, rtol=0)
+    assert abs(local.guest.intercept_ - g_part.intercept) <= 1e-8
+    np.testing.assert_allclose(local.hosts[0].coef_, np.asarray(h_part.coef), atol=1e-8, rtol=0)
+    assert abs(local.report["auc"] - report["auc"]) <= 1e-6
     # traffic was counted on the wire
     assert report["traffic"]["bank_a"]["sent_bytes"] > 100_000
 

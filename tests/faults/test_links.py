@@ -243,6 +243,8 @@ def test_the_networked_job_rides_out_repeated_cuts_with_identical_weights(tmp_pa
           "the job finished")
 
     local, g_part, h_part = replay_demo_job_in_memory(job)
-    assert np.array_equal(local.guest.coef_, np.asarray(g_part.coef))
-    assert local.guest.intercept_ == g_part.intercept
-    assert np.array_equal(local.hosts[0].coef_, np.asarray(h_part.coef))
+    # equal to the rounding of each weight share (protocol shared: ~2^-32 a step, the split
+    # depending on each run's secret masks)
+    np.testing.assert_allclose(local.guest.coef_, np.asarray(g_part.coef), atol=1e-8, rtol=0)
+    assert abs(local.guest.intercept_ - g_part.intercept) <= 1e-8
+    np.testing.assert_allclose(local.hosts[0].coef_, np.asarray(h_part.coef), atol=1e-8, rtol=0)

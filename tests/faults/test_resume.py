@@ -50,15 +50,38 @@ def _run(Xg, y, Xh, config, stores, progress=None, **guest_kwargs):
             "primes": (int(arbiter.private_key.p), int(arbiter.private_key.q))}
 
 
+#: Protocol shared (the default): each side rounds its own share of the weights, and the
+#: split depends on the secret masks of the run, so a resumed run equals the uninterrupted
+#: one to ~2^-32 a step, not bit for bit (hetero_lr.md, "Secret-shared training").
+WEIGHTS_TOL = 1e-8
+
+
+def _same(a, b):
+    np.testing.assert_allclose(a, b, atol=WEIGHTS_TOL, rtol=0)
+
+
+def _same_history(a, b):
+    """Losses (grid 2^-32) to the weights' tolerance; validation figures (4 decimals) to one
+    unit of their last digit."""
+    np.testing.assert_allclose(a["loss"], b["loss"], atol=WEIGHTS_TOL, rtol=0)
+    np.testing.assert_allclose(a["arbiter_losses"], b["arbiter_losses"], atol=WEIGHTS_TOL, rtol=0)
+    assert len(a["validation"]) == len(b["validation"])
+    for x, y in zip(a["validation"], b["validation"], strict=True):
+        assert x.keys() == y.keys() and x["epoch"] == y["epoch"]
+        assert all(abs(x[k] - y[k]) <= 1.01e-4 for k in x), (x, y)
+
+
 def _same_calibration(a, b):
     """The Platt fit and the figures of the raw scores; the out-of-sample ("after") figures
     depend on the secret order the guest shuffles the validation scores into, new every run."""
     if a is None or b is None:
         assert a is b
         return
-    assert (a.best_epoch, a.slope, a.intercept) == (b.best_epoch, b.slope, b.intercept)
+    assert a.best_epoch == b.best_epoch
+    assert abs(a.slope - b.slope) <= 2e-6 and abs(a.intercept - b.intercept) <= 2e-6
     for name in ("before", "band_rows", "band_defaults", "band_pd_before"):
-        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1.01e-4, rtol=0,
+                                   err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +114,10 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tmp_path, data, 
     (tmp_path / "clean/host1/host1.e4.ckpt").unlink()
     resumed = _run(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=True))
     assert resumed["model_id"] == clean["model_id"]
-    assert np.array_equal(resumed["guest"], clean["guest"])
-    assert np.array_equal(resumed["host"], clean["host"])
-    assert resumed["loss"] == clean["loss"] and resumed["arbiter_losses"] == clean["arbiter_losses"]
-    assert resumed["validation"] == clean["validation"] and resumed["best"] == clean["best"]
+    _same(resumed["guest"], clean["guest"])
+    _same(resumed["host"], clean["host"])
+    _same_history(resumed, clean)
+    assert resumed["best"] == clean["best"]
     _same_calibration(resumed["calibration"], clean["calibration"])
     assert resumed["primes"] == clean["primes"]  # the arbiter restored its key pair
 
@@ -106,8 +129,8 @@ def test_a_job_resumed_after_its_last_epoch_only_finishes(tmp_path, data):
     clean = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=False))
     again = _run(Xg, y, Xh, cfg, _stores(tmp_path, resume=True))
     assert again["epochs"] == 2
-    assert np.array_equal(again["guest"], clean["guest"])
-    assert np.array_equal(again["host"], clean["host"])
+    _same(again["guest"], clean["guest"])
+    _same(again["host"], clean["host"])
     _same_calibration(again["calibration"], clean["calibration"])
 
 
@@ -310,9 +333,10 @@ def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkey
                   checkpoint_every=every, **kw)
     held = sorted(p.name for p in ck.glob("*.ckpt"))
     if every:  # stopped after batch 2 of epoch 3: the checkpoint after its 2nd batch is there
-        # (the host's too, unless the stop reached it before its answer from the arbiter)
-        assert {"arbiter.e1.ckpt", "arbiter.e2.ckpt", "guest.e2.b2.ckpt", "guest.e2.ckpt",
-                "host1.e2.ckpt"} <= set(held) <= {"arbiter.e1.ckpt", "arbiter.e2.ckpt",
+        # (the host's too, unless the stop reached it before its answer from the arbiter; the
+        # arbiter writes within epochs too, its shares moving every batch)
+        assert {"arbiter.e2.ckpt", "arbiter.e2.b2.ckpt", "guest.e2.b2.ckpt", "guest.e2.ckpt",
+                "host1.e2.ckpt"} <= set(held) <= {"arbiter.e2.ckpt", "arbiter.e2.b2.ckpt",
                                                  "guest.e2.b2.ckpt", "guest.e2.ckpt",
                                                  "host1.e2.b2.ckpt", "host1.e1.ckpt",
                                                  "host1.e2.ckpt"}, held
@@ -328,9 +352,9 @@ def test_a_one_machine_fit_resumes_to_the_uninterrupted_weights(tmp_path, monkey
                       coef_init=np.asarray(part.training["coef_init"]),
                       intercept_init=part.training["intercept_init"], **kw)
     assert clean.report["psi_reused"] is False
-    assert np.array_equal(resumed.guest.coef_, clean.guest.coef_)
-    assert resumed.guest.intercept_ == clean.guest.intercept_
-    assert np.array_equal(resumed.hosts[0].coef_, clean.hosts[0].coef_)
+    _same(resumed.guest.coef_, clean.guest.coef_)
+    assert abs(resumed.guest.intercept_ - clean.guest.intercept_) <= WEIGHTS_TOL
+    _same(resumed.hosts[0].coef_, clean.hosts[0].coef_)
 
 
 def test_vfl_fit_resume_needs_the_checkpoint_folder(tmp_path):
@@ -407,15 +431,16 @@ def test_a_run_resumed_within_an_epoch_ends_with_the_uninterrupted_weights(
     at = min(held["guest"][0], held["host1"][0])
     assert at[0] == stop[0] and at[1] in (stop[1] + 1, stop[1] + 2), held
     assert at in held["guest"] and at in held["host1"], held
-    assert all(j == 0 and k <= at[0] for k, j in held["arbiter"])  # it writes at epoch ends
+    # the arbiter's shares move every batch: it writes at the interval too, before the last
+    # host hears of the batch, so it holds the position every party resumes from
+    assert at in held["arbiter"], held
     resumed = _run_every(Xg, y, Xh, cfg, stores, every=1)
     assert resumed["epochs"] == 3
     # it says where it resumes, and the first batch run is the one after the checkpoint
     assert resumed["batches"][:2] == [(-at[0], -at[1]), at]
-    assert np.array_equal(resumed["guest"], clean["guest"])
-    assert np.array_equal(resumed["host"], clean["host"])
-    assert resumed["loss"] == clean["loss"] and resumed["arbiter_losses"] == clean["arbiter_losses"]
-    assert resumed["validation"] == clean["validation"]
+    _same(resumed["guest"], clean["guest"])
+    _same(resumed["host"], clean["host"])
+    _same_history(resumed, clean)
 
 
 def test_the_interval_of_checkpoints_may_change_on_resume(tmp_path, data):
@@ -430,8 +455,8 @@ def test_the_interval_of_checkpoints_may_change_on_resume(tmp_path, data):
     clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=0,
                        start=(state.initial_coef, state.validation_rows.tolist()))
     resumed = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "cut", resume=True), every=2)
-    assert np.array_equal(resumed["guest"], clean["guest"])
-    assert np.array_equal(resumed["host"], clean["host"])
+    _same(resumed["guest"], clean["guest"])
+    _same(resumed["host"], clean["host"])
 
 
 def test_a_start_over_refused_within_the_first_epoch_keeps_the_arbiters_key(tmp_path, data):
@@ -444,13 +469,16 @@ def test_a_start_over_refused_within_the_first_epoch_keeps_the_arbiters_key(tmp_
     with pytest.raises(RuntimeError, match="stopped after"):
         _run_every(Xg, y, Xh, cfg, _stores(tmp_path, resume=False), every=1, stop=(0, 1),
                    who="guest")
-    key_file = tmp_path / "arbiter" / "arbiter.e0.ckpt"
-    sealed = key_file.read_bytes()
+    # (the arbiter's shares move every batch, so besides its key it writes the batches too)
+    kept = {f.name: f.read_bytes() for f in (tmp_path / "arbiter").glob("arbiter.e0*.ckpt")}
+    assert kept, "the arbiter wrote no checkpoint within epoch 1"
     forgot = _stores(tmp_path, resume=True)
     forgot["host1"] = CheckpointStore(tmp_path / "host1", party="host1", role="host", job=JOB)
     with pytest.raises(CheckpointError, match="job starts over"):
         _run_every(Xg, y, Xh, cfg, forgot, every=1)
-    assert key_file.read_bytes() == sealed  # not replaced by a new key pair
+    # not replaced by a new key pair, nor deleted
+    assert {f.name: f.read_bytes() for f in (tmp_path / "arbiter").glob("arbiter.e0*.ckpt")
+            } == kept
     stores = _stores(tmp_path, resume=True)
     state = stores["guest"].load(stores["guest"].positions_held()[0]).guest
     resumed = _run_every(Xg, y, Xh, cfg, stores, every=1)
@@ -458,5 +486,5 @@ def test_a_start_over_refused_within_the_first_epoch_keeps_the_arbiters_key(tmp_
     assert marker[0] == 0 and marker[1] < 0, marker
     clean = _run_every(Xg, y, Xh, cfg, _stores(tmp_path / "clean", resume=False), every=1,
                        start=(state.initial_coef, state.validation_rows.tolist()))
-    assert np.array_equal(resumed["guest"], clean["guest"])
-    assert np.array_equal(resumed["host"], clean["host"])
+    _same(resumed["guest"], clean["guest"])
+    _same(resumed["host"], clean["host"])

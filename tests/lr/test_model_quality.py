@@ -42,14 +42,17 @@ def test_converges_to_least_squares_weights(breast):
     Xg, y, Xh = breast
     X = np.hstack([Xg, Xh])
     ls = LinearRegression().fit(X, 2 * y - 1)
-    cfg = TrainConfig(epochs=400, validation_fraction=0.0, batch_size=0, optimizer="adam",
-                      learning_rate=0.05, decay=0.0, tol=0.0, key_bits=512,
-                      allow_insecure_key_size=True, mode="taylor")
-    ref = fit_reference(Xg, y, [Xh], cfg)
-    # the Taylor gradient (1/4 x (wx) - 1/2 y) vanishes at w = 2 * beta_LS
-    pred = _scores(Xg, [Xh], ref.guest_coef, ref.host_coefs)
-    corr = np.corrcoef(pred, ls.predict(X))[0, 1]
-    assert corr > 0.99
+    # the Taylor gradient (1/4 x (wx) - 1/2 y) vanishes at w = 2 * beta_LS, under either
+    # protocol (shared: momentum, the default; reveal-gradients: Adam)
+    for extra in (dict(optimizer="momentum", learning_rate=0.05),
+                  dict(protocol="reveal-gradients", optimizer="adam", learning_rate=0.05)):
+        cfg = TrainConfig(epochs=400, validation_fraction=0.0, batch_size=0, decay=0.0,
+                          tol=0.0, key_bits=512, allow_insecure_key_size=True, mode="taylor",
+                          **extra)  # type: ignore[arg-type]
+        ref = fit_reference(Xg, y, [Xh], cfg)
+        pred = _scores(Xg, [Xh], ref.guest_coef, ref.host_coefs)
+        corr = np.corrcoef(pred, ls.predict(X))[0, 1]
+        assert corr > 0.99, extra
 
 
 def _fit_both_modes(Xg, y, Xh, **config):

@@ -62,7 +62,7 @@ labels of 1,024 / 1,024 / 4,096 rows): keeping every epoch gave 1012 / 916 /
 2718 (AUC 0.736 at batch 2,048 x 128 columns), dropping the first 2 gave
 1019 / 919 / 3604 (AUC 0.962); keeping only the last third lost equations
 (1023 / 889 / 3053). So the attacker drops the first ``s`` epochs, ``s`` chosen
-without the truth (:func:`_choose_burn_in`): each candidate is fitted on the
+without the truth (:func:`_choose`): each candidate is fitted on the
 epochs before the last and scored by how well it predicts the last epoch's
 gradients (the closest to the final state). ``burn_in`` fixes ``s`` instead.
 
@@ -439,9 +439,11 @@ class _Block:
 
 #: Unknowns up to which the normal equations are formed (an n x n matrix; 4,096 rows: 134 MB).
 NORMAL_LIMIT = 12_000
-#: Ridge added to the normal equations, relative to their mean diagonal: keeps the solve
+#: The smallest ridge, relative to the normal equations' mean diagonal: keeps the solve
 #: defined for rows no equation touches and approximates the minimum-norm solution.
 RELATIVE_RIDGE = 1e-10
+#: Ridges the attacker tries on held-out equations (relative, as :data:`RELATIVE_RIDGE`).
+RIDGE_CANDIDATES = (1e-10, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 class _Normal:
@@ -449,9 +451,8 @@ class _Normal:
 
     ``N = Σ_t P_t M_t M_t^T P_t^T`` and ``r = Σ_t P_t M_t c_t`` (``P_t`` places the
     batch's rows among the unknowns): one ``b x b`` product per batch, however
-    many columns, so a batch of 2,048 rows costs the same as its share of any
-    other formulation, and sums over epochs can be reused when only the first
-    epoch kept changes (:func:`_choose_burn_in`).
+    many columns, and sums over epochs can be reused when only the first
+    epoch kept or the ridge changes (:func:`_choose`).
     """
 
     def __init__(self, n: int) -> None:
@@ -463,16 +464,16 @@ class _Normal:
             self.N[np.ix_(blk.idx, blk.idx)] += blk.M @ blk.M.T
             self.r[blk.idx] += blk.M @ blk.c
 
-    def solve(self, damp: float = 0.0) -> FloatArray:
-        """``(N + λ I)^-1 r`` with ``λ = damp² + RELATIVE_RIDGE · mean diag N`` (Cholesky;
-        an eigen-decomposition if that fails)."""
+    def solve(self, ridge: float = RELATIVE_RIDGE) -> FloatArray:
+        """``(N + λ I)^-1 r`` with ``λ = ridge · mean diag N`` (Cholesky; an
+        eigen-decomposition if that fails)."""
         from scipy.linalg import cho_factor, cho_solve, eigh  # type: ignore[import-untyped]
 
         n = len(self.r)
         if not n:
             return np.zeros(0)
         diag = float(np.mean(np.diag(self.N))) or 1.0
-        A = self.N + (damp * damp + RELATIVE_RIDGE * diag) * np.eye(n)
+        A = self.N + max(ridge, RELATIVE_RIDGE) * diag * np.eye(n)
         try:
             return np.asarray(cho_solve(cho_factor(A, check_finite=False), self.r),
                               dtype=np.float64)
@@ -482,8 +483,9 @@ class _Normal:
             return np.asarray(V[:, keep] @ ((V[:, keep].T @ self.r) / w[keep]), dtype=np.float64)
 
 
-def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, damp: float = 0.0) -> FloatArray:
-    """``argmin_u Σ_t ||M_t^T u[idx_t] - c_t||² + damp² ||u||²`` (near minimum-norm if not unique).
+def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, ridge: float = RELATIVE_RIDGE
+                   ) -> FloatArray:
+    """``argmin_u Σ_t ||M_t^T u[idx_t] - c_t||² + λ ||u||²``, ``λ = ridge · mean diag N``.
 
     The stacked matrix has one row per batch and gradient entry and one column
     per unknown. Up to :data:`NORMAL_LIMIT` unknowns the normal equations are
@@ -493,8 +495,9 @@ def _stacked_lstsq(blocks: Sequence[_Block], n: int, *, damp: float = 0.0) -> Fl
     if n <= NORMAL_LIMIT:
         ne = _Normal(n)
         ne.add(blocks)
-        return ne.solve(damp)
-    return _lsqr(blocks, n, damp, 20_000)
+        return ne.solve(ridge)
+    mean_diag = sum(float(np.sum(blk.M ** 2)) for blk in blocks) / max(n, 1)
+    return _lsqr(blocks, n, math.sqrt(max(ridge, RELATIVE_RIDGE) * mean_diag), 20_000)
 
 
 def _lsqr(blocks: Sequence[_Block], n: int, damp: float, iterations: int) -> FloatArray:
@@ -569,8 +572,8 @@ def _objective(eqs: Sequence[_Equations], u: FloatArray) -> float:
     return sum(float(np.sum(e.residual(u) ** 2)) for e in eqs)
 
 
-def _solve(eqs: Sequence[_Equations], n: int, *, steps: int, damp: float = 0.0
-           ) -> FloatArray:
+def _solve(eqs: Sequence[_Equations], n: int, *, steps: int,
+           ridge: float = RELATIVE_RIDGE) -> FloatArray:
     """Least squares over ``eqs``: one linear solve, or Gauss-Newton from ``u = 0`` when
     some ``c2 ≠ 0`` (each step solves the equations linearised at the current
     iterate, :meth:`_Equations.linearised`). The clip makes ``φ`` kinked and
@@ -579,10 +582,10 @@ def _solve(eqs: Sequence[_Equations], n: int, *, steps: int, damp: float = 0.0
     """
     u = np.zeros(n)
     if all(e.linear for e in eqs):
-        return _stacked_lstsq([e.linearised(u) for e in eqs], n, damp=damp)
+        return _stacked_lstsq([e.linearised(u) for e in eqs], n, ridge=ridge)
     best, best_obj = u, math.inf
     for _ in range(max(1, steps)):
-        u = _stacked_lstsq([e.linearised(u) for e in eqs], n, damp=damp)
+        u = _stacked_lstsq([e.linearised(u) for e in eqs], n, ridge=ridge)
         obj = _objective(eqs, u)
         if obj < best_obj:
             best, best_obj = u, obj
@@ -596,9 +599,9 @@ def burn_in_candidates(last_epoch: int) -> list[int]:
     return sorted(c for c in cands if c < last_epoch)
 
 
-def _choose_burn_in(eqs: Sequence[_Equations], n: int, *, steps: int
-                    ) -> tuple[int, dict[int, float]]:
-    """The burn-in whose fit best predicts the last epoch's gradients (held out).
+def _choose(eqs: Sequence[_Equations], n: int, *, steps: int
+            ) -> tuple[int, float, dict[str, float]]:
+    """The burn-in, then the ridge, whose fit best predicts the last epoch's gradients.
 
     The residuals (host) and host scores (guest) drift most while the weights
     move most: in the first epochs (Adam's first steps move every weight by
@@ -608,47 +611,73 @@ def _choose_burn_in(eqs: Sequence[_Equations], n: int, *, steps: int
     over every row. How many epochs to drop is chosen without the truth: each
     candidate burn-in is fitted on the epochs between it and the last one, and
     the last epoch's equations, the closest to the final state, score it by
-    their relative residual ``Σ||A^T(c1 u + c2 φ(u)) - rhs||² / Σ||rhs||²``.
-    Linear equations reuse one accumulation of the normal equations, from the
-    last epochs back.
+    their relative residual ``Σ||A^T(c1 u + c2 φ(u)) - rhs||² / Σ||rhs||²``
+    (skipped when the whole run has fewer equations than unknowns: then every
+    epoch counts). The ridge (:data:`RIDGE_CANDIDATES`) is then chosen the
+    same way at that burn-in: it matters where the system is under-determined
+    or ill-conditioned, and a minimum-norm solution there amplifies the drift.
+    Linear equations reuse one accumulation of the normal equations.
+    Returns the burn-in, the ridge and every candidate's held-out error.
     """
     last = max(e.epoch for e in eqs)
     held = [e for e in eqs if e.epoch == last]
     scale = sum(float(np.sum(e.rhs ** 2)) for e in held) or 1.0
+    linear = all(e.linear for e in eqs) and n <= NORMAL_LIMIT
+    errors: dict[str, float] = {}
+    if last == 0:
+        return 0, RELATIVE_RIDGE, errors
+    skip = 0
     cands = burn_in_candidates(last)
-    errors: dict[int, float] = {}
-    if all(e.linear for e in eqs) and n <= NORMAL_LIMIT and cands:
+    if sum(len(e.rhs) for e in eqs) >= n and len(cands) > 1:
+        by_skip: dict[int, float] = {}
+        if linear:
+            ne = _Normal(n)
+            zero = np.zeros(n)
+            for epoch in range(last - 1, min(cands) - 1, -1):
+                ne.add([e.linearised(zero) for e in eqs if e.epoch == epoch])
+                if epoch in cands:
+                    by_skip[epoch] = _objective(held, ne.solve()) / scale
+        else:
+            for c in cands:
+                u = _solve([e for e in eqs if c <= e.epoch < last], n, steps=steps)
+                by_skip[c] = _objective(held, u) / scale
+        skip = min(by_skip, key=lambda c: (by_skip[c], c))
+        errors.update({f"burn-in {c}": v for c, v in by_skip.items()})
+    fit = [e for e in eqs if skip <= e.epoch < last]
+    by_ridge: dict[float, float] = {}
+    if n <= NORMAL_LIMIT:
+        # nonlinear: each ridge is one step from the burn-in's solution (linearised there)
+        at = np.zeros(n) if linear else _solve(fit, n, steps=steps)
         ne = _Normal(n)
-        zero = np.zeros(n)
-        for epoch in range(last - 1, min(cands) - 1, -1):
-            ne.add([e.linearised(zero) for e in eqs if e.epoch == epoch])
-            if epoch in cands:
-                errors[epoch] = _objective(held, ne.solve()) / scale
+        ne.add([e.linearised(at) for e in fit])
+        for r in RIDGE_CANDIDATES:
+            by_ridge[r] = _objective(held, ne.solve(r)) / scale
     else:
-        for s in cands:
-            u = _solve([e for e in eqs if s <= e.epoch < last], n, steps=steps)
-            errors[s] = _objective(held, u) / scale
-    if not errors:
-        return 0, errors
-    return min(errors, key=lambda s: (errors[s], s)), errors
+        for r in RIDGE_CANDIDATES:
+            by_ridge[r] = _objective(held, _solve(fit, n, steps=steps, ridge=r)) / scale
+    ridge = min(by_ridge, key=lambda r: (by_ridge[r], r))
+    errors.update({f"ridge {r:g}": v for r, v in by_ridge.items()})
+    return skip, ridge, errors
 
 
 BurnIn = int | str | None
 
 
 def _fit(eqs: Sequence[_Equations], n: int, burn_in: BurnIn, *, steps: int
-         ) -> tuple[FloatArray, int, dict[int, float]]:
-    """Solve with the given burn-in (``"auto"``: :func:`_choose_burn_in`; ``None``: 0).
+         ) -> tuple[FloatArray, int, float, dict[str, float]]:
+    """Solve with the given burn-in (``"auto"``: burn-in and ridge by :func:`_choose`;
+    ``None``: 0); returns the solution, the burn-in, the ridge and the held-out errors.
 
     With ``"auto"``, a run whose equations are fewer than the unknowns keeps
-    every epoch (each equation counts) and takes one linear step: the
-    minimum-norm solution, which the clip's curvature would only scatter.
+    every epoch and takes one linear step: the clip's curvature would only
+    scatter an under-determined solution.
     """
-    errors: dict[int, float] = {}
-    if burn_in == "auto" and sum(len(e.rhs) for e in eqs) < n:
-        skip, steps = 0, 1
-    elif burn_in == "auto":
-        skip, errors = _choose_burn_in(eqs, n, steps=steps)
+    errors: dict[str, float] = {}
+    ridge = RELATIVE_RIDGE
+    if burn_in == "auto":
+        if sum(len(e.rhs) for e in eqs) < n:
+            steps = 1
+        skip, ridge, errors = _choose(eqs, n, steps=steps)
     elif burn_in is None:
         skip = 0
     elif isinstance(burn_in, int):
@@ -656,7 +685,7 @@ def _fit(eqs: Sequence[_Equations], n: int, burn_in: BurnIn, *, steps: int
     else:
         raise ValueError(f"burn_in must be an int, None or 'auto', not {burn_in!r}")
     kept = [e for e in eqs if e.epoch >= skip]
-    return _solve(kept, n, steps=steps), skip, errors
+    return _solve(kept, n, steps=steps, ridge=ridge), skip, ridge, errors
 
 
 def _row_positions(view: PartyView) -> tuple[IntArray, dict[int, int]]:
@@ -685,7 +714,8 @@ class LabelEstimate:
     method: str
     equations: int = 0
     burn_in: int = 0
-    errors: dict[int, float] = field(default_factory=dict)
+    ridge: float = 0.0
+    errors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -697,7 +727,8 @@ class ScoreEstimate:
     method: str
     equations: int = 0
     burn_in: int = 0
-    errors: dict[int, float] = field(default_factory=dict)
+    ridge: float = 0.0
+    errors: dict[str, float] = field(default_factory=dict)
 
 
 def host_final_weights_baseline(view: PartyView) -> LabelEstimate:
@@ -716,7 +747,7 @@ def host_label_attack(view: PartyView, *, burn_in: BurnIn = "auto") -> LabelEsti
 
     Solves ``X_{B_t}^T d_{B_t} / b_t = γ_t`` for every recorded batch ``t`` from
     epoch ``burn_in`` on (``"auto"``: chosen on held-out equations,
-    :func:`_choose_burn_in`) with one unknown ``d_i`` per row (module
+    :func:`_choose`) with one unknown ``d_i`` per row (module
     docstring: the residual's sign is the label in every epoch), and labels
     ``y_i = 1`` iff ``d_i < 0``. Without recorded gradients it returns
     :func:`host_final_weights_baseline`.
@@ -731,11 +762,12 @@ def host_label_attack(view: PartyView, *, burn_in: BurnIn = "auto") -> LabelEsti
         b = len(r.rows)
         eqs.append(_Equations(r.epoch, _positions(pos, r.rows), view.design(r.rows) / b,
                               np.ones(b), np.zeros(b), r.gradient))
-    d, skip, errors = _fit(eqs, len(rows), burn_in, steps=1)
+    d, skip, ridge, errors = _fit(eqs, len(rows), burn_in, steps=1)
     kept = [r for r in view.batches if r.epoch >= skip]
     return LabelEstimate(rows, -d, (d < 0).astype(np.int8),
-                         f"stacked least squares, {len(kept)} batches from epoch {skip}",
-                         sum(len(r.gradient) for r in kept), skip, errors)
+                         f"stacked least squares, {len(kept)} batches from epoch {skip}, "
+                         f"ridge {ridge:g}", sum(len(r.gradient) for r in kept), skip, ridge,
+                         errors)
 
 
 def _guest_scores(view: PartyView, rec: BatchRecord) -> FloatArray:
@@ -801,7 +833,7 @@ def guest_score_attack(view: PartyView, *, burn_in: BurnIn = "auto",
       clip(h, ±3)²``: ``gauss_newton`` Gauss-Newton steps from ``h = 0``.
 
     ``h_i`` is one constant per row from epoch ``burn_in`` on (``"auto"``:
-    chosen on held-out equations, :func:`_choose_burn_in`: the hosts' weights
+    chosen on held-out equations, :func:`_choose`: the hosts' weights
     start at zero, so their scores drift most early). Without recorded
     gradients it returns :func:`guest_final_weights_baseline`.
     """
@@ -810,10 +842,11 @@ def guest_score_attack(view: PartyView, *, burn_in: BurnIn = "auto",
     if not view.batches:
         return guest_final_weights_baseline(view)
     eqs, rows = guest_equations(view)
-    h, skip, errors = _fit(eqs, len(rows), burn_in, steps=gauss_newton)
+    h, skip, ridge, errors = _fit(eqs, len(rows), burn_in, steps=gauss_newton)
     kept = [r for r in view.batches if r.epoch >= skip]
-    return ScoreEstimate(rows, h, f"stacked least squares, {len(kept)} batches from epoch {skip}",
-                         sum(len(r.gradient) for r in kept), skip, errors)
+    return ScoreEstimate(rows, h, f"stacked least squares, {len(kept)} batches from epoch "
+                         f"{skip}, ridge {ridge:g}", sum(len(r.gradient) for r in kept), skip,
+                         ridge, errors)
 
 
 # ====================================================================== scoring

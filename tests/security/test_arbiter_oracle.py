@@ -54,9 +54,15 @@ def _data(n=256, kg=4, kh=4, seed=0):
     return Xg, y, Xh
 
 
+#: These attacks target the decryption oracle of protocol reveal-gradients (versions 1-4:
+#: the arbiter returns masked values to their sender). Under protocol shared, the default,
+#: nothing decrypted returns: test_shared_protocol_returns_nothing_to_pack_into below.
+REVEAL = dict(protocol="reveal-gradients", optimizer="adam", learning_rate=0.1, decay=1.0)
+
+
 def _config(**kw):
     base = dict(key_bits=512, allow_insecure_key_size=True, epochs=1, batch_size=0, tol=0.0,
-                validation_fraction=0.0, mode="taylor")
+                validation_fraction=0.0, mode="taylor", **REVEAL)
     base.update(kw)
     return TrainConfig(**base)
 

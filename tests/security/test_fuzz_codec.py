@@ -369,7 +369,11 @@ def test_every_int_field_is_a_count_index_or_size():
                 "curvature_every", "bucket", "bucket_bits", "client_cap", "server_cap",
                 "checkpoint_epochs", "resume_epochs", "epochs_done", "opt_t",
                 "checkpoint_batches", "resume_batches", "checkpoint_every", "batches_done",
-                "n_ids")
+                "n_ids",
+                # issue 24: squares asked for (<= the batch's rows, checked by the arbiter);
+                # a stored share's byte width and snapshot count, the kept epoch (checked
+                # against the weights' shapes when a checkpoint is loaded)
+                "n_squares", "width", "n_snapshots", "kept_epoch")
     unreviewed = {f for f in fields if f.rsplit(".", 1)[-1] not in reviewed}
     assert not unreviewed, f"int fields not reviewed for the non-negative rule: {unreviewed}"
 

@@ -212,9 +212,13 @@ def _psi_reuse(parties: list[str]) -> dict[str, Callable[[Endpoint], Any]]:
 
 SCENARIOS: dict[str, tuple[list[str], Callable[[list[str]], dict[str, Callable[[Endpoint], Any]]]]] = {
     "fit": (["guest", "host1", "host2", "arbiter"], _fit),
-    # the Taylor mode's own messages (the cross terms of two hosts)
     "fit-taylor": (["guest", "host1", "host2", "arbiter"],
                    lambda parties: _fit(parties, CONFIG.replace(mode="taylor"))),
+    # protocol reveal-gradients' own messages (DecryptedGradient; the Taylor mode's cross
+    # terms of two hosts)
+    "fit-reveal-taylor": (["guest", "host1", "host2", "arbiter"],
+                          lambda parties: _fit(parties, CONFIG.replace(
+                              mode="taylor", protocol="reveal-gradients", optimizer="adam"))),
     "binning": (["guest", "host1"], _binning),
     "psi-bucketed": (["guest", "host1"], _psi_bucketed),
     "psi-reuse": (["guest", "host1"], _psi_reuse),
@@ -473,11 +477,15 @@ ESCAPES = [
            Mutation(("config", "validation_fraction"), "set", 0.95),
            "ConfigError in vfl/lr/host.py HostParty.__init__: a peer's invalid TrainConfig "
            "-> RemoteProtocolError naming the guest"),
-    Escape("setup-learning-rate-huge-at-host", "fit", "guest", "host1", "lr.TrainSetup",
+    # (under protocol shared the arbiter refuses the guest's squares of the diverged scores
+    # first and stops the job: every party ends with an allowed error, the fuzz tests check)
+    Escape("setup-learning-rate-huge-at-host", "fit-reveal-taylor", "guest", "host1",
+           "lr.TrainSetup",
            Mutation(("config", "learning_rate"), "set", 1e10),
            "EncodingOverflowError in vfl/crypto/encoding.py quantize (the host's weights "
            "diverge under the guest's learning rate): HostParty.forward -> RemoteProtocolError "
-           "naming the guest (found by the long fuzz run, issue 9)"),
+           "naming the guest (found by the long fuzz run, issue 9; protocol shared: the "
+           "host's weight share leaves the key's range in GradientParty._shared_scores)"),
     Escape("setup-key-bits-huge-at-arbiter", "fit", "guest", "arbiter", "lr.TrainSetup",
            Mutation(("config", "key_bits"), "set", 10**6),
            "ConfigError in vfl/lr/arbiter.py (key_bits <= 8192 is checked by validate, raised "

@@ -28,8 +28,12 @@ BATCH = 64
 
 
 def _config(batch: int = BATCH, **kw) -> TrainConfig:
+    # the first-batch attacks read the host's plaintext gradient: protocol reveal-gradients
+    # (under protocol shared, the default, no gradient reaches a host at all:
+    # test_stacking_attacks.py attacks a whole run of it)
     base = dict(key_bits=1024, allow_insecure_key_size=True, epochs=1, batch_size=batch, tol=0.0,
-                score_frac_bits=F, feature_frac_bits=G, validation_fraction=0.0)
+                score_frac_bits=F, feature_frac_bits=G, validation_fraction=0.0,
+                protocol="reveal-gradients", optimizer="adam", learning_rate=0.1, decay=1.0)
     base.update(kw)
     return TrainConfig(**base)
 

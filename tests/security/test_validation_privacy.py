@@ -17,11 +17,12 @@ from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import encode_ciphertexts
 from vfl.exceptions import RemoteProtocolError
 from vfl.lr.arbiter import ArbiterParty
-from vfl.lr.config import VALIDATION_SLOT_BITS, TrainConfig
+from vfl.lr.config import VALIDATION_SLOT_BITS, TrainConfig, score_scale_bits
 from vfl.lr.messages import METRIC_DIGITS, CalibrationRequest, TrainSetup, ValidationBatch
 
 N_VAL = 200
-F = 32
+#: the joint scores' scale: 2^(F + G) under protocol shared, the default
+F = score_scale_bits(TrainConfig())
 
 
 @pytest.fixture(scope="module")

@@ -261,9 +261,21 @@ class GradientParty:
         G = self.config.feature_frac_bits
         frac = self.config.score_frac_bits + G
         plain = int_matvec(quantized, self.share.weights, G)
-        if self._v_enc is None:  # the arbiter's share is still 0
-            return EncryptedVector.encrypt(key, plain, frac, rnd)
-        enc = self._require_engine().project(shifted, offsets, self._v_enc, G).add_plain(plain)
+        try:
+            if self._v_enc is None:  # the arbiter's share is still 0
+                return EncryptedVector.encrypt(key, plain, frac, rnd)
+            enc = self._require_engine().project(shifted, offsets, self._v_enc, G)
+            enc = enc.add_plain(plain)
+        except EncodingOverflowError:
+            # this party's share left the key's range: its steps diverged (a learning rate
+            # far too large, or a share the arbiter's steps do not match)
+            set_by = getattr(self, "guest", None)
+            what = (f"{self.name}'s weight share left the key's range in epoch "
+                    f"{self._epoch + 1}: training diverged under the job's learning_rate "
+                    f"{self.config.learning_rate}")
+            if set_by is not None:
+                raise RemoteProtocolError(f"{what}, set by {set_by}.") from None
+            raise ConfigError(f"{what}; lower the learning rate.") from None
         return self._require_engine().rerandomize(enc) if fresh else enc
 
     def on_share_update(self, msg: ShareUpdate, *, peer: str) -> None:

@@ -43,6 +43,7 @@ from vfl.lr.config import (
     TrainConfig,
     epoch_batches,
     mask_budget,
+    loss_frac_bits,
     residual_frac_bits,
     score_scale_bits,
     selection_key,
@@ -251,11 +252,13 @@ class ArbiterParty:
     def final_share(self, party: str) -> FinalShare:
         """Protocol ``shared``, after the last epoch: the arbiter's share of ``party``'s
         weights of the kept epoch, in the clear, to that party alone."""
-        if self.decision is None:
-            raise LocalProtocolError("No epoch has ended yet.")
-        epoch = self.kept_epoch if self.kept_epoch is not None else self.decision.epoch
         state = self.shares[party]
-        values = state.snapshots[epoch] if epoch < len(state.snapshots) else state.weights
+        if not state.snapshots:
+            raise LocalProtocolError("No epoch has ended yet.")
+        # the kept epoch (with validation), else the last one run (also after a resume that
+        # only finishes: the snapshots come back with the checkpoint)
+        epoch = self.kept_epoch if self.kept_epoch is not None else len(state.snapshots) - 1
+        values = state.snapshots[epoch]
         n = int(self.public_key.n)
         return FinalShare(epoch, encode_residues([v % n for v in values], (n.bit_length() + 7) // 8))
 
@@ -269,11 +272,7 @@ class ArbiterParty:
         # Taylor: [[8 * 2^(2F) * sum of losses]] (non-negative); accurate mode:
         # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win);
         # protocol shared: F_s = F + G for F (the Taylor loss at 2^F_s, the squares' scale)
-        if self.shared:
-            fs = score_scale_bits(self.config)
-            scale_bits = fs + (CURVATURE_FRAC_BITS if accurate else 0)
-        else:
-            scale_bits = F + CURVATURE_FRAC_BITS if accurate else 2 * F
+        scale_bits = loss_frac_bits(self.config)
         enc = decode_ciphertexts(self.public_key, msg.loss, peer=self.guest, what="EpochLoss",
                                  expected_len=1, frac_bits=scale_bits)
         total = int(enc.decrypt_residues(self.private_key)[0])

@@ -16,7 +16,7 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
            "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
            "selection_key", "tol_applies", "MAX_ACCURATE_SCORE_FRAC_BITS", "PROTOCOLS",
-           "SHARED_OPTIMIZERS", "score_scale_bits", "shared_squares_due", "square_slot_bits", "SQUARE_VALUE_BITS",
+           "SHARED_OPTIMIZERS", "score_scale_bits", "loss_frac_bits", "shared_squares_due", "square_slot_bits", "SQUARE_VALUE_BITS",
            "MOMENTUM"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
@@ -355,6 +355,15 @@ def square_slot_bits(config: TrainConfig) -> int:
     """Bits per packed slot of a squares request: ``x + 2^(F_s+16)`` with ``|x| < 2^(F_s+16)``
     (``x`` at ``2^F_s``, below ``2^SQUARE_VALUE_BITS`` in magnitude), one bit of headroom."""
     return score_scale_bits(config) + SQUARE_VALUE_BITS + 2
+
+
+def loss_frac_bits(config: TrainConfig) -> int:
+    """Fractional bits of the guest's encrypted epoch loss: ``F + 16`` (accurate mode) or
+    ``2F`` (Taylor mode, 8 times the loss); protocol ``shared``: ``F_s + 16`` or ``F_s``."""
+    accurate = config.mode == "accurate"
+    if config.protocol == "shared":
+        return score_scale_bits(config) + (CURVATURE_FRAC_BITS if accurate else 0)
+    return config.score_frac_bits + (CURVATURE_FRAC_BITS if accurate else config.score_frac_bits)
 
 
 def residual_frac_bits(config: TrainConfig) -> int:

@@ -338,6 +338,7 @@ def _train(channel: Channel, side: _TrainingSide, progress: ProgressHook) -> int
             progress.on_epoch(epoch, side.loss)
             if side.stop:
                 break
+    side.epoch = max(epochs_run - 1, 0)  # the last epoch run (a resume may run none)
     _walk(channel, side, _END)
     return epochs_run
 

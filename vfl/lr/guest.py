@@ -40,6 +40,7 @@ from vfl.lr.config import (
     min_batch_size,
     residual_frac_bits,
     row_weights,
+    loss_frac_bits,
     score_scale_bits,
     shared_squares_due,
     selection_key,
@@ -239,8 +240,7 @@ class GuestParty(GradientParty):
             if state.loss_sum is None:
                 raise CheckpointError(f"The checkpoint of {self.name} within epoch "
                                       f"{ckpt.epochs_done + 1} lacks the epoch's loss sum.")
-            F = self.config.score_frac_bits
-            scale = F + CURVATURE_FRAC_BITS if self.config.mode == "accurate" else 2 * F
+            scale = loss_frac_bits(self.config)
             try:
                 self._loss_acc = decode_ciphertexts(
                     key, state.loss_sum, peer=f"{self.name}'s checkpoint", what="loss sum",

@@ -258,7 +258,7 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     history: list[float] = []
     epochs_run = 0
 
-    def guest_score(w: FloatArray, rows: object) -> FloatArray:
+    def guest_score(w: FloatArray, rows: np.ndarray) -> FloatArray:
         out: FloatArray = Xg[rows] @ w[:kg] + (w[kg] if fi else 0.0)
         return out
 
