@@ -186,3 +186,74 @@ def test_a_share_survives_its_checkpoint_record():
 
     with pytest.raises(CheckpointError, match="another shape"):
         ShareState.from_record(rec, 4, [True] * 4, "p")
+
+
+def test_the_arbiter_gets_the_values_to_square_in_a_fresh_secret_order(monkeypatch):
+    """The guest sends the rows due for squares in an order drawn with ``secrets`` for every
+    batch: the position of a value tells the arbiter nothing about its row."""
+    from scipy.stats import spearmanr
+
+    from vfl.lr.guest import GuestParty
+
+    sent: list[list[int]] = []
+    natural: list[list[int]] = []
+    original = GuestParty._shared_residuals
+
+    def spy(self, epoch, batch, rows):
+        out = original(self, epoch, batch, rows)
+        if self._sq is not None:
+            sent.append(list(self._sq[0]))
+            natural.append(sorted(self._sq[0], key=rows.index))
+        return out
+
+    monkeypatch.setattr(GuestParty, "_shared_residuals", spy)
+    Xg, y, Xh = _data(n=900, seed=5)
+    run_trio(Xg, y, [Xh], small_config(protocol="shared", epochs=3, batch_size=300,
+                                       curvature_every=1))
+    assert len(sent) >= 4 and all(len(s) > 50 for s in sent)
+    rhos = []
+    for s, nat in zip(sent, natural, strict=True):
+        assert sorted(s) == sorted(nat) and s != nat  # the same rows, not in batch order
+        rhos.append(spearmanr([nat.index(r) for r in s], range(len(s)))[0])
+    assert abs(float(np.mean(rhos))) < 0.1 and max(abs(r) for r in rhos) < 0.35
+    assert len({tuple(s) for s in sent}) == len(sent)  # a new order every batch
+
+
+def test_a_deviating_host_gets_nothing_back_per_batch(monkeypatch):
+    """A host that packs the residuals it receives into its masked gradient (the attack that
+    read 256/256 labels per epoch under version 1, and 4 per slot per batch under
+    reveal-gradients) gets back only the arbiter's encrypted share every batch; in the clear
+    it receives one number per weight in the whole run, its FinalShare."""
+    from vfl.lr.host import HostParty
+
+    original = HostParty._mask_and_send
+
+    def packing(self, gradient, epoch, batch, rows):
+        # put residual 0 of the batch, shifted, into the first gradient slot
+        enc = decode_ciphertexts(self.public_key, self._last_residual, peer="g", what="r",
+                                 expected_len=rows, frac_bits=self._last_residual.frac_bits)
+        extra = enc.take([0]).mul_scalar(1 << 30).at_scale(gradient.frac_bits)
+        pad = EncryptedVector.encrypt(self.public_key, [0] * (len(gradient) - 1),
+                                      gradient.frac_bits, self.randomizer)
+        return original(self, gradient.add(extra.concat(pad)), epoch, batch, rows)
+
+    on_residual = HostParty.on_residual
+
+    def keep(self, msg):
+        self._last_residual = msg.residual
+        return on_residual(self, msg)
+
+    monkeypatch.setattr(HostParty, "_mask_and_send", packing)
+    monkeypatch.setattr(HostParty, "on_residual", keep)
+    Xg, y, Xh = _data(seed=8)
+    run = run_trio(Xg, y, [Xh], small_config(protocol="shared", epochs=2), record=True)
+    clear = 0
+    for direction, peer, data in run.transcripts["host1"]:
+        if direction == "received" and peer == "arbiter":
+            body = decode_envelope(data).body
+            assert type(body).__name__ in ("PublicKeyAnnounce", "ShareUpdate", "EpochDecision",
+                                           "FinalShare")
+            if type(body).__name__ == "FinalShare":
+                clear += len(body.share) // ((int(run.arbiter.public_key.n).bit_length() + 7)
+                                             // 8)
+    assert clear == Xh.shape[1]

@@ -342,40 +342,56 @@ def multiexp(bases: Sequence[gmpy2.mpz], exponents: Iterable[int], modulus: gmpy
 
 
 def row_multiexps(bases: Sequence[gmpy2.mpz], rows: Sequence[Sequence[int]],
-                  modulus: gmpy2.mpz, window: int = 4) -> list[gmpy2.mpz]:
+                  modulus: gmpy2.mpz) -> list[gmpy2.mpz]:
     """``prod_j bases[j] ** rows[i][j] mod modulus`` for every row ``i`` (non-negative
     exponents): the same few bases for many short exponent vectors, ``X [[v]]``.
 
-    Each base gets a table of its ``2^window`` powers once; each row then takes
-    one pass over its exponents' windows from the top (``bits`` squarings and
-    one product per base and window), so ``k`` bases and ``bits``-bit exponents
-    cost about ``bits + k * bits / window`` products per row.
+    Fixed-base comb: every exponent is cut into ``h`` windows of ``w`` bits, and each
+    base gets a table of ``base^(d 2^(w t))`` for every digit ``d`` and window ``t``,
+    once for all rows; a row then costs one product per base and window (no squaring).
+    ``w`` minimises ``k h 2^w`` (tables) plus ``rows k h`` (products): for 2,048 rows of
+    14 exponents of 32 bits, ``w = 8``, 56 products per row instead of about 140 for a
+    windowed multi-exponentiation.
     """
     k = len(bases)
-    if any(len(r) != k for r in rows):
+    exps = [[int(e) for e in r] for r in rows]
+    if any(len(r) != k for r in exps):
         raise ValueError("every exponent row needs one exponent per base")
-    mask = (1 << window) - 1
-    tables = []
+    if any(e < 0 for r in exps for e in r):
+        raise ValueError("row_multiexps needs non-negative exponents")
+    top = max((e.bit_length() for r in exps for e in r), default=0)
+    if top == 0 or not exps:
+        return [gmpy2.mpz(1)] * len(exps)
+
+    def cost(w: int) -> int:
+        h = -(-top // w)
+        return k * h * (1 << w) + len(exps) * k * h
+
+    w = min(range(1, 13), key=cost)
+    h = -(-top // w)
+    mask = (1 << w) - 1
+    tables: list[list[list[gmpy2.mpz]]] = []
     for base in bases:
-        t = [gmpy2.mpz(1), base]
-        for _ in range(2, mask + 1):
-            t.append(t[-1] * base % modulus)
-        tables.append(t)
+        per_window = []
+        b_t = gmpy2.mpz(base) % modulus
+        for _ in range(h):
+            t = [gmpy2.mpz(1), b_t]
+            for _ in range(2, mask + 1):
+                t.append(t[-1] * b_t % modulus)
+            per_window.append(t)
+            b_t = t[-1] * b_t % modulus  # base^(2^(w (t+1)))
+        tables.append(per_window)
     out = []
-    for row in rows:
-        exps = [int(e) for e in row]
-        if any(e < 0 for e in exps):
-            raise ValueError("row_multiexps needs non-negative exponents")
-        top = max((e.bit_length() for e in exps), default=0)
+    for row in exps:
         acc = gmpy2.mpz(1)
-        for w in range(-(-top // window) - 1, -1, -1):
-            if acc != 1:
-                acc = gmpy2.powmod(acc, 1 << window, modulus)
-            shift = w * window
-            for t, e in zip(tables, exps, strict=True):
-                d = (e >> shift) & mask
+        for table, e in zip(tables, row, strict=True):
+            t = 0
+            while e:
+                d = e & mask
                 if d:
-                    acc = acc * t[d] % modulus
+                    acc = acc * table[t][d] % modulus
+                e >>= w
+                t += 1
         out.append(acc)
     return out
 
