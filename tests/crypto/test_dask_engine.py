@@ -144,7 +144,7 @@ def test_make_engine_follows_the_compute_choice(keypair, compute):
 
 
 # ------------------------------------------------------------- bit-identical training
-def _train(Xg, y, Xh, compute, mode, start=None):
+def _train(Xg, y, Xh, compute, mode, start=None, protocol="reveal-gradients"):
     from vfl import Arbiter, GuestLogisticRegression, HostLogisticRegression, InMemoryNetwork
 
     net = InMemoryNetwork(["guest", "host", "arbiter"])
@@ -164,9 +164,14 @@ def _train(Xg, y, Xh, compute, mode, start=None):
                run(arbiter.run, channel=net.endpoint("arbiter"))]
     for t in threads:
         t.start()
+    # protocol reveal-gradients: its weights are a deterministic function of the data and the
+    # start, so the engines must agree bit for bit (under protocol shared each share's rounding
+    # depends on the run's secret masks: test_shared_training_through_dask below)
     guest = GuestLogisticRegression(epochs=2, batch_size=128, key_bits=512,
                                     allow_insecure_key_size=True, validation_fraction=0.0,
-                                    patience=0, mode=mode, compute=compute)
+                                    patience=0, mode=mode, compute=compute, protocol=protocol,
+                                    **({"optimizer": "adam", "learning_rate": 0.1, "decay": 1.0}
+                                       if protocol == "reveal-gradients" else {}))
     kw = {} if start is None else {"coef_init": start[0], "intercept_init": start[1]}
     guest.fit(Xg, y, channel=net.endpoint("guest"), hosts=["host"], **kw)
     for t in threads:
@@ -187,6 +192,20 @@ def test_training_through_dask_gives_bit_identical_weights(compute, mode):
     assert g_dask.coef_.tobytes() == g_local.coef_.tobytes()
     assert g_dask.intercept_ == g_local.intercept_
     assert h_dask.coef_.tobytes() == h_local.coef_.tobytes()
+
+
+def test_shared_training_through_dask(compute):
+    """Protocol shared (the default), its row multi-exponentiations on the Dask workers: the
+    weights of the in-process run to the rounding of each share (~2^-32 a step)."""
+    rng = np.random.default_rng(4)
+    Xg, Xh = rng.normal(size=(400, 2)), rng.normal(size=(400, 3))
+    y = (Xg[:, 0] + Xh[:, 0] - Xh[:, 2] + rng.normal(size=400) > 0).astype(int)
+    g_local, h_local = _train(Xg, y, Xh, None, "accurate", protocol="shared")
+    start = (g_local.coef_init_, g_local.intercept_init_)
+    g_dask, h_dask = _train(Xg, y, Xh, compute, "accurate", start, protocol="shared")
+    np.testing.assert_allclose(g_dask.coef_, g_local.coef_, atol=1e-8, rtol=0)
+    assert abs(g_dask.intercept_ - g_local.intercept_) <= 1e-8
+    np.testing.assert_allclose(h_dask.coef_, h_local.coef_, atol=1e-8, rtol=0)
 
 
 # ------------------------------------------------------------------ who may join

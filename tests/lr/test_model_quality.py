@@ -29,8 +29,8 @@ def test_reference_reaches_taylor_optimum_on_default_credit(default_credit):
     taylor_opt = roc_auc_score(y, LinearRegression().fit(X, 2 * y - 1).predict(X))
     exact = roc_auc_score(y, LogisticRegression(max_iter=2000).fit(X, y).decision_function(X))
     guest_only = roc_auc_score(y, LogisticRegression(max_iter=2000).fit(Xg, y).decision_function(Xg))
-    ref = fit_reference(Xg, y, [Xh], TrainConfig(epochs=10, learning_rate=0.05,
-                                                 validation_fraction=0.0, mode="taylor"))
+    ref = fit_reference(Xg, y, [Xh], TrainConfig(epochs=10, validation_fraction=0.0,
+                                                 mode="taylor"))
     auc = roc_auc_score(y, _scores(Xg, [Xh], ref.guest_coef, ref.host_coefs))
     assert abs(auc - taylor_opt) < 0.002
     assert abs(auc - exact) < 0.01

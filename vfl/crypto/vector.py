@@ -372,26 +372,26 @@ def row_multiexps(bases: Sequence[gmpy2.mpz], rows: Sequence[Sequence[int]],
     mask = (1 << w) - 1
     tables: list[list[list[gmpy2.mpz]]] = []
     for base in bases:
-        per_window = []
+        per_window: list[list[gmpy2.mpz]] = []
         b_t = gmpy2.mpz(base) % modulus
         for _ in range(h):
-            t = [gmpy2.mpz(1), b_t]
+            powers = [gmpy2.mpz(1), b_t]
             for _ in range(2, mask + 1):
-                t.append(t[-1] * b_t % modulus)
-            per_window.append(t)
-            b_t = t[-1] * b_t % modulus  # base^(2^(w (t+1)))
+                powers.append(powers[-1] * b_t % modulus)
+            per_window.append(powers)
+            b_t = powers[-1] * b_t % modulus  # base^(2^(w (t+1)))
         tables.append(per_window)
     out = []
     for row in exps:
         acc = gmpy2.mpz(1)
         for table, e in zip(tables, row, strict=True):
-            t = 0
+            window = 0
             while e:
                 d = e & mask
                 if d:
-                    acc = acc * table[t][d] % modulus
+                    acc = acc * table[window][d] % modulus
                 e >>= w
-                t += 1
+                window += 1
         out.append(acc)
     return out
 
