@@ -17,6 +17,7 @@ from vfl.calibration import (
     sigmoid,
 )
 from vfl.checkpoint import ArbiterSecret, CheckpointError
+from vfl.crypto.engine import CipherEngine, make_engine
 from vfl.crypto.paillier import (
     PaillierPrivateKey,
     Randomizer,
@@ -159,7 +160,11 @@ class ArbiterParty:
             except ConfigError as exc:
                 raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
             self.reveals = guest_reveals(self.config, n_g, setup.n_rows)
-            self._randomizer = Randomizer(self.public_key)
+            self._randomizer = Randomizer(self.public_key, window_bits=8)
+        #: protocol shared: the arbiter encrypts the squares (about b/4 a batch) with the
+        #: same engine as the other parties (a process pool on a job of thousands of rows,
+        #: its randomisers made while it waits for the next gradient); made at first use
+        self._engine: CipherEngine | None = None
 
     @property
     def hosts(self) -> list[str]:
@@ -246,8 +251,18 @@ class ArbiterParty:
                 f"The squares request from {g} (epoch {epoch}) holds a value beyond "
                 f"±2^{SQUARE_VALUE_BITS}: refused. Training diverged, or the guest sent "
                 "something else.")
-        return EncryptedVector.encrypt(self.public_key, [clipped_square(v, fs) for v in values],
-                                       fs, self._randomizer)
+        if self._engine is None:
+            self._engine = make_engine(self.public_key, None, self.setup.n_rows)
+        squares = np.array([clipped_square(v, fs) for v in values], dtype=np.int64)
+        out = self._engine.encrypt(squares, fs)  # each below 9 * 2^F_s: int64
+        self._engine.prefill(len(values))  # the next batch's, while the parties compute
+        return out
+
+    def close(self) -> None:
+        """Stop the arbiter's worker processes, if it started any."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
     def final_share(self, party: str) -> FinalShare:
         """Protocol ``shared``, after the last epoch: the arbiter's share of ``party``'s

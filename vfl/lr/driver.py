@@ -855,7 +855,11 @@ def run_arbiter(channel: Channel, *, guest: str, allow_insecure_key_size: bool =
         policy = DEFAULT_POLICY.replace(allow_insecure_key_size=allow_insecure_key_size)
     side = _ArbiterSide(channel, guest, policy)
     side.store = checkpoints
-    _train(channel, side, progress)
+    try:
+        _train(channel, side, progress)
+    finally:
+        if side._party is not None:
+            side._party.close()
     return side.party
 
 
