@@ -57,20 +57,27 @@ constant over the run is the model. What hurts it is the start: Adam's first
 steps move every weight by about the learning rate (the host's 128 weights
 jump to norm 1.1 after one step at batch 2,048), so the first epochs' residuals
 and host scores are far from their later values, and a least-squares fit
-spreads that error over every row. Measured on the issue's settings (host,
-labels of 1,024 / 1,024 / 4,096 rows): keeping every epoch gave 1012 / 916 /
-2718 (AUC 0.736 at batch 2,048 x 128 columns), dropping the first 2 gave
-1019 / 919 / 3604 (AUC 0.962); keeping only the last third lost equations
-(1023 / 889 / 3053). So the attacker drops the first ``s`` epochs, ``s`` chosen
-without the truth (:func:`_choose`): each candidate is fitted on the
-epochs before the last and scored by how well it predicts the last epoch's
-gradients (the closest to the final state). ``burn_in`` fixes ``s`` instead.
+spreads that error over every row. Measured (``python -m
+benchmarks.stacking_attacks --validation off --burn-in-sweep``, one run per
+setting, host labels): batch 64 x 16 columns, every epoch 1020/1024, from epoch
+4 on 1024/1024; batch 256 x 16, 1968/2048 (AUC 0.996), from epoch 8 2044/2048,
+from epoch 20 1592/2048 (too few equations left); batch 2,048 x 128, 2757/4096
+(AUC 0.752), from epoch 2 3582/4096 (AUC 0.963), from epoch 20 2877/4096. So
+the attacker drops the first ``s`` epochs, ``s`` chosen without the truth
+(:func:`_choose`): each candidate is fitted on the epochs before the last and
+scored by how well it predicts the last epoch's gradients (the closest to the
+final state); it picked 8, 8 and 2 there. ``burn_in`` fixes ``s`` instead.
 
-Solver: the normal equations ``Σ_t P_t M_t M_t^T P_t^T u = Σ_t P_t M_t c_t``,
-accumulated batch by batch and solved by Cholesky (LSQR beyond
-:data:`NORMAL_LIMIT` unknowns); their sums over epochs are reused across the
-candidate burn-ins. With fewer equations than unknowns the attack keeps every
-epoch and returns the (near) minimum-norm solution.
+A ridge is then chosen the same way (it matters where the system is
+under-determined or ill-conditioned: the accurate mode's guest, whose row
+weights ``4σ'(g)`` are small for confidently scored rows; at batch 256 its
+near minimum-norm fits had R² of -8 to -15,000 and Spearman below 0.14; with
+the chosen burn-in and ridge, Spearman 0.53). With fewer equations than unknowns the attack keeps every epoch.
+
+Solver: the normal equations ``(Σ_t P_t M_t M_t^T P_t^T + λ I) u = Σ_t P_t M_t c_t``,
+accumulated batch by batch and solved by Cholesky with one BLAS thread (LSQR
+beyond :data:`NORMAL_LIMIT` unknowns); their sums over epochs are reused
+across the candidate burn-ins.
 
 Baselines: an attacker holding only the final weights
 ------------------------------------------------------
@@ -83,9 +90,19 @@ Baselines: an attacker holding only the final weights
   be high) and ``g`` itself; :func:`guest_final_weights_baseline` returns the
   former and the scoring takes the larger ``|Spearman|`` of the two.
 
-A view without per-batch gradients (the ``shared`` protocol of issue 24,
-where no decrypted value reaches the party that sent it) makes both attacks
-return exactly these baselines: the attacker has nothing else.
+Protocol ``shared`` (issue 24)
+------------------------------
+
+No decrypted value reaches the party that sent it, so the views hold no
+per-batch gradient. The host then has nothing but its final weights and
+:func:`host_label_attack` returns the baseline. The guest, in the accurate
+mode, is told its own weights at the epoch ends of ``guest_reveals`` (to
+expand the next epoch around them); the capture records them
+(``PartyView.epoch_weights``) and :func:`guest_reveal_attack` replays the
+shared algorithm through them with the hosts' scores as unknowns: ``k_g + 1``
+equations per reveal, at most a quarter of the training rows in all, so the
+estimate is a ridge projection of ``h``. A view with neither gradients nor
+reveals yields exactly the final-weights baseline, without error.
 """
 
 from __future__ import annotations
@@ -129,6 +146,8 @@ __all__ = [
     "REVEAL_GRADIENTS",
     "V4_DEFAULTS",
     "burn_in_candidates",
+    "config_protocol",
+    "guest_reveal_attack",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -151,7 +170,7 @@ class BatchRecord:
     epoch, batch : int
         The batch's position (from the arbiter's answer, checked by the party).
     rows : int64 array
-        The batch's aligned row indices (from the public batch plan).
+        The batch's aligned row indices (from the public batch plan), sorted.
     gradient : float array
         The plaintext gradient the party unmasked: ``X_b^T d_b / b`` over its
         own columns (the guest's with the intercept last).
@@ -180,6 +199,10 @@ class PartyView:
     held out for validation (the host knows them from the guest's
     ``TrainSetup``), ``batches`` every per-batch plaintext gradient it received
     (empty when the protocol reveals none), ``final_coef`` its final weights.
+    ``epoch_weights``: weights the protocol told the party at the end of an
+    epoch, ``(epoch, weights)`` (protocol ``shared``, accurate mode: the
+    guest's expansion points); ``start_coef``: the guest's own secret start;
+    ``config``: the job's hyper-parameters (known to every party).
     """
 
     role: str
@@ -190,6 +213,9 @@ class PartyView:
     mode: str
     fit_intercept: bool
     y: FloatArray | None = None
+    epoch_weights: tuple[tuple[int, FloatArray], ...] = ()
+    start_coef: FloatArray | None = None
+    config: Any = None
 
     @property
     def has_gradients(self) -> bool:
@@ -224,7 +250,6 @@ class Truth:
 
     y: FloatArray
     host_final_scores: FloatArray
-    host_epoch_scores: tuple[FloatArray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,7 +367,8 @@ def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
         grad = np.asarray(out, dtype=np.float64)
         if grad.shape != coef.shape or not grad.size:
             return out  # not a per-weight gradient: nothing this attack reads
-        rows = np.asarray(self.batches(int(msg.epoch))[int(msg.batch)], dtype=np.int64)
+        # the batch's rows, sorted (their order does not matter to a sum over them)
+        rows = np.sort(np.asarray(self.batches(int(msg.epoch))[int(msg.batch)], dtype=np.int64))
         have = _have_squares(config, int(msg.epoch), rows) if role == "guest" else None
         with lock:
             sink.append(BatchRecord(int(msg.epoch), int(msg.batch), rows, grad.copy(), coef,
@@ -360,6 +386,42 @@ def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
     return restore
 
 
+def _spy_on_reveals(cls: type, sink: list[tuple[int, FloatArray]], lock: threading.Lock
+                    ) -> Callable[[], None]:
+    """Wrap ``cls.on_decision`` to record the weights the party learns at an epoch end.
+
+    Protocol ``shared``, accurate mode: at the epochs of ``guest_reveals`` the
+    arbiter sends the guest its share and the guest adds it to its own, to
+    expand the next epoch around (``GuestParty._expansion``, integers at
+    ``2^score_frac_bits``). Recorded whenever that point changes.
+    """
+    original = getattr(cls, "on_decision", None)
+    if original is None:
+        return lambda: None
+    own = "on_decision" in cls.__dict__
+
+    def spy(self: Any, msg: Any, epoch: int, *args: Any, **kwargs: Any) -> Any:
+        before = getattr(self, "_expansion", None)
+        before = None if before is None else list(before)
+        out = original(self, msg, epoch, *args, **kwargs)
+        after = getattr(self, "_expansion", None)
+        if after is not None and list(after) != before:
+            scale = 2.0 ** int(self.config.score_frac_bits)
+            with lock:
+                sink.append((int(epoch), np.array([float(v) for v in after]) / scale))
+        return out
+
+    cls.on_decision = spy  # type: ignore[attr-defined]
+
+    def restore() -> None:
+        if own:
+            cls.on_decision = original  # type: ignore[attr-defined]
+        else:
+            delattr(cls, "on_decision")
+
+    return restore
+
+
 def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: Any, *,
                 guest_kwargs: dict[str, Any] | None = None, workers: int | None = 1
                 ) -> RunCapture:
@@ -368,8 +430,11 @@ def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: 
     The guest, one host (``host1``) and the arbiter run in threads over an
     :class:`~vfl.transport.memory.InMemoryNetwork`. ``HostParty.on_decrypted``
     and ``GuestParty.on_decrypted`` are wrapped to record each party's own
-    per-batch plaintext gradient (see :func:`_spy_on`); nothing sent changes.
-    Final weights are each party's ``coef`` when its training function returns.
+    per-batch plaintext gradient (see :func:`_spy_on`), ``GuestParty.on_decision``
+    the weights the guest is told at epoch ends (:func:`_spy_on_reveals`);
+    nothing sent changes. Final weights are each party's ``coef`` when its
+    training function returns; the truth (labels, the host's final scores) is
+    kept apart, for scoring.
     ``workers=1`` keeps the ciphertext work in-process (the machine's cores are
     better spent on one run at a time).
     """
@@ -395,8 +460,10 @@ def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: 
                                               allow_insecure_key_size=insecure),
         "arbiter": lambda ch: run_arbiter(ch, guest="guest", allow_insecure_key_size=insecure),
     }
+    reveals: list[tuple[int, FloatArray]] = []
     undo = [_spy_on(host_mod.HostParty, "host", host_log, lock, config),
-            _spy_on(guest_mod.GuestParty, "guest", guest_log, lock, config)]
+            _spy_on(guest_mod.GuestParty, "guest", guest_log, lock, config),
+            _spy_on_reveals(guest_mod.GuestParty, reveals, lock)]
     t0 = time.perf_counter()
     try:
         results = run_threads(InMemoryNetwork(["guest", "host1", "arbiter"]), targets)
@@ -412,13 +479,15 @@ def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: 
     train = np.setdiff1d(np.arange(Xg.shape[0]), val)
     fit_intercept = bool(config.fit_intercept)
     host_view = PartyView("host", Xh, train, tuple(sorted(host_log, key=_order)),
-                          np.array(host_party.coef, dtype=np.float64), config.mode, False)
+                          np.array(host_party.coef, dtype=np.float64), config.mode, False,
+                          config=config)
+    F = int(config.score_frac_bits)
+    start = np.round(np.asarray(guest_party.initial_coef, dtype=np.float64) * 2.0**F) / 2.0**F
     guest_view = PartyView("guest", Xg, train, tuple(sorted(guest_log, key=_order)),
                            np.array(guest_party.coef, dtype=np.float64), config.mode,
-                           fit_intercept, np.asarray(y, dtype=np.float64))
-    snaps = tuple(Xh @ np.asarray(w, dtype=np.float64)
-                  for w in getattr(host_party, "snapshots", []))
-    truth = Truth(np.asarray(y, dtype=np.float64), Xh @ host_view.final_coef, snaps)
+                           fit_intercept, np.asarray(y, dtype=np.float64),
+                           tuple(sorted(reveals, key=lambda r: r[0])), start, config)
+    truth = Truth(np.asarray(y, dtype=np.float64), Xh @ host_view.final_coef)
     return RunCapture(host_view, guest_view, truth, config_protocol(config), int(epochs_run),
                       seconds, config)
 
@@ -460,6 +529,8 @@ class _Normal:
         self.r = np.zeros(n)
 
     def add(self, blocks: Sequence[_Block]) -> None:
+        """Add each block's ``b x b`` product at its rows (sorted rows keep the scatter
+        local: the capture sorts every batch's rows)."""
         for blk in blocks:
             self.N[np.ix_(blk.idx, blk.idx)] += blk.M @ blk.M.T
             self.r[blk.idx] += blk.M @ blk.c
@@ -616,8 +687,10 @@ def _choose(eqs: Sequence[_Equations], n: int, *, steps: int
     epoch counts). The ridge (:data:`RIDGE_CANDIDATES`) is then chosen the
     same way at that burn-in: it matters where the system is under-determined
     or ill-conditioned, and a minimum-norm solution there amplifies the drift.
-    Linear equations reuse one accumulation of the normal equations.
-    Returns the burn-in, the ridge and every candidate's held-out error.
+    Linear equations reuse one accumulation of the normal equations; nonlinear
+    ones take at most 2 Gauss-Newton steps per candidate (``steps`` in the
+    final fit). Returns the burn-in, the ridge and every candidate's held-out
+    error.
     """
     last = max(e.epoch for e in eqs)
     held = [e for e in eqs if e.epoch == last]
@@ -639,7 +712,7 @@ def _choose(eqs: Sequence[_Equations], n: int, *, steps: int
                     by_skip[epoch] = _objective(held, ne.solve()) / scale
         else:
             for c in cands:
-                u = _solve([e for e in eqs if c <= e.epoch < last], n, steps=steps)
+                u = _solve([e for e in eqs if c <= e.epoch < last], n, steps=min(steps, 2))
                 by_skip[c] = _objective(held, u) / scale
         skip = min(by_skip, key=lambda c: (by_skip[c], c))
         errors.update({f"burn-in {c}": v for c, v in by_skip.items()})
@@ -647,7 +720,7 @@ def _choose(eqs: Sequence[_Equations], n: int, *, steps: int
     by_ridge: dict[float, float] = {}
     if n <= NORMAL_LIMIT:
         # nonlinear: each ridge is one step from the burn-in's solution (linearised there)
-        at = np.zeros(n) if linear else _solve(fit, n, steps=steps)
+        at = np.zeros(n) if linear else _solve(fit, n, steps=min(steps, 2))
         ne = _Normal(n)
         ne.add([e.linearised(at) for e in fit])
         for r in RIDGE_CANDIDATES:
@@ -672,6 +745,23 @@ def _fit(eqs: Sequence[_Equations], n: int, burn_in: BurnIn, *, steps: int
     every epoch and takes one linear step: the clip's curvature would only
     scatter an under-determined solution.
     """
+    with _one_blas_thread():
+        return _fit_unthreaded(eqs, n, burn_in, steps=steps)
+
+
+def _one_blas_thread() -> Any:
+    """A context in which BLAS runs one thread: OpenBLAS's spinning threads made a 1,024-row
+    Cholesky 60 times slower (1.3 s against 0.02 s) on two cores shared with another busy
+    process. (``threadpool_limits`` acts on the libraries loaded when it is entered, so
+    SciPy's is loaded first.)"""
+    import scipy.linalg  # type: ignore[import-untyped]  # noqa: F401
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _fit_unthreaded(eqs: Sequence[_Equations], n: int, burn_in: BurnIn, *, steps: int
+                    ) -> tuple[FloatArray, int, float, dict[str, float]]:
     errors: dict[str, float] = {}
     ridge = RELATIVE_RIDGE
     if burn_in == "auto":
@@ -840,13 +930,177 @@ def guest_score_attack(view: PartyView, *, burn_in: BurnIn = "auto",
     if view.role != "guest" or view.y is None:
         raise ValueError("guest_score_attack needs the guest's view (with its labels).")
     if not view.batches:
-        return guest_final_weights_baseline(view)
+        return guest_reveal_attack(view)
     eqs, rows = guest_equations(view)
     h, skip, ridge, errors = _fit(eqs, len(rows), burn_in, steps=gauss_newton)
     kept = [r for r in view.batches if r.epoch >= skip]
     return ScoreEstimate(rows, h, f"stacked least squares, {len(kept)} batches from epoch "
                          f"{skip}, ridge {ridge:g}", sum(len(r.gradient) for r in kept), skip,
                          ridge, errors)
+
+
+# ====================================================================== reveals
+def _reveal_equations(view: PartyView, first: int, u0: FloatArray
+                      ) -> list[tuple[int, FloatArray, FloatArray]]:
+    """Replay the shared algorithm from epoch ``first`` with the unknowns ``u = (h, μ)``.
+
+    ``h``: the hosts' scores of the training rows (one constant each), ``μ``:
+    the momentum at the start of epoch ``first`` (zero, and unused, when
+    ``first`` is 0). The guest's weights and momentum stay affine in ``u``
+    through the linear recursion; the stored squares ``clip(x, ±3)²`` are
+    linearised at ``u0``. Returns, for every revealed epoch replayed, the
+    equations ``A u = b`` its weights give (``k_g + 1`` of them); the replay then
+    re-anchors to the revealed weights.
+    """
+    from vfl.lr.config import CURVATURE_FRAC_BITS, epoch_batches
+    try:
+        from vfl.lr.config import MOMENTUM, shared_squares_due
+    except ImportError:  # the shared protocol's rules are not in this version
+        return []
+    cfg = view.config
+    assert view.y is not None and view.start_coef is not None and cfg is not None
+    Q = 2.0 ** CURVATURE_FRAC_BITS
+    revealed = dict(view.epoch_weights)
+    rows_all = view.train_rows
+    n, K = len(rows_all), len(view.start_coef)
+    N = n + K
+    pos = np.full(view.X.shape[0], -1, dtype=np.int64)
+    pos[rows_all] = np.arange(n)
+    val = np.setdiff1d(np.arange(view.X.shape[0]), rows_all).tolist()
+    beta = MOMENTUM[0] / MOMENTUM[1] if cfg.optimizer == "momentum" else 0.0
+    l2 = float(cfg.alpha) if cfg.penalty == "l2" else 0.0
+    mask = np.ones(K)
+    if view.fit_intercept:
+        mask[-1] = 0.0
+    point = view.start_coef if first == 0 else revealed[first - 1]
+    Wa, wa = np.zeros((K, N)), np.array(point, dtype=np.float64)
+    Ma, ma = np.zeros((K, N)), np.zeros(K)
+    if first > 0:
+        Ma[:, n:] = np.eye(K)
+    expansion = wa.copy()
+    # squares before the replay: rows that had them are linearised at the replay's start
+    Qa, qa = np.zeros((n, N)), np.zeros(n)
+    have = np.zeros(n, dtype=bool)
+    if first > 1:
+        have[:] = first - 1 >= 1 + (rows_all % int(cfg.curvature_every))
+    X_all = view.design(rows_all)
+    Xa0 = np.zeros((n, N))
+    Xa0[np.arange(n), np.arange(n)] = 1.0
+    x0 = X_all @ wa - X_all @ expansion + u0[:n]
+    hc = np.clip(x0, -CURVATURE_CLIP, CURVATURE_CLIP)
+    dphi = 2.0 * hc * (np.abs(x0) < CURVATURE_CLIP)
+    Qa[have] = dphi[have, None] * Xa0[have]
+    qa[have] = (hc * hc - dphi * x0)[have] + dphi[have] * (X_all @ wa - X_all @ expansion)[have]
+    out: list[tuple[int, FloatArray, FloatArray]] = []
+    last = max(revealed)
+    y01 = view.y
+    for epoch in range(first, last + 1):
+        if epoch > first and epoch - 1 in revealed:
+            expansion = revealed[epoch - 1]
+        lr = float(cfg.learning_rate) / (1.0 + float(cfg.decay) * epoch)
+        for batch in epoch_batches(view.X.shape[0], val, cfg, epoch):
+            r = np.asarray(batch, dtype=np.int64)
+            p = pos[r]
+            b = len(r)
+            Xb = view.design(r)
+            gt = Xb @ expansion
+            sig = 1.0 / (1.0 + np.exp(-gt))
+            c1 = np.round(4.0 * sig * (1.0 - sig) * Q) / Q
+            c2 = np.round(2.0 * sig * (1.0 - sig) * (1.0 - 2.0 * sig) * Q) / Q * have[p]
+            Xa = Xb @ Wa
+            Xa[np.arange(b), p] += 1.0
+            xa = Xb @ wa - gt
+            d_aff = c1[:, None] * Xa + c2[:, None] * Qa[p]
+            d_const = 4.0 * (sig - y01[r]) + c1 * xa + c2 * qa[p]
+            G, g = Xb.T @ d_aff / (4.0 * b), Xb.T @ d_const / (4.0 * b)
+            due = np.asarray(shared_squares_due(cfg, epoch, batch), dtype=bool)
+            if due.any():
+                x_now = Xa[due] @ u0 + xa[due]
+                hc = np.clip(x_now, -CURVATURE_CLIP, CURVATURE_CLIP)
+                dphi = 2.0 * hc * (np.abs(x_now) < CURVATURE_CLIP)
+                Qa[p[due]] = dphi[:, None] * Xa[due]
+                qa[p[due]] = hc * hc - dphi * x_now + dphi * xa[due]
+                have[p[due]] = True
+            Ma = beta * Ma + G + l2 * mask[:, None] * Wa
+            ma = beta * ma + g + l2 * mask * wa
+            Wa = Wa - lr * Ma
+            wa = wa - lr * ma
+        if epoch in revealed:
+            out.append((epoch, Wa.copy(), revealed[epoch] - wa))
+            Wa, wa = np.zeros((K, N)), np.array(revealed[epoch], dtype=np.float64)
+    return out
+
+
+def _dual_solve(blocks: Sequence[tuple[int, FloatArray, FloatArray]], ridge: float
+                ) -> FloatArray:
+    """The ridge solution ``A^T (A A^T + λ I)^-1 b`` of the stacked reveal equations (fewer
+    equations than unknowns), each equation scaled to unit norm."""
+    A = np.vstack([a for _, a, _ in blocks])
+    b = np.concatenate([v for _, _, v in blocks])
+    norms = np.linalg.norm(A, axis=1)
+    norms[norms == 0] = 1.0
+    A, b = A / norms[:, None], b / norms
+    AAt = A @ A.T
+    lam = max(ridge, RELATIVE_RIDGE) * float(np.trace(AAt)) / max(len(AAt), 1)
+    out: FloatArray = A.T @ np.linalg.solve(AAt + lam * np.eye(len(AAt)), b)
+    return out
+
+
+def guest_reveal_attack(view: PartyView, *, gauss_newton: int = 3) -> ScoreEstimate:
+    """The curious guest's attack on the weights it learns at epoch ends (protocol ``shared``,
+    accurate mode), where no per-batch gradient reaches it.
+
+    The guest replays the shared algorithm (public: the batch plan, the
+    learning-rate schedule, momentum 9/10, the squares schedule; its own: its
+    labels, its start and the expansion points it was told) with the hosts'
+    scores ``h`` as unknowns, one constant per training row (:func:`_reveal_equations`):
+    per batch ``4d = 4(σ(g~) - y) + c1 (X̃ w_t + h - g~) + c2 q``, its in-epoch
+    weights ``w_t`` affine in ``h`` through the optimiser's linear recursion.
+    Every reveal gives ``k_g + 1`` equations: at most ``GUEST_EQUATION_SHARE``
+    of the training rows over a run, so the system is under-determined and
+    the estimate is the ridge solution (the projection of ``h`` on the
+    equations' row space, plus the model's error). The first replayed epoch
+    (0, or one after a reveal, with the momentum then unknown) and the ridge
+    are chosen on the last reveal, held out; the squares are linearised at
+    the current estimate (``gauss_newton`` rounds). Without reveals it returns
+    :func:`guest_final_weights_baseline`.
+    """
+    if (not view.epoch_weights or view.config is None or view.start_coef is None
+            or view.mode != "accurate" or len(view.epoch_weights) < 2
+            or getattr(view.config, "optimizer", "") not in ("sgd", "momentum")):
+        return guest_final_weights_baseline(view)
+    n = len(view.train_rows)
+    K = len(view.start_coef)
+    revealed = [e for e, _ in view.epoch_weights]
+    starts = sorted({0} | {e + 1 for e in revealed[:-2]})
+    cands = sorted({min((s for s in starts if s >= c), default=0)
+                    for c in burn_in_candidates(revealed[-1])})
+    errors: dict[str, float] = {}
+    with _one_blas_thread():
+        def fit(first: int, ridge: float, steps: int, hold_out: bool
+                ) -> tuple[FloatArray, float]:
+            u = np.zeros(n + K)
+            err = math.inf
+            for _ in range(max(1, steps)):
+                blocks = _reveal_equations(view, first, u)
+                if len(blocks) < (2 if hold_out else 1):
+                    return u, math.inf
+                train = blocks[:-1] if hold_out else blocks
+                u = _dual_solve(train, ridge)
+                _, A, b = blocks[-1]
+                err = float(np.sum((A @ u - b) ** 2) / max(float(np.sum(b ** 2)), 1e-300))
+            return u, err
+
+        by_first = {c: fit(c, 1e-6, 1, True)[1] for c in cands}
+        errors.update({f"first epoch {c}": v for c, v in by_first.items()})
+        first = min(by_first, key=lambda c: (by_first[c], c))
+        by_ridge = {r: fit(first, r, min(gauss_newton, 2), True)[1] for r in RIDGE_CANDIDATES}
+        errors.update({f"ridge {r:g}": v for r, v in by_ridge.items()})
+        ridge = min(by_ridge, key=lambda r: (by_ridge[r], r))
+        u, _ = fit(first, ridge, gauss_newton, False)
+    return ScoreEstimate(view.train_rows, u[:n], f"replay of {len(view.epoch_weights)} "
+                         f"revealed epochs from epoch {first}, ridge {ridge:g}",
+                         K * sum(1 for e in revealed if e >= first), first, ridge, errors)
 
 
 # ====================================================================== scoring
