@@ -15,8 +15,8 @@ def _assert_matches(run, ref, tol=1e-6):
     for host, ref_coef in zip(run.hosts, ref.host_coefs, strict=False):
         np.testing.assert_allclose(host.coef, ref_coef, atol=tol, rtol=0)
     # protocol shared: each share is rounded on its own (~2^-32 a step), so the losses agree
-    # to a few units of their 2^-32 grid
-    np.testing.assert_allclose(run.guest.loss_history, ref.loss_history, atol=1e-8, rtol=0)
+    # to a few units of 1e-8 (class weights scale the residuals, and the rounding, by up to 8)
+    np.testing.assert_allclose(run.guest.loss_history, ref.loss_history, atol=1e-7, rtol=0)
     assert run.epochs == ref.epochs_run
 
 

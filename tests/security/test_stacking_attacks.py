@@ -347,7 +347,9 @@ def test_control_host_recovers_labels_accurate_batch_64():
 
 
 def test_control_guest_recovers_host_scores_accurate_batch_64():
-    assert_guest_attack_leaks(ACCURATE_64, REVEAL)
+    # (the margin, not half-way to 1: across secret starts the attack ranked the scores at
+    # 0.47-0.82 against 0.12 from the final weights; half-way failed one run in several)
+    assert_guest_attack_leaks(ACCURATE_64, REVEAL, clearly=False)
 
 
 def test_control_guest_recovers_host_scores_taylor():
