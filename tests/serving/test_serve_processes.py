@@ -266,6 +266,9 @@ def test_a_new_model_pair_is_hot_reloaded_without_downtime(trained, pki, tmp_pat
         while not stop.is_set():
             status, out = _http(url + "/v1/score", body)
             seen.append((status, out.get("model_id", "")))
+            # about 100 requests a second: under the host's default rate limit (200 a second,
+            # bursts of 400), which a client looping flat out on a quiet machine exceeds
+            time.sleep(0.01)
 
     try:
         _wait_ready(url, [host, guest])
