@@ -68,8 +68,9 @@ def replay_in_memory(job: DemoJob) -> tuple[Any, Any, Any]:
     Reads every party's config, data and model part; returns ``(FitResult,
     guest part, host part)``: the in-memory fit and the networked parts, to
     compare weight for weight (equal to the rounding of each weight share,
-    ~2^-32 a step under protocol shared; bit for bit under reveal-gradients). The job must hold no validation share (its draw is secret, so no
-    replay repeats it) and one host.
+    ~2^-32 a step under protocol shared; bit for bit under reveal-gradients).
+    The job must hold no validation share (its draw is secret, so no replay
+    repeats it) and one host.
     """
     import numpy as np
 

@@ -21,13 +21,13 @@ from vfl.exceptions import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, residual_frac_bits
 from vfl.lr._shared import ShareState, expansion_of, int_matvec
+from vfl.lr.config import FEATURE_BITS, MaskBudget, TrainConfig, residual_frac_bits
 from vfl.lr.messages import (
     DecryptedGradient,
+    FinalShare,
     MaskedGradient,
     PublicKeyAnnounce,
-    FinalShare,
     ShareUpdate,
     expect_batch,
 )

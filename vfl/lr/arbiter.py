@@ -26,6 +26,7 @@ from vfl.crypto.paillier import (
 )
 from vfl.crypto.vector import EncryptedVector, slots_per_ciphertext, unpack_residue
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts, encode_residues
+from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._shared import (
     ShareState,
     check_guest_equations,
@@ -33,18 +34,16 @@ from vfl.lr._shared import (
     guest_reveals,
     square_slot_bits,
 )
-from vfl.exceptions import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from vfl.lr.config import (
-    CURVATURE_FRAC_BITS,
-    SQUARE_VALUE_BITS,
     LOSS_GRID_BITS,
     LOSS_ROW_BITS,
     MIN_VALIDATION_ROWS,
+    SQUARE_VALUE_BITS,
     VALIDATION_SLOT_BITS,
     TrainConfig,
     epoch_batches,
-    mask_budget,
     loss_frac_bits,
+    mask_budget,
     residual_frac_bits,
     score_scale_bits,
     selection_key,
@@ -282,7 +281,6 @@ class ArbiterParty:
         n_train = self.setup.n_rows
         if msg.epoch != epoch or msg.n_samples != n_train:
             raise RemoteProtocolError(f"EpochLoss from {self.guest} does not match epoch {epoch}.")
-        F = self.config.score_frac_bits
         accurate = self.config.mode == "accurate"
         # Taylor: [[8 * 2^(2F) * sum of losses]] (non-negative); accurate mode:
         # [[2^(F+E) * sum of second-order losses around s_g]] (signed: the linear term may win);

@@ -16,8 +16,8 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "PENALTIES", "min_batch_size", "batch_pl
            "ciphertext_width", "MIN_VALIDATION_ROWS", "VALIDATION_SLOT_BITS", "MODES",
            "CURVATURE_CLIP", "CURVATURE_FRAC_BITS", "squares_due", "residual_frac_bits",
            "selection_key", "tol_applies", "MAX_ACCURATE_SCORE_FRAC_BITS", "PROTOCOLS",
-           "SHARED_OPTIMIZERS", "score_scale_bits", "loss_frac_bits", "shared_squares_due", "square_slot_bits", "SQUARE_VALUE_BITS",
-           "MOMENTUM"]
+           "SHARED_OPTIMIZERS", "score_scale_bits", "loss_frac_bits", "shared_squares_due",
+           "square_slot_bits", "SQUARE_VALUE_BITS", "MOMENTUM"]
 
 #: Fewest validation rows a job may hold out (the arbiter evaluates no fewer).
 MIN_VALIDATION_ROWS = 20

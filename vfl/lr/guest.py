@@ -36,14 +36,14 @@ from vfl.lr.config import (
     WEIGHT_BITS,
     TrainConfig,
     epoch_batches,
+    loss_frac_bits,
     mask_budget,
     min_batch_size,
     residual_frac_bits,
     row_weights,
-    loss_frac_bits,
     score_scale_bits,
-    shared_squares_due,
     selection_key,
+    shared_squares_due,
     squares_due,
     validation_split,
     weight_frac_bits,
@@ -577,7 +577,6 @@ class GuestParty(GradientParty):
         key, _ = self._require_key()
         cfg = self.config
         G, E = cfg.feature_frac_bits, CURVATURE_FRAC_BITS
-        Fs = cfg.score_frac_bits + G
         rows = self._rows
         engine = self._require_engine()
         gradient, d4_sum = engine.matvec_t_and_sum(self.X.shifted[rows], self.X.offsets,

@@ -16,8 +16,8 @@ from vfl.checkpoint import CheckpointError, PartyCheckpoint
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
-from vfl.lr._shared import check_guest_equations
 from vfl.lr._party import GradientParty, QuantizedMatrix, shifted_column
+from vfl.lr._shared import check_guest_equations
 from vfl.lr.config import (
     CURVATURE_CLIP,
     epoch_batches,
