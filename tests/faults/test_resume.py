@@ -61,10 +61,11 @@ def _same(a, b):
 
 
 def _same_history(a, b):
-    """Losses (grid 2^-32) to the weights' tolerance; validation figures (4 decimals) to one
+    """Losses (grid 2^-32) to 1e-7; validation figures (4 decimals) to one
     unit of their last digit."""
-    np.testing.assert_allclose(a["loss"], b["loss"], atol=WEIGHTS_TOL, rtol=0)
-    np.testing.assert_allclose(a["arbiter_losses"], b["arbiter_losses"], atol=WEIGHTS_TOL, rtol=0)
+    # (the losses move ~10x the weights' rounding: measured up to 4e-8)
+    np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-7, rtol=0)
+    np.testing.assert_allclose(a["arbiter_losses"], b["arbiter_losses"], atol=1e-7, rtol=0)
     assert len(a["validation"]) == len(b["validation"])
     for x, y in zip(a["validation"], b["validation"], strict=True):
         assert x.keys() == y.keys() and x["epoch"] == y["epoch"]

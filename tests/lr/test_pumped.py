@@ -303,7 +303,7 @@ def test_pumped_run_equals_reference_and_threaded_run(breast, name, protocol):
         np.testing.assert_allclose(guest.coef, threaded.guest.coef, atol=1e-8, rtol=0)
         for mine, theirs in zip(hosts, threaded.hosts, strict=True):
             np.testing.assert_allclose(mine.coef, theirs.coef, atol=1e-8, rtol=0)
-        np.testing.assert_allclose(guest.loss_history, threaded.guest.loss_history, atol=1e-8)
+        np.testing.assert_allclose(guest.loss_history, threaded.guest.loss_history, atol=1e-7)
         assert guest.loss_history == arbiter.loss_history
     else:
         assert guest.coef.tobytes() == threaded.guest.coef.tobytes()
@@ -314,7 +314,7 @@ def test_pumped_run_equals_reference_and_threaded_run(breast, name, protocol):
     assert guest.best_epoch == threaded.guest.best_epoch
     # and the plaintext run of the same algorithm (at the kept epoch, with validation)
     ref = fit_reference(Xg, y, Xhs, cfg, initial_guest_coef=start, validation_rows=val)
-    np.testing.assert_allclose(guest.loss_history, ref.loss_history, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(guest.loss_history, ref.loss_history, atol=1e-7, rtol=0)
     assert epochs == ref.epochs_run
     if val:
         assert guest.best_epoch is not None and len(guest.validation_history) == epochs

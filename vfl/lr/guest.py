@@ -20,7 +20,13 @@ from vfl.crypto.store import CiphertextStore
 from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
-from vfl.lr._party import GradientParty, QuantizedMatrix, decode_signed, shifted_column
+from vfl.lr._party import (
+    MAX_WEIGHT_BITS,
+    GradientParty,
+    QuantizedMatrix,
+    decode_signed,
+    shifted_column,
+)
 from vfl.lr._shared import (
     check_guest_equations,
     guest_reveals,
@@ -171,7 +177,7 @@ class GuestParty(GradientParty):
             self._expansion = list(self.share.weights)
             self.reveals = guest_reveals(cfg, k, self.n_train)
             check_guest_equations(cfg, k, self.n_train)
-        self._sq: tuple[list[int], list[int], EncryptedVector] | None = None
+        self._sq: tuple[list[int], EncryptedVector] | None = None
         self.loss_history: list[float] = []
         self._hellos: dict[str, HostHello] = {}
         self._forwards: dict[str, HostForward] = {}
@@ -567,7 +573,7 @@ class GuestParty(GradientParty):
         if due.size:
             order = secret_order(int(due.size))
             picked = [int(due[i]) for i in order]
-            self._sq = ([rows[i] for i in picked], [], x.take(picked))
+            self._sq = ([rows[i] for i in picked], x.take(picked))
         wire_d4 = encode_ciphertexts(d4)
         return {host: Residual(epoch, batch, wire_d4, None) for host in self.hosts}
 
@@ -610,7 +616,7 @@ class GuestParty(GradientParty):
         self._loss_parts = parts
         squares = None
         if self._sq is not None:
-            _, _, xd = self._sq
+            _, xd = self._sq
             bits = square_slot_bits(cfg)
             packed = xd.add_plain([1 << (bits - 1)] * len(xd)).pack(bits)
             squares = encode_ciphertexts(engine.rerandomize(packed))
@@ -634,7 +640,7 @@ class GuestParty(GradientParty):
             return
         if msg.squares is None:
             raise RemoteProtocolError(f"ShareUpdate from {peer} lacks the squares asked for.")
-        due_rows, _, _ = pending
+        due_rows, _ = pending
         q = decode_ciphertexts(key, msg.squares, peer=peer, what="ShareUpdate squares",
                                expected_len=len(due_rows), frac_bits=Fs)
         assert self._squares is not None
@@ -742,7 +748,14 @@ class GuestParty(GradientParty):
             key, _ = self._require_key()
             theirs = decode_signed(msg.guest_share, key, self.n_weights, peer=peer,
                                    what="EpochDecision guest share")
-            self._expansion = [a + b for a, b in zip(self.share.weights, theirs, strict=True)]
+            point = [a + b for a, b in zip(self.share.weights, theirs, strict=True)]
+            bound = 1 << (self.config.score_frac_bits + MAX_WEIGHT_BITS)
+            if any(abs(v) >= bound for v in point):
+                raise RemoteProtocolError(
+                    f"EpochDecision from {peer} (epoch {epoch}) gives {self.name} a weight beyond "
+                    f"±2^{MAX_WEIGHT_BITS}: refused (training diverged, or the share is not "
+                    "the arbiter's).")
+            self._expansion = point
         elif msg.guest_share:
             raise RemoteProtocolError(f"EpochDecision from {peer} (epoch {epoch}) carries the "
                                       "guest's weights, which this job does not send then.")
