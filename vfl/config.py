@@ -123,6 +123,7 @@ class ServeConfig:
     daily_id_budget: int = 1_000_000
     audit_log: Path | None = None  # default: <output>/scoring_audit.jsonl
     share_feature_points: bool = False  # host: also send its points per feature
+    points_scale: float | None = None  # host: the one points scale answered (None: first asked)
     store: str = "memory"  # host: "memory", or "duckdb" for tables larger than memory
     store_path: Path | None = None  # duckdb: default <output>/scoring_store.duckdb
     # guest: what to do without a host's score, batch size, how long to wait for a host
@@ -229,8 +230,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("enabled", "dir", "passphrase_file", "every_batches"),
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
-              "ids_per_host_request", "store", "store_path", "share_feature_points", "pdo",
-              "base_score", "base_odds"),
+              "ids_per_host_request", "store", "store_path", "share_feature_points",
+              "points_scale", "pdo", "base_score", "base_odds"),
 }
 
 
@@ -498,7 +499,7 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     if listen is not None:
         listen = _address(r, listen, "serve.listen")
     host_keys = ("max_ids_per_request", "requests_per_second", "burst", "daily_id_budget",
-                 "audit_log", "store", "store_path", "share_feature_points")
+                 "audit_log", "store", "store_path", "share_feature_points", "points_scale")
     if role == Role.GUEST:
         for k in host_keys:
             if k in section:
@@ -535,6 +536,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         fallback=fallback, max_batch=max_batch, host_timeout=host_timeout,
         ids_per_host_request=per_request, store=store,
         share_feature_points=r.get(section, "serve", "share_feature_points", bool, False),
+        points_scale=(None if section.get("points_scale") is None else
+                      float(r.get(section, "serve", "points_scale", (int, float), 0.0))),
         pdo=float(r.get(section, "serve", "pdo", (int, float), 20.0)),
         base_score=float(r.get(section, "serve", "base_score", (int, float), 600.0)),
         base_odds=float(r.get(section, "serve", "base_odds", (int, float), 50.0)),

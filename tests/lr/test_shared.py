@@ -4,8 +4,9 @@
   (``vfl.lr.reference._fit_shared``) to 1e-6 in both modes, with one and two
   hosts, validation, class weights and L2 (measured ~1e-9).
 * What each party receives from the arbiter, read off the real transcript: only
-  fresh ciphertexts per batch, its own share once at the end, the guest's weights
-  only at the epochs ``guest_reveals`` names.
+  fresh ciphertexts per batch, the decision (with the loss for the guest) per epoch,
+  its own share once at the end; the accurate mode's expansion point is the guest's
+  own model (checked against scikit-learn), never a weight told by the arbiter.
 * The budget of equations the guest may hold is enforced by guest, hosts and
   arbiter; the arbiter squares only masked values.
 """
@@ -22,7 +23,7 @@ from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, RemoteProtocolError
 from vfl.lr import TrainConfig
-from vfl.lr._shared import GUEST_EQUATION_SHARE, ShareState, guest_reveals
+from vfl.lr._shared import EXPANSION_RIDGE_PER_ROW, ShareState, expansion_point
 from vfl.lr.arbiter import ArbiterParty
 from vfl.lr.config import square_slot_bits
 from vfl.lr.messages import MaskedGradient, TrainSetup
@@ -73,13 +74,12 @@ def test_encrypted_shared_training_equals_the_plaintext_shared_algorithm(case, m
 
 def test_nothing_decrypted_reaches_a_party():
     """Every message from the arbiter to guest or host, over a whole run: the key, then per
-    batch only ciphertexts (ShareUpdate), per epoch the decision (the guest's weights only
-    at the epochs guest_reveals names), and one FinalShare at the end."""
+    batch only ciphertexts (ShareUpdate), per epoch the decision (with the loss for the
+    guest only), and one FinalShare at the end."""
     Xg, y, Xh = _data(seed=3)
     cfg = small_config(protocol="shared", epochs=4)
+    assert cfg.mode == "accurate"
     run = run_trio(Xg, y, [Xh], cfg, record=True)
-    reveals = guest_reveals(cfg, Xg.shape[1] + 1, len(y))
-    assert reveals == [0, 1, 2]  # a small job: every epoch end but the last
     for party in ("guest", "host1"):
         kinds: dict[str, int] = {}
         for direction, peer, data in run.transcripts[party]:
@@ -93,8 +93,8 @@ def test_nothing_decrypted_reaches_a_party():
                 assert (body.squares is not None) == (party == "guest" and body.squares
                                                       is not None)
             elif name == "EpochDecision":
-                told = bool(body.guest_share)
-                assert told == (party == "guest" and body.epoch in reveals and not body.stop)
+                assert [f.name for f in dataclasses.fields(body)] == ["epoch", "stop", "loss"]
+                assert (body.loss is not None) == (party == "guest")
             else:
                 assert name in ("PublicKeyAnnounce", "FinalShare"), name
         n_batches = sum(len(run.guest.batches(e)) for e in range(run.epochs))
@@ -103,18 +103,27 @@ def test_nothing_decrypted_reaches_a_party():
         assert "DecryptedGradient" not in kinds
 
 
-def test_the_guests_equations_stay_within_a_quarter_of_the_training_rows():
-    cfg = TrainConfig(protocol="shared", epochs=30)
-    # default_credit: every epoch end
-    assert guest_reveals(cfg, 14, 24000) == list(range(29))
-    # breast: 455 training rows, 11 guest weights: 113 equations, 30 of them losses -> 7
-    # reveals, evenly spaced
-    r = guest_reveals(cfg, 11, 455)
-    assert len(r) == 7 and 30 + 11 * len(r) <= GUEST_EQUATION_SHARE * 455
-    assert np.diff(r).max() <= 5
-    assert guest_reveals(cfg.replace(mode="taylor"), 11, 455) == []
-    assert guest_reveals(cfg.replace(protocol="reveal-gradients", optimizer="adam"), 11,
-                         455) == []
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_expansion_point_is_the_guests_own_penalised_logistic_regression(weighted):
+    """The accurate mode's expansion point against scikit-learn's LogisticRegression with
+    the same L2 penalty (C = 1 / (ridge * n)) and sample weights, fitted to convergence."""
+    from sklearn.linear_model import LogisticRegression
+
+    Xg, y, _ = _data(n=900, seed=5)
+    sw = np.where(y > 0.5, 3.0, 1.0) if weighted else None
+    F = 32
+    point = expansion_point(Xg, y, sw, fit_intercept=True, frac_bits=F)
+    n = len(y)
+    ref = LogisticRegression(C=1.0 / (EXPANSION_RIDGE_PER_ROW * n), tol=1e-12, max_iter=10_000)
+    # scikit-learn's weights enter the loss as given; ours are normalised to mean 1
+    ref.fit(Xg, y, sample_weight=None if sw is None else sw / sw.mean())
+    ours = np.array(point, dtype=float) / 2.0**F
+    np.testing.assert_allclose(ours[:-1], ref.coef_[0], atol=1e-6)
+    np.testing.assert_allclose(ours[-1], ref.intercept_[0], atol=1e-6)
+    # a separable guest keeps finite, moderate weights
+    sep = (Xg[:, 0] > 0).astype(float)
+    w = np.array(expansion_point(Xg, sep, None, fit_intercept=True, frac_bits=F)) / 2.0**F
+    assert np.all(np.isfinite(w)) and np.abs(Xg @ w[:-1] + w[-1]).max() < 30
 
 
 def test_a_job_beyond_the_guests_budget_is_refused_by_guest_hosts_and_arbiter():

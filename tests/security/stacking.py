@@ -96,13 +96,14 @@ Protocol ``shared`` (issue 24)
 No decrypted value reaches the party that sent it, so the views hold no
 per-batch gradient. The host then has nothing but its final weights and
 :func:`host_label_attack` returns the baseline. The guest, in the accurate
-mode, is told its own weights at the epoch ends of ``guest_reveals`` (to
-expand the next epoch around them); the capture records them
-(``PartyView.epoch_weights``) and :func:`guest_reveal_attack` replays the
-shared algorithm through them with the hosts' scores as unknowns: ``k_g + 1``
-equations per reveal, at most a quarter of the training rows in all, so the
-estimate is a ridge projection of ``h``. A view with neither gradients nor
-reveals yields exactly the final-weights baseline, without error.
+mode, expands around its own model, fitted alone, and is told no weight before
+the end (version 2 of the protocol told it its weights at epoch ends). The
+capture still records any change of the guest's expansion point at an epoch's
+decision (``PartyView.epoch_weights``), and :func:`guest_reveal_attack` would
+replay the shared algorithm through such weights with the hosts' scores as
+unknowns (``k_g + 1`` equations per weight told): the tests check the capture
+stays empty. A view with neither gradients nor reveals yields exactly the
+final-weights baseline, without error.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def _spy_on_reveals(cls: type, sink: list[tuple[int, FloatArray]], lock: threadi
                     ) -> Callable[[], None]:
     """Wrap ``cls.on_decision`` to record the weights the party learns at an epoch end.
 
-    Protocol ``shared``, accurate mode: at the epochs of ``guest_reveals`` the
+    Protocol ``shared``, accurate mode (version 2): at the epochs it was told its weights the
     arbiter sends the guest its share and the guest adds it to its own, to
     expand the next epoch around (``GuestParty._expansion``, integers at
     ``2^score_frac_bits``). Recorded whenever that point changes.

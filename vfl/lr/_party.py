@@ -201,7 +201,7 @@ class GradientParty:
                         frac_bits=self.config.score_frac_bits)
                 except RemoteProtocolError as exc:
                     raise CheckpointError(str(exc)) from None
-            if hasattr(self, "_expansion"):
+            if getattr(self, "_expansion", None) is not None:
                 point = expansion_of(rec, k, self.name)
                 if point is not None:
                     self._expansion = point

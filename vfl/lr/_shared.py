@@ -15,7 +15,6 @@ Pure integer arithmetic, no I/O.
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass, field
 
@@ -32,8 +31,8 @@ from vfl.lr.config import (
     square_slot_bits,
 )
 
-__all__ = ["ShareState", "step_factor", "guest_reveals", "GUEST_EQUATION_SHARE",
-           "guest_equations", "check_guest_equations", "int_matvec"]
+__all__ = ["ShareState", "step_factor", "GUEST_EQUATION_SHARE",
+           "guest_equations", "check_guest_equations", "int_matvec", "expansion_point"]
 
 #: Bits of the fixed-point learning rate and L2 factor applied to the integer shares.
 RATE_BITS = 32
@@ -166,48 +165,63 @@ def int_matvec(X: np.ndarray, w: list[int], frac_bits: int = 0) -> list[int]:
     return [int(v) for v in out]
 
 
-def guest_equations(config: TrainConfig, n_weights: int) -> int:
-    """Linear equations about the hosts' training scores the guest holds after a run.
+#: Ridge of the guest's own model that serves as its expansion point, per training row
+#: (on the sum of the row losses: scikit-learn's ``C = 1 / (0.03 n)``). It keeps a
+#: separable guest's scores moderate, where the expansion still has curvature; measured
+#: in ``benchmarks/shared_quality.py`` (0.003 to 0.1 per row; 0.03 to 0.1 kept quality).
+EXPANSION_RIDGE_PER_ROW = 0.03
+#: Newton steps of that fit (it converges in under 10 on every data set measured).
+EXPANSION_STEPS = 50
 
-    One per epoch from the loss (linear in the joint scores and stored squares
-    once the guest knows its expansion point), and in the accurate mode one per
-    guest weight for every epoch end at which it learns its weights
-    (:func:`guest_reveals`).
+
+def expansion_point(X: np.ndarray, y01: np.ndarray, sample_weight: np.ndarray | None, *,
+                    fit_intercept: bool, frac_bits: int) -> list[int]:
+    """The accurate mode's expansion point: the guest's own logistic regression.
+
+    Fitted by the guest alone, before training, on its own columns ``X`` (its
+    quantised training rows, floats) and labels ``y01``, with the run's class
+    weights: an L2-penalised maximum likelihood by Newton's method. The guest
+    expands the logistic loss around ``g~ = X w~ + b~`` for the whole run, so
+    that it never needs its jointly trained weights, and the arbiter tells it
+    nothing before the end (``hetero_lr.md``, "Accurate mode under shares").
+    Deterministic; returned as integers at ``2^frac_bits`` (intercept last).
     """
-    return config.epochs + len(guest_reveals(config, n_weights, None)) * n_weights
+    n, k = X.shape
+    A = np.hstack([X, np.ones((n, 1))]) if fit_intercept else np.asarray(X, dtype=np.float64)
+    sw = (np.ones(n) if sample_weight is None
+          else np.asarray(sample_weight, dtype=np.float64) / float(np.mean(sample_weight)))
+    ridge = np.full(A.shape[1], EXPANSION_RIDGE_PER_ROW * n)
+    if fit_intercept:
+        ridge[k] = 1e-8  # the intercept unpenalised (a tiny term keeps the system regular)
+    w = np.zeros(A.shape[1])
+    for _ in range(EXPANSION_STEPS):
+        s = np.clip(A @ w, -30.0, 30.0)
+        p = 1.0 / (1.0 + np.exp(-s))
+        grad = A.T @ (sw * (p - y01)) + ridge * w
+        hess = (A * (sw * p * (1.0 - p))[:, None]).T @ A + np.diag(ridge)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if float(np.max(np.abs(step), initial=0.0)) < 1e-10:
+            break
+    bound = float(1 << 20)
+    w = np.clip(w, -bound, bound)
+    return [int(round(float(v) * 2.0**frac_bits)) for v in w]
 
 
-def guest_reveals(config: TrainConfig, n_weights: int, n_train: int | None) -> list[int]:
-    """Epochs after which the arbiter tells the guest its weights (accurate mode).
-
-    The guest expands the logistic loss around its own score; it learns its
-    weights at the end of epoch ``e`` to expand around them in epoch ``e + 1``.
-    Every epoch if the run's equations stay within ``GUEST_EQUATION_SHARE`` of
-    the training rows; else evenly spaced, as many as fit (none: the guest
-    expands around its start for the whole run). ``n_train`` None: the count
-    the run makes at most, for :func:`guest_equations`.
-    """
-    if config.protocol != "shared" or config.mode != "accurate" or config.epochs < 2:
-        return []
-    candidates = config.epochs - 1  # an epoch end followed by another epoch
-    if n_train is None:
-        n_train = 1 << 62
-    budget = math.floor(GUEST_EQUATION_SHARE * n_train) - config.epochs
-    fit = max(0, budget // max(1, n_weights))
-    if fit >= candidates:
-        return list(range(candidates))
-    if fit == 0:
-        return []
-    # ``fit`` epoch ends spread evenly over the run (distinct: fit < candidates)
-    return sorted({(i + 1) * candidates // (fit + 1) for i in range(fit)})
+def guest_equations(config: TrainConfig) -> int:
+    """Linear equations about the hosts' training scores the guest holds after a run:
+    one epoch loss per epoch (linear in the joint scores and stored squares, since the
+    guest knows its expansion point). Nothing else it receives before the end is
+    decrypted."""
+    return config.epochs
 
 
-def check_guest_equations(config: TrainConfig, n_weights: int, n_train: int) -> None:
+def check_guest_equations(config: TrainConfig, n_train: int) -> None:
     """Refuse a job in which the guest would hold equations about the hosts' scores for
     ``GUEST_EQUATION_SHARE`` of the training rows or more."""
     if config.protocol != "shared":
         return
-    used = config.epochs + len(guest_reveals(config, n_weights, n_train)) * n_weights
+    used = guest_equations(config)
     if used > GUEST_EQUATION_SHARE * n_train:
         raise ConfigError(
             f"With {config.epochs} epochs the guest would hold {used} equations about the "

@@ -31,7 +31,6 @@ from vfl.lr._shared import (
     ShareState,
     check_guest_equations,
     clipped_square,
-    guest_reveals,
     square_slot_bits,
 )
 from vfl.lr.config import (
@@ -146,19 +145,16 @@ class ArbiterParty:
         #: protocol shared: the arbiter's share of every party's weights
         self.shared = self.config.protocol == "shared"
         self.shares: dict[str, ShareState] = {}
-        self.reveals: list[int] = []
         self.kept_epoch: int | None = None
         if self.shared:
-            n_g = self.widths[guest]
             fi = self.config.fit_intercept
             self.shares = {p: ShareState.zeros(k, [not (fi and p == guest and i == k - 1)
                                                    for i in range(k)])
                            for p, k in self.widths.items()}
             try:
-                check_guest_equations(self.config, n_g, setup.n_rows)
+                check_guest_equations(self.config, setup.n_rows)
             except ConfigError as exc:
                 raise RemoteProtocolError(f"TrainSetup from {guest}: {exc}") from None
-            self.reveals = guest_reveals(self.config, n_g, setup.n_rows)
             self._randomizer = Randomizer(self.public_key, window_bits=8)
         #: protocol shared: the arbiter encrypts the squares (about b/4 a batch) with the
         #: same engine as the other parties (a process pool on a job of thousands of rows,
@@ -311,15 +307,10 @@ class ArbiterParty:
             self.config.tol > 0 and prev is not None and abs(prev - loss) < self.config.tol
             and tol_applies(self.config, epoch)
         )
-        guest_share = b""
         if self.shared:
             for state in self.shares.values():
                 state.snapshot()
-            if epoch in self.reveals and not stop:
-                n = int(self.public_key.n)
-                guest_share = encode_residues([v % n for v in self.shares[self.guest].weights],
-                                              (n.bit_length() + 7) // 8)
-        self.decision = EpochDecision(epoch, stop, loss, guest_share)
+        self.decision = EpochDecision(epoch, stop, loss)
         return self.decision
 
     @property
@@ -458,4 +449,4 @@ class ArbiterParty:
     def host_decision(self) -> EpochDecision:
         """The latest decision as the hosts get it: whether to stop, without the loss."""
         decision = self.guest_decision()
-        return EpochDecision(decision.epoch, decision.stop, None)  # no guest share
+        return EpochDecision(decision.epoch, decision.stop, None)

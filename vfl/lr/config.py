@@ -146,10 +146,10 @@ class TrainConfig:
         training only as two additive shares, its own and the arbiter's; the
         arbiter's answer to a masked gradient is its new share, encrypted, so
         no party ever sees a gradient; at the end the arbiter gives each party
-        its share of that party's own weights. In the accurate mode the guest
-        also learns its own weights at some epoch ends (its expansion point;
-        at most as many equations about the hosts' scores as 25 % of the
-        training rows over a run). ``"reveal-gradients"``: the protocol of
+        its share of that party's own weights. The accurate mode expands
+        around the guest's own model, fitted alone before training; the guest
+        learns the epoch losses (at most a quarter of the training rows in
+        number). ``"reveal-gradients"``: the protocol of
         versions 1-4: every party sees its plaintext gradient after every
         batch, and a run's worth of them tells a curious host the labels and
         a curious guest the hosts' scores (issue 24). See ``hetero_lr.md``.

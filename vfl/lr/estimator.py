@@ -160,9 +160,9 @@ class GuestLogisticRegression(BaseEstimator):
     protocol : {"shared", "reveal-gradients"}
         ``"shared"``: every party's weights exist during training only as two
         additive shares, its own and the arbiter's, so no party sees a
-        gradient; each party learns its own final weights (and the guest, in
-        the accurate mode, its weights at some epoch ends: ``hetero_lr.md``,
-        "Secret-shared training"). ``"reveal-gradients"``: the protocol of
+        gradient; each party learns its own final weights (and the guest the
+        epoch losses: ``hetero_lr.md``, "Secret-shared training").
+        ``"reveal-gradients"``: the protocol of
         versions 1-4, in which every party sees its plaintext gradient after
         every batch; a whole run of them tells a curious host the labels and a
         curious guest the hosts' scores.

@@ -21,15 +21,13 @@ from vfl.crypto.vector import EncryptedVector
 from vfl.crypto.wire import decode_ciphertexts, encode_ciphertexts
 from vfl.exceptions import ConfigError, LocalProtocolError, RemoteProtocolError
 from vfl.lr._party import (
-    MAX_WEIGHT_BITS,
     GradientParty,
     QuantizedMatrix,
-    decode_signed,
     shifted_column,
 )
 from vfl.lr._shared import (
     check_guest_equations,
-    guest_reveals,
+    expansion_point,
     int_matvec,
     secret_order,
     square_slot_bits,
@@ -173,10 +171,15 @@ class GuestParty(GradientParty):
                 Xs = np.hstack([Xs, np.full((Xs.shape[0], 1), 1 << G, dtype=np.int64)])
                 off = np.append(off, 0).astype(np.int64)
             self._xi_shifted, self._xi_offsets = Xs, off
-            #: accurate mode: the weights the guest expands around (learnt at epoch ends)
-            self._expansion = list(self.share.weights)
-            self.reveals = guest_reveals(cfg, k, self.n_train)
-            check_guest_equations(cfg, k, self.n_train)
+            #: accurate mode: the weights the guest expands around for the whole run, its
+            #: own model fitted alone before training (integers at 2^F, intercept last)
+            self._expansion: list[int] | None = None
+            if cfg.mode == "accurate":
+                self._expansion = expansion_point(
+                    self.X.values[train], (self.y_pm[train] + 1.0) / 2.0,
+                    None if self.weights is None else np.asarray(self.weights)[train],
+                    fit_intercept=cfg.fit_intercept, frac_bits=cfg.score_frac_bits)
+            check_guest_equations(cfg, self.n_train)
         self._sq: tuple[list[int], EncryptedVector] | None = None
         self.loss_history: list[float] = []
         self._hellos: dict[str, HostHello] = {}
@@ -542,6 +545,7 @@ class GuestParty(GradientParty):
             x = s_enc
             plain = 8.0 * LOG2 * b
         else:
+            assert self._expansion is not None
             gt_int = int_matvec(self._signed[rows], self._expansion, G)
             gt = np.array([float(v) for v in gt_int]) / 2.0**Fs
             x = s_enc.add_plain([-v for v in gt_int])
@@ -744,21 +748,6 @@ class GuestParty(GradientParty):
         """Check the arbiter's decision for ``epoch`` and keep the loss it reports."""
         if msg.epoch != epoch or msg.loss is None:
             raise RemoteProtocolError(f"Malformed EpochDecision from {peer}.")
-        if self.shared and (epoch in self.reveals and not msg.stop):
-            key, _ = self._require_key()
-            theirs = decode_signed(msg.guest_share, key, self.n_weights, peer=peer,
-                                   what="EpochDecision guest share")
-            point = [a + b for a, b in zip(self.share.weights, theirs, strict=True)]
-            bound = 1 << (self.config.score_frac_bits + MAX_WEIGHT_BITS)
-            if any(abs(v) >= bound for v in point):
-                raise RemoteProtocolError(
-                    f"EpochDecision from {peer} (epoch {epoch}) gives {self.name} a weight beyond "
-                    f"±2^{MAX_WEIGHT_BITS}: refused (training diverged, or the share is not "
-                    "the arbiter's).")
-            self._expansion = point
-        elif msg.guest_share:
-            raise RemoteProtocolError(f"EpochDecision from {peer} (epoch {epoch}) carries the "
-                                      "guest's weights, which this job does not send then.")
         self.loss_history.append(msg.loss)
         return msg
 

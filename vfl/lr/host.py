@@ -117,7 +117,7 @@ class HostParty(GradientParty):
             )
         if cfg.protocol == "shared":
             try:
-                check_guest_equations(cfg, setup.columns[0], n_train)
+                check_guest_equations(cfg, n_train)
             except ConfigError as exc:
                 raise RemoteProtocolError(f"{name} refuses the job of {guest}: {exc}") from None
         self.X = QuantizedMatrix.build(X, cfg.feature_frac_bits)

@@ -176,20 +176,18 @@ class EpochLoss:
     stop_requested: bool  # the guest's validation-based early stop
 
 
-@message("lr.EpochDecision/2")
+@message("lr.EpochDecision/3")
 @dataclass(frozen=True, slots=True)
 class EpochDecision:
     """Arbiter → guest and hosts: continue or stop (the loss goes to the guest only).
 
-    Protocol ``shared``, accurate mode, to the guest only: ``guest_share`` is the
-    arbiter's share of the guest's weights after this epoch (at ``2^F``), so that the
-    guest can expand around its own score in the next epoch; empty otherwise.
+    Version 3 drops version 2's ``guest_share``: under protocol ``shared`` the guest
+    expands around its own model and learns no weights before the end.
     """
 
     epoch: int
     stop: bool
     loss: float | None
-    guest_share: bytes = b""  # signed values mod n, fixed width
 
 
 @message("lr.TrainingResult/1")

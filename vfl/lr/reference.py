@@ -225,7 +225,7 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
     ``clip(s, ±3)^2`` for its loss only. The optimiser is linear in the
     gradient (``sgd``, ``momentum`` with factor 9/10), plus the L2 term.
     """
-    from vfl.lr._shared import guest_reveals
+    from vfl.lr._shared import expansion_point
     from vfl.lr.config import MOMENTUM, shared_squares_due
 
     F, G, E = cfg.score_frac_bits, cfg.feature_frac_bits, CURVATURE_FRAC_BITS
@@ -262,12 +262,14 @@ def _fit_shared(X_guest: FloatArray, y: FloatArray, X_hosts: list[FloatArray],
         out: FloatArray = Xg[rows] @ w[:kg] + (w[kg] if fi else 0.0)
         return out
 
-    # accurate mode: the guest expands around the weights it learns at these epoch ends
-    reveals = set(guest_reveals(cfg, len(wg), n - len(val)))
+    # accurate mode: the guest expands around its own model, fitted alone before training
     w_start = wg.copy()
+    if accurate:
+        point = expansion_point(Xg[train], y01[train],
+                                None if W is None else W[train],  # type: ignore[index]
+                                fit_intercept=fi, frac_bits=F)
+        w_start = np.array(point, dtype=np.float64) / 2.0**F
     for epoch in range(cfg.epochs):
-        if epoch - 1 in reveals:
-            w_start = wg.copy()
         lr = cfg.learning_rate / (1.0 + cfg.decay * epoch)
         loss = 0.0
         for rows in epoch_batches(n, val, cfg, epoch):

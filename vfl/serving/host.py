@@ -10,7 +10,13 @@ only its configured guest, only for a model it holds, within its own limits:
   :data:`MAX_ID_CHARS` characters;
 * ``requests_per_second`` on average, in bursts of at most ``burst``
   (a token bucket on the monotonic clock);
-* ``daily_id_budget`` IDs per UTC day.
+* ``daily_id_budget`` IDs per UTC day;
+* points at one scale per model only: the host's ``[serve] points_scale``, or
+  else the first scale the guest asks for, pinned and kept across restarts.
+  Points are ``sum_j round(scale * a_j)``; free to vary the scale, a guest
+  could bisect every rounding jump and read each feature's points, the bin of
+  every feature of the customer (issue 25: 22 of 30 customers, every feature,
+  in 14,700 requests, against the former host).
 
 Every request that is answered is appended to the audit log (one JSON line:
 UTC time, caller, model id, the customer IDs asked and how many were known).
@@ -372,8 +378,19 @@ class HostScorer:
                  clock: Callable[[], float] = time.monotonic,
                  today: Callable[[], dt.date] | None = None,
                  share_feature_points: bool = False,
-                 budget_file: str | Path | None = None) -> None:
+                 budget_file: str | Path | None = None,
+                 points_scale: float | None = None,
+                 scales_file: str | Path | None = None) -> None:
         self.guest = guest
+        if points_scale is not None and not (math.isfinite(points_scale)
+                                             and 0.0 < points_scale <= MAX_POINTS_SCALE):
+            raise ConfigError(f"points_scale must be in (0, {MAX_POINTS_SCALE:g}]; got "
+                              f"{points_scale!r}")
+        #: the one points scale answered ([serve] points_scale; None: the first asked, pinned)
+        self.points_scale = points_scale
+        #: per model, the scale pinned at its first request (kept across restarts)
+        self.scales_file = Path(scales_file) if scales_file is not None else None
+        self._pins: dict[str, float] = self._load_pins()
         #: answer with per-feature points as well as the total ([serve] share_feature_points)
         self.share_feature_points = share_feature_points
         self.limits = limits
@@ -414,6 +431,42 @@ class HostScorer:
         if not models:
             raise ConfigError("A host serves at least one model.")
         self._models = {m.model_id: m for m in models}
+
+    def _load_pins(self) -> dict[str, float]:
+        if self.scales_file is None or not self.scales_file.is_file():
+            return {}
+        try:
+            state = json.loads(self.scales_file.read_text()[:65536])
+            pins = {str(k): float(v) for k, v in state.items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            raise ConfigError(f"{self.scales_file}: not a pinned-scales file (it records the "
+                              "one points scale answered per model).") from None
+        if any(not (math.isfinite(v) and 0.0 < v <= MAX_POINTS_SCALE) for v in pins.values()):
+            raise ConfigError(f"{self.scales_file}: a pinned scale out of range.")
+        return pins
+
+    def _check_scale(self, model_id: str, scale: float) -> None:
+        """Answer points at one scale per model only (see the module's docstring)."""
+        if scale == 0.0 or self.share_feature_points:
+            return  # no points; or the host shares every feature's points anyway
+        with self._lock:
+            pinned = self.points_scale if self.points_scale is not None else self._pins.get(
+                model_id)
+            if pinned is None:
+                self._pins[model_id] = pinned = scale
+                if self.scales_file is not None:
+                    tmp = self.scales_file.with_name(f".{self.scales_file.name}.tmp")
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(json.dumps(self._pins))
+                    os.replace(tmp, self.scales_file)
+        if scale != pinned:
+            where = f" ({self.scales_file})" if self.scales_file is not None else ""
+            how = ("this host's [serve] points_scale" if self.points_scale is not None
+                   else f"pinned at the first request{where}")
+            raise ServingError("forbidden", f"points at scale {scale!r} refused: this host "
+                               f"answers model {model_id[:64]!r} at scale {pinned!r} only "
+                               f"({how}); another scale would reveal each feature's points")
 
     def _load_budget(self) -> None:
         if self.budget_file is None or not self.budget_file.is_file():
@@ -492,6 +545,7 @@ class HostScorer:
         if model is None:
             raise ServingError("unknown_model", f"this host serves model(s) "
                                f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
+        self._check_scale(model.model_id, scale)
         self._admit(len(ids))
         if ids:
             self.save_budget()

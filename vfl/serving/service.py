@@ -90,7 +90,10 @@ class HostService:
         self.scorer = HostScorer([model], guest=cfg.guest, limits=self.limits, audit=self.audit,
                                  share_feature_points=s.share_feature_points,
                                  budget_file=self.audit.path.with_name(
-                                     self.audit.path.name + ".budget.json"))
+                                     self.audit.path.name + ".budget.json"),
+                                 points_scale=s.points_scale,
+                                 scales_file=self.audit.path.with_name(
+                                     self.audit.path.name + ".scales.json"))
         guest_peer = next(p for p in cfg.peers if p.name == cfg.guest)
         pinned = guest_peer.cert.read_bytes() if guest_peer.cert else None
         self.server = ScoringServer(self.scorer, party=cfg.name, listen=_listen(cfg),
