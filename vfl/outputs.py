@@ -51,10 +51,15 @@ writable, or the run stops before PSI.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -86,7 +91,62 @@ __all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file
            "run_file", "guest_report", "host_summary", "arbiter_summary",
            "write_guest_outputs", "write_host_outputs", "write_arbiter_outputs",
            "GuestOutputs", "read_guest_outputs", "existing_outputs", "prepare_output_dir",
-           "prepare_output_file"]
+           "prepare_output_file", "output_lock", "LOCK_FILE"]
+
+#: The lock file a running party holds in its output folder, per activity (``run``,
+#: ``serve``: a party may serve its current model while it trains the next one).
+LOCK_FILE = ".vfl-{activity}.lock"
+#: Output folders this process holds (the one-machine demo runs several parties in one
+#: process, each in its own folder; a folder shared by parties of one process is allowed).
+_HELD: dict[Path, int] = {}
+_HELD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, party: str, activity: str = "run") -> Iterator[Path]:
+    """Hold ``folder`` for this process while the block runs: a second process doing
+    ``activity`` (``run`` or ``serve``) into the same folder (the same party started
+    twice, or two configs with one ``output``) is refused at once, naming the process
+    that holds it.
+
+    Raises
+    ------
+    ConfigError
+        If another process holds the folder, or it cannot be created.
+    """
+    folder = Path(folder).resolve()
+    key = folder / LOCK_FILE.format(activity=activity)
+    with _HELD_LOCK:
+        if key in _HELD:
+            _HELD[key] += 1
+            fd = -1
+        else:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise ConfigError(f"Cannot use the output folder {folder}: {exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                os.close(fd)
+                raise ConfigError(
+                    f"{folder} is in use by another 'vfl {activity}' ({holder or 'unknown'}): "
+                    f"is {party} already running? Stop it, or give this one another output "
+                    "folder.") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, {party}".encode(), 0)
+            _HELD[key] = 1
+    try:
+        yield folder
+    finally:
+        with _HELD_LOCK:
+            _HELD[key] -= 1
+            if _HELD[key] == 0:
+                del _HELD[key]
+                if fd >= 0:
+                    os.close(fd)  # releases the lock
 
 REPORT = "report.json"
 TRAIN_SCORES = "train_scores.csv"

@@ -231,7 +231,15 @@ def run_fit(cfg: PartyConfig, progress: ProgressHook | None = None, *,
     ``force`` (which removes them first). Every party writes a checkpoint
     after each epoch (:func:`open_checkpoints`); ``resume`` continues from
     the newest epoch every party holds (each party must be started with it).
+    The output folder is held for the whole run (:func:`vfl.outputs.output_lock`): a
+    second process writing into it is refused at once.
     """
+    with outputs.output_lock(cfg.output, cfg.name, "run"):
+        return _run_fit(cfg, progress, force=force, resume=resume)
+
+
+def _run_fit(cfg: PartyConfig, progress: ProgressHook | None, *, force: bool,
+             resume: bool) -> dict[str, Any]:
     def prepare(store: CheckpointStore | None) -> None:
         # a resumed job replaces what an earlier run of the same job wrote (e.g. the arbiter's
         # summary, when it finished before a peer failed), once its checkpoints are there

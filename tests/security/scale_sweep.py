@@ -32,16 +32,6 @@ class SweepResult:
     refused: int
 
 
-def _explained(s: float, step: int, values: list[float], tol: float) -> bool:
-    """A jump at ``s`` of size ``step`` that features found so far account for."""
-    need = step
-    for a in values:
-        m = s * abs(a) - 0.5
-        if m > 0.5 and abs(m - round(m)) < tol:
-            need -= 1 if a > 0 else -1
-    return need == 0
-
-
 def sweep(query: Callable[[float], int], *, lo: float = 0.01, hi: float = 200.0,
           ratio: float = 1.01, bisections: int = 30, tol: float = 1e-5) -> SweepResult:
     """Recover ``a_j`` from ``query`` (see the module's docstring).
@@ -68,28 +58,27 @@ def sweep(query: Callable[[float], int], *, lo: float = 0.01, hi: float = 200.0,
         p = ask(s)
         if p is None:
             break
-        if p != p_prev:
-            a, b, pa = s_prev, s, p_prev
-            for _ in range(bisections):  # the jump's position, to about 2^-30 of the step
+        left, p_left = s_prev, p_prev
+        while p_left != p:  # every jump in (left, s], the first one each time
+            a, b, p_b = left, s, p
+            for _ in range(bisections):  # the first jump's position, to about 2^-30 of it
                 mid = (a + b) / 2
                 pm = ask(mid)
                 if pm is None:
                     return SweepResult(values, requests, refused)
-                if pm == pa:
+                if pm == p_left:
                     a = mid
                 else:
-                    b = mid
-            # a jump of several features at nearly one scale shows as one larger step: the
-            # unexplained part is new features at that position
+                    b, p_b = mid, pm
+            # features found so far explain part of the step; the rest are new features
+            # whose first jump is here (several features can jump at one scale)
             jump = (a + b) / 2
-            step = p - p_prev
-            if not _explained(jump, step, values, tol):
-                rest = step
-                for v in values:
-                    m = jump * abs(v) - 0.5
-                    if m > 0.5 and abs(m - round(m)) < tol:
-                        rest -= 1 if v > 0 else -1
-                for _ in range(abs(rest)):
-                    values.append((0.5 / jump) * (1 if rest > 0 else -1))
+            rest = p_b - p_left
+            for v in values:
+                m = jump * abs(v) - 0.5
+                if m > 0.5 and abs(m - round(m)) < tol:
+                    rest -= 1 if v > 0 else -1
+            values.extend([(0.5 / jump) * (1 if rest > 0 else -1)] * abs(rest))
+            left, p_left = b, p_b
         s_prev, p_prev = s, p
     return SweepResult(values, requests, refused)

@@ -346,12 +346,15 @@ def row_multiexps(bases: Sequence[gmpy2.mpz], rows: Sequence[Sequence[int]],
     """``prod_j bases[j] ** rows[i][j] mod modulus`` for every row ``i`` (non-negative
     exponents): the same few bases for many short exponent vectors, ``X [[v]]``.
 
-    Fixed-base comb: every exponent is cut into ``h`` windows of ``w`` bits, and each
-    base gets a table of ``base^(d 2^(w t))`` for every digit ``d`` and window ``t``,
-    once for all rows; a row then costs one product per base and window (no squaring).
-    ``w`` minimises ``k h 2^w`` (tables) plus ``rows k h`` (products): for 2,048 rows of
-    14 exponents of 32 bits, ``w = 8``, 56 products per row instead of about 140 for a
-    windowed multi-exponentiation.
+    Per column, each distinct exponent is raised once, and a row then costs one
+    product per column. Real columns repeat values (binned, categorical, WOE, counts:
+    default_credit's host has 2 to 53 distinct values per column in 1,024 rows), so
+    this is most of the saving. The distinct values are raised with a fixed-base
+    comb: every exponent is cut into ``h`` windows of ``w`` bits, and each base gets
+    a table of ``base^(d 2^(w t))`` for every digit ``d`` and window ``t``, once for
+    all rows, so that a power costs one product per window (no squaring); ``w``
+    minimises the tables plus the products. A column with so few distinct values
+    that its table would cost more is raised directly (``powmod``).
     """
     k = len(bases)
     exps = [[int(e) for e in r] for r in rows]
@@ -362,36 +365,46 @@ def row_multiexps(bases: Sequence[gmpy2.mpz], rows: Sequence[Sequence[int]],
     top = max((e.bit_length() for r in exps for e in r), default=0)
     if top == 0 or not exps:
         return [gmpy2.mpz(1)] * len(exps)
+    distinct = [sorted({r[j] for r in exps}) for j in range(k)]
 
     def cost(w: int) -> int:
         h = -(-top // w)
-        return k * h * (1 << w) + len(exps) * k * h
+        combed = [len(d) for d in distinct if len(d) * top > h << w]
+        return len(combed) * (h << w) + sum(combed) * h
 
     w = min(range(1, 13), key=cost)
     h = -(-top // w)
     mask = (1 << w) - 1
-    tables: list[list[list[gmpy2.mpz]]] = []
-    for base in bases:
-        per_window: list[list[gmpy2.mpz]] = []
-        b_t = gmpy2.mpz(base) % modulus
+    powers_of: list[dict[int, gmpy2.mpz]] = []
+    for base, values in zip(bases, distinct, strict=True):
+        b = gmpy2.mpz(base) % modulus
+        if len(values) * top <= h << w:  # a few values: no table
+            powers_of.append({e: gmpy2.powmod(b, e, modulus) for e in values})
+            continue
+        table: list[list[gmpy2.mpz]] = []
+        b_t = b
         for _ in range(h):
             powers = [gmpy2.mpz(1), b_t]
             for _ in range(2, mask + 1):
                 powers.append(powers[-1] * b_t % modulus)
-            per_window.append(powers)
+            table.append(powers)
             b_t = powers[-1] * b_t % modulus  # base^(2^(w (t+1)))
-        tables.append(per_window)
+        out_j: dict[int, gmpy2.mpz] = {}
+        for e in values:
+            acc = None
+            window = 0
+            while e >> (window * w):
+                d = (e >> (window * w)) & mask
+                if d:
+                    acc = table[window][d] if acc is None else acc * table[window][d] % modulus
+                window += 1
+            out_j[e] = gmpy2.mpz(1) if acc is None else acc
+        powers_of.append(out_j)
     out = []
     for row in exps:
-        acc = gmpy2.mpz(1)
-        for table, e in zip(tables, row, strict=True):
-            window = 0
-            while e:
-                d = e & mask
-                if d:
-                    acc = acc * table[window][d] % modulus
-                e >>= w
-                window += 1
+        acc = powers_of[0][row[0]]
+        for j in range(1, k):
+            acc = acc * powers_of[j][row[j]] % modulus
         out.append(acc)
     return out
 

@@ -92,8 +92,9 @@ class ScoringServer:
                                             require_client_auth=True)
         options = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                    ("grpc.max_send_message_length", MAX_REPLY_BYTES)]
+        # exclusive (no SO_REUSEPORT): a second `vfl serve` of this party fails at once
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                                   options=options)
+                                   options=options + [("grpc.so_reuseport", 0)])
         handler = grpc.method_handlers_generic_handler(
             "vfl.v1.Scoring", {"PartialScore": grpc.unary_unary_rpc_method_handler(self._score)})
         self._server.add_generic_rpc_handlers((handler,))
@@ -102,8 +103,9 @@ class ScoringServer:
         except RuntimeError:
             port = 0
         if port == 0:
-            raise TransportError(f"{party} cannot listen on {listen}: the port is in use or the "
-                                 "address is not available on this machine.")
+            raise TransportError(f"{party} cannot listen on {listen}: address in use (is "
+                                 f"{party}'s vfl serve already running?) or not available on "
+                                 "this machine.")
         self.port = port
         self._server.start()
 

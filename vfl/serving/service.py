@@ -204,7 +204,18 @@ class GuestService:
 
 
 def serve_forever(cfg: PartyConfig, *, say: Callable[[str], None] = print) -> None:
-    """Run ``vfl serve`` for ``cfg`` until SIGTERM or SIGINT; SIGHUP reloads the model."""
+    """Run ``vfl serve`` for ``cfg`` until SIGTERM or SIGINT; SIGHUP reloads the model.
+
+    The output folder (audit log, budget) is held for the whole time: a second
+    ``vfl serve`` of the same party is refused at once (:func:`vfl.outputs.output_lock`).
+    """
+    from vfl.outputs import output_lock
+
+    with output_lock(cfg.output, cfg.name, "serve"):
+        _serve_forever(cfg, say)
+
+
+def _serve_forever(cfg: PartyConfig, say: Callable[[str], None]) -> None:
     service: Any = HostService(cfg) if cfg.role == Role.HOST else GuestService(cfg)
 
     def reload() -> None:

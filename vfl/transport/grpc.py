@@ -468,7 +468,10 @@ class GrpcEndpoint(Endpoint):
                                                    require_client_auth=True)
         options = [("grpc.max_receive_message_length", _MAX_FRAME),
                    ("grpc.max_send_message_length", _MAX_FRAME)]
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+        # exclusive: gRPC shares a port between processes by default (SO_REUSEPORT), so a
+        # party started twice would listen twice and split the job's messages
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                                   options=options + [("grpc.so_reuseport", 0)])
         pb_grpc.add_PartyServicer_to_server(_Servicer(self), self._server)
         try:
             port = self._server.add_secure_port(listen, server_creds)
@@ -476,8 +479,8 @@ class GrpcEndpoint(Endpoint):
             port = 0
         if port == 0:
             raise TransportError(
-                f"{party} cannot listen on {listen}: the port is in use or the address is not "
-                "available on this machine."
+                f"{party} cannot listen on {listen}: address in use (is {party} already "
+                "running?) or not available on this machine."
             )
         self.port = port
         self._server.start()
