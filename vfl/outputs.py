@@ -93,9 +93,10 @@ __all__ = ["REPORT", "TRAIN_SCORES", "IV_TABLE", "model_part_file", "points_file
            "GuestOutputs", "read_guest_outputs", "existing_outputs", "prepare_output_dir",
            "prepare_output_file", "output_lock", "LOCK_FILE"]
 
-#: The lock file a running party holds in its output folder, per activity (``run``,
-#: ``serve``: a party may serve its current model while it trains the next one).
-LOCK_FILE = ".vfl-{activity}.lock"
+#: The lock file a running party holds in its output folder, per party and activity
+#: (``run``, ``serve``: a party may serve its current model while it trains the next one,
+#: and parties may share a folder; the same party twice may not).
+LOCK_FILE = ".vfl-{party}-{activity}.lock"
 #: Output folders this process holds (the one-machine demo runs several parties in one
 #: process, each in its own folder; a folder shared by parties of one process is allowed).
 _HELD: dict[Path, int] = {}
@@ -104,10 +105,10 @@ _HELD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def output_lock(folder: str | Path, party: str, activity: str = "run") -> Iterator[Path]:
-    """Hold ``folder`` for this process while the block runs: a second process doing
-    ``activity`` (``run`` or ``serve``) into the same folder (the same party started
-    twice, or two configs with one ``output``) is refused at once, naming the process
-    that holds it.
+    """Hold ``folder`` for ``party`` in this process while the block runs: a second
+    process doing ``activity`` (``run`` or ``serve``) for the same party into the same
+    folder (the party started twice) is refused at once, naming the process that holds
+    it.
 
     Raises
     ------
@@ -115,7 +116,7 @@ def output_lock(folder: str | Path, party: str, activity: str = "run") -> Iterat
         If another process holds the folder, or it cannot be created.
     """
     folder = Path(folder).resolve()
-    key = folder / LOCK_FILE.format(activity=activity)
+    key = folder / LOCK_FILE.format(party=party, activity=activity)
     with _HELD_LOCK:
         if key in _HELD:
             _HELD[key] += 1
