@@ -165,7 +165,7 @@ class GradientParty:
         share = None
         if self.shared:
             enc = None if self._v_enc is None else encode_ciphertexts(self._v_enc)
-            share = self.share.to_record(enc, getattr(self, "_expansion", None))
+            share = self.share.to_record(enc, getattr(self, "_expansion", None) or None)
         return {"coef": self.coef.copy(), "opt_t": int(opt.t), "opt_m": opt.m.copy(),
                 "opt_v": opt.v.copy(),
                 "snapshots": np.asarray(snaps, dtype=np.float64).reshape(len(snaps),
@@ -201,7 +201,7 @@ class GradientParty:
                         frac_bits=self.config.score_frac_bits)
                 except RemoteProtocolError as exc:
                     raise CheckpointError(str(exc)) from None
-            if getattr(self, "_expansion", None) is not None:
+            if hasattr(self, "_expansion"):
                 point = expansion_of(rec, k, self.name)
                 if point is not None:
                     self._expansion = point

@@ -172,8 +172,9 @@ class GuestParty(GradientParty):
                 off = np.append(off, 0).astype(np.int64)
             self._xi_shifted, self._xi_offsets = Xs, off
             #: accurate mode: the weights the guest expands around for the whole run, its
-            #: own model fitted alone before training (integers at 2^F, intercept last)
-            self._expansion: list[int] | None = None
+            #: own model fitted alone before training (integers at 2^F, intercept last;
+            #: empty in the Taylor mode, which expands around 0)
+            self._expansion: list[int] = []
             if cfg.mode == "accurate":
                 self._expansion = expansion_point(
                     self.X.values[train], (self.y_pm[train] + 1.0) / 2.0,
@@ -545,7 +546,6 @@ class GuestParty(GradientParty):
             x = s_enc
             plain = 8.0 * LOG2 * b
         else:
-            assert self._expansion is not None
             gt_int = int_matvec(self._signed[rows], self._expansion, G)
             gt = np.array([float(v) for v in gt_int]) / 2.0**Fs
             x = s_enc.add_plain([-v for v in gt_int])
