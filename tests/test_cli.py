@@ -67,6 +67,10 @@ def test_demo_three_processes(tmp_path):
     assert len(served) == 3, proc.stdout
     assert "bank B does not know this customer" in served[2]
     assert "curl -s http://127.0.0.1:" in proc.stdout
+    # the API needs the demo client's key (issue 25); the clients file keeps only its hash
+    key = (out / "api_key.txt").read_text().strip()
+    assert f"Authorization: Bearer $(cat {out / 'api_key.txt'})" in proc.stdout
+    assert key.startswith("vfl_") and key not in (out / "api_clients.toml").read_text()
     report = json.loads((out / "out" / "bank_a" / "report.json").read_text())
     assert report["n_intersection"] == round(1500 * 0.75) and report["epochs_run"] == 3
     assert (out / "out" / "bank_b" / "bank_b.json").is_file()

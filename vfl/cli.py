@@ -527,6 +527,31 @@ def serve(config_path: str) -> None:
                   say=lambda line: console.print(line, markup=False, highlight=False))
 
 
+@main.command("serve-key")
+@click.option("--clients", required=True, type=click.Path(dir_okay=False),
+              help="The guest's API clients file ([serve] clients); created if absent.")
+@click.option("--name", required=True, help="The client (e.g. decision-engine).")
+@click.option("--requests-per-second", type=float, default=50.0, show_default=True)
+@click.option("--burst", type=int, default=100, show_default=True)
+@click.option("--daily-applicants", type=int, default=100_000, show_default=True)
+@friendly_errors
+def serve_key(clients: str, name: str, requests_per_second: float, burst: int,
+              daily_applicants: int) -> None:
+    """Make an API key for a client of the guest's scoring API.
+
+    The key is printed once and stored nowhere: the clients file keeps its
+    SHA-256 with the client's quota. Revoke a client with revoked = true in
+    the file and SIGHUP to vfl serve.
+    """
+    from vfl.serving.auth import add_client
+
+    key = add_client(clients, name, requests_per_second=requests_per_second, burst=burst,
+                     daily_applicants=daily_applicants)
+    click.echo(key)
+    console.print(f"client {name!r} added to {clients}; the key above is shown only now: "
+                      "send it as 'Authorization: Bearer <key>'")
+
+
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="This party's TOML configuration.")

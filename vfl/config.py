@@ -131,6 +131,13 @@ class ServeConfig:
     max_batch: int = 100
     host_timeout: float = 2.0
     ids_per_host_request: int = 100  # at most each host's max_ids_per_request
+    # guest: who may call the API ("api_keys" with a clients file, or "none" behind a
+    # gateway that authenticates; unset: vfl serve refuses to start), what stays open
+    auth: str | None = None
+    clients: Path | None = None
+    api_audit_log: Path | None = None  # default: <output>/api_audit.jsonl
+    open_metrics: bool = False
+    open_docs: bool = False
     # guest: the scorecard's scaling (as vfl predict --pdo/--base-score/--base-odds)
     pdo: float = 20.0
     base_score: float = 600.0
@@ -231,7 +238,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
               "ids_per_host_request", "store", "store_path", "share_feature_points",
-              "points_scale", "pdo", "base_score", "base_odds"),
+              "points_scale", "pdo", "base_score", "base_odds", "auth", "clients",
+              "api_audit_log", "open_metrics", "open_docs"),
 }
 
 
@@ -506,7 +514,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
                 raise r.err(f"serve.{k}", "is a host's limit on its guest")
     else:
         for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request",
-                  "pdo", "base_score", "base_odds"):
+                  "pdo", "base_score", "base_odds", "auth", "clients", "api_audit_log",
+                  "open_metrics", "open_docs"):
             if k in section:
                 raise r.err(f"serve.{k}", "is the guest's setting")
     fallback = r.get(section, "serve", "fallback", str, "host_average")
@@ -522,6 +531,15 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         raise r.err("serve.store", f"must be 'memory' or 'duckdb', got {store!r}")
     if not 1 <= per_request <= 10_000:
         raise r.err("serve.ids_per_host_request", f"must be 1 to 10000, got {per_request}")
+    from vfl.serving.auth import AUTH_MODES
+
+    auth = r.get(section, "serve", "auth", str, None)
+    if auth is not None and auth not in AUTH_MODES:
+        raise r.err("serve.auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    clients = r.path(section, "serve", "clients", must_exist=False, default=None)
+    if auth == "api_keys" and clients is None:
+        raise r.err("serve.clients", "is needed with auth = \"api_keys\": the clients file "
+                    "(vfl serve-key --clients FILE --name NAME adds one)")
     if not 0.01 <= host_timeout <= 600:
         raise r.err("serve.host_timeout_seconds", f"must be 0.01 to 600, got {host_timeout:g}")
     cfg = ServeConfig(
@@ -541,7 +559,11 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         pdo=float(r.get(section, "serve", "pdo", (int, float), 20.0)),
         base_score=float(r.get(section, "serve", "base_score", (int, float), 600.0)),
         base_odds=float(r.get(section, "serve", "base_odds", (int, float), 50.0)),
-        store_path=r.path(section, "serve", "store_path", must_exist=False, default=None))
+        store_path=r.path(section, "serve", "store_path", must_exist=False, default=None),
+        auth=auth, clients=clients,
+        api_audit_log=r.path(section, "serve", "api_audit_log", must_exist=False, default=None),
+        open_metrics=r.get(section, "serve", "open_metrics", bool, False),
+        open_docs=r.get(section, "serve", "open_docs", bool, False))
     from vfl.scorecard import Scorecard
     from vfl.serving.host import ServeLimits
 

@@ -27,6 +27,7 @@ from vfl.model import ModelPart, load_model_part
 from vfl.outputs import model_part_file
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
+from vfl.serving.auth import ClientRegistry
 from vfl.serving.grpc import MAX_SHARED_FEATURES, HostClient, ScoringServer
 from vfl.serving.guest import GuestScorer
 from vfl.serving.host import (
@@ -173,8 +174,25 @@ class GuestService:
                                    pinned=p.cert.read_bytes() if p.cert else None)
                         for p in cfg.peers_with(Role.HOST)]
         self.failures: dict[str, int] = {}  # host call failures, kept across reloads
+        s = cfg.serve
+        if s.auth is None:
+            raise ConfigError(
+                f"{cfg.source}: [serve] auth is not set: the scoring API refuses to start "
+                "without authentication. Set auth = \"api_keys\" with clients = \"FILE\" "
+                "(vfl serve-key --clients FILE --name NAME makes a key), or auth = \"none\" "
+                "if a gateway in front of it authenticates every caller (README, "
+                "\"Deploying the scoring API\").")
+        self.registry: ClientRegistry | None = None
+        if s.auth == "api_keys":
+            assert s.clients is not None
+            self.registry = ClientRegistry.load(
+                s.clients, audit=s.api_audit_log or cfg.output / "api_audit.jsonl")
+            if not self.registry.clients:
+                raise ConfigError(f"{s.clients}: no client; vfl serve-key --clients "
+                                  f"{s.clients} --name NAME adds one.")
         self.holder = ScorerHolder(self._scorer())
-        self.app = make_app(self.holder, max_batch=cfg.serve.max_batch)
+        self.app = make_app(self.holder, max_batch=s.max_batch, clients=self.registry,
+                            open_metrics=s.open_metrics, open_docs=s.open_docs)
 
     def _scorer(self) -> GuestScorer:
         s = self.cfg.serve
@@ -193,14 +211,19 @@ class GuestService:
 
     def reload(self) -> str:
         """Switch to the part at ``[serve] model`` once every host serves it."""
+        clients = ""
+        if self.registry is not None:  # revocations and new clients take effect now
+            clients = f"; {self.registry.reload()} API client(s)"
         version = self.holder.reload(self._scorer())
         return (f"{self.cfg.name}: switched to model {self.holder.scorer.model_id} "
-                f"(version {version})")
+                f"(version {version}){clients}")
 
     def stop(self) -> None:
-        """Close the host channels."""
+        """Close the host channels and the API's audit trail."""
         for c in self.clients:
             c.close()
+        if self.registry is not None:
+            self.registry.close()
 
 
 def serve_forever(cfg: PartyConfig, *, say: Callable[[str], None] = print) -> None:

@@ -1,0 +1,159 @@
+"""Issue 25: the guest's scoring API refuses callers it cannot name, over a real socket.
+
+A real uvicorn server on a loopback port, a real HTTP client (httpx), the real host scorer
+behind the guest scorer. Refusals by case: no credentials and an unknown or malformed key
+(401, with WWW-Authenticate), a revoked key (403, after a reload of the clients file), over
+the client's rate or daily quota (429, with Retry-After); one client cannot spend another's
+quota; /healthz and /readyz stay open, /metrics and /docs need a key unless opened; every
+request of a known client is in the audit trail, and no key is stored in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from vfl.demo import free_ports
+from vfl.serving.api import ScorerHolder, make_app
+from vfl.serving.auth import ClientRegistry, add_client, key_digest
+from vfl.serving.guest import GuestScorer
+from vfl.serving.host import HostModel, HostScorer, ServeLimits
+
+from ..serving.conftest import trained  # noqa: F401 - fixture
+from ..serving.test_guest_scorer import LocalHost, _applicants
+
+
+class Reply:
+    """A real HTTP exchange over the socket (urllib), any status."""
+
+    def __init__(self, method: str, url: str, body=None, headers=None) -> None:
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            **({"Content-Type": "application/json"} if data is not None else {}),
+            **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                self.status_code, self.headers = resp.status, resp.headers
+                self.text = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            self.status_code, self.headers = exc.code, exc.headers
+            self.text = exc.read().decode()
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def get(url, headers=None):
+    return Reply("GET", url, headers=headers)
+
+
+class Server:
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        (self.port,) = free_ports(1)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def api(trained, tmp_path_factory):  # noqa: F811
+    d = tmp_path_factory.mktemp("api-auth")
+    clients = d / "clients.toml"
+    keys = {"engine": add_client(clients, "engine", requests_per_second=1000, burst=1000,
+                                 daily_applicants=10**6),
+            "tiny": add_client(clients, "tiny", requests_per_second=1, burst=2,
+                               daily_applicants=3),
+            "old": add_client(clients, "old")}
+    registry = ClientRegistry.load(clients, audit=d / "api_audit.jsonl")
+    host = HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                      limits=ServeLimits(requests_per_second=1e6, burst=10**6))
+    holder = ScorerHolder(GuestScorer(trained.guest_part, [LocalHost(host)]))
+    server = Server(make_app(holder, clients=registry))
+    apps = _applicants(trained, 3)
+    body = {"customer_id": apps[0].customer_id,
+            "features": {k: (None if v != v else float(v)) for k, v in apps[0].features.items()}}
+    yield server, keys, clients, registry, body, d
+    server.stop()
+    registry.close()
+
+
+def _post(server, body, key=None, header=None):
+    headers = {"Authorization": header} if header else (
+        {"Authorization": f"Bearer {key}"} if key else {})
+    return Reply("POST", f"{server.url}/v1/score", body, headers)
+
+
+def test_refusals_by_case(api):
+    server, keys, clients, registry, body, d = api
+    ok = _post(server, body, keys["engine"])
+    assert ok.status_code == 200 and 0 < ok.json()["probability"] < 1
+    # no credentials
+    r = _post(server, body)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "no credentials" in r.json()["detail"]
+    # an unknown key of the right form, a malformed one, another scheme
+    r = _post(server, body, "vfl_" + "A" * 43)
+    assert r.status_code == 401 and r.json()["detail"] == "unknown API key"
+    assert _post(server, body, "letmein").status_code == 401
+    assert _post(server, body, header=f"Basic {keys['engine']}").status_code == 401
+    # a revoked key: the file says so, a reload (SIGHUP in vfl serve) applies it
+    text = clients.read_text()
+    digest = key_digest(keys["old"])
+    assert _post(server, body, keys["old"]).status_code == 200
+    block = text[text.index(digest):]
+    clients.write_text(text.replace(block, block.replace("revoked = false", "revoked = true", 1)))
+    registry.reload()
+    r = _post(server, body, keys["old"])
+    assert r.status_code == 403 and "'old' is revoked" in r.json()["detail"]
+    assert _post(server, body, keys["engine"]).status_code == 200
+    # the file keeps no key in clear
+    assert not any(k in clients.read_text() for k in keys.values())
+
+
+def test_over_quota_and_no_spending_of_another_clients_quota(api):
+    server, keys, _, _, body, d = api
+    codes = [_post(server, body, keys["tiny"]).status_code for _ in range(4)]
+    # burst 2, then one a second; at most 3 applicants a day
+    assert codes[:2] == [200, 200] and codes[2] == 429, codes
+    time.sleep(1.1)
+    assert _post(server, body, keys["tiny"]).status_code == 200
+    time.sleep(1.1)
+    r = _post(server, body, keys["tiny"])
+    assert r.status_code == 429 and "used up" in r.json()["detail"]
+    assert int(r.headers["Retry-After"]) >= 1
+    # the other client is untouched
+    assert all(_post(server, body, keys["engine"]).status_code == 200 for _ in range(5))
+    # the trail names the client of every request, refused ones too
+    lines = [json.loads(x) for x in (d / "api_audit.jsonl").read_text().splitlines()]
+    tiny = [x for x in lines if x["client"] == "tiny"]
+    assert [x["status"] for x in tiny].count(429) >= 2
+    assert all(x["customers"] == [body["customer_id"]] for x in tiny)
+
+
+def test_probes_open_and_metrics_and_docs_closed(api):
+    server, keys, *_ = api
+    assert get(f"{server.url}/healthz").status_code == 200
+    assert get(f"{server.url}/readyz").status_code in (200, 503)
+    assert get(f"{server.url}/metrics").status_code == 401
+    assert get(f"{server.url}/docs").status_code == 401
+    assert get(f"{server.url}/openapi.json").status_code == 401
+    auth = {"Authorization": f"Bearer {keys['engine']}"}
+    assert get(f"{server.url}/metrics", headers=auth).status_code == 200
