@@ -382,12 +382,17 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
 @_scorecard_options
 @click.option("--force", is_flag=True,
               help="Replace --out if it exists.")
+@click.option("--range-policy", type=click.Choice(["refuse", "clip", "flag"]), default="refuse",
+              show_default=True,
+              help="A row with one of the guest's features outside its training range: not "
+                   "scored, scored at the range's end, or scored as given; named in the "
+                   "column out_of_range either way.")
 @friendly_errors
 def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
             lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
             data: str | None, job: str | None, out: str | None, with_score: bool,
             base_score: float, base_odds: float, pdo: float, force: bool, quiet: bool,
-        features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+        features: tuple[str, ...], exclude: tuple[str, ...], range_policy: str) -> None:
     """Score the customers every bank has with a saved model.
 
     One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
@@ -410,10 +415,11 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         cfg = load_party_config(config_path)
         with _status(f"{cfg.name}: private set intersection and scoring...", quiet):
             summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
-                                  force=force)
+                                  force=force, range_policy=range_policy)  # type: ignore[arg-type]
         if "scores" in summary:
             out_console.print(_scored_line(summary["rows_scored"], summary["rows_in_file"],
                                            summary["scores"]))
+            _range_line(summary.get("out_of_range"))
         else:
             out_console.print(f"{cfg.name}: sent partial scores for {summary['rows_scored']:,} "
                               "shared customers")
@@ -426,8 +432,20 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
                                lower_ids=lower_ids, strip_ids=not no_strip_ids,
                                scorecard=scorecard, force=force,
-                               features=_columns(features) or None, exclude=_columns(exclude))
+                               features=_columns(features) or None, exclude=_columns(exclude),
+                               range_policy=range_policy)  # type: ignore[arg-type]
     out_console.print(_scored_line(int(scores["matched"].sum()), len(scores), out))
+    _range_line(scores.attrs.get("out_of_range"))
+
+
+def _range_line(summary: dict[str, Any] | None) -> None:
+    """What the range policy did to the scoring rows, if anything."""
+    if not summary or not summary.get("rows"):
+        return
+    what = {"refuse": f"not scored ({summary['not_scored']:,})", "clip": "scored at the "
+            "range's end", "flag": "scored as given"}[summary["policy"]]
+    out_console.print(f"{summary['rows']:,} row(s) had a feature outside its training range: "
+                      f"{what} (--range-policy {summary['policy']}; see column out_of_range)")
 
 
 @main.command()

@@ -138,6 +138,9 @@ class ServeConfig:
     api_audit_log: Path | None = None  # default: <output>/api_audit.jsonl
     open_metrics: bool = False
     open_docs: bool = False
+    # guest: a feature outside its training range: "refuse" (422), "clip" or "flag"
+    range_policy: str = "refuse"
+    range_margin: float = 0.1
     # guest: the scorecard's scaling (as vfl predict --pdo/--base-score/--base-odds)
     pdo: float = 20.0
     base_score: float = 600.0
@@ -239,7 +242,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
               "ids_per_host_request", "store", "store_path", "share_feature_points",
               "points_scale", "pdo", "base_score", "base_odds", "auth", "clients",
-              "api_audit_log", "open_metrics", "open_docs"),
+              "api_audit_log", "open_metrics", "open_docs", "range_policy", "range_margin"),
 }
 
 
@@ -515,7 +518,7 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     else:
         for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request",
                   "pdo", "base_score", "base_odds", "auth", "clients", "api_audit_log",
-                  "open_metrics", "open_docs"):
+                  "open_metrics", "open_docs", "range_policy", "range_margin"):
             if k in section:
                 raise r.err(f"serve.{k}", "is the guest's setting")
     fallback = r.get(section, "serve", "fallback", str, "host_average")
@@ -537,6 +540,12 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     if auth is not None and auth not in AUTH_MODES:
         raise r.err("serve.auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
     clients = r.path(section, "serve", "clients", must_exist=False, default=None)
+    from vfl.preprocess import RANGE_POLICIES
+
+    policy = r.get(section, "serve", "range_policy", str, "refuse")
+    if policy not in RANGE_POLICIES:
+        raise r.err("serve.range_policy", f"must be one of {', '.join(RANGE_POLICIES)}, got "
+                    f"{policy!r}")
     if auth == "api_keys" and clients is None:
         raise r.err("serve.clients", "is needed with auth = \"api_keys\": the clients file "
                     "(vfl serve-key --clients FILE --name NAME adds one)")
@@ -563,7 +572,9 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         auth=auth, clients=clients,
         api_audit_log=r.path(section, "serve", "api_audit_log", must_exist=False, default=None),
         open_metrics=r.get(section, "serve", "open_metrics", bool, False),
-        open_docs=r.get(section, "serve", "open_docs", bool, False))
+        open_docs=r.get(section, "serve", "open_docs", bool, False),
+        range_policy=r.get(section, "serve", "range_policy", str, "refuse"),
+        range_margin=float(r.get(section, "serve", "range_margin", (int, float), 0.1)))
     from vfl.scorecard import Scorecard
     from vfl.serving.host import ServeLimits
 

@@ -157,3 +157,28 @@ def test_probes_open_and_metrics_and_docs_closed(api):
     assert get(f"{server.url}/openapi.json").status_code == 401
     auth = {"Authorization": f"Bearer {keys['engine']}"}
     assert get(f"{server.url}/metrics", headers=auth).status_code == 200
+
+
+def test_out_of_range_applicants_are_refused_naming_the_feature(api, trained):  # noqa: F811
+    """Issue 25's absurd applicants (a percentage typed for a fraction, 1e308, a negative
+    age) get 422 naming the feature and its training range; in-range ones are scored."""
+    server, keys, _, _, body, _ = api
+    feats = body["features"]
+    lo = {n: float(v) for n, v in zip(trained.guest_part.features,
+                                       trained.guest_part.preprocessing["ranges"]["mins"],
+                                       strict=True)}
+    hi = {n: float(v) for n, v in zip(trained.guest_part.features,
+                                       trained.guest_part.preprocessing["ranges"]["maxs"],
+                                       strict=True)}
+    for name, value in [("utilization", 27.5), ("age", 1e308), ("age", -5.0)]:
+        bad = {**body, "features": {**feats, name: value}}
+        r = _post(server, bad, keys["engine"])
+        assert r.status_code == 422, (name, value, r.text)
+        (err,) = r.json()["detail"]
+        assert err["loc"] == ["body", "features", name] and err["type"] == "out_of_range"
+        assert f"{lo[name]:.6g} to {hi[name]:.6g}" in err["msg"]
+    # the ends of the training range, and a missing value, are scored
+    for name in ("age", "utilization"):
+        for v in (lo[name], hi[name], None):
+            ok = _post(server, {**body, "features": {**feats, name: v}}, keys["engine"])
+            assert ok.status_code == 200 and ok.json()["out_of_range"] == []

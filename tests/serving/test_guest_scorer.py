@@ -125,3 +125,32 @@ def test_the_guest_refuses_feature_points_that_do_not_add_up(trained, host):
                                                                   reply))
     assert client.partial_scores(trained.host_part.model_id, trained.host.ids[:2],
                                  28.85).feature_points.shape == (2, len(reply.feature_names))
+
+
+@pytest.mark.parametrize("policy", ["refuse", "clip", "flag"])
+def test_the_range_policy(trained, host, policy):
+    """A value beyond the training range (widened by 10 % of its width): refused naming the
+    feature and its range, or scored at the range's end and flagged, or flagged only."""
+    from vfl.preprocess import OutOfRange
+
+    app = _applicants(trained, 1)[0]
+    rng = trained.guest_part.preprocessing["ranges"]
+    j = trained.guest_part.features.index("age")
+    lo, hi = rng["mins"][j], rng["maxs"][j]
+    accepted_hi = hi + 0.1 * (hi - lo)
+    odd = Applicant(app.customer_id, {**app.features, "age": accepted_hi * 3})
+    edge = Applicant(app.customer_id, {**app.features, "age": accepted_hi})
+    scorer = GuestScorer(trained.guest_part, [LocalHost(host)], range_policy=policy)
+    at_edge = scorer.decide([edge])[0]
+    assert at_edge.out_of_range == []
+    if policy == "refuse":
+        with pytest.raises(OutOfRange, match=rf"age = .* outside the range .*{lo:.6g} to "
+                                             rf"{hi:.6g}"):
+            scorer.decide([odd])
+        return
+    d = scorer.decide([odd])[0]
+    assert d.out_of_range == ["age"]
+    if policy == "clip":
+        assert d.probability == pytest.approx(at_edge.probability, abs=1e-12)
+    else:
+        assert d.probability != pytest.approx(at_edge.probability, abs=1e-6)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from vfl.exceptions import ConfigError, RemoteProtocolError, VFLError
+from vfl.preprocess import OutOfRange
 from vfl.serving.auth import AuthError, ClientRegistry
 from vfl.serving.guest import (
     Applicant,
@@ -177,6 +178,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
         fallback: str | None
         hosts_missing: list[str]
         host_feature_points: dict[str, dict[str, int]]
+        out_of_range: list[str]
 
     class BatchOut(BaseModel):
         results: list[DecisionOut]
@@ -273,6 +275,10 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
         applicants = checked(scorer, items)
         try:
             decisions = scorer.decide(applicants)
+        except OutOfRange as exc:
+            where = ["body"] if len(items) == 1 else ["body", "applicants", exc.row]
+            raise HTTPException(422, detail=[{"loc": [*where, "features", exc.feature],
+                                              "type": "out_of_range", "msg": str(exc)}]) from None
         except UnknownCustomer as exc:
             raise HTTPException(404, detail=str(exc)) from None
         except HostBusy as exc:  # the host's rate limit or daily budget: retry later
@@ -290,7 +296,8 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
                            reason_codes=[ReasonOut(**r) for r in d.reason_codes],
                            host_features_available=d.host_features_available,
                            fallback=d.fallback, hosts_missing=d.hosts_missing,
-                           host_feature_points=d.host_feature_points)
+                           host_feature_points=d.host_feature_points,
+                           out_of_range=d.out_of_range)
 
     @app.post("/v1/score", response_model=DecisionOut)
     def score(applicant: ApplicantIn, request: Request) -> DecisionOut:

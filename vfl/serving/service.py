@@ -199,7 +199,9 @@ class GuestService:
         return GuestScorer(_part(self.cfg), self.clients,
                            scorecard=Scorecard(s.base_score, s.base_odds, s.pdo),
                            fallback=s.fallback,  # type: ignore[arg-type]
-                           ids_per_host_request=s.ids_per_host_request, failures=self.failures)
+                           ids_per_host_request=s.ids_per_host_request, failures=self.failures,
+                           range_policy=s.range_policy,  # type: ignore[arg-type]
+                           range_margin=s.range_margin)
 
     def describe(self) -> str:
         """One line for the operator."""
