@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -357,3 +359,29 @@ def test_fit_on_breast_parquet(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert report["n_intersection"] == len(pd.read_csv(host)) - 100
+
+
+@pytest.mark.parametrize("mode", ["lines", "json"])
+def test_fit_logs_progress_lines_when_stderr_is_not_a_terminal(tmp_path, mode):
+    """Issue 25: a log file gets timestamped progress (a bar would print nothing there)."""
+    g, h = _two_banks(tmp_path, rows=400)["csv"]
+    env = {k: v for k, v in os.environ.items() if k != "VFL_PROGRESS"}
+    if mode == "json":
+        env["VFL_PROGRESS"] = "json"
+    with open(tmp_path / "fit.log", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "vfl.cli", "fit", "--guest", str(g),
+                               "--host", str(h), "--id", "customer_id", "--label", "default",
+                               "--out", str(tmp_path / "m"), "--epochs", "2", *FAST],
+                              stdout=subprocess.PIPE, stderr=log, text=True, timeout=300, env=env)
+    assert proc.returncode == 0
+    lines = (tmp_path / "fit.log").read_text().splitlines()
+    if mode == "json":
+        events = [json.loads(x) for x in lines if x.startswith("{")]
+        assert [e["stage"] for e in events if e["stage"] in ("psi_done", "epoch")] == [
+            "psi_done", "epoch", "epoch"]
+        assert all(e["time"].endswith("+00:00") for e in events)
+        return
+    stamped = [x for x in lines if re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 vfl: ", x)]
+    text = "\n".join(stamped)
+    assert "private set intersection: " in text and "epoch 1/2 done, loss " in text
+    assert "epoch 2/2 done" in text

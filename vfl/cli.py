@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import functools
+import os
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from vfl import __version__
 from vfl.exceptions import VFLError
 from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, PROTOCOLS, TrainConfig
 from vfl.procs import Terminated, exit_within, stop_on_signals
-from vfl.progress import JsonStatus, RichProgress, progress_bar
+from vfl.progress import JsonStatus, LineProgress, RichProgress, progress_bar
 from vfl.roles import Role
 
 console = Console(stderr=True)
@@ -193,8 +194,22 @@ def main() -> None:
     """
 
 
-def _with_progress(quiet: bool, work: Callable[[RichProgress, Callable[[int], None]], Any]) -> Any:
-    """Run ``work(progress_hook, on_psi_done)`` under a PSI spinner and a training bar."""
+def _plain_progress() -> LineProgress | None:
+    """Timestamped lines instead of a bar when stderr is not a terminal (a log file, a
+    service manager); JSON lines with ``VFL_PROGRESS=json``."""
+    mode = os.environ.get("VFL_PROGRESS", "")
+    if console.is_terminal and mode not in ("lines", "json"):
+        return None
+    return LineProgress("vfl", as_json=mode == "json")
+
+
+def _with_progress(quiet: bool, work: Callable[[Any, Callable[[int], None]], Any]) -> Any:
+    """Run ``work(progress_hook, on_psi_done)`` under a PSI spinner and a training bar (or
+    timestamped lines when stderr is not a terminal)."""
+    lines = None if quiet else _plain_progress()
+    if lines is not None:
+        lines.on_stage("psi")
+        return work(lines, lines.psi_done)
     with progress_bar(console, quiet=quiet) as progress:
         psi_task = progress.add_task("private set intersection", total=None, loss="")
         hook = RichProgress(progress)
@@ -601,10 +616,16 @@ def run(config_path: str, status_json: bool, force: bool, resume: bool) -> None:
         return
     console.print(f"{cfg.name} ({cfg.role.value}) listening on {cfg.listen}, job {cfg.job_id!r}; "
                   f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
-    with progress_bar(console) as progress:
-        hook2 = RichProgress(progress)
-        summary = run_fit(cfg, progress=hook2, force=force, resume=resume)
-        hook2.finish()
+    lines = _plain_progress()
+    if lines is not None:
+        lines.party = cfg.name
+        summary = run_fit(cfg, progress=lines, force=force, resume=resume)
+        lines.line("done")
+    else:
+        with progress_bar(console) as progress:
+            hook2 = RichProgress(progress)
+            summary = run_fit(cfg, progress=hook2, force=force, resume=resume)
+            hook2.finish()
     if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))
         if _calibration(summary):
@@ -720,6 +741,10 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
     if serve_after and in_process:
         raise click.UsageError("--serve runs the banks' services as processes with mutual TLS; "
                                "leave out --in-process.")
+    earlier = Path(workdir) / "out" / "bank_a" / "report.json"
+    if earlier.is_file():
+        console.print(f"retraining: the demo already in {workdir}/ is replaced (new data, keys "
+                      "and model; give another --workdir to keep it)")
     console.print(f"bank A (guest): {rows:,} customers, label + 7 features; "
                   f"bank B (host): {rows:,} customers, 7 features; data in {Path(workdir) / 'data'}/")
     try:

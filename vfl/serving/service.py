@@ -25,6 +25,7 @@ from vfl.config import PartyConfig
 from vfl.exceptions import ConfigError
 from vfl.model import ModelPart, load_model_part
 from vfl.outputs import model_part_file
+from vfl.procs import Terminated
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
 from vfl.serving.auth import ClientRegistry
@@ -264,6 +265,7 @@ def _serve_forever(cfg: PartyConfig, say: Callable[[str], None]) -> None:
             stop.wait()
         finally:
             service.stop()
+        say(f"{cfg.name}: stopped (a planned stop: SIGTERM or Ctrl-C)")
         return
     import uvicorn
 
@@ -273,5 +275,8 @@ def _serve_forever(cfg: PartyConfig, say: Callable[[str], None]) -> None:
     say(service.describe())
     try:
         server.run()
+    except (Terminated, KeyboardInterrupt):
+        pass  # uvicorn stops gracefully, then re-raises the signal it caught: a planned stop
     finally:
         service.stop()
+    say(f"{cfg.name}: stopped (a planned stop: SIGTERM or Ctrl-C)")
