@@ -383,14 +383,16 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
               help=f"Scores file (guest), written in the format of its name {TABLE}.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--score", "with_score", is_flag=True,
-              help="Add integer scorecard points (column 'score'): the guest's points table "
-                   "(base points included) plus each host's points from its own table, the "
-                   "tables every party wrote at fit as <party>_points.csv/.json (bins "
-                   "lower < x <= upper, open-ended first and last bins, a missing-value row; "
-                   "points rounded half away from zero per bin). They reproduce 'score' "
-                   "exactly. With --woe-bins at fit the tables are the model up to that "
-                   "rounding; on raw columns they bin each column (10 quantile bins), so "
-                   "'score' approximates the model's probability, which stays as it is. "
+              help="Add the columns 'score' and 'points'. 'score' is the probability's "
+                   "integer score through the points-to-odds mapping (--pdo, --base-score, "
+                   "--base-odds), so the two always agree. 'points' is the scorecard's: the "
+                   "guest's points table (base points included) plus each host's points from "
+                   "its own table, the tables every party wrote at fit as "
+                   "<party>_points.csv/.json (bins lower < x <= upper, open-ended first and "
+                   "last bins, a missing-value row; points rounded half away from zero per "
+                   "bin). They reproduce 'points' exactly. With --woe-bins at fit the tables "
+                   "are the model up to that rounding; on raw columns they bin each column "
+                   "(10 quantile bins), so 'points' approximates 'score'. "
                    "A party's tables are rewritten if this scaling changes its points. "
                    "Models saved before vfl had points tables must be retrained.")
 @_column_options

@@ -532,11 +532,13 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     host does not have: a joint score needs every bank's part) and
     ``matched`` (whether every host has the customer).
 
-    With ``scorecard`` also ``score``: integer points, the guest's points
-    table score (base row included) plus every host's points from its own
-    table, which each host computes at the scale the guest sends
-    (``pdo / ln 2`` times the calibration slope). The probability stays the
-    model's. A part saved before deployable scorecards is refused before PSI.
+    With ``scorecard`` also ``score``, the probability's score
+    (:meth:`Scorecard.decision_score`: the two always agree through the
+    points-to-odds mapping), and ``points``: the guest's points table score
+    (base row included) plus every host's points from its own table, which
+    each host computes at the scale the guest sends (``pdo / ln 2`` times the
+    calibration slope); the deployable tables reproduce ``points`` exactly. A
+    part saved before deployable scorecards is refused before PSI.
 
     ``range_policy``: what a row with one of the guest's features outside its
     training range gets (:class:`vfl.preprocess.FeatureRanges`): ``refuse``, no
@@ -574,11 +576,15 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     ids = table.original_ids if table.original_ids is not None else table.ids
     out = pd.DataFrame({"id": ids, "probability": full, "matched": matched})
     if guest_table is not None:
+        assert scorecard is not None
+        scored_at = at[~refused]
         score = pd.array([pd.NA] * table.n_rows, dtype="Int64")
-        points = guest_table.score(aligned.X) + host_points
-        score[at] = pd.array(np.where(refused, 0, points), dtype="Int64")
-        score[at[refused]] = pd.NA
+        score[scored_at] = pd.array(scorecard.decision_score(full[scored_at]), dtype="Int64")
         out["score"] = score
+        points = pd.array([pd.NA] * table.n_rows, dtype="Int64")
+        total = guest_table.score(aligned.X) + host_points
+        points[scored_at] = pd.array(total[~refused], dtype="Int64")
+        out["points"] = points
     touched = [i for i, f in enumerate(flags) if f]
     if touched:
         col = [""] * table.n_rows

@@ -132,6 +132,7 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
                           scorecard=Scorecard())
     want = dict(zip(batch["id"].astype(str), batch["probability"], strict=True))
     want_score = dict(zip(batch["id"].astype(str), batch["score"], strict=True))
+    want_points = dict(zip(batch["id"].astype(str), batch["points"], strict=True))
     shared = set(trained.host.ids)
     idx = [i for i, c in enumerate(trained.guest.ids) if c in shared][:120]
     status, one = _http(url + "/v1/score", _applicant(trained, idx[0]))
@@ -140,7 +141,9 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     assert one["host_features_available"] and one["fallback"] is None
     assert one["model_id"] == trained.guest_part.model_id and one["model_version"] == 1
     assert set(one["points"]) == set(trained.guest_part.features)
-    assert one["score"] == one["base_points"] + sum(one["points"].values()) + one["host_points"]
+    assert one["points_total"] == (one["base_points"] + sum(one["points"].values())
+                                   + one["host_points"])
+    assert one["score"] == int(Scorecard().decision_score(np.array([one["probability"]]))[0])
     assert len(one["reason_codes"]) <= 4
     status, many = _http(url + "/v1/score:batch",
                          {"applicants": [_applicant(trained, i) for i in idx]})
@@ -148,9 +151,11 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     got = np.asarray([r["probability"] for r in many["results"]])
     ref = np.asarray([want[r["customer_id"]] for r in many["results"]])
     assert np.max(np.abs(got - ref)) <= 1e-12
-    # and the scorecard score is vfl predict --scorecard's, point for point
+    # and the score and the points are vfl predict --score's, point for point
     assert [r["score"] for r in many["results"]] == [int(want_score[r["customer_id"]])
                                                      for r in many["results"]]
+    assert [r["points_total"] for r in many["results"]] == [
+        int(want_points[r["customer_id"]]) for r in many["results"]]
     audit = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
     # the batch of 120 reached the host as requests of 100 and 20 (its limit is 100)
     assert [len(a["customers"]) for a in audit[-2:]] == [100, 20]

@@ -179,6 +179,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
         hosts_missing: list[str]
         host_feature_points: dict[str, dict[str, int]]
         out_of_range: list[str]
+        points_total: int
 
     class BatchOut(BaseModel):
         results: list[DecisionOut]
@@ -297,7 +298,7 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
                            host_features_available=d.host_features_available,
                            fallback=d.fallback, hosts_missing=d.hosts_missing,
                            host_feature_points=d.host_feature_points,
-                           out_of_range=d.out_of_range)
+                           out_of_range=d.out_of_range, points_total=d.points_total)
 
     @app.post("/v1/score", response_model=DecisionOut)
     def score(applicant: ApplicantIn, request: Request) -> DecisionOut:

@@ -84,6 +84,7 @@ class Decision:
 
     customer_id: str
     probability: float
+    #: the probability's score (:meth:`Scorecard.decision_score`): the two always agree
     score: int
     points: dict[str, int]
     base_points: int
@@ -97,6 +98,9 @@ class Decision:
     #: features outside their training range (range policy "clip": scored clipped;
     #: "flag": scored as given)
     out_of_range: list[str] = field(default_factory=list)
+    #: the points tables' total: base points, the guest's points and every host's (what
+    #: the deployable tables give; within the rounding and binning gap of ``score``)
+    points_total: int = 0
 
 
 class GuestScorer:
@@ -154,7 +158,8 @@ class GuestScorer:
         self.chunk = ids_per_host_request
         self.estimator = GuestLogisticRegression.from_part(part)
         self.calibration = part_calibration(part)
-        self.table: PointsTable = part_points_table(part, scorecard)
+        self.scorecard = scorecard or Scorecard()
+        self.table: PointsTable = part_points_table(part, self.scorecard)
         assert self.table.scale is not None
         self.scale = float(self.table.scale)
         self._best = np.asarray([max(*f.points, f.missing_points) for f in self.table.features],
@@ -246,6 +251,7 @@ class GuestScorer:
         slope, intercept = self.calibration
         s = slope * total + intercept
         proba = 1.0 / (1.0 + np.exp(-np.clip(s, -700.0, 700.0)))
+        scores = self.scorecard.decision_score(proba)
         per_feature = self.table.points_per_feature(X[:, self._table_index])
         base = int(self.table.base_points or 0)
         guest_score = per_feature.sum(axis=1) + np.int64(base)
@@ -257,8 +263,8 @@ class GuestScorer:
             reasons = [{"feature": self.table.names[j], "points_below_best": int(shortfall[i, j])}
                        for j in order[:self.reasons] if shortfall[i, j] > 0]
             out.append(Decision(
-                customer_id=cid, probability=float(proba[i]),
-                score=int(guest_score[i] + host_points[i]),
+                customer_id=cid, probability=float(proba[i]), score=int(scores[i]),
+                points_total=int(guest_score[i] + host_points[i]),
                 points={n: int(per_feature[i, j]) for j, n in enumerate(self.table.names)},
                 base_points=base, host_points=int(host_points[i]), reason_codes=reasons,
                 host_features_available=not missing[i],
