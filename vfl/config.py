@@ -138,6 +138,10 @@ class ServeConfig:
     api_audit_log: Path | None = None  # default: <output>/api_audit.jsonl
     open_metrics: bool = False
     open_docs: bool = False
+    # guest, auth = "mtls": the API's own certificate and key, and the CA of its clients
+    api_cert: Path | None = None
+    api_key: Path | None = None
+    client_ca: Path | None = None
     # guest: a feature outside its training range: "refuse" (422), "clip" or "flag"
     range_policy: str = "refuse"
     range_margin: float = 0.1
@@ -242,7 +246,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
               "ids_per_host_request", "store", "store_path", "share_feature_points",
               "points_scale", "pdo", "base_score", "base_odds", "auth", "clients",
-              "api_audit_log", "open_metrics", "open_docs", "range_policy", "range_margin"),
+              "api_audit_log", "open_metrics", "open_docs", "range_policy", "range_margin",
+              "api_cert", "api_key", "client_ca"),
 }
 
 
@@ -518,7 +523,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     else:
         for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request",
                   "pdo", "base_score", "base_odds", "auth", "clients", "api_audit_log",
-                  "open_metrics", "open_docs", "range_policy", "range_margin"):
+                  "open_metrics", "open_docs", "range_policy", "range_margin", "api_cert",
+                  "api_key", "client_ca"):
             if k in section:
                 raise r.err(f"serve.{k}", "is the guest's setting")
     fallback = r.get(section, "serve", "fallback", str, "host_average")
@@ -546,9 +552,16 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
     if policy not in RANGE_POLICIES:
         raise r.err("serve.range_policy", f"must be one of {', '.join(RANGE_POLICIES)}, got "
                     f"{policy!r}")
-    if auth == "api_keys" and clients is None:
-        raise r.err("serve.clients", "is needed with auth = \"api_keys\": the clients file "
-                    "(vfl serve-key --clients FILE --name NAME adds one)")
+    if auth in ("api_keys", "mtls") and clients is None:
+        raise r.err("serve.clients", f"is needed with auth = \"{auth}\": the clients file "
+                    "(vfl serve-key --clients FILE --name NAME adds a key; a [[client]] with "
+                    "cert_name a certificate)")
+    api_tls = {k: r.path(section, "serve", k, must_exist=True, default=None)
+               for k in ("api_cert", "api_key", "client_ca")}
+    if auth == "mtls" and None in api_tls.values():
+        missing = [k for k, v in api_tls.items() if v is None]
+        raise r.err(f"serve.{missing[0]}", "is needed with auth = \"mtls\": the API's "
+                    "certificate and key, and the CA that issues its clients' certificates")
     if not 0.01 <= host_timeout <= 600:
         raise r.err("serve.host_timeout_seconds", f"must be 0.01 to 600, got {host_timeout:g}")
     cfg = ServeConfig(
@@ -574,6 +587,8 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         open_metrics=r.get(section, "serve", "open_metrics", bool, False),
         open_docs=r.get(section, "serve", "open_docs", bool, False),
         range_policy=r.get(section, "serve", "range_policy", str, "refuse"),
+        api_cert=api_tls["api_cert"], api_key=api_tls["api_key"],
+        client_ca=api_tls["client_ca"],
         range_margin=float(r.get(section, "serve", "range_margin", (int, float), 0.1)))
     from vfl.scorecard import Scorecard
     from vfl.serving.host import ServeLimits

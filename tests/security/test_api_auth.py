@@ -182,3 +182,95 @@ def test_out_of_range_applicants_are_refused_naming_the_feature(api, trained):  
         for v in (lo[name], hi[name], None):
             ok = _post(server, {**body, "features": {**feats, name: v}}, keys["engine"])
             assert ok.status_code == 200 and ok.json()["out_of_range"] == []
+
+
+# ------------------------------------------------------------------ auth = "mtls"
+@pytest.fixture(scope="module")
+def mtls_api(trained, tmp_path_factory):  # noqa: F811
+    import datetime as dt
+
+    import uvicorn
+
+    from vfl.certs import issue_party_cert, write_party_certs
+    from vfl.model import atomic_write_text
+    from vfl.serving.api import cert_aware_http
+
+    d = tmp_path_factory.mktemp("api-mtls")
+    write_party_certs(d, ["guest", "engine", "outsider", "old"])
+    write_party_certs(d / "other", ["engine"])  # the same name from another CA
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    key, cert = issue_party_cert("engine", ca_key, ca_cert, days=1,
+                                 valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
+    atomic_write_text(d / "expired" / "engine.key", key.decode())
+    atomic_write_text(d / "expired" / "engine.pem", cert.decode())
+    clients = d / "clients.toml"
+    clients.write_text('[[client]]\nname = "engine"\ncert_name = "engine"\n\n'
+                       '[[client]]\nname = "old"\ncert_name = "old"\nrevoked = true\n')
+    registry = ClientRegistry.load(clients, audit=d / "api_audit.jsonl")
+    host = HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                      limits=ServeLimits(requests_per_second=1e6, burst=10**6))
+    holder = ScorerHolder(GuestScorer(trained.guest_part, [LocalHost(host)]))
+    import ssl
+
+    (port,) = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(
+        make_app(holder, clients=registry), host="127.0.0.1", port=port, log_level="critical",
+        access_log=False, ssl_certfile=str(d / "guest.pem"), ssl_keyfile=str(d / "guest.key"),
+        ssl_ca_certs=str(d / "ca.pem"), ssl_cert_reqs=ssl.CERT_REQUIRED,
+        http=cert_aware_http()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    apps = _applicants(trained, 1)
+    body = {"customer_id": apps[0].customer_id,
+            "features": {k: (None if v != v else float(v)) for k, v in apps[0].features.items()}}
+    yield port, d, body
+    server.should_exit = True
+    thread.join(10)
+    registry.close()
+
+
+def _tls_post(port, d, body, cert=None):
+    """POST over TLS as the client ``cert`` (a (pem, key) pair, or None); the status, or
+    the TLS error when the handshake refuses."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    conn._context.check_hostname = False  # the server's certificate names "guest"
+    try:
+        conn.request("POST", "/v1/score", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    except (ssl.SSLError, ConnectionError, OSError) as exc:
+        return "tls-refused", type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_mtls_refusals_by_case(mtls_api):
+    port, d, body = mtls_api
+    ok, text = _tls_post(port, d, body, (d / "engine.pem", d / "engine.key"))
+    assert ok == 200, text
+    # no certificate, another CA's, an expired one: the handshake fails, no HTTP at all
+    for cert in (None, (d / "other" / "engine.pem", d / "other" / "engine.key"),
+                 (d / "expired" / "engine.pem", d / "expired" / "engine.key")):
+        assert _tls_post(port, d, body, cert)[0] == "tls-refused", cert
+    # a valid certificate of the CA that is no client, and a revoked client: 403
+    status, text = _tls_post(port, d, body, (d / "outsider.pem", d / "outsider.key"))
+    assert status == 403 and "'outsider' is not a client" in text
+    status, text = _tls_post(port, d, body, (d / "old.pem", d / "old.key"))
+    assert status == 403 and "'old' is revoked" in text
+    lines = [json.loads(x) for x in (d / "api_audit.jsonl").read_text().splitlines()]
+    assert [x["client"] for x in lines] == ["engine"]

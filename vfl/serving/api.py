@@ -35,7 +35,7 @@ from vfl.serving.guest import (
 )
 from vfl.serving.host import ServingError
 
-__all__ = ["ScorerHolder", "make_app"]
+__all__ = ["ScorerHolder", "make_app", "cert_aware_http"]
 
 
 class ScorerHolder:
@@ -362,8 +362,12 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
                         or (open_docs and path in DOC_PATHS)):
                     auth = dict(scope["headers"]).get(b"authorization")
                     try:
-                        scope["vfl.client"] = clients.authenticate(
-                            auth.decode("latin-1") if auth is not None else None)
+                        if "vfl.client_cert" in scope:  # auth = "mtls": the handshake's name
+                            scope["vfl.client"] = clients.authenticate_cert(
+                                scope["vfl.client_cert"])
+                        else:
+                            scope["vfl.client"] = clients.authenticate(
+                                auth.decode("latin-1") if auth is not None else None)
                     except AuthError as exc:
                         endpoint = ("score_batch" if path.endswith(":batch") else "score"
                                     if path.startswith("/v1/") else path.strip("/") or "root")
@@ -403,3 +407,31 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100,
     app.state.holder = holder
     app.state.registry = registry
     return app
+
+
+def cert_aware_http() -> type:
+    """uvicorn's HTTP/1.1 protocol, with the verified client certificate's common name in
+    every request's scope (``scope["vfl.client_cert"]``; uvicorn itself does not pass it).
+    For ``auth = "mtls"``: the handshake has checked the certificate against the client CA
+    (``ssl.CERT_REQUIRED``) before any request is read."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class CertAwareH11(H11Protocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            name = ""
+            cert = transport.get_extra_info("peercert") or {}
+            for rdn in cert.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        name = str(value)
+            inner = self.app
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                scope["vfl.client_cert"] = name
+                await inner(scope, receive, send)
+
+            self.app = app
+
+    return CertAwareH11
+

@@ -8,6 +8,10 @@ A bank's decision engine calls ``POST /v1/score``; nobody else may. The guest's
   only their SHA-256 (a key has full entropy, so a fast hash suffices: what
   the file leaks is as hard to invert as the key is to guess). A client is
   revoked by ``revoked = true`` (or by deleting it) and a reload (SIGHUP).
+* ``"mtls"``: mutual TLS on the API itself: the client presents a certificate
+  of the configured client CA (an expired, foreign or missing one fails the
+  handshake before any HTTP), and the certificate's common name must be a
+  client of the file (``cert_name``). Revoked as for keys.
 * ``"none"``: no check here, for an API that only a gateway reaches and that
   gateway authenticates every caller. It must be said explicitly: without an
   ``auth`` setting the API refuses to start.
@@ -46,7 +50,7 @@ __all__ = ["AUTH_MODES", "ApiClient", "AuthError", "ClientRegistry", "new_api_ke
            "key_digest", "add_client"]
 
 #: ``[serve] auth`` values.
-AUTH_MODES = ("api_keys", "none")
+AUTH_MODES = ("api_keys", "mtls", "none")
 #: Largest clients file read (bytes) and most clients in it.
 MAX_CLIENTS_FILE = 1 << 20
 MAX_CLIENTS = 10_000
@@ -79,11 +83,13 @@ class ApiClient:
     """One caller of the API and its quota (one ``[[client]]`` of the clients file)."""
 
     name: str
-    key_sha256: str
+    key_sha256: str | None
     requests_per_second: float = 50.0
     burst: int = 100
     daily_applicants: int = 100_000
     revoked: bool = False
+    #: the common name of the client's certificate (auth = "mtls")
+    cert_name: str | None = None
     # the token bucket and today's count (not in the file)
     tokens: float = field(default=0.0, repr=False)
     refilled: float = field(default=-math.inf, repr=False)
@@ -111,8 +117,8 @@ def _read_clients(path: Path) -> list[ApiClient]:
         raise ConfigError(f"{path}: [[client]] must be a list of at most {MAX_CLIENTS}.")
     out: list[ApiClient] = []
     seen: set[str] = set()
-    keys = {"name", "key_sha256", "requests_per_second", "burst", "daily_applicants",
-            "revoked"}
+    keys = {"name", "key_sha256", "cert_name", "requests_per_second", "burst",
+            "daily_applicants", "revoked"}
     for i, e in enumerate(entries):
         where = f"{path}: client {i + 1}"
         if not isinstance(e, dict) or set(e) - keys:
@@ -123,9 +129,17 @@ def _read_clients(path: Path) -> list[ApiClient]:
         if name in seen:
             raise ConfigError(f"{where}: a second client named {name!r}.")
         seen.add(name)
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        cert_name = e.get("cert_name")
+        if digest is None and cert_name is None:
+            raise ConfigError(f"{where} ({name}): needs key_sha256 (auth = \"api_keys\") or "
+                              "cert_name (auth = \"mtls\").")
+        if digest is not None and (not isinstance(digest, str)
+                                   or not re.fullmatch(r"[0-9a-f]{64}", digest)):
             raise ConfigError(f"{where} ({name}): key_sha256 must be 64 lowercase hex digits "
                               "(as vfl serve-key writes it), never the key itself.")
+        if cert_name is not None and (not isinstance(cert_name, str)
+                                      or not 0 < len(cert_name) <= 128):
+            raise ConfigError(f"{where} ({name}): cert_name must be 1-128 characters.")
         rps = e.get("requests_per_second", 50.0)
         burst = e.get("burst", 100)
         daily = e.get("daily_applicants", 100_000)
@@ -139,7 +153,7 @@ def _read_clients(path: Path) -> list[ApiClient]:
             raise ConfigError(f"{where} ({name}): daily_applicants must be 1 to 10^9.")
         if not isinstance(revoked, bool):
             raise ConfigError(f"{where} ({name}): revoked must be true or false.")
-        out.append(ApiClient(name, digest, float(rps), burst, daily, revoked))
+        out.append(ApiClient(name, digest, float(rps), burst, daily, revoked, cert_name))
     return out
 
 
@@ -157,6 +171,7 @@ class ClientRegistry:
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
         self._lock = threading.Lock()
         self._by_digest: dict[str, ApiClient] = {}
+        self._by_cert: dict[str, ApiClient] = {}
         self.replace(clients)
         self._audit: IO[str] | None = None
         self.audit_path = Path(audit) if audit is not None else None
@@ -182,20 +197,24 @@ class ClientRegistry:
     def replace(self, clients: Sequence[ApiClient]) -> None:
         """Serve ``clients`` from now on, keeping the quota state of those already known."""
         with self._lock:
-            old = {c.name: c for c in self._by_digest.values()}
-            fresh: dict[str, ApiClient] = {}
+            old = {c.name: c for c in (*self._by_digest.values(), *self._by_cert.values())}
+            by_digest: dict[str, ApiClient] = {}
+            by_cert: dict[str, ApiClient] = {}
             for c in clients:
                 prev = old.get(c.name)
                 if prev is not None:
                     c.tokens, c.refilled = prev.tokens, prev.refilled
                     c.day, c.used_today = prev.day, prev.used_today
-                fresh[c.key_sha256] = c
-            self._by_digest = fresh
+                if c.key_sha256 is not None:
+                    by_digest[c.key_sha256] = c
+                if c.cert_name is not None:
+                    by_cert[c.cert_name] = c
+            self._by_digest, self._by_cert = by_digest, by_cert
 
     @property
     def clients(self) -> list[str]:
         """The clients' names (revoked ones too)."""
-        return [c.name for c in self._by_digest.values()]
+        return sorted({c.name for c in (*self._by_digest.values(), *self._by_cert.values())})
 
     def authenticate(self, authorization: str | None) -> ApiClient:
         """The client an ``Authorization`` header names, or :class:`AuthError` (401, 403)."""
@@ -212,6 +231,19 @@ class ClientRegistry:
             raise AuthError(401, "unknown API key")
         if client.revoked:
             raise AuthError(403, f"the API key of client {client.name!r} is revoked")
+        return client
+
+    def authenticate_cert(self, cert_name: str | None) -> ApiClient:
+        """The client whose certificate (already verified by the TLS handshake against the
+        client CA) has this common name, or :class:`AuthError` (403)."""
+        if not cert_name:
+            raise AuthError(403, "the client certificate names no common name")
+        client = self._by_cert.get(cert_name)
+        if client is None:
+            raise AuthError(403, f"the certificate of {cert_name[:128]!r} is not a client of "
+                                 "this API")
+        if client.revoked:
+            raise AuthError(403, f"client {client.name!r} is revoked")
         return client
 
     def admit(self, client: ApiClient, applicants: int) -> None:

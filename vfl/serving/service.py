@@ -184,7 +184,7 @@ class GuestService:
                 "if a gateway in front of it authenticates every caller (README, "
                 "\"Deploying the scoring API\").")
         self.registry: ClientRegistry | None = None
-        if s.auth == "api_keys":
+        if s.auth in ("api_keys", "mtls"):
             assert s.clients is not None
             self.registry = ClientRegistry.load(
                 s.clients, audit=s.api_audit_log or cfg.output / "api_audit.jsonl")
@@ -209,7 +209,8 @@ class GuestService:
         s = self.holder.scorer
         hosts = self.holder.hosts_serving(s)
         state = "; ".join(f"{h}: {v}" for h, v in hosts.items())
-        return (f"{self.cfg.name}: scoring API on http://{self.cfg.serve.listen} (docs at "
+        scheme = "https" if self.cfg.serve.auth == "mtls" else "http"
+        return (f"{self.cfg.name}: scoring API on {scheme}://{self.cfg.serve.listen} (docs at "
                 f"/docs): model {s.model_id} version {self.holder.version}; hosts: {state}")
 
     def reload(self) -> str:
@@ -270,8 +271,17 @@ def _serve_forever(cfg: PartyConfig, say: Callable[[str], None]) -> None:
     import uvicorn
 
     host, _, port = _listen(cfg).rpartition(":")
+    tls: dict[str, Any] = {}
+    if cfg.serve.auth == "mtls":  # the handshake checks the client's certificate
+        import ssl
+
+        from vfl.serving.api import cert_aware_http
+
+        tls = {"ssl_certfile": str(cfg.serve.api_cert), "ssl_keyfile": str(cfg.serve.api_key),
+               "ssl_ca_certs": str(cfg.serve.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED,
+               "http": cert_aware_http()}
     server = uvicorn.Server(uvicorn.Config(service.app, host=host.strip("[]"), port=int(port),
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False, **tls))
     say(service.describe())
     try:
         server.run()
