@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -67,6 +69,10 @@ def test_demo_three_processes(tmp_path):
     assert len(served) == 3, proc.stdout
     assert "bank B does not know this customer" in served[2]
     assert "curl -s http://127.0.0.1:" in proc.stdout
+    # the API needs the demo client's key (issue 25); the clients file keeps only its hash
+    key = (out / "api_key.txt").read_text().strip()
+    assert f"Authorization: Bearer $(cat {out / 'api_key.txt'})" in proc.stdout
+    assert key.startswith("vfl_") and key not in (out / "api_clients.toml").read_text()
     report = json.loads((out / "out" / "bank_a" / "report.json").read_text())
     assert report["n_intersection"] == round(1500 * 0.75) and report["epochs_run"] == 3
     assert (out / "out" / "bank_b" / "bank_b.json").is_file()
@@ -353,3 +359,29 @@ def test_fit_on_breast_parquet(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert report["n_intersection"] == len(pd.read_csv(host)) - 100
+
+
+@pytest.mark.parametrize("mode", ["lines", "json"])
+def test_fit_logs_progress_lines_when_stderr_is_not_a_terminal(tmp_path, mode):
+    """Issue 25: a log file gets timestamped progress (a bar would print nothing there)."""
+    g, h = _two_banks(tmp_path, rows=400)["csv"]
+    env = {k: v for k, v in os.environ.items() if k != "VFL_PROGRESS"}
+    if mode == "json":
+        env["VFL_PROGRESS"] = "json"
+    with open(tmp_path / "fit.log", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "vfl.cli", "fit", "--guest", str(g),
+                               "--host", str(h), "--id", "customer_id", "--label", "default",
+                               "--out", str(tmp_path / "m"), "--epochs", "2", *FAST],
+                              stdout=subprocess.PIPE, stderr=log, text=True, timeout=300, env=env)
+    assert proc.returncode == 0
+    lines = (tmp_path / "fit.log").read_text().splitlines()
+    if mode == "json":
+        events = [json.loads(x) for x in lines if x.startswith("{")]
+        assert [e["stage"] for e in events if e["stage"] in ("psi_done", "epoch")] == [
+            "psi_done", "epoch", "epoch"]
+        assert all(e["time"].endswith("+00:00") for e in events)
+        return
+    stamped = [x for x in lines if re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 vfl: ", x)]
+    text = "\n".join(stamped)
+    assert "private set intersection: " in text and "epoch 1/2 done, loss " in text
+    assert "epoch 2/2 done" in text

@@ -62,9 +62,9 @@ def test_psi_iv_fit_predict_as_library_calls(tmp_path):
     scores = predict_files(tmp_path / "model", a, [b], out=tmp_path / "scores.csv",
                            scorecard=card, **ids)
     written = pd.read_csv(tmp_path / "scores.csv")
-    assert list(written.columns) == ["id", "probability", "matched", "score"]
+    assert list(written.columns) == ["id", "probability", "matched", "score", "points"]
     assert list(written["id"]) == list(g["customer_id"]) and written["matched"].sum() == n
-    # the score is the deployable card's integer points: the guest's table (base row
+    # the points are the deployable card's integer points: the guest's table (base row
     # included) plus the host's, read back here from the exported files
     from vfl.scorecard import PointsTable
 
@@ -75,8 +75,11 @@ def test_psi_iv_fit_predict_as_library_calls(tmp_path):
     gx = g.set_index("customer_id").loc[written.loc[matched, "id"]]
     hx = h.set_index("customer_id").loc[written.loc[matched, "id"]]
     expected = tables[0].score(gx) + tables[1].score(hx)
-    assert np.array_equal(written.loc[matched, "score"].to_numpy(np.int64), expected)
-    # and it tracks the calibrated probability's score up to the cards' binning
-    assert np.corrcoef(written.loc[matched, "score"],
-                       card.from_probability(scores["probability"].to_numpy()[matched]))[0, 1] > 0.9
-    assert written.loc[~written["matched"], "score"].isna().all()
+    assert np.array_equal(written.loc[matched, "points"].to_numpy(np.int64), expected)
+    # the score is the probability's, exactly (issue 25); the points track it up to the
+    # cards' binning
+    proba = scores["probability"].to_numpy()[matched]
+    assert np.array_equal(written.loc[matched, "score"].to_numpy(np.int64),
+                          card.decision_score(proba))
+    assert np.corrcoef(written.loc[matched, "points"], card.from_probability(proba))[0, 1] > 0.9
+    assert written.loc[~written["matched"], ["score", "points"]].isna().all().all()

@@ -115,9 +115,10 @@ def test_points_csv_reproduce_every_score_on_default_credit(credit):
     guest, host, model, scores = credit
     scored, g_rows, h_rows = _rows(guest, host, scores)
     assert len(scored) == 30_000  # every customer is at both banks
+    assert pd.api.types.is_integer_dtype(scored["points"])
     assert pd.api.types.is_integer_dtype(scored["score"])
     total = _reproduce(model, scored, g_rows, h_rows, csv_points)
-    mismatches = int((total != scored["score"].to_numpy()).sum())
+    mismatches = int((total != scored["points"].to_numpy()).sum())
     assert mismatches == 0, f"{mismatches} of {len(scored)} rows differ"
 
 
@@ -125,7 +126,7 @@ def test_points_json_reproduce_every_score_on_default_credit(credit):
     guest, host, model, scores = credit
     scored, g_rows, h_rows = _rows(guest, host, scores)
     total = _reproduce(model, scored, g_rows, h_rows, json_points)
-    assert int((total != scored["score"].to_numpy()).sum()) == 0
+    assert int((total != scored["points"].to_numpy()).sum()) == 0
     docs = {p: json.loads((model / f"{p}_points.json").read_text()) for p in PARTIES}
     # one scaling for both parties, the guest's calibration slope included; base row: guest only
     report = json.loads((model / "report.json").read_text())
@@ -138,14 +139,17 @@ def test_points_json_reproduce_every_score_on_default_credit(credit):
 
 
 def test_woe_tables_are_the_model_up_to_rounding(credit):
-    """With WOE bins the score is the model's (calibrated) probability's score, rounded per bin."""
+    """With WOE bins the points are the model's (calibrated) probability's score, rounded per
+    bin; the score is that probability's, exactly."""
     guest, host, model, scores = credit
     scored, _, _ = _rows(guest, host, scores)
     n_terms = 1 + sum(len(json.loads((model / f"{p}.json").read_text())["features"])
                       for p in PARTIES)
     continuous = Scorecard().from_probability(scored["probability"].to_numpy())
-    gap = np.abs(scored["score"].to_numpy() - continuous)
+    gap = np.abs(scored["points"].to_numpy() - continuous)
     assert gap.max() <= 0.5 * n_terms + 1e-6
+    assert (scored["score"].to_numpy() == Scorecard().decision_score(
+        scored["probability"].to_numpy())).all()
     report = json.loads((model / "report.json").read_text())["scorecard"]
     assert report["bins"] == "woe"
     assert report["guest_gap"]["max_abs"] <= report["guest_gap"]["rounding_bound"] + 1e-6
@@ -191,7 +195,7 @@ def test_other_scaling_rewrites_the_tables_and_they_still_reproduce(credit, tmp_
     scored, g_rows, h_rows = _rows(g, h, out)
     for lookup in (csv_points, json_points):
         total = _reproduce(copy, scored, g_rows, h_rows, lookup)
-        assert (total == scored["score"].to_numpy()).all()
+        assert (total == scored["points"].to_numpy()).all()
     # the default scaling again: the tables go back; without --score no score column
     assert _predict(copy, g, h, out, "--score", "--force").exit_code == 0
     assert json.loads((copy / "host1_points.json").read_text()) == json.loads(
@@ -344,7 +348,7 @@ def test_networked_score_and_each_partys_own_tables(tmp_path):
     for lookup, suffix in ((csv_points, ".csv"), (json_points, ".json")):
         total = (lookup(guest_dir / f"bank_a_points{suffix}", g.reset_index())
                  + lookup(host_dir / f"bank_b_points{suffix}", h.reset_index()))
-        assert (total == scored["score"].to_numpy()).all()
+        assert (total == scored["points"].to_numpy()).all()
 
 
 # ------------------------------------------------------------------ tables from model parts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import functools
+import os
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from vfl import __version__
 from vfl.exceptions import VFLError
 from vfl.lr.config import MODES, OPTIMIZERS, PENALTIES, PROTOCOLS, TrainConfig
 from vfl.procs import Terminated, exit_within, stop_on_signals
-from vfl.progress import JsonStatus, RichProgress, progress_bar
+from vfl.progress import JsonStatus, LineProgress, RichProgress, progress_bar
 from vfl.roles import Role
 
 console = Console(stderr=True)
@@ -193,8 +194,22 @@ def main() -> None:
     """
 
 
-def _with_progress(quiet: bool, work: Callable[[RichProgress, Callable[[int], None]], Any]) -> Any:
-    """Run ``work(progress_hook, on_psi_done)`` under a PSI spinner and a training bar."""
+def _plain_progress() -> LineProgress | None:
+    """Timestamped lines instead of a bar when stderr is not a terminal (a log file, a
+    service manager); JSON lines with ``VFL_PROGRESS=json``."""
+    mode = os.environ.get("VFL_PROGRESS", "")
+    if console.is_terminal and mode not in ("lines", "json"):
+        return None
+    return LineProgress("vfl", as_json=mode == "json")
+
+
+def _with_progress(quiet: bool, work: Callable[[Any, Callable[[int], None]], Any]) -> Any:
+    """Run ``work(progress_hook, on_psi_done)`` under a PSI spinner and a training bar (or
+    timestamped lines when stderr is not a terminal)."""
+    lines = None if quiet else _plain_progress()
+    if lines is not None:
+        lines.on_stage("psi")
+        return work(lines, lines.psi_done)
     with progress_bar(console, quiet=quiet) as progress:
         psi_task = progress.add_task("private set intersection", total=None, loss="")
         hook = RichProgress(progress)
@@ -368,26 +383,33 @@ def fit(guest: str, hosts: tuple[str, ...], label: str, out: str, quiet: bool, n
               help=f"Scores file (guest), written in the format of its name {TABLE}.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--score", "with_score", is_flag=True,
-              help="Add integer scorecard points (column 'score'): the guest's points table "
-                   "(base points included) plus each host's points from its own table, the "
-                   "tables every party wrote at fit as <party>_points.csv/.json (bins "
-                   "lower < x <= upper, open-ended first and last bins, a missing-value row; "
-                   "points rounded half away from zero per bin). They reproduce 'score' "
-                   "exactly. With --woe-bins at fit the tables are the model up to that "
-                   "rounding; on raw columns they bin each column (10 quantile bins), so "
-                   "'score' approximates the model's probability, which stays as it is. "
+              help="Add the columns 'score' and 'points'. 'score' is the probability's "
+                   "integer score through the points-to-odds mapping (--pdo, --base-score, "
+                   "--base-odds), so the two always agree. 'points' is the scorecard's: the "
+                   "guest's points table (base points included) plus each host's points from "
+                   "its own table, the tables every party wrote at fit as "
+                   "<party>_points.csv/.json (bins lower < x <= upper, open-ended first and "
+                   "last bins, a missing-value row; points rounded half away from zero per "
+                   "bin). They reproduce 'points' exactly. With --woe-bins at fit the tables "
+                   "are the model up to that rounding; on raw columns they bin each column "
+                   "(10 quantile bins), so 'points' approximates 'score'. "
                    "A party's tables are rewritten if this scaling changes its points. "
                    "Models saved before vfl had points tables must be retrained.")
 @_column_options
 @_scorecard_options
 @click.option("--force", is_flag=True,
               help="Replace --out if it exists.")
+@click.option("--range-policy", type=click.Choice(["refuse", "clip", "flag"]), default="refuse",
+              show_default=True,
+              help="A row with one of the guest's features outside its training range: not "
+                   "scored, scored at the range's end, or scored as given; named in the "
+                   "column out_of_range either way.")
 @friendly_errors
 def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_column: str | None,
             lower_ids: bool, no_strip_ids: bool, label: str | None, config_path: str | None,
             data: str | None, job: str | None, out: str | None, with_score: bool,
             base_score: float, base_odds: float, pdo: float, force: bool, quiet: bool,
-        features: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+        features: tuple[str, ...], exclude: tuple[str, ...], range_policy: str) -> None:
     """Score the customers every bank has with a saved model.
 
     One machine:  vfl predict --model DIR --guest A.csv --host B.csv --id ID --out scores.csv
@@ -410,10 +432,11 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         cfg = load_party_config(config_path)
         with _status(f"{cfg.name}: private set intersection and scoring...", quiet):
             summary = run_predict(cfg, data, out=out, job_id=job, scorecard=scorecard,
-                                  force=force)
+                                  force=force, range_policy=range_policy)  # type: ignore[arg-type]
         if "scores" in summary:
             out_console.print(_scored_line(summary["rows_scored"], summary["rows_in_file"],
                                            summary["scores"]))
+            _range_line(summary.get("out_of_range"))
         else:
             out_console.print(f"{cfg.name}: sent partial scores for {summary['rows_scored']:,} "
                               "shared customers")
@@ -426,8 +449,20 @@ def predict(model: str | None, guest: str | None, hosts: tuple[str, ...], id_col
         scores = predict_files(model, guest, hosts, id_column=id_column, out=out, label=label,
                                lower_ids=lower_ids, strip_ids=not no_strip_ids,
                                scorecard=scorecard, force=force,
-                               features=_columns(features) or None, exclude=_columns(exclude))
+                               features=_columns(features) or None, exclude=_columns(exclude),
+                               range_policy=range_policy)  # type: ignore[arg-type]
     out_console.print(_scored_line(int(scores["matched"].sum()), len(scores), out))
+    _range_line(scores.attrs.get("out_of_range"))
+
+
+def _range_line(summary: dict[str, Any] | None) -> None:
+    """What the range policy did to the scoring rows, if anything."""
+    if not summary or not summary.get("rows"):
+        return
+    what = {"refuse": f"not scored ({summary['not_scored']:,})", "clip": "scored at the "
+            "range's end", "flag": "scored as given"}[summary["policy"]]
+    out_console.print(f"{summary['rows']:,} row(s) had a feature outside its training range: "
+                      f"{what} (--range-policy {summary['policy']}; see column out_of_range)")
 
 
 @main.command()
@@ -527,6 +562,31 @@ def serve(config_path: str) -> None:
                   say=lambda line: console.print(line, markup=False, highlight=False))
 
 
+@main.command("serve-key")
+@click.option("--clients", required=True, type=click.Path(dir_okay=False),
+              help="The guest's API clients file ([serve] clients); created if absent.")
+@click.option("--name", required=True, help="The client (e.g. decision-engine).")
+@click.option("--requests-per-second", type=float, default=50.0, show_default=True)
+@click.option("--burst", type=int, default=100, show_default=True)
+@click.option("--daily-applicants", type=int, default=100_000, show_default=True)
+@friendly_errors
+def serve_key(clients: str, name: str, requests_per_second: float, burst: int,
+              daily_applicants: int) -> None:
+    """Make an API key for a client of the guest's scoring API.
+
+    The key is printed once and stored nowhere: the clients file keeps its
+    SHA-256 with the client's quota. Revoke a client with revoked = true in
+    the file and SIGHUP to vfl serve.
+    """
+    from vfl.serving.auth import add_client
+
+    key = add_client(clients, name, requests_per_second=requests_per_second, burst=burst,
+                     daily_applicants=daily_applicants)
+    click.echo(key)
+    console.print(f"client {name!r} added to {clients}; the key above is shown only now: "
+                      "send it as 'Authorization: Bearer <key>'")
+
+
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="This party's TOML configuration.")
@@ -558,10 +618,16 @@ def run(config_path: str, status_json: bool, force: bool, resume: bool) -> None:
         return
     console.print(f"{cfg.name} ({cfg.role.value}) listening on {cfg.listen}, job {cfg.job_id!r}; "
                   f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
-    with progress_bar(console) as progress:
-        hook2 = RichProgress(progress)
-        summary = run_fit(cfg, progress=hook2, force=force, resume=resume)
-        hook2.finish()
+    lines = _plain_progress()
+    if lines is not None:
+        lines.party = cfg.name
+        summary = run_fit(cfg, progress=lines, force=force, resume=resume)
+        lines.line("done")
+    else:
+        with progress_bar(console) as progress:
+            hook2 = RichProgress(progress)
+            summary = run_fit(cfg, progress=hook2, force=force, resume=resume)
+            hook2.finish()
     if cfg.role == Role.GUEST:
         out_console.print(_summary(summary, f"vfl run: {cfg.name}"))
         if _calibration(summary):
@@ -677,6 +743,10 @@ def demo(rows: int, overlap: float, workdir: str, epochs: int, key_bits: int,
     if serve_after and in_process:
         raise click.UsageError("--serve runs the banks' services as processes with mutual TLS; "
                                "leave out --in-process.")
+    earlier = Path(workdir) / "out" / "bank_a" / "report.json"
+    if earlier.is_file():
+        console.print(f"retraining: the demo already in {workdir}/ is replaced (new data, keys "
+                      "and model; give another --workdir to keep it)")
     console.print(f"bank A (guest): {rows:,} customers, label + 7 features; "
                   f"bank B (host): {rows:,} customers, 7 features; data in {Path(workdir) / 'data'}/")
     try:

@@ -131,6 +131,20 @@ class ServeConfig:
     max_batch: int = 100
     host_timeout: float = 2.0
     ids_per_host_request: int = 100  # at most each host's max_ids_per_request
+    # guest: who may call the API ("api_keys" with a clients file, or "none" behind a
+    # gateway that authenticates; unset: vfl serve refuses to start), what stays open
+    auth: str | None = None
+    clients: Path | None = None
+    api_audit_log: Path | None = None  # default: <output>/api_audit.jsonl
+    open_metrics: bool = False
+    open_docs: bool = False
+    # guest, auth = "mtls": the API's own certificate and key, and the CA of its clients
+    api_cert: Path | None = None
+    api_key: Path | None = None
+    client_ca: Path | None = None
+    # guest: a feature outside its training range: "refuse" (422), "clip" or "flag"
+    range_policy: str = "refuse"
+    range_margin: float = 0.1
     # guest: the scorecard's scaling (as vfl predict --pdo/--base-score/--base-odds)
     pdo: float = 20.0
     base_score: float = 600.0
@@ -231,7 +245,9 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "serve": ("listen", "model", "max_ids_per_request", "requests_per_second", "burst",
               "daily_id_budget", "audit_log", "fallback", "max_batch", "host_timeout_seconds",
               "ids_per_host_request", "store", "store_path", "share_feature_points",
-              "points_scale", "pdo", "base_score", "base_odds"),
+              "points_scale", "pdo", "base_score", "base_odds", "auth", "clients",
+              "api_audit_log", "open_metrics", "open_docs", "range_policy", "range_margin",
+              "api_cert", "api_key", "client_ca"),
 }
 
 
@@ -506,7 +522,9 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
                 raise r.err(f"serve.{k}", "is a host's limit on its guest")
     else:
         for k in ("fallback", "max_batch", "host_timeout_seconds", "ids_per_host_request",
-                  "pdo", "base_score", "base_odds"):
+                  "pdo", "base_score", "base_odds", "auth", "clients", "api_audit_log",
+                  "open_metrics", "open_docs", "range_policy", "range_margin", "api_cert",
+                  "api_key", "client_ca"):
             if k in section:
                 raise r.err(f"serve.{k}", "is the guest's setting")
     fallback = r.get(section, "serve", "fallback", str, "host_average")
@@ -522,6 +540,28 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         raise r.err("serve.store", f"must be 'memory' or 'duckdb', got {store!r}")
     if not 1 <= per_request <= 10_000:
         raise r.err("serve.ids_per_host_request", f"must be 1 to 10000, got {per_request}")
+    from vfl.serving.auth import AUTH_MODES
+
+    auth = r.get(section, "serve", "auth", str, None)
+    if auth is not None and auth not in AUTH_MODES:
+        raise r.err("serve.auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    clients = r.path(section, "serve", "clients", must_exist=False, default=None)
+    from vfl.preprocess import RANGE_POLICIES
+
+    policy = r.get(section, "serve", "range_policy", str, "refuse")
+    if policy not in RANGE_POLICIES:
+        raise r.err("serve.range_policy", f"must be one of {', '.join(RANGE_POLICIES)}, got "
+                    f"{policy!r}")
+    if auth in ("api_keys", "mtls") and clients is None:
+        raise r.err("serve.clients", f"is needed with auth = \"{auth}\": the clients file "
+                    "(vfl serve-key --clients FILE --name NAME adds a key; a [[client]] with "
+                    "cert_name a certificate)")
+    api_tls = {k: r.path(section, "serve", k, must_exist=True, default=None)
+               for k in ("api_cert", "api_key", "client_ca")}
+    if auth == "mtls" and None in api_tls.values():
+        missing = [k for k, v in api_tls.items() if v is None]
+        raise r.err(f"serve.{missing[0]}", "is needed with auth = \"mtls\": the API's "
+                    "certificate and key, and the CA that issues its clients' certificates")
     if not 0.01 <= host_timeout <= 600:
         raise r.err("serve.host_timeout_seconds", f"must be 0.01 to 600, got {host_timeout:g}")
     cfg = ServeConfig(
@@ -541,7 +581,15 @@ def _serve(r: _Reader, section: dict[str, Any], role: Role) -> ServeConfig:
         pdo=float(r.get(section, "serve", "pdo", (int, float), 20.0)),
         base_score=float(r.get(section, "serve", "base_score", (int, float), 600.0)),
         base_odds=float(r.get(section, "serve", "base_odds", (int, float), 50.0)),
-        store_path=r.path(section, "serve", "store_path", must_exist=False, default=None))
+        store_path=r.path(section, "serve", "store_path", must_exist=False, default=None),
+        auth=auth, clients=clients,
+        api_audit_log=r.path(section, "serve", "api_audit_log", must_exist=False, default=None),
+        open_metrics=r.get(section, "serve", "open_metrics", bool, False),
+        open_docs=r.get(section, "serve", "open_docs", bool, False),
+        range_policy=r.get(section, "serve", "range_policy", str, "refuse"),
+        api_cert=api_tls["api_cert"], api_key=api_tls["api_key"],
+        client_ca=api_tls["client_ca"],
+        range_margin=float(r.get(section, "serve", "range_margin", (int, float), 0.1)))
     from vfl.scorecard import Scorecard
     from vfl.serving.host import ServeLimits
 

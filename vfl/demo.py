@@ -34,6 +34,9 @@ from vfl.transport.base import LINK_GRACE
 
 __all__ = ["DemoJob", "DemoResult", "free_ports", "write_demo_job", "run_demo_processes",
            "run_demo", "DemoPartyError", "replay_in_memory", "serve_demo"]
+#: The demo scoring API's clients file and its one key (the demo's workdir, 0600).
+API_CLIENTS = "api_clients.toml"
+API_KEY = "api_key.txt"
 
 #: the demo's party names: bank A is the guest, bank B the host
 BANK_A, BANK_B, ARBITER = "bank_a", "bank_b", "arbiter"
@@ -171,6 +174,15 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
     serve_ports = free_ports(2)
     serve_addr = {BANK_B: f"127.0.0.1:{serve_ports[0]}", BANK_A: f"127.0.0.1:{serve_ports[1]}"}
     job_id = job_id or f"demo-{int(time.time())}"
+    # the scoring API's one client: its key (shown by serve_demo) and the clients file
+    # that keeps only its hash; a new demo makes a new key
+    from vfl.serving.auth import add_client
+
+    (wd / API_CLIENTS).unlink(missing_ok=True)
+    key = add_client(wd / API_CLIENTS, "demo-client")
+    fd = os.open(wd / API_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
     configs, outputs = {}, {}
     for name in (BANK_A, BANK_B, ARBITER):
         outputs[name] = wd / "out" / name
@@ -211,7 +223,9 @@ def write_demo_job(workdir: str | Path, *, rows: int = 8000, overlap: float = 0.
             security=security,
             checkpoint={"every_batches": checkpoint_every}
             if name == BANK_A and checkpoint_every else None,
-            serve={"listen": serve_addr[name]} if name in serve_addr else None,
+            serve=({"listen": serve_addr[name], "auth": "api_keys", "clients": API_CLIENTS}
+                   if name == BANK_A else {"listen": serve_addr[name]}
+                   if name in serve_addr else None),
         )
     return DemoJob(wd, configs, data, outputs)
 
@@ -230,6 +244,7 @@ def serve_demo(job: DemoJob, *, seconds: float | None = None, examples: int = 3,
 
     guest_cfg = load_party_config(job.configs[BANK_A])
     url = f"http://{guest_cfg.serve.listen}"
+    key = (job.workdir / API_KEY).read_text().strip()
     logs = job.workdir / "logs"
     logs.mkdir(exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -238,7 +253,8 @@ def serve_demo(job: DemoJob, *, seconds: float | None = None, examples: int = 3,
     def call(path: str, body: bytes | None = None) -> tuple[int, Any]:
         # http:// on loopback, from the demo's own config
         req = urllib.request.Request(url + path, data=body,  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {key}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
                 return resp.status, json.loads(resp.read())
@@ -287,7 +303,8 @@ def serve_demo(job: DemoJob, *, seconds: float | None = None, examples: int = 3,
         example = json.dumps({"customer_id": first["customer_id"],
                               "features": {f: None if pd.isna(first[f]) else round(float(first[f]), 4)
                                            for f in feats}})
-        say(f"try it: curl -s {url}/v1/score -H 'content-type: application/json' -d '{example}'")
+        say(f"try it: curl -s {url}/v1/score -H \"Authorization: Bearer $(cat "
+            f"{job.workdir / API_KEY})\" -H 'content-type: application/json' -d '{example}'")
         say(f"OpenAPI docs: {url}/docs; metrics: {url}/metrics; logs: {logs}/")
         if seconds is None:
             say("serving until Ctrl-C")

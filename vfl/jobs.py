@@ -8,6 +8,7 @@ identical models for the same data and seed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from vfl.messages import Prepare
 from vfl.metrics import evaluate
 from vfl.model import ModelPart
 from vfl.policy import DEFAULT_POLICY, SecurityPolicy
+from vfl.preprocess import FeatureRanges, RangePolicy
 from vfl.progress import ProgressHook
 from vfl.psi.cache import ReuseOffer
 from vfl.psi.driver import run_psi_guest, run_psi_host
@@ -162,6 +164,8 @@ def _stop_on_leakage(check: dict[str, Any]) -> None:
 __all__ = [
     "JobOptions",
     "encode_for_part",
+    "part_ranges",
+    "RANGES_KEY",
     "GuestOutcome",
     "HostOutcome",
     "guest_fit_job",
@@ -190,6 +194,16 @@ def psi_compute(compute: ComputeConfig | None,
 
     with DaskBlinder.connect(compute) as blinder:
         yield {"blinder": blinder, **shown}
+
+#: Where a part keeps its raw features' training ranges (:class:`vfl.preprocess.FeatureRanges`).
+RANGES_KEY = "ranges"
+
+
+def part_ranges(part: ModelPart) -> FeatureRanges | None:
+    """The training ranges a part keeps (None: saved before vfl kept them)."""
+    data = part.preprocessing.get(RANGES_KEY)
+    return FeatureRanges.from_dict(data) if data else None
+
 
 def encode_for_part(part: ModelPart, X: np.ndarray) -> np.ndarray:
     """Apply the part's WOE encoding, if it was trained on WOE columns."""
@@ -259,6 +273,7 @@ class GuestOutcome:
         if self.woe is not None:
             part.preprocessing["woe"] = self.woe.to_dict()
         part.preprocessing[SCORE_BINS_KEY] = self.score_bins.to_dict()
+        part.preprocessing[RANGES_KEY] = FeatureRanges.fit(self.aligned.X).to_dict()
         return part
 
     @cached_property
@@ -284,6 +299,7 @@ class HostOutcome:
         if self.woe is not None:
             part.preprocessing["woe"] = self.woe.to_dict()
         part.preprocessing[SCORE_BINS_KEY] = self.score_bins.to_dict()
+        part.preprocessing[RANGES_KEY] = FeatureRanges.fit(self.aligned.X).to_dict()
         return part
 
     @cached_property
@@ -507,7 +523,8 @@ def arbiter_fit_job(channel: Channel, *, guest: str, allow_insecure_key_size: bo
 
 def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
                       hosts: list[str], policy: SecurityPolicy = DEFAULT_POLICY,
-                      scorecard: Scorecard | None = None) -> pd.DataFrame:
+                      scorecard: Scorecard | None = None,
+                      range_policy: RangePolicy = "refuse") -> pd.DataFrame:
     """PSI on the scoring tables, then joint scores of the shared customers.
 
     Returns every row of the guest's table, in its order and with its IDs as
@@ -515,17 +532,34 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
     host does not have: a joint score needs every bank's part) and
     ``matched`` (whether every host has the customer).
 
-    With ``scorecard`` also ``score``: integer points, the guest's points
-    table score (base row included) plus every host's points from its own
-    table, which each host computes at the scale the guest sends
-    (``pdo / ln 2`` times the calibration slope). The probability stays the
-    model's. A part saved before deployable scorecards is refused before PSI.
+    With ``scorecard`` also ``score``, the probability's score
+    (:meth:`Scorecard.decision_score`: the two always agree through the
+    points-to-odds mapping), and ``points``: the guest's points table score
+    (base row included) plus every host's points from its own table, which
+    each host computes at the scale the guest sends (``pdo / ln 2`` times the
+    calibration slope); the deployable tables reproduce ``points`` exactly. A
+    part saved before deployable scorecards is refused before PSI.
+
+    ``range_policy``: what a row with one of the guest's features outside its
+    training range gets (:class:`vfl.preprocess.FeatureRanges`): ``refuse``, no
+    probability and no score; ``clip``, scored at the range's end; ``flag``,
+    scored as given. Such rows are named in the column ``out_of_range`` (the
+    features, ``;``-separated), and ``attrs["out_of_range"]`` counts them.
     """
     guest_table = part_points_table(part, scorecard) if scorecard is not None else None
     table = table.select(part.features)
+    ranges = part_ranges(part)
+    if ranges is None and range_policy != "flag":
+        raise ConfigError(f"Model part {part.model_id} keeps no training ranges (trained before "
+                          "vfl kept them): retrain it, or score with range policy 'flag'.")
     rows = run_psi_guest(channel, table.ids, hosts, policy=policy)
     _check_intersection(len(rows), "the guest")
     aligned = table.take(rows)
+    flags: list[list[str]] = [[] for _ in range(aligned.n_rows)]
+    if ranges is not None:
+        policy_for_rows: RangePolicy = "flag" if range_policy == "refuse" else range_policy
+        X_checked, flags = ranges.check_ranges(aligned.X, list(part.features), policy_for_rows)
+        aligned = dataclasses.replace(aligned, X=X_checked)
     est = GuestLogisticRegression.from_part(part)
     cal = est.calibration_
     proba, host_points = run_guest_scoring_with_points(
@@ -533,15 +567,32 @@ def guest_predict_job(channel: Channel, table: PartyTable, part: ModelPart, *,
         hosts=list(hosts or est.hosts_),
         calibration=None if cal is None else (float(cal["slope"]), float(cal["intercept"])),
         scale=0.0 if guest_table is None or guest_table.scale is None else guest_table.scale)
+    refused = np.array([bool(f) for f in flags], dtype=bool) & (range_policy == "refuse")
     full = np.full(table.n_rows, np.nan)
     at = np.asarray(rows, dtype=np.int64)
-    full[at] = proba
+    matched = np.zeros(table.n_rows, dtype=bool)
+    matched[at] = True
+    full[at] = np.where(refused, np.nan, proba)
     ids = table.original_ids if table.original_ids is not None else table.ids
-    out = pd.DataFrame({"id": ids, "probability": full, "matched": ~np.isnan(full)})
+    out = pd.DataFrame({"id": ids, "probability": full, "matched": matched})
     if guest_table is not None:
+        assert scorecard is not None
+        scored_at = at[~refused]
         score = pd.array([pd.NA] * table.n_rows, dtype="Int64")
-        score[at] = guest_table.score(aligned.X) + host_points
+        score[scored_at] = pd.array(scorecard.decision_score(full[scored_at]), dtype="Int64")
         out["score"] = score
+        points = pd.array([pd.NA] * table.n_rows, dtype="Int64")
+        total = guest_table.score(aligned.X) + host_points
+        points[scored_at] = pd.array(total[~refused], dtype="Int64")
+        out["points"] = points
+    touched = [i for i, f in enumerate(flags) if f]
+    if touched:
+        col = [""] * table.n_rows
+        for i in touched:
+            col[int(at[i])] = ";".join(flags[i])
+        out["out_of_range"] = col
+    out.attrs["out_of_range"] = {"rows": len(touched), "policy": range_policy,
+                                 "not_scored": int(refused.sum())}
     return out
 
 

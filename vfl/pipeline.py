@@ -63,6 +63,7 @@ from vfl.outputs import (
     write_host_outputs,
 )
 from vfl.policy import DEFAULT_POLICY
+from vfl.preprocess import RangePolicy
 from vfl.progress import ProgressHook
 from vfl.psi.buckets import BUCKET_ROWS
 from vfl.psi.driver import run_psi_guest, run_psi_host
@@ -329,7 +330,8 @@ def _model_parts(model_dir: Path) -> tuple[tuple[ModelPart, Path], list[tuple[Mo
 
 
 def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTable], *,
-                  scorecard: Scorecard | None = None) -> pd.DataFrame:
+                  scorecard: Scorecard | None = None,
+                  range_policy: RangePolicy = "refuse") -> pd.DataFrame:
     """Score with a saved model, all parties on this machine (see ``guest_predict_job``).
 
     ``model_dir``: what ``vfl fit``, ``vfl run`` (the guest's output folder,
@@ -359,7 +361,8 @@ def predict_local(model_dir: str | Path, guest: PartyTable, hosts: list[PartyTab
     net = InMemoryNetwork([guest_name, *names])
     targets: dict[str, Callable[[Endpoint], Any]] = {
         guest_name: lambda ch: guest_predict_job(ch, guest, g_part, hosts=names,
-                                                 scorecard=scorecard)}
+                                                 scorecard=scorecard,
+                                                 range_policy=range_policy)}
     for name, part, table in zip(names, h_parts, hosts, strict=True):
         targets[name] = (lambda p, t: lambda ch: host_predict_job(ch, t, p, guest=guest_name))(
             part, table)
@@ -521,7 +524,8 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
                   lower_ids: bool = False, strip_ids: bool = True,
                   scorecard: Scorecard | None = None, force: bool = False,
                   features: Sequence[str] | None = None,
-                  exclude: Sequence[str] = ()) -> pd.DataFrame:
+                  exclude: Sequence[str] = (),
+                  range_policy: RangePolicy = "refuse") -> pd.DataFrame:
     """``vfl predict`` as one call: score the shared customers, write ``out``.
 
     ``out`` is written in the format of its suffix (``.csv``, ``.csv.gz``,
@@ -534,7 +538,7 @@ def predict_files(model_dir: str | Path, guest: str | Path, hosts: Sequence[str 
     g, hs = load_tables(guest, hosts, id_column=id_column, label=label, require_label=False,
                         lower_ids=lower_ids, strip_ids=strip_ids, features=features,
                         exclude=exclude)
-    scores = predict_local(model_dir, g, hs, scorecard=scorecard)
+    scores = predict_local(model_dir, g, hs, scorecard=scorecard, range_policy=range_policy)
     write_frame(scores, out)
     return scores
 

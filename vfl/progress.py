@@ -10,13 +10,14 @@ after every epoch; the default does nothing. Two ready-made displays:
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["ProgressHook", "RichProgress", "JsonStatus", "progress_bar"]
+__all__ = ["ProgressHook", "RichProgress", "JsonStatus", "LineProgress", "progress_bar"]
 
 
 class ProgressHook:
@@ -141,3 +142,82 @@ class JsonStatus(ProgressHook):
     def on_stage(self, stage: str) -> None:
         """A step of the job begins."""
         self.emit(stage=stage)
+
+
+class LineProgress(ProgressHook):
+    """Progress as timestamped plain lines (or JSON lines), for a log file: what the CLI
+    prints when stderr is not a terminal, where a progress bar would print nothing.
+
+    A line per stage and per epoch, and at most one batch line every ``every``
+    seconds. ``clock`` and ``wall`` are for tests.
+    """
+
+    def __init__(self, party: str, stream: Any = None, *, as_json: bool = False,
+                 every: float = 30.0, clock: Any = None, wall: Any = None) -> None:
+        import sys
+        import time
+
+        self.party = party
+        self.stream = stream if stream is not None else sys.stderr
+        self.as_json = as_json
+        self.every = every
+        self._clock = clock or time.monotonic
+        self._wall = wall or (lambda: datetime.now(UTC))
+        self._last = -float("inf")
+        self.n_epochs = 0
+
+    def line(self, text: str, **fields: Any) -> None:
+        """Write one line, now."""
+        stamp = self._wall().isoformat(timespec="seconds")
+        if self.as_json:
+            out = json.dumps({"time": stamp, "party": self.party, "event": text, **fields})
+        else:
+            out = f"{stamp} {self.party}: {text}"
+        print(out, file=self.stream, flush=True)
+
+    def on_stage(self, stage: str) -> None:
+        """A step of the job begins."""
+        self.line({"psi": "private set intersection", "scoring": "scoring",
+                   "psi_reused": "intersection kept from the interrupted run"}.get(stage, stage),
+                  stage=stage)
+
+    def psi_done(self, n: int) -> None:
+        """The intersection is known."""
+        self.line(f"private set intersection: {n:,} shared", stage="psi_done", shared=n)
+
+    def on_psi(self, phase: str, done: int, total: int) -> None:
+        """Large-set PSI progress (throttled)."""
+        now = self._clock()
+        if done >= total or now - self._last >= self.every:
+            self._last = now
+            what = "hashing IDs" if phase == "hash" else "buckets"
+            self.line(f"PSI {what}: {done:,}/{total:,}", stage="psi", phase=phase, done=done,
+                      total=total)
+
+    def on_start(self, n_epochs: int, n_batches: int) -> None:
+        """Training starts."""
+        self.n_epochs = n_epochs
+        self._last = self._clock()
+        self.line(f"training: up to {n_epochs} epochs of {n_batches} batches", stage="training",
+                  epochs=n_epochs, batches=n_batches)
+
+    def on_resume(self, epochs_done: int, batches_done: int) -> None:
+        """Training resumes."""
+        self.line(f"resumed at epoch {epochs_done + 1}, batch {batches_done + 1}",
+                  stage="resumed", epoch=epochs_done, batch=batches_done)
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        """A batch finished (a line at most every ``every`` seconds)."""
+        now = self._clock()
+        if now - self._last >= self.every:
+            self._last = now
+            self.line(f"epoch {epoch + 1}, batch {batch + 1}/{n_batches}", stage="batch",
+                      epoch=epoch + 1, batch=batch + 1, batches=n_batches)
+
+    def on_epoch(self, epoch: int, loss: float | None) -> None:
+        """An epoch finished."""
+        text = f"epoch {epoch + 1}/{self.n_epochs} done"
+        if loss is not None:
+            text += f", loss {loss:.5f}"
+        self.line(text, stage="epoch", epoch=epoch + 1, epochs=self.n_epochs, loss=loss)
+

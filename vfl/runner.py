@@ -36,6 +36,7 @@ from vfl.exceptions import ConfigError, InsecureKeySizeError
 from vfl.jobs import GuestOutcome, HostOutcome
 from vfl.lr.estimator import Arbiter
 from vfl.model import ModelPart, load_model_part
+from vfl.preprocess import RangePolicy
 from vfl.progress import ProgressHook
 from vfl.roles import Role
 from vfl.scorecard import PointsTable, Scorecard, part_points_table
@@ -309,7 +310,7 @@ def _run_fit(cfg: PartyConfig, progress: ProgressHook | None, *, force: bool,
 
 def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = None,
                 job_id: str | None = None, scorecard: Scorecard | None = None,
-                force: bool = False) -> dict[str, Any]:
+                force: bool = False, range_policy: RangePolicy = "refuse") -> dict[str, Any]:
     """Run this party's side of a scoring job with its saved model part.
 
     The guest writes the scores of the shared customers to ``out``; with
@@ -353,7 +354,7 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
         outputs.prepare_output_file(out, force=force)
         table, part = inputs()
         return jobs.guest_predict_job(ep, table, part, hosts=cfg.hosts, policy=cfg.policy,
-                                      scorecard=scorecard), part
+                                      scorecard=scorecard, range_policy=range_policy), part
 
     (scores, part), traffic = _guarded(cfg, job, guest_work)
     assert out is not None  # guest_work refused a missing --out
@@ -362,7 +363,8 @@ def run_predict(cfg: PartyConfig, data: str | Path, *, out: str | Path | None = 
     result = {"party": cfg.name, "rows_scored": scored, "rows_in_file": len(scores),
               "scores": str(out),
               "mean_probability": float(np.nanmean(scores["probability"])) if scored else None,
-              "traffic": traffic, "peak_memory_mb": _peak_memory_mb()}
+              "traffic": traffic, "peak_memory_mb": _peak_memory_mb(),
+              "out_of_range": scores.attrs.get("out_of_range")}
     if scorecard is not None:
         result["points_files"] = [str(p) for p in outputs.refresh_points(
             cfg.output, cfg.name, part_points_table(part, scorecard))]

@@ -208,6 +208,14 @@ class Scorecard:
         p = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1 - 1e-15)
         return self.offset + self.factor * np.log((1 - p) / p)
 
+    def decision_score(self, proba: FloatArray) -> IntArray:
+        """The integer score of a probability: :meth:`from_probability` rounded half away
+        from zero. The probability is primary: ``vfl serve`` and ``vfl predict --score``
+        report this score, so that score and probability always agree through the
+        points-to-odds mapping (issue 25); the points tables' total (``points``) explains
+        it, within the rounding and binning gap."""
+        return round_points(self.from_probability(proba))
+
     def add_points(self, scores: pd.DataFrame) -> pd.DataFrame:
         """``scores`` (with a ``probability`` column) plus ``score``: points, to 0.01.
 

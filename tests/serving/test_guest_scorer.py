@@ -84,7 +84,8 @@ def test_reason_codes_are_the_features_furthest_below_their_best_points(trained,
     want = sorted((n for n in shortfall if shortfall[n] > 0),
                   key=lambda n: (-shortfall[n], n))[:4]
     assert [r["feature"] for r in d.reason_codes] == want
-    assert d.score == d.base_points + sum(d.points.values()) + d.host_points
+    assert d.points_total == d.base_points + sum(d.points.values()) + d.host_points
+    assert d.score == int(scorer.scorecard.decision_score(np.array([d.probability]))[0])
 
 
 def test_a_host_that_shares_its_feature_points_has_them_shown(trained, host):
@@ -125,3 +126,78 @@ def test_the_guest_refuses_feature_points_that_do_not_add_up(trained, host):
                                                                   reply))
     assert client.partial_scores(trained.host_part.model_id, trained.host.ids[:2],
                                  28.85).feature_points.shape == (2, len(reply.feature_names))
+
+
+@pytest.mark.parametrize("policy", ["refuse", "clip", "flag"])
+def test_the_range_policy(trained, host, policy):
+    """A value beyond the training range (widened by 10 % of its width): refused naming the
+    feature and its range, or scored at the range's end and flagged, or flagged only."""
+    from vfl.preprocess import OutOfRange
+
+    app = _applicants(trained, 1)[0]
+    rng = trained.guest_part.preprocessing["ranges"]
+    j = trained.guest_part.features.index("age")
+    lo, hi = rng["mins"][j], rng["maxs"][j]
+    accepted_hi = hi + 0.1 * (hi - lo)
+    odd = Applicant(app.customer_id, {**app.features, "age": accepted_hi * 3})
+    edge = Applicant(app.customer_id, {**app.features, "age": accepted_hi})
+    scorer = GuestScorer(trained.guest_part, [LocalHost(host)], range_policy=policy)
+    at_edge = scorer.decide([edge])[0]
+    assert at_edge.out_of_range == []
+    if policy == "refuse":
+        with pytest.raises(OutOfRange, match=rf"age = .* outside the range .*{lo:.6g} to "
+                                             rf"{hi:.6g}"):
+            scorer.decide([odd])
+        return
+    d = scorer.decide([odd])[0]
+    assert d.out_of_range == ["age"]
+    if policy == "clip":
+        assert d.probability == pytest.approx(at_edge.probability, abs=1e-12)
+    else:
+        assert d.probability != pytest.approx(at_edge.probability, abs=1e-6)
+
+
+def test_probability_and_score_agree_on_10000_random_applicants(trained):
+    """Issue 25: one decision. The probability is primary; the score is its image under the
+    points-to-odds mapping (Scorecard.decision_score), for every accepted applicant:
+    random values anywhere in the accepted ranges, the ranges' ends, missing values,
+    customers the host does not know (its average), and values clipped by policy 'clip'."""
+    from vfl.jobs import part_ranges
+    from vfl.scorecard import Scorecard
+
+    rng = np.random.default_rng(25)
+    names = trained.guest_part.features
+    lo, hi = part_ranges(trained.guest_part).accepted_ranges()
+    known = list(trained.host.ids)
+    n = 10_000
+    X = rng.uniform(lo, hi, size=(n, len(names)))
+    X[:50] = lo  # edge: every feature at the low end of its accepted range
+    X[50:100] = hi  # edge: the high end
+    X[100:600][rng.random((500, len(names))) < 0.3] = np.nan  # edge: missing values
+    wide = X.copy()
+    wide[600:700] = hi * 10 + 1  # edge: far out of range (policy clip only)
+    ids = [known[i % len(known)] for i in range(n)]
+    ids[700:800] = [f"stranger-{i}" for i in range(100)]  # edge: unknown to the host
+    card = Scorecard(600, 50, 20)
+    host = HostScorer([HostModel(trained.host_part, trained.host)], guest="guest",
+                      limits=ServeLimits(max_ids_per_request=500, requests_per_second=1e6,
+                                         burst=10**6))
+    for policy, values in (("refuse", X), ("clip", wide)):
+        scorer = GuestScorer(trained.guest_part, [LocalHost(host)], scorecard=card,
+                             range_policy=policy, ids_per_host_request=500)
+        apps = [Applicant(c, dict(zip(names, row.tolist(), strict=True)))
+                for c, row in zip(ids, values, strict=True)]
+        out = []
+        for i in range(0, n, 500):
+            out += scorer.decide(apps[i:i + 500])
+        p = np.array([d.probability for d in out])
+        s = np.array([d.score for d in out])
+        assert np.array_equal(s, card.decision_score(p))
+        order = np.argsort(p)
+        assert np.all(np.diff(s[order]) <= 0)  # a higher probability never scores higher
+        assert sum(not d.host_features_available for d in out) == 100
+        if policy == "clip":
+            assert all(d.out_of_range for d in out[600:700])
+        # the points tables' total explains the score within the rounding and binning gap
+        gap = np.abs(np.array([d.points_total for d in out]) - s)
+        assert np.median(gap) < 15, np.median(gap)

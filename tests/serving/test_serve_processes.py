@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def _configs(trained, pki: Path, tmp: Path, *, fallback: str = "host_average",
                        "audit_log": f"{tmp}/audit.jsonl"},
              "guest": {"listen": f"127.0.0.1:{p_http}",
                        "model": str(guest_model or trained.model_dir / "guest.json"),
-                       "fallback": fallback, "max_batch": 500, "host_timeout_seconds": 2}}
+                       "fallback": fallback, "max_batch": 500, "host_timeout_seconds": 2,
+                       "auth": "none"}}
     paths = {}
     for name in ("host1", "guest"):
         peers = [{"name": p, "role": roles[p], "address": addr[p]} for p in addr if p != name]
@@ -130,6 +132,7 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
                           scorecard=Scorecard())
     want = dict(zip(batch["id"].astype(str), batch["probability"], strict=True))
     want_score = dict(zip(batch["id"].astype(str), batch["score"], strict=True))
+    want_points = dict(zip(batch["id"].astype(str), batch["points"], strict=True))
     shared = set(trained.host.ids)
     idx = [i for i, c in enumerate(trained.guest.ids) if c in shared][:120]
     status, one = _http(url + "/v1/score", _applicant(trained, idx[0]))
@@ -138,7 +141,9 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     assert one["host_features_available"] and one["fallback"] is None
     assert one["model_id"] == trained.guest_part.model_id and one["model_version"] == 1
     assert set(one["points"]) == set(trained.guest_part.features)
-    assert one["score"] == one["base_points"] + sum(one["points"].values()) + one["host_points"]
+    assert one["points_total"] == (one["base_points"] + sum(one["points"].values())
+                                   + one["host_points"])
+    assert one["score"] == int(Scorecard().decision_score(np.array([one["probability"]]))[0])
     assert len(one["reason_codes"]) <= 4
     status, many = _http(url + "/v1/score:batch",
                          {"applicants": [_applicant(trained, i) for i in idx]})
@@ -146,9 +151,11 @@ def test_served_probabilities_equal_vfl_predict(trained, running):
     got = np.asarray([r["probability"] for r in many["results"]])
     ref = np.asarray([want[r["customer_id"]] for r in many["results"]])
     assert np.max(np.abs(got - ref)) <= 1e-12
-    # and the scorecard score is vfl predict --scorecard's, point for point
+    # and the score and the points are vfl predict --score's, point for point
     assert [r["score"] for r in many["results"]] == [int(want_score[r["customer_id"]])
                                                      for r in many["results"]]
+    assert [r["points_total"] for r in many["results"]] == [
+        int(want_points[r["customer_id"]]) for r in many["results"]]
     audit = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
     # the batch of 120 reached the host as requests of 100 and 20 (its limit is 100)
     assert [len(a["customers"]) for a in audit[-2:]] == [100, 20]
@@ -364,3 +371,28 @@ def test_a_body_without_a_length_or_too_long_is_refused_before_it_is_read(runnin
     _, metrics = _http(url + "/metrics")
     assert 'vfl_score_requests_total{endpoint="score",status="411"} 1.0' in metrics["text"]
     assert 'vfl_score_requests_total{endpoint="score_batch",status="413"} 1.0' in metrics["text"]
+
+
+def test_a_party_started_twice_is_refused_at_once(trained, running):
+    """Issue 25: the second `vfl serve` of a running party exits at once, naming the cause
+    (its output folder is held; its port would be too), and the first keeps serving."""
+    url, host, guest, tmp = running
+    host_cfg = tmp / "host1.toml"
+    second = subprocess.run([sys.executable, "-m", "vfl.cli", "serve", "--config",
+                             str(host_cfg)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second
+    assert re.search(r"in use by another 'vfl serve' \(pid \d+, host1\): is host1 already "
+                     r"running\?", second.stderr), second.stderr
+    assert host.poll() is None and guest.poll() is None
+    assert _http(url + "/v1/score", _applicant(trained, 0))[0] == 200
+
+
+def test_the_guest_api_does_not_start_without_authentication(trained, pki, tmp_path):
+    guest_cfg, _, _, _ = _configs(trained, pki, tmp_path)
+    text = guest_cfg.read_text()
+    guest_cfg.write_text(text.replace('auth = "none"\n', ""))
+    r = subprocess.run([sys.executable, "-m", "vfl.cli", "serve", "--config", str(guest_cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "[serve] auth is not set: the scoring API refuses to start without " \
+           "authentication" in " ".join(r.stderr.split())

@@ -16,12 +16,15 @@ send ``null``); a refusal is HTTP 422 naming the field.
 """
 
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from vfl.exceptions import ConfigError, RemoteProtocolError, VFLError
+from vfl.preprocess import OutOfRange
+from vfl.serving.auth import AuthError, ClientRegistry
 from vfl.serving.guest import (
     Applicant,
     Decision,
@@ -32,7 +35,7 @@ from vfl.serving.guest import (
 )
 from vfl.serving.host import ServingError
 
-__all__ = ["ScorerHolder", "make_app"]
+__all__ = ["ScorerHolder", "make_app", "cert_aware_http"]
 
 
 class ScorerHolder:
@@ -114,8 +117,22 @@ MAX_BODY_BYTES = 8 << 20
 MAX_FEATURES = 1000
 
 
-def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
-    """The FastAPI application serving ``holder``'s model."""
+#: Paths any caller may reach (liveness and readiness probes).
+OPEN_PATHS = ("/healthz", "/readyz")
+#: Paths of the documentation (open only if ``open_docs``).
+DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+
+
+def make_app(holder: ScorerHolder, *, max_batch: int = 100,
+             clients: ClientRegistry | None = None, open_metrics: bool = False,
+             open_docs: bool = False) -> Any:
+    """The FastAPI application serving ``holder``'s model.
+
+    ``clients``: the callers allowed and their quotas (:mod:`vfl.serving.auth`); None
+    only where a gateway in front authenticates every caller (``[serve] auth = "none"``).
+    ``/healthz`` and ``/readyz`` are always open; ``/metrics`` and the documentation
+    only if ``open_metrics`` / ``open_docs`` (else they need a client's key, too).
+    """
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -161,6 +178,8 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
         fallback: str | None
         hosts_missing: list[str]
         host_feature_points: dict[str, dict[str, int]]
+        out_of_range: list[str]
+        points_total: int
 
     class BatchOut(BaseModel):
         results: list[DecisionOut]
@@ -223,11 +242,44 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
             raise HTTPException(422, detail=errors)
         return [Applicant(a.customer_id, a.features) for a in items]  # type: ignore[arg-type]
 
+    def admitted(request: Request, endpoint: str, items: list[ApplicantIn]) -> str | None:
+        """The authenticated client (None without authentication), its quota taken."""
+        client = request.scope.get("vfl.client")
+        if clients is None or client is None:
+            return None
+        try:
+            clients.admit(client, len(items))
+        except AuthError as exc:
+            clients.record(client.name, endpoint, exc.status, [a.customer_id for a in items])
+            headers = ({"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+                       if exc.retry_after is not None else None)
+            raise HTTPException(exc.status, detail=str(exc), headers=headers) from None
+        return str(client.name)
+
+    def audited(name: str | None, endpoint: str, items: list[ApplicantIn],
+                fn: Callable[[], Any]) -> Any:
+        status = 200
+        try:
+            return fn()
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            if clients is not None and name is not None:
+                clients.record(name, endpoint, status, [a.customer_id for a in items])
+
     def decide(items: list[ApplicantIn]) -> tuple[list[Decision], GuestScorer, int]:
         scorer, version = holder.current
         applicants = checked(scorer, items)
         try:
             decisions = scorer.decide(applicants)
+        except OutOfRange as exc:
+            where = ["body"] if len(items) == 1 else ["body", "applicants", exc.row]
+            raise HTTPException(422, detail=[{"loc": [*where, "features", exc.feature],
+                                              "type": "out_of_range", "msg": str(exc)}]) from None
         except UnknownCustomer as exc:
             raise HTTPException(404, detail=str(exc)) from None
         except HostBusy as exc:  # the host's rate limit or daily budget: retry later
@@ -245,23 +297,32 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
                            reason_codes=[ReasonOut(**r) for r in d.reason_codes],
                            host_features_available=d.host_features_available,
                            fallback=d.fallback, hosts_missing=d.hosts_missing,
-                           host_feature_points=d.host_feature_points)
+                           host_feature_points=d.host_feature_points,
+                           out_of_range=d.out_of_range, points_total=d.points_total)
 
     @app.post("/v1/score", response_model=DecisionOut)
-    def score(applicant: ApplicantIn) -> DecisionOut:
+    def score(applicant: ApplicantIn, request: Request) -> DecisionOut:
         """Score one applicant."""
         def run() -> DecisionOut:
-            decisions, scorer, version = decide([applicant])
-            return out(decisions[0], scorer, version)
+            name = admitted(request, "score", [applicant])
+
+            def scored_one() -> DecisionOut:
+                decisions, scorer, version = decide([applicant])
+                return out(decisions[0], scorer, version)
+            return audited(name, "score", [applicant], scored_one)  # type: ignore[no-any-return]
         result: DecisionOut = timed("score", run)
         return result
 
     @app.post("/v1/score:batch", response_model=BatchOut)
-    def score_batch(batch: BatchIn) -> BatchOut:
+    def score_batch(batch: BatchIn, request: Request) -> BatchOut:
         """Score up to ``max_batch`` applicants at once."""
         def run() -> BatchOut:
-            decisions, scorer, version = decide(batch.applicants)
-            return BatchOut(results=[out(d, scorer, version) for d in decisions])
+            name = admitted(request, "score_batch", batch.applicants)
+
+            def scored() -> BatchOut:
+                decisions, scorer, version = decide(batch.applicants)
+                return BatchOut(results=[out(d, scorer, version) for d in decisions])
+            return audited(name, "score_batch", batch.applicants, scored)  # type: ignore[no-any-return]
         result: BatchOut = timed("score_batch", run)
         return result
 
@@ -295,6 +356,27 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
             self.inner = inner
 
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and clients is not None:
+                path = scope["path"]
+                if not (path in OPEN_PATHS or (open_metrics and path == "/metrics")
+                        or (open_docs and path in DOC_PATHS)):
+                    auth = dict(scope["headers"]).get(b"authorization")
+                    try:
+                        if "vfl.client_cert" in scope:  # auth = "mtls": the handshake's name
+                            scope["vfl.client"] = clients.authenticate_cert(
+                                scope["vfl.client_cert"])
+                        else:
+                            scope["vfl.client"] = clients.authenticate(
+                                auth.decode("latin-1") if auth is not None else None)
+                    except AuthError as exc:
+                        endpoint = ("score_batch" if path.endswith(":batch") else "score"
+                                    if path.startswith("/v1/") else path.strip("/") or "root")
+                        requests.labels(endpoint, str(exc.status)).inc()
+                        headers = ({"WWW-Authenticate": 'Bearer realm="vfl"'}
+                                   if exc.status == 401 else None)
+                        await JSONResponse({"detail": str(exc)}, status_code=exc.status,
+                                           headers=headers)(scope, receive, send)
+                        return
             if scope["type"] == "http" and scope["method"] == "POST":
                 endpoint = "score_batch" if scope["path"].endswith(":batch") else "score"
                 length = dict(scope["headers"]).get(b"content-length")
@@ -325,3 +407,31 @@ def make_app(holder: ScorerHolder, *, max_batch: int = 100) -> Any:
     app.state.holder = holder
     app.state.registry = registry
     return app
+
+
+def cert_aware_http() -> type:
+    """uvicorn's HTTP/1.1 protocol, with the verified client certificate's common name in
+    every request's scope (``scope["vfl.client_cert"]``; uvicorn itself does not pass it).
+    For ``auth = "mtls"``: the handshake has checked the certificate against the client CA
+    (``ssl.CERT_REQUIRED``) before any request is read."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class CertAwareH11(H11Protocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            name = ""
+            cert = transport.get_extra_info("peercert") or {}
+            for rdn in cert.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        name = str(value)
+            inner = self.app
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                scope["vfl.client_cert"] = name
+                await inner(scope, receive, send)
+
+            self.app = app
+
+    return CertAwareH11
+

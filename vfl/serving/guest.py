@@ -28,9 +28,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from vfl.exceptions import ConfigError, RemoteProtocolError, VFLError
-from vfl.jobs import encode_for_part
+from vfl.jobs import encode_for_part, part_ranges
 from vfl.lr.estimator import GuestLogisticRegression
 from vfl.model import ModelPart
+from vfl.preprocess import RANGE_MARGIN, RANGE_POLICIES, RangePolicy
 from vfl.scorecard import PointsTable, Scorecard, part_calibration, part_points_table
 from vfl.serving.host import ServingError
 from vfl.serving.messages import PartialScoreReply
@@ -83,6 +84,7 @@ class Decision:
 
     customer_id: str
     probability: float
+    #: the probability's score (:meth:`Scorecard.decision_score`): the two always agree
     score: int
     points: dict[str, int]
     base_points: int
@@ -93,6 +95,12 @@ class Decision:
     hosts_missing: list[str] = field(default_factory=list)
     #: per host that shares them ([serve] share_feature_points): its points per feature
     host_feature_points: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: features outside their training range (range policy "clip": scored clipped;
+    #: "flag": scored as given)
+    out_of_range: list[str] = field(default_factory=list)
+    #: the points tables' total: base points, the guest's points and every host's (what
+    #: the deployable tables give; within the rounding and binning gap of ``score``)
+    points_total: int = 0
 
 
 class GuestScorer:
@@ -115,7 +123,8 @@ class GuestScorer:
     def __init__(self, part: ModelPart, hosts: Sequence[HostLike], *,
                  scorecard: Scorecard | None = None, fallback: Fallback = "host_average",
                  reasons: int = REASON_CODES, ids_per_host_request: int = 100,
-                 failures: dict[str, int] | None = None) -> None:
+                 failures: dict[str, int] | None = None, range_policy: RangePolicy = "refuse",
+                 range_margin: float = RANGE_MARGIN) -> None:
         if part.role != "guest":
             raise ConfigError(f"The guest serves its own guest part; {part.party}'s part is a "
                               f"{part.role}'s.")
@@ -126,6 +135,18 @@ class GuestScorer:
         if expected and sorted(expected) != sorted(names):
             raise ConfigError(f"The model was trained with host(s) {', '.join(expected)}; the "
                               f"scoring service is configured with {', '.join(names) or 'none'}.")
+        if range_policy not in RANGE_POLICIES:
+            raise ConfigError(f"range_policy must be one of {', '.join(RANGE_POLICIES)}, not "
+                              f"{range_policy!r}.")
+        if not (math.isfinite(range_margin) and 0.0 <= range_margin <= 10.0):
+            raise ConfigError("range_margin must be in [0, 10].")
+        self.ranges = part_ranges(part)
+        if self.ranges is None and range_policy != "flag":
+            raise ConfigError(f"Model part {part.model_id} keeps no training ranges (trained "
+                              "before vfl kept them): retrain it, or set [serve] range_policy "
+                              "= \"flag\" to score without the check.")
+        self.range_policy: RangePolicy = range_policy
+        self.range_margin = range_margin
         self.part = part
         self.model_id = part.model_id
         self.features = list(part.features)
@@ -137,7 +158,8 @@ class GuestScorer:
         self.chunk = ids_per_host_request
         self.estimator = GuestLogisticRegression.from_part(part)
         self.calibration = part_calibration(part)
-        self.table: PointsTable = part_points_table(part, scorecard)
+        self.scorecard = scorecard or Scorecard()
+        self.table: PointsTable = part_points_table(part, self.scorecard)
         assert self.table.scale is not None
         self.scale = float(self.table.scale)
         self._best = np.asarray([max(*f.points, f.missing_points) for f in self.table.features],
@@ -201,6 +223,10 @@ class GuestScorer:
         if not applicants:
             return []
         X = self.matrix(applicants)
+        flags: list[list[str]] = [[] for _ in applicants]
+        if self.ranges is not None:  # refuse: OutOfRange names the feature and its range
+            X, flags = self.ranges.check_ranges(X, self.features, self.range_policy,
+                                                self.range_margin)
         ids = [a.customer_id for a in applicants]
         own = np.asarray(self.estimator.partial_score(encode_for_part(self.part, X)),
                          dtype=np.float64)
@@ -225,6 +251,7 @@ class GuestScorer:
         slope, intercept = self.calibration
         s = slope * total + intercept
         proba = 1.0 / (1.0 + np.exp(-np.clip(s, -700.0, 700.0)))
+        scores = self.scorecard.decision_score(proba)
         per_feature = self.table.points_per_feature(X[:, self._table_index])
         base = int(self.table.base_points or 0)
         guest_score = per_feature.sum(axis=1) + np.int64(base)
@@ -236,11 +263,12 @@ class GuestScorer:
             reasons = [{"feature": self.table.names[j], "points_below_best": int(shortfall[i, j])}
                        for j in order[:self.reasons] if shortfall[i, j] > 0]
             out.append(Decision(
-                customer_id=cid, probability=float(proba[i]),
-                score=int(guest_score[i] + host_points[i]),
+                customer_id=cid, probability=float(proba[i]), score=int(scores[i]),
+                points_total=int(guest_score[i] + host_points[i]),
                 points={n: int(per_feature[i, j]) for j, n in enumerate(self.table.names)},
                 base_points=base, host_points=int(host_points[i]), reason_codes=reasons,
                 host_features_available=not missing[i],
                 fallback=None if not missing[i] else "host_average",
-                hosts_missing=missing[i], host_feature_points=shared[i]))
+                hosts_missing=missing[i], host_feature_points=shared[i],
+                out_of_range=flags[i]))
         return out

@@ -25,8 +25,10 @@ from vfl.config import PartyConfig
 from vfl.exceptions import ConfigError
 from vfl.model import ModelPart, load_model_part
 from vfl.outputs import model_part_file
+from vfl.procs import Terminated
 from vfl.roles import Role
 from vfl.scorecard import Scorecard
+from vfl.serving.auth import ClientRegistry
 from vfl.serving.grpc import MAX_SHARED_FEATURES, HostClient, ScoringServer
 from vfl.serving.guest import GuestScorer
 from vfl.serving.host import (
@@ -173,34 +175,59 @@ class GuestService:
                                    pinned=p.cert.read_bytes() if p.cert else None)
                         for p in cfg.peers_with(Role.HOST)]
         self.failures: dict[str, int] = {}  # host call failures, kept across reloads
+        s = cfg.serve
+        if s.auth is None:
+            raise ConfigError(
+                f"{cfg.source}: [serve] auth is not set: the scoring API refuses to start "
+                "without authentication. Set auth = \"api_keys\" with clients = \"FILE\" "
+                "(vfl serve-key --clients FILE --name NAME makes a key), or auth = \"none\" "
+                "if a gateway in front of it authenticates every caller (README, "
+                "\"Deploying the scoring API\").")
+        self.registry: ClientRegistry | None = None
+        if s.auth in ("api_keys", "mtls"):
+            assert s.clients is not None
+            self.registry = ClientRegistry.load(
+                s.clients, audit=s.api_audit_log or cfg.output / "api_audit.jsonl")
+            if not self.registry.clients:
+                raise ConfigError(f"{s.clients}: no client; vfl serve-key --clients "
+                                  f"{s.clients} --name NAME adds one.")
         self.holder = ScorerHolder(self._scorer())
-        self.app = make_app(self.holder, max_batch=cfg.serve.max_batch)
+        self.app = make_app(self.holder, max_batch=s.max_batch, clients=self.registry,
+                            open_metrics=s.open_metrics, open_docs=s.open_docs)
 
     def _scorer(self) -> GuestScorer:
         s = self.cfg.serve
         return GuestScorer(_part(self.cfg), self.clients,
                            scorecard=Scorecard(s.base_score, s.base_odds, s.pdo),
                            fallback=s.fallback,  # type: ignore[arg-type]
-                           ids_per_host_request=s.ids_per_host_request, failures=self.failures)
+                           ids_per_host_request=s.ids_per_host_request, failures=self.failures,
+                           range_policy=s.range_policy,  # type: ignore[arg-type]
+                           range_margin=s.range_margin)
 
     def describe(self) -> str:
         """One line for the operator."""
         s = self.holder.scorer
         hosts = self.holder.hosts_serving(s)
         state = "; ".join(f"{h}: {v}" for h, v in hosts.items())
-        return (f"{self.cfg.name}: scoring API on http://{self.cfg.serve.listen} (docs at "
+        scheme = "https" if self.cfg.serve.auth == "mtls" else "http"
+        return (f"{self.cfg.name}: scoring API on {scheme}://{self.cfg.serve.listen} (docs at "
                 f"/docs): model {s.model_id} version {self.holder.version}; hosts: {state}")
 
     def reload(self) -> str:
         """Switch to the part at ``[serve] model`` once every host serves it."""
+        clients = ""
+        if self.registry is not None:  # revocations and new clients take effect now
+            clients = f"; {self.registry.reload()} API client(s)"
         version = self.holder.reload(self._scorer())
         return (f"{self.cfg.name}: switched to model {self.holder.scorer.model_id} "
-                f"(version {version})")
+                f"(version {version}){clients}")
 
     def stop(self) -> None:
-        """Close the host channels."""
+        """Close the host channels and the API's audit trail."""
         for c in self.clients:
             c.close()
+        if self.registry is not None:
+            self.registry.close()
 
 
 def serve_forever(cfg: PartyConfig, *, say: Callable[[str], None] = print) -> None:
@@ -239,14 +266,27 @@ def _serve_forever(cfg: PartyConfig, say: Callable[[str], None]) -> None:
             stop.wait()
         finally:
             service.stop()
+        say(f"{cfg.name}: stopped (a planned stop: SIGTERM or Ctrl-C)")
         return
     import uvicorn
 
     host, _, port = _listen(cfg).rpartition(":")
+    tls: dict[str, Any] = {}
+    if cfg.serve.auth == "mtls":  # the handshake checks the client's certificate
+        import ssl
+
+        from vfl.serving.api import cert_aware_http
+
+        tls = {"ssl_certfile": str(cfg.serve.api_cert), "ssl_keyfile": str(cfg.serve.api_key),
+               "ssl_ca_certs": str(cfg.serve.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED,
+               "http": cert_aware_http()}
     server = uvicorn.Server(uvicorn.Config(service.app, host=host.strip("[]"), port=int(port),
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False, **tls))
     say(service.describe())
     try:
         server.run()
+    except (Terminated, KeyboardInterrupt):
+        pass  # uvicorn stops gracefully, then re-raises the signal it caught: a planned stop
     finally:
         service.stop()
+    say(f"{cfg.name}: stopped (a planned stop: SIGTERM or Ctrl-C)")
