@@ -416,7 +416,7 @@ def cert_aware_http() -> type:
     (``ssl.CERT_REQUIRED``) before any request is read."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class CertAwareH11(H11Protocol):  # type: ignore[misc]
+    class CertAwareH11(H11Protocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             name = ""

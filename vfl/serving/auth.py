@@ -227,7 +227,7 @@ class ClientRegistry:
                                  "with a key made by vfl serve-key")
         digest = key_digest(key)
         client = self._by_digest.get(digest)
-        if client is None or not hmac.compare_digest(client.key_sha256, digest):
+        if client is None or not hmac.compare_digest(client.key_sha256 or "", digest):
             raise AuthError(401, "unknown API key")
         if client.revoked:
             raise AuthError(403, f"the API key of client {client.name!r} is revoked")
