@@ -34,6 +34,9 @@ ALLOWED = {
     ("demo.py", "write_demo_job"): "the demo's job id",
     ("serving/host.py", "HostScorer"): "a host's daily budget (its UTC day) and audit-log "
                                        "timestamps: local records, never sent",
+    ("serving/auth.py", "ClientRegistry"): "API clients' daily quotas (the UTC day), Retry-After "
+                                           "until midnight, audit-trail timestamps: local",
+    ("progress.py", "LineProgress"): "timestamps of progress lines in a log: local, never sent",
 }
 
 _WALL = {("time", "time"), ("time", "time_ns"), ("datetime", "now"), ("datetime", "utcnow"),

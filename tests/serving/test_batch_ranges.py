@@ -34,6 +34,8 @@ def test_batch_scoring_applies_the_range_policy(trained, policy):
         assert np.isnan(got).all() and by_id.loc[ids, "matched"].all()
     elif policy == "clip":
         assert np.isfinite(got).all() and (got < 1 - 1e-6).all()
-    else:
-        assert (got > 1 - 1e-6).all()  # 27.5 as given: the absurd probability, flagged
+    else:  # 27.5 as given: scored on it, flagged (the model's extrapolation, not the clip's)
+        clipped = predict_local(trained.model_dir, odd, [trained.host], range_policy="clip")
+        assert not np.allclose(got, clipped.set_index("id").loc[ids, "probability"].to_numpy(
+            dtype=float), atol=1e-6)
     assert "out_of_range" not in base.columns and base.attrs["out_of_range"]["rows"] == 0
