@@ -292,3 +292,36 @@ def test_the_daily_budget_survives_a_restart_of_the_host(trained, tmp_path):
     from vfl.exceptions import ConfigError
     with pytest.raises(ConfigError, match="daily-budget state"):
         scorer()
+
+
+def test_the_limits_are_per_model(trained, tmp_path):
+    """Issue 25: the daily budget and the rate limit are scoped per model (the caller is the
+    one guest): using up one model's budget leaves the other's, and both are kept."""
+    import dataclasses
+
+    state = tmp_path / "audit.jsonl.budget.json"
+    other = dataclasses.replace(trained.host_part, model_id="model-v2")
+    day = [dt.date(2026, 12, 8)]
+
+    def scorer():
+        return HostScorer([HostModel(trained.host_part, trained.host),
+                           HostModel(other, trained.host)], guest="guest",
+                          limits=ServeLimits(daily_id_budget=10, burst=3,
+                                             requests_per_second=1e-3),
+                          today=lambda: day[0], budget_file=state)
+
+    s = scorer()
+    ids = trained.host.ids
+    s.score("guest", PartialScoreRequest(trained.host_part.model_id, ids[:10]))
+    with pytest.raises(ServingError, match="budget of 10 customer IDs for model"):
+        s.score("guest", PartialScoreRequest(trained.host_part.model_id, ids[:1]))
+    assert s.score("guest", PartialScoreRequest("model-v2", ids[:6])).scores.shape == (6,)
+    # the rate limit too: three requests in a burst per model
+    s.score("guest", PartialScoreRequest("model-v2", ids[:1]))
+    s.score("guest", PartialScoreRequest("model-v2", ids[:1]))
+    with pytest.raises(ServingError, match="requests per second for model model-v2"):
+        s.score("guest", PartialScoreRequest("model-v2", ids[:1]))
+    s.save_budget(force=True)
+    again = scorer()
+    assert again.used_today_by_model() == {trained.host_part.model_id: 10, "model-v2": 8}
+    assert again.used_today == 18

@@ -398,10 +398,10 @@ class HostScorer:
         self._clock = clock
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
         self._lock = threading.Lock()
-        self._tokens = float(limits.burst)
-        self._refilled = clock()
+        #: per model served (its caller is the one guest): the token bucket and today's IDs
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._day = self._today()
-        self._used_today = 0
+        self._used: dict[str, int] = {}
         #: today's use of the budget, kept across restarts (written at most once a second)
         self.budget_file = Path(budget_file) if budget_file is not None else None
         self._saved_at = -math.inf
@@ -422,8 +422,13 @@ class HostScorer:
 
     @property
     def used_today(self) -> int:
-        """IDs scored today (UTC)."""
-        return self._used_today
+        """IDs scored today (UTC), every model together."""
+        own = [v for k, v in self._used.items() if k != "*"]
+        return sum(own) if own else self._used.get("*", 0)
+
+    def used_today_by_model(self) -> dict[str, int]:
+        """IDs scored today (UTC) per model."""
+        return dict(self._used)
 
     def serve_models(self, models: Sequence[HostModel | StoredHostModel]) -> None:
         """Serve exactly ``models`` from now on (a hot reload: add the new model first, then,
@@ -472,13 +477,17 @@ class HostScorer:
         if self.budget_file is None or not self.budget_file.is_file():
             return
         try:
-            state = json.loads(self.budget_file.read_text()[:4096])
-            day, used = dt.date.fromisoformat(state["day"]), int(state["used"])
-        except (OSError, ValueError, KeyError, TypeError):
+            state = json.loads(self.budget_file.read_text()[:65536])
+            day = dt.date.fromisoformat(state["day"])
+            raw = state["used"]
+            # version 1 kept one count for every model: it counts against each of them
+            used = ({str(k): int(v) for k, v in raw.items()} if isinstance(raw, dict)
+                    else {"*": int(raw)})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise ConfigError(f"{self.budget_file}: not a daily-budget state file (delete it "
                               "to start the day's count at 0).") from None
-        if day == self._day and used >= 0:
-            self._used_today = used
+        if day == self._day and all(v >= 0 for v in used.values()):
+            self._used = used
 
     def save_budget(self, force: bool = False) -> None:
         """Write today's use of the budget (atomically; at most once a second unless
@@ -490,7 +499,7 @@ class HostScorer:
             if not force and now - self._saved_at < 1.0:
                 return
             self._saved_at = now
-            state = json.dumps({"day": self._day.isoformat(), "used": self._used_today})
+            state = json.dumps({"day": self._day.isoformat(), "used": self._used})
         with self._save_lock:  # one writer of the temporary file at a time
             tmp = self.budget_file.with_name(f".{self.budget_file.name}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -498,25 +507,33 @@ class HostScorer:
                 fh.write(state)
             os.replace(tmp, self.budget_file)
 
-    def _admit(self, n_ids: int) -> None:
-        """Take one request token and ``n_ids`` of today's budget, or refuse."""
+    def _admit(self, model_id: str, n_ids: int) -> None:
+        """Take one request token and ``n_ids`` of today's budget of ``model_id`` (the
+        limits are per model: one model's traffic never spends another's), or refuse.
+
+        A host serves at most its current model and the previous one (during a hot
+        reload), so its guest reads at most twice ``daily_id_budget`` IDs a day."""
         with self._lock:
             now = self._clock()
             rate, burst = self.limits.requests_per_second, self.limits.burst
-            self._tokens = min(float(burst), self._tokens + (now - self._refilled) * rate)
-            self._refilled = now
+            tokens, refilled = self._buckets.get(model_id, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - refilled) * rate)
+            self._buckets[model_id] = (tokens, now)
             today = self._today()
             if today != self._day:
-                self._day, self._used_today = today, 0
-            if self._tokens < 1.0:
+                self._day, self._used = today, {}
+            used = self._used.get(model_id, self._used.get("*", 0))
+            if tokens < 1.0:
                 raise ServingError("rate_limited", f"more than {rate:g} requests per second "
-                                   f"(bursts of {burst}): slow down and retry")
-            if self._used_today + n_ids > self.limits.daily_id_budget:
+                                   f"for model {model_id[:64]} (bursts of {burst}): slow down "
+                                   "and retry")
+            if used + n_ids > self.limits.daily_id_budget:
                 raise ServingError("budget_exhausted",
                                    f"today's budget of {self.limits.daily_id_budget} customer "
-                                   "IDs is used up (it resets at 00:00 UTC)")
-            self._tokens -= 1.0
-            self._used_today += n_ids
+                                   f"IDs for model {model_id[:64]} is used up (it resets at "
+                                   "00:00 UTC)")
+            self._buckets[model_id] = (tokens - 1.0, now)
+            self._used[model_id] = used + n_ids
 
     def score(self, caller: str, req: PartialScoreRequest) -> PartialScoreReply:
         """The answer to ``caller``'s request (``caller``: the verified certificate's name).
@@ -546,7 +563,7 @@ class HostScorer:
             raise ServingError("unknown_model", f"this host serves model(s) "
                                f"{', '.join(self._models)}, not {req.model_id[:64]!r}")
         self._check_scale(model.model_id, scale)
-        self._admit(len(ids))
+        self._admit(model.model_id, len(ids))
         if ids:
             self.save_budget()
         known, scores, points, names, per_feature = model.answer(
