@@ -181,12 +181,14 @@ def test_validation_figures_come_first_and_training_ones_are_labelled(banks, tmp
     r = CliRunner().invoke(main, ["fit", "--guest", str(a), "--host", str(b), "--id",
                                   "customer_id", "--label", "default", "--out",
                                   str(tmp_path / "m"), "--key-bits", "512",
-                                  "--insecure-key-size", "--epochs", "2", "--batch-size", "256",
+                                  "--insecure-key-size", "--epochs", "8", "--batch-size", "256",
                                   "--validation-fraction", "0.25"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     report = pd.read_json(tmp_path / "m" / "report.json", typ="series")
     v = report["validation"]
-    assert v["rows"] > 100 and 1 <= v["epoch"] <= 2 and 0.5 < v["auc"] <= 1
+    # 8 epochs: the secret random start can leave 2 epochs of momentum below AUC 0.5 on 160
+    # validation rows (measured 0.49 once); the kept epoch's AUC is the one reported
+    assert v["rows"] > 100 and 1 <= v["epoch"] <= 8 and 0.5 < v["auc"] <= 1
     # rich may wrap the row labels on a narrow terminal: compare the rows' order, not lines
     text = " ".join(r.output.replace("│", " ").split())
     assert "validation (" in text and "in-sample" in text
