@@ -13,8 +13,11 @@ or ``portable`` (never load it).
 Operations:
 
 * :meth:`CryptoMB.x25519`: one scalar times many X25519 points (PSI's blinding),
-  bit for bit libsodium's ``crypto_scalarmult``; a small-order point (an
-  all-zero result) is reported by index, as libsodium refuses it.
+  bit for bit libsodium's ``crypto_scalarmult``; a point libsodium refuses
+  (its small-order list, or an all-zero result) is reported by index.
+* :meth:`CryptoMB.powmod`: many bases to one exponent modulo one odd modulus of
+  1,024 to 4,096 bits (the CRT halves of Paillier decryption at the arbiter,
+  :meth:`vfl.crypto.paillier.PaillierPrivateKey.raw_decrypt_many`).
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ class CryptoMB:
         self.version = version
         lib.mbx_x25519_mb8.restype = ctypes.c_uint64
         lib.mbx_x25519_mb8.argtypes = [_P8, _P8, _P8]
+        lib.mbx_exp_BufferSize.restype = ctypes.c_int
+        lib.mbx_exp_BufferSize.argtypes = [ctypes.c_int]
+        lib.mbx_exp_mb8.restype = ctypes.c_uint64
+        lib.mbx_exp_mb8.argtypes = [_P8, _P8, _P8, ctypes.c_int, _P8, ctypes.c_int,
+                                    ctypes.c_void_p, ctypes.c_int]
+        self._scratch = threading.local()
 
     @classmethod
     def load(cls) -> CryptoMB:
@@ -126,6 +135,10 @@ class CryptoMB:
             mb = cls(lib, crypto_mb[0].name)
             if mb.x25519(_KAT_SCALAR, _KAT_POINT) != _KAT_OUT:
                 raise RuntimeError("crypto_mb's X25519 differs from RFC 7748's test vector")
+            m = (1 << 2047) + 1155  # odd, 2048 bits
+            if mb.powmod([3, m - 2, 0, 1, m + 5], 65537 ** 3, m) != [
+                    pow(b, 65537 ** 3, m) for b in (3, m - 2, 0, 1, m + 5)]:
+                raise RuntimeError("crypto_mb's modular exponentiation differs from Python's")
             return mb
         raise OSError("libcrypto_mb is not installed (pip install \"vfl[fast]\")"
                       + (f"; {'; '.join(errors)}" if errors else ""))
@@ -166,6 +179,51 @@ class CryptoMB:
                 if result[32 * i:32 * i + 32] == zero:
                     raise SmallOrderPoint(i)
         return result
+
+
+    def powmod(self, bases: list[int], exponent: int, modulus: int) -> list[int]:
+        """``b ** exponent % modulus`` for every base, eight per call (one odd modulus of
+        1,024 to 4,096 bits and one exponent for all: the CRT halves of a decryption).
+
+        Bases are reduced modulo ``modulus`` first; exponent 0 gives 1.
+        """
+        if (modulus % 2 == 0 or not 1024 <= modulus.bit_length() <= 4096 or exponent < 0
+                or exponent.bit_length() > modulus.bit_length()):
+            raise ValueError("powmod takes an odd modulus of 1024 to 4096 bits and an "
+                             "exponent in [0, modulus)")
+        if not bases:
+            return []
+        if exponent == 0:
+            return [1 % modulus] * len(bases)
+        bits = modulus.bit_length()
+        words = (bits + 63) // 64
+        size = words * 8
+        n = len(bases)
+        pad = (-n) % _LANES
+        data = b"".join((int(b) % modulus).to_bytes(size, "little") for b in bases)
+        src = ctypes.create_string_buffer(data + data[:size] * pad, (n + pad) * size)
+        out = ctypes.create_string_buffer((n + pad) * size)
+        exp = ctypes.create_string_buffer(int(exponent).to_bytes(size, "little"), size)
+        mod = ctypes.create_string_buffer(int(modulus).to_bytes(size, "little"), size)
+        # the library's scratch space: one per thread and modulus size
+        per_thread = self._scratch.__dict__.setdefault("bufs", {})
+        scratch = per_thread.get(bits)
+        if scratch is None:
+            scratch = per_thread[bits] = ctypes.create_string_buffer(
+                self._lib.mbx_exp_BufferSize(bits))
+        exps = _P8(*([ctypes.addressof(exp)] * _LANES))
+        mods = _P8(*([ctypes.addressof(mod)] * _LANES))
+        base_in, base_out = ctypes.addressof(src), ctypes.addressof(out)
+        fn, ebits = self._lib.mbx_exp_mb8, exponent.bit_length()
+        for g in range(0, n + pad, _LANES):
+            at = g * size
+            status = fn(_P8(*[base_out + at + size * i for i in range(_LANES)]),
+                        _P8(*[base_in + at + size * i for i in range(_LANES)]), exps, ebits,
+                        mods, bits, ctypes.addressof(scratch), len(scratch))
+            if status:
+                raise RuntimeError(f"mbx_exp_mb8 failed (status {status:#x})")
+        raw = out.raw
+        return [int.from_bytes(raw[size * i:size * (i + 1)], "little") for i in range(n)]
 
 
 _LOCK = threading.Lock()
