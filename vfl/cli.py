@@ -537,7 +537,10 @@ def psi(guest: str, hosts: tuple[str, ...], label: str | None, out: str, out_for
                          lower_ids=lower_ids, strip_ids=not no_strip_ids, force=force,
                          features=_columns(features) or None, exclude=_columns(exclude),
                          out_format="parquet" if out_format == "parquet" else "csv")
-    out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s); "
+    from vfl.crypto.mb import backend_name
+
+    out_console.print(f"intersection: {n:,} customers ({time.perf_counter() - t0:.1f} s, "
+                      f"X25519 on {backend_name()}); "
                       f"aligned tables written to {Path(out)}/")
 
 
@@ -616,8 +619,11 @@ def run(config_path: str, status_json: bool, force: bool, resume: bool) -> None:
         hook.emit(stage="done", summary_file=str(
             cfg.output / ("report.json" if cfg.role == Role.GUEST else f"{cfg.name}_run.json")))
         return
+    from vfl.crypto.mb import backend_name
+
     console.print(f"{cfg.name} ({cfg.role.value}) listening on {cfg.listen}, job {cfg.job_id!r}; "
-                  f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}")
+                  f"peers: {', '.join(f'{p.name}@{p.address}' for p in cfg.peers)}; "
+                  f"crypto: {backend_name()}")
     lines = _plain_progress()
     if lines is not None:
         lines.party = cfg.name

@@ -83,6 +83,11 @@ def _hash_blind_chunk(key_bytes: bytes, ids: list[str]) -> list[bytes]:
 
 def _blind_with(key: X25519PrivateKey, points: Iterable[bytes], peer: str,
                 offset: int) -> list[bytes]:
+    from vfl.crypto.mb import backend
+
+    if backend() is not None:  # eight points per call on AVX-512 IFMA, the same results
+        data = _blind_bytes(key.private_bytes_raw(), b"".join(points), peer, offset)
+        return [data[i:i + POINT_BYTES] for i in range(0, len(data), POINT_BYTES)]
     out = []
     for i, point in enumerate(points):
         try:
@@ -163,6 +168,16 @@ def _blind_bytes(scalar: bytes, data: bytes, peer: str, offset: int) -> bytes:
     from nacl.bindings import crypto_scalarmult
     from nacl.exceptions import CryptoError
 
+    from vfl.crypto.mb import SmallOrderPoint, backend
+
+    mb = backend()
+    if mb is not None:  # crypto_mb: eight points per call, bit for bit libsodium's results
+        try:
+            return mb.x25519(scalar, data)
+        except SmallOrderPoint as exc:
+            raise RemoteProtocolError(
+                f"Point {offset + exc.index} from {peer} is of small order; refusing to "
+                "blind it.") from None
     out = []
     for i in range(0, len(data), POINT_BYTES):
         try:
