@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import threading
 from pathlib import Path
 
 from vfl.exceptions import ConfigError
@@ -102,7 +101,7 @@ class CryptoMB:
         lib.mbx_exp_mb8.restype = ctypes.c_uint64
         lib.mbx_exp_mb8.argtypes = [_P8, _P8, _P8, ctypes.c_int, _P8, ctypes.c_int,
                                     ctypes.c_void_p, ctypes.c_int]
-        self._scratch = threading.local()
+
 
     @classmethod
     def load(cls) -> CryptoMB:
@@ -205,12 +204,9 @@ class CryptoMB:
         out = ctypes.create_string_buffer((n + pad) * size)
         exp = ctypes.create_string_buffer(int(exponent).to_bytes(size, "little"), size)
         mod = ctypes.create_string_buffer(int(modulus).to_bytes(size, "little"), size)
-        # the library's scratch space: one per thread and modulus size
-        per_thread = self._scratch.__dict__.setdefault("bufs", {})
-        scratch = per_thread.get(bits)
-        if scratch is None:
-            scratch = per_thread[bits] = ctypes.create_string_buffer(
-                self._lib.mbx_exp_BufferSize(bits))
+        # the library's scratch space, one per call (about 100 kB: no state shared between
+        # threads)
+        scratch = ctypes.create_string_buffer(self._lib.mbx_exp_BufferSize(bits))
         exps = _P8(*([ctypes.addressof(exp)] * _LANES))
         mods = _P8(*([ctypes.addressof(mod)] * _LANES))
         base_in, base_out = ctypes.addressof(src), ctypes.addressof(out)
@@ -226,30 +222,30 @@ class CryptoMB:
         return [int.from_bytes(raw[size * i:size * (i + 1)], "little") for i in range(n)]
 
 
-_LOCK = threading.Lock()
 _STATE: dict[str, CryptoMB | None] = {}
 
 
 def backend() -> CryptoMB | None:
-    """The loaded :class:`CryptoMB`, or None where it cannot run (see the module)."""
-    with _LOCK:
-        if "mb" in _STATE:
-            return _STATE["mb"]
-        choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
-        if choice not in ("auto", "crypto_mb", "portable"):
-            raise ConfigError(f"{BACKEND_ENV} must be auto, crypto_mb or portable; got {choice!r}")
-        mb: CryptoMB | None = None
-        if choice != "portable":
-            try:
-                mb = CryptoMB.load()
-            except (OSError, RuntimeError, AttributeError) as exc:
-                if choice == "crypto_mb":
-                    raise ConfigError(f"{BACKEND_ENV}=crypto_mb, but it cannot run here: {exc}"
-                                      ) from None
-                mb = None
-        _STATE["mb"] = mb
-        return mb
+    """The loaded :class:`CryptoMB`, or None where it cannot run (see the module).
 
+    Loaded once per process (two threads that ask first may both load it: the same
+    library, the same answer)."""
+    if "mb" in _STATE:
+        return _STATE["mb"]
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "crypto_mb", "portable"):
+        raise ConfigError(f"{BACKEND_ENV} must be auto, crypto_mb or portable; got {choice!r}")
+    mb: CryptoMB | None = None
+    if choice != "portable":
+        try:
+            mb = CryptoMB.load()
+        except (OSError, RuntimeError, AttributeError) as exc:
+            if choice == "crypto_mb":
+                raise ConfigError(f"{BACKEND_ENV}=crypto_mb, but it cannot run here: {exc}"
+                                  ) from None
+            mb = None
+    _STATE["mb"] = mb
+    return mb
 
 def backend_name() -> str:
     """``crypto_mb <version>`` or ``portable (libsodium, gmpy2)``: what this process uses."""
