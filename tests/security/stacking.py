@@ -345,6 +345,20 @@ def _have_squares(config: Any, epoch: int, rows: IntArray) -> BoolArray | None:
     return out
 
 
+def _install(cls: type, name: str, spy: Callable[..., Any], own: Any) -> Callable[[], None]:
+    """Set ``cls.name = spy``; return what puts back ``own`` (the class's own method) or
+    removes the attribute (the method was inherited)."""
+    setattr(cls, name, spy)
+
+    def restore() -> None:
+        if own is not None:
+            setattr(cls, name, own)
+        else:
+            delattr(cls, name)
+
+    return restore
+
+
 def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
             config: Any) -> Callable[[], None]:
     """Wrap ``cls.on_decrypted`` (if the class has one) to record what it returns; returns
@@ -358,7 +372,7 @@ def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
     original = getattr(cls, "on_decrypted", None)
     if original is None:
         return lambda: None
-    own = "on_decrypted" in cls.__dict__
+    own = "on_decrypted" in cls.__dict__  # the class's own method, or inherited
 
     def spy(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
         coef = np.array(getattr(self, "coef", ()), dtype=np.float64, copy=True)
@@ -376,15 +390,7 @@ def _spy_on(cls: type, role: str, sink: list[BatchRecord], lock: threading.Lock,
                                     have))
         return out
 
-    cls.on_decrypted = spy  # type: ignore[attr-defined]
-
-    def restore() -> None:
-        if own:
-            cls.on_decrypted = original  # type: ignore[attr-defined]
-        else:
-            delattr(cls, "on_decrypted")
-
-    return restore
+    return _install(cls, "on_decrypted", spy, original if own else None)
 
 
 def _spy_on_reveals(cls: type, sink: list[tuple[int, FloatArray]], lock: threading.Lock
@@ -399,7 +405,7 @@ def _spy_on_reveals(cls: type, sink: list[tuple[int, FloatArray]], lock: threadi
     original = getattr(cls, "on_decision", None)
     if original is None:
         return lambda: None
-    own = "on_decision" in cls.__dict__
+    own = "on_decision" in cls.__dict__  # the class's own method, or inherited
 
     def spy(self: Any, msg: Any, epoch: int, *args: Any, **kwargs: Any) -> Any:
         before = getattr(self, "_expansion", None)
@@ -412,15 +418,7 @@ def _spy_on_reveals(cls: type, sink: list[tuple[int, FloatArray]], lock: threadi
                 sink.append((int(epoch), np.array([float(v) for v in after]) / scale))
         return out
 
-    cls.on_decision = spy  # type: ignore[attr-defined]
-
-    def restore() -> None:
-        if own:
-            cls.on_decision = original  # type: ignore[attr-defined]
-        else:
-            delattr(cls, "on_decision")
-
-    return restore
+    return _install(cls, "on_decision", spy, original if own else None)
 
 
 def capture_run(X_guest: FloatArray, y: FloatArray, X_host: FloatArray, config: Any, *,

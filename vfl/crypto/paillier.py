@@ -196,8 +196,9 @@ class PaillierPrivateKey:
         if mb is None or len(ciphertexts) < 4 or self.public_key.n.bit_length() < 2047:
             return [self.raw_decrypt(c) for c in ciphertexts]
         p, q = self.p, self.q
-        xp = mb.powmod([int(c) for c in ciphertexts], int(p - 1), int(self._psquare))
-        xq = mb.powmod([int(c) for c in ciphertexts], int(q - 1), int(self._qsquare))
+        values = [int(c) for c in ciphertexts]
+        xp = mb.powmod(values, int(p - 1), int(self._psquare))
+        xq = mb.powmod(values, int(q - 1), int(self._qsquare))
         out = []
         for a, b in zip(xp, xq, strict=True):
             mp = (gmpy2.mpz(a) - 1) // p * self._hp % p
